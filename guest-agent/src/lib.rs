@@ -1,0 +1,6 @@
+//! The guest side of ember, as a `no_std` library: the kernel-less guest ABI
+//! shared with `ember-vmm`, the host↔agent protocol shared with `emberd`, and
+//! the guest-side virtio driver. The Linux agent binary builds on it with `std`.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+
+pub mod abi;

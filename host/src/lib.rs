@@ -1,0 +1,1 @@
+//! ember's host side: the `emberd` supervisor and the `ember` CLI.
