@@ -3,4 +3,5 @@
 
 pub mod bus;
 pub mod irq;
+pub mod rate_limiter;
 pub mod virtio;
