@@ -3,4 +3,7 @@
 //! the guest-side virtio driver. The Linux agent binary builds on it with `std`.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
+extern crate alloc;
+
 pub mod abi;
+pub mod protocol;

@@ -1,0 +1,373 @@
+//! The protocol's messages and the body layout of each kind. The field order
+//! written here IS the wire format; DESIGN.md lists the same tables.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::codec::{Reader, Writer};
+use super::{ProtocolError, MAX_PAYLOAD};
+
+/// Which agent sent `Ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    /// The kernel-less WebAssembly agent (`ember-wasm-agent`).
+    Wasm = 1,
+    /// The Linux guest agent (`ember-agent`, Lambda Runtime API inside).
+    Linux = 2,
+}
+
+/// Where the function code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    /// The code itself (a wasm module, or a zip for the Linux agent).
+    Inline(Vec<u8>),
+    /// A path inside the guest where the code already is (e.g. a mounted
+    /// block device at `/var/task` for the Linux agent).
+    Path(String),
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout = 0,
+    Stderr = 1,
+    /// Lines the agent itself writes (e.g. `INIT_START`, warnings).
+    Agent = 2,
+}
+
+/// One protocol message. Direction: agent → host for `Ready`, `InitDone`,
+/// `InitError`, `Result`, `Error`, `Log`, `Fatal`; host → agent for `Init`,
+/// `Invoke`, `Shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// First message on a new connection: the agent is up.
+    Ready {
+        protocol_version: u8,
+        agent: AgentKind,
+        /// Free-form agent build string, e.g. "ember-wasm-agent 0.1.0".
+        agent_version: String,
+        /// Microseconds from guest entry (or PID 1 start) to this message.
+        boot_us: u64,
+        /// Named phases of the boot, in microseconds.
+        timings: Vec<(String, u64)>,
+    },
+    /// Load the function. Sent once, after `Ready`.
+    Init {
+        function_name: String,
+        function_version: String,
+        handler: String,
+        code: Code,
+        /// User environment variables (the agent adds the Lambda-defined ones).
+        env: Vec<(String, String)>,
+        memory_mib: u32,
+        timeout_ms: u32,
+        /// Seed for the function's random source; fresh for each environment.
+        random_seed: [u8; 32],
+    },
+    /// Init succeeded.
+    InitDone { init_us: u64 },
+    /// Init failed; the environment cannot serve invocations.
+    InitError {
+        error_type: String,
+        message: String,
+        init_us: u64,
+    },
+    /// Run the function once. At most one is outstanding per connection.
+    Invoke {
+        request_id: String,
+        payload: Vec<u8>,
+        /// Deadline in milliseconds since the Unix epoch.
+        deadline_ms: u64,
+        invoked_function_arn: String,
+        trace_id: String,
+        /// Client context JSON (empty when absent).
+        client_context: String,
+        /// Cognito identity JSON (empty when absent).
+        cognito_identity: String,
+    },
+    /// The invocation's response.
+    Result {
+        request_id: String,
+        payload: Vec<u8>,
+        duration_us: u64,
+        max_memory_kib: u64,
+    },
+    /// The invocation failed (function error, trap, timeout...).
+    Error {
+        request_id: String,
+        /// e.g. "Runtime.Trap", "Runtime.ExitError", "Sandbox.Timedout".
+        error_type: String,
+        message: String,
+        /// The environment must be discarded after this (e.g. a timeout).
+        fatal: bool,
+        duration_us: u64,
+        max_memory_kib: u64,
+    },
+    /// One line of output, tagged with the invocation it belongs to
+    /// (empty request id during init).
+    Log {
+        request_id: String,
+        stream: LogStream,
+        line: String,
+    },
+    /// Stop serving and exit.
+    Shutdown,
+    /// The agent hit an unrecoverable error and is about to exit.
+    Fatal { message: String },
+}
+
+/// Message kind bytes (frame header byte 3).
+pub(crate) mod kind {
+    pub const READY: u8 = 1;
+    pub const INIT: u8 = 2;
+    pub const INIT_DONE: u8 = 3;
+    pub const INIT_ERROR: u8 = 4;
+    pub const INVOKE: u8 = 5;
+    pub const RESULT: u8 = 6;
+    pub const ERROR: u8 = 7;
+    pub const LOG: u8 = 8;
+    pub const SHUTDOWN: u8 = 9;
+    pub const FATAL: u8 = 10;
+}
+
+fn check_payload(p: &[u8]) -> Result<(), ProtocolError> {
+    if p.len() > MAX_PAYLOAD {
+        return Err(ProtocolError::PayloadTooLarge { len: p.len() });
+    }
+    Ok(())
+}
+
+impl Message {
+    /// The kind byte of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Ready { .. } => kind::READY,
+            Message::Init { .. } => kind::INIT,
+            Message::InitDone { .. } => kind::INIT_DONE,
+            Message::InitError { .. } => kind::INIT_ERROR,
+            Message::Invoke { .. } => kind::INVOKE,
+            Message::Result { .. } => kind::RESULT,
+            Message::Error { .. } => kind::ERROR,
+            Message::Log { .. } => kind::LOG,
+            Message::Shutdown => kind::SHUTDOWN,
+            Message::Fatal { .. } => kind::FATAL,
+        }
+    }
+
+    /// Appends this message's body (no header).
+    pub(crate) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), ProtocolError> {
+        match self {
+            Message::Ready {
+                protocol_version,
+                agent,
+                agent_version,
+                boot_us,
+                timings,
+            } => {
+                w.u8(*protocol_version);
+                w.u8(*agent as u8);
+                w.string(agent_version);
+                w.u64(*boot_us);
+                w.timings(timings);
+            }
+            Message::Init {
+                function_name,
+                function_version,
+                handler,
+                code,
+                env,
+                memory_mib,
+                timeout_ms,
+                random_seed,
+            } => {
+                w.string(function_name);
+                w.string(function_version);
+                w.string(handler);
+                match code {
+                    Code::Inline(bytes) => {
+                        w.u8(0);
+                        w.bytes(bytes);
+                    }
+                    Code::Path(path) => {
+                        w.u8(1);
+                        w.string(path);
+                    }
+                }
+                w.pairs(env);
+                w.u32(*memory_mib);
+                w.u32(*timeout_ms);
+                w.raw(random_seed);
+            }
+            Message::InitDone { init_us } => w.u64(*init_us),
+            Message::InitError {
+                error_type,
+                message,
+                init_us,
+            } => {
+                w.string(error_type);
+                w.string(message);
+                w.u64(*init_us);
+            }
+            Message::Invoke {
+                request_id,
+                payload,
+                deadline_ms,
+                invoked_function_arn,
+                trace_id,
+                client_context,
+                cognito_identity,
+            } => {
+                check_payload(payload)?;
+                w.string(request_id);
+                w.bytes(payload);
+                w.u64(*deadline_ms);
+                w.string(invoked_function_arn);
+                w.string(trace_id);
+                w.string(client_context);
+                w.string(cognito_identity);
+            }
+            Message::Result {
+                request_id,
+                payload,
+                duration_us,
+                max_memory_kib,
+            } => {
+                check_payload(payload)?;
+                w.string(request_id);
+                w.bytes(payload);
+                w.u64(*duration_us);
+                w.u64(*max_memory_kib);
+            }
+            Message::Error {
+                request_id,
+                error_type,
+                message,
+                fatal,
+                duration_us,
+                max_memory_kib,
+            } => {
+                w.string(request_id);
+                w.string(error_type);
+                w.string(message);
+                w.bool(*fatal);
+                w.u64(*duration_us);
+                w.u64(*max_memory_kib);
+            }
+            Message::Log {
+                request_id,
+                stream,
+                line,
+            } => {
+                w.string(request_id);
+                w.u8(*stream as u8);
+                w.string(line);
+            }
+            Message::Shutdown => {}
+            Message::Fatal { message } => w.string(message),
+        }
+        Ok(())
+    }
+
+    /// Parses one complete body of the given kind.
+    pub(crate) fn read_body(kind: u8, body: &[u8]) -> Result<Message, ProtocolError> {
+        let mut r = Reader::new(body);
+        let msg = match kind {
+            kind::READY => Message::Ready {
+                protocol_version: r.u8()?,
+                agent: match r.u8()? {
+                    1 => AgentKind::Wasm,
+                    2 => AgentKind::Linux,
+                    v => {
+                        return Err(ProtocolError::BadValue {
+                            field: "agent",
+                            value: v.into(),
+                        })
+                    }
+                },
+                agent_version: r.string()?,
+                boot_us: r.u64()?,
+                timings: r.timings()?,
+            },
+            kind::INIT => Message::Init {
+                function_name: r.string()?,
+                function_version: r.string()?,
+                handler: r.string()?,
+                code: match r.u8()? {
+                    0 => Code::Inline(r.bytes()?),
+                    1 => Code::Path(r.string()?),
+                    v => {
+                        return Err(ProtocolError::BadValue {
+                            field: "code",
+                            value: v.into(),
+                        })
+                    }
+                },
+                env: r.pairs()?,
+                memory_mib: r.u32()?,
+                timeout_ms: r.u32()?,
+                random_seed: r.seed()?,
+            },
+            kind::INIT_DONE => Message::InitDone { init_us: r.u64()? },
+            kind::INIT_ERROR => Message::InitError {
+                error_type: r.string()?,
+                message: r.string()?,
+                init_us: r.u64()?,
+            },
+            kind::INVOKE => {
+                let request_id = r.string()?;
+                let payload = r.slice()?;
+                check_payload(payload)?;
+                Message::Invoke {
+                    request_id,
+                    payload: payload.to_vec(),
+                    deadline_ms: r.u64()?,
+                    invoked_function_arn: r.string()?,
+                    trace_id: r.string()?,
+                    client_context: r.string()?,
+                    cognito_identity: r.string()?,
+                }
+            }
+            kind::RESULT => {
+                let request_id = r.string()?;
+                let payload = r.slice()?;
+                check_payload(payload)?;
+                Message::Result {
+                    request_id,
+                    payload: payload.to_vec(),
+                    duration_us: r.u64()?,
+                    max_memory_kib: r.u64()?,
+                }
+            }
+            kind::ERROR => Message::Error {
+                request_id: r.string()?,
+                error_type: r.string()?,
+                message: r.string()?,
+                fatal: r.bool()?,
+                duration_us: r.u64()?,
+                max_memory_kib: r.u64()?,
+            },
+            kind::LOG => Message::Log {
+                request_id: r.string()?,
+                stream: match r.u8()? {
+                    0 => LogStream::Stdout,
+                    1 => LogStream::Stderr,
+                    2 => LogStream::Agent,
+                    v => {
+                        return Err(ProtocolError::BadValue {
+                            field: "stream",
+                            value: v.into(),
+                        })
+                    }
+                },
+                line: r.string()?,
+            },
+            kind::SHUTDOWN => Message::Shutdown,
+            kind::FATAL => Message::Fatal {
+                message: r.string()?,
+            },
+            other => return Err(ProtocolError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
