@@ -1,1 +1,4 @@
 //! ember's host side: the `emberd` supervisor and the `ember` CLI.
+
+pub mod store;
+pub mod util;

@@ -1,0 +1,2 @@
+//! `ember`: the CLI (wired up in a later step).
+fn main() {}

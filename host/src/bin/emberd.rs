@@ -1,0 +1,2 @@
+//! `emberd`: the host supervisor daemon (wired up in a later step).
+fn main() {}

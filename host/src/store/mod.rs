@@ -1,0 +1,557 @@
+//! emberd's store: function, version, alias, layer and concurrency metadata in
+//! redb (an embedded, pure-Rust, ACID key-value store: every write transaction
+//! is fsync'd on commit), and code in the encrypted blob directory
+//! ([`blob`]). Writes go blob first (durable), metadata second (one commit),
+//! so a create or update either happened or did not; blobs no record names
+//! are collected at open.
+
+pub mod blob;
+pub mod model;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use blob::{sha256_hex, BlobError, BlobStore};
+pub use model::*;
+
+const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+const LAYER_NEXT: TableDefinition<&str, u64> = TableDefinition::new("layer_next");
+const PROVISIONED: TableDefinition<&str, &[u8]> = TableDefinition::new("provisioned");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("metadata store")]
+    Db(#[from] redb::Error),
+    #[error("blob store")]
+    Blob(#[from] BlobError),
+    #[error("corrupt metadata record")]
+    Json(#[from] serde_json::Error),
+    #[error("creating {0}")]
+    Io(PathBuf, #[source] std::io::Error),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError {
+        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+    })*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Key of a per-function child record: `function/child`. Names never hold
+/// `/` (see `util::valid_name`), so a prefix scan of `function/` is exact.
+fn child_key(function: &str, child: &str) -> String {
+    format!("{function}/{child}")
+}
+
+/// Versions are stored zero-padded so the key order is numeric order.
+fn version_key(function: &str, v: u64) -> String {
+    child_key(function, &format!("{v:012}"))
+}
+
+fn get_json<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    k: &str,
+) -> Result<Option<T>> {
+    match t.get(k)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn scan_prefix<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in t.range(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
+}
+
+fn put_json<T: Serialize>(
+    t: &mut redb::Table<&'static str, &'static [u8]>,
+    k: &str,
+    v: &T,
+) -> Result<()> {
+    t.insert(k, serde_json::to_vec(v)?.as_slice())?;
+    Ok(())
+}
+
+/// The open store.
+pub struct Store {
+    db: Database,
+    pub blobs: BlobStore,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`: `meta.redb`, `blobs/`, and
+    /// the 0600 key file `master.key`. Unreferenced blobs are removed.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.into(), e))?;
+        let blobs = BlobStore::open(&dir.join("blobs"), &dir.join("master.key"))?;
+        let db = Database::create(dir.join("meta.redb"))?;
+        let w = db.begin_write()?;
+        w.open_table(FUNCTIONS)?;
+        w.open_table(VERSIONS)?;
+        w.open_table(ALIASES)?;
+        w.open_table(LAYERS)?;
+        w.open_table(LAYER_NEXT)?;
+        w.open_table(PROVISIONED)?;
+        w.commit()?;
+        let store = Self { db, blobs };
+        store.collect_garbage()?;
+        Ok(store)
+    }
+
+    /// Removes blobs that no function, version or layer names.
+    pub fn collect_garbage(&self) -> Result<usize> {
+        let r = self.db.begin_read()?;
+        let mut live = HashSet::new();
+        for f in scan_prefix::<FunctionRecord>(&r.open_table(FUNCTIONS)?, "")? {
+            live.insert(f.code.blob);
+        }
+        for v in scan_prefix::<VersionRecord>(&r.open_table(VERSIONS)?, "")? {
+            live.insert(v.code.blob);
+        }
+        for l in scan_prefix::<LayerVersionRecord>(&r.open_table(LAYERS)?, "")? {
+            live.insert(l.code.blob);
+        }
+        drop(r);
+        let mut removed = 0;
+        for b in self.blobs.list()? {
+            if !live.contains(&b) {
+                self.blobs.remove(&b)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- functions -------------------------------------------------------
+
+    /// Creates a function (its code blob must already be stored); conflict if
+    /// the name exists. With `publish`, version 1 is created in the same commit.
+    pub fn create_function(
+        &self,
+        rec: &FunctionRecord,
+        publish: bool,
+    ) -> Result<Option<VersionRecord>> {
+        let w = self.db.begin_write()?;
+        let mut published = None;
+        {
+            let mut t = w.open_table(FUNCTIONS)?;
+            if get_json::<FunctionRecord>(&t, &rec.name)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "Function already exist: {}",
+                    rec.name
+                )));
+            }
+            let mut rec = rec.clone();
+            if publish {
+                let v = version_from(&rec);
+                rec.next_version += 1;
+                put_json(
+                    &mut w.open_table(VERSIONS)?,
+                    &version_key(&rec.name, v.version),
+                    &v,
+                )?;
+                published = Some(v);
+            }
+            put_json(&mut t, &rec.name, &rec)?;
+        }
+        w.commit()?;
+        Ok(published)
+    }
+
+    pub fn get_function(&self, name: &str) -> Result<FunctionRecord> {
+        let r = self.db.begin_read()?;
+        get_json(&r.open_table(FUNCTIONS)?, name)?.ok_or_else(|| not_found_fn(name))
+    }
+
+    /// Read-modify-write of `$LATEST` in one transaction. `edit` may refuse.
+    pub fn update_function<F>(&self, name: &str, edit: F) -> Result<FunctionRecord>
+    where
+        F: FnOnce(&mut FunctionRecord) -> Result<()>,
+    {
+        let w = self.db.begin_write()?;
+        let rec = {
+            let mut t = w.open_table(FUNCTIONS)?;
+            let mut rec: FunctionRecord = get_json(&t, name)?.ok_or_else(|| not_found_fn(name))?;
+            edit(&mut rec)?;
+            put_json(&mut t, name, &rec)?;
+            rec
+        };
+        w.commit()?;
+        Ok(rec)
+    }
+
+    /// Functions in name order, starting after `marker`, at most `max`.
+    pub fn list_functions(
+        &self,
+        marker: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<FunctionRecord>, Option<String>)> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(FUNCTIONS)?;
+        let mut out = Vec::new();
+        let start = marker.unwrap_or("");
+        for item in t.range(start..)? {
+            let (k, v) = item?;
+            if marker.is_some() && k.value() == start {
+                continue;
+            }
+            if out.len() == max {
+                return Ok((out, Some(k.value().to_string())).map_marker());
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok((out, None))
+    }
+
+    /// Deletes a function with all its versions, aliases and provisioned
+    /// concurrency, then collects its blobs.
+    pub fn delete_function(&self, name: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(FUNCTIONS)?;
+            if t.remove(name)?.is_none() {
+                return Err(not_found_fn(name));
+            }
+            let prefix = child_key(name, "");
+            for table in [VERSIONS, ALIASES, PROVISIONED] {
+                let mut t = w.open_table(table)?;
+                let keys: Vec<String> = t
+                    .range(prefix.as_str()..)?
+                    .filter_map(|i| i.ok())
+                    .map(|(k, _)| k.value().to_string())
+                    .take_while(|k| k.starts_with(&prefix))
+                    .collect();
+                for k in keys {
+                    t.remove(k.as_str())?;
+                }
+            }
+        }
+        w.commit()?;
+        self.collect_garbage()?;
+        Ok(())
+    }
+
+    // ---- versions --------------------------------------------------------
+
+    /// Publishes `$LATEST` as a new version, unless the newest version already
+    /// has the same code and configuration (then that one is returned, as
+    /// Lambda does). `expected_sha` guards against publishing other code.
+    pub fn publish_version(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        expected_sha: Option<&str>,
+    ) -> Result<VersionRecord> {
+        let w = self.db.begin_write()?;
+        let v = {
+            let mut ft = w.open_table(FUNCTIONS)?;
+            let mut rec: FunctionRecord = get_json(&ft, name)?.ok_or_else(|| not_found_fn(name))?;
+            if let Some(sha) = expected_sha {
+                if sha != rec.code.package_sha256 {
+                    return Err(StoreError::Conflict(
+                        "CodeSha256 does not match $LATEST".into(),
+                    ));
+                }
+            }
+            let mut vt = w.open_table(VERSIONS)?;
+            let newest: Option<VersionRecord> = scan_prefix(&vt, &child_key(name, ""))?.pop();
+            let mut v = version_from(&rec);
+            if let Some(d) = description {
+                v.config.description = d.to_string();
+            }
+            match newest {
+                Some(n) if n.code == v.code && n.config == v.config => n,
+                _ => {
+                    rec.next_version += 1;
+                    put_json(&mut vt, &version_key(name, v.version), &v)?;
+                    put_json(&mut ft, name, &rec)?;
+                    v
+                }
+            }
+        };
+        w.commit()?;
+        Ok(v)
+    }
+
+    pub fn get_version(&self, name: &str, version: u64) -> Result<VersionRecord> {
+        let r = self.db.begin_read()?;
+        get_json(&r.open_table(VERSIONS)?, &version_key(name, version))?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "Function not found: {}",
+                crate::util::function_arn(name, Some(&version.to_string()))
+            ))
+        })
+    }
+
+    pub fn list_versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
+        let r = self.db.begin_read()?;
+        scan_prefix(&r.open_table(VERSIONS)?, &child_key(name, ""))
+    }
+
+    /// Deletes one published version; refused while an alias points at it.
+    pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let aliases: Vec<AliasRecord> =
+                scan_prefix(&w.open_table(ALIASES)?, &child_key(name, ""))?;
+            if let Some(a) = aliases
+                .iter()
+                .find(|a| a.function_version == version.to_string())
+            {
+                return Err(StoreError::Conflict(format!(
+                    "Unable to delete version because the following aliases reference it: [{}]",
+                    a.name
+                )));
+            }
+            if w.open_table(VERSIONS)?
+                .remove(version_key(name, version).as_str())?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!(
+                    "Function not found: {}",
+                    crate::util::function_arn(name, Some(&version.to_string()))
+                )));
+            }
+            w.open_table(PROVISIONED)?
+                .remove(child_key(name, &version.to_string()).as_str())?;
+        }
+        w.commit()?;
+        self.collect_garbage()?;
+        Ok(())
+    }
+
+    // ---- aliases ---------------------------------------------------------
+
+    /// Creates (`create`) or replaces an alias after checking its version exists.
+    pub fn put_alias(&self, function: &str, alias: &AliasRecord, create: bool) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            if get_json::<FunctionRecord>(&w.open_table(FUNCTIONS)?, function)?.is_none() {
+                return Err(not_found_fn(function));
+            }
+            if alias.function_version != "$LATEST" {
+                let v: u64 = alias
+                    .function_version
+                    .parse()
+                    .map_err(|_| StoreError::NotFound("Function version not found".into()))?;
+                if get_json::<VersionRecord>(&w.open_table(VERSIONS)?, &version_key(function, v))?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!(
+                        "Function not found: {}",
+                        crate::util::function_arn(function, Some(&alias.function_version))
+                    )));
+                }
+            }
+            let mut t = w.open_table(ALIASES)?;
+            let key = child_key(function, &alias.name);
+            let exists = get_json::<AliasRecord>(&t, &key)?.is_some();
+            if create && exists {
+                return Err(StoreError::Conflict(format!(
+                    "Alias already exists: {}",
+                    crate::util::function_arn(function, Some(&alias.name))
+                )));
+            }
+            if !create && !exists {
+                return Err(not_found_alias(function, &alias.name));
+            }
+            put_json(&mut t, &key, alias)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn get_alias(&self, function: &str, alias: &str) -> Result<AliasRecord> {
+        let r = self.db.begin_read()?;
+        get_json(&r.open_table(ALIASES)?, &child_key(function, alias))?
+            .ok_or_else(|| not_found_alias(function, alias))
+    }
+
+    pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>> {
+        let r = self.db.begin_read()?;
+        scan_prefix(&r.open_table(ALIASES)?, &child_key(function, ""))
+    }
+
+    pub fn delete_alias(&self, function: &str, alias: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            w.open_table(ALIASES)?
+                .remove(child_key(function, alias).as_str())?;
+            w.open_table(PROVISIONED)?
+                .remove(child_key(function, alias).as_str())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    // ---- layers ----------------------------------------------------------
+
+    /// Publishes the next version of layer `rec.layer_name` (its number is
+    /// assigned here) and returns the stored record.
+    pub fn publish_layer(&self, mut rec: LayerVersionRecord) -> Result<LayerVersionRecord> {
+        let w = self.db.begin_write()?;
+        {
+            let mut next = w.open_table(LAYER_NEXT)?;
+            let n = next
+                .get(rec.layer_name.as_str())?
+                .map(|g| g.value())
+                .unwrap_or(1);
+            next.insert(rec.layer_name.as_str(), n + 1)?;
+            rec.version = n;
+            put_json(
+                &mut w.open_table(LAYERS)?,
+                &version_key(&rec.layer_name, n),
+                &rec,
+            )?;
+        }
+        w.commit()?;
+        Ok(rec)
+    }
+
+    pub fn get_layer(&self, layer: &str, version: u64) -> Result<LayerVersionRecord> {
+        let r = self.db.begin_read()?;
+        get_json(&r.open_table(LAYERS)?, &version_key(layer, version))?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "Layer version {} does not exist.",
+                crate::util::layer_arn(layer, Some(version))
+            ))
+        })
+    }
+
+    pub fn list_layer_versions(&self, layer: &str) -> Result<Vec<LayerVersionRecord>> {
+        let r = self.db.begin_read()?;
+        scan_prefix(&r.open_table(LAYERS)?, &child_key(layer, ""))
+    }
+
+    /// Deletes a layer version (idempotent, as in Lambda).
+    pub fn delete_layer(&self, layer: &str, version: u64) -> Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(LAYERS)?
+            .remove(version_key(layer, version).as_str())?;
+        w.commit()?;
+        self.collect_garbage()?;
+        Ok(())
+    }
+
+    // ---- provisioned concurrency ----------------------------------------
+
+    pub fn put_provisioned(&self, rec: &ProvisionedRecord) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            if get_json::<FunctionRecord>(&w.open_table(FUNCTIONS)?, &rec.function)?.is_none() {
+                return Err(not_found_fn(&rec.function));
+            }
+            put_json(
+                &mut w.open_table(PROVISIONED)?,
+                &child_key(&rec.function, &rec.qualifier),
+                rec,
+            )?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn get_provisioned(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<ProvisionedRecord>> {
+        let r = self.db.begin_read()?;
+        get_json(&r.open_table(PROVISIONED)?, &child_key(function, qualifier))
+    }
+
+    pub fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool> {
+        let w = self.db.begin_write()?;
+        let existed = w
+            .open_table(PROVISIONED)?
+            .remove(child_key(function, qualifier).as_str())?
+            .is_some();
+        w.commit()?;
+        Ok(existed)
+    }
+
+    pub fn list_provisioned(&self) -> Result<Vec<ProvisionedRecord>> {
+        let r = self.db.begin_read()?;
+        scan_prefix(&r.open_table(PROVISIONED)?, "")
+    }
+
+    /// Sum of reserved concurrency over all functions except `except`.
+    pub fn reserved_total(&self, except: &str) -> Result<u64> {
+        let r = self.db.begin_read()?;
+        let all: Vec<FunctionRecord> = scan_prefix(&r.open_table(FUNCTIONS)?, "")?;
+        Ok(all
+            .iter()
+            .filter(|f| f.name != except)
+            .filter_map(|f| f.reserved_concurrency)
+            .map(u64::from)
+            .sum())
+    }
+}
+
+trait MapMarker {
+    fn map_marker(self) -> Self;
+}
+impl MapMarker for (Vec<FunctionRecord>, Option<String>) {
+    /// The marker handed back is the last name returned (the next page starts
+    /// after it), so it stays valid even if that next function is deleted.
+    fn map_marker(self) -> Self {
+        let m = self.0.last().map(|f| f.name.clone());
+        (self.0, m)
+    }
+}
+
+fn version_from(rec: &FunctionRecord) -> VersionRecord {
+    VersionRecord {
+        version: rec.next_version,
+        config: rec.config.clone(),
+        code: rec.code.clone(),
+        revision_id: crate::util::uuid4(),
+        last_modified: crate::util::now_lambda(),
+    }
+}
+
+fn not_found_fn(name: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "Function not found: {}",
+        crate::util::function_arn(name, None)
+    ))
+}
+
+fn not_found_alias(function: &str, alias: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "Alias not found: {}",
+        crate::util::function_arn(function, Some(alias))
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! The records emberd keeps in its metadata store (serialized as JSON values
+//! in redb tables). These are emberd's own shapes; `api::wire` turns them into
+//! the Lambda wire format.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration of `$LATEST`, snapshotted into every published version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub runtime: String,
+    pub role: String,
+    pub handler: String,
+    pub description: String,
+    /// Seconds.
+    pub timeout: u32,
+    /// MiB.
+    pub memory_size: u32,
+    pub environment: BTreeMap<String, String>,
+    /// MiB of `/tmp`.
+    pub ephemeral_storage: u32,
+    /// Layer version ARNs.
+    pub layers: Vec<String>,
+}
+
+/// Where a function's (or layer's) code lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// Blob address (hex SHA-256) of the runnable artifact (the wasm module).
+    pub blob: String,
+    /// Base64 SHA-256 of the uploaded package, as Lambda reports `CodeSha256`.
+    pub package_sha256: String,
+    /// Bytes of the uploaded package.
+    pub size: u64,
+}
+
+/// A function and its `$LATEST`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub config: FunctionConfig,
+    pub code: CodeRef,
+    /// Changes on every update of `$LATEST`; environments of `$LATEST` are
+    /// keyed by it, so an update retires them.
+    pub revision_id: String,
+    pub last_modified: String,
+    /// Number the next PublishVersion gets.
+    pub next_version: u64,
+    pub reserved_concurrency: Option<u32>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A published, immutable version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    pub config: FunctionConfig,
+    pub code: CodeRef,
+    pub revision_id: String,
+    pub last_modified: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    pub revision_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerVersionRecord {
+    pub layer_name: String,
+    pub version: u64,
+    pub description: String,
+    pub compatible_runtimes: Vec<String>,
+    pub license_info: Option<String>,
+    pub code: CodeRef,
+    pub created: String,
+}
+
+/// Provisioned concurrency asked for one (function, qualifier).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedRecord {
+    pub function: String,
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified: String,
+}

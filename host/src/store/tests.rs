@@ -1,0 +1,188 @@
+//! Store tests: CRUD, publish semantics, pagination, crash-safety invariants
+//! (orphan blobs collected, a reopened store keeps committed state).
+
+use super::*;
+
+fn func(store: &Store, name: &str, code: &[u8]) -> FunctionRecord {
+    let blob = store.blobs.put(code).unwrap();
+    FunctionRecord {
+        name: name.into(),
+        config: FunctionConfig {
+            runtime: "wasm".into(),
+            timeout: 3,
+            memory_size: 128,
+            ..Default::default()
+        },
+        code: CodeRef {
+            blob,
+            package_sha256: "pkg".into(),
+            size: code.len() as u64,
+        },
+        revision_id: crate::util::uuid4(),
+        last_modified: crate::util::now_lambda(),
+        next_version: 1,
+        reserved_concurrency: None,
+        tags: Default::default(),
+    }
+}
+
+#[test]
+fn create_get_conflict_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let f = func(&s, "a", b"code-a");
+    s.create_function(&f, false).unwrap();
+    assert_eq!(s.get_function("a").unwrap(), f);
+    assert!(matches!(
+        s.create_function(&f, false),
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_function("a").unwrap();
+    assert!(matches!(s.get_function("a"), Err(StoreError::NotFound(_))));
+    assert!(
+        s.blobs.list().unwrap().is_empty(),
+        "code blob collected with its function"
+    );
+}
+
+#[test]
+fn publish_is_idempotent_until_latest_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_function(&func(&s, "f", b"v1"), true).unwrap();
+    assert_eq!(
+        s.publish_version("f", None, None).unwrap().version,
+        1,
+        "unchanged $LATEST republishes v1"
+    );
+    let blob = s.blobs.put(b"v2").unwrap();
+    s.update_function("f", |r| {
+        r.code.blob = blob.clone();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(s.publish_version("f", None, None).unwrap().version, 2);
+    assert!(matches!(
+        s.publish_version("f", None, Some("other")),
+        Err(StoreError::Conflict(_))
+    ));
+    let vs: Vec<u64> = s
+        .list_versions("f")
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(vs, vec![1, 2]);
+    assert_eq!(s.get_version("f", 1).unwrap().code.blob, sha256_hex(b"v1"));
+}
+
+#[test]
+fn aliases_guard_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_function(&func(&s, "f", b"x"), true).unwrap();
+    let a = AliasRecord {
+        name: "live".into(),
+        function_version: "1".into(),
+        description: String::new(),
+        revision_id: "r".into(),
+    };
+    s.put_alias("f", &a, true).unwrap();
+    assert!(matches!(
+        s.put_alias("f", &a, true),
+        Err(StoreError::Conflict(_))
+    ));
+    let bad = AliasRecord {
+        function_version: "9".into(),
+        ..a.clone()
+    };
+    assert!(matches!(
+        s.put_alias("f", &bad, false),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_version("f", 1),
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_alias("f", "live").unwrap();
+    s.delete_version("f", 1).unwrap();
+    assert!(s.list_versions("f").unwrap().is_empty());
+}
+
+#[test]
+fn list_paginates_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for n in ["c", "a", "b", "d"] {
+        s.create_function(&func(&s, n, n.as_bytes()), false)
+            .unwrap();
+    }
+    let (p1, m1) = s.list_functions(None, 3).unwrap();
+    assert_eq!(
+        p1.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(m1.as_deref(), Some("c"));
+    let (p2, m2) = s.list_functions(m1.as_deref(), 3).unwrap();
+    assert_eq!(
+        p2.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["d"]
+    );
+    assert_eq!(m2, None);
+}
+
+#[test]
+fn reopen_keeps_committed_state_and_drops_orphan_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.create_function(&func(&s, "kept", b"kept-code"), true)
+            .unwrap();
+        // A blob written by a create that crashed before its metadata commit.
+        s.blobs.put(b"orphan").unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.get_function("kept").unwrap().next_version, 2);
+    assert_eq!(
+        s.blobs.get(&sha256_hex(b"kept-code")).unwrap(),
+        b"kept-code"
+    );
+    assert!(matches!(
+        s.blobs.get(&sha256_hex(b"orphan")),
+        Err(BlobError::Missing(_))
+    ));
+}
+
+#[test]
+fn layers_number_from_one_and_provisioned_roundtrips() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let blob = s.blobs.put(b"layer").unwrap();
+    let rec = LayerVersionRecord {
+        layer_name: "L".into(),
+        version: 0,
+        description: String::new(),
+        compatible_runtimes: vec![],
+        license_info: None,
+        code: CodeRef {
+            blob,
+            package_sha256: "p".into(),
+            size: 5,
+        },
+        created: crate::util::now_lambda(),
+    };
+    assert_eq!(s.publish_layer(rec.clone()).unwrap().version, 1);
+    assert_eq!(s.publish_layer(rec).unwrap().version, 2);
+    s.delete_layer("L", 1).unwrap();
+    assert_eq!(s.list_layer_versions("L").unwrap().len(), 1);
+    s.create_function(&func(&s, "f", b"x"), true).unwrap();
+    let p = ProvisionedRecord {
+        function: "f".into(),
+        qualifier: "1".into(),
+        requested: 3,
+        last_modified: String::new(),
+    };
+    s.put_provisioned(&p).unwrap();
+    assert_eq!(s.get_provisioned("f", "1").unwrap(), Some(p));
+    assert!(s.delete_provisioned("f", "1").unwrap());
+}
