@@ -3,5 +3,6 @@
 
 pub mod bus;
 pub mod irq;
+pub mod legacy;
 pub mod rate_limiter;
 pub mod virtio;
