@@ -11,6 +11,7 @@
 //! registers the queue notify eventfds (and any backend fds) from `process`.
 //! `reset` signals it again so the loop unregisters them.
 
+pub mod block;
 pub mod log_limit;
 pub mod mmio;
 
