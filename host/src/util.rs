@@ -152,3 +152,15 @@ mod tests {
         assert!(!valid_name(&"x".repeat(65)));
     }
 }
+
+/// An error and its sources on one line ("a: b: c"), for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,82 @@
+//! The seam between the pool and whatever starts one execution environment.
+//! Production: H5's `host::agent` launcher (an `ember-vmm` child running the
+//! kernel-less wasm agent, talked to over hybrid vsock). Pool-policy unit
+//! tests use a fake. Calls are blocking (the protocol library is std I/O);
+//! the pool runs them on tokio's blocking threads.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything needed to start and initialize one environment.
+#[derive(Clone, Debug)]
+pub struct EnvSpec {
+    pub env_id: u64,
+    pub function_name: String,
+    pub function_version: String,
+    pub handler: String,
+    pub runtime: String,
+    /// The runnable artifact (wasm module), already decrypted and verified.
+    pub code: Arc<Vec<u8>>,
+    pub env_vars: BTreeMap<String, String>,
+    pub memory_mib: u32,
+    pub timeout_ms: u32,
+    /// A fresh directory owned by this environment (sockets, images);
+    /// emberd removes it after the environment is gone.
+    pub work_dir: PathBuf,
+}
+
+/// One invocation handed to an environment.
+#[derive(Clone, Debug)]
+pub struct InvokeInput {
+    pub request_id: String,
+    pub payload: Vec<u8>,
+    /// Unix milliseconds after which the function has timed out.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub client_context: String,
+}
+
+/// What the agent answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvokeOutput {
+    Success {
+        payload: Vec<u8>,
+        logs: Vec<String>,
+    },
+    /// The function failed; `fatal` means the environment must be replaced.
+    FunctionError {
+        error_type: String,
+        message: String,
+        fatal: bool,
+        logs: Vec<String>,
+    },
+}
+
+/// Why an environment could not start or serve.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("environment failed to start: {0}")]
+    Launch(String),
+    #[error("{error_type}: {message}")]
+    Init { error_type: String, message: String },
+    /// The VM exited or the stream broke mid-invocation (`Runtime.ExitError`).
+    #[error("environment died: {0}")]
+    Died(String),
+}
+
+/// Starts environments. `launch` returns once the agent has sent `InitDone`.
+pub trait EnvironmentLauncher: Send + Sync + 'static {
+    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError>;
+}
+
+/// One running environment: exactly one invocation at a time (`&mut self`).
+pub trait Environment: Send + 'static {
+    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError>;
+    /// The `ember-vmm` process id (for the pid file and the timeout backstop).
+    fn pid(&self) -> Option<u32>;
+    /// Whether the VM is still running (a cheap, non-blocking check).
+    fn is_alive(&mut self) -> bool;
+    /// Stops the VM (graceful `Shutdown`, then kill) and reaps it.
+    fn shutdown(self: Box<Self>);
+}

@@ -1,0 +1,456 @@
+//! Execution environments: a pool per function *version* (keyed by its
+//! revision, so updating `$LATEST` retires its environments and nothing is
+//! ever reused across versions), one invocation per environment at a time,
+//! warm reuse, idle reaping, a maximum lifetime (idle environments are
+//! retired, busy ones when their invocation ends), provisioned concurrency
+//! (see [`maintain`]) and admission ([`policy`]).
+
+pub mod launcher;
+mod maintain;
+pub mod pidfile;
+pub mod policy;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use launcher::{
+    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput,
+};
+pub use maintain::Target;
+use pidfile::PidFile;
+use policy::{Admission, Throttle};
+
+/// Identity of a pool: environments are only ever reused under the same key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionKey {
+    pub function: String,
+    /// `$LATEST` or a version number.
+    pub version: String,
+    /// The revision id of `$LATEST` or of the published version.
+    pub revision: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub host_limit: u32,
+    /// Where work directories and the pid file live.
+    pub run_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvState {
+    Starting,
+    Idle,
+    Busy,
+    Stopping,
+}
+
+impl EnvState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvState::Starting => "starting",
+            EnvState::Idle => "idle",
+            EnvState::Busy => "busy",
+            EnvState::Stopping => "stopping",
+        }
+    }
+}
+
+/// What `ember env list` shows about one environment.
+#[derive(Clone, Debug)]
+pub struct EnvInfo {
+    pub id: u64,
+    pub key: VersionKey,
+    pub state: EnvState,
+    pub created: Instant,
+    pub invocations: u64,
+    pub pid: Option<u32>,
+    pub provisioned: bool,
+}
+
+/// A running environment while it is out of the idle list.
+pub struct Warm {
+    pub id: u64,
+    env: Box<dyn Environment>,
+    key: VersionKey,
+    created: Instant,
+    last_used: Instant,
+    provisioned: bool,
+}
+
+impl Warm {
+    pub fn pid(&self) -> Option<u32> {
+        self.env.pid()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    idle: HashMap<VersionKey, Vec<Warm>>,
+    info: BTreeMap<u64, EnvInfo>,
+    stale: HashSet<VersionKey>,
+    admission: Admission,
+    targets: Vec<Target>,
+    closed: bool,
+}
+
+pub struct Pool {
+    launcher: Arc<dyn EnvironmentLauncher>,
+    cfg: PoolConfig,
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+    pids: PidFile,
+}
+
+/// Holds one unit of admitted concurrency; dropping it gives it back.
+pub struct Admitted {
+    pool: Arc<Pool>,
+    function: String,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.pool.lock().admission.release(&self.function);
+    }
+}
+
+/// Builds the spec of a new environment (loads and decrypts the code), run
+/// only when no warm environment is available.
+pub type SpecFn = Box<dyn FnOnce(u64, PathBuf) -> Result<EnvSpec, EnvError> + Send>;
+
+impl Pool {
+    pub fn new(launcher: Arc<dyn EnvironmentLauncher>, cfg: PoolConfig) -> Arc<Self> {
+        let _ = std::fs::create_dir_all(cfg.run_dir.join("envs"));
+        let inner = Inner {
+            admission: Admission::new(cfg.host_limit),
+            ..Default::default()
+        };
+        Arc::new(Self {
+            pids: PidFile::new(&cfg.run_dir),
+            launcher,
+            cfg,
+            inner: Mutex::new(inner),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters behind; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    pub fn admit(self: &Arc<Self>, function: &str) -> Result<Admitted, Throttle> {
+        self.lock().admission.admit(function)?;
+        Ok(Admitted {
+            pool: self.clone(),
+            function: function.to_string(),
+        })
+    }
+
+    pub fn can_reserve(&self, function: &str, n: u32) -> bool {
+        self.lock().admission.can_reserve(function, n)
+    }
+
+    pub fn set_reserved(&self, function: &str, n: Option<u32>) {
+        self.lock().admission.set_reserved(function, n);
+    }
+
+    pub fn host_limit(&self) -> u32 {
+        self.lock().admission.host_limit()
+    }
+
+    /// A warm environment of `key`, or a new one started with `spec`.
+    /// Returns whether it was a cold start.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        key: &VersionKey,
+        spec: SpecFn,
+    ) -> Result<(Warm, bool), EnvError> {
+        let reusable = {
+            let mut inner = self.lock();
+            let mut found = None;
+            let mut expired = Vec::new();
+            if let Some(list) = inner.idle.get_mut(key) {
+                while let Some(w) = list.pop() {
+                    if w.created.elapsed() >= self.cfg.max_lifetime {
+                        expired.push(w);
+                    } else {
+                        found = Some(w);
+                        break;
+                    }
+                }
+            }
+            if let Some(w) = &found {
+                if let Some(i) = inner.info.get_mut(&w.id) {
+                    i.state = EnvState::Busy;
+                }
+            }
+            drop(inner);
+            for w in expired {
+                self.discard(w);
+            }
+            found
+        };
+        if let Some(w) = reusable {
+            return Ok((w, false));
+        }
+        let id = self.begin(key, false);
+        let w = self.launch(id, key, spec, false).await?;
+        if let Some(i) = self.lock().info.get_mut(&w.id) {
+            i.state = EnvState::Busy;
+        }
+        Ok((w, true))
+    }
+
+    /// Registers a new environment of `key` in state Starting and returns its id.
+    fn begin(&self, key: &VersionKey, provisioned: bool) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = EnvInfo {
+            id,
+            key: key.clone(),
+            state: EnvState::Starting,
+            created: Instant::now(),
+            invocations: 0,
+            pid: None,
+            provisioned,
+        };
+        self.lock().info.insert(id, info);
+        id
+    }
+
+    /// Launches environment `id` (registered by [`Pool::begin`]).
+    async fn launch(
+        self: &Arc<Self>,
+        id: u64,
+        key: &VersionKey,
+        spec: SpecFn,
+        provisioned: bool,
+    ) -> Result<Warm, EnvError> {
+        let work_dir = self.cfg.run_dir.join("envs").join(id.to_string());
+        let launcher = self.launcher.clone();
+        let wd = work_dir.clone();
+        let launched = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&wd).map_err(|e| EnvError::Launch(format!("work dir: {e}")))?;
+            let spec = spec(id, wd)?;
+            launcher.launch(&spec)
+        })
+        .await
+        .unwrap_or_else(|e| Err(EnvError::Launch(format!("launcher panicked: {e}"))));
+        match launched {
+            Ok(env) => {
+                let pid = env.pid();
+                let now = Instant::now();
+                let w = Warm {
+                    id,
+                    env,
+                    key: key.clone(),
+                    created: now,
+                    last_used: now,
+                    provisioned,
+                };
+                let mut inner = self.lock();
+                if let Some(i) = inner.info.get_mut(&id) {
+                    i.pid = pid;
+                    i.created = now;
+                }
+                self.write_pids(&inner);
+                Ok(w)
+            }
+            Err(e) => {
+                self.lock().info.remove(&id);
+                let _ = std::fs::remove_dir_all(&work_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one invocation on `w`, enforcing `timeout` by killing the VM.
+    /// The environment goes back to the pool if it is healthy, current and
+    /// young enough; otherwise it is discarded.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        mut w: Warm,
+        input: InvokeInput,
+        timeout: Duration,
+    ) -> Result<InvokeOutput, EnvError> {
+        let pid = w.env.pid();
+        let task = tokio::task::spawn_blocking(move || {
+            let r = w.env.invoke(&input);
+            (w, r)
+        });
+        tokio::pin!(task);
+        let (w, result, timed_out) = match tokio::time::timeout(timeout, &mut task).await {
+            Ok(joined) => match joined {
+                Ok((w, r)) => (Some(w), r, false),
+                Err(e) => (
+                    None,
+                    Err(EnvError::Died(format!("invoke task failed: {e}"))),
+                    false,
+                ),
+            },
+            Err(_) => {
+                // Backstop for an agent that ignores its deadline: kill the
+                // VM so the blocked invoke returns, then discard it.
+                if let Some(pid) = pid {
+                    // SAFETY: kill(2) on our own child's pid; no memory involved.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+                let w = task.await.ok().map(|(w, _)| w);
+                (w, Err(EnvError::Died("timed out".into())), true)
+            }
+        };
+        let Some(mut w) = w else { return result };
+        w.last_used = Instant::now();
+        if let Some(i) = self.lock().info.get_mut(&w.id) {
+            i.invocations += 1;
+        }
+        let healthy = match &result {
+            Ok(InvokeOutput::Success { .. }) => true,
+            Ok(InvokeOutput::FunctionError { fatal, .. }) => !fatal,
+            Err(_) => false,
+        };
+        self.checkin(w, healthy);
+        if timed_out {
+            let secs = timeout.as_secs_f64();
+            return Ok(InvokeOutput::FunctionError {
+                error_type: "Sandbox.Timedout".into(),
+                message: format!("Task timed out after {secs:.2} seconds"),
+                fatal: true,
+                logs: vec![],
+            });
+        }
+        result
+    }
+
+    /// Returns `w` to its idle list, or discards it.
+    pub fn checkin(self: &Arc<Self>, mut w: Warm, healthy: bool) {
+        let mut inner = self.lock();
+        // The target may have changed while it was busy.
+        w.provisioned = inner.info.get(&w.id).is_some_and(|i| i.provisioned);
+        let keep = healthy
+            && !inner.closed
+            && !inner.stale.contains(&w.key)
+            && w.created.elapsed() < self.cfg.max_lifetime;
+        if keep {
+            if let Some(i) = inner.info.get_mut(&w.id) {
+                i.state = EnvState::Idle;
+            }
+            inner.idle.entry(w.key.clone()).or_default().push(w);
+        } else {
+            drop(inner);
+            self.discard(w);
+        }
+    }
+
+    /// Stops `w` on a blocking thread; it is listed as Stopping (and stays
+    /// in the pid file) until its process is gone.
+    fn discard(self: &Arc<Self>, w: Warm) {
+        let work_dir = self.cfg.run_dir.join("envs").join(w.id.to_string());
+        if let Some(i) = self.lock().info.get_mut(&w.id) {
+            i.state = EnvState::Stopping;
+        }
+        let (pool, id, env) = (self.clone(), w.id, w.env);
+        let stop = move || {
+            env.shutdown();
+            let _ = std::fs::remove_dir_all(&work_dir);
+            let mut inner = pool.lock();
+            inner.info.remove(&id);
+            pool.write_pids(&inner);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(stop)),
+            Err(_) => stop(),
+        }
+    }
+
+    fn write_pids(&self, inner: &Inner) {
+        let pids: Vec<u32> = inner.info.values().filter_map(|i| i.pid).collect();
+        self.pids.write(&pids);
+    }
+
+    /// Retires every environment of `function` (all versions when `version`
+    /// is None): idle ones stop now, busy ones when their invocation ends.
+    pub fn retire(self: &Arc<Self>, function: &str, version: Option<&str>) {
+        let matches =
+            |k: &VersionKey| k.function == function && version.is_none_or(|v| k.version == v);
+        let victims: Vec<Warm> = {
+            let mut inner = self.lock();
+            let keys: Vec<VersionKey> = inner
+                .info
+                .values()
+                .map(|i| i.key.clone())
+                .chain(inner.idle.keys().cloned())
+                .filter(|k| matches(k))
+                .collect();
+            inner.stale.extend(keys);
+            let idle_keys: Vec<VersionKey> =
+                inner.idle.keys().filter(|k| matches(k)).cloned().collect();
+            idle_keys
+                .iter()
+                .filter_map(|k| inner.idle.remove(k))
+                .flatten()
+                .collect()
+        };
+        for w in victims {
+            self.discard(w);
+        }
+    }
+
+    pub fn list(&self) -> Vec<EnvInfo> {
+        self.lock().info.values().cloned().collect()
+    }
+
+    /// Provisioned environments of `key` that are ready (idle or busy).
+    pub fn provisioned_ready(&self, key: &VersionKey) -> u32 {
+        self.lock()
+            .info
+            .values()
+            .filter(|i| {
+                i.provisioned && &i.key == key && matches!(i.state, EnvState::Idle | EnvState::Busy)
+            })
+            .count() as u32
+    }
+
+    /// Stops accepting environments back and stops every idle one; busy ones
+    /// stop when their invocation returns. Returns once all are gone or
+    /// `grace` has passed, then kills whatever is left.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        let idle: Vec<Warm> = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.targets.clear();
+            inner.idle.drain().flat_map(|(_, v)| v).collect()
+        };
+        for w in idle {
+            self.discard(w);
+        }
+        let until = Instant::now() + grace;
+        while !self.lock().info.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in self.list() {
+            if let Some(pid) = i.pid {
+                // SAFETY: kill(2) on a child pid we launched; no memory involved.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        // Give the blocking shutdowns a moment to reap what was just killed.
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.lock().info.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pids.write(&[]);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! Pool-policy tests with a fake launcher (the real one is exercised by the
+//! microVM tests in `tests/api`): reuse, version isolation, faults, reaping,
+//! lifetime and provisioned concurrency.
+
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::Mutex as StdMutex;
+
+use super::*;
+
+#[derive(Default)]
+struct Fake {
+    launched: AtomicU32,
+    alive: StdMutex<Vec<Arc<AtomicBool>>>,
+}
+
+struct FakeEnv {
+    id: u64,
+    alive: Arc<AtomicBool>,
+}
+
+impl EnvironmentLauncher for Arc<Fake> {
+    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+        if spec.handler == "fail" {
+            return Err(EnvError::Launch("boom".into()));
+        }
+        self.launched.fetch_add(1, Ordering::SeqCst);
+        let alive = Arc::new(AtomicBool::new(true));
+        self.alive.lock().unwrap().push(alive.clone());
+        Ok(Box::new(FakeEnv {
+            id: spec.env_id,
+            alive,
+        }))
+    }
+}
+
+impl Environment for FakeEnv {
+    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
+        match input.payload.as_slice() {
+            b"die" => {
+                self.alive.store(false, Ordering::SeqCst);
+                Err(EnvError::Died("killed".into()))
+            }
+            b"slow" => {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(InvokeOutput::Success {
+                    payload: self.id.to_string().into_bytes(),
+                    logs: vec![],
+                })
+            }
+            _ => Ok(InvokeOutput::Success {
+                payload: self.id.to_string().into_bytes(),
+                logs: vec![],
+            }),
+        }
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    fn is_alive(&mut self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+    fn shutdown(self: Box<Self>) {}
+}
+
+fn pool(idle: Duration, life: Duration) -> (Arc<Pool>, Arc<Fake>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let cfg = PoolConfig {
+        idle_timeout: idle,
+        max_lifetime: life,
+        host_limit: 100,
+        run_dir: dir.path().to_path_buf(),
+    };
+    (Pool::new(Arc::new(fake.clone()), cfg), fake, dir)
+}
+
+fn key(v: &str, rev: &str) -> VersionKey {
+    VersionKey {
+        function: "f".into(),
+        version: v.into(),
+        revision: rev.into(),
+    }
+}
+
+fn spec(handler: &'static str) -> SpecFn {
+    Box::new(move |env_id, work_dir| {
+        Ok(EnvSpec {
+            env_id,
+            function_name: "f".into(),
+            function_version: "1".into(),
+            handler: handler.into(),
+            runtime: "wasm".into(),
+            code: Arc::new(vec![]),
+            env_vars: Default::default(),
+            memory_mib: 128,
+            timeout_ms: 1000,
+            work_dir,
+        })
+    })
+}
+
+fn input(p: &[u8]) -> InvokeInput {
+    InvokeInput {
+        request_id: "r".into(),
+        payload: p.to_vec(),
+        deadline_ms: 0,
+        invoked_function_arn: String::new(),
+        client_context: String::new(),
+    }
+}
+
+/// One invocation through the pool; returns the serving environment's id.
+async fn call(p: &Arc<Pool>, k: &VersionKey, payload: &[u8]) -> Result<u64, EnvError> {
+    let (w, _) = p.checkout(k, spec("h")).await?;
+    match p.invoke(w, input(payload), Duration::from_secs(5)).await? {
+        InvokeOutput::Success { payload, .. } => {
+            Ok(String::from_utf8(payload).unwrap().parse().unwrap())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_reuse_within_a_version_never_across() {
+    let (p, fake, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let a = call(&p, &key("1", "r1"), b"x").await.unwrap();
+    assert_eq!(
+        call(&p, &key("1", "r1"), b"x").await.unwrap(),
+        a,
+        "warm reuse"
+    );
+    let b = call(&p, &key("2", "r2"), b"x").await.unwrap();
+    assert_ne!(a, b, "version 2 got version 1's environment");
+    p.retire("f", Some("1"));
+    let c = call(&p, &key("1", "r1"), b"x").await.unwrap();
+    assert_ne!(c, a, "retired environment reused");
+    assert_eq!(fake.launched.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_get_distinct_environments() {
+    let (p, _fake, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let k = key("1", "r");
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn({
+                let (p, k) = (p.clone(), k.clone());
+                async move { call(&p, &k, b"slow").await.unwrap() }
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in calls {
+        ids.push(c.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "two concurrent calls shared an environment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_environment_is_discarded() {
+    let (p, _fake, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let k = key("1", "r");
+    let a = call(&p, &k, b"x").await.unwrap();
+    assert!(matches!(call(&p, &k, b"die").await, Err(EnvError::Died(_))));
+    let b = call(&p, &k, b"x").await.unwrap();
+    assert_ne!(a, b);
+    let failing = p.checkout(&key("9", "r"), spec("fail")).await;
+    assert!(matches!(failing, Err(EnvError::Launch(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reaping_and_max_lifetime() {
+    let (p, _fake, _d) = pool(Duration::from_millis(50), Duration::from_secs(600));
+    let k = key("1", "r");
+    call(&p, &k, b"x").await.unwrap();
+    p.maintain().await;
+    assert_eq!(p.list().len(), 1, "reaped before the idle timeout");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    p.maintain().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(p.list().is_empty(), "idle environment not reaped");
+
+    let (p, _fake, _d) = pool(Duration::from_secs(60), Duration::from_millis(50));
+    let a = call(&p, &k, b"x").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_ne!(
+        call(&p, &k, b"x").await.unwrap(),
+        a,
+        "environment outlived its max lifetime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioned_targets_are_kept_ready() {
+    let (p, fake, _d) = pool(Duration::from_millis(10), Duration::from_secs(600));
+    let k = key("1", "r");
+    p.set_targets(vec![Target {
+        function: "f".into(),
+        qualifier: "1".into(),
+        key: k.clone(),
+        count: 3,
+        spec: Arc::new(|| spec("h")),
+    }]);
+    assert_eq!(p.target_status("f", "1"), Some((0, 3)));
+    p.maintain().await;
+    p.maintain().await; // must not double-start while the first three are starting
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(p.target_status("f", "1"), Some((3, 3)));
+    assert_eq!(fake.launched.load(Ordering::SeqCst), 3);
+    p.maintain().await; // provisioned environments are exempt from idle reaping
+    assert_eq!(p.provisioned_ready(&k), 3);
+    fake.alive.lock().unwrap()[0].store(false, Ordering::SeqCst);
+    p.maintain().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        p.target_status("f", "1"),
+        Some((3, 3)),
+        "dead provisioned environment not replaced"
+    );
+    assert_eq!(fake.launched.load(Ordering::SeqCst), 4);
+    p.set_targets(vec![]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    p.maintain().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        p.list().is_empty(),
+        "unprovisioned environments kept past idle timeout"
+    );
+}
