@@ -7,3 +7,4 @@ extern crate alloc;
 
 pub mod abi;
 pub mod protocol;
+pub mod virtio;
