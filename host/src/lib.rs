@@ -1,5 +1,6 @@
 //! ember's host side: the `emberd` supervisor and the `ember` CLI.
 
+pub mod agent;
 pub mod code;
 pub mod pool;
 pub mod store;

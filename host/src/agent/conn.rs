@@ -1,0 +1,361 @@
+//! The host end of one host↔agent conversation over any byte stream:
+//! wait for `Ready`, send `Init`, run invocations (collecting their `Log`
+//! lines), send `Shutdown`. It knows nothing about VMs, so the Linux agent's
+//! tests drive it over a Unix socket pair; `Environment` adds the VM around it.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use ember_guest::protocol::{
+    read_frame, write_frame, AgentKind, Code, FrameIoError, LogStream, Message,
+};
+
+use super::AgentError;
+
+/// Most log bytes kept per invocation (or init); later lines are counted, not kept.
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+
+/// A stream the protocol can run over: bytes both ways plus a read timeout,
+/// which is how the host's deadline backstop interrupts a silent agent.
+pub trait Transport: Read + Write + Send {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Transport for UnixStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// What the agent said in `Ready`.
+#[derive(Debug, Clone)]
+pub struct ReadyInfo {
+    pub agent: AgentKind,
+    pub agent_version: String,
+    /// Guest-measured time from entry to `Ready`.
+    pub boot_us: u64,
+    pub timings: Vec<(String, u64)>,
+}
+
+/// What to load into the environment.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub function_name: String,
+    pub function_version: String,
+    pub handler: String,
+    pub code: Code,
+    pub env: Vec<(String, String)>,
+    pub memory_mib: u32,
+    pub timeout_ms: u32,
+    /// Seed of the function's random source; `None` draws a fresh one from
+    /// the host's CSPRNG (the normal case: never shared between environments).
+    pub random_seed: Option<[u8; 32]>,
+}
+
+/// One invocation request.
+#[derive(Debug, Clone, Default)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub payload: Vec<u8>,
+    /// Deadline in ms since the Unix epoch.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub trace_id: String,
+    pub client_context: String,
+    pub cognito_identity: String,
+}
+
+/// One line of function output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub line: String,
+}
+
+/// Log lines gathered for one invocation or init, bounded by [`MAX_LOG_BYTES`].
+#[derive(Debug, Clone, Default)]
+pub struct Logs {
+    pub lines: Vec<LogLine>,
+    /// Lines dropped because the cap was reached.
+    pub dropped: usize,
+    bytes: usize,
+}
+
+impl Logs {
+    fn push(&mut self, stream: LogStream, line: String) {
+        if self.bytes + line.len() > MAX_LOG_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += line.len();
+        self.lines.push(LogLine { stream, line });
+    }
+}
+
+/// A function-level error: the environment may still be usable (unless `fatal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionError {
+    pub error_type: String,
+    pub message: String,
+    /// The agent asks for the environment to be replaced (e.g. after a timeout).
+    pub fatal: bool,
+}
+
+/// A finished invocation: the function's response or its error, with logs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub result: Result<Vec<u8>, FunctionError>,
+    pub logs: Logs,
+    /// Agent-measured run time of the function.
+    pub duration_us: u64,
+    pub max_memory_kib: u64,
+    /// Host-measured time from sending `Invoke` to receiving the result.
+    pub round_trip: Duration,
+}
+
+/// Result of a successful `Init`.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    pub init_us: u64,
+    pub logs: Logs,
+}
+
+/// The host end of one agent connection. After any [`AgentError`] the
+/// conversation is broken and every later call fails with `Broken`.
+pub struct AgentConn<T: Transport> {
+    stream: T,
+    ready: ReadyInfo,
+    broken: bool,
+}
+
+impl<T: Transport> AgentConn<T> {
+    /// Waits up to `timeout` for the agent's `Ready`.
+    pub fn handshake(mut stream: T, timeout: Duration) -> Result<Self, AgentError> {
+        let until = Instant::now() + timeout;
+        let msg = read_until(&mut stream, until)?;
+        let ready = match msg {
+            Message::Ready {
+                protocol_version,
+                agent,
+                agent_version,
+                boot_us,
+                timings,
+            } => {
+                if protocol_version != ember_guest::protocol::VERSION {
+                    return Err(AgentError::Version(protocol_version));
+                }
+                ReadyInfo {
+                    agent,
+                    agent_version,
+                    boot_us,
+                    timings,
+                }
+            }
+            other => return Err(unexpected("Ready", &other)),
+        };
+        Ok(AgentConn {
+            stream,
+            ready,
+            broken: false,
+        })
+    }
+
+    pub fn ready(&self) -> &ReadyInfo {
+        &self.ready
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends `Init` and waits up to `timeout` for `InitDone`/`InitError`.
+    pub fn init(&mut self, spec: &InitSpec, timeout: Duration) -> Result<InitReport, AgentError> {
+        self.guard(|s| s.init_inner(spec, timeout))
+    }
+
+    /// Runs one invocation, waiting up to `timeout` (the host's backstop; the
+    /// agent enforces the deadline itself). A timeout is an error: the caller
+    /// must discard the environment.
+    pub fn invoke(
+        &mut self,
+        req: &InvokeRequest,
+        timeout: Duration,
+    ) -> Result<Invocation, AgentError> {
+        self.guard(|s| s.invoke_inner(req, timeout))
+    }
+
+    /// Asks the agent to stop. Best effort: the agent may already be gone.
+    pub fn shutdown(&mut self) -> Result<(), AgentError> {
+        self.guard(|s| Ok(write_frame(&mut s.stream, &Message::Shutdown)?))
+    }
+
+    fn guard<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, AgentError>,
+    ) -> Result<R, AgentError> {
+        if self.broken {
+            return Err(AgentError::Broken);
+        }
+        let r = f(self);
+        // An invalid request is refused before anything is written, so the
+        // stream is still in sync; anything else leaves it in doubt.
+        if r.as_ref()
+            .is_err_and(|e| !matches!(e, AgentError::Request(_)))
+        {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn init_inner(&mut self, spec: &InitSpec, timeout: Duration) -> Result<InitReport, AgentError> {
+        let random_seed = match spec.random_seed {
+            Some(seed) => seed,
+            None => fresh_seed()?,
+        };
+        let msg = Message::Init {
+            function_name: spec.function_name.clone(),
+            function_version: spec.function_version.clone(),
+            handler: spec.handler.clone(),
+            code: spec.code.clone(),
+            env: spec.env.clone(),
+            memory_mib: spec.memory_mib,
+            timeout_ms: spec.timeout_ms,
+            random_seed,
+        };
+        let until = Instant::now() + timeout;
+        write_frame(&mut self.stream, &msg)?;
+        let mut logs = Logs::default();
+        loop {
+            match read_until(&mut self.stream, until)? {
+                Message::Log { stream, line, .. } => logs.push(stream, line),
+                Message::InitDone { init_us } => return Ok(InitReport { init_us, logs }),
+                Message::InitError {
+                    error_type,
+                    message,
+                    init_us,
+                } => {
+                    return Err(AgentError::InitFailed {
+                        error_type,
+                        message,
+                        init_us,
+                        logs,
+                    })
+                }
+                Message::Fatal { message } => return Err(AgentError::AgentFatal(message)),
+                other => return Err(unexpected("InitDone", &other)),
+            }
+        }
+    }
+
+    fn invoke_inner(
+        &mut self,
+        req: &InvokeRequest,
+        timeout: Duration,
+    ) -> Result<Invocation, AgentError> {
+        let msg = Message::Invoke {
+            request_id: req.request_id.clone(),
+            payload: req.payload.clone(),
+            deadline_ms: req.deadline_ms,
+            invoked_function_arn: req.invoked_function_arn.clone(),
+            trace_id: req.trace_id.clone(),
+            client_context: req.client_context.clone(),
+            cognito_identity: req.cognito_identity.clone(),
+        };
+        // Refuse an oversize request before touching the stream, so the
+        // environment stays usable.
+        let frame = msg.to_frame().map_err(AgentError::Request)?;
+        let start = Instant::now();
+        let until = start + timeout;
+        self.stream.write_all(&frame)?;
+        self.stream.flush()?;
+        let mut logs = Logs::default();
+        loop {
+            let msg = read_until(&mut self.stream, until)?;
+            let (result, duration_us, max_memory_kib) = match msg {
+                Message::Log {
+                    request_id,
+                    stream,
+                    line,
+                } => {
+                    // Lines of an earlier, abandoned request are not this one's.
+                    if request_id == req.request_id {
+                        logs.push(stream, line);
+                    }
+                    continue;
+                }
+                Message::Result {
+                    request_id,
+                    payload,
+                    duration_us,
+                    max_memory_kib,
+                } if request_id == req.request_id => (Ok(payload), duration_us, max_memory_kib),
+                Message::Error {
+                    request_id,
+                    error_type,
+                    message,
+                    fatal,
+                    duration_us,
+                    max_memory_kib,
+                } if request_id == req.request_id => (
+                    Err(FunctionError {
+                        error_type,
+                        message,
+                        fatal,
+                    }),
+                    duration_us,
+                    max_memory_kib,
+                ),
+                Message::Fatal { message } => return Err(AgentError::AgentFatal(message)),
+                other => return Err(unexpected("Result", &other)),
+            };
+            return Ok(Invocation {
+                result,
+                logs,
+                duration_us,
+                max_memory_kib,
+                round_trip: start.elapsed(),
+            });
+        }
+    }
+}
+
+/// Reads one frame, failing with `Timeout` once `until` has passed.
+fn read_until<T: Transport>(stream: &mut T, until: Instant) -> Result<Message, AgentError> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(AgentError::Timeout);
+    }
+    stream.set_read_timeout(Some(left))?;
+    match read_frame(stream) {
+        Ok(m) => Ok(m),
+        Err(FrameIoError::Closed) => Err(AgentError::Closed),
+        Err(FrameIoError::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(AgentError::Timeout)
+        }
+        Err(FrameIoError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(AgentError::Closed)
+        }
+        Err(FrameIoError::Io(e)) => Err(AgentError::Io(e)),
+        Err(FrameIoError::Protocol(e)) => Err(AgentError::Protocol(e)),
+    }
+}
+
+fn unexpected(wanted: &'static str, got: &Message) -> AgentError {
+    AgentError::Unexpected {
+        wanted,
+        got: got.kind(),
+    }
+}
+
+/// 32 bytes from the host CSPRNG.
+pub fn fresh_seed() -> Result<[u8; 32], AgentError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| AgentError::Random(e.to_string()))?;
+    Ok(seed)
+}

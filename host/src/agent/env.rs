@@ -1,0 +1,182 @@
+//! One execution environment: an `ember-vmm` child plus the agent connection
+//! inside it. Owns the child's whole life: launch → `Ready` → `Init` →
+//! invocations → shutdown, with the host-side deadline backstop, VM death
+//! seen as an environment fault, and kill + reap + cleanup on drop.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, ReadyInfo};
+use super::launch::{self, last_log_line, LaunchConfig};
+use super::AgentError;
+
+/// How long `shutdown` waits for the VM to exit by itself before killing it.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(200);
+
+/// A running environment. Not `Clone`; dropping it kills and reaps the VM
+/// and removes its work directory.
+pub struct Environment {
+    child: Child,
+    conn: AgentConn<UnixStream>,
+    dir: PathBuf,
+    log_path: PathBuf,
+    deadline_grace: Duration,
+    boot_timeout: Duration,
+    /// Host-measured time from spawning `ember-vmm` to the agent's `Ready`.
+    launch_time: Duration,
+    /// The environment must not be used again (timeout, VM death, broken stream).
+    dead: bool,
+    exited: bool,
+}
+
+impl Environment {
+    /// Spawns the VM and waits for the agent's `Ready`.
+    pub fn launch(cfg: &LaunchConfig) -> Result<Environment, AgentError> {
+        let start = Instant::now();
+        let launched = launch::launch(cfg)?;
+        // From here on, Drop cleans up whatever fails.
+        let mut child = launched.child;
+        let conn = match AgentConn::handshake(
+            launched.stream,
+            cfg.boot_timeout.saturating_sub(start.elapsed()),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = fault_reason(&mut child, &launched.log_path, e);
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = fs::remove_dir_all(&launched.dir);
+                return Err(e);
+            }
+        };
+        drop(launched.pidfd);
+        Ok(Environment {
+            child,
+            conn,
+            dir: launched.dir,
+            log_path: launched.log_path,
+            deadline_grace: cfg.deadline_grace,
+            boot_timeout: cfg.boot_timeout,
+            launch_time: start.elapsed(),
+            dead: false,
+            exited: false,
+        })
+    }
+
+    /// What the agent reported in `Ready`.
+    pub fn ready(&self) -> &ReadyInfo {
+        self.conn.ready()
+    }
+
+    /// Spawn → `Ready`, measured on the host.
+    pub fn launch_time(&self) -> Duration {
+        self.launch_time
+    }
+
+    /// The `ember-vmm` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the environment can take another invocation.
+    pub fn is_usable(&self) -> bool {
+        !self.dead && !self.conn.is_broken()
+    }
+
+    /// Loads the function. The init phase gets the function timeout (at least
+    /// the boot timeout) plus the grace period.
+    pub fn init(&mut self, spec: &InitSpec) -> Result<InitReport, AgentError> {
+        let timeout = Duration::from_millis(spec.timeout_ms.into()).max(self.boot_timeout)
+            + self.deadline_grace;
+        let r = self.conn.init(spec, timeout);
+        self.after(r)
+    }
+
+    /// Runs one invocation. `Ok` holds the function's result or error; `Err`
+    /// is an environment fault (VM died, host backstop timeout, broken
+    /// stream), after which the environment is unusable and should be dropped.
+    pub fn invoke(&mut self, req: &InvokeRequest) -> Result<Invocation, AgentError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let timeout =
+            Duration::from_millis(req.deadline_ms.saturating_sub(now_ms)) + self.deadline_grace;
+        let r = self.conn.invoke(req, timeout);
+        if let Ok(inv) = &r {
+            if inv.result.as_ref().is_err_and(|e| e.fatal) {
+                self.dead = true;
+            }
+        }
+        self.after(r)
+    }
+
+    /// Asks the agent to stop, waits briefly, then kills and reaps the VM.
+    /// Returns the VM's exit status as text.
+    pub fn shutdown(mut self) -> String {
+        let _ = self.conn.shutdown();
+        let until = Instant::now() + SHUTDOWN_WAIT;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = true;
+                return status.to_string();
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+        self.exited = true;
+        status
+    }
+
+    /// Marks the environment dead on faults and explains VM deaths.
+    fn after<R>(&mut self, r: Result<R, AgentError>) -> Result<R, AgentError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !matches!(e, AgentError::Request(_)) {
+                    self.dead = true;
+                }
+                if matches!(e, AgentError::Timeout) {
+                    // The backstop fired: the VM may be spinning; stop it now.
+                    let _ = self.child.kill();
+                }
+                Err(fault_reason(&mut self.child, &self.log_path, e))
+            }
+        }
+    }
+}
+
+/// Turns an EOF/broken stream into `VmExited` with the VMM's own reason
+/// when the child has exited (or does so within a moment).
+fn fault_reason(child: &mut Child, log_path: &std::path::Path, e: AgentError) -> AgentError {
+    if !matches!(e, AgentError::Closed | AgentError::Io(_)) {
+        return e;
+    }
+    let until = Instant::now() + Duration::from_millis(500);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return AgentError::VmExited {
+                    status: status.to_string(),
+                    reason: last_log_line(log_path),
+                }
+            }
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_micros(500)),
+            _ => return e,
+        }
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,290 @@
+//! Starting one `ember-vmm` child for an environment: the work directory,
+//! the vsock listener created before the VM exists (so the agent's connect
+//! never races it), the command line, and waiting for either the agent's
+//! connection or the child's death without polling (pidfd + poll(2)).
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ember_guest::protocol::AGENT_PORT;
+
+use super::AgentError;
+
+/// The guest CID every environment uses (each VM has its own vsock device,
+/// so CIDs need not differ between VMs).
+pub const GUEST_CID: u32 = 3;
+/// Longest path a Unix socket address can hold (sun_path, NUL included).
+const SUN_PATH_MAX: usize = 108;
+
+/// Which guest the environment boots.
+#[derive(Debug, Clone)]
+pub enum Guest {
+    /// A kernel-less agent ELF (`ember-wasm-agent`).
+    Kernelless { elf: PathBuf },
+    /// A Linux kernel whose init is the Linux agent (`ember-agent`).
+    Linux {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+}
+
+/// Where the guest console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Console {
+    Off,
+    /// A file (created or truncated).
+    File(PathBuf),
+}
+
+/// How to launch one environment.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The `ember-vmm` binary.
+    pub vmm: PathBuf,
+    pub guest: Guest,
+    pub mem_mib: u32,
+    pub vcpus: u8,
+    /// Parent of the per-environment work directories. Keep it short: the
+    /// vsock socket path inside must fit in 107 bytes.
+    pub work_root: PathBuf,
+    pub console: Console,
+    /// How long the agent may take to connect and send `Ready`.
+    pub boot_timeout: Duration,
+    /// Extra time past an invocation's deadline before the host kills the VM.
+    pub deadline_grace: Duration,
+    /// Extra `ember-vmm` arguments (drives for the Linux agent, jailer...).
+    pub extra_args: Vec<String>,
+}
+
+impl LaunchConfig {
+    /// Defaults for a kernel-less agent ELF.
+    pub fn kernelless(vmm: impl Into<PathBuf>, elf: impl Into<PathBuf>) -> Self {
+        LaunchConfig {
+            vmm: vmm.into(),
+            guest: Guest::Kernelless { elf: elf.into() },
+            mem_mib: 128,
+            vcpus: 1,
+            work_root: std::env::temp_dir().join("ember-env"),
+            console: Console::Off,
+            boot_timeout: Duration::from_secs(10),
+            deadline_grace: Duration::from_millis(1000),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A started child whose agent has connected.
+pub(crate) struct Launched {
+    pub child: Child,
+    pub stream: UnixStream,
+    pub dir: PathBuf,
+    pub log_path: PathBuf,
+    pub pidfd: Option<OwnedFd>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh work directory name, unique within this host.
+fn unique_dir(root: &Path) -> PathBuf {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    root.join(format!("{}-{n}-{nanos:x}", std::process::id()))
+}
+
+/// The `ember-vmm` command line for this config.
+pub(crate) fn vmm_args(cfg: &LaunchConfig, uds: &Path, id: &str) -> Vec<String> {
+    let mut args = vec!["--no-api".to_string(), "--id".into(), id.into()];
+    match &cfg.guest {
+        Guest::Kernelless { elf } => {
+            args.extend([
+                "--kernel".into(),
+                elf.display().to_string(),
+                "--kernelless".into(),
+            ]);
+        }
+        Guest::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            args.extend(["--kernel".into(), kernel.display().to_string()]);
+            if let Some(initrd) = initrd {
+                args.extend(["--initrd".into(), initrd.display().to_string()]);
+            }
+            args.extend(["--cmdline".into(), cmdline.clone()]);
+        }
+    }
+    args.extend([
+        "--mem-mib".into(),
+        cfg.mem_mib.to_string(),
+        "--vcpus".into(),
+        cfg.vcpus.to_string(),
+        "--vsock".into(),
+        format!("{GUEST_CID}:{}", uds.display()),
+        "--console".into(),
+        match &cfg.console {
+            Console::Off => "off".into(),
+            Console::File(p) => p.display().to_string(),
+        },
+    ]);
+    args.extend(cfg.extra_args.iter().cloned());
+    args
+}
+
+/// Creates the work dir and listener, spawns `ember-vmm`, and waits for the
+/// agent to connect (or the child to die, or `boot_timeout`).
+pub(crate) fn launch(cfg: &LaunchConfig) -> Result<Launched, AgentError> {
+    fs::create_dir_all(&cfg.work_root)
+        .map_err(|e| AgentError::WorkDir(cfg.work_root.clone(), e))?;
+    let dir = unique_dir(&cfg.work_root);
+    fs::create_dir(&dir).map_err(|e| AgentError::WorkDir(dir.clone(), e))?;
+    let result = launch_in(cfg, &dir);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
+    let uds = dir.join("v.sock");
+    let listen_path = PathBuf::from(format!("{}_{AGENT_PORT}", uds.display()));
+    if listen_path.as_os_str().len() >= SUN_PATH_MAX {
+        return Err(AgentError::PathTooLong(listen_path));
+    }
+    let listener = UnixListener::bind(&listen_path)
+        .map_err(|e| AgentError::WorkDir(listen_path.clone(), e))?;
+    listener.set_nonblocking(true)?;
+    let log_path = dir.join("vmm.log");
+    let log = File::create(&log_path).map_err(|e| AgentError::WorkDir(log_path.clone(), e))?;
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = Command::new(&cfg.vmm)
+        .args(vmm_args(cfg, &uds, &id))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| AgentError::Spawn(cfg.vmm.clone(), e))?;
+    let pidfd = pidfd_open(child.id());
+    match wait_for_agent(
+        &listener,
+        &mut child,
+        pidfd.as_ref(),
+        cfg.boot_timeout,
+        &log_path,
+    ) {
+        Ok(stream) => Ok(Launched {
+            child,
+            stream,
+            dir: dir.to_path_buf(),
+            log_path,
+            pidfd,
+        }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+fn wait_for_agent(
+    listener: &UnixListener,
+    child: &mut Child,
+    pidfd: Option<&OwnedFd>,
+    timeout: Duration,
+    log_path: &Path,
+) -> Result<UnixStream, AgentError> {
+    let until = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(AgentError::VmExited {
+                status: status.to_string(),
+                reason: last_log_line(log_path),
+            });
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AgentError::BootTimeout(timeout));
+        }
+        // Sleep until the listener or the child has news (or a slice passes,
+        // which also covers kernels without pidfd).
+        let slice = if pidfd.is_some() {
+            left
+        } else {
+            left.min(Duration::from_millis(1))
+        };
+        poll_two(listener.as_raw_fd(), pidfd.map(|f| f.as_raw_fd()), slice);
+    }
+}
+
+/// poll(2) on up to two fds for readability; errors and EINTR just return.
+fn poll_two(a: i32, b: Option<i32>, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: fds is a valid array of two pollfd for the duration of the
+    // call; a negative fd is ignored by poll(2).
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+}
+
+/// A pidfd for the child (readable once it exits), if the kernel has them.
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
+    // memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The last non-empty line of `ember-vmm`'s stderr (it reports why a VM
+/// stopped in one line), read from at most the last 4 KiB.
+pub(crate) fn last_log_line(path: &Path) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut buf = Vec::new();
+    let _ = f.take(4096).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,319 @@
+//! Tests of the host end of the protocol against a scripted agent on the
+//! other end of a real Unix socket pair, and of the launcher's failure paths
+//! with real child processes.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use ember_guest::protocol::{read_frame, write_frame, Message, VERSION};
+
+use super::*;
+
+fn ready() -> Message {
+    Message::Ready {
+        protocol_version: VERSION,
+        agent: AgentKind::Linux,
+        agent_version: "test".into(),
+        boot_us: 10,
+        timings: vec![("x".into(), 1)],
+    }
+}
+
+fn spec() -> InitSpec {
+    InitSpec {
+        function_name: "f".into(),
+        function_version: "1".into(),
+        handler: "h".into(),
+        code: Code::Path("/var/task".into()),
+        env: vec![("A".into(), "b".into())],
+        memory_mib: 128,
+        timeout_ms: 1000,
+        random_seed: None,
+    }
+}
+
+fn request(id: &str, payload: &[u8]) -> InvokeRequest {
+    InvokeRequest {
+        request_id: id.into(),
+        payload: payload.to_vec(),
+        deadline_ms: 0,
+        ..Default::default()
+    }
+}
+
+/// Runs `agent` on the far end of a socket pair; returns the host end.
+fn with_agent(
+    agent: impl FnOnce(UnixStream) + Send + 'static,
+) -> (UnixStream, thread::JoinHandle<()>) {
+    let (host, guest) = UnixStream::pair().unwrap();
+    (host, thread::spawn(move || agent(guest)))
+}
+
+#[test]
+fn full_conversation_with_logs_and_errors() {
+    let (host, agent) = with_agent(|mut s| {
+        write_frame(&mut s, &ready()).unwrap();
+        let Message::Init {
+            random_seed, env, ..
+        } = read_frame(&mut s).unwrap()
+        else {
+            panic!("no init")
+        };
+        assert_ne!(random_seed, [0; 32], "a fresh seed is drawn");
+        assert_eq!(env, vec![("A".to_string(), "b".to_string())]);
+        write_frame(&mut s, &Message::InitDone { init_us: 7 }).unwrap();
+        loop {
+            match read_frame(&mut s).unwrap() {
+                Message::Invoke {
+                    request_id,
+                    payload,
+                    ..
+                } => {
+                    let log = Message::Log {
+                        request_id: request_id.clone(),
+                        stream: LogStream::Stderr,
+                        line: "hi".into(),
+                    };
+                    write_frame(&mut s, &log).unwrap();
+                    let reply = if payload == b"fail" {
+                        Message::Error {
+                            request_id,
+                            error_type: "Runtime.Trap".into(),
+                            message: "unreachable".into(),
+                            fatal: false,
+                            duration_us: 1,
+                            max_memory_kib: 2,
+                        }
+                    } else {
+                        Message::Result {
+                            request_id,
+                            payload,
+                            duration_us: 3,
+                            max_memory_kib: 4,
+                        }
+                    };
+                    write_frame(&mut s, &reply).unwrap();
+                }
+                Message::Shutdown => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    assert_eq!(conn.ready().agent, AgentKind::Linux);
+    assert_eq!(
+        conn.init(&spec(), Duration::from_secs(5)).unwrap().init_us,
+        7
+    );
+    let inv = conn
+        .invoke(&request("r1", b"echo"), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(inv.result, Ok(b"echo".to_vec()));
+    assert_eq!(
+        inv.logs.lines,
+        vec![LogLine {
+            stream: LogStream::Stderr,
+            line: "hi".into()
+        }]
+    );
+    assert_eq!((inv.duration_us, inv.max_memory_kib), (3, 4));
+    let inv = conn
+        .invoke(&request("r2", b"fail"), Duration::from_secs(5))
+        .unwrap();
+    let err = inv.result.unwrap_err();
+    assert_eq!(
+        (err.error_type.as_str(), err.fatal),
+        ("Runtime.Trap", false)
+    );
+    // An oversize request is refused without breaking the connection.
+    let big = request("r3", &vec![0; MAX_PAYLOAD + 1]);
+    assert!(matches!(
+        conn.invoke(&big, Duration::from_secs(5)),
+        Err(AgentError::Request(_))
+    ));
+    conn.shutdown().unwrap();
+    agent.join().unwrap();
+}
+
+#[test]
+fn silent_agent_times_out_and_connection_stays_broken() {
+    let (host, agent) = with_agent(|mut s| {
+        write_frame(&mut s, &ready()).unwrap();
+        let _ = read_frame(&mut s);
+        write_frame(&mut s, &Message::InitDone { init_us: 1 }).unwrap();
+        let _ = read_frame(&mut s);
+        // Never answers the invoke; waits for the host to hang up.
+        let _ = read_frame(&mut s);
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    conn.init(&spec(), Duration::from_secs(5)).unwrap();
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        conn.invoke(&request("r", b"x"), Duration::from_millis(100)),
+        Err(AgentError::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100) && t.elapsed() < Duration::from_secs(3));
+    assert!(conn.is_broken());
+    assert!(matches!(
+        conn.invoke(&request("r", b"x"), Duration::from_secs(1)),
+        Err(AgentError::Broken)
+    ));
+    drop(conn);
+    agent.join().unwrap();
+}
+
+#[test]
+fn eof_wrong_ids_and_garbage_are_faults() {
+    // EOF mid-invocation.
+    let (host, agent) = with_agent(|mut s| {
+        write_frame(&mut s, &ready()).unwrap();
+        let _ = read_frame(&mut s);
+        write_frame(&mut s, &Message::InitDone { init_us: 1 }).unwrap();
+        let _ = read_frame(&mut s);
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    conn.init(&spec(), Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        conn.invoke(&request("r", b"x"), Duration::from_secs(5)),
+        Err(AgentError::Closed)
+    ));
+    agent.join().unwrap();
+
+    // A result for another request.
+    let (host, agent) = with_agent(|mut s| {
+        write_frame(&mut s, &ready()).unwrap();
+        let _ = read_frame(&mut s);
+        let wrong = Message::Result {
+            request_id: "other".into(),
+            payload: vec![],
+            duration_us: 0,
+            max_memory_kib: 0,
+        };
+        write_frame(&mut s, &wrong).unwrap();
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        conn.invoke(&request("r", b"x"), Duration::from_secs(5)),
+        Err(AgentError::Unexpected { .. })
+    ));
+    agent.join().unwrap();
+
+    // Garbage instead of Ready, and a lying frame length.
+    for bytes in [
+        b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+        vec![b'E', b'M', VERSION, 1, 0xff, 0xff, 0xff, 0x7f],
+    ] {
+        let (host, agent) = with_agent(move |mut s| {
+            use std::io::Write;
+            s.write_all(&bytes).unwrap();
+        });
+        assert!(matches!(
+            AgentConn::handshake(host, Duration::from_secs(5)),
+            Err(AgentError::Protocol(_))
+        ));
+        agent.join().unwrap();
+    }
+}
+
+#[test]
+fn init_error_is_reported_with_its_logs() {
+    let (host, agent) = with_agent(|mut s| {
+        write_frame(&mut s, &ready()).unwrap();
+        let _ = read_frame(&mut s);
+        let log = Message::Log {
+            request_id: String::new(),
+            stream: LogStream::Agent,
+            line: "bad module".into(),
+        };
+        write_frame(&mut s, &log).unwrap();
+        let err = Message::InitError {
+            error_type: "Runtime.InvalidModule".into(),
+            message: "m".into(),
+            init_us: 5,
+        };
+        write_frame(&mut s, &err).unwrap();
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    match conn.init(&spec(), Duration::from_secs(5)) {
+        Err(AgentError::InitFailed {
+            error_type,
+            init_us,
+            logs,
+            ..
+        }) => {
+            assert_eq!(
+                (error_type.as_str(), init_us, logs.lines.len()),
+                ("Runtime.InvalidModule", 5, 1)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    agent.join().unwrap();
+}
+
+fn test_root(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ember-agent-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn launch_reports_a_missing_vmm_and_a_vmm_that_dies() {
+    let mut cfg = LaunchConfig::kernelless("/nonexistent/ember-vmm", "/nonexistent/agent");
+    cfg.work_root = test_root("missing");
+    assert!(matches!(
+        Environment::launch(&cfg),
+        Err(AgentError::Spawn(..))
+    ));
+    // A "VMM" that prints a reason and exits: the launcher must not wait for
+    // the boot timeout, and must pass the reason on.
+    let script = test_root("fake-vmm.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'noise' >&2\necho 'guest fault: #PF at rip 0x1234' >&2\nexit 3\n",
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    cfg.vmm = script.clone();
+    cfg.work_root = test_root("dies");
+    let t = std::time::Instant::now();
+    match Environment::launch(&cfg) {
+        Err(AgentError::VmExited { status, reason }) => {
+            assert!(status.contains('3'), "{status}");
+            assert_eq!(reason, "guest fault: #PF at rip 0x1234");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("launched"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // The failed environment left no work directory behind.
+    assert_eq!(std::fs::read_dir(&cfg.work_root).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&cfg.work_root);
+    let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_dir_all(test_root("missing"));
+}
+
+#[test]
+fn launch_refuses_a_socket_path_that_cannot_fit() {
+    let mut cfg = LaunchConfig::kernelless("/bin/true", "/x");
+    cfg.work_root = test_root(&"d".repeat(100));
+    assert!(matches!(
+        Environment::launch(&cfg),
+        Err(AgentError::PathTooLong(_))
+    ));
+    let _ = std::fs::remove_dir_all(&cfg.work_root);
+}
+
+#[test]
+fn vmm_command_line_has_vsock_memory_and_console() {
+    let mut cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/g/agent");
+    cfg.mem_mib = 64;
+    let args = launch::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id1");
+    let line = args.join(" ");
+    assert!(line.contains("--kernel /g/agent"), "{line}");
+    assert!(line.contains("--mem-mib 64"), "{line}");
+    assert!(line.contains("--vsock 3:/w/v.sock"), "{line}");
+    assert!(line.contains("--console off"), "{line}");
+}
