@@ -12,6 +12,7 @@
 //! `reset` signals it again so the loop unregisters them.
 
 pub mod block;
+pub mod net;
 pub mod log_limit;
 pub mod mmio;
 

@@ -17,7 +17,7 @@ pub mod request;
 #[cfg(test)]
 pub(crate) mod test_guest;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 
