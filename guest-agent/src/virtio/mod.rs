@@ -9,7 +9,9 @@
 //! sleeps on PORT_WAIT until a device interrupt), so it does not depend on
 //! the runtime.
 
+pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod vsock;
 pub mod vsock_hdr;
