@@ -1,1 +1,3 @@
 //! Shared helpers for ember's integration tests: locating binaries and guest ELFs.
+
+pub mod probes;

@@ -1,0 +1,47 @@
+/* Probe for the Linux 64-bit boot protocol: entered in long mode at CPL0 with
+ * rsi = zero page. Reports the entry registers, the zero page up to the end
+ * of its e820 table, the command line it points at, the MP table and CPUID. */
+    .code64
+    .include "common.S"
+
+    .text
+    .globl _start
+_start:
+    mov %esi, %ebp                  /* zero page */
+    mov %esi, scratch + 16          /* entry rsi (low half) */
+    mov %rsp, %rax
+    mov %eax, scratch + 20
+    mov %cr0, %rax
+    mov %eax, scratch + 24
+    mov %cr3, %rax
+    mov %eax, scratch + 28
+    mov %cr4, %rax
+    mov %eax, scratch + 32
+    mov $0xc0000080, %ecx           /* EFER */
+    rdmsr
+    mov %eax, scratch + 36
+    mov %cs, %eax
+    mov %eax, scratch + 40
+    mov %ds, %eax
+    mov %eax, scratch + 44
+    mov %ss, %eax
+    mov %eax, scratch + 48
+    pushfq
+    pop %rax
+    mov %eax, scratch + 52
+    dump "REGS", $scratch + 16, $40
+
+    movzbl 0x1e8(%ebp), %eax        /* e820_entries */
+    imul $20, %eax, %eax
+    add $0x2d0, %eax
+    mov %eax, %edi
+    dump "ZP", %ebp, %edi
+
+    mov 0x228(%ebp), %esi           /* cmd_line_ptr */
+    call strlen
+    dump "CMDLINE", 0x228(%ebp), %edi
+
+    call dump_mp
+    call dump_cpuid
+    jmp finish
+
