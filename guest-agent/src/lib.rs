@@ -6,5 +6,7 @@
 extern crate alloc;
 
 pub mod abi;
+#[cfg(feature = "linux-agent")]
+pub mod linux;
 pub mod protocol;
 pub mod virtio;

@@ -1,0 +1,225 @@
+//! What the agent does as the guest's init: mount the kernel file systems,
+//! find its virtio devices, mount the runtime image as the new root with the
+//! code at `/var/task`, a layer at `/opt` and a size-limited `/tmp`, switch
+//! into it, set up a cgroup for memory accounting, and power the VM off at
+//! the end (PID 1 must never exit: the kernel would panic).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::config::Devices;
+
+/// A mount or root switch that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Pid1Error {
+    #[error("mount {what} on {target} failed")]
+    Mount {
+        what: String,
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("switching root to {0} failed")]
+    SwitchRoot(String, #[source] io::Error),
+    #[error("path contains a NUL byte: {0:?}")]
+    BadPath(String),
+}
+
+fn cstr(s: &str) -> Result<CString, Pid1Error> {
+    CString::new(s).map_err(|_| Pid1Error::BadPath(s.to_string()))
+}
+
+/// mount(2) with optional source/type/data.
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), Pid1Error> {
+    let _ = fs::create_dir_all(target);
+    let (s, t, f, d) = (cstr(src)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
+    let fptr = if fstype.is_empty() {
+        std::ptr::null()
+    } else {
+        f.as_ptr()
+    };
+    let dptr = if data.is_empty() {
+        std::ptr::null()
+    } else {
+        d.as_ptr().cast()
+    };
+    // SAFETY: every pointer is a NUL-terminated string (or null where the
+    // kernel accepts null) that lives until the call returns.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), fptr, flags, dptr) };
+    if rc < 0 {
+        return Err(Pid1Error::Mount {
+            what: format!("{src} ({fstype})"),
+            target: target.to_string(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// /dev, /proc and /sys inside the initramfs (before anything else).
+pub fn early_mounts() -> Result<(), Pid1Error> {
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    mount(
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    mount(
+        "sysfs",
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )
+}
+
+/// The virtio devices the kernel found, by kind.
+#[derive(Debug, Default, Clone)]
+pub struct Found {
+    pub block: Vec<String>,
+    pub net: usize,
+    pub vsock: bool,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "block=[{}] net={} vsock={}",
+            self.block.join(","),
+            self.net,
+            self.vsock
+        )
+    }
+}
+
+/// Lists virtio devices from sysfs (virtio device ids: 1 net, 2 block, 19 vsock).
+pub fn discover() -> Found {
+    let mut found = Found::default();
+    if let Ok(entries) = fs::read_dir("/sys/bus/virtio/devices") {
+        for e in entries.flatten() {
+            let id = fs::read_to_string(e.path().join("device")).unwrap_or_default();
+            match u32::from_str_radix(id.trim().trim_start_matches("0x"), 16) {
+                Ok(1) => found.net += 1,
+                Ok(19) => found.vsock = true,
+                _ => {}
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/sys/block") {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("vd"))
+            .collect();
+        names.sort();
+        found.block = names;
+    }
+    found
+}
+
+/// Mounts a read-only image, trying squashfs then ext4.
+fn mount_image(dev: &Path, target: &str) -> Result<(), Pid1Error> {
+    let dev = dev.display().to_string();
+    let ro = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
+    mount(&dev, target, "squashfs", ro, "").or_else(|_| mount(&dev, target, "ext4", ro, "noload"))
+}
+
+/// Mounts the runtime image as the new root (code, layer, /tmp, kernel file
+/// systems inside it) and switches into it. Without a runtime device the
+/// agent stays in the initramfs. Returns what was mounted, for the console.
+pub fn enter_runtime(dev: &Devices, found: &Found) -> Result<Vec<String>, Pid1Error> {
+    let has = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| found.block.iter().any(|b| n.to_string_lossy() == *b))
+    };
+    let mut mounted = Vec::new();
+    let root = if has(&dev.runtime) {
+        mount_image(&dev.runtime, "/newroot")?;
+        mounted.push(format!("{} on /", dev.runtime.display()));
+        "/newroot"
+    } else {
+        ""
+    };
+    if has(&dev.code) {
+        mount_image(&dev.code, &format!("{root}/var/task"))?;
+        mounted.push(format!("{} on /var/task", dev.code.display()));
+    }
+    if has(&dev.layer) {
+        mount_image(&dev.layer, &format!("{root}/opt"))?;
+        mounted.push(format!("{} on /opt", dev.layer.display()));
+    }
+    let tmp_opts = format!("size={},mode=1777", dev.tmp_size);
+    mount(
+        "tmpfs",
+        &format!("{root}/tmp"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        &tmp_opts,
+    )?;
+    mounted.push(format!("tmpfs on /tmp ({})", dev.tmp_size));
+    if !root.is_empty() {
+        for m in ["/dev", "/proc", "/sys"] {
+            mount(m, &format!("{root}{m}"), "", libc::MS_MOVE, "")?;
+        }
+        switch_root(root)?;
+    }
+    Ok(mounted)
+}
+
+/// Makes `root` the root directory (as switch_root does: move it over `/`,
+/// then chroot). The initramfs stays in memory; it is small.
+fn switch_root(root: &str) -> Result<(), Pid1Error> {
+    let err = |e| Pid1Error::SwitchRoot(root.to_string(), e);
+    std::env::set_current_dir(root).map_err(err)?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    std::os::unix::fs::chroot(".").map_err(err)?;
+    std::env::set_current_dir("/").map_err(err)
+}
+
+/// Mounts cgroup2 and enables the memory controller for child cgroups.
+pub fn setup_cgroup(root: &Path) -> Result<(), Pid1Error> {
+    let r = root.display().to_string();
+    mount(
+        "cgroup2",
+        &r,
+        "cgroup2",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    fs::write(root.join("cgroup.subtree_control"), "+memory").map_err(|source| Pid1Error::Mount {
+        what: "+memory".into(),
+        target: r,
+        source,
+    })
+}
+
+/// Seconds since the kernel started, for `Ready.boot_us`.
+pub fn uptime_us() -> Option<u64> {
+    let s = fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e6) as u64)
+}
+
+/// Ends the VM: sync, then reboot(2) (Firecracker-style VMMs and QEMU with
+/// `-no-reboot` exit on a guest reset). Never returns.
+pub fn power_off() -> ! {
+    // SAFETY: sync(2) and reboot(2) take no pointers; PID 1 may call them.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    loop {
+        std::thread::park();
+    }
+}

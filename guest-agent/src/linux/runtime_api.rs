@@ -1,0 +1,356 @@
+//! The Lambda Runtime API (version 2018-06-01) served to the function's
+//! runtime on 127.0.0.1:9001: `GET /runtime/invocation/next` blocks until the
+//! agent hands over an invocation; `POST .../{id}/response` and `.../{id}/error`
+//! complete it; `POST /runtime/init/error` reports a failed init. Everything
+//! the runtime does becomes an [`ApiEvent`] for the agent's event loop; the
+//! invocation hand-off is [`ApiState`]. One thread per connection, at most
+//! [`MAX_CONNECTIONS`] at once.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+
+use super::http::{Conn, Head, HttpError};
+use crate::protocol::MAX_PAYLOAD;
+
+/// Concurrent Runtime API connections served; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Largest error document a runtime may post (`/error`, `/init/error`).
+pub const MAX_ERROR_BODY: usize = 1024 * 1024;
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+/// Why the Runtime API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One invocation as the runtime sees it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Vec<u8>,
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub trace_id: String,
+    pub client_context: String,
+    pub cognito_identity: String,
+}
+
+/// What the runtime did, for the agent's event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiEvent {
+    /// The runtime is waiting for work (its first call ends init).
+    Next,
+    Response {
+        request_id: String,
+        body: Vec<u8>,
+    },
+    /// The runtime tried to return more than 6 MiB.
+    ResponseTooLarge {
+        request_id: String,
+    },
+    Error {
+        request_id: String,
+        error_type: String,
+        body: Vec<u8>,
+    },
+    InitError {
+        error_type: String,
+        body: Vec<u8>,
+    },
+}
+
+/// Receives [`ApiEvent`]s (the agent forwards them into its event channel).
+pub type EventSink = Arc<dyn Fn(ApiEvent) + Send + Sync>;
+
+#[derive(Default)]
+struct Inner {
+    /// Bumped when the runtime is replaced: waiters of the old one give up.
+    generation: u64,
+    /// A `next` call is blocked waiting for work.
+    waiting: bool,
+    pending: Option<Invocation>,
+    /// The invocation handed out and not yet answered.
+    current: Option<String>,
+}
+
+/// The hand-off between the agent (offers invocations) and `next` callers.
+#[derive(Default)]
+pub struct ApiState {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+impl ApiState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A handler thread that panicked cannot leave Inner half-updated
+        // (every update is a plain field store), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `inv` the answer to the current or next `next` call.
+    pub fn offer(&self, inv: Invocation) {
+        self.lock().pending = Some(inv);
+        self.cv.notify_all();
+    }
+
+    /// The invocation is over (answered, failed or timed out).
+    pub fn finish(&self) {
+        let mut g = self.lock();
+        g.current = None;
+        g.pending = None;
+    }
+
+    /// The runtime was replaced: blocked `next` calls of the old one return.
+    pub fn reset(&self) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.waiting = false;
+        g.current = None;
+        g.pending = None;
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Blocks until an invocation is offered. `Err(true)` when another `next`
+    /// is already waiting, `Err(false)` when the runtime was replaced.
+    fn next(&self, sink: &EventSink) -> Result<Invocation, bool> {
+        let mut g = self.lock();
+        if g.waiting {
+            return Err(true);
+        }
+        g.waiting = true;
+        let generation = g.generation;
+        sink(ApiEvent::Next);
+        loop {
+            if g.generation != generation {
+                return Err(false);
+            }
+            if let Some(inv) = g.pending.take() {
+                g.waiting = false;
+                g.current = Some(inv.request_id.clone());
+                return Ok(inv);
+            }
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Ends the invocation `id` if it is the current one.
+    fn complete(&self, id: &str) -> bool {
+        let mut g = self.lock();
+        if g.current.as_deref() == Some(id) {
+            g.current = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Binds the Runtime API and serves it on background threads; returns the
+/// bound address (tests bind port 0).
+pub fn serve(
+    addr: SocketAddr,
+    state: Arc<ApiState>,
+    sink: EventSink,
+) -> Result<SocketAddr, ApiError> {
+    let listener = TcpListener::bind(addr).map_err(|source| ApiError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind { addr, source })?;
+    let active = Arc::new(AtomicUsize::new(0));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                continue; // dropped: closes the connection
+            }
+            let (state, sink, active) = (state.clone(), sink.clone(), active.clone());
+            let spawned = thread::Builder::new().spawn(move || {
+                serve_conn(stream, &state, &sink);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+            if spawned.is_err() {
+                // The closure (and its counter decrement) was dropped unrun.
+                // The counter leaks one slot; the connection is closed.
+                continue;
+            }
+        }
+    });
+    Ok(local)
+}
+
+type Reply = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+fn error_doc(status: u16, error_type: &str, message: &str) -> Reply {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
+    (status, Vec::new(), body.to_string().into_bytes())
+}
+
+fn accepted() -> Reply {
+    (202, Vec::new(), br#"{"status":"OK"}"#.to_vec())
+}
+
+fn serve_conn(stream: TcpStream, state: &ApiState, sink: &EventSink) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(stream);
+    loop {
+        let head = match conn.read_head() {
+            Ok(h) => h,
+            Err(HttpError::Closed) | Err(HttpError::Io(_)) => return,
+            Err(e) => {
+                let (s, _, b) = error_doc(400, "InvalidRequest", &e.to_string());
+                let _ = conn.respond(s, &[], &b);
+                return;
+            }
+        };
+        let (status, headers, body, keep) = route(&mut conn, &head, state, sink);
+        let hdrs: Vec<(&str, &str)> = std::iter::once(("Content-Type", "application/json"))
+            .chain(headers.iter().map(|(n, v)| (*n, v.as_str())))
+            .collect();
+        if conn.respond(status, &hdrs, &body).is_err() || !keep || head.wants_close() {
+            return;
+        }
+    }
+}
+
+/// Handles one request; the last field says whether the connection stays usable.
+fn route(
+    conn: &mut Conn<TcpStream>,
+    head: &Head,
+    state: &ApiState,
+    sink: &EventSink,
+) -> (u16, Vec<(&'static str, String)>, Vec<u8>, bool) {
+    let path = head.path.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        let (s, h, b) = error_doc(404, "NotFound", "unknown path");
+        return (s, h, b, drain(conn, head));
+    };
+    let cap = if rest.ends_with("/response") {
+        MAX_PAYLOAD
+    } else {
+        MAX_ERROR_BODY
+    };
+    let body = if head.method == "POST" {
+        match conn.read_body(head, cap) {
+            Ok(b) => b,
+            Err(HttpError::BodyTooLarge { .. }) => {
+                if let Some(id) = invocation_id(rest, "/response") {
+                    if state.complete(id) {
+                        sink(ApiEvent::ResponseTooLarge {
+                            request_id: id.to_string(),
+                        });
+                    }
+                }
+                let msg = format!("Exceeded maximum allowed payload size ({cap} bytes).");
+                let (s, h, b) = error_doc(413, "RequestEntityTooLarge", &msg);
+                return (s, h, b, false);
+            }
+            Err(e) => {
+                let (s, h, b) = error_doc(400, "InvalidRequest", &e.to_string());
+                return (s, h, b, false);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let (s, h, b) = handle(head, rest, body, state, sink);
+    (s, h, b, true)
+}
+
+/// Reads and discards the body of a request we refuse, so keep-alive holds.
+fn drain(conn: &mut Conn<TcpStream>, head: &Head) -> bool {
+    conn.read_body(head, MAX_PAYLOAD).is_ok()
+}
+
+fn invocation_id<'a>(rest: &'a str, suffix: &str) -> Option<&'a str> {
+    rest.strip_prefix("invocation/")?
+        .strip_suffix(suffix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+fn function_error_type(head: &Head, body: &[u8]) -> String {
+    if let Some(t) = head.header("lambda-runtime-function-error-type") {
+        return t.to_string();
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "Unhandled".to_string())
+}
+
+fn handle(head: &Head, rest: &str, body: Vec<u8>, state: &ApiState, sink: &EventSink) -> Reply {
+    let method = head.method.as_str();
+    if rest == "invocation/next" {
+        if method != "GET" {
+            return error_doc(405, "MethodNotAllowed", "use GET");
+        }
+        return match state.next(sink) {
+            Ok(inv) => next_reply(inv),
+            Err(true) => error_doc(
+                400,
+                "InvalidStateTransition",
+                "another /invocation/next request is already waiting",
+            ),
+            Err(false) => error_doc(500, "RuntimeReplaced", "this runtime instance was stopped"),
+        };
+    }
+    if method != "POST" {
+        return error_doc(405, "MethodNotAllowed", "use POST");
+    }
+    if rest == "init/error" {
+        let error_type = function_error_type(head, &body);
+        sink(ApiEvent::InitError { error_type, body });
+        return accepted();
+    }
+    if let Some(id) = invocation_id(rest, "/response") {
+        if !state.complete(id) {
+            return error_doc(400, "InvalidRequestID", "no such invocation in progress");
+        }
+        sink(ApiEvent::Response {
+            request_id: id.to_string(),
+            body,
+        });
+        return accepted();
+    }
+    if let Some(id) = invocation_id(rest, "/error") {
+        if !state.complete(id) {
+            return error_doc(400, "InvalidRequestID", "no such invocation in progress");
+        }
+        let error_type = function_error_type(head, &body);
+        sink(ApiEvent::Error {
+            request_id: id.to_string(),
+            error_type,
+            body,
+        });
+        return accepted();
+    }
+    error_doc(404, "NotFound", "unknown path")
+}
+
+fn next_reply(inv: Invocation) -> Reply {
+    let mut headers = vec![
+        ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
+        ("Lambda-Runtime-Deadline-Ms", inv.deadline_ms.to_string()),
+        (
+            "Lambda-Runtime-Invoked-Function-Arn",
+            inv.invoked_function_arn,
+        ),
+        ("Lambda-Runtime-Trace-Id", inv.trace_id),
+    ];
+    if !inv.client_context.is_empty() {
+        headers.push(("Lambda-Runtime-Client-Context", inv.client_context));
+    }
+    if !inv.cognito_identity.is_empty() {
+        headers.push(("Lambda-Runtime-Cognito-Identity", inv.cognito_identity));
+    }
+    (200, headers, inv.payload)
+}
