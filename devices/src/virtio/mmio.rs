@@ -96,12 +96,6 @@ impl MmioInterrupt {
     pub fn status(&self) -> u32 {
         self.status.load(Ordering::SeqCst)
     }
-
-    /// Marks the device broken (DEVICE_NEEDS_RESET) and tells the driver.
-    pub fn set_needs_reset(&self) {
-        self.needs_reset.store(true, Ordering::SeqCst);
-        self.signal_config_change();
-    }
 }
 
 impl VirtioInterrupt for MmioInterrupt {
@@ -112,6 +106,11 @@ impl VirtioInterrupt for MmioInterrupt {
     fn signal_config_change(&self) {
         self.config_generation.fetch_add(1, Ordering::SeqCst);
         self.raise(int_status::CONFIG_CHANGE);
+    }
+
+    fn set_needs_reset(&self) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        self.signal_config_change();
     }
 }
 
@@ -436,7 +435,9 @@ impl MmioTransport {
         let size_ok =
             regs.size != 0 && regs.size.is_power_of_two() && regs.size <= u32::from(regs.max_size);
         // §2.7: descriptor table 16-byte aligned, driver area 2, device area 4.
-        let align_ok = regs.desc.is_multiple_of(16) && regs.avail.is_multiple_of(2) && regs.used.is_multiple_of(4);
+        let align_ok = regs.desc.is_multiple_of(16)
+            && regs.avail.is_multiple_of(2)
+            && regs.used.is_multiple_of(4);
         if !regs.ready || !size_ok || !align_ok {
             return None;
         }

@@ -12,9 +12,10 @@
 //! `reset` signals it again so the loop unregisters them.
 
 pub mod block;
-pub mod net;
 pub mod log_limit;
 pub mod mmio;
+pub mod net;
+pub mod vsock;
 
 use std::sync::Arc;
 
@@ -59,6 +60,12 @@ pub trait VirtioInterrupt: Send + Sync {
     fn signal_used_queue(&self, queue: u16);
     /// The device changed its configuration space (or needs a reset).
     fn signal_config_change(&self);
+    /// The device hit an error it cannot recover from without a reset (a
+    /// broken ring): sets DEVICE_NEEDS_RESET where the transport has it,
+    /// then signals a config change (§2.1.2).
+    fn set_needs_reset(&self) {
+        self.signal_config_change();
+    }
 }
 
 /// One queue handed to a device at activation.
