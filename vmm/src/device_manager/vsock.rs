@@ -1,0 +1,127 @@
+//! The `vsock` config section (Firecracker: `{"guest_cid": 3, "uds_path":
+//! "/tmp/v.sock"}`, optional legacy `vsock_id`) and the `--vsock CID:PATH`
+//! flag: checks them and attaches one virtio-vsock device with the hybrid
+//! Unix-socket backend listening on `uds_path`.
+
+use std::path::PathBuf;
+
+use ember_devices::virtio::vsock::{check_cid, UnixMuxer, Vsock};
+use serde_json::Value;
+
+use crate::devices::{DeviceContext, DeviceError, DeviceSection};
+
+/// Config key.
+pub const NAME: &str = "vsock";
+/// `sun_path` holds 108 bytes with its NUL; guest-initiated connections
+/// append `_<port>` (up to 11 bytes) to `uds_path`.
+const MAX_UDS_PATH: usize = 108 - 1 - 11;
+
+/// The section as Firecracker spells it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    pub guest_cid: u64,
+    pub uds_path: PathBuf,
+    /// Accepted for compatibility with older Firecracker configs; unused.
+    #[serde(default)]
+    pub vsock_id: Option<String>,
+}
+
+fn err(message: impl Into<String>) -> DeviceError {
+    DeviceError::Config {
+        section: NAME.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses and checks the section.
+pub fn parse(value: &Value) -> Result<VsockConfig, DeviceError> {
+    let c: VsockConfig = serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
+    check_cid(c.guest_cid).map_err(|e| err(e.to_string()))?;
+    let len = c.uds_path.as_os_str().len();
+    if len == 0 {
+        return Err(err("uds_path is empty"));
+    }
+    if len > MAX_UDS_PATH {
+        return Err(err(format!(
+            "uds_path is {len} bytes; at most {MAX_UDS_PATH} fit a Unix socket address"
+        )));
+    }
+    Ok(c)
+}
+
+fn validate(value: &Value) -> Result<(), DeviceError> {
+    parse(value).map(|_| ())
+}
+
+fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
+    let c = parse(value)?;
+    let setup = |e: ember_devices::virtio::vsock::VsockError| DeviceError::Setup {
+        section: NAME.to_string(),
+        what: e.to_string(),
+        source: std::io::Error::other(super::error_chain(&e)),
+    };
+    let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path).map_err(setup)?;
+    let device = Vsock::new(c.guest_cid, muxer).map_err(setup)?;
+    super::attach_virtio(ctx, NAME, device)
+}
+
+/// The section entry for `devices::SECTIONS`.
+pub const SECTION: DeviceSection = DeviceSection {
+    name: NAME,
+    validate,
+    attach,
+};
+
+/// The `vsock` section from `--vsock CID:PATH`.
+pub fn from_flag(arg: &str) -> Option<Value> {
+    let (cid, path) = arg.split_once(':')?;
+    let cid: u64 = cid.parse().ok()?;
+    (!path.is_empty()).then(|| serde_json::json!({ "guest_cid": cid, "uds_path": path }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_firecracker_vsock_and_refuses_bad_ones() {
+        let v: Value =
+            serde_json::from_str(r#"{"vsock_id":"vsock0","guest_cid":3,"uds_path":"/tmp/v.sock"}"#)
+                .unwrap();
+        assert_eq!(parse(&v).unwrap().guest_cid, 3);
+        let bad = [
+            r#"{"guest_cid":2,"uds_path":"/tmp/v.sock"}"#,
+            r#"{"guest_cid":4294967295,"uds_path":"/tmp/v.sock"}"#,
+            r#"{"guest_cid":3}"#,
+            r#"{"guest_cid":3,"uds_path":""}"#,
+            r#"{"guest_cid":3,"uds_path":"/tmp/v.sock","extra":1}"#,
+        ];
+        for b in bad {
+            let e = parse(&serde_json::from_str(b).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("config section `vsock`"), "{b}: {e}");
+        }
+        let long = format!(r#"{{"guest_cid":3,"uds_path":"/{}"}}"#, "a".repeat(100));
+        assert!(parse(&serde_json::from_str(&long).unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("at most"));
+        assert!(parse(&serde_json::from_str(r#"{"guest_cid":3}"#).unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("uds_path"));
+    }
+
+    #[test]
+    fn flag_form() {
+        assert_eq!(
+            from_flag("3:/tmp/a.sock"),
+            Some(serde_json::json!({"guest_cid": 3, "uds_path": "/tmp/a.sock"}))
+        );
+        assert_eq!(from_flag("x:/a"), None);
+        assert_eq!(from_flag("3:"), None);
+        assert_eq!(from_flag("3"), None);
+    }
+}
