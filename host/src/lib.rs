@@ -1,7 +1,14 @@
 //! ember's host side: the `emberd` supervisor and the `ember` CLI.
 
 pub mod agent;
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod code;
+pub mod daemon;
 pub mod pool;
+pub mod server;
 pub mod store;
 pub mod util;
+pub mod vmlauncher;

@@ -1,2 +1,5 @@
-//! `ember`: the CLI (wired up in a later step).
-fn main() {}
+//! `ember`: the command line for emberd (see `ember --help`).
+
+fn main() -> std::process::ExitCode {
+    ember_host::cli::main()
+}

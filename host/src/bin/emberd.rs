@@ -1,2 +1,18 @@
-//! `emberd`: the host supervisor daemon (wired up in a later step).
-fn main() {}
+//! `emberd`: the host supervisor daemon (same as `ember serve`).
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "emberd",
+    about = "ember's host supervisor: the Lambda-compatible API over microVMs"
+)]
+struct Cli {
+    #[command(flatten)]
+    serve: ember_host::daemon::ServeArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    ember_host::cli::run_serve(cli.serve)
+}

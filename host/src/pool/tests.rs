@@ -74,6 +74,18 @@ fn pool(idle: Duration, life: Duration) -> (Arc<Pool>, Arc<Fake>, tempfile::Temp
     (Pool::new(Arc::new(fake.clone()), cfg), fake, dir)
 }
 
+/// Polls `cond` for up to 5 s (the machine may be busy; the condition, not
+/// the wait, is what is tested).
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 fn key(v: &str, rev: &str) -> VersionKey {
     VersionKey {
         function: "f".into(),
@@ -172,15 +184,17 @@ async fn dead_environment_is_discarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reaping_and_max_lifetime() {
-    let (p, _fake, _d) = pool(Duration::from_millis(50), Duration::from_secs(600));
+    let (p, _fake, _d) = pool(Duration::from_millis(400), Duration::from_secs(600));
     let k = key("1", "r");
     call(&p, &k, b"x").await.unwrap();
     p.maintain().await;
     assert_eq!(p.list().len(), 1, "reaped before the idle timeout");
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
     p.maintain().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(p.list().is_empty(), "idle environment not reaped");
+    assert!(
+        eventually(|| p.list().is_empty()).await,
+        "idle environment not reaped"
+    );
 
     let (p, _fake, _d) = pool(Duration::from_secs(60), Duration::from_millis(50));
     let a = call(&p, &k, b"x").await.unwrap();
@@ -206,26 +220,21 @@ async fn provisioned_targets_are_kept_ready() {
     assert_eq!(p.target_status("f", "1"), Some((0, 3)));
     p.maintain().await;
     p.maintain().await; // must not double-start while the first three are starting
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(p.target_status("f", "1"), Some((3, 3)));
+    assert!(eventually(|| p.target_status("f", "1") == Some((3, 3))).await);
     assert_eq!(fake.launched.load(Ordering::SeqCst), 3);
     p.maintain().await; // provisioned environments are exempt from idle reaping
     assert_eq!(p.provisioned_ready(&k), 3);
     fake.alive.lock().unwrap()[0].store(false, Ordering::SeqCst);
     p.maintain().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        p.target_status("f", "1"),
-        Some((3, 3)),
-        "dead provisioned environment not replaced"
-    );
+    let replaced =
+        eventually(|| p.target_status("f", "1") == Some((3, 3)) && p.list().len() == 3).await;
+    assert!(replaced, "dead provisioned environment not replaced");
     assert_eq!(fake.launched.load(Ordering::SeqCst), 4);
     p.set_targets(vec![]);
     tokio::time::sleep(Duration::from_millis(20)).await;
     p.maintain().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        p.list().is_empty(),
+        eventually(|| p.list().is_empty()).await,
         "unprovisioned environments kept past idle timeout"
     );
 }

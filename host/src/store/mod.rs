@@ -32,7 +32,7 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     #[error("metadata store")]
-    Db(#[from] redb::Error),
+    Db(#[source] Box<redb::Error>),
     #[error("blob store")]
     Blob(#[from] BlobError),
     #[error("corrupt metadata record")]
@@ -43,7 +43,7 @@ pub enum StoreError {
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(impl From<$t> for StoreError {
-        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        fn from(e: $t) -> Self { StoreError::Db(Box::new(e.into())) }
     })*};
 }
 db_err!(

@@ -1,0 +1,125 @@
+//! The one place that maps emberd's errors to HTTP: status code, the
+//! `X-Amzn-ErrorType` header and the JSON body (`Type`, `message`, and
+//! `Reason` for throttles) that the AWS SDKs parse into exceptions.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{message}")]
+    TooManyRequests {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    UnknownOperation(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    Service(String),
+}
+
+/// Reasons Lambda gives for a 429.
+pub const REASON_RESERVED: &str = "ReservedFunctionConcurrentInvocationLimitExceeded";
+pub const REASON_ACCOUNT: &str = "ConcurrentInvocationLimitExceeded";
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound(_) | ApiError::UnknownOperation(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => 400,
+            ApiError::TooLarge(_) => 413,
+            ApiError::PreconditionFailed(_) => 412,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::Service(_) => 500,
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "ResourceNotFoundException",
+            ApiError::Conflict(_) => "ResourceConflictException",
+            ApiError::InvalidParameter(_) => "InvalidParameterValueException",
+            ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
+            ApiError::TooLarge(_) => "RequestTooLargeException",
+            ApiError::TooManyRequests { .. } => "TooManyRequestsException",
+            ApiError::UnknownOperation(_) => "UnknownOperationException",
+            ApiError::PreconditionFailed(_) => "PreconditionFailedException",
+            ApiError::Service(_) => "ServiceException",
+        }
+    }
+
+    /// JSON body in the shape of Lambda's modeled exceptions.
+    pub fn body(&self) -> serde_json::Value {
+        let kind = if matches!(self, ApiError::Service(_)) {
+            "Service"
+        } else {
+            "User"
+        };
+        let mut v = serde_json::json!({ "Type": kind, "message": self.to_string() });
+        if let ApiError::TooManyRequests { reason, .. } = self {
+            v["Reason"] = serde_json::Value::from(*reason);
+        }
+        v
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => {
+                // Internal detail goes to the log, not to the client.
+                eprintln!("emberd: store error: {}", crate::util::error_chain(&other));
+                ApiError::Service("An internal error occurred in the function store.".into())
+            }
+        }
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        ApiError::InvalidParameter(format!("Could not parse request body: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_status_type_and_reason() {
+        let e = ApiError::TooManyRequests {
+            reason: REASON_RESERVED,
+            message: "Rate Exceeded.".into(),
+        };
+        assert_eq!(
+            (e.status(), e.error_type()),
+            (429, "TooManyRequestsException")
+        );
+        assert_eq!(e.body()["Reason"], REASON_RESERVED);
+        let e: ApiError = StoreError::Conflict("exists".into()).into();
+        assert_eq!(
+            (e.status(), e.error_type()),
+            (409, "ResourceConflictException")
+        );
+        assert_eq!(e.body()["message"], "exists");
+        let e: ApiError = StoreError::Json(serde_json::from_str::<u8>("x").unwrap_err()).into();
+        assert_eq!(
+            (e.status(), e.body()["Type"].as_str()),
+            (500, Some("Service"))
+        );
+    }
+}

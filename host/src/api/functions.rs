@@ -1,0 +1,412 @@
+//! Function resources: CreateFunction, GetFunction, GetFunctionConfiguration,
+//! ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration,
+//! DeleteFunction, and the code download emberd's `Code.Location` points at.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
+use super::{function_name, versions, ApiError, App, Reply, Req};
+use crate::store::{CodeRef, FunctionConfig, FunctionRecord, StoreError};
+use crate::util::{now_lambda, uuid4, valid_name};
+
+/// Runtimes emberd knows; only `wasm` runs without a Linux guest.
+const LINUX_RUNTIMES: &[&str] = &[
+    "provided.al2023",
+    "provided.al2",
+    "python3.11",
+    "python3.12",
+];
+
+fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
+    if runtime == "wasm" {
+        return Ok(());
+    }
+    if LINUX_RUNTIMES.contains(&runtime) {
+        if app.caps.linux_guests {
+            return Ok(());
+        }
+        return Err(ApiError::InvalidParameter(format!(
+            "The runtime parameter of {runtime} needs a Linux guest, which this host cannot run (no bootable Linux guest kernel is configured). Use Runtime 'wasm'."
+        )));
+    }
+    Err(ApiError::InvalidParameter(format!(
+        "Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, {}]",
+        LINUX_RUNTIMES.join(", ")
+    )))
+}
+
+fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::InvalidParameter(m));
+    if !(128..=10240).contains(&cfg.memory_size) {
+        return bad(format!(
+            "MemorySize {} is outside 128..10240 MB",
+            cfg.memory_size
+        ));
+    }
+    if !(1..=900).contains(&cfg.timeout) {
+        return bad(format!("Timeout {} is outside 1..900 seconds", cfg.timeout));
+    }
+    if !(512..=10240).contains(&cfg.ephemeral_storage) {
+        return bad(format!(
+            "EphemeralStorage {} is outside 512..10240 MB",
+            cfg.ephemeral_storage
+        ));
+    }
+    if cfg.description.len() > 256 || cfg.handler.len() > 128 || cfg.role.len() > 2048 {
+        return bad("Description, Handler or Role is too long".into());
+    }
+    let env_bytes: usize = cfg.environment.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if env_bytes > 4096 {
+        return bad("Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit.".into());
+    }
+    for k in cfg.environment.keys() {
+        let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return bad(format!("Environment variable name {k:?} is invalid"));
+        }
+    }
+    if cfg.layers.len() > 5 {
+        return bad("A function can have at most 5 layers".into());
+    }
+    Ok(())
+}
+
+/// Decodes `ZipFile`, extracts the module and stores it (the blob is durable
+/// before any metadata names it).
+fn store_code(
+    app: &App,
+    zip_b64: Option<&str>,
+    other_source: bool,
+    handler: &str,
+) -> Result<CodeRef, ApiError> {
+    let Some(b64) = zip_b64 else {
+        let why = if other_source {
+            "S3 and image code locations are not supported by emberd"
+        } else {
+            "Code.ZipFile is required"
+        };
+        return Err(ApiError::InvalidParameter(format!(
+            "{why}; upload the package as ZipFile."
+        )));
+    };
+    let package = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
+    let module = crate::code::extract_module(&package, handler)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let blob = app.store.blobs.put(&module).map_err(StoreError::from)?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
+    Ok(CodeRef {
+        blob,
+        package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
+        size: package.len() as u64,
+    })
+}
+
+/// Each layer ARN must name an existing layer version; returns (arn, size).
+pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, ApiError> {
+    arns.iter()
+        .map(|arn| {
+            let parts: Vec<&str> = arn.split(':').collect();
+            let (name, ver) = match parts.as_slice() {
+                ["arn", _, "lambda", _, _, "layer", name, v] => (*name, v.parse::<u64>().ok()),
+                _ => ("", None),
+            };
+            let (Some(v), true) = (ver, valid_name(name)) else {
+                return Err(ApiError::InvalidParameter(format!(
+                    "Layer version ARN {arn} is malformed"
+                )));
+            };
+            let l = app.store.get_layer(name, v).map_err(|_| {
+                ApiError::InvalidParameter(format!("Layer version {arn} does not exist."))
+            })?;
+            Ok((arn.clone(), l.code.size))
+        })
+        .collect()
+}
+
+fn env_vars(e: Option<EnvironmentIn>) -> std::collections::BTreeMap<String, String> {
+    e.and_then(|e| e.variables).unwrap_or_default()
+}
+
+fn check_arch(a: &Option<Vec<String>>, package_type: Option<&str>) -> Result<(), ApiError> {
+    if a.as_ref().is_some_and(|a| a.iter().any(|x| x != "x86_64")) {
+        return Err(ApiError::InvalidParameter(
+            "Only the x86_64 architecture is available on this host".into(),
+        ));
+    }
+    if package_type.is_some_and(|p| p != "Zip") {
+        return Err(ApiError::InvalidParameter(
+            "Only PackageType Zip is supported".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let input: CreateFunctionIn = req.json()?;
+    let (name, q) = function_name(&input.function_name)?;
+    if q.is_some() {
+        return Err(ApiError::InvalidParameter(
+            "FunctionName must not carry a qualifier".into(),
+        ));
+    }
+    check_arch(&input.architectures, input.package_type.as_deref())?;
+    let config = FunctionConfig {
+        runtime: input.runtime.unwrap_or_else(|| "wasm".into()),
+        role: input.role.unwrap_or_default(),
+        handler: input.handler.unwrap_or_else(|| "function.handler".into()),
+        description: input.description.unwrap_or_default(),
+        timeout: input.timeout.unwrap_or(3),
+        memory_size: input.memory_size.unwrap_or(128),
+        environment: env_vars(input.environment),
+        ephemeral_storage: input.ephemeral_storage.map(|e| e.size).unwrap_or(512),
+        layers: input.layers.unwrap_or_default(),
+    };
+    check_runtime(app, &config.runtime)?;
+    check_limits(&config)?;
+    let sizes = layer_sizes(app, &config.layers)?;
+    // Cheap existence check first, so a duplicate create stores no blob.
+    if app.store.get_function(&name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "Function already exist: {name}"
+        )));
+    }
+    let code = store_code(
+        app,
+        input.code.zip_file.as_deref(),
+        input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
+        &config.handler,
+    )?;
+    let rec = FunctionRecord {
+        name,
+        config,
+        code,
+        revision_id: uuid4(),
+        last_modified: now_lambda(),
+        next_version: 1,
+        reserved_concurrency: None,
+        tags: input.tags.unwrap_or_default(),
+    };
+    let published = app
+        .store
+        .create_function(&rec, input.publish.unwrap_or(false))?;
+    let body = match published {
+        Some(v) => wire::version_configuration(&rec.name, &v, &sizes),
+        None => wire::latest_configuration(&rec, &sizes),
+    };
+    Ok(Reply::json(201, body))
+}
+
+pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, q) = function_name(raw)?;
+    let qualifier = req.q("Qualifier").map(str::to_string).or(q);
+    let r = versions::resolve(app, &name, qualifier.as_deref())?;
+    let f = app.store.get_function(&name)?;
+    let location = format!("{}/ember/code/{name}/{}", app.base_url, r.version);
+    let mut body = json!({
+        "Configuration": r.configuration(app)?,
+        "Code": {"RepositoryType": "S3", "Location": location},
+        "Tags": f.tags,
+    });
+    if let Some(n) = f.reserved_concurrency {
+        body["Concurrency"] = json!({"ReservedConcurrentExecutions": n});
+    }
+    Ok(Reply::json(200, body))
+}
+
+pub fn get_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, q) = function_name(raw)?;
+    let qualifier = req.q("Qualifier").map(str::to_string).or(q);
+    let r = versions::resolve(app, &name, qualifier.as_deref())?;
+    Ok(Reply::json(200, r.configuration(app)?))
+}
+
+pub fn list(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let max = match req.q("MaxItems") {
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|m| (1..=10_000).contains(m))
+            .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..10000".into()))?,
+        None => 50,
+    };
+    let all_versions = req.q("FunctionVersion") == Some("ALL");
+    let (funcs, next) = app.store.list_functions(req.q("Marker"), max)?;
+    let mut out: Vec<Value> = Vec::new();
+    for f in &funcs {
+        out.push(wire::latest_configuration(
+            f,
+            &layer_sizes(app, &f.config.layers).unwrap_or_default(),
+        ));
+        if all_versions {
+            for v in app.store.list_versions(&f.name)? {
+                out.push(wire::version_configuration(
+                    &f.name,
+                    &v,
+                    &layer_sizes(app, &v.config.layers).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let mut body = json!({ "Functions": out });
+    if let Some(m) = next {
+        body["NextMarker"] = Value::from(m);
+    }
+    Ok(Reply::json(200, body))
+}
+
+fn check_revision(expected: Option<&str>, current: &str) -> Result<(), ApiError> {
+    match expected {
+        Some(r) if r != current => Err(ApiError::PreconditionFailed("The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into())),
+        _ => Ok(()),
+    }
+}
+
+pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let input: UpdateCodeIn = req.json()?;
+    let (name, _) = function_name(raw)?;
+    check_arch(&input.architectures, None)?;
+    let current = app.store.get_function(&name)?;
+    check_revision(input.revision_id.as_deref(), &current.revision_id)?;
+    let other = input.s3_bucket.is_some() || input.s3_key.is_some() || input.image_uri.is_some();
+    if input.dry_run == Some(true) {
+        let b64 = input
+            .zip_file
+            .as_deref()
+            .ok_or_else(|| ApiError::InvalidParameter("ZipFile is required".into()))?;
+        let pkg = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
+        crate::code::extract_module(&pkg, &current.config.handler)
+            .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        return Ok(Reply::json(
+            200,
+            wire::latest_configuration(&current, &layer_sizes(app, &current.config.layers)?),
+        ));
+    }
+    let code = store_code(
+        app,
+        input.zip_file.as_deref(),
+        other,
+        &current.config.handler,
+    )?;
+    let expected = input.revision_id.clone();
+    let rec = app.store.update_function(&name, |r| {
+        if expected.as_deref().is_some_and(|e| e != r.revision_id) {
+            return Err(StoreError::Conflict(
+                "The function changed while the code was being updated".into(),
+            ));
+        }
+        r.code = code;
+        r.revision_id = uuid4();
+        r.last_modified = now_lambda();
+        Ok(())
+    })?;
+    app.pool.retire(&name, Some("$LATEST"));
+    let sizes = layer_sizes(app, &rec.config.layers)?;
+    if input.publish == Some(true) {
+        let v = app.store.publish_version(&name, None, None)?;
+        return Ok(Reply::json(
+            200,
+            wire::version_configuration(&name, &v, &sizes),
+        ));
+    }
+    Ok(Reply::json(200, wire::latest_configuration(&rec, &sizes)))
+}
+
+pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let input: UpdateConfigIn = req.json()?;
+    let (name, _) = function_name(raw)?;
+    let current = app.store.get_function(&name)?;
+    check_revision(input.revision_id.as_deref(), &current.revision_id)?;
+    let mut cfg = current.config.clone();
+    if let Some(v) = input.runtime {
+        check_runtime(app, &v)?;
+        cfg.runtime = v;
+    }
+    if let Some(v) = input.role {
+        cfg.role = v;
+    }
+    if let Some(v) = input.handler {
+        cfg.handler = v;
+    }
+    if let Some(v) = input.description {
+        cfg.description = v;
+    }
+    if let Some(v) = input.timeout {
+        cfg.timeout = v;
+    }
+    if let Some(v) = input.memory_size {
+        cfg.memory_size = v;
+    }
+    if let Some(v) = input.environment {
+        cfg.environment = env_vars(Some(v));
+    }
+    if let Some(v) = input.ephemeral_storage {
+        cfg.ephemeral_storage = v.size;
+    }
+    if let Some(v) = input.layers {
+        cfg.layers = v;
+    }
+    check_limits(&cfg)?;
+    let sizes = layer_sizes(app, &cfg.layers)?;
+    let expected = current.revision_id.clone();
+    let rec = app.store.update_function(&name, |r| {
+        if r.revision_id != expected {
+            return Err(StoreError::Conflict(
+                "The function changed while its configuration was being updated".into(),
+            ));
+        }
+        r.config = cfg;
+        r.revision_id = uuid4();
+        r.last_modified = now_lambda();
+        Ok(())
+    })?;
+    app.pool.retire(&name, Some("$LATEST"));
+    Ok(Reply::json(200, wire::latest_configuration(&rec, &sizes)))
+}
+
+pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, q) = function_name(raw)?;
+    match req.q("Qualifier").map(str::to_string).or(q) {
+        None => {
+            app.store.delete_function(&name)?;
+            app.pool.retire(&name, None);
+            app.pool.set_reserved(&name, None);
+        }
+        Some(q) if q == "$LATEST" => {
+            return Err(ApiError::InvalidParameter(
+                "$LATEST version cannot be deleted without deleting the function.".into(),
+            ));
+        }
+        Some(q) => {
+            let v = q.parse::<u64>().map_err(|_| {
+                ApiError::InvalidParameter(format!("Qualifier {q} is not a version number"))
+            })?;
+            app.store.delete_version(&name, v)?;
+            app.pool.retire(&name, Some(&q));
+        }
+    }
+    super::provisioned::reconcile(app)?;
+    Ok(Reply::empty(204))
+}
+
+/// `GET /ember/code/{function}/{version}`: the stored module (verified).
+pub fn download(app: &App, raw: &str, version: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw)?;
+    let r = versions::resolve(app, &name, Some(version))?;
+    let module = app
+        .store
+        .blobs
+        .get(&r.code.blob)
+        .map_err(StoreError::from)?;
+    Ok(Reply {
+        status: 200,
+        headers: vec![("content-type", "application/wasm".into())],
+        body: module.into(),
+        json: false,
+    })
+}

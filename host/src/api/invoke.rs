@@ -1,0 +1,316 @@
+//! Invoke (RequestResponse and DryRun) and emberd's environment listing.
+//! The environment is checked out (warm, or started cold) in a task that
+//! runs while the request body is still being read, so a cold start
+//! overlaps the upload.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::error::{REASON_ACCOUNT, REASON_RESERVED};
+use super::{function_name, provisioned, versions, ApiError, App, Reply};
+use crate::pool::policy::Throttle;
+use crate::pool::{EnvError, InvokeInput, InvokeOutput, Pool, Warm};
+use crate::util::{function_arn, uuid4};
+
+/// Lambda's synchronous payload limit (request and response).
+pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
+/// Extra time past the function timeout before the pool kills the VM (the
+/// launcher has its own, shorter backstop).
+const HOST_GRACE: Duration = Duration::from_secs(3);
+/// `X-Amz-Log-Result` carries at most the last 4 KB of the log.
+const TAIL_BYTES: usize = 4096;
+
+pub struct InvokeReq {
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub invocation_type: Option<String>,
+    pub log_type: Option<String>,
+    pub client_context: Option<String>,
+    pub content_length: Option<u64>,
+}
+
+fn throttled(t: Throttle) -> ApiError {
+    match t {
+        Throttle::Reserved => ApiError::TooManyRequests {
+            reason: REASON_RESERVED,
+            message: "Rate Exceeded.".into(),
+        },
+        Throttle::Host => ApiError::TooManyRequests {
+            reason: REASON_ACCOUNT,
+            message: "Rate Exceeded.".into(),
+        },
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::TooLarge(format!(
+        "Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation"
+    ))
+}
+
+/// Gives a checked-out environment back once its start finishes, for
+/// requests that failed after the checkout began.
+fn give_back(pool: Arc<Pool>, task: tokio::task::JoinHandle<Result<(Warm, bool), EnvError>>) {
+    tokio::spawn(async move {
+        if let Ok(Ok((w, _))) = task.await {
+            pool.checkin(w, true);
+        }
+    });
+}
+
+pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Reply, ApiError> {
+    let (name, q) = function_name(&req.function)?;
+    let qualifier = req.qualifier.or(q);
+    let tail = match req.log_type.as_deref() {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "LogType {other:?} must be None or Tail"
+            )))
+        }
+    };
+    if req.content_length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
+        return Err(too_large());
+    }
+    let r = versions::resolve(&app, &name, qualifier.as_deref())?;
+    match req.invocation_type.as_deref() {
+        None | Some("RequestResponse") => {}
+        Some("DryRun") => {
+            let mut reply = Reply::empty(204);
+            reply
+                .headers
+                .push(("X-Amz-Executed-Version", r.version.clone()));
+            return Ok(reply);
+        }
+        Some("Event") => return Err(ApiError::InvalidParameter(
+            "InvocationType Event (asynchronous invocation) is not available in this emberd yet"
+                .into(),
+        )),
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "InvocationType {other:?} must be RequestResponse, Event or DryRun"
+            )))
+        }
+    }
+    let admitted = app.pool.admit(&name).map_err(throttled)?;
+
+    let started = Instant::now();
+    let pool = app.pool.clone();
+    let key = r.key();
+    let spec = provisioned::lazy_spec(&app, &r);
+    let checkout = tokio::spawn(async move { pool.checkout(&key, spec).await });
+    let payload = match read_payload(body).await {
+        Ok(p) => p,
+        Err(e) => {
+            give_back(app.pool.clone(), checkout);
+            return Err(e);
+        }
+    };
+    let (warm, cold) = match checkout.await {
+        Ok(Ok(x)) => x,
+        Ok(Err(EnvError::Launch(m))) => {
+            return Err(ApiError::Service(format!(
+                "Could not start an execution environment: {m}"
+            )))
+        }
+        Ok(Err(EnvError::Init {
+            error_type,
+            message,
+        })) => return Ok(function_error(&r.version, &error_type, &message)),
+        Ok(Err(EnvError::Died(m))) => {
+            return Ok(function_error(&r.version, "Runtime.ExitError", &m))
+        }
+        Err(e) => {
+            return Err(ApiError::Service(format!(
+                "environment start task failed: {e}"
+            )))
+        }
+    };
+    let request_id = uuid4();
+    let timeout = Duration::from_secs(r.config.timeout.into());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let input = InvokeInput {
+        request_id: request_id.clone(),
+        payload: payload.to_vec(),
+        deadline_ms: now_ms + timeout.as_millis() as u64,
+        invoked_function_arn: function_arn(&name, qualifier.as_deref()),
+        client_context: req.client_context.unwrap_or_default(),
+    };
+    let env_id = warm.id;
+    let out = app.pool.invoke(warm, input, timeout + HOST_GRACE).await;
+    drop(admitted);
+    let elapsed = started.elapsed();
+    let (mut reply, logs) = match out {
+        Ok(InvokeOutput::Success { payload, logs }) => {
+            if payload.len() > MAX_PAYLOAD {
+                let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).", payload.len());
+                (
+                    function_error(&r.version, "Function.ResponseSizeTooLarge", &m),
+                    logs,
+                )
+            } else {
+                let mut reply = Reply {
+                    status: 200,
+                    headers: vec![],
+                    body: payload.into(),
+                    json: true,
+                };
+                reply
+                    .headers
+                    .push(("X-Amz-Executed-Version", r.version.clone()));
+                (reply, logs)
+            }
+        }
+        Ok(InvokeOutput::FunctionError {
+            error_type,
+            message,
+            logs,
+            ..
+        }) => (function_error(&r.version, &error_type, &message), logs),
+        Err(e) => {
+            let m = match e {
+                EnvError::Died(m) | EnvError::Launch(m) => m,
+                EnvError::Init { message, .. } => message,
+            };
+            (
+                function_error(
+                    &r.version,
+                    "Runtime.ExitError",
+                    &format!("RequestId: {request_id} Error: Runtime exited: {m}"),
+                ),
+                vec![],
+            )
+        }
+    };
+    reply
+        .headers
+        .push(("X-Amz-Ember-Environment", env_id.to_string()));
+    reply
+        .headers
+        .push(("X-Amz-Ember-Cold-Start", cold.to_string()));
+    if tail {
+        reply.headers.push((
+            "X-Amz-Log-Result",
+            log_tail(
+                &request_id,
+                &r.version,
+                &logs,
+                elapsed,
+                r.config.memory_size,
+            ),
+        ));
+    }
+    Ok(reply)
+}
+
+/// The payload, capped at 6 MB; non-empty payloads must be JSON.
+async fn read_payload(body: Incoming) -> Result<bytes::Bytes, ApiError> {
+    let payload = crate::server::read_body(body, MAX_PAYLOAD)
+        .await
+        .map_err(|e| match e {
+            crate::server::BodyError::TooLarge => too_large(),
+            crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
+        })?;
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::InvalidRequestContent(
+            "Could not parse request body into json: Could not parse payload into json".into(),
+        ));
+    }
+    Ok(payload)
+}
+
+/// 200 with `X-Amz-Function-Error: Unhandled` and Lambda's error payload.
+fn function_error(version: &str, error_type: &str, message: &str) -> Reply {
+    let mut reply = Reply::json(
+        200,
+        json!({ "errorMessage": message, "errorType": error_type }),
+    );
+    reply
+        .headers
+        .push(("X-Amz-Executed-Version", version.to_string()));
+    reply
+        .headers
+        .push(("X-Amz-Function-Error", "Unhandled".into()));
+    reply
+}
+
+/// Base64 of the last 4 KB of START / log lines / END / REPORT.
+fn log_tail(
+    request_id: &str,
+    version: &str,
+    logs: &[String],
+    elapsed: Duration,
+    memory: u32,
+) -> String {
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let mut text = format!("START RequestId: {request_id} Version: {version}\n");
+    for l in logs {
+        text.push_str(l);
+        if !l.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!("END RequestId: {request_id}\n"));
+    text.push_str(&format!(
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\tMax Memory Used: {memory} MB\t\n",
+        ms.ceil() as u64
+    ));
+    let mut start = text.len().saturating_sub(TAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
+}
+
+/// `GET /ember/environments`.
+pub fn list_environments(app: &App) -> Reply {
+    let envs: Vec<serde_json::Value> = app
+        .pool
+        .list()
+        .iter()
+        .map(|e| {
+            json!({
+                "Id": e.id,
+                "Function": e.key.function,
+                "Version": e.key.version,
+                "State": e.state.as_str(),
+                "AgeSeconds": e.created.elapsed().as_secs_f64(),
+                "Invocations": e.invocations,
+                "Pid": e.pid,
+                "Provisioned": e.provisioned,
+            })
+        })
+        .collect();
+    Reply::json(200, json!({ "Environments": envs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_bounded_base64_of_framed_log() {
+        let logs = vec!["hello".to_string(); 2000];
+        let t = log_tail("rid", "$LATEST", &logs, Duration::from_micros(1500), 128);
+        let raw = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+        assert!(raw.len() <= TAIL_BYTES);
+        let text = String::from_utf8(raw).unwrap();
+        assert!(text.contains("END RequestId: rid") && text.contains("Billed Duration: 2 ms"));
+        let short = log_tail("r", "1", &["x".into()], Duration::ZERO, 128);
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(short)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(text.starts_with("START RequestId: r Version: 1\nx\nEND"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Layers: PublishLayerVersion, GetLayerVersion, ListLayerVersions,
+//! DeleteLayerVersion. Layer content is stored like function code
+//! (encrypted, content-addressed); the archive's shape is checked.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::wire::{self, PublishLayerIn};
+use super::{versions, ApiError, App, Reply, Req};
+use crate::store::{CodeRef, LayerVersionRecord, StoreError};
+use crate::util::{now_lambda, valid_name};
+
+fn layer_name(raw: &str) -> Result<String, ApiError> {
+    let name = match raw.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "lambda", _, _, "layer", n] => n.to_string(),
+        _ => raw.to_string(),
+    };
+    if !valid_name(&name) {
+        return Err(ApiError::InvalidParameter(format!(
+            "Layer name {raw:?} is invalid"
+        )));
+    }
+    Ok(name)
+}
+
+fn version_number(v: &str) -> Result<u64, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::InvalidParameter(format!("Layer version {v:?} is not a number")))
+}
+
+pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let input: PublishLayerIn = req.json()?;
+    let name = layer_name(raw)?;
+    let b64 = input.content.zip_file.as_deref().ok_or_else(|| {
+        let why = if input.content.s3_bucket.is_some() || input.content.s3_key.is_some() {
+            "S3 content is not supported by emberd"
+        } else {
+            "Content.ZipFile is required"
+        };
+        ApiError::InvalidParameter(format!("{why}; upload the layer as ZipFile."))
+    })?;
+    if input
+        .compatible_architectures
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|x| x != "x86_64"))
+    {
+        return Err(ApiError::InvalidParameter(
+            "Only the x86_64 architecture is available on this host".into(),
+        ));
+    }
+    let package = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
+    crate::code::check_layer(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let blob = app.store.blobs.put(&package).map_err(StoreError::from)?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
+    let rec = LayerVersionRecord {
+        layer_name: name,
+        version: 0,
+        description: input.description.unwrap_or_default(),
+        compatible_runtimes: input.compatible_runtimes.unwrap_or_default(),
+        license_info: input.license_info,
+        code: CodeRef {
+            blob,
+            package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
+            size: package.len() as u64,
+        },
+        created: now_lambda(),
+    };
+    let rec = app.store.publish_layer(rec)?;
+    Ok(Reply::json(
+        201,
+        wire::layer_version(&rec, &location(app, &rec)),
+    ))
+}
+
+fn location(app: &App, l: &LayerVersionRecord) -> String {
+    format!(
+        "{}/ember/layers/{}/{}",
+        app.base_url, l.layer_name, l.version
+    )
+}
+
+pub fn get(app: &App, raw: &str, v: &str) -> Result<Reply, ApiError> {
+    let name = layer_name(raw)?;
+    let rec = app.store.get_layer(&name, version_number(v)?)?;
+    Ok(Reply::json(
+        200,
+        wire::layer_version(&rec, &location(app, &rec)),
+    ))
+}
+
+pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let name = layer_name(raw)?;
+    // Newest first, as Lambda lists them.
+    let mut all: Vec<Value> = app
+        .store
+        .list_layer_versions(&name)?
+        .iter()
+        .map(wire::layer_list_item)
+        .collect();
+    all.reverse();
+    let (page, next) = versions::paginate(all, req)?;
+    let mut body = json!({ "LayerVersions": page });
+    if let Some(m) = next {
+        body["NextMarker"] = Value::from(m);
+    }
+    Ok(Reply::json(200, body))
+}
+
+pub fn delete(app: &App, raw: &str, v: &str) -> Result<Reply, ApiError> {
+    let name = layer_name(raw)?;
+    app.store.delete_layer(&name, version_number(v)?)?;
+    Ok(Reply::empty(204))
+}

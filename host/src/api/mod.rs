@@ -1,0 +1,307 @@
+//! The Lambda REST API: parses HTTP requests into operations and dispatches
+//! them. Control-plane handlers are synchronous (they commit to the store,
+//! which fsyncs) and run on blocking threads; `Invoke` is async so an
+//! environment can start while the payload is still arriving.
+
+pub mod error;
+mod functions;
+pub mod invoke;
+mod layers;
+pub mod provisioned;
+mod versions;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+pub use error::ApiError;
+
+use crate::pool::Pool;
+use crate::store::Store;
+
+/// Largest control-plane request body (a 50 MB ZIP, base64-encoded, plus JSON).
+pub const MAX_CONTROL_BODY: usize = 70 * 1024 * 1024;
+
+/// What the host can run, decided at startup.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities {
+    /// Whether a Linux guest kernel is configured and bootable here.
+    pub linux_guests: bool,
+}
+
+/// Shared state behind every request.
+pub struct App {
+    pub store: Arc<Store>,
+    pub pool: Arc<Pool>,
+    pub caps: Capabilities,
+    /// Public base URL (code `Location`s point here).
+    pub base_url: String,
+}
+
+/// A parsed request: method, percent-decoded path segments, query, headers.
+pub struct Req {
+    pub method: hyper::Method,
+    pub segs: Vec<String>,
+    pub query: HashMap<String, String>,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as a strict JSON request type (`{}` when empty).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let body: &[u8] = if self.body.is_empty() {
+            b"{}"
+        } else {
+            &self.body
+        };
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// A successful response.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+    pub json: bool,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: Value) -> Self {
+        Reply {
+            status,
+            headers: vec![],
+            body: Bytes::from(v.to_string()),
+            json: true,
+        }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Reply {
+            status,
+            headers: vec![],
+            body: Bytes::new(),
+            json: false,
+        }
+    }
+}
+
+/// The operations, from method + path. `Invoke` is routed separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    ListFunctions,
+    CreateFunction,
+    GetFunction(String),
+    DeleteFunction(String),
+    GetConfiguration(String),
+    UpdateConfiguration(String),
+    UpdateCode(String),
+    ListVersions(String),
+    PublishVersion(String),
+    ListAliases(String),
+    CreateAlias(String),
+    GetAlias(String, String),
+    UpdateAlias(String, String),
+    DeleteAlias(String, String),
+    Invoke(String),
+    PutConcurrency(String),
+    GetConcurrency(String),
+    DeleteConcurrency(String),
+    PutProvisioned(String),
+    GetProvisioned(String),
+    DeleteProvisioned(String),
+    PublishLayer(String),
+    ListLayerVersions(String),
+    GetLayerVersion(String, String),
+    DeleteLayerVersion(String, String),
+    /// emberd's own: `GET /ember/environments` (for `ember env list`).
+    ListEnvironments,
+    /// emberd's own: `GET /ember/code/{function}/{version}` (code download).
+    GetCode(String, String),
+}
+
+pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError> {
+    use hyper::Method as M;
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let f = |i: usize| s[i].to_string();
+    let r = match (method, s.as_slice()) {
+        (&M::GET, ["2015-03-31", "functions"]) => Route::ListFunctions,
+        (&M::POST, ["2015-03-31", "functions"]) => Route::CreateFunction,
+        (&M::GET, ["2015-03-31", "functions", _]) => Route::GetFunction(f(2)),
+        (&M::DELETE, ["2015-03-31", "functions", _]) => Route::DeleteFunction(f(2)),
+        (&M::GET, ["2015-03-31", "functions", _, "configuration"]) => Route::GetConfiguration(f(2)),
+        (&M::PUT, ["2015-03-31", "functions", _, "configuration"]) => {
+            Route::UpdateConfiguration(f(2))
+        }
+        (&M::PUT, ["2015-03-31", "functions", _, "code"]) => Route::UpdateCode(f(2)),
+        (&M::GET, ["2015-03-31", "functions", _, "versions"]) => Route::ListVersions(f(2)),
+        (&M::POST, ["2015-03-31", "functions", _, "versions"]) => Route::PublishVersion(f(2)),
+        (&M::GET, ["2015-03-31", "functions", _, "aliases"]) => Route::ListAliases(f(2)),
+        (&M::POST, ["2015-03-31", "functions", _, "aliases"]) => Route::CreateAlias(f(2)),
+        (&M::GET, ["2015-03-31", "functions", _, "aliases", _]) => Route::GetAlias(f(2), f(4)),
+        (&M::PUT, ["2015-03-31", "functions", _, "aliases", _]) => Route::UpdateAlias(f(2), f(4)),
+        (&M::DELETE, ["2015-03-31", "functions", _, "aliases", _]) => {
+            Route::DeleteAlias(f(2), f(4))
+        }
+        (&M::POST, ["2015-03-31", "functions", _, "invocations"]) => Route::Invoke(f(2)),
+        (&M::PUT, ["2017-10-31", "functions", _, "concurrency"]) => Route::PutConcurrency(f(2)),
+        (&M::DELETE, ["2017-10-31", "functions", _, "concurrency"]) => {
+            Route::DeleteConcurrency(f(2))
+        }
+        (&M::GET, ["2019-09-30", "functions", _, "concurrency"]) => Route::GetConcurrency(f(2)),
+        (&M::PUT, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => {
+            Route::PutProvisioned(f(2))
+        }
+        (&M::GET, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => {
+            Route::GetProvisioned(f(2))
+        }
+        (&M::DELETE, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => {
+            Route::DeleteProvisioned(f(2))
+        }
+        (&M::POST, ["2018-10-31", "layers", _, "versions"]) => Route::PublishLayer(f(2)),
+        (&M::GET, ["2018-10-31", "layers", _, "versions"]) => Route::ListLayerVersions(f(2)),
+        (&M::GET, ["2018-10-31", "layers", _, "versions", _]) => Route::GetLayerVersion(f(2), f(4)),
+        (&M::DELETE, ["2018-10-31", "layers", _, "versions", _]) => {
+            Route::DeleteLayerVersion(f(2), f(4))
+        }
+        (&M::GET, ["ember", "environments"]) => Route::ListEnvironments,
+        (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
+        _ => {
+            return Err(ApiError::UnknownOperation(format!(
+                "No operation matches {method} /{}",
+                s.join("/")
+            )))
+        }
+    };
+    Ok(r)
+}
+
+/// Splits a request target into percent-decoded segments (a trailing `/`
+/// is ignored) and query pairs. Bad escapes are a client error.
+pub fn parse_target(
+    path: &str,
+    query: Option<&str>,
+) -> Result<(Vec<String>, HashMap<String, String>), ApiError> {
+    let segs = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(pct_decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut q = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        q.insert(pct_decode(k)?, pct_decode(&v.replace('+', " "))?);
+    }
+    Ok((segs, q))
+}
+
+fn pct_decode(s: &str) -> Result<String, ApiError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(hex.ok_or_else(|| {
+                ApiError::InvalidParameter("Malformed percent-encoding in the request path".into())
+            })?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::InvalidParameter("The request path is not UTF-8".into()))
+}
+
+/// Runs one control-plane operation (blocking: call on a blocking thread).
+pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
+    match route {
+        Route::ListFunctions => functions::list(app, req),
+        Route::CreateFunction => functions::create(app, req),
+        Route::GetFunction(n) => functions::get(app, req, &n),
+        Route::DeleteFunction(n) => functions::delete(app, req, &n),
+        Route::GetConfiguration(n) => functions::get_configuration(app, req, &n),
+        Route::UpdateConfiguration(n) => functions::update_configuration(app, req, &n),
+        Route::UpdateCode(n) => functions::update_code(app, req, &n),
+        Route::GetCode(n, v) => functions::download(app, &n, &v),
+        Route::ListVersions(n) => versions::list(app, req, &n),
+        Route::PublishVersion(n) => versions::publish(app, req, &n),
+        Route::ListAliases(n) => versions::list_aliases(app, &n),
+        Route::CreateAlias(n) => versions::create_alias(app, req, &n),
+        Route::GetAlias(n, a) => versions::get_alias(app, &n, &a),
+        Route::UpdateAlias(n, a) => versions::update_alias(app, req, &n, &a),
+        Route::DeleteAlias(n, a) => versions::delete_alias(app, &n, &a),
+        Route::PutConcurrency(n) => provisioned::put_reserved(app, req, &n),
+        Route::GetConcurrency(n) => provisioned::get_reserved(app, &n),
+        Route::DeleteConcurrency(n) => provisioned::delete_reserved(app, &n),
+        Route::PutProvisioned(n) => provisioned::put(app, req, &n),
+        Route::GetProvisioned(n) => provisioned::get(app, req, &n),
+        Route::DeleteProvisioned(n) => provisioned::delete(app, req, &n),
+        Route::PublishLayer(l) => layers::publish(app, req, &l),
+        Route::ListLayerVersions(l) => layers::list(app, req, &l),
+        Route::GetLayerVersion(l, v) => layers::get(app, &l, &v),
+        Route::DeleteLayerVersion(l, v) => layers::delete(app, &l, &v),
+        Route::ListEnvironments => Ok(invoke::list_environments(app)),
+        Route::Invoke(_) => Err(ApiError::Service(
+            "Invoke is not a control-plane operation".into(),
+        )),
+    }
+}
+
+/// The Invoke parameters carried in the query and headers.
+pub fn invoke_req(
+    function: String,
+    query: &HashMap<String, String>,
+    headers: &hyper::HeaderMap,
+) -> invoke::InvokeReq {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    invoke::InvokeReq {
+        function,
+        qualifier: query.get("Qualifier").filter(|q| !q.is_empty()).cloned(),
+        invocation_type: h("x-amz-invocation-type"),
+        log_type: h("x-amz-log-type"),
+        client_context: h("x-amz-client-context"),
+        content_length: h("content-length").and_then(|v| v.parse().ok()),
+    }
+}
+
+/// Validated function name from a path segment (name or ARN); a qualifier
+/// embedded in an ARN is returned too.
+pub fn function_name(raw: &str) -> Result<(String, Option<String>), ApiError> {
+    let (name, q) = crate::util::split_function_name(raw);
+    if !crate::util::valid_name(&name) {
+        return Err(ApiError::InvalidParameter(format!(
+            "1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+"
+        )));
+    }
+    Ok((name, q))
+}
+
+#[cfg(test)]
+mod tests;

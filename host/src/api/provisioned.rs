@@ -1,0 +1,204 @@
+//! Concurrency controls: Put/Get/DeleteFunctionConcurrency (reserved) and
+//! Put/Get/DeleteProvisionedConcurrencyConfig, plus [`reconcile`], which turns
+//! the stored provisioned configs into the pool's targets.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::wire::{ProvisionedIn, ReservedIn};
+use super::{function_name, versions, ApiError, App, Reply, Req};
+use crate::pool::{EnvError, EnvSpec, SpecFn, Target};
+use crate::store::{ProvisionedRecord, StoreError};
+use crate::util::now_lambda;
+
+pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let input: ReservedIn = req.json()?;
+    let (name, _) = function_name(raw)?;
+    let n = input.reserved_concurrent_executions;
+    if !app.pool.can_reserve(&name, n) {
+        return Err(ApiError::InvalidParameter(format!(
+            "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [0] (host limit {}).",
+            app.pool.host_limit()
+        )));
+    }
+    app.store.update_function(&name, |r| {
+        r.reserved_concurrency = Some(n);
+        Ok(())
+    })?;
+    app.pool.set_reserved(&name, Some(n));
+    Ok(Reply::json(
+        200,
+        json!({ "ReservedConcurrentExecutions": n }),
+    ))
+}
+
+pub fn get_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw)?;
+    let f = app.store.get_function(&name)?;
+    Ok(Reply::json(
+        200,
+        match f.reserved_concurrency {
+            Some(n) => json!({ "ReservedConcurrentExecutions": n }),
+            None => json!({}),
+        },
+    ))
+}
+
+pub fn delete_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw)?;
+    app.store.update_function(&name, |r| {
+        r.reserved_concurrency = None;
+        Ok(())
+    })?;
+    app.pool.set_reserved(&name, None);
+    Ok(Reply::empty(204))
+}
+
+/// Provisioned concurrency needs a published version or an alias.
+fn qualifier(req: &Req, raw: &str) -> Result<(String, String), ApiError> {
+    let (name, q) = function_name(raw)?;
+    let q = req
+        .q("Qualifier")
+        .map(str::to_string)
+        .or(q)
+        .ok_or_else(|| ApiError::InvalidParameter("Qualifier is required".into()))?;
+    if q == "$LATEST" {
+        return Err(ApiError::InvalidParameter(
+            "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+                .into(),
+        ));
+    }
+    Ok((name, q))
+}
+
+fn status_body(app: &App, rec: &ProvisionedRecord) -> serde_json::Value {
+    let (ready, requested) = app
+        .pool
+        .target_status(&rec.function, &rec.qualifier)
+        .unwrap_or((0, rec.requested));
+    let status = if ready >= requested {
+        "READY"
+    } else {
+        "IN_PROGRESS"
+    };
+    json!({
+        "RequestedProvisionedConcurrentExecutions": rec.requested,
+        "AvailableProvisionedConcurrentExecutions": ready,
+        "AllocatedProvisionedConcurrentExecutions": ready,
+        "Status": status,
+        "LastModified": rec.last_modified,
+    })
+}
+
+pub fn put(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let input: ProvisionedIn = req.json()?;
+    let (name, q) = qualifier(req, raw)?;
+    let n = input.provisioned_concurrent_executions;
+    if n == 0 || n > app.pool.host_limit() {
+        return Err(ApiError::InvalidParameter(format!(
+            "ProvisionedConcurrentExecutions must be 1..{}",
+            app.pool.host_limit()
+        )));
+    }
+    versions::resolve(app, &name, Some(&q))?;
+    let rec = ProvisionedRecord {
+        function: name,
+        qualifier: q,
+        requested: n,
+        last_modified: now_lambda(),
+    };
+    app.store.put_provisioned(&rec)?;
+    reconcile(app)?;
+    Ok(Reply::json(202, status_body(app, &rec)))
+}
+
+pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, q) = qualifier(req, raw)?;
+    app.store.get_function(&name)?;
+    let rec = app.store.get_provisioned(&name, &q)?.ok_or_else(|| {
+        ApiError::NotFound("No Provisioned Concurrency Config found for this function".into())
+    })?;
+    Ok(Reply::json(200, status_body(app, &rec)))
+}
+
+pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, q) = qualifier(req, raw)?;
+    app.store.get_function(&name)?;
+    app.store.delete_provisioned(&name, &q)?;
+    reconcile(app)?;
+    Ok(Reply::empty(204))
+}
+
+/// Rebuilds the pool's provisioned targets from the store (after any change
+/// to provisioned configs, aliases or versions). The code is loaded and
+/// verified once here; every environment of a target shares it.
+pub fn reconcile(app: &App) -> Result<(), ApiError> {
+    let mut targets = Vec::new();
+    for rec in app.store.list_provisioned()? {
+        let Ok(r) = versions::resolve(app, &rec.function, Some(&rec.qualifier)) else {
+            continue;
+        };
+        let code = Arc::new(
+            app.store
+                .blobs
+                .get(&r.code.blob)
+                .map_err(StoreError::from)?,
+        );
+        let template = spec_template(&r, code);
+        targets.push(Target {
+            function: rec.function.clone(),
+            qualifier: rec.qualifier.clone(),
+            key: r.key(),
+            count: rec.requested,
+            spec: Arc::new(move || -> SpecFn {
+                let t = template.clone();
+                Box::new(move |env_id, work_dir| {
+                    Ok(EnvSpec {
+                        env_id,
+                        work_dir,
+                        ..t
+                    })
+                })
+            }),
+        });
+    }
+    app.pool.set_targets(targets);
+    Ok(())
+}
+
+/// An environment spec for `r` minus the per-environment id and directory.
+pub fn spec_template(r: &versions::Resolved, code: Arc<Vec<u8>>) -> EnvSpec {
+    EnvSpec {
+        env_id: 0,
+        function_name: r.name.clone(),
+        function_version: r.version.clone(),
+        handler: r.config.handler.clone(),
+        runtime: r.config.runtime.clone(),
+        code,
+        env_vars: r.config.environment.clone(),
+        memory_mib: r.config.memory_size,
+        timeout_ms: r.config.timeout.saturating_mul(1000),
+        work_dir: Default::default(),
+    }
+}
+
+/// A spec builder for an on-demand environment: loads (and verifies) the
+/// code only if no warm environment is available.
+pub fn lazy_spec(app: &App, r: &versions::Resolved) -> SpecFn {
+    let store = app.store.clone();
+    let template = spec_template(r, Arc::new(Vec::new()));
+    let blob = r.code.blob.clone();
+    Box::new(move |env_id, work_dir| {
+        let code = store
+            .blobs
+            .get(&blob)
+            .map_err(|e| EnvError::Launch(format!("code blob: {e}")))?;
+        Ok(EnvSpec {
+            env_id,
+            work_dir,
+            code: Arc::new(code),
+            ..template
+        })
+    })
+}

@@ -1,0 +1,99 @@
+//! A minimal HTTP/1.1 client for the `ember` CLI and the benchmark: one
+//! keep-alive connection to emberd, requests sent one after another.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("endpoint {0:?} must look like http://HOST:PORT")]
+    Endpoint(String),
+    #[error("cannot connect to emberd at {0}")]
+    Connect(String, #[source] std::io::Error),
+    #[error("HTTP exchange with emberd failed")]
+    Http(#[from] hyper::Error),
+    #[error("building the request")]
+    Request(#[from] hyper::http::Error),
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub struct Conn {
+    host: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// `http://host:port[/]` → `host:port`.
+pub fn authority(endpoint: &str) -> Result<String, ClientError> {
+    let a = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| ClientError::Endpoint(endpoint.into()))?;
+    Ok(a.trim_end_matches('/').to_string())
+}
+
+impl Conn {
+    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        let host = authority(endpoint)?;
+        let stream = TcpStream::connect(&host)
+            .await
+            .map_err(|e| ClientError::Connect(host.clone(), e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { host, sender })
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, ClientError> {
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,190 @@
+//! `emberd` as a process: configuration, startup (lock, crash cleanup,
+//! store, pool, provisioned targets), serving, and graceful shutdown on
+//! SIGTERM/SIGINT (drain in-flight requests, stop every `ember-vmm`, remove
+//! work directories and sockets).
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::api::{App, Capabilities};
+use crate::pool::{pidfile, Pool, PoolConfig};
+use crate::store::Store;
+use crate::vmlauncher::VmLauncher;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:9000", env = "EMBER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Where functions, code blobs, the key file and run state live.
+    #[arg(long, env = "EMBER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The `ember-vmm` binary (default: next to this program).
+    #[arg(long, env = "EMBER_VMM")]
+    pub vmm: Option<PathBuf>,
+    /// The kernel-less wasm agent ELF.
+    #[arg(long, env = "EMBER_WASM_AGENT")]
+    pub wasm_agent: Option<PathBuf>,
+    /// Seconds an unused environment stays warm.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds after which every environment is replaced (drained first).
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub max_lifetime: u64,
+    /// Host-wide concurrent invocations (default: from host memory).
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+    /// Seconds SIGTERM waits for in-flight invocations.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create {0}")]
+    Dir(PathBuf, #[source] std::io::Error),
+    #[error("another emberd is using {0}")]
+    Locked(PathBuf),
+    #[error("opening the store")]
+    Store(#[from] crate::store::StoreError),
+    #[error("listening on {0}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    #[error("installing signal handlers")]
+    Signal(#[source] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/ember");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/ember")
+}
+
+/// A sibling of the running executable, if it exists.
+fn beside_exe(name: &str) -> Option<PathBuf> {
+    let p = std::env::current_exe().ok()?.parent()?.join(name);
+    p.exists().then_some(p)
+}
+
+/// One environment per 256 MiB of host memory (a 128 MiB guest plus VMM
+/// overhead, leaving half the host for everything else), at least 4.
+fn default_concurrency() -> u32 {
+    let kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(4 << 20);
+    ((kib / 1024 / 256) as u32).max(4)
+}
+
+/// Takes an exclusive lock on `<run>/emberd.lock` (held for the process's life).
+fn lock_run_dir(run: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    let path = run.join("emberd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DaemonError::Dir(path.clone(), e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(DaemonError::Locked(run.to_path_buf()));
+    }
+    Ok(f)
+}
+
+/// Runs emberd until SIGTERM/SIGINT.
+pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let run = data.join("run");
+    std::fs::create_dir_all(&run).map_err(|e| DaemonError::Dir(run.clone(), e))?;
+    let _lock = lock_run_dir(&run)?;
+    let killed = pidfile::clean_previous_run(&run);
+    if killed > 0 {
+        eprintln!("emberd: killed {killed} ember-vmm left over from a previous run");
+    }
+    let store = Arc::new(Store::open(&data.join("store"))?);
+    let vmm = args
+        .vmm
+        .clone()
+        .or_else(|| beside_exe("ember-vmm"))
+        .ok_or_else(|| {
+            DaemonError::Config("ember-vmm not found: pass --vmm or EMBER_VMM".into())
+        })?;
+    let agent = args
+        .wasm_agent
+        .clone()
+        .or_else(|| beside_exe("ember-wasm-agent"))
+        .ok_or_else(|| {
+            DaemonError::Config(
+                "the wasm agent ELF was not found: pass --wasm-agent or EMBER_WASM_AGENT".into(),
+            )
+        })?;
+    let host_limit = args.max_concurrency.unwrap_or_else(default_concurrency);
+    let cfg = PoolConfig {
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_lifetime: Duration::from_secs(args.max_lifetime),
+        host_limit,
+        run_dir: run.clone(),
+    };
+    let pool = Pool::new(Arc::new(VmLauncher::new(vmm, agent)), cfg);
+    let (funcs, _) = store.list_functions(None, usize::MAX)?;
+    for f in funcs.iter().filter(|f| f.reserved_concurrency.is_some()) {
+        pool.set_reserved(&f.name, f.reserved_concurrency);
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| DaemonError::Listen(args.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Listen(args.listen, e))?;
+    let app = Arc::new(App {
+        store,
+        pool: pool.clone(),
+        caps: Capabilities::default(),
+        base_url: format!("http://{addr}"),
+    });
+    crate::api::provisioned::reconcile(&app)
+        .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
+
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    tokio::spawn(
+        pool.clone()
+            .run_maintenance(Duration::from_millis(200), rx.clone()),
+    );
+    println!(
+        "emberd listening on http://{addr} (data {}, max concurrency {host_limit})",
+        data.display()
+    );
+    let drain = Duration::from_secs(args.drain_timeout);
+    crate::server::run(listener, app, rx, drain).await;
+    eprintln!("emberd: shutting down");
+    pool.shutdown(drain).await;
+    let _ = std::fs::remove_dir_all(run.join("envs"));
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The production [`EnvironmentLauncher`]: one `ember-vmm` child per
+//! environment through `host::agent` (spawn → `Ready` → `Init`), adapted to
+//! the pool's seam.
+
+use std::path::PathBuf;
+
+use crate::agent::{self, AgentError, Code, InitSpec, InvokeRequest, LaunchConfig, LogStream};
+use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput};
+
+/// Launches kernel-less wasm environments.
+pub struct VmLauncher {
+    base: LaunchConfig,
+}
+
+impl VmLauncher {
+    pub fn new(vmm: PathBuf, wasm_agent: PathBuf) -> Self {
+        Self {
+            base: LaunchConfig::kernelless(vmm, wasm_agent),
+        }
+    }
+}
+
+fn chain(e: &AgentError) -> String {
+    crate::util::error_chain(e)
+}
+
+impl EnvironmentLauncher for VmLauncher {
+    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+        let mut cfg = self.base.clone();
+        cfg.mem_mib = spec.memory_mib;
+        cfg.work_root = spec.work_dir.clone();
+        let mut env = agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e)))?;
+        let init = InitSpec {
+            function_name: spec.function_name.clone(),
+            function_version: spec.function_version.clone(),
+            handler: spec.handler.clone(),
+            code: Code::Inline(spec.code.to_vec()),
+            env: spec
+                .env_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            memory_mib: spec.memory_mib,
+            timeout_ms: spec.timeout_ms,
+            random_seed: None,
+        };
+        match env.init(&init) {
+            Ok(_) => Ok(Box::new(VmEnv { env })),
+            Err(AgentError::InitFailed {
+                error_type,
+                message,
+                ..
+            }) => Err(EnvError::Init {
+                error_type,
+                message,
+            }),
+            Err(e) => Err(EnvError::Died(chain(&e))),
+        }
+    }
+}
+
+struct VmEnv {
+    env: agent::Environment,
+}
+
+impl Environment for VmEnv {
+    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
+        let req = InvokeRequest {
+            request_id: input.request_id.clone(),
+            payload: input.payload.clone(),
+            deadline_ms: input.deadline_ms,
+            invoked_function_arn: input.invoked_function_arn.clone(),
+            client_context: input.client_context.clone(),
+            ..Default::default()
+        };
+        let inv = self
+            .env
+            .invoke(&req)
+            .map_err(|e| EnvError::Died(chain(&e)))?;
+        let logs = inv
+            .logs
+            .lines
+            .into_iter()
+            .filter(|l| l.stream != LogStream::Agent || !l.line.is_empty())
+            .map(|l| l.line)
+            .collect();
+        Ok(match inv.result {
+            Ok(payload) => InvokeOutput::Success { payload, logs },
+            Err(f) => InvokeOutput::FunctionError {
+                error_type: f.error_type,
+                message: f.message,
+                fatal: f.fatal,
+                logs,
+            },
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.env.pid())
+    }
+
+    /// Alive = usable conversation and a process that is neither gone nor a
+    /// zombie (`/proc/<pid>/stat` state field).
+    fn is_alive(&mut self) -> bool {
+        if !self.env.is_usable() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.env.pid())) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|s| s != "Z" && s != "X"),
+            Err(_) => false,
+        }
+    }
+
+    fn shutdown(self: Box<Self>) {
+        self.env.shutdown();
+    }
+}
