@@ -1,0 +1,164 @@
+//! The `drives` config section (Firecracker's `drives[]`) and the `--drive`
+//! flag: validates the entries and attaches one virtio-block device per
+//! drive, the root device first (so a Linux guest sees it as /dev/vda).
+
+use ember_devices::rate_limiter::RateLimiterConfig;
+use ember_devices::virtio::block::{Block, BlockConfig, CacheType};
+use serde_json::Value;
+
+use crate::devices::{DeviceContext, DeviceError, DeviceSection};
+
+/// Config key.
+pub const NAME: &str = "drives";
+
+/// One entry of `drives[]`, as Firecracker spells it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    pub drive_id: String,
+    pub path_on_host: String,
+    #[serde(default)]
+    pub is_root_device: bool,
+    #[serde(default)]
+    pub is_read_only: bool,
+    #[serde(default)]
+    pub cache_type: CacheType,
+    #[serde(default)]
+    pub rate_limiter: Option<RateLimiterConfig>,
+    /// Accepted for compatibility; ember does not use partition UUIDs.
+    #[serde(default)]
+    pub partuuid: Option<String>,
+    /// Accepted for compatibility: only "Sync" (the default) exists here.
+    #[serde(default)]
+    pub io_engine: Option<String>,
+}
+
+fn err(message: impl Into<String>) -> DeviceError {
+    DeviceError::Config {
+        section: NAME.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses and checks the section: unique ids, one root device at most.
+pub fn parse(value: &Value) -> Result<Vec<DriveConfig>, DeviceError> {
+    let drives: Vec<DriveConfig> =
+        serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
+    let mut ids = std::collections::BTreeSet::new();
+    for d in &drives {
+        if d.drive_id.is_empty() || !ids.insert(d.drive_id.as_str()) {
+            return Err(err(format!(
+                "drive_id {:?} is empty or repeated",
+                d.drive_id
+            )));
+        }
+        if d.path_on_host.is_empty() {
+            return Err(err(format!("drive {}: empty path_on_host", d.drive_id)));
+        }
+        if d.io_engine.as_deref().is_some_and(|e| e != "Sync") {
+            return Err(err(format!(
+                "drive {}: only io_engine \"Sync\" is supported",
+                d.drive_id
+            )));
+        }
+    }
+    if drives.iter().filter(|d| d.is_root_device).count() > 1 {
+        return Err(err("more than one drive has is_root_device"));
+    }
+    Ok(drives)
+}
+
+fn validate(value: &Value) -> Result<(), DeviceError> {
+    parse(value).map(|_| ())
+}
+
+/// The device's own config for one drive.
+pub fn to_block_config(d: &DriveConfig) -> BlockConfig {
+    BlockConfig {
+        drive_id: d.drive_id.clone(),
+        path: d.path_on_host.clone().into(),
+        read_only: d.is_read_only,
+        cache_type: d.cache_type,
+        rate_limiter: d.rate_limiter.unwrap_or_default(),
+    }
+}
+
+fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
+    let mut drives = parse(value)?;
+    // Root first: it becomes the first virtio-mmio window (/dev/vda).
+    drives.sort_by_key(|d| !d.is_root_device);
+    for d in &drives {
+        let block = Block::new(&to_block_config(d)).map_err(|e| DeviceError::Setup {
+            section: NAME.to_string(),
+            what: format!("drive {}: {e}", d.drive_id),
+            source: std::io::Error::other(super::error_chain(&e)),
+        })?;
+        super::attach_virtio(ctx, NAME, block)?;
+    }
+    Ok(())
+}
+
+/// The section entry for `devices::SECTIONS`.
+pub const SECTION: DeviceSection = DeviceSection {
+    name: NAME,
+    validate,
+    attach,
+};
+
+/// A `drives[]` entry from `--drive PATH[,ro]` (the `n`th such flag).
+pub fn from_flag(arg: &str, n: usize) -> Option<Value> {
+    let (path, ro) = match arg.rsplit_once(',') {
+        Some((p, "ro")) => (p, true),
+        Some((p, "rw")) => (p, false),
+        _ => (arg, false),
+    };
+    (!path.is_empty()).then(|| {
+        serde_json::json!({
+            "drive_id": format!("drive{n}"),
+            "path_on_host": path,
+            "is_root_device": n == 0,
+            "is_read_only": ro,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_firecracker_drives_and_refuses_bad_ones() {
+        let v: Value = serde_json::from_str(
+            r#"[{"drive_id":"rootfs","path_on_host":"/r.img","is_root_device":true,"is_read_only":true},
+                {"drive_id":"data","path_on_host":"/d.img","is_root_device":false,"is_read_only":false,
+                 "cache_type":"Writeback","io_engine":"Sync",
+                 "rate_limiter":{"bandwidth":{"size":1048576,"refill_time":100}}}]"#,
+        )
+        .unwrap();
+        let d = parse(&v).unwrap();
+        assert_eq!(d[1].cache_type, CacheType::Writeback);
+        let c = to_block_config(&d[1]);
+        assert_eq!(c.rate_limiter.bandwidth.map(|b| b.size), Some(1 << 20));
+        assert!(to_block_config(&d[0]).read_only);
+        for bad in [
+            r#"[{"drive_id":"a","path_on_host":"/a","is_root_device":false,"bogus":1}]"#,
+            r#"[{"drive_id":"a","path_on_host":"/a"},{"drive_id":"a","path_on_host":"/b"}]"#,
+            r#"[{"drive_id":"a","path_on_host":"/a","is_root_device":true},{"drive_id":"b","path_on_host":"/b","is_root_device":true}]"#,
+            r#"[{"drive_id":"a","path_on_host":"/a","cache_type":"Sometimes"}]"#,
+            r#"[{"drive_id":"a","path_on_host":"/a","io_engine":"Async"}]"#,
+            r#"{"drive_id":"a"}"#,
+        ] {
+            assert!(parse(&serde_json::from_str(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn drive_flag_becomes_a_config_entry() {
+        let v = from_flag("/tmp/x.img,ro", 0).unwrap();
+        assert_eq!(v["path_on_host"], "/tmp/x.img");
+        assert_eq!(v["is_read_only"], true);
+        assert_eq!(v["is_root_device"], true);
+        assert_eq!(from_flag("/tmp/y.img", 1).unwrap()["is_read_only"], false);
+        assert!(from_flag("", 0).is_none());
+    }
+}
