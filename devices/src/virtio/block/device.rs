@@ -190,13 +190,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let cfg = self.config_space();
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|a| usize::try_from(a).ok());
-            *b = at.and_then(|a| cfg.get(a)).copied().unwrap_or(0);
-        }
+        read_config_bytes(&self.config_space(), offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
@@ -274,6 +268,17 @@ impl MutEventSubscriber for Block {
             EV_TIMER if self.limiter.on_timer() => self.run_queue(),
             _ => {}
         }
+    }
+}
+
+/// Copies config-space bytes at `offset` into `data`; bytes past the end read
+/// as 0 (virtio-mmio leaves them undefined; zero is the safe answer).
+pub(crate) fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        let at = offset
+            .checked_add(i as u64)
+            .and_then(|a| usize::try_from(a).ok());
+        *b = at.and_then(|a| cfg.get(a)).copied().unwrap_or(0);
     }
 }
 

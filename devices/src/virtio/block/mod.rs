@@ -11,6 +11,8 @@
 //! `capacity` (u64 sectors) at offset 0.
 
 pub mod device;
+#[cfg(test)]
+pub(crate) mod device_tests;
 pub mod disk;
 pub mod handler;
 pub mod request;

@@ -18,6 +18,8 @@ pub const DATA: u64 = 0x10000;
 /// A guest with one queue of `size` entries at fixed addresses.
 pub struct TestGuest {
     pub mem: GuestMemoryMmap,
+    /// Offset of this queue's rings from the fixed addresses above.
+    base: u64,
     pub size: u16,
     next_desc: u16,
     avail_idx: u16,
@@ -30,7 +32,19 @@ impl TestGuest {
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
         TestGuest {
             mem,
+            base: 0,
             size,
+            next_desc: 0,
+            avail_idx: 0,
+        }
+    }
+
+    /// A second queue in the same memory, its rings 0x8000 above the first's.
+    pub fn second_queue(&self) -> Self {
+        TestGuest {
+            mem: self.mem.clone(),
+            base: 0x8000,
+            size: self.size,
             next_desc: 0,
             avail_idx: 0,
         }
@@ -40,9 +54,9 @@ impl TestGuest {
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).unwrap();
         q.set_size(self.size);
-        q.set_desc_table_address(Some(DESC as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
-        q.set_used_ring_address(Some(USED as u32), Some(0));
+        q.set_desc_table_address(Some((self.base + DESC) as u32), Some(0));
+        q.set_avail_ring_address(Some((self.base + AVAIL) as u32), Some(0));
+        q.set_used_ring_address(Some((self.base + USED) as u32), Some(0));
         q.set_ready(true);
         assert!(q.is_valid(&self.mem));
         q
@@ -50,7 +64,7 @@ impl TestGuest {
 
     /// Writes one raw descriptor at `index`.
     pub fn write_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = GuestAddress(DESC + 16 * u64::from(index));
+        let at = GuestAddress(self.base + DESC + 16 * u64::from(index));
         self.mem.write_obj(addr, at).unwrap();
         self.mem.write_obj(len, at.unchecked_add(8)).unwrap();
         self.mem.write_obj(flags, at.unchecked_add(12)).unwrap();
@@ -61,18 +75,20 @@ impl TestGuest {
     pub fn publish(&mut self, head: u16) {
         let slot = u64::from(self.avail_idx % self.size);
         self.mem
-            .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+            .write_obj(head, GuestAddress(self.base + AVAIL + 4 + 2 * slot))
             .unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.mem
-            .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+            .write_obj(self.avail_idx, GuestAddress(self.base + AVAIL + 2))
             .unwrap();
     }
 
     /// Sets the available index directly (to lie about it).
     pub fn set_avail_idx(&mut self, idx: u16) {
         self.avail_idx = idx;
-        self.mem.write_obj(idx, GuestAddress(AVAIL + 2)).unwrap();
+        self.mem
+            .write_obj(idx, GuestAddress(self.base + AVAIL + 2))
+            .unwrap();
     }
 
     /// Adds a well-linked chain of `(addr, len, device_writable)` and publishes it.
@@ -94,15 +110,20 @@ impl TestGuest {
 
     /// The used ring's index.
     pub fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED + 2)).unwrap()
+        self.mem
+            .read_obj(GuestAddress(self.base + USED + 2))
+            .unwrap()
     }
 
     /// The used ring entries `(id, len)` so far.
     pub fn used(&self) -> Vec<(u32, u32)> {
-        let n: u16 = self.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+        let n: u16 = self
+            .mem
+            .read_obj(GuestAddress(self.base + USED + 2))
+            .unwrap();
         (0..n)
             .map(|i| {
-                let at = GuestAddress(USED + 4 + 8 * u64::from(i % self.size));
+                let at = GuestAddress(self.base + USED + 4 + 8 * u64::from(i % self.size));
                 (
                     self.mem.read_obj(at).unwrap(),
                     self.mem.read_obj(at.unchecked_add(4)).unwrap(),

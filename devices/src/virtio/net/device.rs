@@ -21,6 +21,7 @@ use super::handler::{process_rx, process_tx, NetMetrics, NetRun, RxPending};
 use super::tap::{NetBackend, Tap, TapError};
 use super::{NetConfig, QUEUE_SIZE};
 use crate::rate_limiter::{RateLimiter, RateLimiterError};
+use crate::virtio::block::device::read_config_bytes;
 use crate::virtio::log_limit::LogLimiter;
 use crate::virtio::{
     device_type, ActivateError, ActivateEvent, ActivationContext, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -293,13 +294,7 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let cfg = self.mac.unwrap_or([0; 6]);
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|a| usize::try_from(a).ok());
-            *b = at.and_then(|a| cfg.get(a)).copied().unwrap_or(0);
-        }
+        read_config_bytes(&self.mac.unwrap_or([0; 6]), offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
