@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --release --bins
 cargo test --workspace --release 2>&1
+# The wasm runtime is behind a feature no other crate enables (vmm/host do not
+# compile wasmi), so its unit tests run on their own.
+cargo test --release -p ember-guest --features std,wasm 2>&1

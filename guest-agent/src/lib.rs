@@ -10,3 +10,5 @@ pub mod abi;
 pub mod linux;
 pub mod protocol;
 pub mod virtio;
+#[cfg(feature = "wasm")]
+pub mod wasm;

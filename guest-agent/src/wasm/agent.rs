@@ -1,0 +1,176 @@
+//! The wasm agent's side of the host↔agent protocol as a pure state machine:
+//! one message in, the reply messages out. The kernel-less binary feeds it
+//! frames from vsock; host tests feed it directly. A hostile or confused host
+//! (messages out of order, agent-only messages, a second Init) gets error
+//! replies, never a crash.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use super::runtime::{FunctionConfig, InvokeContext, Outcome, Runtime};
+use super::Clock;
+use crate::protocol::{AgentKind, Code, LogStream, Message, VERSION};
+
+/// What the driver should do after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Shutdown,
+}
+
+/// The agent: waiting for `Init`, then serving invocations.
+pub struct WasmAgent {
+    clock: Arc<dyn Clock>,
+    runtime: Option<Runtime>,
+}
+
+impl WasmAgent {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        WasmAgent {
+            clock,
+            runtime: None,
+        }
+    }
+
+    /// The `Ready` message announcing this agent.
+    pub fn ready(boot_us: u64, timings: Vec<(String, u64)>) -> Message {
+        Message::Ready {
+            protocol_version: VERSION,
+            agent: AgentKind::Wasm,
+            agent_version: String::from(concat!("ember-wasm-agent ", env!("CARGO_PKG_VERSION"))),
+            boot_us,
+            timings,
+        }
+    }
+
+    /// Handles one message from the host, appending the replies to `out`.
+    pub fn handle(&mut self, msg: Message, out: &mut Vec<Message>) -> Control {
+        match msg {
+            Message::Init {
+                function_name,
+                function_version,
+                handler,
+                code,
+                env,
+                memory_mib,
+                timeout_ms,
+                random_seed,
+            } => {
+                let start = self.clock.monotonic_ns();
+                let elapsed = |c: &Arc<dyn Clock>| c.monotonic_ns().saturating_sub(start) / 1000;
+                if self.runtime.is_some() {
+                    out.push(Message::InitError {
+                        error_type: "Runtime.AlreadyInitialized".into(),
+                        message: "Init received twice".into(),
+                        init_us: 0,
+                    });
+                    return Control::Continue;
+                }
+                let Code::Inline(code) = code else {
+                    out.push(Message::InitError {
+                        error_type: "Runtime.InvalidCode".into(),
+                        message: "the wasm agent needs the module inline".into(),
+                        init_us: 0,
+                    });
+                    return Control::Continue;
+                };
+                let cfg = FunctionConfig {
+                    function_name,
+                    function_version,
+                    handler,
+                    memory_mib,
+                    timeout_ms,
+                    env,
+                    random_seed,
+                };
+                match Runtime::new(&code, cfg, self.clock.clone()) {
+                    Ok((rt, logs)) => {
+                        push_logs(out, "", logs);
+                        self.runtime = Some(rt);
+                        out.push(Message::InitDone {
+                            init_us: elapsed(&self.clock),
+                        });
+                    }
+                    Err(f) => out.push(Message::InitError {
+                        error_type: f.error_type.into(),
+                        message: f.message,
+                        init_us: elapsed(&self.clock),
+                    }),
+                }
+            }
+            Message::Invoke {
+                request_id,
+                payload,
+                deadline_ms,
+                invoked_function_arn,
+                trace_id,
+                client_context,
+                ..
+            } => {
+                let Some(rt) = self.runtime.as_mut() else {
+                    out.push(Message::Error {
+                        request_id,
+                        error_type: "Runtime.NotInitialized".into(),
+                        message: "Invoke before a successful Init".into(),
+                        fatal: false,
+                        duration_us: 0,
+                        max_memory_kib: 0,
+                    });
+                    return Control::Continue;
+                };
+                let req = InvokeContext {
+                    request_id: &request_id,
+                    payload: &payload,
+                    deadline_ms,
+                    invoked_function_arn: &invoked_function_arn,
+                    trace_id: &trace_id,
+                    client_context: &client_context,
+                };
+                let r = rt.invoke(&req);
+                push_logs(out, &request_id, r.logs);
+                out.push(match r.outcome {
+                    Outcome::Response(payload) => Message::Result {
+                        request_id,
+                        payload,
+                        duration_us: r.duration_us,
+                        max_memory_kib: r.max_memory_kib,
+                    },
+                    Outcome::Error {
+                        error_type,
+                        message,
+                        fatal,
+                    } => Message::Error {
+                        request_id,
+                        error_type: error_type.into(),
+                        message,
+                        fatal,
+                        duration_us: r.duration_us,
+                        max_memory_kib: r.max_memory_kib,
+                    },
+                });
+            }
+            Message::Shutdown => return Control::Shutdown,
+            other => out.push(Message::Log {
+                request_id: String::new(),
+                stream: LogStream::Agent,
+                line: format!(
+                    "ignored unexpected message kind {} from the host",
+                    other.kind()
+                ),
+            }),
+        }
+        Control::Continue
+    }
+}
+
+fn push_logs(out: &mut Vec<Message>, request_id: &str, logs: Vec<(LogStream, String)>) {
+    for (stream, line) in logs {
+        out.push(Message::Log {
+            request_id: request_id.into(),
+            stream,
+            line,
+        });
+    }
+}

@@ -1,0 +1,436 @@
+//! The WASI preview 1 (`wasi_snapshot_preview1`) subset a function gets:
+//! stdin = the event, stdout = the response, stderr = log lines, environment,
+//! arguments, clocks, seeded randomness, `proc_exit`; every other WASI import
+//! returns ENOSYS. All guest pointers are checked against the linear memory
+//! slice, so a module can never make the agent touch memory outside it.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use wasmi::{Caller, Error, Extern, FuncType, Linker, StoreLimits, Val, ValType};
+
+use super::rng::ChaCha20;
+use super::Clock;
+use crate::protocol::{LogStream, MAX_PAYLOAD};
+
+pub(crate) const WASI: &str = "wasi_snapshot_preview1";
+
+/// WASI errno values (wasi/api.h).
+const ESUCCESS: i32 = 0;
+const EBADF: i32 = 8;
+const EFAULT: i32 = 21;
+const EFBIG: i32 = 22;
+const EINVAL: i32 = 28;
+pub(crate) const ENOSYS: i32 = 52;
+
+/// Most log bytes kept per invocation; later lines are counted as dropped.
+pub(crate) const MAX_LOG_BYTES: usize = 1024 * 1024;
+/// A stderr line longer than this is cut into several log lines.
+const MAX_LINE: usize = 16 * 1024;
+/// Most iovecs in one fd_read/fd_write call (POSIX IOV_MAX).
+const MAX_IOVS: u32 = 1024;
+
+/// Per-store state the WASI functions work on.
+pub(crate) struct Ctx {
+    pub stdin: Vec<u8>,
+    pub stdin_pos: usize,
+    pub stdout: Vec<u8>,
+    /// The function tried to write more than MAX_PAYLOAD bytes of response.
+    pub stdout_overflow: bool,
+    stderr_partial: Vec<u8>,
+    pub logs: Vec<(LogStream, String)>,
+    log_bytes: usize,
+    pub logs_dropped: usize,
+    /// "KEY=VALUE" entries.
+    pub env: Vec<Vec<u8>>,
+    pub args: Vec<Vec<u8>>,
+    pub rng: ChaCha20,
+    pub clock: Arc<dyn Clock>,
+    pub limits: StoreLimits,
+}
+
+impl Ctx {
+    pub(crate) fn new(rng: ChaCha20, clock: Arc<dyn Clock>, limits: StoreLimits) -> Self {
+        Ctx {
+            stdin: Vec::new(),
+            stdin_pos: 0,
+            stdout: Vec::new(),
+            stdout_overflow: false,
+            stderr_partial: Vec::new(),
+            logs: Vec::new(),
+            log_bytes: 0,
+            logs_dropped: 0,
+            env: Vec::new(),
+            args: Vec::new(),
+            rng,
+            clock,
+            limits,
+        }
+    }
+
+    /// Clears the per-invocation buffers and loads a new event.
+    pub(crate) fn start_invocation(&mut self, payload: &[u8], env: Vec<Vec<u8>>) {
+        self.stdin.clear();
+        self.stdin.extend_from_slice(payload);
+        self.stdin_pos = 0;
+        self.stdout = Vec::new();
+        self.stdout_overflow = false;
+        self.stderr_partial.clear();
+        self.logs = Vec::new();
+        self.log_bytes = 0;
+        self.logs_dropped = 0;
+        self.env = env;
+    }
+
+    pub(crate) fn log(&mut self, stream: LogStream, line: String) {
+        if self.log_bytes + line.len() > MAX_LOG_BYTES {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_bytes += line.len();
+        self.logs.push((stream, line));
+    }
+
+    /// Emits a trailing stderr line that had no newline.
+    pub(crate) fn flush_stderr(&mut self) {
+        if !self.stderr_partial.is_empty() {
+            let line = String::from_utf8_lossy(&self.stderr_partial).into_owned();
+            self.stderr_partial.clear();
+            self.log(LogStream::Stderr, line);
+        }
+    }
+
+    fn write_stderr(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (line, rest, complete) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            self.stderr_partial.extend_from_slice(line);
+            if complete || self.stderr_partial.len() >= MAX_LINE {
+                let text = String::from_utf8_lossy(&self.stderr_partial).into_owned();
+                self.stderr_partial.clear();
+                self.log(LogStream::Stderr, text);
+            }
+            bytes = rest;
+        }
+    }
+}
+
+// Bounds-checked access to linear memory. Every guest-supplied pointer and
+// length goes through these; an out-of-range access is EFAULT, never a panic.
+
+fn range(mem: &[u8], ptr: u32, len: u32) -> Result<core::ops::Range<usize>, i32> {
+    let start = ptr as usize;
+    let end = start.checked_add(len as usize).ok_or(EFAULT)?;
+    if end > mem.len() {
+        return Err(EFAULT);
+    }
+    Ok(start..end)
+}
+
+fn read_u32(mem: &[u8], ptr: u32) -> Result<u32, i32> {
+    let r = range(mem, ptr, 4)?;
+    let b = &mem[r];
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn write_bytes(mem: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<(), i32> {
+    let len = u32::try_from(bytes.len()).map_err(|_| EFAULT)?;
+    let r = range(mem, ptr, len)?;
+    mem[r].copy_from_slice(bytes);
+    Ok(())
+}
+
+fn write_u32(mem: &mut [u8], ptr: u32, v: u32) -> Result<(), i32> {
+    write_bytes(mem, ptr, &v.to_le_bytes())
+}
+
+fn write_u64(mem: &mut [u8], ptr: u32, v: u64) -> Result<(), i32> {
+    write_bytes(mem, ptr, &v.to_le_bytes())
+}
+
+/// The (ptr, len) pairs of an iovec array.
+fn iovecs(mem: &[u8], iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
+    if count > MAX_IOVS {
+        return Err(EINVAL);
+    }
+    let mut out = Vec::new();
+    for i in 0..count {
+        let at = iovs.checked_add(i * 8).ok_or(EFAULT)?;
+        out.push((
+            read_u32(mem, at)?,
+            read_u32(mem, at.checked_add(4).ok_or(EFAULT)?)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs `f` on the caller's exported memory and state; returns the errno.
+fn with_mem(
+    caller: &mut Caller<'_, Ctx>,
+    f: impl FnOnce(&mut [u8], &mut Ctx) -> Result<(), i32>,
+) -> i32 {
+    let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
+        return EFAULT;
+    };
+    let (data, ctx) = mem.data_and_store_mut(caller);
+    match f(data, ctx) {
+        Ok(()) => ESUCCESS,
+        Err(e) => e,
+    }
+}
+
+/// Writes a list of strings the WASI way: pointers into `ptrs`, the
+/// NUL-terminated bytes packed into `buf`.
+fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32) -> Result<(), i32> {
+    let mut at = buf;
+    for (i, s) in list.iter().enumerate() {
+        let slot = ptrs.checked_add(i as u32 * 4).ok_or(EFAULT)?;
+        write_u32(mem, slot, at)?;
+        write_bytes(mem, at, s)?;
+        let len = u32::try_from(s.len()).map_err(|_| EFAULT)?;
+        let nul = at.checked_add(len).ok_or(EFAULT)?;
+        write_bytes(mem, nul, &[0])?;
+        at = nul.checked_add(1).ok_or(EFAULT)?;
+    }
+    Ok(())
+}
+
+fn put_sizes(mem: &mut [u8], list: &[Vec<u8>], count_ptr: u32, size_ptr: u32) -> Result<(), i32> {
+    let size: usize = list.iter().map(|s| s.len() + 1).sum();
+    write_u32(mem, count_ptr, list.len() as u32)?;
+    write_u32(mem, size_ptr, u32::try_from(size).map_err(|_| EFAULT)?)
+}
+
+fn fd_write(
+    mem: &mut [u8],
+    ctx: &mut Ctx,
+    fd: i32,
+    iovs: u32,
+    count: u32,
+    nwritten: u32,
+) -> Result<(), i32> {
+    if fd != 1 && fd != 2 {
+        return Err(EBADF);
+    }
+    let mut total: u32 = 0;
+    for (ptr, len) in iovecs(mem, iovs, count)? {
+        let bytes = &mem[range(mem, ptr, len)?];
+        if fd == 1 {
+            if ctx.stdout.len() + bytes.len() > MAX_PAYLOAD {
+                ctx.stdout_overflow = true;
+                return Err(EFBIG);
+            }
+            ctx.stdout.extend_from_slice(bytes);
+        } else {
+            ctx.write_stderr(bytes);
+        }
+        total = total.saturating_add(len);
+    }
+    write_u32(mem, nwritten, total)
+}
+
+fn fd_read(
+    mem: &mut [u8],
+    ctx: &mut Ctx,
+    fd: i32,
+    iovs: u32,
+    count: u32,
+    nread: u32,
+) -> Result<(), i32> {
+    if fd != 0 {
+        return Err(EBADF);
+    }
+    let mut total: u32 = 0;
+    for (ptr, len) in iovecs(mem, iovs, count)? {
+        let dst = range(mem, ptr, len)?;
+        let src = &ctx.stdin[ctx.stdin_pos..];
+        let n = src.len().min(dst.len());
+        mem[dst.start..dst.start + n].copy_from_slice(&src[..n]);
+        ctx.stdin_pos += n;
+        total = total.saturating_add(n as u32);
+        if n < len as usize {
+            break;
+        }
+    }
+    write_u32(mem, nread, total)
+}
+
+fn clock_ns(ctx: &Ctx, id: i32) -> Result<u64, i32> {
+    match id {
+        0 => Ok(ctx.clock.realtime_ns()),
+        1..=3 => Ok(ctx.clock.monotonic_ns()),
+        _ => Err(EINVAL),
+    }
+}
+
+/// The WASI functions [`add_to_linker`] defines; other WASI imports get ENOSYS stubs.
+pub(crate) const IMPLEMENTED: &[&str] = &[
+    "args_sizes_get",
+    "args_get",
+    "environ_sizes_get",
+    "environ_get",
+    "clock_res_get",
+    "clock_time_get",
+    "random_get",
+    "fd_write",
+    "fd_read",
+    "fd_fdstat_get",
+    "fd_prestat_get",
+    "fd_close",
+    "sched_yield",
+    "proc_exit",
+];
+
+/// Registers the WASI functions the agent implements.
+pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), wasmi::errors::LinkerError> {
+    linker.func_wrap(
+        WASI,
+        "args_sizes_get",
+        |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+            with_mem(&mut c, |m, ctx| {
+                put_sizes(m, &ctx.args, n as u32, size as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "args_get",
+        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+            with_mem(&mut c, |m, ctx| {
+                put_strings(m, &ctx.args, ptrs as u32, buf as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+            with_mem(&mut c, |m, ctx| {
+                put_sizes(m, &ctx.env, n as u32, size as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_get",
+        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+            with_mem(&mut c, |m, ctx| {
+                put_strings(m, &ctx.env, ptrs as u32, buf as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "clock_res_get",
+        |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
+            with_mem(&mut c, |m, ctx| {
+                clock_ns(ctx, id)?;
+                write_u64(m, out as u32, 1_000)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "clock_time_get",
+        |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
+            with_mem(&mut c, |m, ctx| {
+                write_u64(m, out as u32, clock_ns(ctx, id)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "random_get",
+        |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
+            with_mem(&mut c, |m, ctx| {
+                let r = range(m, buf as u32, len as u32)?;
+                ctx.rng.fill(&mut m[r]);
+                Ok(())
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_write",
+        |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with_mem(&mut c, |m, ctx| {
+                fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_read",
+        |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with_mem(&mut c, |m, ctx| {
+                fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+            if !(0..=2).contains(&fd) {
+                return EBADF;
+            }
+            // filetype = character device (2), no flags, all rights.
+            let mut stat = [0u8; 24];
+            stat[0] = 2;
+            stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
+        },
+    )?;
+    // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
+    // (any other errno makes it abort).
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
+    )?;
+    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
+        if (0..=2).contains(&fd) {
+            ESUCCESS
+        } else {
+            EBADF
+        }
+    })?;
+    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err(Error::i32_exit(code)) },
+    )?;
+    Ok(())
+}
+
+/// Defines an ENOSYS stub for `name` with the import's own signature: the
+/// first i32 result is ENOSYS, other results zero.
+pub(crate) fn add_enosys_stub(
+    linker: &mut Linker<Ctx>,
+    name: &str,
+    ty: FuncType,
+) -> Result<(), wasmi::errors::LinkerError> {
+    let results: Vec<ValType> = ty.results().to_vec();
+    linker.func_new(
+        WASI,
+        name,
+        ty,
+        move |_c, _params: &[Val], out: &mut [Val]| {
+            for (slot, t) in out.iter_mut().zip(results.iter()) {
+                *slot = match t {
+                    ValType::I32 => Val::I32(ENOSYS),
+                    ValType::I64 => Val::I64(0),
+                    ValType::F32 => Val::F32(0f32.into()),
+                    ValType::F64 => Val::F64(0f64.into()),
+                    _ => return Err(Error::new("unsupported WASI import signature")),
+                };
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
