@@ -1,6 +1,127 @@
-//! `ember-vmm`: one KVM microVM per process.
+//! `ember-vmm`: one KVM microVM per process. Parses the command line, sets up
+//! logging, builds and runs the VM, and turns how it ended into one report line
+//! and an exit code (DESIGN.md, "Exit codes").
+
+mod abi_ports;
+mod boot;
+mod cli;
+mod config;
+mod device_manager;
+mod devices;
+mod event_loop;
+mod exit;
+mod host;
+mod logger;
+mod memory;
+mod vcpu;
+mod vm;
+
+use std::time::Instant;
+
+use exit::VmExit;
+
+/// Bad input or a VMM failure.
+pub const EXIT_VMM_ERROR: i32 = 1;
+/// Command-line usage error.
+pub const EXIT_USAGE: i32 = 2;
+/// `--timeout-ms` expired.
+pub const EXIT_TIMEOUT: i32 = 124;
+/// The guest crashed (fault, triple fault, emulation failure).
+pub const EXIT_GUEST_CRASH: i32 = 125;
+
+/// An error and its sources on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s.replace('\n', " ")
+}
 
 fn main() {
-    eprintln!("ember-vmm: not built yet");
-    std::process::exit(1);
+    let start = Instant::now();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let inv = match cli::parse(&args) {
+        Ok(cli::Command::Help) => {
+            println!("{}", cli::USAGE);
+            std::process::exit(0);
+        }
+        Ok(cli::Command::Version) => {
+            println!("ember-vmm {}", env!("CARGO_PKG_VERSION"));
+            std::process::exit(0);
+        }
+        Ok(cli::Command::Run(inv)) => inv,
+        Err(e) => {
+            eprintln!("ember-vmm: error: {}", one_line(&e));
+            std::process::exit(if matches!(e, cli::CliError::Config(_)) {
+                EXIT_VMM_ERROR
+            } else {
+                EXIT_USAGE
+            });
+        }
+    };
+    if let Err(e) = logger::init(inv.level, inv.log_path.as_deref(), &inv.id) {
+        eprintln!("ember-vmm: error: cannot open the log file: {e}");
+        std::process::exit(EXIT_VMM_ERROR);
+    }
+    if let Err(e) = inv.config.validate() {
+        fail(&e);
+    }
+    let start = inv
+        .start_time_us
+        .and_then(start_from_monotonic_us)
+        .unwrap_or(start);
+    let exit = match vm::run(&inv.config, start) {
+        Ok(exit) => exit,
+        Err(e) => fail(&e),
+    };
+    report(&exit);
+    std::process::exit(exit.exit_code());
+}
+
+fn fail(e: &dyn std::error::Error) -> ! {
+    let line = one_line(e);
+    log_error!("{line}");
+    if inv_logs_elsewhere() {
+        eprintln!("ember-vmm: error: {line}");
+    }
+    std::process::exit(EXIT_VMM_ERROR)
+}
+
+/// Whether log lines go somewhere other than stderr (errors must reach stderr).
+fn inv_logs_elsewhere() -> bool {
+    true
+}
+
+fn report(exit: &VmExit) {
+    match exit {
+        VmExit::Guest(code) => log_info!("guest exited with code {code}"),
+        VmExit::Reset => log_info!("guest reset: VM stopped"),
+        VmExit::Shutdown => log_info!("guest shut down"),
+        VmExit::Crash { vcpu, reason, rip } => {
+            let rip = rip.map_or("unknown".to_string(), |r| format!("{r:#x}"));
+            eprintln!("ember-vmm: guest crashed: vCPU {vcpu}: {reason} at RIP {rip}");
+        }
+        VmExit::Error(msg) => eprintln!("ember-vmm: error: {msg}"),
+        VmExit::Timeout(ms) => {
+            eprintln!("ember-vmm: timeout: the guest ran longer than {ms} ms; stopped")
+        }
+    }
+}
+
+/// Converts a launcher's CLOCK_MONOTONIC start time into an `Instant`.
+fn start_from_monotonic_us(us: u64) -> Option<Instant> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    let now_us = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    Instant::now().checked_sub(std::time::Duration::from_micros(now_us.checked_sub(us)?))
 }

@@ -1,0 +1,158 @@
+//! The hook between the VM builder and the device manager (virtio devices):
+//! config sections such as `vsock`, `drives`, `network-interfaces` are handled
+//! by an entry in [`SECTIONS`]; a section with no entry is refused by config
+//! validation with a clear message. An entry's `attach` gets a
+//! [`DeviceContext`] with everything needed to wire a device into the VM.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ember_devices::bus::Bus;
+use ember_guest::abi::MmioDevice;
+use event_manager::{EventManager, MutEventSubscriber};
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+
+use crate::abi_ports::Doorbell;
+
+/// The VM's event manager (one event-loop thread runs it).
+pub type EventMgr = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+/// First virtio-mmio window and the size of each.
+pub const MMIO_WINDOWS_START: u64 = 0xd000_0000;
+pub const MMIO_WINDOW_LEN: u64 = 0x1000;
+const MMIO_WINDOWS_END: u64 = 0xfec0_0000;
+/// Interrupt lines handed to devices: 5..=23 (IOAPIC pins; 4 is COM1).
+const FIRST_DEVICE_IRQ: u32 = 5;
+const LAST_DEVICE_IRQ: u32 = 23;
+
+/// Why a device section could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("config section `{section}`: {message}")]
+    Config { section: String, message: String },
+    #[error("config section `{section}`: {what}")]
+    Setup {
+        section: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("out of {0} for devices")]
+    Exhausted(&'static str),
+}
+
+/// What an `attach` function may use and fill in.
+pub struct DeviceContext<'a> {
+    pub vm: &'a VmFd,
+    pub mem: &'a GuestMemoryMmap,
+    pub mmio_bus: &'a mut Bus,
+    pub pio_bus: &'a mut Bus,
+    pub event_manager: &'a mut EventMgr,
+    /// Ring it when a device interrupts a kernel-less guest.
+    pub doorbell: &'a Doorbell,
+    /// True when the VM has an in-kernel irqchip (Linux guests): interrupts
+    /// are irqfds on the device's line; otherwise there is only the doorbell.
+    pub irqchip: bool,
+    /// True for a kernel-less guest.
+    pub kernelless: bool,
+    /// Devices announced to the guest (StartInfo `devices[]`; the VM builder
+    /// also adds `virtio_mmio.device=` to a Linux command line for each).
+    pub mmio_devices: Vec<MmioDevice>,
+    next_window: u64,
+    next_irq: u32,
+}
+
+impl<'a> DeviceContext<'a> {
+    /// A context with empty device lists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vm: &'a VmFd,
+        mem: &'a GuestMemoryMmap,
+        mmio_bus: &'a mut Bus,
+        pio_bus: &'a mut Bus,
+        event_manager: &'a mut EventMgr,
+        doorbell: &'a Doorbell,
+        irqchip: bool,
+        kernelless: bool,
+    ) -> Self {
+        DeviceContext {
+            vm,
+            mem,
+            mmio_bus,
+            pio_bus,
+            event_manager,
+            doorbell,
+            irqchip,
+            kernelless,
+            mmio_devices: Vec::new(),
+            next_window: MMIO_WINDOWS_START,
+            next_irq: FIRST_DEVICE_IRQ,
+        }
+    }
+
+    /// The next free virtio-mmio window and interrupt line: (base, irq).
+    pub fn allocate_window(&mut self) -> Result<(u64, u32), DeviceError> {
+        if self.next_window + MMIO_WINDOW_LEN > MMIO_WINDOWS_END {
+            return Err(DeviceError::Exhausted("MMIO windows"));
+        }
+        if self.next_irq > LAST_DEVICE_IRQ {
+            return Err(DeviceError::Exhausted("interrupt lines"));
+        }
+        let r = (self.next_window, self.next_irq);
+        self.next_window += MMIO_WINDOW_LEN;
+        self.next_irq += 1;
+        Ok(r)
+    }
+
+    /// The Linux command-line fragment announcing the devices.
+    pub fn linux_cmdline(&self) -> String {
+        self.mmio_devices
+            .iter()
+            .map(|d| {
+                format!(
+                    " virtio_mmio.device={}K@{:#x}:{}",
+                    d.len >> 10,
+                    d.base,
+                    d.irq
+                )
+            })
+            .collect()
+    }
+}
+
+/// A config section the device manager handles.
+pub struct DeviceSection {
+    /// Its key in the Firecracker JSON config (e.g. "vsock").
+    pub name: &'static str,
+    /// Checks the section's value without touching the VM (run by config validation).
+    pub validate: fn(&serde_json::Value) -> Result<(), DeviceError>,
+    /// Builds the devices and wires them into the VM.
+    pub attach: fn(&mut DeviceContext, &serde_json::Value) -> Result<(), DeviceError>,
+}
+
+/// Every section the device manager handles. (vsock, drives,
+/// network-interfaces: added here by the device manager.)
+pub const SECTIONS: &[DeviceSection] = &[
+    crate::device_manager::vsock::SECTION,
+    crate::device_manager::block::SECTION,
+    crate::device_manager::net::SECTION,
+];
+
+/// The handler for `name`, if any.
+pub fn section(name: &str) -> Option<&'static DeviceSection> {
+    SECTIONS.iter().find(|s| s.name == name)
+}
+
+/// Attaches every configured section, in `SECTIONS` order.
+pub fn attach_all(
+    ctx: &mut DeviceContext,
+    sections: &BTreeMap<String, serde_json::Value>,
+) -> Result<(), DeviceError> {
+    for s in SECTIONS {
+        if let Some(value) = sections.get(s.name) {
+            (s.attach)(ctx, value)?;
+        }
+    }
+    Ok(())
+}

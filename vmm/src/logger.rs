@@ -1,0 +1,113 @@
+//! A small leveled logger: lines go to stderr, or to `--log-path` (a file or
+//! FIFO, opened for append). Each line carries the VM id and the thread name.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+/// Log levels (Firecracker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    /// Parses a level name (case-insensitive; "warning" = "warn").
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "off" => Level::Off,
+            "error" => Level::Error,
+            "warn" | "warning" => Level::Warn,
+            "info" => Level::Info,
+            "debug" => Level::Debug,
+            "trace" => Level::Trace,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Level::Off => "OFF",
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
+struct Logger {
+    level: Level,
+    id: String,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Sets up logging; later calls are ignored. `path`: append there instead of stderr.
+pub fn init(level: Level, path: Option<&std::path::Path>, id: &str) -> std::io::Result<()> {
+    let sink: Box<dyn Write + Send> = match path {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    let _ = LOGGER.set(Logger {
+        level,
+        id: id.to_string(),
+        sink: Mutex::new(sink),
+    });
+    Ok(())
+}
+
+/// Whether messages at `level` are written.
+pub fn enabled(level: Level) -> bool {
+    level <= LOGGER.get().map_or(Level::Warn, |l| l.level)
+}
+
+/// Writes one log line (use the `log_*!` macros).
+pub fn log(level: Level, args: fmt::Arguments) {
+    if !enabled(level) {
+        return;
+    }
+    let thread = std::thread::current();
+    let tname = thread.name().unwrap_or("?");
+    match LOGGER.get() {
+        Some(l) => {
+            let mut sink = l.sink.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(sink, "[{}:{}] {} {}", l.id, tname, level.name(), args);
+        }
+        None => eprintln!("[ember-vmm:{}] {} {}", tname, level.name(), args),
+    }
+}
+
+#[macro_export]
+macro_rules! log_error { ($($a:tt)*) => { $crate::logger::log($crate::logger::Level::Error, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_warn { ($($a:tt)*) => { $crate::logger::log($crate::logger::Level::Warn, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_info { ($($a:tt)*) => { $crate::logger::log($crate::logger::Level::Info, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_debug { ($($a:tt)*) => { $crate::logger::log($crate::logger::Level::Debug, format_args!($($a)*)) } }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_names() {
+        assert_eq!(Level::parse("Warning"), Some(Level::Warn));
+        assert_eq!(Level::parse("DEBUG"), Some(Level::Debug));
+        assert_eq!(Level::parse("loud"), None);
+        assert!(Level::Error < Level::Info);
+    }
+}

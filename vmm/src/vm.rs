@@ -1,0 +1,250 @@
+//! Builds a VM from a validated [`VmConfig`] and runs it to its end: KVM VM and
+//! guest memory, legacy devices on the port-I/O and MMIO buses, the device
+//! manager's devices, the guest image, one thread per vCPU and the event loop;
+//! then waits for the first [`VmExit`] and stops everything.
+//! DESIGN.md "Boot sequence" lists these steps.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ember_devices::bus::{Bus, BusError};
+use ember_devices::legacy::{boot_timer, i8042, serial, BootTimer, Console, SerialDevice, I8042};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
+use crate::boot::kernelless::{self, KernellessError};
+use crate::config::{ConsoleConfig, VmConfig};
+use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
+use crate::exit::{ExitNotifier, StopState, VmExit};
+use crate::host::{self, HostKvm};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle};
+use crate::{event_loop, log_info, log_warn};
+
+/// COM1's interrupt line.
+const SERIAL_IRQ: u32 = 4;
+/// How long stopping vCPUs may take before the process exits anyway.
+const STOP_GRACE: Duration = Duration::from_millis(200);
+
+/// Why a VM could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm")]
+    Kvm(#[source] kvm_ioctls::Error),
+    #[error("KVM: {0}")]
+    KvmCall(&'static str, #[source] kvm_ioctls::Error),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Kernelless(#[from] KernellessError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("device bus")]
+    Bus(#[from] BusError),
+    #[error("{0}")]
+    Io(&'static str, #[source] std::io::Error),
+    #[error("kernel-less guests take no initrd")]
+    InitrdForKernelless,
+    #[error("{0} is not a kernel-less guest ELF and Linux boot is not available in this build")]
+    LinuxUnsupported(String),
+}
+
+/// Builds the VM described by `cfg` and runs it until it ends.
+/// `start` is the process start (for the boot timer).
+pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
+    let host = host::detect();
+    log_info!("host: {}", host.describe());
+    let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
+    if !is_kernelless {
+        if host == HostKvm::Pvm {
+            log_warn!("{}", host::PVM_LINUX_WARNING);
+        }
+        return Err(VmError::LinuxUnsupported(cfg.kernel.display().to_string()));
+    }
+    if cfg.initrd.is_some() {
+        return Err(VmError::InitrdForKernelless);
+    }
+    let console = match &cfg.console {
+        ConsoleConfig::Stdout => Console::Stdout,
+        ConsoleConfig::Off => Console::Off,
+        ConsoleConfig::File(p) => {
+            Console::file(p).map_err(|e| VmError::Io("cannot open the console file", e))?
+        }
+    };
+
+    let kvm = Kvm::new().map_err(VmError::Kvm)?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| VmError::KvmCall("create VM", e))?;
+    let mem = memory::create(cfg.mem_mib)?;
+    memory::register(&vm, &mem)?;
+    let irqchip = false; // kernel-less guests take no interrupts
+
+    let stop = StopState::new().map_err(|e| VmError::Io("eventfd", e))?;
+    let (exits, exit_rx) = ExitNotifier::new(stop);
+    let doorbell = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let serial_dev = Arc::new(Mutex::new(SerialDevice::new(
+        console,
+        serial_irq(&vm, irqchip)?,
+    )));
+    pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial_dev.clone())?;
+    let reset = exits.clone();
+    let i8042_dev = I8042::new(Box::new(move || reset.notify(VmExit::Reset)));
+    pio.insert(
+        i8042::I8042_BASE,
+        i8042::I8042_LEN,
+        Arc::new(Mutex::new(i8042_dev)),
+    )?;
+    if cfg.boot_timer {
+        let timer = BootTimer::new(start, Box::new(|us| log_info!("Guest-boot-time = {us} us")));
+        mmio.insert(
+            boot_timer::BOOT_TIMER_ADDR,
+            boot_timer::BOOT_TIMER_LEN,
+            Arc::new(Mutex::new(timer)),
+        )?;
+    }
+
+    let mut em = EventMgr::new()
+        .map_err(|e| VmError::Io("event manager", std::io::Error::other(format!("{e:?}"))))?;
+    let mut ctx = DeviceContext::new(
+        &vm, &mem, &mut mmio, &mut pio, &mut em, &doorbell, irqchip, true,
+    );
+    devices::attach_all(&mut ctx, &cfg.devices)?;
+    let mmio_devices = std::mem::take(&mut ctx.mmio_devices);
+    drop(ctx);
+
+    let vcpu_count = cfg.vcpu_count();
+    let image = kernelless::load(&mem, &cfg.kernel, cfg.mem_mib << 20, vcpu_count)?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| VmError::KvmCall("get CPUID", e))?;
+    let mut fds = Vec::with_capacity(vcpu_count as usize);
+    for index in 0..vcpu_count {
+        let fd = vm
+            .create_vcpu(index as u64)
+            .map_err(|e| VmError::KvmCall("create vCPU", e))?;
+        fd.set_cpuid2(&cpuid_for(&supported, index))
+            .map_err(|e| VmError::KvmCall("set CPUID", e))?;
+        image.configure_vcpu(&kvm, &fd, index)?;
+        fds.push(fd);
+    }
+    image.write_start_info(
+        &mem,
+        &fds[0],
+        cfg.cmdline.as_deref().unwrap_or(""),
+        &mmio_devices,
+    )?;
+
+    let _events = event_loop::start(em, exits.clone())
+        .map_err(|e| VmError::Io("cannot start the event loop", e))?;
+    let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
+    let exit = wait_for_exit(&exits, &exit_rx, cfg.timeout_ms);
+    stop_vcpus(&handles);
+    serial_dev.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    Ok(exit)
+}
+
+fn serial_irq(vm: &VmFd, irqchip: bool) -> Result<Option<EventFd>, VmError> {
+    if !irqchip {
+        return Ok(None);
+    }
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Io("eventfd", e))?;
+    vm.register_irqfd(&evt, SERIAL_IRQ)
+        .map_err(|e| VmError::KvmCall("register serial irqfd", e))?;
+    Ok(Some(evt))
+}
+
+/// KVM's supported CPUID with this vCPU's APIC id in the topology leaves.
+fn cpuid_for(supported: &CpuId, index: u8) -> CpuId {
+    let mut cpuid = supported.clone();
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((index as u32) << 24),
+            0xb | 0x1f => e.edx = index as u32,
+            _ => {}
+        }
+    }
+    cpuid
+}
+
+fn start_vcpus(
+    fds: Vec<VcpuFd>,
+    pio: &Bus,
+    mmio: &Bus,
+    exits: &ExitNotifier,
+    doorbell: &Doorbell,
+) -> Result<Vec<VcpuHandle>, VmError> {
+    let mut handles = Vec::with_capacity(fds.len());
+    for (index, fd) in fds.into_iter().enumerate() {
+        // Each vCPU gets its own ABI ports, so one blocked in wait/park does
+        // not hold a lock another vCPU needs.
+        let mut own_pio = pio.clone();
+        let ports = AbiPorts::new(exits.clone(), doorbell.clone());
+        own_pio.insert(ABI_PORT_BASE, ABI_PORT_LEN, Arc::new(Mutex::new(ports)))?;
+        let vcpu = Vcpu {
+            index: index as u8,
+            fd,
+            pio: own_pio,
+            mmio: mmio.clone(),
+            exits: exits.clone(),
+        };
+        match vcpu.start() {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop_vcpus(&handles);
+                return Err(VmError::Io("cannot start a vCPU thread", e));
+            }
+        }
+    }
+    Ok(handles)
+}
+
+fn wait_for_exit(
+    exits: &ExitNotifier,
+    rx: &std::sync::mpsc::Receiver<VmExit>,
+    timeout_ms: Option<u64>,
+) -> VmExit {
+    if let Some(ms) = timeout_ms {
+        if let Ok(exit) = rx.recv_timeout(Duration::from_millis(ms)) {
+            return exit;
+        }
+        exits.notify(VmExit::Timeout(ms));
+    }
+    // The notifier in `exits` keeps the channel open, so recv cannot fail.
+    rx.recv()
+        .unwrap_or_else(|_| VmExit::Error("exit channel closed".into()))
+}
+
+fn stop_vcpus(handles: &[VcpuHandle]) {
+    for h in handles {
+        h.send(VcpuEvent::Stop);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for h in handles {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if h.response(left).is_none() {
+            log_warn!("vCPU {} did not stop within {:?}", h.index, STOP_GRACE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuid_carries_the_apic_id() {
+        let kvm = match Kvm::new() {
+            Ok(k) => k,
+            Err(e) => panic!("this test needs /dev/kvm: {e}"),
+        };
+        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+        let c = cpuid_for(&supported, 5);
+        let leaf1 = c.as_slice().iter().find(|e| e.function == 1).unwrap();
+        assert_eq!(leaf1.ebx >> 24, 5);
+    }
+}
