@@ -430,16 +430,17 @@ impl Session {
         self.api.finish();
         let (error_type, message) = match outcome {
             Outcome::Response(payload) => {
+                self.report(&id, duration_us, max_memory_kib);
                 self.send(Message::Result {
                     request_id: id.clone(),
                     payload,
                     duration_us,
                     max_memory_kib,
                 })?;
-                self.report(&id, duration_us, max_memory_kib);
                 return Ok(Ok(()));
             }
             Outcome::Error(t, m) => {
+                self.report(&id, duration_us, max_memory_kib);
                 self.send(Message::Error {
                     request_id: id.clone(),
                     error_type: t,
@@ -448,7 +449,6 @@ impl Session {
                     duration_us,
                     max_memory_kib,
                 })?;
-                self.report(&id, duration_us, max_memory_kib);
                 return Ok(Ok(()));
             }
             Outcome::Crashed(how) => (
@@ -484,7 +484,8 @@ impl Session {
         Ok(reinit.map(|_| ()))
     }
 
-    /// Lambda's END and REPORT lines; then output belongs to no invocation.
+    /// Lambda's END and REPORT lines, sent before the result so the host
+    /// collects them with the invocation; later output belongs to none.
     fn report(&self, id: &str, duration_us: u64, max_memory_kib: u64) {
         self.link.agent_log(&format!("END RequestId: {id}"));
         let ms = duration_us as f64 / 1000.0;

@@ -185,6 +185,27 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
+    /// Best effort after a refused body: reads and drops a `Content-Length`
+    /// body of at most `limit` bytes so the peer is not reset mid-send.
+    pub fn discard_body(&mut self, head: &Head, limit: usize) {
+        let len = head
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let Some(mut left) = len.filter(|n| *n <= limit) else {
+            return;
+        };
+        let buffered = left.min(self.buf.len());
+        self.buf.drain(..buffered);
+        left -= buffered;
+        let mut chunk = [0u8; 64 * 1024];
+        while left > 0 {
+            match self.stream.read(&mut chunk[..left.min(64 * 1024)]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left -= n,
+            }
+        }
+    }
+
     /// Writes a complete response with a `Content-Length` body.
     pub fn respond(
         &mut self,

@@ -243,6 +243,9 @@ fn route(
         match conn.read_body(head, cap) {
             Ok(b) => b,
             Err(HttpError::BodyTooLarge { .. }) => {
+                // Swallow a declared body of sane size first, so the client
+                // reads our 413 instead of a reset connection.
+                conn.discard_body(head, 4 * MAX_PAYLOAD);
                 if let Some(id) = invocation_id(rest, "/response") {
                     if state.complete(id) {
                         sink(ApiEvent::ResponseTooLarge {
@@ -289,6 +292,13 @@ fn function_error_type(head: &Head, body: &[u8]) -> String {
 
 fn handle(head: &Head, rest: &str, body: Vec<u8>, state: &ApiState, sink: &EventSink) -> Reply {
     let method = head.method.as_str();
+    let known = rest == "invocation/next"
+        || rest == "init/error"
+        || invocation_id(rest, "/response").is_some()
+        || invocation_id(rest, "/error").is_some();
+    if !known {
+        return error_doc(404, "NotFound", "unknown path");
+    }
     if rest == "invocation/next" {
         if method != "GET" {
             return error_doc(405, "MethodNotAllowed", "use GET");
