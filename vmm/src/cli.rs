@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::device_manager::{block, net};
 use crate::logger::Level;
 
 /// Usage text for `--help`.
@@ -15,6 +16,8 @@ usage: ember-vmm [--no-api] --config-file vm.json [flags]
 flags:
   --console stdout|off|FILE  guest serial console (default stdout)
   --kernelless               boot PATH as a kernel-less ELF even without the EMBER note
+  --drive PATH[,ro]          a virtio-block device (repeatable)
+  --net TAP[,MAC]            a virtio-net device on a TAP interface (repeatable)
   --boot-timer               log `Guest-boot-time` when the guest writes 123 to 0xC000_0000
   --timeout-ms N             stop the VM after N ms (exit code 124)
   --vsock CID:PATH           virtio-vsock for guest CID, host side on Unix socket PATH
@@ -74,6 +77,8 @@ struct Flags {
     id: Option<String>,
     start_time_us: Option<u64>,
     vsock: Option<String>,
+    drives: Vec<serde_json::Value>,
+    nets: Vec<serde_json::Value>,
 }
 
 fn number(flag: &str, v: &str) -> Result<u64, CliError> {
@@ -142,6 +147,23 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             }
             "--id" => f.id = Some(value()?),
             "--start-time-us" => f.start_time_us = Some(number(flag, &value()?)?),
+            "--drive" => {
+                let v = value()?;
+                let n = f.drives.len();
+                f.drives
+                    .push(block::from_flag(&v, n).ok_or(CliError::BadValue {
+                        flag: flag.into(),
+                        value: v,
+                    })?);
+            }
+            "--net" => {
+                let v = value()?;
+                let n = f.nets.len();
+                f.nets.push(net::from_flag(&v, n).ok_or(CliError::BadValue {
+                    flag: flag.into(),
+                    value: v,
+                })?);
+            }
             "--vsock" => f.vsock = Some(value()?),
             _ => return Err(CliError::Unknown(arg.clone())),
         }
@@ -184,6 +206,8 @@ impl Flags {
                 .devices
                 .insert(crate::device_manager::vsock::NAME.into(), section);
         }
+        append_entries(&mut config, block::NAME, self.drives);
+        append_entries(&mut config, net::NAME, self.nets);
         config.force_kernelless |= self.kernelless;
         config.boot_timer |= self.boot_timer;
         config.timeout_ms = self.timeout_ms.or(config.timeout_ms);
@@ -195,6 +219,22 @@ impl Flags {
             start_time_us: self.start_time_us,
             config,
         })
+    }
+}
+
+/// Adds flag-made entries to a list section (after the config file's).
+fn append_entries(config: &mut VmConfig, name: &str, entries: Vec<serde_json::Value>) {
+    if entries.is_empty() {
+        return;
+    }
+    let section = config
+        .devices
+        .entry(name.to_string())
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    match section {
+        serde_json::Value::Array(list) => list.extend(entries),
+        // Not a list: leave it for validation to refuse, with the flags' entries lost.
+        _ => {}
     }
 }
 
@@ -264,5 +304,28 @@ mod tests {
             Err(CliError::Config(_))
         ));
         assert!(matches!(parse(&["--help".to_string()]), Ok(Command::Help)));
+        assert!(matches!(
+            run(&["--vsock", "nope"]),
+            Err(CliError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn device_flags_become_config_sections() {
+        let inv = run(&[
+            "--kernel",
+            "/k",
+            "--vsock",
+            "3:/tmp/v.sock",
+            "--drive",
+            "/a.img",
+            "--drive",
+            "/b.img,ro",
+        ])
+        .unwrap();
+        let d = &inv.config.devices;
+        assert_eq!(d["vsock"]["guest_cid"], 3);
+        assert_eq!(d["drives"].as_array().map(Vec::len), Some(2));
+        assert!(!d.contains_key("network-interfaces"));
     }
 }

@@ -44,6 +44,7 @@ impl Level {
 
 struct Logger {
     level: Level,
+    to_file: bool,
     id: String,
     sink: Mutex<Box<dyn Write + Send>>,
 }
@@ -63,10 +64,16 @@ pub fn init(level: Level, path: Option<&std::path::Path>, id: &str) -> std::io::
     };
     let _ = LOGGER.set(Logger {
         level,
+        to_file: path.is_some(),
         id: id.to_string(),
         sink: Mutex::new(sink),
     });
     Ok(())
+}
+
+/// Whether log lines go to a file rather than stderr.
+pub fn to_file() -> bool {
+    LOGGER.get().is_some_and(|l| l.to_file)
 }
 
 /// Whether messages at `level` are written.

@@ -82,18 +82,14 @@ fn main() {
     std::process::exit(exit.exit_code());
 }
 
+/// Reports a fatal error as one line on stderr (and in the log file, if any).
 fn fail(e: &dyn std::error::Error) -> ! {
     let line = one_line(e);
-    log_error!("{line}");
-    if inv_logs_elsewhere() {
-        eprintln!("ember-vmm: error: {line}");
+    if logger::to_file() {
+        log_error!("{line}");
     }
+    eprintln!("ember-vmm: error: {line}");
     std::process::exit(EXIT_VMM_ERROR)
-}
-
-/// Whether log lines go somewhere other than stderr (errors must reach stderr).
-fn inv_logs_elsewhere() -> bool {
-    true
 }
 
 fn report(exit: &VmExit) {

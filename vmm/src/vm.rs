@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
 use crate::boot::kernelless::{self, KernellessError};
+use crate::boot::linux::{self, LinuxBootError};
 use crate::config::{ConsoleConfig, VmConfig};
 use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
 use crate::exit::{ExitNotifier, StopState, VmExit};
@@ -45,10 +46,24 @@ pub enum VmError {
     Bus(#[from] BusError),
     #[error("{0}")]
     Io(&'static str, #[source] std::io::Error),
+    #[error(transparent)]
+    Linux(#[from] LinuxBootError),
     #[error("kernel-less guests take no initrd")]
     InitrdForKernelless,
-    #[error("{0} is not a kernel-less guest ELF and Linux boot is not available in this build")]
-    LinuxUnsupported(String),
+}
+
+/// Default command line for Linux guests (Firecracker's, minus what ember
+/// does not emulate).
+const DEFAULT_LINUX_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+/// KVM's TSS for real-mode emulation on VMX hosts: three pages just below the
+/// LAPIC/IOAPIC area, inside the MMIO gap.
+const KVM_TSS_ADDR: usize = 0xfffb_d000;
+
+/// What was loaded: how the vCPUs start.
+enum Guest {
+    Kernelless(kernelless::Image),
+    Linux(linux::LinuxEntry),
 }
 
 /// Builds the VM described by `cfg` and runs it until it ends.
@@ -57,14 +72,11 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let host = host::detect();
     log_info!("host: {}", host.describe());
     let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
-    if !is_kernelless {
-        if host == HostKvm::Pvm {
-            log_warn!("{}", host::PVM_LINUX_WARNING);
-        }
-        return Err(VmError::LinuxUnsupported(cfg.kernel.display().to_string()));
-    }
-    if cfg.initrd.is_some() {
+    if is_kernelless && cfg.initrd.is_some() {
         return Err(VmError::InitrdForKernelless);
+    }
+    if !is_kernelless && host == HostKvm::Pvm {
+        log_warn!("{}", host::PVM_LINUX_WARNING);
     }
     let console = match &cfg.console {
         ConsoleConfig::Stdout => Console::Stdout,
@@ -80,7 +92,11 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         .map_err(|e| VmError::KvmCall("create VM", e))?;
     let mem = memory::create(cfg.mem_mib)?;
     memory::register(&vm, &mem)?;
-    let irqchip = false; // kernel-less guests take no interrupts
+    // Kernel-less guests take no interrupts: no irqchip, no PIT.
+    let irqchip = !is_kernelless;
+    if irqchip {
+        create_irqchip(&vm)?;
+    }
 
     let stop = StopState::new().map_err(|e| VmError::Io("eventfd", e))?;
     let (exits, exit_rx) = ExitNotifier::new(stop);
@@ -111,14 +127,41 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let mut em = EventMgr::new()
         .map_err(|e| VmError::Io("event manager", std::io::Error::other(format!("{e:?}"))))?;
     let mut ctx = DeviceContext::new(
-        &vm, &mem, &mut mmio, &mut pio, &mut em, &doorbell, irqchip, true,
+        &vm,
+        &mem,
+        &mut mmio,
+        &mut pio,
+        &mut em,
+        &doorbell,
+        irqchip,
+        is_kernelless,
     );
     devices::attach_all(&mut ctx, &cfg.devices)?;
     let mmio_devices = std::mem::take(&mut ctx.mmio_devices);
+    let linux_devices = ctx.linux_cmdline();
     drop(ctx);
 
     let vcpu_count = cfg.vcpu_count();
-    let image = kernelless::load(&mem, &cfg.kernel, cfg.mem_mib << 20, vcpu_count)?;
+    let guest = if is_kernelless {
+        Guest::Kernelless(kernelless::load(
+            &mem,
+            &cfg.kernel,
+            cfg.mem_mib << 20,
+            vcpu_count,
+        )?)
+    } else {
+        let cmdline = format!(
+            "{}{linux_devices}",
+            cfg.cmdline.as_deref().unwrap_or(DEFAULT_LINUX_CMDLINE)
+        );
+        let boot = linux::LinuxBootConfig {
+            kernel: &cfg.kernel,
+            initrd: cfg.initrd.as_deref(),
+            cmdline: &cmdline,
+            vcpu_count,
+        };
+        Guest::Linux(linux::load(&vm, &mem, &boot)?)
+    };
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmError::KvmCall("get CPUID", e))?;
@@ -127,17 +170,27 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         let fd = vm
             .create_vcpu(index as u64)
             .map_err(|e| VmError::KvmCall("create vCPU", e))?;
-        fd.set_cpuid2(&cpuid_for(&supported, index))
-            .map_err(|e| VmError::KvmCall("set CPUID", e))?;
-        image.configure_vcpu(&kvm, &fd, index)?;
+        match &guest {
+            Guest::Kernelless(image) => {
+                let entries = linux::cpuid::normalize(supported.as_slice(), index, vcpu_count);
+                let cpuid = CpuId::from_entries(&entries)
+                    .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
+                fd.set_cpuid2(&cpuid)
+                    .map_err(|e| VmError::KvmCall("set CPUID", e))?;
+                image.configure_vcpu(&kvm, &fd, index)?;
+            }
+            Guest::Linux(entry) => linux::configure_vcpu(&kvm, &fd, index, vcpu_count, entry)?,
+        }
         fds.push(fd);
     }
-    image.write_start_info(
-        &mem,
-        &fds[0],
-        cfg.cmdline.as_deref().unwrap_or(""),
-        &mmio_devices,
-    )?;
+    if let Guest::Kernelless(image) = &guest {
+        image.write_start_info(
+            &mem,
+            &fds[0],
+            cfg.cmdline.as_deref().unwrap_or(""),
+            &mmio_devices,
+        )?;
+    }
 
     let _events = event_loop::start(em, exits.clone())
         .map_err(|e| VmError::Io("cannot start the event loop", e))?;
@@ -148,6 +201,21 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     Ok(exit)
 }
 
+/// The in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT that
+/// Linux guests need.
+fn create_irqchip(vm: &VmFd) -> Result<(), VmError> {
+    // Only VMX needs it, and only for real-mode emulation: failure elsewhere is fine.
+    let _ = vm.set_tss_address(KVM_TSS_ADDR);
+    vm.create_irq_chip()
+        .map_err(|e| VmError::KvmCall("create the in-kernel irqchip", e))?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|e| VmError::KvmCall("create the in-kernel PIT", e))
+}
+
 fn serial_irq(vm: &VmFd, irqchip: bool) -> Result<Option<EventFd>, VmError> {
     if !irqchip {
         return Ok(None);
@@ -156,19 +224,6 @@ fn serial_irq(vm: &VmFd, irqchip: bool) -> Result<Option<EventFd>, VmError> {
     vm.register_irqfd(&evt, SERIAL_IRQ)
         .map_err(|e| VmError::KvmCall("register serial irqfd", e))?;
     Ok(Some(evt))
-}
-
-/// KVM's supported CPUID with this vCPU's APIC id in the topology leaves.
-fn cpuid_for(supported: &CpuId, index: u8) -> CpuId {
-    let mut cpuid = supported.clone();
-    for e in cpuid.as_mut_slice() {
-        match e.function {
-            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((index as u32) << 24),
-            0xb | 0x1f => e.edx = index as u32,
-            _ => {}
-        }
-    }
-    cpuid
 }
 
 fn start_vcpus(
@@ -229,22 +284,5 @@ fn stop_vcpus(handles: &[VcpuHandle]) {
         if h.response(left).is_none() {
             log_warn!("vCPU {} did not stop within {:?}", h.index, STOP_GRACE);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpuid_carries_the_apic_id() {
-        let kvm = match Kvm::new() {
-            Ok(k) => k,
-            Err(e) => panic!("this test needs /dev/kvm: {e}"),
-        };
-        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
-        let c = cpuid_for(&supported, 5);
-        let leaf1 = c.as_slice().iter().find(|e| e.function == 1).unwrap();
-        assert_eq!(leaf1.ebx >> 24, 5);
     }
 }

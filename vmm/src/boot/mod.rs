@@ -6,3 +6,4 @@
 pub mod cpl3;
 pub mod elf;
 pub mod kernelless;
+pub mod linux;
