@@ -79,6 +79,19 @@ fn beside_exe(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The agent as `guest-agent/kernelless/build.sh` leaves it, found from the
+/// repository root when emberd runs from `target/<profile>/`.
+fn kernelless_agent() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .map(|a| {
+            a.join(
+                "guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/ember-wasm-agent",
+            )
+        })
+        .find(|p| p.is_file())
+}
+
 /// One environment per 256 MiB of host memory (a 128 MiB guest plus VMM
 /// overhead, leaving half the host for everything else), at least 4.
 fn default_concurrency() -> u32 {
@@ -124,18 +137,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .vmm
         .clone()
         .or_else(|| beside_exe("ember-vmm"))
-        .ok_or_else(|| {
-            DaemonError::Config("ember-vmm not found: pass --vmm or EMBER_VMM".into())
-        })?;
+        .unwrap_or_else(|| "ember-vmm".into());
     let agent = args
         .wasm_agent
         .clone()
         .or_else(|| beside_exe("ember-wasm-agent"))
-        .ok_or_else(|| {
-            DaemonError::Config(
-                "the wasm agent ELF was not found: pass --wasm-agent or EMBER_WASM_AGENT".into(),
-            )
-        })?;
+        .or_else(kernelless_agent)
+        .unwrap_or_else(|| "ember-wasm-agent".into());
+    let launcher = VmLauncher::new(vmm, agent);
+    if let Some(why) = launcher.unavailable() {
+        eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent. Serving the control plane only.");
+    }
     let host_limit = args.max_concurrency.unwrap_or_else(default_concurrency);
     let cfg = PoolConfig {
         idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -143,7 +155,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         host_limit,
         run_dir: run.clone(),
     };
-    let pool = Pool::new(Arc::new(VmLauncher::new(vmm, agent)), cfg);
+    let pool = Pool::new(Arc::new(launcher), cfg);
     let (funcs, _) = store.list_functions(None, usize::MAX)?;
     for f in funcs.iter().filter(|f| f.reserved_concurrency.is_some()) {
         pool.set_reserved(&f.name, f.reserved_concurrency);

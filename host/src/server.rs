@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -28,17 +28,39 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Collects a body of at most `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(BodyError::TooLarge)
+/// How much of an oversized body is read and thrown away so the client
+/// gets the 413 instead of a connection reset mid-upload.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Collects a body of at most `limit` bytes. An oversized body is drained
+/// (up to [`DRAIN_CAP`]) before `TooLarge` is returned.
+pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                let seen = buf.len() + data.len();
+                drop(buf);
+                drain(body, DRAIN_CAP.saturating_sub(seen)).await;
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards up to `cap` bytes of `body`.
+pub async fn drain(mut body: Incoming, cap: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > cap {
+                return;
+            }
+        }
     }
 }
 

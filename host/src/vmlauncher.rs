@@ -10,13 +10,28 @@ use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInp
 /// Launches kernel-less wasm environments.
 pub struct VmLauncher {
     base: LaunchConfig,
+    /// Why no environment can start (a binary is missing), if so: emberd
+    /// still serves the control plane and answers invokes with this.
+    unavailable: Option<String>,
 }
 
 impl VmLauncher {
     pub fn new(vmm: PathBuf, wasm_agent: PathBuf) -> Self {
+        let missing: Vec<String> = [&vmm, &wasm_agent]
+            .iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        let unavailable =
+            (!missing.is_empty()).then(|| format!("not found: {}", missing.join(", ")));
         Self {
             base: LaunchConfig::kernelless(vmm, wasm_agent),
+            unavailable,
         }
+    }
+
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
     }
 }
 
@@ -26,6 +41,9 @@ fn chain(e: &AgentError) -> String {
 
 impl EnvironmentLauncher for VmLauncher {
     fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+        if let Some(why) = &self.unavailable {
+            return Err(EnvError::Launch(why.clone()));
+        }
         let mut cfg = self.base.clone();
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();

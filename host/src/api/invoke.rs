@@ -75,6 +75,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
         }
     };
     if req.content_length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
+        crate::server::drain(body, 64 * 1024 * 1024).await;
         return Err(too_large());
     }
     let r = versions::resolve(&app, &name, qualifier.as_deref())?;
