@@ -1,0 +1,74 @@
+"""Concurrency on real microVMs: one invocation per environment, reserved
+concurrency throttling, provisioned concurrency ready before any call."""
+import concurrent.futures as cf
+import json
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import create, vmm_alive, wait_for, wasm
+
+pytestmark = pytest.mark.vm
+
+
+def call(e, name, qualifier=None):
+    c = e.client()
+    kw = {"Qualifier": qualifier} if qualifier else {}
+    r = c.invoke(FunctionName=name, Payload=b"{}", **kw)
+    body = r["Payload"].read()
+    h = r["ResponseMetadata"]["HTTPHeaders"]
+    return r.get("FunctionError"), body, h["x-amz-ember-environment"], h["x-amz-ember-cold-start"]
+
+
+def test_twenty_concurrent_calls_get_twenty_environments(emberd):
+    create(emberd.client(), "slow", wasm("slow"), Timeout=30)
+    with cf.ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(call, emberd, "slow") for _ in range(20)]
+        # While they run: 20 busy environments, 20 distinct live ember-vmm processes.
+        busy = wait_for(lambda: [e for e in emberd.envs() if e["State"] == "busy"] if len([e for e in emberd.envs() if e["State"] == "busy"]) == 20 else None, timeout=60)
+        assert busy, emberd.envs()
+        pids = {e["Pid"] for e in busy}
+        assert len(pids) == 20 and all(vmm_alive(p) for p in pids)
+        results = [f.result() for f in futures]
+    assert all(err is None and json.loads(body) == {"slept": True} for err, body, _, _ in results), results
+    assert len({env for _, _, env, _ in results}) == 20, "two concurrent calls shared an environment"
+
+
+def test_reserved_concurrency_two_throttles_the_third(emberd):
+    c = emberd.client()
+    create(c, "res", wasm("slow"), Timeout=30)
+    c.put_function_concurrency(FunctionName="res", ReservedConcurrentExecutions=2)
+    with cf.ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(call, emberd, "res") for _ in range(2)]
+        assert wait_for(lambda: len(emberd.envs()) == 2, timeout=30)
+        with pytest.raises(ClientError) as e:
+            c.invoke(FunctionName="res", Payload=b"{}")
+        err = e.value.response
+        assert err["Error"]["Code"] == "TooManyRequestsException"
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert err["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+        assert all(f.result()[0] is None for f in running)
+    assert call(emberd, "res")[0] is None, "a call after the others finished must pass"
+
+
+def test_provisioned_concurrency_ready_before_first_call(emberd):
+    c = emberd.client()
+    create(c, "prov", wasm("echo"))
+    c.publish_version(FunctionName="prov")
+    c.create_alias(FunctionName="prov", Name="live", FunctionVersion="1")
+    r = c.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="live", ProvisionedConcurrentExecutions=3)
+    assert r["RequestedProvisionedConcurrentExecutions"] == 3 and r["Status"] in ("IN_PROGRESS", "READY")
+    ready = wait_for(lambda: c.get_provisioned_concurrency_config(FunctionName="prov", Qualifier="live")["Status"] == "READY", timeout=60)
+    assert ready
+    envs = emberd.envs()
+    assert len(envs) == 3 and all(e["Provisioned"] and e["State"] == "idle" and e["Version"] == "1" for e in envs)
+    assert all(e["Invocations"] == 0 for e in envs)
+    err, body, env, cold = call(emberd, "prov", "live")
+    assert err is None and cold == "false", "first call on provisioned concurrency was a cold start"
+    assert int(env) in {e["Id"] for e in envs}
+    # A dead provisioned environment is replaced.
+    victim = envs[0]["Pid"]
+    import os, signal
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len([e for e in emberd.envs() if e["Provisioned"] and e["State"] == "idle" and e["Pid"] != victim]) == 3, timeout=60)
