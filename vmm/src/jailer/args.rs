@@ -37,6 +37,8 @@ usage: ember-jailer --id ID --exec-file PATH [options] -- [ember-vmm args]
   --file SRC[:DST]        read-only bind mount of a host file into the jail (DST default /<name>)
   --file-rw SRC[:DST]     same, writable (disk images)
   --rw-dir DST            empty directory owned by the VM uid (sockets, logs)
+  --dir-rw SRC:DST        bind-mount a host directory writable (e.g. the vsock socket dir);
+                          it and its entries are chowned to the VM uid
   --tun                   add /dev/net/tun (only with a network)
   --netns PATH            join this network namespace (it holds the VM's TAP)
   --cgroup-version 1|2|auto   (default auto: v1 when its memory controller is mounted)
@@ -73,6 +75,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<JailConfig, ArgsE
             "--file-rw" => {
                 let v = value("--file-rw")?;
                 cfg.files.push(parse_file("--file-rw", &v, true)?)
+            }
+            "--dir-rw" => {
+                let v = value("--dir-rw")?;
+                let (src, dst) = v
+                    .split_once(':')
+                    .ok_or_else(|| invalid("--dir-rw", &v, "expected SRC:DST"))?;
+                cfg.bind_dirs
+                    .push((PathBuf::from(src), jail_path("--dir-rw", dst)?));
             }
             "--rw-dir" => {
                 let v = value("--rw-dir")?;
@@ -278,7 +288,7 @@ mod tests {
     fn files_and_limits() {
         let c = parse_str(
             "--id a --exec-file /e --file /img/agent.elf --file-rw /d/tmp.ext4:/disk/tmp \
-             --rlimit fsize=10 --mem-limit-mib 160 --uid 12345 --gid 12345",
+             --rlimit fsize=10 --mem-limit-mib 160 --uid 12345 --gid 12345 --dir-rw /w/e1:/run",
         )
         .expect("valid");
         assert_eq!(c.files[0].dst, PathBuf::from("/agent.elf"));
@@ -287,6 +297,11 @@ mod tests {
         assert!(c.files[1].writable);
         assert_eq!(c.limits.mem_limit_mib, Some(160));
         assert_eq!(c.uid, Some(12345));
+        assert_eq!(
+            c.bind_dirs,
+            [(PathBuf::from("/w/e1"), PathBuf::from("/run"))]
+        );
+        assert!(parse_str("--id a --exec-file /e --dir-rw /w").is_err());
         let fsize: Vec<_> = c
             .limits
             .rlimits

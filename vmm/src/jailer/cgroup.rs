@@ -86,6 +86,21 @@ fn v2_root() -> Option<PathBuf> {
         .find(|p| p.join("cgroup.controllers").exists())
 }
 
+/// Removes the (empty) cgroups a SIGKILLed jailer left for `id`.
+pub fn remove_stale(id: &str) {
+    let root = Path::new(CGROUP_ROOT);
+    let mut dirs: Vec<PathBuf> = ["memory", "cpu", "pids"]
+        .iter()
+        .map(|c| root.join(c).join("ember").join(id))
+        .collect();
+    if let Some(v2) = v2_root() {
+        dirs.push(v2.join("ember").join(id));
+    }
+    for d in dirs {
+        let _ = fs::remove_dir(d);
+    }
+}
+
 impl Cgroups {
     /// Creates and configures the VM's cgroups. On error nothing is left behind.
     pub fn create(cfg: &JailConfig) -> Result<Self, CgroupError> {

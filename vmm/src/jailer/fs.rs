@@ -28,6 +28,8 @@ pub enum FsError {
     NotFile(PathBuf),
     #[error("{0} is not readable by the VM's uid {1}: make it world-readable or pass --file-rw")]
     NotReadable(PathBuf, u32),
+    #[error("{0} is not a directory")]
+    NotDir(PathBuf),
     #[error("path {0} contains a NUL byte")]
     Nul(PathBuf),
 }
@@ -117,6 +119,40 @@ fn readable_by(meta: &fs::Metadata, uid: u32, gid: u32) -> bool {
         || mode & 0o004 != 0
 }
 
+/// Gives a per-VM host directory (and what is in it, e.g. the host's vsock
+/// listener socket, which the VM must be able to connect to) to the VM's uid.
+fn chown_dir_and_entries(dir: &Path, uid: u32, gid: u32) -> Result<(), FsError> {
+    chown(dir, Some(uid), Some(gid)).map_err(io_err("cannot chown", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let path = entry.map_err(io_err("cannot list", dir))?.path();
+        // lchown: a symlink planted there must not redirect the chown.
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .map_err(io_err("cannot chown", &path))?;
+    }
+    Ok(())
+}
+
+/// Names of jails under `base` whose jailer is gone, after removing their
+/// directories (their VMs died with their jailer: PR_SET_PDEATHSIG).
+pub fn stale_jails(base: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut stale = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !e.path().is_dir() {
+            continue;
+        }
+        if !super::ids::holder_alive(&e.path().join("jailer.pid"))
+            && fs::remove_dir_all(e.path()).is_ok()
+        {
+            stale.push(name);
+        }
+    }
+    stale
+}
+
 impl Jail {
     /// Builds `<base>/<id>/root` for `cfg`; a stale jail of a dead jailer with
     /// the same id is replaced, a live one is an error.
@@ -177,6 +213,20 @@ impl Jail {
                 src: cstr(&f.src)?,
                 target: cstr(&target)?,
                 writable: f.writable,
+            });
+        }
+        for (src, dst) in &cfg.bind_dirs {
+            let meta = fs::metadata(src).map_err(io_err("cannot stat", src))?;
+            if !meta.is_dir() {
+                return Err(FsError::NotDir(src.clone()));
+            }
+            chown_dir_and_entries(src, uid, gid)?;
+            let target = mkdirs_under(&root, dst)?;
+            mkdir(&target, 0o755)?;
+            binds.push(BindMount {
+                src: cstr(src)?,
+                target: cstr(&target)?,
+                writable: true,
             });
         }
         for d in &cfg.rw_dirs {

@@ -70,6 +70,8 @@ pub struct JailConfig {
     pub chroot_base: PathBuf,
     pub files: Vec<JailFile>,
     pub rw_dirs: Vec<PathBuf>,
+    /// Host directories bind-mounted writable: (host path, jail path).
+    pub bind_dirs: Vec<(PathBuf, PathBuf)>,
     pub tun: bool,
     /// Network namespace to join; None = a new, empty one.
     pub netns: Option<PathBuf>,
@@ -92,6 +94,7 @@ impl JailConfig {
             chroot_base: PathBuf::from(DEFAULT_CHROOT_BASE),
             files: Vec::new(),
             rw_dirs: Vec::new(),
+            bind_dirs: Vec::new(),
             tun: false,
             netns: None,
             cgroup_version: CgroupVersion::Auto,
@@ -143,6 +146,10 @@ pub fn run(mut cfg: JailConfig) -> Result<VmmExit, JailError> {
     let lease = ids::allocate(&cfg.chroot_base, cfg.uid, cfg.gid)?;
     cfg.uid = Some(lease.uid);
     cfg.gid = Some(lease.gid);
+    // Jails of jailers that were SIGKILLed (no cleanup ran) go first.
+    for stale in fs::stale_jails(&cfg.chroot_base) {
+        cgroup::remove_stale(&stale);
+    }
     let t_ids = start.elapsed();
     let jail = fs::Jail::create(&cfg, lease.uid, lease.gid)?;
     let t_jail = start.elapsed();
