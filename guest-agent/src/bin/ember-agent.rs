@@ -82,6 +82,9 @@ fn main_pid1(started: Instant) -> i32 {
             );
         }
     }
+    if let Err(e) = pid1::loopback_up() {
+        eprintln!("ember-agent: cannot bring up lo: {e}");
+    }
     timings.push(("mounts".to_string(), t.elapsed().as_micros() as u64));
     // Boot time counts from the kernel's start, not ours.
     let started = pid1::uptime_us()

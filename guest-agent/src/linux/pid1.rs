@@ -67,6 +67,7 @@ fn mount(
 /// /dev, /proc and /sys inside the initramfs (before anything else).
 pub fn early_mounts() -> Result<(), Pid1Error> {
     mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    reopen_console();
     mount(
         "proc",
         "/proc",
@@ -81,6 +82,27 @@ pub fn early_mounts() -> Result<(), Pid1Error> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         "",
     )
+}
+
+/// Points stdin/stdout/stderr at /dev/console when the kernel could not (an
+/// initramfs without a /dev/console node leaves init with no descriptors).
+fn reopen_console() {
+    // SAFETY: fcntl(F_GETFD) on fd 2 only queries; no memory involved.
+    if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+        return;
+    }
+    let Ok(console) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&console);
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which are unused here.
+        unsafe { libc::dup2(fd, target) };
+    }
 }
 
 /// The virtio devices the kernel found, by kind.
@@ -202,6 +224,35 @@ pub fn setup_cgroup(root: &Path) -> Result<(), Pid1Error> {
         target: r,
         source,
     })
+}
+
+/// Brings up the loopback interface: the Runtime API listens on 127.0.0.1
+/// and nothing else configures `lo` in a guest whose init is the agent.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned from here on (closed on drop).
+    let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid starting value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the `req` we own, valid for the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags field.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the `req` we own, valid for the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Seconds since the kernel started, for `Ready.boot_us`.
