@@ -303,8 +303,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         "{:<32} {:<8} {:>6} {:>7}  {}",
                         f["FunctionName"].as_str().unwrap_or(""),
                         f["Runtime"].as_str().unwrap_or(""),
-                        f["MemorySize"],
-                        f["Timeout"],
+                        f["MemorySize"].as_u64().unwrap_or(0),
+                        f["Timeout"].as_u64().unwrap_or(0),
                         f["LastModified"].as_str().unwrap_or("")
                     );
                 }
@@ -382,13 +382,16 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     );
                     println!(
                         "{:>5} {:<24} {:<8} {:<9} {:>8.1}s {:>11} {:>8}",
-                        e["Id"],
+                        e["Id"].as_u64().unwrap_or(0),
                         e["Function"].as_str().unwrap_or(""),
                         e["Version"].as_str().unwrap_or(""),
                         state,
                         e["AgeSeconds"].as_f64().unwrap_or(0.0),
-                        e["Invocations"],
+                        e["Invocations"].as_u64().unwrap_or(0),
                         e["Pid"]
+                            .as_u64()
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
             });
