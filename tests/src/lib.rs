@@ -1,3 +1,4 @@
 //! Shared helpers for ember's integration tests: locating binaries and guest ELFs.
 
+pub mod blknet;
 pub mod probes;
