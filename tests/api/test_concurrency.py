@@ -2,7 +2,7 @@
 concurrency throttling, provisioned concurrency ready before any call."""
 import concurrent.futures as cf
 import json
-import time
+import threading
 
 import pytest
 from botocore.exceptions import ClientError
@@ -12,8 +12,10 @@ from conftest import create, vmm_alive, wait_for, wasm
 pytestmark = pytest.mark.vm
 
 
-def call(e, name, qualifier=None):
-    c = e.client()
+def call(e, name, qualifier=None, client=None, barrier=None):
+    c = client or e.client()
+    if barrier:
+        barrier.wait(timeout=60)
     kw = {"Qualifier": qualifier} if qualifier else {}
     r = c.invoke(FunctionName=name, Payload=b"{}", **kw)
     body = r["Payload"].read()
@@ -23,10 +25,19 @@ def call(e, name, qualifier=None):
 
 def test_twenty_concurrent_calls_get_twenty_environments(emberd):
     create(emberd.client(), "slow", wasm("slow"), Timeout=30)
+    # Clients are built up front (boto3 client creation is slow and would
+    # stagger the calls); a barrier releases all 20 calls at once.
+    clients = [emberd.client() for _ in range(20)]
+    barrier = threading.Barrier(20)
     with cf.ThreadPoolExecutor(20) as pool:
-        futures = [pool.submit(call, emberd, "slow") for _ in range(20)]
+        futures = [pool.submit(call, emberd, "slow", client=c, barrier=barrier) for c in clients]
+
+        def all_busy():
+            busy = [e for e in emberd.envs() if e["State"] == "busy"]
+            return busy if len(busy) == 20 else None
+
         # While they run: 20 busy environments, 20 distinct live ember-vmm processes.
-        busy = wait_for(lambda: [e for e in emberd.envs() if e["State"] == "busy"] if len([e for e in emberd.envs() if e["State"] == "busy"]) == 20 else None, timeout=60)
+        busy = wait_for(all_busy, timeout=60, interval=0.01)
         assert busy, emberd.envs()
         pids = {e["Pid"] for e in busy}
         assert len(pids) == 20 and all(vmm_alive(p) for p in pids)
@@ -39,8 +50,9 @@ def test_reserved_concurrency_two_throttles_the_third(emberd):
     c = emberd.client()
     create(c, "res", wasm("slow"), Timeout=30)
     c.put_function_concurrency(FunctionName="res", ReservedConcurrentExecutions=2)
+    clients = [emberd.client() for _ in range(2)]
     with cf.ThreadPoolExecutor(2) as pool:
-        running = [pool.submit(call, emberd, "res") for _ in range(2)]
+        running = [pool.submit(call, emberd, "res", client=cl) for cl in clients]
         assert wait_for(lambda: len(emberd.envs()) == 2, timeout=30)
         with pytest.raises(ClientError) as e:
             c.invoke(FunctionName="res", Payload=b"{}")
