@@ -28,6 +28,8 @@ pub enum FsError {
     NotFile(PathBuf),
     #[error("{0} is not readable by the VM's uid {1}: make it world-readable or pass --file-rw")]
     NotReadable(PathBuf, u32),
+    #[error(transparent)]
+    Elf(#[from] super::elf::ElfError),
     #[error("{0} is not a directory")]
     NotDir(PathBuf),
     #[error("path {0} contains a NUL byte")]
@@ -48,6 +50,8 @@ pub struct BindMount {
     pub src: CString,
     pub target: CString,
     pub writable: bool,
+    /// Mapped executable: the VMM binary, its loader and libraries.
+    pub exec: bool,
 }
 
 /// A built jail directory.
@@ -195,7 +199,20 @@ impl Jail {
             src: cstr(&cfg.exec_file)?,
             target: cstr(&target)?,
             writable: false,
+            exec: true,
         });
+        // A dynamically linked VMM also needs its loader and libraries.
+        for dep in super::elf::runtime_deps(&cfg.exec_file)? {
+            let real = fs::canonicalize(&dep).map_err(io_err("cannot resolve", &dep))?;
+            let target = mkdirs_under(&root, &dep)?;
+            placeholder(&target)?;
+            binds.push(BindMount {
+                src: cstr(&real)?,
+                target: cstr(&target)?,
+                writable: false,
+                exec: true,
+            });
+        }
         for f in &cfg.files {
             let meta = fs::metadata(&f.src).map_err(io_err("cannot stat", &f.src))?;
             if !meta.is_file() {
@@ -213,6 +230,7 @@ impl Jail {
                 src: cstr(&f.src)?,
                 target: cstr(&target)?,
                 writable: f.writable,
+                exec: false,
             });
         }
         for (src, dst) in &cfg.bind_dirs {
@@ -227,6 +245,7 @@ impl Jail {
                 src: cstr(src)?,
                 target: cstr(&target)?,
                 writable: true,
+                exec: false,
             });
         }
         for d in &cfg.rw_dirs {

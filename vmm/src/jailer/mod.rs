@@ -16,6 +16,7 @@
 pub mod args;
 mod cgroup;
 mod child;
+mod elf;
 mod fs;
 mod ids;
 mod supervise;

@@ -64,9 +64,7 @@ fn plan(
     let binds = jail
         .binds
         .iter()
-        .enumerate()
-        // The first bind is the VMM binary: the only executable mount.
-        .map(|(i, b)| (b.src.clone(), b.target.clone(), b.writable, i == 0))
+        .map(|b| (b.src.clone(), b.target.clone(), b.writable, b.exec))
         .collect();
     Ok(ChildPlan {
         go_fd,
