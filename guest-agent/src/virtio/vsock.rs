@@ -562,7 +562,7 @@ impl Vsock {
                 }
                 if c.our_shut & shut::RCV == 0 {
                     let data = &self.rx_bufs[buf as usize][HDR_LEN..HDR_LEN + payload_len];
-                    c.rx.extend(data.iter().copied());
+                    c.rx.extend(data);
                 } else {
                     c.fwd_cnt = c.fwd_cnt.wrapping_add(payload_len as u32);
                 }
@@ -665,6 +665,16 @@ impl Vsock {
                 Err(VsockError::WouldBlock) => self.poll_or_wait(w),
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Closes `id` and waits until the peer acknowledged (its RST arrived),
+    /// so everything sent before was taken by the host side.
+    pub fn close_blocking(&mut self, id: ConnId, w: &mut dyn Wait) -> Result<(), VsockError> {
+        self.close(id)?;
+        while self.state(id).is_some() {
+            self.poll_or_wait(w);
         }
         Ok(())
     }
