@@ -55,6 +55,8 @@ pub struct NetDevice {
     tx_slots: Vec<&'static mut [u8]>,
     tx_free: Vec<u16>,
     tx_head_to_slot: Vec<u16>,
+    /// Buffers reposted to the rx queue since the last rx notification.
+    rx_unkicked: u16,
 }
 
 impl NetDevice {
@@ -90,6 +92,7 @@ impl NetDevice {
             rx_bufs: Vec::new(),
             tx_slots: Vec::new(),
             tx_free: Vec::new(),
+            rx_unkicked: 0,
         };
         for i in 0..RX_BUFS {
             d.rx_bufs
@@ -133,9 +136,18 @@ impl NetDevice {
         }
     }
 
-    /// Queues one Ethernet frame; waits (with `wait`) only while every
-    /// transmit slot is in flight.
+    /// Queues one Ethernet frame and tells the device; waits (with `wait`)
+    /// only while every transmit slot is in flight.
     pub fn send(&mut self, frame: &[u8], wait: &mut dyn Wait) -> Result<(), NetError> {
+        self.send_batched(frame, wait)?;
+        self.kick_tx();
+        Ok(())
+    }
+
+    /// Queues one frame without telling the device (each notification is a
+    /// VM exit): call [`Self::kick_tx`] after a batch. Waiting for a free
+    /// slot kicks first, so a full ring always drains.
+    pub fn send_batched(&mut self, frame: &[u8], wait: &mut dyn Wait) -> Result<(), NetError> {
         if frame.is_empty() || frame.len() > MAX_FRAME {
             return Err(NetError::BadLength(frame.len()));
         }
@@ -144,6 +156,7 @@ impl NetDevice {
             if let Some(s) = self.tx_free.pop() {
                 break s;
             }
+            self.kick_tx();
             wait.wait();
         };
         let buf = &mut self.tx_slots[slot as usize];
@@ -156,14 +169,19 @@ impl NetDevice {
         };
         let head = self.txq.add(&[d])?;
         self.tx_head_to_slot[head as usize] = slot;
+        Ok(())
+    }
+
+    /// Tells the device about queued frames (unless it asked not to be told).
+    pub fn kick_tx(&mut self) {
         if self.txq.should_notify() {
             self.t.notify(TX_Q);
         }
-        Ok(())
     }
 
     /// Waits until every queued frame has left.
     pub fn flush_tx(&mut self, wait: &mut dyn Wait) {
+        self.kick_tx();
         loop {
             self.reclaim_tx();
             if self.tx_free.len() == self.tx_slots.len() {
@@ -190,10 +208,20 @@ impl NetDevice {
         out[..n].copy_from_slice(&frame[..n]);
         let frame_len = frame.len();
         self.post_rx(idx)?;
+        // Reposted buffers are announced in batches; `recv` finding nothing
+        // announces the rest, so a starved device is always told.
+        self.rx_unkicked += 1;
+        if self.rx_unkicked >= RX_BUFS / 4 {
+            self.kick_rx();
+        }
+        Ok(Some(frame_len))
+    }
+
+    fn kick_rx(&mut self) {
+        self.rx_unkicked = 0;
         if self.rxq.should_notify() {
             self.t.notify(RX_Q);
         }
-        Ok(Some(frame_len))
     }
 
     /// Like [`Self::recv`], but calls `wait` until a frame arrives or `tries`

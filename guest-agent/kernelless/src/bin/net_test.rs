@@ -330,13 +330,20 @@ fn bench(net: &mut Net, port: u16, bytes: u64) -> bool {
     let chunk = [0x42u8; 1472];
     let t0 = ember_rt::now_ns();
     let mut sent = 0u64;
+    let mut batch = 0;
     while sent < bytes {
         let f = net.udp(net.peer_ip, port, &chunk);
-        if !net.send(&f) {
+        if let Err(e) = net.dev.send_batched(&f, &mut wait) {
+            println!("net: send failed: {e}");
             return false;
         }
         sent += chunk.len() as u64;
+        batch += 1;
+        if batch % 32 == 0 {
+            net.dev.kick_tx();
+        }
     }
+    net.dev.kick_tx();
     net.dev.flush_tx(&mut wait);
     let t1 = ember_rt::now_ns();
     for _ in 0..3 {
