@@ -1,0 +1,276 @@
+//! `ember-run`: run a WebAssembly function in one kernel-less microVM, for
+//! development. Boots one environment (`ember-vmm` + `ember-wasm-agent`),
+//! loads the module, invokes it once per event read from stdin (one event
+//! per line, or all of stdin with `--whole`), prints each response on stdout
+//! and the cold/warm timings on stderr.
+//!
+//!     ember-run [OPTIONS] module.wasm < events.jsonl
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_host::agent::{
+    AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
+};
+
+const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
+                 [--handler NAME] [--env KEY=VALUE]... [--console FILE] [--whole] [--quiet]
+                 module.wasm < events";
+
+/// Guest memory beyond the function's own: agent code, heap, vsock buffers.
+const AGENT_OVERHEAD_MIB: u32 = 48;
+
+struct Args {
+    vmm: PathBuf,
+    agent: PathBuf,
+    module: PathBuf,
+    memory_mib: u32,
+    timeout_ms: u32,
+    handler: String,
+    env: Vec<(String, String)>,
+    console: Console,
+    whole: bool,
+    quiet: bool,
+}
+
+/// `ember-vmm` next to this binary, or on $PATH.
+fn default_vmm() -> PathBuf {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ember-vmm")));
+    match sibling {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("ember-vmm"),
+    }
+}
+
+/// `$EMBER_WASM_AGENT`, or where `guest-agent/kernelless/build.sh` puts it.
+fn default_agent() -> PathBuf {
+    if let Some(p) = std::env::var_os("EMBER_WASM_AGENT") {
+        return p.into();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/ember-wasm-agent")
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        vmm: default_vmm(),
+        agent: default_agent(),
+        module: PathBuf::new(),
+        memory_mib: 128,
+        timeout_ms: 3000,
+        handler: "handle".into(),
+        env: Vec::new(),
+        console: Console::Off,
+        whole: false,
+        quiet: false,
+    };
+    let mut it = std::env::args().skip(1);
+    let mut module = None;
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--vmm" => a.vmm = value()?.into(),
+            "--agent" => a.agent = value()?.into(),
+            "--memory-mib" => a.memory_mib = value()?.parse().map_err(|_| "bad --memory-mib")?,
+            "--timeout-ms" => a.timeout_ms = value()?.parse().map_err(|_| "bad --timeout-ms")?,
+            "--handler" => a.handler = value()?,
+            "--env" => {
+                let kv = value()?;
+                let (k, v) = kv.split_once('=').ok_or("--env wants KEY=VALUE")?;
+                a.env.push((k.into(), v.into()));
+            }
+            "--console" => a.console = Console::File(value()?.into()),
+            "--whole" => a.whole = true,
+            "--quiet" => a.quiet = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => module = Some(PathBuf::from(s)),
+        }
+    }
+    a.module = module.ok_or(USAGE)?;
+    if !(1..=10_240).contains(&a.memory_mib) {
+        return Err("--memory-mib must be 1..=10240".into());
+    }
+    Ok(a)
+}
+
+/// Every error in the chain, for one readable line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+fn events(whole: bool) -> Result<Vec<Vec<u8>>, String> {
+    let stdin = std::io::stdin();
+    if whole {
+        let mut all = Vec::new();
+        stdin
+            .lock()
+            .read_to_end(&mut all)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        return Ok(vec![all]);
+    }
+    let mut out = Vec::new();
+    for line in stdin.lock().split(b'\n') {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn run(a: Args) -> Result<bool, String> {
+    let code = std::fs::read(&a.module).map_err(|e| format!("{}: {e}", a.module.display()))?;
+    let events = events(a.whole)?;
+    let mut cfg = LaunchConfig::kernelless(&a.vmm, &a.agent);
+    cfg.mem_mib = a.memory_mib + AGENT_OVERHEAD_MIB;
+    cfg.console = a.console.clone();
+    let t0 = Instant::now();
+    let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+    let ready = env.launch_time();
+    let spec = InitSpec {
+        function_name: a
+            .module
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        function_version: "$LATEST".into(),
+        handler: a.handler.clone(),
+        code: Code::Inline(code),
+        env: a.env.clone(),
+        memory_mib: a.memory_mib,
+        timeout_ms: a.timeout_ms,
+        random_seed: None,
+    };
+    let init = match env.init(&spec) {
+        Ok(r) => r,
+        Err(AgentError::InitFailed {
+            error_type,
+            message,
+            logs,
+            ..
+        }) => {
+            for l in logs.lines {
+                eprintln!("[init] {}", l.line);
+            }
+            return Err(format!("init failed: {error_type}: {message}"));
+        }
+        Err(e) => return Err(format!("init: {}", chain(&e))),
+    };
+    let init_done = t0.elapsed();
+    let mut ok = true;
+    let mut warm = Vec::new();
+    let mut first = None;
+    let stdout = std::io::stdout();
+    for (i, payload) in events.into_iter().enumerate() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let req = InvokeRequest {
+            request_id: format!("ember-run-{i}"),
+            payload,
+            deadline_ms: now_ms + u64::from(a.timeout_ms),
+            invoked_function_arn: format!(
+                "arn:aws:lambda:local:000000000000:function:{}",
+                spec.function_name
+            ),
+            ..Default::default()
+        };
+        let inv = env
+            .invoke(&req)
+            .map_err(|e| format!("invoke {i}: {}", chain(&e)))?;
+        for l in &inv.logs.lines {
+            eprintln!("[{}] {}", req.request_id, l.line);
+        }
+        let mut out = stdout.lock();
+        match &inv.result {
+            Ok(p) => {
+                let _ = out.write_all(p);
+                let _ = out.write_all(b"\n");
+            }
+            Err(fe) => {
+                ok = false;
+                let _ = writeln!(
+                    out,
+                    "{{\"errorType\":{:?},\"errorMessage\":{:?}}}",
+                    fe.error_type, fe.message
+                );
+            }
+        }
+        let _ = out.flush();
+        if first.is_none() {
+            first = Some(t0.elapsed());
+        } else {
+            warm.push(inv.round_trip);
+        }
+        if !env.is_usable() {
+            eprintln!("ember-run: the environment must be replaced after that error; stopping");
+            break;
+        }
+    }
+    if !a.quiet {
+        eprintln!(
+            "ember-run: cold: spawn→ready {} (guest boot {} µs), init {} µs, spawn→init done {}, spawn→first response {}",
+            ms(ready),
+            env.ready().boot_us,
+            init.init_us,
+            ms(init_done),
+            first.map(ms).unwrap_or_else(|| "-".into()),
+        );
+        let phases: Vec<String> = env
+            .ready()
+            .timings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}µs"))
+            .collect();
+        eprintln!("ember-run: guest boot phases: {}", phases.join(" "));
+        if !warm.is_empty() {
+            warm.sort();
+            let med = warm[warm.len() / 2];
+            eprintln!(
+                "ember-run: warm: {} invocations, median round trip {:.1} µs",
+                warm.len(),
+                med.as_secs_f64() * 1e6
+            );
+        }
+    }
+    let status = env.shutdown();
+    if !a.quiet {
+        eprintln!("ember-run: VM exited ({status})");
+    }
+    Ok(ok)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ember-run: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
