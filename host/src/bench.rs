@@ -20,6 +20,10 @@ pub struct BenchArgs {
     concurrency: usize,
     #[arg(long, default_value = "{}")]
     payload: String,
+    /// Cold mode: pause between cold calls (lets emberd refill its spare VMs,
+    /// as between sporadic real cold starts).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -76,6 +80,7 @@ pub async fn run(ep: &str, a: BenchArgs) -> Result<(), String> {
                     ));
                 }
                 lat.push(one(&mut c, &path, &[], &payload).await?);
+                tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
             }
         }
         "warm" | "dryrun" => {

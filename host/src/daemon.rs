@@ -41,6 +41,13 @@ pub struct ServeArgs {
     /// Host-wide concurrent invocations (default: from host memory).
     #[arg(long)]
     pub max_concurrency: Option<u32>,
+    /// Booted, never-used VMs kept ready for cold starts (functions of
+    /// --spare-mib MiB only); 0 turns this off.
+    #[arg(long, default_value_t = 2)]
+    pub spare_vms: usize,
+    /// Memory size of the spare VMs.
+    #[arg(long, default_value_t = 128)]
+    pub spare_mib: u32,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -144,7 +151,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .or_else(|| beside_exe("ember-wasm-agent"))
         .or_else(kernelless_agent)
         .unwrap_or_else(|| "ember-wasm-agent".into());
-    let launcher = VmLauncher::new(vmm, agent);
+    let launcher = VmLauncher::new(vmm, agent).with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent. Serving the control plane only.");
     }

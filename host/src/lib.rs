@@ -9,6 +9,7 @@ pub mod code;
 pub mod daemon;
 pub mod pool;
 pub mod server;
+pub mod spares;
 pub mod store;
 pub mod util;
 pub mod vmlauncher;

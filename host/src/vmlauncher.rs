@@ -2,10 +2,12 @@
 //! environment through `host::agent` (spawn → `Ready` → `Init`), adapted to
 //! the pool's seam.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::agent::{self, AgentError, Code, InitSpec, InvokeRequest, LaunchConfig, LogStream};
 use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput};
+use crate::spares::Spares;
 
 /// Launches kernel-less wasm environments.
 pub struct VmLauncher {
@@ -13,6 +15,7 @@ pub struct VmLauncher {
     /// Why no environment can start (a binary is missing), if so: emberd
     /// still serves the control plane and answers invokes with this.
     unavailable: Option<String>,
+    spares: Option<Arc<Spares>>,
 }
 
 impl VmLauncher {
@@ -27,7 +30,18 @@ impl VmLauncher {
         Self {
             base: LaunchConfig::kernelless(vmm, wasm_agent),
             unavailable,
+            spares: None,
         }
+    }
+
+    /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).
+    pub fn with_spares(mut self, n: usize, mem_mib: u32, run_dir: &Path) -> Self {
+        if n > 0 && self.unavailable.is_none() {
+            let mut cfg = self.base.clone();
+            cfg.mem_mib = mem_mib;
+            self.spares = Some(Spares::start(cfg, n, run_dir));
+        }
+        self
     }
 
     pub fn unavailable(&self) -> Option<&str> {
@@ -40,6 +54,12 @@ fn chain(e: &AgentError) -> String {
 }
 
 impl EnvironmentLauncher for VmLauncher {
+    fn close(&self) {
+        if let Some(s) = &self.spares {
+            s.close();
+        }
+    }
+
     fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
         if let Some(why) = &self.unavailable {
             return Err(EnvError::Launch(why.clone()));
@@ -47,7 +67,15 @@ impl EnvironmentLauncher for VmLauncher {
         let mut cfg = self.base.clone();
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();
-        let mut env = agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e)))?;
+        let spare = self
+            .spares
+            .as_ref()
+            .filter(|s| s.mem_mib() == spec.memory_mib)
+            .and_then(|s| s.take());
+        let mut env = match spare {
+            Some(env) => env,
+            None => agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e)))?,
+        };
         let init = InitSpec {
             function_name: spec.function_name.clone(),
             function_version: spec.function_version.clone(),
@@ -62,8 +90,21 @@ impl EnvironmentLauncher for VmLauncher {
             timeout_ms: spec.timeout_ms,
             random_seed: None,
         };
+        let t = std::time::Instant::now();
         match env.init(&init) {
-            Ok(_) => Ok(Box::new(VmEnv { env })),
+            Ok(report) => {
+                if std::env::var_os("EMBER_TRACE_COLD").is_some() {
+                    let boot = env.ready().boot_us;
+                    eprintln!(
+                        "emberd: env {} spawn->Ready {:?} (guest boot {boot} us), Init {:?} (agent {} us)",
+                        spec.env_id,
+                        env.launch_time(),
+                        t.elapsed(),
+                        report.init_us
+                    );
+                }
+                Ok(Box::new(VmEnv { env }))
+            }
             Err(AgentError::InitFailed {
                 error_type,
                 message,

@@ -12,6 +12,17 @@ from conftest import create, vmm_alive, wait_for, wasm
 pytestmark = pytest.mark.vm
 
 
+def spare_pids(e):
+    """The spare VMs emberd keeps booted (from its pid file), once they are up."""
+    path = os.path.join(e.data_dir, "run", "spare.pids")
+    if e.proc.poll() is None:
+        wait_for(lambda: os.path.exists(path) and open(path).read().split(), timeout=30)
+    try:
+        return [int(p) for p in open(path).read().split()]
+    except OSError:
+        return []
+
+
 def test_vm_killed_mid_invocation_is_a_function_error(emberd):
     c = emberd.client()
     create(c, "victim", wasm("slow"), Timeout=30)
@@ -38,6 +49,7 @@ def test_restart_after_crash_leaves_no_orphans(make_emberd):
         c.invoke(FunctionName="warm", Qualifier=q, Payload=b"{}")
     pids = [env["Pid"] for env in e.envs()]
     assert len(pids) == 2 and all(vmm_alive(p) for p in pids)
+    pids += spare_pids(e)  # booted spare VMs are children too
     e.kill()  # SIGKILL: emberd cannot clean up; its children are orphaned
     e2 = make_emberd()
     assert wait_for(lambda: not any(vmm_alive(p) for p in pids), timeout=10), "orphaned ember-vmm survived the restart"
@@ -56,8 +68,10 @@ def test_sigterm_stops_every_vm_and_removes_work_dirs(make_emberd):
         list(pool.map(lambda _: c.invoke(FunctionName="bye", Payload=b"{}"), range(3)))
     pids = [env["Pid"] for env in e.envs()]
     assert pids and all(vmm_alive(p) for p in pids)
+    pids += spare_pids(e)
     assert e.stop() == 0
     assert not any(vmm_alive(p) for p in pids)
     envs_dir = os.path.join(e.data_dir, "run", "envs")
     assert not os.path.exists(envs_dir) or os.listdir(envs_dir) == []
     assert open(os.path.join(e.data_dir, "run", "vmm.pids")).read().strip() == ""
+    assert spare_pids(e) == []

@@ -68,6 +68,8 @@ pub enum EnvError {
 /// Starts environments. `launch` returns once the agent has sent `InitDone`.
 pub trait EnvironmentLauncher: Send + Sync + 'static {
     fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError>;
+    /// Stops whatever the launcher keeps running on its own (spare VMs).
+    fn close(&self) {}
 }
 
 /// One running environment: exactly one invocation at a time (`&mut self`).

@@ -449,6 +449,8 @@ impl Pool {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.pids.write(&[]);
+        let launcher = self.launcher.clone();
+        let _ = tokio::task::spawn_blocking(move || launcher.close()).await;
     }
 }
 

@@ -14,16 +14,20 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn new(run_dir: &Path) -> Self {
+        Self::named(run_dir, "vmm.pids")
+    }
+
+    /// Another pid file in `run_dir` (the launcher's spare VMs use `spare.pids`).
+    pub fn named(run_dir: &Path, name: &str) -> Self {
         Self {
-            path: run_dir.join("vmm.pids"),
+            path: run_dir.join(name),
         }
     }
 
     pub fn write(&self, pids: &[u32]) {
         let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
         let tmp = self.path.with_extension("tmp");
-        // Best effort: a failed write only weakens crash cleanup, which also
-        // scans for children by name below.
+        // Best effort: a failed write only weakens crash cleanup.
         if fs::write(&tmp, text).is_ok() {
             let _ = fs::rename(&tmp, &self.path);
         }
@@ -53,9 +57,9 @@ fn is_vmm(pid: u32) -> bool {
 /// (from its pid file) and removes its work directories. Returns how many
 /// processes were killed.
 pub fn clean_previous_run(run_dir: &Path) -> usize {
-    let pf = PidFile::new(run_dir);
+    let files = [PidFile::new(run_dir), PidFile::named(run_dir, "spare.pids")];
     let mut killed = Vec::new();
-    for pid in pf.read() {
+    for pid in files.iter().flat_map(PidFile::read) {
         if is_vmm(pid) {
             // SAFETY: kill(2) with a pid we just checked is an ember-vmm;
             // no memory is involved.
@@ -70,6 +74,9 @@ pub fn clean_previous_run(run_dir: &Path) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = fs::remove_dir_all(run_dir.join("envs"));
-    pf.write(&[]);
+    let _ = fs::remove_dir_all(run_dir.join("spares"));
+    for f in &files {
+        f.write(&[]);
+    }
     killed.len()
 }
