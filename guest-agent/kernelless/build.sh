@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every kernel-less guest of this workspace in release mode. The ELFs
+# Builds every kernel-less guest of this workspace in release mode (or only
+# the ones named: build.sh --bin hello --bin null). The ELFs
 # land in guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/<bin>
 # (the integration tests look there); their paths are printed one per line.
 # The caller's CARGO_* environment (CARGO_TARGET_DIR, CARGO_BUILD_*, and the
@@ -15,7 +16,8 @@ for v in $(env | sed -n 's/^\(CARGO_[A-Za-z0-9_]*\)=.*/\1/p'); do
 done
 unset RUSTFLAGS RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER RUSTDOC RUSTC_BOOTSTRAP 2>/dev/null || true
 out=target/x86_64-unknown-linux-gnu/release
-cargo build --release --bins --quiet "$@"
+if [ $# -eq 0 ]; then set -- --bins; fi
+cargo build --release --quiet "$@"
 for src in src/bin/*.rs src/bin/*/main.rs; do
   [ -e "$src" ] || continue
   case "$src" in

@@ -2,3 +2,4 @@
 
 pub mod blknet;
 pub mod probes;
+pub mod vmm;

@@ -94,9 +94,9 @@ fn fail(e: &dyn std::error::Error) -> ! {
 
 fn report(exit: &VmExit) {
     match exit {
-        VmExit::Guest(code) => log_info!("guest exited with code {code}"),
-        VmExit::Reset => log_info!("guest reset: VM stopped"),
-        VmExit::Shutdown => log_info!("guest shut down"),
+        VmExit::Guest(code) => log_debug!("guest exited with code {code}"),
+        VmExit::Reset => log_debug!("guest reset: VM stopped"),
+        VmExit::Shutdown => log_debug!("guest shut down"),
         VmExit::Crash { vcpu, reason, rip } => {
             let rip = rip.map_or("unknown".to_string(), |r| format!("{r:#x}"));
             eprintln!("ember-vmm: guest crashed: vCPU {vcpu}: {reason} at RIP {rip}");

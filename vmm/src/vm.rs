@@ -22,7 +22,7 @@ use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle};
-use crate::{event_loop, log_info, log_warn};
+use crate::{event_loop, log_debug, log_info, log_warn};
 
 /// COM1's interrupt line.
 const SERIAL_IRQ: u32 = 4;
@@ -70,7 +70,7 @@ enum Guest {
 /// `start` is the process start (for the boot timer).
 pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let host = host::detect();
-    log_info!("host: {}", host.describe());
+    log_debug!("host: {}", host.describe());
     let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
     if is_kernelless && cfg.initrd.is_some() {
         return Err(VmError::InitrdForKernelless);
