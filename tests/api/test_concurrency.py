@@ -13,25 +13,25 @@ from conftest import create, vmm_alive, wait_for, wasm
 pytestmark = pytest.mark.vm
 
 
-def call(e, name, qualifier=None, client=None, barrier=None):
+def call(e, name, qualifier=None, client=None, barrier=None, payload=b"{}"):
     c = client or e.client()
     if barrier:
         barrier.wait(timeout=60)
     kw = {"Qualifier": qualifier} if qualifier else {}
-    r = c.invoke(FunctionName=name, Payload=b"{}", **kw)
+    r = c.invoke(FunctionName=name, Payload=payload, **kw)
     body = r["Payload"].read()
     h = r["ResponseMetadata"]["HTTPHeaders"]
     return r.get("FunctionError"), body, h["x-amz-ember-environment"], h["x-amz-ember-cold-start"]
 
 
 def test_twenty_concurrent_calls_get_twenty_environments(emberd):
-    create(emberd.client(), "slow", wasm("slow"), Timeout=30)
+    create(emberd.client(), "slow", wasm("counter"), Timeout=30)
     # Clients are built up front (boto3 client creation is slow and would
     # stagger the calls); a barrier releases all 20 calls at once.
     clients = [emberd.client() for _ in range(20)]
     barrier = threading.Barrier(20)
     with cf.ThreadPoolExecutor(20) as pool:
-        futures = [pool.submit(call, emberd, "slow", client=c, barrier=barrier) for c in clients]
+        futures = [pool.submit(call, emberd, "slow", client=c, barrier=barrier, payload=b"3") for c in clients]
 
         # While they run, every busy environment seen is its own live
         # ember-vmm process (pids read from /proc, not from emberd's books).
@@ -42,7 +42,8 @@ def test_twenty_concurrent_calls_get_twenty_environments(emberd):
                     seen[e["Id"]] = e["Pid"]
             time.sleep(0.01)
         results = [f.result() for f in futures]
-    assert all(err is None and json.loads(body) == {"slept": True} for err, body, _, _ in results), results
+    # The agent side: every environment's own counter says it served one call.
+    assert all(err is None and json.loads(body) == {"calls": "01"} for err, body, _, _ in results), results
     ids = {int(env) for _, _, env, _ in results}
     assert len(ids) == 20, "two concurrent calls shared an environment"
     assert len(set(seen.values())) == len(seen) >= 2, seen

@@ -59,6 +59,18 @@ def test_versions_aliases_and_isolation(emberd):
     assert h["x-amz-ember-cold-start"] == "true" and h["x-amz-ember-environment"] != envs["$LATEST"]
 
 
+def test_state_persists_within_an_environment_never_across(emberd):
+    c = emberd.client()
+    create(c, "state", wasm("counter"))
+    c.publish_version(FunctionName="state")
+    calls = [json.loads(invoke(c, "state", 0)[1])["calls"] for _ in range(3)]
+    assert calls == ["01", "02", "03"], "a warm environment keeps its instance state"
+    assert json.loads(invoke(c, "state", 0, Qualifier="1")[1])["calls"] == "01", "version 1 saw $LATEST's state"
+    c.update_function_code(FunctionName="state", ZipFile=wasm("counter"))
+    c.update_function_configuration(FunctionName="state", Description="new revision")
+    assert json.loads(invoke(c, "state", 0)[1])["calls"] == "01", "a new revision saw the old environment's state"
+
+
 def test_log_tail(emberd):
     c = emberd.client()
     create(c, "tail", wasm("echo"))

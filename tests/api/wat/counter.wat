@@ -1,0 +1,35 @@
+;; WASI reactor module (exports `handle`, no `_start`): one instance per
+;; environment, so the global call counter is the agent's own count of the
+;; invocations this environment has served. If the event is a digit d, the
+;; call first spins for d x 0.5 s. Response: {"calls":"NN"}.
+(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $calls (mut i32) (i32.const 0))
+  (data (i32.const 256) "{\"calls\":\"")
+  (func $now (result i64)
+    (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 64)))
+    (i64.load (i32.const 64)))
+  (func (export "handle")
+    (local $end i64) (local $n i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i32.store8 (i32.const 512) (i32.const 0))
+    (i32.store (i32.const 0) (i32.const 512))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+    (local.set $n (i32.load8_u (i32.const 512)))
+    (if (i32.and (i32.ge_u (local.get $n) (i32.const 48)) (i32.le_u (local.get $n) (i32.const 57)))
+      (then
+        (local.set $end (i64.add (call $now)
+          (i64.mul (i64.extend_i32_u (i32.sub (local.get $n) (i32.const 48))) (i64.const 500000000))))
+        (loop $spin (br_if $spin (i64.lt_u (call $now) (local.get $end))))))
+    (local.set $n (global.get $calls))
+    (i32.store8 (i32.const 266) (i32.add (i32.const 48) (i32.rem_u (i32.div_u (local.get $n) (i32.const 10)) (i32.const 10))))
+    (i32.store8 (i32.const 267) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+    (i32.store8 (i32.const 268) (i32.const 34))
+    (i32.store8 (i32.const 269) (i32.const 125))
+    (i32.store (i32.const 0) (i32.const 256))
+    (i32.store (i32.const 4) (i32.const 14))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))))
