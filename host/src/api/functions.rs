@@ -225,14 +225,7 @@ pub fn get_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiEr
 }
 
 pub fn list(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let max = match req.q("MaxItems") {
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|m| (1..=10_000).contains(m))
-            .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..10000".into()))?,
-        None => 50,
-    };
+    let max = req.max_items()?;
     let all_versions = req.q("FunctionVersion") == Some("ALL");
     let (funcs, next) = app.store.list_functions(req.q("Marker"), max)?;
     let mut out: Vec<Value> = Vec::new();

@@ -58,6 +58,18 @@ impl Req {
             .filter(|s| !s.is_empty())
     }
 
+    /// `MaxItems` (1..=10000, default 50) for list operations.
+    pub fn max_items(&self) -> Result<usize, ApiError> {
+        match self.q("MaxItems") {
+            None => Ok(50),
+            Some(m) => m
+                .parse::<usize>()
+                .ok()
+                .filter(|m| (1..=10_000).contains(m))
+                .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..10000".into())),
+        }
+    }
+
     pub fn header(&self, k: &str) -> Option<&str> {
         self.headers.get(k).and_then(|v| v.to_str().ok())
     }

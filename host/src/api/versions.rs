@@ -139,14 +139,7 @@ pub fn paginate(all: Vec<Value>, req: &Req) -> Result<(Vec<Value>, Option<String
             .map_err(|_| ApiError::InvalidParameter("Marker is invalid".into()))?,
         None => 0,
     };
-    let max = match req.q("MaxItems") {
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|m| (1..=10_000).contains(m))
-            .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..10000".into()))?,
-        None => 50,
-    };
+    let max = req.max_items()?;
     let total = all.len();
     let page: Vec<Value> = all.into_iter().skip(start).take(max).collect();
     let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
