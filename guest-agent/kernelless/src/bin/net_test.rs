@@ -346,6 +346,15 @@ fn bench(net: &mut Net, port: u16, bytes: u64) -> bool {
     net.dev.kick_tx();
     net.dev.flush_tx(&mut wait);
     let t1 = ember_rt::now_ns();
+    // Let the peer drain its socket before the control datagrams (~100 ms;
+    // a wait may end early on a device interrupt, hence the bounded loop).
+    let until = ember_rt::now_ns() + 100_000_000;
+    for _ in 0..100 {
+        if ember_rt::now_ns() >= until {
+            break;
+        }
+        ember_rt::wait(10_000);
+    }
     for _ in 0..3 {
         let f = net.udp(net.peer_ip, port, b"END");
         net.send(&f);
