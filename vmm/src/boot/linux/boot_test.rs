@@ -136,6 +136,12 @@ fn entry_64bit_sees_zero_page_and_long_mode() {
     let (entry, v) = boot(&k, Some(&rd), "abcd=1", 2, 6);
     assert_eq!(entry.mode, EntryMode::Linux64);
     assert_eq!(entry.initrd.map(|r| r.size), Some(5000));
+    let line = entry.to_string();
+    assert!(
+        line.starts_with("64-bit boot protocol entry 0x1000000")
+            && line.contains("initrd 5000 bytes"),
+        "{line}"
+    );
     assert_eq!(v[0], layout::ZERO_PAGE_ADDR as u32, "rsi = zero page");
     assert_eq!(v[1], zeropage::HDRS);
     assert_eq!(v[2], u32::from(regs::SEL_CODE64));

@@ -75,6 +75,25 @@ pub struct LinuxEntry {
     pub vcpu_count: u8,
 }
 
+/// One log line: `linux64 entry 0x1000000, kernel [..), initrd .., cmdline @..`.
+impl std::fmt::Display for LinuxEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            EntryMode::Linux64 => "64-bit boot protocol",
+            EntryMode::Pvh => "PVH",
+        };
+        write!(
+            f,
+            "{mode} entry {:#x}, kernel [{:#x}, {:#x}), {} vCPUs, cmdline at {:#x}",
+            self.entry_addr, self.kernel_start, self.kernel_end, self.vcpu_count, self.cmdline_addr
+        )?;
+        match self.initrd {
+            Some(rd) => write!(f, ", initrd {} bytes at {:#x}", rd.size, rd.addr),
+            None => write!(f, ", no initrd"),
+        }
+    }
+}
+
 /// Everything that can go wrong while preparing a Linux boot.
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxBootError {

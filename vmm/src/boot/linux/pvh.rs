@@ -19,6 +19,7 @@ pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 pub const VERSION: u32 = 1;
 /// Size of `hvm_start_info` (version 1).
 pub const START_INFO_SIZE: usize = 56;
+const _: () = assert!(std::mem::size_of::<hvm_start_info>() == START_INFO_SIZE);
 
 /// The three structures, before they are written.
 pub struct PvhInfo {
@@ -104,7 +105,6 @@ mod tests {
             size: 100,
         };
         write(&mem, &build(Some(rd), &e820).unwrap()).unwrap();
-        assert_eq!(std::mem::size_of::<hvm_start_info>(), START_INFO_SIZE);
         let r32 = |a: u64| mem.read_obj::<u32>(GuestAddress(a)).unwrap();
         let r64 = |a: u64| mem.read_obj::<u64>(GuestAddress(a)).unwrap();
         let b = PVH_INFO_ADDR;
