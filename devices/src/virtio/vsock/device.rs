@@ -190,6 +190,12 @@ impl<B: VsockBackend> Vsock<B> {
                         break;
                     };
                     let n = n.min(max);
+                    log::trace!(
+                        "vsock: host -> guest op {} port {} -> {} len {n}",
+                        hdr.op,
+                        hdr.src_port,
+                        hdr.dst_port
+                    );
                     write_rx(&a.mem, &self.descs, &hdr, &self.rx_buf[..n]).unwrap_or_else(|e| {
                         warn_limited!(self.complaints.bad_packet, "vsock: bad rx chain: {e}");
                         0

@@ -72,6 +72,7 @@ fn host_initiated_echo_and_rst() {
     let pkts = g.recv();
     assert_eq!(pkts.len(), 1);
     assert_eq!((pkts[0].0.op, pkts[0].1.as_slice()), (op::RW, &b"ping"[..]));
+    assert_eq!(pkts[0].0.fwd_cnt, 0, "the OK line is not guest data");
     assert!(
         g.wire.0.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "no interrupt for rx"

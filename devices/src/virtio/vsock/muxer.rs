@@ -312,6 +312,7 @@ impl UnixMuxer {
     }
 
     fn conn_event(&mut self, key: Key, set: EventSet, ops: &mut EventOps) {
+        log::trace!("vsock: host stream {key:?} events {:#x}", set.bits());
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -336,6 +337,14 @@ impl UnixMuxer {
 
 impl VsockBackend for UnixMuxer {
     fn send_pkt(&mut self, h: &Hdr, payload: &[u8], ops: &mut EventOps) {
+        log::trace!(
+            "vsock: guest -> host op {} {}:{} -> {} len {}",
+            h.op,
+            h.src_cid,
+            h.src_port,
+            h.dst_port,
+            h.len
+        );
         if h.type_ != TYPE_STREAM {
             return self.rst_reply(h);
         }
@@ -351,7 +360,7 @@ impl VsockBackend for UnixMuxer {
             (op::RESPONSE, State::LocalInit) => {
                 c.state = State::Established;
                 let ok = format!("OK {}\n", key.0);
-                if c.push_tx(ok.as_bytes()) != Ok(true) {
+                if c.push_own(ok.as_bytes()) != Ok(true) {
                     return self.reset_conn(key, ops);
                 }
             }

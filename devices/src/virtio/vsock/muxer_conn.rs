@@ -43,6 +43,9 @@ pub struct Conn {
     tx_buf: VecDeque<u8>,
     /// Guest bytes written to the host (our fwd_cnt).
     pub fwd_cnt: u32,
+    /// Bytes at the front of `tx_buf` that are ours, not the guest's (the
+    /// `OK <port>` line): writing them does not advance `fwd_cnt`.
+    own_bytes: u32,
     /// The fwd_cnt the guest last heard from us.
     pub fwd_cnt_sent: u32,
     /// The guest's SHUTDOWN flags so far.
@@ -65,6 +68,7 @@ impl Conn {
             rx_cnt: 0,
             tx_buf: VecDeque::new(),
             fwd_cnt: 0,
+            own_bytes: 0,
             fwd_cnt_sent: 0,
             guest_shut: 0,
             host_eof: false,
@@ -89,6 +93,19 @@ impl Conn {
         self.fwd_cnt.wrapping_sub(self.fwd_cnt_sent) >= CONN_TX_BUF / 4
     }
 
+    /// Counts `n` bytes written to the host: ours first, then the guest's.
+    fn wrote(&mut self, n: usize) {
+        let own = (n as u32).min(self.own_bytes);
+        self.own_bytes -= own;
+        self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32 - own);
+    }
+
+    /// Queues the muxer's own bytes (the `OK` line) for the host; they use no guest credit.
+    pub fn push_own(&mut self, line: &[u8]) -> Result<bool, ()> {
+        self.own_bytes += line.len() as u32;
+        self.push_tx(line)
+    }
+
     /// Queues guest bytes for the host and writes what the socket takes.
     /// Returns `false` if the guest overran its credit (reset it).
     pub fn push_tx(&mut self, data: &[u8]) -> Result<bool, ()> {
@@ -100,7 +117,7 @@ impl Conn {
         if self.tx_buf.is_empty() {
             match self.stream.write(data) {
                 Ok(n) => {
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
+                    self.wrote(n);
                     data = &data[n..];
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -121,7 +138,7 @@ impl Conn {
                 Ok(0) => return Io::Error,
                 Ok(n) => {
                     self.tx_buf.drain(..n);
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
+                    self.wrote(n);
                     total += n;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
