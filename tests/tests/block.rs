@@ -144,3 +144,35 @@ fn data_flushed_before_sigkill_is_on_disk() {
         "{line}"
     );
 }
+
+#[test]
+fn hostile_chains_are_refused_and_the_drive_keeps_working() {
+    let disk = TempFile::new("blk-hostile", &vec![0u8; 4 * MIB]);
+    let mut vm = Vm::spawn(
+        &ember_vmm().display().to_string(),
+        &vmm_args("blk_test", "hostile", &["--drive".into(), disk.path()]),
+    );
+    let line = vm.wait_line("blk: hostile ", Duration::from_secs(120));
+    let (code, stderr, seen) = vm.finish(Duration::from_secs(30));
+    let line =
+        line.unwrap_or_else(|| panic!("no result line; console: {seen:#?}\nstderr: {stderr}"));
+    assert_eq!(line, "blk: hostile ok", "console: {seen:#?}");
+    assert_eq!(code, Some(0), "{stderr}");
+    // Complaints are logged, but rate-limited: far fewer lines than requests.
+    let complaints = stderr
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .count();
+    assert!((1..=6).contains(&complaints), "{stderr}");
+    // The closing 1 MiB write reached the file.
+    let rw = seen
+        .iter()
+        .find(|l| l.starts_with("blk: rw "))
+        .expect("rw line");
+    let file = std::fs::read(&disk.0).unwrap();
+    assert_eq!(
+        field(rw, "sha256"),
+        Some(sha256_hex(&file[..MIB]).as_str()),
+        "{rw}"
+    );
+}

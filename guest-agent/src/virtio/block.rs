@@ -185,6 +185,24 @@ impl BlockDevice {
         self.request(kind, sector, data, wait)
     }
 
+    /// Sends `bufs` exactly as given (tests of a hostile guest: any
+    /// addresses, lengths and directions) and waits for the device to
+    /// return the chain. Returns the length the device reported.
+    pub fn raw_chain(&mut self, bufs: &[Buf], wait: &mut dyn Wait) -> Result<u32, BlockError> {
+        self.q.add(bufs)?;
+        self.t.notify(0);
+        loop {
+            if let Some((_, len)) = self.q.pop_used() {
+                return Ok(len);
+            }
+            let st = self.t.status();
+            if st & (super::mmio::status::DEVICE_NEEDS_RESET | super::mmio::status::FAILED) != 0 {
+                return Err(DriverError::DeviceFailed(st).into());
+            }
+            wait.wait();
+        }
+    }
+
     fn request(
         &mut self,
         kind: u32,

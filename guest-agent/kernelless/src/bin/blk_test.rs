@@ -9,7 +9,11 @@
 //! - `flush BYTES`: writes and flushes, prints `blk: flushed sha256=HEX`,
 //!   then parks until the host kills the VMM;
 //! - `bench BYTES [w]`: writes then reads BYTES in 1 MiB requests and prints
-//!   `blk: bench write_ns=.. read_ns=..` (guest TSC time); `w`: write only.
+//!   `blk: bench write_ns=.. read_ns=..` (guest TSC time); `w`: write only;
+//! - `hostile`: sends chains a hostile guest would (data outside guest
+//!   memory, lying lengths, wrong directions, no status byte), checks each
+//!   comes back refused, then that a normal 1 MiB write/read still works;
+//!   prints `blk: hostile ok`.
 //!
 //! Exit codes: 0 success, 3 a check failed, 4 bad arguments / no device.
 #![no_std]
@@ -21,6 +25,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use ember_guest::abi::device_id;
 use ember_guest::virtio::block::{BlockDevice, BlockError};
+use ember_guest::virtio::queue::Buf;
 use ember_rt::{println, StartInfo};
 use sha2::{Digest, Sha256};
 
@@ -102,6 +107,7 @@ fn main(info: &'static StartInfo) -> i32 {
             }
         }
         "bench" if fits => bench(&mut blk, &mut rng, bytes, write_only),
+        "hostile" => hostile(&mut blk, &mut rng, info.mem_size),
         _ => {
             println!("blk: usage: rw|ro|flush|bench BYTES (multiple of 512, within the drive)");
             return 4;
@@ -212,4 +218,50 @@ fn bench(blk: &mut BlockDevice, rng: &mut Rng, bytes: usize, write_only: bool) -
     let read_ns = sweep(blk, &mut buf, false)?;
     println!("blk: bench bytes={bytes} write_ns={write_ns} read_ns={read_ns}");
     Ok(true)
+}
+
+/// Chains a hostile guest would send. Each must come back (never hang the
+/// device), with IOERR in the status byte where there is one.
+fn hostile(blk: &mut BlockDevice, rng: &mut Rng, mem_size: u64) -> Result<bool, BlockError> {
+    let mut page = vec![0u8; 8192];
+    let base = page.as_mut_ptr() as u64;
+    let hdr = |kind: u32| {
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&kind.to_le_bytes());
+        h
+    };
+    let rd = |addr: u64, len: u32| Buf { addr, len, device_writes: false };
+    let wr = |addr: u64, len: u32| Buf { addr, len, device_writes: true };
+    let (h, data, status) = (base, base + 512, base + 4096);
+    let cases: [(&str, u32, Vec<Buf>); 7] = [
+        ("data outside guest memory", 1, vec![rd(h, 16), rd(mem_size + 4096, 512), wr(status, 1)]),
+        ("data wrapping the address space", 1, vec![rd(h, 16), rd(u64::MAX - 100, 512), wr(status, 1)]),
+        ("lying length", 0, vec![rd(h, 16), wr(data, 0xffff_f000), wr(status, 1)]),
+        ("odd length", 1, vec![rd(h, 16), rd(data, 100), wr(status, 1)]),
+        ("read into device-readable data", 0, vec![rd(h, 16), rd(data, 512), wr(status, 1)]),
+        ("header device-writable", 0, vec![wr(h, 16), wr(data, 512), wr(status, 1)]),
+        ("readable after writable", 1, vec![rd(h, 16), wr(status, 1), rd(data, 512)]),
+    ];
+    let mut ok = true;
+    for (what, kind, bufs) in cases.iter() {
+        page[..16].copy_from_slice(&hdr(*kind));
+        page[4096] = 0xee;
+        let len = blk.raw_chain(bufs, &mut wait)?;
+        // SAFETY: `page` is ours; the device wrote the status byte (or not)
+        // before returning the chain; volatile because the compiler cannot see it.
+        let st = unsafe { core::ptr::read_volatile(page.as_ptr().add(4096)) };
+        let good = st == 1 || (st == 0xee && len == 0);
+        ok &= good;
+        if !good {
+            println!("blk: hostile case {what:?}: status {st:#x} len {len}");
+        }
+    }
+    // No status byte at all: the chain still comes back, with length 0.
+    page[..16].copy_from_slice(&hdr(0));
+    let len = blk.raw_chain(&[rd(h, 16)], &mut wait)?;
+    ok &= len == 0;
+    // The device still works.
+    ok &= rw(blk, rng, 1 << 20)?;
+    println!("blk: hostile {}", if ok { "ok" } else { "FAILED" });
+    Ok(ok)
 }
