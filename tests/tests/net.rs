@@ -3,7 +3,9 @@
 //! same namespace talks with the kernel-less `net_test` guest. Both sides
 //! check content: the peer verifies each datagram's SHA-256 and sequence,
 //! the guest verifies each acknowledgement. The guest also pings the peer
-//! (answered by the host kernel) and finds nothing else reachable.
+//! (answered by the host kernel) and finds nothing else reachable; before all
+//! that it sends transmit chains that lie (outside memory, bad lengths, wrong
+//! direction), which the device must return without harm.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -96,6 +98,7 @@ fn guest_exchanges_checked_udp_with_a_peer_and_reaches_nothing_else() {
         console.contains(&format!("net: mac={}", MAC.replace(':', ""))),
         "{console}"
     );
+    assert!(console.contains("net: hostile tx ok"), "{console}");
     assert!(console.contains("net: icmp echo ok"), "{console}");
     assert!(
         console.contains(&format!("net: udp {COUNT} datagrams acked ok")),

@@ -179,6 +179,19 @@ impl NetDevice {
         }
     }
 
+    /// Sends one transmit chain exactly as given (tests of a hostile guest:
+    /// any addresses, lengths and directions) once every slot is back, and
+    /// waits for the device to return it.
+    pub fn send_raw(&mut self, bufs: &[Buf], wait: &mut dyn Wait) -> Result<(), NetError> {
+        self.flush_tx(wait);
+        self.txq.add(bufs)?;
+        self.t.notify(TX_Q);
+        while self.txq.pop_used().is_none() {
+            wait.wait();
+        }
+        Ok(())
+    }
+
     /// Waits until every queued frame has left.
     pub fn flush_tx(&mut self, wait: &mut dyn Wait) {
         self.kick_tx();

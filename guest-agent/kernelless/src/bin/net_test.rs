@@ -1,6 +1,8 @@
 //! Test guest for virtio-net: builds Ethernet/ARP/IPv4/UDP/ICMP frames itself
 //! and talks to a host peer through the TAP. Arguments pick a mode:
-//! - `udp GUEST_IP PEER_IP PORT COUNT`: resolves the peer by ARP, pings it
+//! - `udp GUEST_IP PEER_IP PORT COUNT`: first sends transmit chains a
+//!   hostile guest would (outside memory, lying lengths, wrong direction,
+//!   too short, too long), each of which must come back; resolves the peer by ARP, pings it
 //!   (ICMP echo, answered by the host kernel), then sends COUNT UDP datagrams
 //!   `seq=<i> sha=<hex of body> <random body>`; the peer must answer each
 //!   with `ack seq=<i> sha=<same hex>`; last, probes that nothing else
@@ -20,6 +22,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use ember_guest::abi::device_id;
 use ember_guest::virtio::net::{NetDevice, MAX_FRAME};
+use ember_guest::virtio::queue::Buf;
 use ember_rt::{println, StartInfo};
 use sha2::{Digest, Sha256};
 
@@ -250,6 +253,9 @@ fn main(info: &'static StartInfo) -> i32 {
     };
     println!("net: mac={}", hex(&mac));
     let mut net = Net { dev, mac, ip, peer_ip, peer_mac: BROADCAST, ip_id: 0, rx: Vec::new() };
+    if mode == "udp" && !hostile_tx(&mut net, info.mem_size) {
+        return 3;
+    }
     let Some(peer_mac) = net.resolve(peer_ip, 2000) else {
         println!("net: no ARP reply from the peer");
         return 3;
@@ -376,5 +382,28 @@ fn bench(net: &mut Net, port: u16, bytes: u64) -> bool {
         None
     });
     println!("net: bench tx_bytes={sent} tx_ns={} rx_bytes={rx_bytes} rx_ns={}", t1 - t0, t3.saturating_sub(t2));
+    true
+}
+
+/// Transmit chains a hostile guest would send; each must come back (the
+/// device drops the frame), and the device must keep working afterwards.
+fn hostile_tx(net: &mut Net, mem_size: u64) -> bool {
+    let big = alloc::vec![0x11u8; 70_000];
+    let small = [0u8; 5];
+    let b = |addr: u64, len: u32, device_writes: bool| Buf { addr, len, device_writes };
+    let cases = [
+        [b(mem_size + 4096, 1000, false)],
+        [b(small.as_ptr() as u64, 0xffff_f000, false)],
+        [b(big.as_ptr() as u64, 1000, true)],
+        [b(small.as_ptr() as u64, small.len() as u32, false)],
+        [b(big.as_ptr() as u64, big.len() as u32, false)],
+    ];
+    for c in &cases {
+        if let Err(e) = net.dev.send_raw(c, &mut wait) {
+            println!("net: hostile tx: {e}");
+            return false;
+        }
+    }
+    println!("net: hostile tx ok");
     true
 }
