@@ -57,7 +57,7 @@ pub struct Block {
     active: Option<Active>,
     /// A reset moves the active state here; the event loop unregisters its
     /// notify fd and drops it.
-    retired: Option<Active>,
+    retired: Vec<Active>,
     broken: bool,
     metrics: BlockMetrics,
     complaints: LogLimiter,
@@ -88,7 +88,7 @@ impl Block {
             acked_features: 0,
             activate_evt: ActivateEvent::new().map_err(BlockError::EventFd)?,
             active: None,
-            retired: None,
+            retired: Vec::new(),
             broken: false,
             metrics: BlockMetrics::default(),
             complaints: LogLimiter::new(),
@@ -146,7 +146,7 @@ impl Block {
     }
 
     fn sync_registration(&mut self, ops: &mut EventOps) {
-        if let Some(old) = self.retired.take() {
+        for old in self.retired.drain(..) {
             if old.registered {
                 for q in &old.ctx.queues {
                     let _ = ops.remove(Events::empty(&q.notify));
@@ -217,7 +217,12 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         if let Some(active) = self.active.take() {
-            self.retired = Some(active);
+            // A guest resetting in a loop faster than the event loop runs must
+            // not grow this without bound; the oldest just loses its cleanup.
+            if self.retired.len() >= 16 {
+                self.retired.remove(0);
+            }
+            self.retired.push(active);
         }
         self.limiter.force_unblock();
         self.acked_features = 0;

@@ -84,7 +84,7 @@ pub struct Net {
     tx_buf: Vec<u8>,
     activate_evt: ActivateEvent,
     active: Option<Active>,
-    retired: Option<Active>,
+    retired: Vec<Active>,
     broken: bool,
     metrics: NetMetrics,
     complaints: LogLimiter,
@@ -149,7 +149,7 @@ impl Net {
             tx_buf: Vec::with_capacity(super::handler::MAX_FRAME),
             activate_evt: ActivateEvent::new().map_err(NetError::EventFd)?,
             active: None,
-            retired: None,
+            retired: Vec::new(),
             broken: false,
             metrics: NetMetrics::default(),
             complaints: LogLimiter::new(),
@@ -237,7 +237,7 @@ impl Net {
     }
 
     fn sync_registration(&mut self, ops: &mut EventOps) {
-        if let Some(old) = self.retired.take() {
+        for old in self.retired.drain(..) {
             if old.registered {
                 for q in &old.ctx.queues {
                     let _ = ops.remove(Events::empty(&q.notify));
@@ -321,7 +321,12 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         if let Some(active) = self.active.take() {
-            self.retired = Some(active);
+            // A guest resetting in a loop faster than the event loop runs must
+            // not grow this without bound; the oldest just loses its cleanup.
+            if self.retired.len() >= 16 {
+                self.retired.remove(0);
+            }
+            self.retired.push(active);
         }
         self.rx_limiter.force_unblock();
         self.tx_limiter.force_unblock();
