@@ -10,7 +10,10 @@ for pair in qemu-system-x86_64:qemu-system-x86 clang:clang ld.lld:lld wat2wasm:w
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-[ -d /usr/share/wasi-sysroot ] || need_apt+=(wasi-libc)
+# Debian's wasi-libc lives in /usr/lib/wasm32-wasi (other distros: /usr/share/wasi-sysroot)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || [ -d /usr/share/wasi-sysroot ] || need_apt+=(wasi-libc)
+# compiler-rt builtins for wasm32 (examples/json-c links them)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_apt+=(libclang-rt-14-dev-wasm32)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

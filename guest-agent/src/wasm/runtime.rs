@@ -331,7 +331,17 @@ impl Runtime {
             CallEnd::Finished | CallEnd::Exit(0) => {
                 Outcome::Response(core::mem::take(&mut ctx.stdout))
             }
-            CallEnd::Exit(n) => err("Runtime.ExitError", format!("exit status {n}"), false),
+            CallEnd::Exit(n) => {
+                // What the function printed before failing explains it best
+                // (e.g. a JSON error object); keep the first KiB.
+                let out = &ctx.stdout[..ctx.stdout.len().min(1024)];
+                let text = String::from_utf8_lossy(out);
+                let message = match text.trim() {
+                    "" => format!("exit status {n}"),
+                    text => format!("exit status {n}: {text}"),
+                };
+                err("Runtime.ExitError", message, false)
+            }
             CallEnd::Trap(m) => err("Runtime.Trap", m, false),
             CallEnd::Timeout => err(
                 "Sandbox.Timedout",

@@ -266,6 +266,23 @@ fn stderr_lines_become_logs_and_proc_exit_zero_is_success() {
     let mut rt = runtime(&code);
     let out = invoke(&mut rt, b"");
     assert_eq!(response(&out), b"line");
+    // A failing exit carries what the function printed.
+    let failing = module(
+        r#"
+  (data (i32.const 100) "{\"error\":\"bad input\"}")
+  (func (export "_start")
+    (drop (call $write (i32.const 1) (i32.const 100) (i32.const 21)))
+    (call $proc_exit (i32.const 1)))
+"#,
+    );
+    let (ty, msg, _) = error_of(&invoke(&mut runtime(&failing), b""));
+    assert_eq!(
+        (ty, msg.as_str()),
+        (
+            "Runtime.ExitError",
+            "exit status 1: {\"error\":\"bad input\"}"
+        )
+    );
     let lines: Vec<&str> = out
         .logs
         .iter()

@@ -5,6 +5,7 @@
 //! [`AgentConn`] runs the same protocol over any [`Transport`] (Unix socket
 //! pairs in the Linux agent's tests). DESIGN.md, "Host↔agent protocol".
 
+pub mod bench;
 mod conn;
 mod env;
 mod launch;

@@ -17,7 +17,9 @@ use ember_host::agent::{
 
 const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
                  [--handler NAME] [--env KEY=VALUE]... [--console FILE] [--whole] [--quiet]
-                 module.wasm < events";
+                 module.wasm < events
+       ember-run --bench-cold N [--bench-warm M] [OPTIONS] module.wasm
+                 (N cold starts, then M warm invocations; prints median/p99)";
 
 /// Guest memory beyond the function's own: agent code, heap, vsock buffers.
 const AGENT_OVERHEAD_MIB: u32 = 48;
@@ -33,6 +35,8 @@ struct Args {
     console: Console,
     whole: bool,
     quiet: bool,
+    bench_cold: usize,
+    bench_warm: usize,
 }
 
 /// `ember-vmm` next to this binary, or on $PATH.
@@ -67,6 +71,8 @@ fn parse_args() -> Result<Args, String> {
         console: Console::Off,
         whole: false,
         quiet: false,
+        bench_cold: 0,
+        bench_warm: 0,
     };
     let mut it = std::env::args().skip(1);
     let mut module = None;
@@ -86,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
             "--console" => a.console = Console::File(value()?.into()),
             "--whole" => a.whole = true,
             "--quiet" => a.quiet = true,
+            "--bench-cold" => a.bench_cold = value()?.parse().map_err(|_| "bad --bench-cold")?,
+            "--bench-warm" => a.bench_warm = value()?.parse().map_err(|_| "bad --bench-warm")?,
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             s => module = Some(PathBuf::from(s)),
