@@ -177,7 +177,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
                     .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
                 fd.set_cpuid2(&cpuid)
                     .map_err(|e| VmError::KvmCall("set CPUID", e))?;
-                image.configure_vcpu(&kvm, &fd, index)?;
+                image.configure_vcpu(&cpuid, &fd, index)?;
             }
             Guest::Linux(entry) => linux::configure_vcpu(&kvm, &fd, index, vcpu_count, entry)?,
         }
@@ -195,8 +195,11 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let _events = event_loop::start(em, exits.clone())
         .map_err(|e| VmError::Io("cannot start the event loop", e))?;
     let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
+    log_debug!("VM built and started at {} us", start.elapsed().as_micros());
     let exit = wait_for_exit(&exits, &exit_rx, cfg.timeout_ms);
+    log_debug!("VM exit at {} us", start.elapsed().as_micros());
     stop_vcpus(&handles);
+    log_debug!("vCPUs stopped at {} us", start.elapsed().as_micros());
     serial_dev.lock().unwrap_or_else(|e| e.into_inner()).flush();
     Ok(exit)
 }

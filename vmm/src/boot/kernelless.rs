@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ember_guest::abi::{self, MmioDevice, StartInfo};
+use kvm_bindings::CpuId;
 use kvm_bindings::{kvm_msr_entry, kvm_xcrs, Msrs};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::cpl3;
@@ -255,9 +256,10 @@ impl Image {
     }
 
     /// Puts vCPU `index` in the CPL3 entry state (CPUID is set by the caller).
+    /// `cpuid` is the CPUID the vCPU was given (it decides XSAVE/NX use).
     pub fn configure_vcpu(
         &self,
-        kvm: &Kvm,
+        cpuid: &CpuId,
         vcpu: &VcpuFd,
         index: u8,
     ) -> Result<(), KernellessError> {
@@ -268,12 +270,12 @@ impl Image {
                 source,
             }
         };
-        let features = features(kvm);
+        let features = features(cpuid);
         let mut xsave = features.xsave;
         if xsave {
             // SSE/AVX state the guest may use: x87 | SSE | AVX, plus the three
             // AVX-512 components when all are supported.
-            let supported = xcr0_supported(kvm);
+            let supported = xcr0_supported(cpuid);
             let mut xcr0 = supported & 0x7;
             if supported & 0xe0 == 0xe0 {
                 xcr0 |= 0xe0;
@@ -306,10 +308,7 @@ impl Image {
     }
 }
 
-fn cpuid_entry(kvm: &Kvm, function: u32, index: u32) -> Option<kvm_bindings::kvm_cpuid_entry2> {
-    let cpuid = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .ok()?;
+fn cpuid_entry(cpuid: &CpuId, function: u32, index: u32) -> Option<kvm_bindings::kvm_cpuid_entry2> {
     cpuid
         .as_slice()
         .iter()
@@ -317,17 +316,17 @@ fn cpuid_entry(kvm: &Kvm, function: u32, index: u32) -> Option<kvm_bindings::kvm
         .copied()
 }
 
-fn features(kvm: &Kvm) -> cpl3::Features {
-    let leaf1 = cpuid_entry(kvm, 1, 0).unwrap_or_default();
-    let ext = cpuid_entry(kvm, 0x8000_0001, 0).unwrap_or_default();
+fn features(cpuid: &CpuId) -> cpl3::Features {
+    let leaf1 = cpuid_entry(cpuid, 1, 0).unwrap_or_default();
+    let ext = cpuid_entry(cpuid, 0x8000_0001, 0).unwrap_or_default();
     cpl3::Features {
         xsave: leaf1.ecx & (1 << 26) != 0,
         nx: ext.edx & (1 << 20) != 0,
     }
 }
 
-fn xcr0_supported(kvm: &Kvm) -> u64 {
-    cpuid_entry(kvm, 0xd, 0)
+fn xcr0_supported(cpuid: &CpuId) -> u64 {
+    cpuid_entry(cpuid, 0xd, 0)
         .map(|e| e.eax as u64 | ((e.edx as u64) << 32))
         .unwrap_or(0x3)
 }
