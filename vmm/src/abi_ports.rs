@@ -35,11 +35,6 @@ impl Doorbell {
     pub fn ring(&self) -> std::io::Result<()> {
         self.0.write(1)
     }
-
-    /// The eventfd (for devices that want to register it elsewhere).
-    pub fn eventfd(&self) -> &EventFd {
-        &self.0
-    }
 }
 
 /// The ABI ports of one vCPU.

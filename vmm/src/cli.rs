@@ -231,10 +231,9 @@ fn append_entries(config: &mut VmConfig, name: &str, entries: Vec<serde_json::Va
         .devices
         .entry(name.to_string())
         .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-    match section {
-        serde_json::Value::Array(list) => list.extend(entries),
-        // Not a list: leave it for validation to refuse, with the flags' entries lost.
-        _ => {}
+    // Not a list: validation refuses it (the flags' entries are dropped).
+    if let serde_json::Value::Array(list) = section {
+        list.extend(entries);
     }
 }
 

@@ -71,6 +71,9 @@ pub enum ConsoleConfig {
 }
 
 /// Logger settings from the config file (Firecracker's `logger` section).
+/// `show_level`, `show_log_origin` and `module` are accepted for
+/// compatibility and change nothing.
+#[allow(dead_code)]
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggerConfig {

@@ -47,6 +47,7 @@ pub struct DeviceContext<'a> {
     pub vm: &'a VmFd,
     pub mem: &'a GuestMemoryMmap,
     pub mmio_bus: &'a mut Bus,
+    #[allow(dead_code)] // no port-I/O virtio transport yet; kept for devices that need ports
     pub pio_bus: &'a mut Bus,
     pub event_manager: &'a mut EventMgr,
     /// Ring it when a device interrupts a kernel-less guest.

@@ -17,7 +17,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::exit::{ExitNotifier, VmExit};
 
-/// Messages to a vCPU thread.
+/// Messages to a vCPU thread. `Pause`/`Resume` serve snapshots and an API;
+/// the command-line VMM only stops.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VcpuEvent {
     Pause,

@@ -23,8 +23,6 @@ pub const PD_ADDR: u64 = 0x4000;
 pub const PT_ADDR: u64 = 0x8000;
 /// First page after the VMM's supervisor-only structures.
 pub const SUPERVISOR_END: u64 = 0xc000;
-/// Address space the page tables cover: the first 4 GiB.
-pub const MAPPED_LIMIT: u64 = 1 << 32;
 
 const PAGE: u64 = 0x1000;
 const HUGE: u64 = 0x20_0000;
