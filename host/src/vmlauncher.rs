@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::agent::{self, AgentError, Code, InitSpec, InvokeRequest, LaunchConfig, LogStream};
-use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput};
+use crate::pool::{
+    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
+};
 use crate::spares::Spares;
 
 /// Launches kernel-less wasm environments.
@@ -143,13 +145,22 @@ impl Environment for VmEnv {
             .filter(|l| l.stream != LogStream::Agent || !l.line.is_empty())
             .map(|l| l.line)
             .collect();
+        let report = Report {
+            duration_us: Some(inv.duration_us),
+            max_memory_kib: Some(inv.max_memory_kib),
+        };
         Ok(match inv.result {
-            Ok(payload) => InvokeOutput::Success { payload, logs },
+            Ok(payload) => InvokeOutput::Success {
+                payload,
+                logs,
+                report,
+            },
             Err(f) => InvokeOutput::FunctionError {
                 error_type: f.error_type,
                 message: f.message,
                 fatal: f.fatal,
                 logs,
+                report,
             },
         })
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::error::{REASON_ACCOUNT, REASON_RESERVED};
 use super::{function_name, provisioned, versions, ApiError, App, Reply};
 use crate::pool::policy::Throttle;
-use crate::pool::{EnvError, InvokeInput, InvokeOutput, Pool, Warm};
+use crate::pool::{EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
 use crate::util::{function_arn, uuid4};
 
 /// Lambda's synchronous payload limit (request and response).
@@ -149,13 +149,18 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
     let out = app.pool.invoke(warm, input, timeout + HOST_GRACE).await;
     drop(admitted);
     let elapsed = started.elapsed();
-    let (mut reply, logs) = match out {
-        Ok(InvokeOutput::Success { payload, logs }) => {
+    let (mut reply, logs, report) = match out {
+        Ok(InvokeOutput::Success {
+            payload,
+            logs,
+            report,
+        }) => {
             if payload.len() > MAX_PAYLOAD {
                 let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).", payload.len());
                 (
                     function_error(&r.version, "Function.ResponseSizeTooLarge", &m),
                     logs,
+                    report,
                 )
             } else {
                 let mut reply = Reply {
@@ -167,15 +172,20 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
                 reply
                     .headers
                     .push(("X-Amz-Executed-Version", r.version.clone()));
-                (reply, logs)
+                (reply, logs, report)
             }
         }
         Ok(InvokeOutput::FunctionError {
             error_type,
             message,
             logs,
+            report,
             ..
-        }) => (function_error(&r.version, &error_type, &message), logs),
+        }) => (
+            function_error(&r.version, &error_type, &message),
+            logs,
+            report,
+        ),
         Err(e) => {
             let m = match e {
                 EnvError::Died(m) | EnvError::Launch(m) => m,
@@ -188,6 +198,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
                     &format!("RequestId: {request_id} Error: Runtime exited: {m}"),
                 ),
                 vec![],
+                Report::default(),
             )
         }
     };
@@ -204,6 +215,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
                 &request_id,
                 &r.version,
                 &logs,
+                report,
                 elapsed,
                 r.config.memory_size,
             ),
@@ -243,15 +255,21 @@ fn function_error(version: &str, error_type: &str, message: &str) -> Reply {
     reply
 }
 
-/// Base64 of the last 4 KB of START / log lines / END / REPORT.
+/// Base64 of the last 4 KB of START / log lines / END / REPORT. Duration is
+/// the agent's measurement (the host's round trip if it gave none); Max
+/// Memory Used appears only when the agent measured it.
 fn log_tail(
     request_id: &str,
     version: &str,
     logs: &[String],
+    report: Report,
     elapsed: Duration,
     memory: u32,
 ) -> String {
-    let ms = elapsed.as_secs_f64() * 1000.0;
+    let ms = report
+        .duration_us
+        .map(|us| us as f64 / 1000.0)
+        .unwrap_or(elapsed.as_secs_f64() * 1000.0);
     let mut text = format!("START RequestId: {request_id} Version: {version}\n");
     for l in logs {
         text.push_str(l);
@@ -261,9 +279,13 @@ fn log_tail(
     }
     text.push_str(&format!("END RequestId: {request_id}\n"));
     text.push_str(&format!(
-        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\tMax Memory Used: {memory} MB\t\n",
-        ms.ceil() as u64
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\t",
+        (ms.ceil() as u64).max(1)
     ));
+    if let Some(kib) = report.max_memory_kib {
+        text.push_str(&format!("Max Memory Used: {} MB\t", kib.div_ceil(1024)));
+    }
+    text.push('\n');
     let mut start = text.len().saturating_sub(TAIL_BYTES);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -300,12 +322,23 @@ mod tests {
     #[test]
     fn tail_is_bounded_base64_of_framed_log() {
         let logs = vec!["hello".to_string(); 2000];
-        let t = log_tail("rid", "$LATEST", &logs, Duration::from_micros(1500), 128);
+        let t = log_tail(
+            "rid",
+            "$LATEST",
+            &logs,
+            Report::default(),
+            Duration::from_micros(1500),
+            128,
+        );
         let raw = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
         assert!(raw.len() <= TAIL_BYTES);
         let text = String::from_utf8(raw).unwrap();
         assert!(text.contains("END RequestId: rid") && text.contains("Billed Duration: 2 ms"));
-        let short = log_tail("r", "1", &["x".into()], Duration::ZERO, 128);
+        let measured = Report {
+            duration_us: Some(2_500),
+            max_memory_kib: Some(3_000),
+        };
+        let short = log_tail("r", "1", &["x".into()], measured, Duration::ZERO, 128);
         let text = String::from_utf8(
             base64::engine::general_purpose::STANDARD
                 .decode(short)
@@ -313,5 +346,10 @@ mod tests {
         )
         .unwrap();
         assert!(text.starts_with("START RequestId: r Version: 1\nx\nEND"));
+        assert!(
+            text.contains("Duration: 2.50 ms\tBilled Duration: 3 ms")
+                && text.contains("Max Memory Used: 3 MB"),
+            "{text}"
+        );
     }
 }

@@ -43,6 +43,7 @@ pub enum InvokeOutput {
     Success {
         payload: Vec<u8>,
         logs: Vec<String>,
+        report: Report,
     },
     /// The function failed; `fatal` means the environment must be replaced.
     FunctionError {
@@ -50,7 +51,15 @@ pub enum InvokeOutput {
         message: String,
         fatal: bool,
         logs: Vec<String>,
+        report: Report,
     },
+}
+
+/// What the agent measured, for the REPORT log line (None when unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub duration_us: Option<u64>,
+    pub max_memory_kib: Option<u64>,
 }
 
 /// Why an environment could not start or serve.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use launcher::{
-    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput,
+    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
 };
 pub use maintain::Target;
 use pidfile::PidFile;
@@ -326,6 +326,7 @@ impl Pool {
                 message: format!("Task timed out after {secs:.2} seconds"),
                 fatal: true,
                 logs: vec![],
+                report: Report::default(),
             });
         }
         result

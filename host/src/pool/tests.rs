@@ -45,11 +45,13 @@ impl Environment for FakeEnv {
                 Ok(InvokeOutput::Success {
                     payload: self.id.to_string().into_bytes(),
                     logs: vec![],
+                    report: Report::default(),
                 })
             }
             _ => Ok(InvokeOutput::Success {
                 payload: self.id.to_string().into_bytes(),
                 logs: vec![],
+                report: Report::default(),
             }),
         }
     }
