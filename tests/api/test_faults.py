@@ -75,3 +75,18 @@ def test_sigterm_stops_every_vm_and_removes_work_dirs(make_emberd):
     assert not os.path.exists(envs_dir) or os.listdir(envs_dir) == []
     assert open(os.path.join(e.data_dir, "run", "vmm.pids")).read().strip() == ""
     assert spare_pids(e) == []
+
+
+def test_sigterm_drains_an_in_flight_invocation(make_emberd):
+    e = make_emberd()
+    c = e.client()
+    create(c, "draining", wasm("counter"), Timeout=30)
+    with cf.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(lambda: c.invoke(FunctionName="draining", Payload=b"4"))  # 2 s
+        busy = wait_for(lambda: [x for x in e.envs() if x["State"] == "busy"], timeout=30)
+        assert busy
+        e.proc.send_signal(signal.SIGTERM)
+        r = fut.result(timeout=60)
+    assert "FunctionError" not in r and json.loads(r["Payload"].read()) == {"calls": "01"}
+    assert e.proc.wait(timeout=30) == 0
+    assert not vmm_alive(busy[0]["Pid"])
