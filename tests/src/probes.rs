@@ -35,9 +35,71 @@ pub fn source_dir() -> PathBuf {
 /// Assembles and links probe `name` (`probe64`, `probe_pvh`, `null_pvh`) and
 /// returns the ELF's path. Rebuilt only when a source changes.
 pub fn build(name: &str) -> Result<PathBuf, ProbeError> {
+    cached(name, "probe.ld", "elf", |obj, out| {
+        link(name, obj, "probe.ld", out)
+    })
+}
+
+/// Builds probe `name` as a bzImage (boot protocol 2.15, 64-bit entry at
+/// `code32_start + 0x200`): one setup sector after the boot sector, then the
+/// protected-mode code linked by `probe_bz.ld`.
+pub fn build_bzimage(name: &str) -> Result<PathBuf, ProbeError> {
+    cached(name, "probe_bz.ld", "bzimage", |obj, out| {
+        let elf = out.with_extension("elf");
+        link(name, obj, "probe_bz.ld", &elf)?;
+        let bin = out.with_extension("bin");
+        let mut objcopy = Command::new("objcopy");
+        objcopy.args(["-O", "binary"]).arg(&elf).arg(&bin);
+        run_tool("objcopy", name, &mut objcopy)?;
+        let code = std::fs::read(&bin).map_err(|e| ProbeError::Source(bin.clone(), e))?;
+        let _ = std::fs::remove_file(&elf);
+        let _ = std::fs::remove_file(&bin);
+        std::fs::write(out, bzimage(&code)).map_err(|e| ProbeError::Source(out.to_path_buf(), e))
+    })
+}
+
+/// Setup header values the bzImage probe carries (checked by the probe test).
+pub const BZ_SETUP_SECTS: u8 = 1;
+pub const BZ_VERSION: u16 = 0x020f;
+pub const BZ_CMDLINE_SIZE: u32 = 1023;
+pub const BZ_INITRD_ADDR_MAX: u32 = 0x00ff_ffff;
+
+/// Wraps protected-mode `code` (starting at load address + 0x200) in a
+/// bzImage: boot sector + setup sector holding the setup header (boot.rst).
+pub fn bzimage(code: &[u8]) -> Vec<u8> {
+    let setup_len = (1 + BZ_SETUP_SECTS as usize) * 512;
+    let mut img = vec![0u8; setup_len + 0x200];
+    let put = |img: &mut Vec<u8>, off: usize, bytes: &[u8]| {
+        img[off..off + bytes.len()].copy_from_slice(bytes)
+    };
+    put(&mut img, 0x1f1, &[BZ_SETUP_SECTS]);
+    put(&mut img, 0x1fe, &0xaa55u16.to_le_bytes());
+    put(&mut img, 0x202, b"HdrS");
+    put(&mut img, 0x206, &BZ_VERSION.to_le_bytes());
+    put(&mut img, 0x211, &[0x01]); // loadflags: LOADED_HIGH
+    put(&mut img, 0x214, &0x0010_0000u32.to_le_bytes()); // code32_start
+    put(&mut img, 0x22c, &BZ_INITRD_ADDR_MAX.to_le_bytes());
+    put(&mut img, 0x230, &0x0020_0000u32.to_le_bytes()); // kernel_alignment
+    put(&mut img, 0x236, &0x0001u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
+    put(&mut img, 0x238, &BZ_CMDLINE_SIZE.to_le_bytes());
+    // init_size: the code plus room for its .bss (the probes use < 8 KiB).
+    let init_size = (0x200 + code.len() + 0x4000) as u32;
+    put(&mut img, 0x260, &init_size.to_le_bytes());
+    img.extend_from_slice(code);
+    img
+}
+
+/// Hashes the sources of `name` + `script`, and runs `make(obj, out)` unless
+/// `<kind>-<name>-<hash>` already exists; returns that path.
+fn cached(
+    name: &str,
+    script: &str,
+    kind: &str,
+    make: impl FnOnce(&Path, &Path) -> Result<(), ProbeError>,
+) -> Result<PathBuf, ProbeError> {
     let dir = source_dir();
     let mut hash = Sha256::new();
-    for file in [format!("{name}.S"), "common.S".into(), "probe.ld".into()] {
+    for file in [format!("{name}.S"), "common.S".into(), script.into()] {
         let bytes =
             std::fs::read(dir.join(&file)).map_err(|e| ProbeError::Source(dir.clone(), e))?;
         hash.update(&bytes);
@@ -50,9 +112,9 @@ pub fn build(name: &str) -> Result<PathBuf, ProbeError> {
         .collect();
     let out_dir = std::env::temp_dir().join("ember-probes");
     std::fs::create_dir_all(&out_dir).map_err(|e| ProbeError::Source(out_dir.clone(), e))?;
-    let elf = out_dir.join(format!("{name}-{digest}"));
-    if elf.exists() {
-        return Ok(elf);
+    let done = out_dir.join(format!("{name}-{kind}-{digest}"));
+    if done.exists() {
+        return Ok(done);
     }
     // Build under a unique name, then rename: parallel tests may race here.
     static UNIQUE: AtomicU32 = AtomicU32::new(0);
@@ -61,9 +123,8 @@ pub fn build(name: &str) -> Result<PathBuf, ProbeError> {
         std::process::id(),
         UNIQUE.fetch_add(1, Ordering::Relaxed)
     );
-    let tmp = out_dir.join(format!("{name}-{digest}-tmp-{unique}"));
-    let obj = out_dir.join(format!("{name}-{digest}-tmp-{unique}.o"));
-    let src = dir.join(format!("{name}.S"));
+    let tmp = out_dir.join(format!("{name}-{kind}-{digest}-tmp-{unique}"));
+    let obj = out_dir.join(format!("{name}-{kind}-{digest}-tmp-{unique}.o"));
     let mut as_cmd = Command::new("as");
     as_cmd
         .arg("--64")
@@ -71,8 +132,15 @@ pub fn build(name: &str) -> Result<PathBuf, ProbeError> {
         .arg(&dir)
         .arg("-o")
         .arg(&obj)
-        .arg(&src);
+        .arg(dir.join(format!("{name}.S")));
     run_tool("as", name, &mut as_cmd)?;
+    make(&obj, &tmp)?;
+    let _ = std::fs::remove_file(&obj);
+    std::fs::rename(&tmp, &done).map_err(|e| ProbeError::Source(done.clone(), e))?;
+    Ok(done)
+}
+
+fn link(name: &str, obj: &Path, script: &str, out: &Path) -> Result<(), ProbeError> {
     let mut ld_cmd = Command::new("ld");
     ld_cmd
         .args([
@@ -86,14 +154,11 @@ pub fn build(name: &str) -> Result<PathBuf, ProbeError> {
         ])
         .arg("--no-warn-rwx-segments")
         .arg("-T")
-        .arg(dir.join("probe.ld"))
+        .arg(source_dir().join(script))
         .arg("-o")
-        .arg(&tmp)
-        .arg(&obj);
-    run_tool("ld", name, &mut ld_cmd)?;
-    let _ = std::fs::remove_file(&obj);
-    std::fs::rename(&tmp, &elf).map_err(|e| ProbeError::Source(elf.clone(), e))?;
-    Ok(elf)
+        .arg(out)
+        .arg(obj);
+    run_tool("ld", name, &mut ld_cmd)
 }
 
 fn run_tool(tool: &'static str, name: &str, cmd: &mut Command) -> Result<(), ProbeError> {

@@ -20,7 +20,10 @@ struct Boot<'a> {
 
 /// Runs the probe, asserts a clean exit after "END", returns the report.
 fn run(b: &Boot) -> HashMap<String, Vec<u8>> {
-    let elf = probes::build(b.probe).expect("assemble probe");
+    let elf = match b.probe.strip_suffix(".bzimage") {
+        Some(name) => probes::build_bzimage(name).expect("build bzImage probe"),
+        None => probes::build(b.probe).expect("assemble probe"),
+    };
     let mut args: Vec<String> = vec![
         "--kernel".into(),
         elf.display().to_string(),
@@ -297,6 +300,73 @@ fn pvh_entry_start_info_memmap_modules_cmdline_mp_cpuid() {
     assert_eq!(r["CMDLINE"], cmdline.as_bytes());
     check_mp_table(&r, 2);
     check_cpuid(&r, 2);
+}
+
+#[test]
+fn bzimage_entry_keeps_the_kernels_header_and_limits() {
+    let cmdline = "console=ttyS0 ember.probe=bzimage";
+    let mem = 64 * MIB;
+    let r = run(&Boot {
+        probe: "probe64.bzimage",
+        vcpus: 2,
+        mem_mib: 64,
+        cmdline,
+        initrd_len: Some(3000),
+    });
+    check_regs_64(&r);
+    let zp = &r["ZP"];
+    assert_eq!(
+        zp[0x1f1],
+        probes::BZ_SETUP_SECTS,
+        "setup_sects copied from the image"
+    );
+    assert_eq!(
+        le16(zp, 0x206),
+        probes::BZ_VERSION,
+        "protocol version copied"
+    );
+    assert_eq!(
+        le32(zp, 0x238),
+        probes::BZ_CMDLINE_SIZE,
+        "cmdline_size is the kernel's, not rewritten"
+    );
+    assert_eq!(le16(zp, 0x236) & 1, 1, "xloadflags XLF_KERNEL_64");
+    assert_eq!(le32(zp, 0x214), 0x100000, "code32_start");
+    assert_eq!(zp[0x210], 0xff, "type_of_loader written over the image's");
+    assert_eq!(le32(zp, 0x228), 0x20000, "cmd_line_ptr");
+    let (rd, size) = (le32(zp, 0x218), le32(zp, 0x21c));
+    let top = probes::BZ_INITRD_ADDR_MAX + 1;
+    assert_eq!(size, 3000);
+    assert!(
+        rd % 4096 == 0 && rd + size <= top && rd + size + 4096 > top,
+        "initrd right below initrd_addr_max: {rd:#x}"
+    );
+    assert_eq!(e820_from(&zp[0x2d0..], 20), expected_e820(mem));
+    assert_eq!(r["CMDLINE"], cmdline.as_bytes());
+    check_mp_table(&r, 2);
+    check_cpuid(&r, 2);
+
+    // One byte over the kernel's cmdline_size is refused.
+    let bz = probes::build_bzimage("probe64").expect("bzImage");
+    let args: Vec<String> = vec![
+        "--kernel".into(),
+        bz.display().to_string(),
+        "--cmdline".into(),
+        "y".repeat(probes::BZ_CMDLINE_SIZE as usize + 1),
+    ];
+    let out = probes::run_with_deadline(&probes::ember_vmm(), &args, Duration::from_secs(30))
+        .expect("spawn");
+    assert!(!out.timed_out);
+    assert_ne!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "over-long command line must fail"
+    );
+    assert!(
+        out.stderr.contains("1023"),
+        "error names the kernel's limit: {}",
+        out.stderr
+    );
 }
 
 /// Bad Linux inputs end `ember-vmm` with a one-line error, never a hang.

@@ -1,10 +1,13 @@
 /* Probe for the Linux 64-bit boot protocol: entered in long mode at CPL0 with
  * rsi = zero page. Reports the entry registers, the zero page up to the end
- * of its e820 table, the command line it points at, the MP table and CPUID. */
+ * of its e820 table, the command line it points at, the MP table and CPUID.
+ * Built as an ELF vmlinux (probe.ld) and as a bzImage (probe_bz.ld). */
     .code64
     .include "common.S"
 
-    .text
+    /* First in the image: a bzImage build (probe_bz.ld) needs the 64-bit
+     * entry at the start of its protected-mode code + 0x200. */
+    .section .text.start, "ax"
     .globl _start
 _start:
     mov %esi, %ebp                  /* zero page */
