@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ember_host::agent::bench::{self, Stats};
 use ember_host::agent::{
     AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
 };
@@ -142,21 +143,21 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn run(a: Args) -> Result<bool, String> {
-    let code = std::fs::read(&a.module).map_err(|e| format!("{}: {e}", a.module.display()))?;
-    let events = events(a.whole)?;
+fn launch_config(a: &Args) -> LaunchConfig {
     let mut cfg = LaunchConfig::kernelless(&a.vmm, &a.agent);
     cfg.mem_mib = a.memory_mib + AGENT_OVERHEAD_MIB;
     cfg.console = a.console.clone();
-    let t0 = Instant::now();
-    let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
-    let ready = env.launch_time();
-    let spec = InitSpec {
-        function_name: a
-            .module
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+    cfg
+}
+
+fn init_spec(a: &Args) -> Result<InitSpec, String> {
+    let code = std::fs::read(&a.module).map_err(|e| format!("{}: {e}", a.module.display()))?;
+    let name = a
+        .module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned());
+    Ok(InitSpec {
+        function_name: name.unwrap_or_default(),
         function_version: "$LATEST".into(),
         handler: a.handler.clone(),
         code: Code::Inline(code),
@@ -164,7 +165,75 @@ fn run(a: Args) -> Result<bool, String> {
         memory_mib: a.memory_mib,
         timeout_ms: a.timeout_ms,
         random_seed: None,
+    })
+}
+
+fn stat_line(label: &str, s: Option<Stats>, unit_us: bool) -> String {
+    let Some(s) = s else {
+        return format!("bench {label} n=0");
     };
+    let f = |d: Duration| {
+        if unit_us {
+            format!("{:.1}", d.as_secs_f64() * 1e6)
+        } else {
+            format!("{:.3}", d.as_secs_f64() * 1e3)
+        }
+    };
+    let u = if unit_us { "us" } else { "ms" };
+    format!(
+        "bench {label} n={} median_{u}={} p99_{u}={} min_{u}={}",
+        s.n,
+        f(s.median),
+        f(s.p99),
+        f(s.min)
+    )
+}
+
+/// `--bench-cold N --bench-warm M`: N full cold starts, then M invocations
+/// in one warm environment. Machine-readable lines on stdout.
+fn run_bench(a: &Args) -> Result<bool, String> {
+    let cfg = launch_config(a);
+    let spec = init_spec(a)?;
+    let payload = b"{\"bench\":true}";
+    let mut cold = Vec::new();
+    for i in 0..a.bench_cold {
+        let s = bench::cold_start(&cfg, &spec, payload)
+            .map_err(|e| format!("cold start {i}: {}", chain(&e)))?;
+        cold.push(s);
+    }
+    let pick = |f: fn(&bench::ColdSample) -> Duration| Stats::of(cold.iter().map(f).collect());
+    println!("{}", stat_line("cold_total", pick(|s| s.total), false));
+    println!("{}", stat_line("cold_ready", pick(|s| s.ready), false));
+    println!("{}", stat_line("cold_init", pick(|s| s.init), false));
+    println!(
+        "{}",
+        stat_line("cold_first_invoke", pick(|s| s.first_invoke), true)
+    );
+    if a.bench_warm > 0 {
+        let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+        env.init(&spec)
+            .map_err(|e| format!("init: {}", chain(&e)))?;
+        // Unmeasured calls first: the guest's first touches of its heap.
+        bench::warm(&mut env, payload, a.timeout_ms, 20)
+            .map_err(|e| format!("warm-up: {}", chain(&e)))?;
+        let rt = bench::warm(&mut env, payload, a.timeout_ms, a.bench_warm)
+            .map_err(|e| format!("warm: {}", chain(&e)))?;
+        println!("{}", stat_line("warm_round_trip", Stats::of(rt), true));
+        env.shutdown();
+    }
+    Ok(true)
+}
+
+fn run(a: Args) -> Result<bool, String> {
+    if a.bench_cold > 0 || a.bench_warm > 0 {
+        return run_bench(&a);
+    }
+    let events = events(a.whole)?;
+    let cfg = launch_config(&a);
+    let spec = init_spec(&a)?;
+    let t0 = Instant::now();
+    let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+    let ready = env.launch_time();
     let init = match env.init(&spec) {
         Ok(r) => r,
         Err(AgentError::InitFailed {
