@@ -78,7 +78,9 @@ impl Runtime {
         cmd.env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
+            // A pipe closed at once instead of /dev/null, which a bare
+            // runtime image may lack: the runtime reads EOF either way.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Own process group: a timeout kills the tree with one kill(-pgid).
@@ -93,6 +95,7 @@ impl Runtime {
             .cgroup_root
             .as_ref()
             .and_then(|root| join_cgroup(root, instance, pid));
+        drop(child.stdin);
         let (stdout, stderr) = (child.stdout, child.stderr);
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(err)?;
         let (flush_tx, flush_rx) = mpsc::channel();

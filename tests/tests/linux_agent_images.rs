@@ -1,0 +1,217 @@
+//! The runtime images as the agent sees them after switch_root: each image is
+//! unpacked, the static `ember-agent` from the initramfs build runs inside it
+//! under chroot (root needed) with its host transport on a Unix socket driven
+//! by ember-host's `AgentConn`, and a function runs on the image's own
+//! userland — busybox + glibc for `provided`, Debian's python3.11 plus ember's
+//! runtime loop for `python3.11`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_host::agent::{AgentConn, Code, InitSpec, InvokeRequest, LogStream};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn build_images(args: &[&str]) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("images/build-images.sh"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run images/build-images.sh");
+    assert!(out.status.success(), "images/build-images.sh failed");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim(),
+    )
+}
+
+/// An unpacked image with the agent inside, removed on drop.
+struct Root {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Root {
+    fn unpack(images: &Path, image: &str) -> Root {
+        let dir = std::env::temp_dir().join(format!("ember-img-{}-{image}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let st = Command::new("unsquashfs")
+            .args(["-q", "-n", "-d"])
+            .arg(&dir)
+            .arg(images.join(format!("{image}.squashfs")))
+            .stdout(Stdio::null())
+            .status()
+            .expect("unsquashfs (squashfs-tools)");
+        assert!(st.success(), "unsquashfs {image}");
+        fs::copy(images.join("ember-agent"), dir.join("ember-agent")).unwrap();
+        Root { dir, child: None }
+    }
+
+    fn put(&self, path: &str, mode: u32, text: &str) {
+        let p = self.dir.join(path.trim_start_matches('/'));
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Starts the agent chrooted into the image; returns the host end.
+    fn start(&mut self) -> AgentConn<std::os::unix::net::UnixStream> {
+        let listener = UnixListener::bind(self.dir.join("host.sock")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/sbin/chroot")
+            .arg(&self.dir)
+            .args(["/ember-agent", "--unix", "/host.sock", "--runtime-api"])
+            .arg(format!("127.0.0.1:{port}"))
+            // The agent hands its PATH to the runtime; inside the image this one fits.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("chroot");
+        self.child = Some(child);
+        listener.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("agent in chroot did not connect: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        AgentConn::handshake(stream, Duration::from_secs(10)).expect("Ready")
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spec(handler: &str) -> InitSpec {
+    InitSpec {
+        function_name: "img-fn".into(),
+        function_version: "1".into(),
+        handler: handler.into(),
+        code: Code::Path("/var/task".into()),
+        env: vec![],
+        memory_mib: 128,
+        timeout_ms: 20_000,
+        random_seed: None,
+    }
+}
+
+fn request(id: &str, payload: &[u8]) -> InvokeRequest {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    InvokeRequest {
+        request_id: id.into(),
+        payload: payload.to_vec(),
+        deadline_ms: now + 20_000,
+        ..Default::default()
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// busybox wget against the Runtime API; no /dev in the unpacked image, so
+/// everything goes through /tmp.
+const SHELL: &str = "#!/bin/sh\n\
+api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime\n\
+while true; do\n\
+  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs\n\
+  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')\n\
+  echo \"provided got $id\"\n\
+  printf '{\"sh\":\"%s\",\"event\":%s}' \"$(readlink /bin/sh)\" \"$(cat /tmp/ev)\" > /tmp/out\n\
+  wget -q -O /tmp/resp --post-file=/tmp/out $api/invocation/$id/response\n\
+done\n";
+
+#[test]
+fn provided_image_runs_a_busybox_function() {
+    assert!(
+        is_root(),
+        "this test chroots into the image: run it as root (scripts/test.sh does)"
+    );
+    let images = build_images(&[]);
+    let mut root = Root::unpack(&images, "provided");
+    root.put("/var/task/bootstrap", 0o755, SHELL);
+    let mut conn = root.start();
+    conn.init(&spec("unused"), Duration::from_secs(20))
+        .expect("init");
+    let inv = conn
+        .invoke(&request("img-1", br#"{"n":5}"#), Duration::from_secs(30))
+        .expect("invoke");
+    let v: serde_json::Value =
+        serde_json::from_slice(&inv.result.clone().expect("response")).expect("json");
+    assert_eq!(v["event"]["n"], 5);
+    assert!(
+        v["sh"].as_str().is_some_and(|s| s.contains("busybox")),
+        "{v}"
+    );
+    assert!(inv
+        .logs
+        .lines
+        .iter()
+        .any(|l| l.stream == LogStream::Stdout && l.line == "provided got img-1"));
+    // A dynamically linked glibc program from the image's loader and libc.
+    let libc = root.dir.join("usr/lib/x86_64-linux-gnu/libc.so.6");
+    assert!(libc.exists(), "glibc missing from the provided image");
+    conn.shutdown().unwrap();
+}
+
+#[test]
+fn python_image_runs_a_handler_with_the_runtime_loop() {
+    assert!(
+        is_root(),
+        "this test chroots into the image: run it as root (scripts/test.sh does)"
+    );
+    // Builds (once, cached) the mmdebstrap image if setup did not.
+    let images = build_images(&["--python"]);
+    let mut root = Root::unpack(&images, "python3.11");
+    root.put(
+        "/var/task/app.py",
+        0o644,
+        "import sys\ndef handler(event, context):\n    print('py in image')\n    \
+         return {'v': sys.version_info[:2], 'double': event['x'] * 2, 'fn': context.function_name}\n",
+    );
+    let mut conn = root.start();
+    conn.init(&spec("app.handler"), Duration::from_secs(20))
+        .expect("init");
+    let inv = conn
+        .invoke(&request("img-py", br#"{"x":4}"#), Duration::from_secs(30))
+        .expect("invoke");
+    let v: serde_json::Value =
+        serde_json::from_slice(&inv.result.clone().expect("response")).expect("json");
+    assert_eq!(v["v"], serde_json::json!([3, 11]));
+    assert_eq!(v["double"], 8);
+    assert_eq!(v["fn"], "img-fn");
+    assert!(
+        inv.logs.lines.iter().any(|l| l.line == "py in image"),
+        "{:?}",
+        inv.logs.lines
+    );
+    conn.shutdown().unwrap();
+}
