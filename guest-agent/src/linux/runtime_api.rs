@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
 
 use super::http::{Conn, Head, HttpError};
 use crate::protocol::MAX_PAYLOAD;
@@ -19,6 +20,8 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// Largest error document a runtime may post (`/error`, `/init/error`).
 pub const MAX_ERROR_BODY: usize = 1024 * 1024;
 const PREFIX: &str = "/2018-06-01/runtime/";
+/// How often a blocked `next` checks whether its caller is still there.
+const HANGUP_CHECK: Duration = Duration::from_millis(250);
 
 /// Why the Runtime API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,9 @@ impl ApiState {
 
     /// Blocks until an invocation is offered. `Err(true)` when another `next`
     /// is already waiting, `Err(false)` when the runtime was replaced.
-    fn next(&self, sink: &EventSink) -> Result<Invocation, bool> {
+    /// `gone` tells whether the caller hung up: a `next` whose client died
+    /// must not block every later `next` as "concurrent".
+    fn next(&self, sink: &EventSink, gone: &dyn Fn() -> bool) -> Result<Invocation, bool> {
         let mut g = self.lock();
         if g.waiting {
             return Err(true);
@@ -138,7 +143,14 @@ impl ApiState {
                 g.current = Some(inv.request_id.clone());
                 return Ok(inv);
             }
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            if gone() {
+                g.waiting = false;
+                return Err(false);
+            }
+            g = match self.cv.wait_timeout(g, HANGUP_CHECK) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
     }
 
@@ -265,7 +277,7 @@ fn route(
     } else {
         Vec::new()
     };
-    let (s, h, b) = handle(head, rest, body, state, sink);
+    let (s, h, b) = handle(head, rest, body, state, sink, conn.stream());
     (s, h, b, true)
 }
 
@@ -290,7 +302,14 @@ fn function_error_type(head: &Head, body: &[u8]) -> String {
         .unwrap_or_else(|| "Unhandled".to_string())
 }
 
-fn handle(head: &Head, rest: &str, body: Vec<u8>, state: &ApiState, sink: &EventSink) -> Reply {
+fn handle(
+    head: &Head,
+    rest: &str,
+    body: Vec<u8>,
+    state: &ApiState,
+    sink: &EventSink,
+    stream: &TcpStream,
+) -> Reply {
     let method = head.method.as_str();
     let known = rest == "invocation/next"
         || rest == "init/error"
@@ -303,7 +322,7 @@ fn handle(head: &Head, rest: &str, body: Vec<u8>, state: &ApiState, sink: &Event
         if method != "GET" {
             return error_doc(405, "MethodNotAllowed", "use GET");
         }
-        return match state.next(sink) {
+        return match state.next(sink, &|| peer_gone(stream)) {
             Ok(inv) => next_reply(inv),
             Err(true) => error_doc(
                 400,
@@ -346,6 +365,22 @@ fn handle(head: &Head, rest: &str, body: Vec<u8>, state: &ApiState, sink: &Event
     error_doc(404, "NotFound", "unknown path")
 }
 
+/// Whether the client closed its end (EOF or error on a non-blocking peek;
+/// pipelined bytes mean it is still there).
+fn peer_gone(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let gone = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = stream.set_nonblocking(false);
+    gone
+}
+
 fn next_reply(inv: Invocation) -> Reply {
     let mut headers = vec![
         ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
@@ -363,4 +398,55 @@ fn next_reply(inv: Invocation) -> Reply {
         headers.push(("Lambda-Runtime-Cognito-Identity", inv.cognito_identity));
     }
     (200, headers, inv.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get_next(port: u16) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n")
+            .unwrap();
+        s
+    }
+
+    /// A `next` caller that hung up frees the slot; the next caller gets work.
+    #[test]
+    fn a_hung_up_next_caller_does_not_block_the_next_one() {
+        let state = Arc::new(ApiState::default());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev = events.clone();
+        let sink: EventSink = Arc::new(move |e| ev.lock().unwrap().push(e));
+        let addr = serve("127.0.0.1:0".parse().unwrap(), state.clone(), sink).unwrap();
+        let first = get_next(addr.port());
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while events.lock().unwrap().is_empty() && std::time::Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        drop(first); // the runtime's HTTP client died mid-wait
+        thread::sleep(HANGUP_CHECK * 3);
+        let mut second = get_next(addr.port());
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        while events.lock().unwrap().len() < 2 && std::time::Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        state.offer(Invocation {
+            request_id: "r1".into(),
+            payload: b"{}".to_vec(),
+            deadline_ms: 1,
+            invoked_function_arn: String::new(),
+            trace_id: String::new(),
+            client_context: String::new(),
+            cognito_identity: String::new(),
+        });
+        let mut reply = [0u8; 512];
+        let n = second.read(&mut reply).unwrap();
+        let text = String::from_utf8_lossy(&reply[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("Lambda-Runtime-Aws-Request-Id: r1"), "{text}");
+    }
 }
