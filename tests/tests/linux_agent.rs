@@ -536,8 +536,7 @@ int main(void) {
 }
 "#;
 
-#[test]
-fn compiled_runtime_invokes() {
+fn c_agent() -> Agent {
     let s = Scratch::new();
     let src = s.0.join("bootstrap.c");
     fs::write(&src, C_BOOTSTRAP).unwrap();
@@ -548,7 +547,12 @@ fn compiled_runtime_invokes() {
         .status()
         .expect("cc (build-essential) is needed");
     assert!(st.success(), "compiling the C bootstrap failed");
-    let mut a = Agent::start(s, &[]);
+    Agent::start(s, &[])
+}
+
+#[test]
+fn compiled_runtime_invokes() {
+    let mut a = c_agent();
     a.init("h", 30_000).expect("init");
     for i in 0..3 {
         let id = format!("c-{i}");
@@ -654,4 +658,36 @@ fn python_runtime_loop_calls_the_handler() {
         }
         other => panic!("expected InitFailed, got {other:?}"),
     }
+}
+
+fn median_round_trip(a: &mut Agent, n: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let inv = a.invoke(&format!("bench-{i}"), b"{}", 30_000);
+            assert!(inv.result.is_ok());
+            inv.round_trip
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
+/// Not a speed check: prints the median host-side invoke round trip through
+/// the agent for the compiled runtime and the Python loop, side by side.
+#[test]
+fn round_trip_medians_compiled_vs_python() {
+    let mut c = c_agent();
+    c.init("h", 30_000).expect("init");
+    let mut py = python_agent("def handler(event, context):\n    return event\n");
+    py.init("app.handler", 30_000).expect("init");
+    let (mc, mp) = (
+        median_round_trip(&mut c, 30),
+        median_round_trip(&mut py, 30),
+    );
+    eprintln!(
+        "agent round trip, median of 30: compiled C runtime {mc:?}, Python loop {mp:?} (ratio {:.2})",
+        mp.as_secs_f64() / mc.as_secs_f64()
+    );
+    c.shutdown();
+    py.shutdown();
 }
