@@ -215,3 +215,79 @@ fn python_image_runs_a_handler_with_the_runtime_loop() {
     );
     conn.shutdown().unwrap();
 }
+
+/// Writes a ZIP of (name, mode) entries with python3's zipfile.
+fn zip_with(path: &Path, entries: &[(&str, u32)]) {
+    let mut py = String::from("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\n");
+    for (name, mode) in entries {
+        py.push_str(&format!(
+            "i = zipfile.ZipInfo({name:?}); i.external_attr = {mode} << 16\nz.writestr(i, 'x')\n"
+        ));
+    }
+    py.push_str("z.close()\n");
+    let st = Command::new("python3")
+        .args(["-c", &py])
+        .arg(path)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+}
+
+#[test]
+fn code_image_keeps_modes_and_refuses_escapes() {
+    let dir = std::env::temp_dir().join(format!("ember-zip-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let tool = repo().join("images/code-image.sh");
+    let run = |zip: &Path, out: &Path| {
+        Command::new("bash")
+            .arg(&tool)
+            .arg(zip)
+            .arg(out)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let good = dir.join("good.zip");
+    zip_with(
+        &good,
+        &[("bootstrap", 0o100755), ("lib/data.txt", 0o100644)],
+    );
+    let img = dir.join("good.squashfs");
+    assert!(run(&good, &img), "a plain function ZIP must convert");
+    let listing = Command::new("unsquashfs")
+        .arg("-ll")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let mode_of = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(mode_of("/bootstrap"), "-rwxr-xr-x", "{listing}");
+    assert_eq!(mode_of("/lib/data.txt"), "-rw-r--r--", "{listing}");
+    for (i, evil) in ["../escape", "/etc/evil", "a/../../escape"]
+        .iter()
+        .enumerate()
+    {
+        let zip = dir.join(format!("evil{i}.zip"));
+        zip_with(&zip, &[("bootstrap", 0o100755), (evil, 0o100644)]);
+        assert!(
+            !run(&zip, &dir.join(format!("evil{i}.squashfs"))),
+            "{evil} must be refused"
+        );
+    }
+    let link = dir.join("link.zip");
+    zip_with(&link, &[("bootstrap", 0o120777)]);
+    assert!(
+        !run(&link, &dir.join("link.squashfs")),
+        "symlink entries must be refused"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
