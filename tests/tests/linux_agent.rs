@@ -231,6 +231,8 @@ while true; do
              "$api/invocation/$id/error" ;;
     sleep*) sleep 600 & echo $! > "$LAMBDA_TASK_ROOT/../child.pid"; sleep 600 ;;
     crash*) exit 3 ;;
+    orphans*) for i in 1 2 3; do (sleep 1 &); done
+              curl -sS -o /dev/null --data-binary '{}' "$api/invocation/$id/response" ;;
     echo*) curl -sS -o /dev/null --data-binary "@$ev" "$api/invocation/$id/response" ;;
     big*) head -c 6291457 /dev/zero | tr '\0' a > "$ev.big"
           curl -sS -o /dev/null -w '%{http_code}\n' --data-binary "@$ev.big" "$api/invocation/$id/response" ;;
@@ -352,6 +354,45 @@ fn timeout_kills_the_process_tree_and_reinitialises() {
     );
     let inv = a.invoke("after-timeout", b"{}", 30_000);
     assert!(inv.result.is_ok(), "{:?}", inv.result);
+    a.shutdown();
+}
+
+/// Children of `pid` in `state` (e.g. "Z" zombie, "S" sleeping), from /proc.
+fn children_in_state(pid: u32, state: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 1 && f[0] == state && f[1] == pid.to_string() {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+#[test]
+fn orphaned_grandchildren_are_reaped() {
+    let mut a = shell_agent();
+    a.init("h", 30_000).expect("init");
+    let inv = a.invoke("orphans", b"orphans", 30_000);
+    assert!(inv.result.is_ok());
+    // The sleeps are re-parented to the agent (child subreaper)...
+    std::thread::sleep(Duration::from_millis(300));
+    let adopted = children_in_state(a.child.id(), "S");
+    assert!(
+        adopted.iter().filter(|s| s.contains("(sleep)")).count() >= 3,
+        "{adopted:?}"
+    );
+    // ...and exit after 1 s; the reaper must collect them.
+    std::thread::sleep(Duration::from_millis(2000));
+    let zombies = children_in_state(a.child.id(), "Z");
+    assert!(zombies.is_empty(), "unreaped: {zombies:?}");
     a.shutdown();
 }
 
