@@ -231,6 +231,8 @@ while true; do
              "$api/invocation/$id/error" ;;
     sleep*) sleep 600 & echo $! > "$LAMBDA_TASK_ROOT/../child.pid"; sleep 600 ;;
     crash*) exit 3 ;;
+    long*) head -c 100000 /dev/zero | tr '\0' L; echo
+           curl -sS -o /dev/null --data-binary '{}' "$api/invocation/$id/response" ;;
     orphans*) for i in 1 2 3; do (sleep 1 &); done
               curl -sS -o /dev/null --data-binary '{}' "$api/invocation/$id/response" ;;
     echo*) curl -sS -o /dev/null --data-binary "@$ev" "$api/invocation/$id/response" ;;
@@ -298,6 +300,20 @@ fn shell_runtime_invokes_with_lambda_environment_and_logs() {
     assert!(!err.fatal);
     let inv = a.invoke("req-3", b"{}", 30_000);
     assert!(inv.result.is_ok());
+    a.shutdown();
+}
+
+#[test]
+fn long_output_lines_are_split_into_bounded_log_frames() {
+    let mut a = shell_agent();
+    a.init("h", 30_000).expect("init");
+    let inv = a.invoke("long", b"long", 30_000);
+    assert!(inv.result.is_ok());
+    let out = lines(&inv, LogStream::Stdout);
+    assert_eq!(out.len(), 3, "handling line + 64 KiB + rest");
+    assert_eq!(out[1].len(), 64 * 1024);
+    assert_eq!(out[2].len(), 100_000 - 64 * 1024);
+    assert!(out[1..].iter().all(|l| l.bytes().all(|b| b == b'L')));
     a.shutdown();
 }
 
