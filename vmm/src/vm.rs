@@ -293,3 +293,73 @@ fn stop_vcpus(handles: &[VcpuHandle]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! In-process boots of tiny hand-assembled kernel-less guests: the whole
+    //! VM core (memory, CPL3 entry, buses, ABI ports, exits) without the
+    //! guest workspace. Needs /dev/kvm.
+    use super::*;
+    use crate::boot::elf::tests::{build_with_code, temp_file};
+
+    fn boot(code: &[u8], tag: &str, vcpus: u64, timeout_ms: Option<u64>) -> VmExit {
+        let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), code), tag);
+        let cfg = VmConfig {
+            kernel: path.clone(),
+            vcpus,
+            mem_mib: 16,
+            console: ConsoleConfig::Off,
+            timeout_ms,
+            ..VmConfig::default()
+        };
+        cfg.validate().unwrap();
+        let exit = run(&cfg, Instant::now());
+        std::fs::remove_file(path).unwrap();
+        exit.unwrap()
+    }
+
+    #[test]
+    fn exit_port_code_and_secondary_vcpus_park() {
+        // test esi,esi; jz L; mov dx,0xf6; out dx,al (park); L: mov al,42; out 0xf4,al; jmp $
+        let code = [
+            0x85, 0xf6, 0x74, 0x05, 0x66, 0xba, 0xf6, 0x00, 0xee, 0xb0, 0x2a, 0xe6, 0xf4, 0xeb,
+            0xfe,
+        ];
+        assert_eq!(boot(&code, "vm-exit", 1, Some(10_000)), VmExit::Guest(42));
+        assert_eq!(boot(&code, "vm-exit4", 4, Some(10_000)), VmExit::Guest(42));
+    }
+
+    #[test]
+    fn invalid_opcode_is_a_crash_at_its_rip() {
+        // nop; ud2
+        match boot(&[0x90, 0x0f, 0x0b], "vm-ud2", 1, Some(10_000)) {
+            VmExit::Crash {
+                vcpu: 0,
+                rip,
+                reason,
+            } => {
+                assert_eq!(rip, Some(0x40_0001), "{reason}");
+                assert!(reason.contains("KVM_EXIT_SHUTDOWN"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn endless_loop_ends_with_the_timeout() {
+        assert_eq!(
+            boot(&[0xeb, 0xfe], "vm-spin", 2, Some(200)),
+            VmExit::Timeout(200)
+        );
+    }
+
+    #[test]
+    fn wait_with_timeout_returns_to_the_guest() {
+        // mov eax,2000; mov dx,0xf5; out dx,eax (wait 2 ms); mov al,7; out 0xf4,al; jmp $
+        let code = [
+            0xb8, 0xd0, 0x07, 0x00, 0x00, 0x66, 0xba, 0xf5, 0x00, 0xef, 0xb0, 0x07, 0xe6, 0xf4,
+            0xeb, 0xfe,
+        ];
+        assert_eq!(boot(&code, "vm-wait", 1, Some(10_000)), VmExit::Guest(7));
+    }
+}

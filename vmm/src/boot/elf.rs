@@ -263,9 +263,13 @@ pub(crate) mod tests {
 
     /// A minimal ET_EXEC with one PT_LOAD (code at 0x400000) and optionally a note.
     pub(crate) fn build(note: Option<(&[u8], u32)>) -> Vec<u8> {
+        build_with_code(note, &[0xf4u8; 16])
+    }
+
+    /// As [`build`], with `code` as the loaded bytes (entry = first byte).
+    pub(crate) fn build_with_code(note: Option<(&[u8], u32)>, code: &[u8]) -> Vec<u8> {
         let phnum = if note.is_some() { 2 } else { 1 };
         let data_off = (EHDR_LEN + phnum * PHDR_LEN) as u64;
-        let code = [0xf4u8; 16];
         let mut f = vec![0u8; EHDR_LEN];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -307,7 +311,7 @@ pub(crate) mod tests {
             f.extend_from_slice(&n);
         }
         f.extend_from_slice(&note_bytes);
-        f.extend_from_slice(&code);
+        f.extend_from_slice(code);
         f
     }
 
