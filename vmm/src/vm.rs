@@ -346,6 +346,21 @@ mod tests {
     }
 
     #[test]
+    fn i8042_reset_stops_the_vm() {
+        // mov al,0xfe; out 0x64,al; jmp $
+        assert_eq!(
+            boot(
+                &[0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe],
+                "vm-reset",
+                1,
+                Some(10_000)
+            ),
+            VmExit::Reset
+        );
+        assert_eq!(VmExit::Reset.exit_code(), 0);
+    }
+
+    #[test]
     fn endless_loop_ends_with_the_timeout() {
         assert_eq!(
             boot(&[0xeb, 0xfe], "vm-spin", 2, Some(200)),
