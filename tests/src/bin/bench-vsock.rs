@@ -181,7 +181,7 @@ fn main() {
     // Guest -> host.
     let dir = fresh_dir("tx");
     let l = UnixListener::bind(dir.join("v.sock_54")).unwrap();
-    let run = Run::start(&vmm, &client, &format!("bulk 54 {bytes} 1"), dir);
+    let run = Run::start(&vmm, &client, &format!("bulk 54 {bytes} 0"), dir);
     let (mut s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let t0 = Instant::now();

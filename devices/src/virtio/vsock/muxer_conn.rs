@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 
 /// Receive credit we advertise to the guest per connection.
-pub const CONN_TX_BUF: u32 = 256 * 1024;
+pub const CONN_TX_BUF: u32 = 1024 * 1024;
 
 /// Where the connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

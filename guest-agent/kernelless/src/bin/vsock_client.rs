@@ -4,6 +4,8 @@
 //! - `hello PORT`: sends `hello from guest\n`, half-closes, prints `reply=..`;
 //! - `bulk PORT BYTES SEED`: sends BYTES of the xorshift64* stream seeded
 //!   with SEED (the host recomputes it), closes, prints `bulk sent=N ns=T`;
+//!   SEED 0 sends one fixed 64 KiB pattern over and over (benchmarks: no
+//!   generator cost in the guest);
 //! - `sink PORT BYTES`: reads BYTES from the host, prints `sink got=N ns=T`;
 //! - `rtt PORT ROUNDS SIZE`: ROUNDS × (send SIZE bytes, read SIZE back),
 //!   prints `rtt median_ns=.. min_ns=..`.
@@ -143,11 +145,16 @@ fn bulk(v: &mut Vsock, id: ConnId, bytes: u64, seed: u64, w: &mut dyn FnMut()) -
     let mut w = w;
     let mut rng = Rng(seed | 1);
     let mut chunk = vec![0u8; 64 * 1024];
+    if seed == 0 {
+        rng.fill(&mut chunk);
+    }
     let t0 = ember_rt::rdtsc();
     let mut sent = 0u64;
     while sent < bytes {
         let n = (bytes - sent).min(chunk.len() as u64) as usize;
-        rng.fill(&mut chunk[..n]);
+        if seed != 0 {
+            rng.fill(&mut chunk[..n]);
+        }
         if let Err(e) = v.send_all(id, &chunk[..n], &mut w) {
             println!("vsock: bulk send failed after {sent}: {e}");
             return 3;
