@@ -9,6 +9,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
 use virtio_queue::QueueT;
 
+use super::activation::Activation;
 use super::handler::{process_queue, BlockMetrics};
 use super::{BlockConfig, CacheType, Disk, DiskError, QUEUE_SIZE};
 use crate::rate_limiter::{RateLimiter, RateLimiterError};
@@ -41,12 +42,6 @@ const EV_ACTIVATE: u32 = 0;
 const EV_QUEUE: u32 = 1;
 const EV_TIMER: u32 = 2;
 
-/// What the device holds between activation and reset.
-struct Active {
-    ctx: ActivationContext,
-    registered: bool,
-}
-
 /// A virtio-block device.
 pub struct Block {
     disk: Disk,
@@ -54,10 +49,7 @@ pub struct Block {
     avail_features: u64,
     acked_features: u64,
     activate_evt: ActivateEvent,
-    active: Option<Active>,
-    /// A reset moves the active state here; the event loop unregisters its
-    /// notify fd and drops it.
-    retired: Vec<Active>,
+    activation: Activation,
     broken: bool,
     metrics: BlockMetrics,
     complaints: LogLimiter,
@@ -87,8 +79,7 @@ impl Block {
             avail_features,
             acked_features: 0,
             activate_evt: ActivateEvent::new().map_err(BlockError::EventFd)?,
-            active: None,
-            retired: Vec::new(),
+            activation: Activation::default(),
             broken: false,
             metrics: BlockMetrics::default(),
             complaints: LogLimiter::new(),
@@ -110,10 +101,9 @@ impl Block {
         if self.broken {
             return;
         }
-        let Some(active) = self.active.as_mut() else {
+        let Some(ctx) = self.activation.ctx_mut() else {
             return;
         };
-        let ctx = &mut active.ctx;
         let Some(q) = ctx.queues.first_mut() else {
             return;
         };
@@ -146,28 +136,17 @@ impl Block {
     }
 
     fn sync_registration(&mut self, ops: &mut EventOps) {
-        for old in self.retired.drain(..) {
-            if old.registered {
-                for q in &old.ctx.queues {
-                    let _ = ops.remove(Events::empty(&q.notify));
-                }
-            }
+        let (fresh, err) = self.activation.sync(ops, &[EV_QUEUE]);
+        if let Some(e) = err {
+            warn_limited!(
+                self.complaints,
+                "virtio-block {}: cannot register queue fd: {e}",
+                self.id
+            );
         }
-        if let Some(active) = self.active.as_mut() {
-            if !active.registered {
-                for q in &active.ctx.queues {
-                    if let Err(e) = ops.add(Events::with_data(&q.notify, EV_QUEUE, EventSet::IN)) {
-                        warn_limited!(
-                            self.complaints,
-                            "virtio-block {}: cannot register queue fd: {e}",
-                            self.id
-                        );
-                    }
-                }
-                active.registered = true;
-                // Requests queued before the fd was watched.
-                self.run_queue();
-            }
+        if fresh {
+            // Requests queued before the fd was watched.
+            self.run_queue();
         }
     }
 }
@@ -198,36 +177,17 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if ctx.queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: ctx.queues.len(),
-            });
-        }
-        self.active = Some(Active {
-            ctx,
-            registered: false,
-        });
+        self.activation.activate(ctx, 1, &self.activate_evt)?;
         self.broken = false;
-        self.activate_evt.signal().map_err(ActivateError::Signal)
+        Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(active) = self.active.take() {
-            // A guest resetting in a loop faster than the event loop runs must
-            // not grow this without bound; the oldest just loses its cleanup.
-            if self.retired.len() >= 16 {
-                self.retired.remove(0);
-            }
-            self.retired.push(active);
-        }
+        let signalled = self.activation.reset(&self.activate_evt);
         self.limiter.force_unblock();
         self.acked_features = 0;
         self.broken = false;
-        if let Err(e) = self.activate_evt.signal() {
+        if let Err(e) = signalled {
             warn_limited!(
                 self.complaints,
                 "virtio-block {}: cannot signal reset: {e}",
@@ -261,10 +221,8 @@ impl MutEventSubscriber for Block {
                 self.sync_registration(ops);
             }
             EV_QUEUE => {
-                if let Some(active) = &self.active {
-                    if let Some(q) = active.ctx.queues.first() {
-                        drain_notify(q);
-                    }
+                if let Some(q) = self.activation.ctx().and_then(|c| c.queues.first()) {
+                    drain_notify(q);
                 }
                 if !self.limiter.is_blocked() {
                     self.run_queue();

@@ -10,6 +10,7 @@
 //! type is Writeback, `VIRTIO_BLK_F_RO` for read-only drives. Config space:
 //! `capacity` (u64 sectors) at offset 0.
 
+pub(crate) mod activation;
 pub mod device;
 #[cfg(test)]
 pub(crate) mod device_tests;

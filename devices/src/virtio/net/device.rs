@@ -21,6 +21,7 @@ use super::handler::{process_rx, process_tx, NetMetrics, NetRun, RxPending};
 use super::tap::{NetBackend, Tap, TapError};
 use super::{NetConfig, QUEUE_SIZE};
 use crate::rate_limiter::{RateLimiter, RateLimiterError};
+use crate::virtio::block::activation::Activation;
 use crate::virtio::block::device::read_config_bytes;
 use crate::virtio::log_limit::LogLimiter;
 use crate::virtio::{
@@ -65,11 +66,6 @@ const GUEST_OFFLOADS: [(u32, libc::c_uint); 3] = [
     (VIRTIO_NET_F_GUEST_TSO6, libc::TUN_F_TSO6),
 ];
 
-struct Active {
-    ctx: ActivationContext,
-    registered: bool,
-}
-
 /// A virtio-net device.
 pub struct Net {
     id: String,
@@ -83,8 +79,7 @@ pub struct Net {
     rx_pending: RxPending,
     tx_buf: Vec<u8>,
     activate_evt: ActivateEvent,
-    active: Option<Active>,
-    retired: Vec<Active>,
+    activation: Activation,
     broken: bool,
     metrics: NetMetrics,
     complaints: LogLimiter,
@@ -148,8 +143,7 @@ impl Net {
             rx_pending: RxPending::new(),
             tx_buf: Vec::with_capacity(super::handler::MAX_FRAME),
             activate_evt: ActivateEvent::new().map_err(NetError::EventFd)?,
-            active: None,
-            retired: Vec::new(),
+            activation: Activation::default(),
             broken: false,
             metrics: NetMetrics::default(),
             complaints: LogLimiter::new(),
@@ -174,10 +168,9 @@ impl Net {
             );
             self.broken = true;
         }
-        let Some(active) = self.active.as_mut() else {
+        let Some(ctx) = self.activation.ctx_mut() else {
             return;
         };
-        let ctx = &mut active.ctx;
         let Some(q) = ctx.queues.get_mut(idx) else {
             return;
         };
@@ -194,10 +187,9 @@ impl Net {
         if self.broken || self.tx_limiter.is_blocked() {
             return;
         }
-        let Some(active) = self.active.as_mut() else {
+        let Some(ctx) = self.activation.ctx_mut() else {
             return;
         };
-        let ctx = &mut active.ctx;
         let Some(q) = ctx.queues.get_mut(TX) else {
             return;
         };
@@ -217,10 +209,9 @@ impl Net {
         if self.broken || self.rx_limiter.is_blocked() {
             return;
         }
-        let Some(active) = self.active.as_mut() else {
+        let Some(ctx) = self.activation.ctx_mut() else {
             return;
         };
-        let ctx = &mut active.ctx;
         let Some(q) = ctx.queues.get_mut(RX) else {
             return;
         };
@@ -237,29 +228,17 @@ impl Net {
     }
 
     fn sync_registration(&mut self, ops: &mut EventOps) {
-        for old in self.retired.drain(..) {
-            if old.registered {
-                for q in &old.ctx.queues {
-                    let _ = ops.remove(Events::empty(&q.notify));
-                }
-            }
+        let (fresh, err) = self.activation.sync(ops, &[EV_RXQ, EV_TXQ]);
+        if let Some(e) = err {
+            warn_limited!(
+                self.complaints,
+                "virtio-net {}: cannot register queue fd: {e}",
+                self.id
+            );
         }
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
-        if active.registered {
+        if !fresh {
             return;
         }
-        for (q, data) in active.ctx.queues.iter().zip([EV_RXQ, EV_TXQ]) {
-            if let Err(e) = ops.add(Events::with_data(&q.notify, data, EventSet::IN)) {
-                warn_limited!(
-                    self.complaints,
-                    "virtio-net {}: cannot register queue fd: {e}",
-                    self.id
-                );
-            }
-        }
-        active.registered = true;
         // Offer the TAP only the offloads the guest accepted.
         let mut tun_flags = 0;
         for (f, flag) in GUEST_OFFLOADS {
@@ -302,38 +281,19 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if ctx.queues.len() != 2 {
-            return Err(ActivateError::QueueCount {
-                expected: 2,
-                got: ctx.queues.len(),
-            });
-        }
-        self.active = Some(Active {
-            ctx,
-            registered: false,
-        });
+        self.activation.activate(ctx, 2, &self.activate_evt)?;
         self.broken = false;
-        self.activate_evt.signal().map_err(ActivateError::Signal)
+        Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(active) = self.active.take() {
-            // A guest resetting in a loop faster than the event loop runs must
-            // not grow this without bound; the oldest just loses its cleanup.
-            if self.retired.len() >= 16 {
-                self.retired.remove(0);
-            }
-            self.retired.push(active);
-        }
+        let signalled = self.activation.reset(&self.activate_evt);
         self.rx_limiter.force_unblock();
         self.tx_limiter.force_unblock();
         self.rx_pending.clear();
         self.acked_features = 0;
         self.broken = false;
-        if let Err(e) = self.activate_evt.signal() {
+        if let Err(e) = signalled {
             warn_limited!(
                 self.complaints,
                 "virtio-net {}: cannot signal reset: {e}",
@@ -367,7 +327,7 @@ impl MutEventSubscriber for Net {
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let drain = |net: &Net, idx: usize| {
-            if let Some(q) = net.active.as_ref().and_then(|a| a.ctx.queues.get(idx)) {
+            if let Some(q) = net.activation.ctx().and_then(|c| c.queues.get(idx)) {
                 // EAGAIN (no pending notification) is fine.
                 let _ = q.notify.read();
             }
