@@ -65,7 +65,11 @@ fn main(info: &'static StartInfo) -> i32 {
     let mode = args.next().unwrap_or("");
     let bytes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let write_only = args.next() == Some("w");
-    let Some(dev) = info.devices().iter().find(|d| d.device_id == device_id::BLOCK) else {
+    let Some(dev) = info
+        .devices()
+        .iter()
+        .find(|d| d.device_id == device_id::BLOCK)
+    else {
         println!("blk: no block device");
         return 4;
     };
@@ -95,7 +99,8 @@ fn main(info: &'static StartInfo) -> i32 {
         "rw" if fits => rw(&mut blk, &mut rng, bytes),
         "ro" => ro(&mut blk),
         "flush" if fits => {
-            let sum = write_all(&mut blk, &mut rng, bytes).and_then(|s| blk.flush(&mut wait).map(|_| s));
+            let sum =
+                write_all(&mut blk, &mut rng, bytes).and_then(|s| blk.flush(&mut wait).map(|_| s));
             match sum {
                 Ok(s) => {
                     println!("blk: flushed bytes={bytes} sha256={}", hex(&s));
@@ -158,7 +163,11 @@ fn rw(blk: &mut BlockDevice, rng: &mut Rng, bytes: usize) -> Result<bool, BlockE
     }
     let read = read_sum(blk, bytes)?;
     let ok = wrote == read;
-    println!("blk: rw bytes={bytes} sha256={} readback={}", hex(&wrote), if ok { "ok" } else { "MISMATCH" });
+    println!(
+        "blk: rw bytes={bytes} sha256={} readback={}",
+        hex(&wrote),
+        if ok { "ok" } else { "MISMATCH" }
+    );
     Ok(ok)
 }
 
@@ -192,7 +201,12 @@ fn ro(blk: &mut BlockDevice) -> Result<bool, BlockError> {
 
 /// Device throughput: one random 1 MiB buffer written over and over, then
 /// read back; no hashing inside the timed loops.
-fn bench(blk: &mut BlockDevice, rng: &mut Rng, bytes: usize, write_only: bool) -> Result<bool, BlockError> {
+fn bench(
+    blk: &mut BlockDevice,
+    rng: &mut Rng,
+    bytes: usize,
+    write_only: bool,
+) -> Result<bool, BlockError> {
     let mut buf = vec![0u8; CHUNK.min(bytes)];
     rng.fill(&mut buf);
     let sweep = |blk: &mut BlockDevice, buf: &mut [u8], write: bool| -> Result<u64, BlockError> {
@@ -230,17 +244,53 @@ fn hostile(blk: &mut BlockDevice, rng: &mut Rng, mem_size: u64) -> Result<bool, 
         h[..4].copy_from_slice(&kind.to_le_bytes());
         h
     };
-    let rd = |addr: u64, len: u32| Buf { addr, len, device_writes: false };
-    let wr = |addr: u64, len: u32| Buf { addr, len, device_writes: true };
+    let rd = |addr: u64, len: u32| Buf {
+        addr,
+        len,
+        device_writes: false,
+    };
+    let wr = |addr: u64, len: u32| Buf {
+        addr,
+        len,
+        device_writes: true,
+    };
     let (h, data, status) = (base, base + 512, base + 4096);
     let cases: [(&str, u32, Vec<Buf>); 7] = [
-        ("data outside guest memory", 1, vec![rd(h, 16), rd(mem_size + 4096, 512), wr(status, 1)]),
-        ("data wrapping the address space", 1, vec![rd(h, 16), rd(u64::MAX - 100, 512), wr(status, 1)]),
-        ("lying length", 0, vec![rd(h, 16), wr(data, 0xffff_f000), wr(status, 1)]),
-        ("odd length", 1, vec![rd(h, 16), rd(data, 100), wr(status, 1)]),
-        ("read into device-readable data", 0, vec![rd(h, 16), rd(data, 512), wr(status, 1)]),
-        ("header device-writable", 0, vec![wr(h, 16), wr(data, 512), wr(status, 1)]),
-        ("readable after writable", 1, vec![rd(h, 16), wr(status, 1), rd(data, 512)]),
+        (
+            "data outside guest memory",
+            1,
+            vec![rd(h, 16), rd(mem_size + 4096, 512), wr(status, 1)],
+        ),
+        (
+            "data wrapping the address space",
+            1,
+            vec![rd(h, 16), rd(u64::MAX - 100, 512), wr(status, 1)],
+        ),
+        (
+            "lying length",
+            0,
+            vec![rd(h, 16), wr(data, 0xffff_f000), wr(status, 1)],
+        ),
+        (
+            "odd length",
+            1,
+            vec![rd(h, 16), rd(data, 100), wr(status, 1)],
+        ),
+        (
+            "read into device-readable data",
+            0,
+            vec![rd(h, 16), rd(data, 512), wr(status, 1)],
+        ),
+        (
+            "header device-writable",
+            0,
+            vec![wr(h, 16), wr(data, 512), wr(status, 1)],
+        ),
+        (
+            "readable after writable",
+            1,
+            vec![rd(h, 16), wr(status, 1), rd(data, 512)],
+        ),
     ];
     let mut ok = true;
     for (what, kind, bufs) in cases.iter() {

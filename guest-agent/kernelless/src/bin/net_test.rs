@@ -61,7 +61,11 @@ fn parse_ip(s: &str) -> Option<[u8; 4]> {
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum > 0xffff {
@@ -151,7 +155,11 @@ impl Net {
     }
 
     /// Receives frames for up to `tries` idle waits; returns the first `accept` says yes to.
-    fn recv_until<T>(&mut self, tries: u32, mut accept: impl FnMut(&Net, &[u8]) -> Option<T>) -> Option<T> {
+    fn recv_until<T>(
+        &mut self,
+        tries: u32,
+        mut accept: impl FnMut(&Net, &[u8]) -> Option<T>,
+    ) -> Option<T> {
         let mut buf = core::mem::take(&mut self.rx);
         buf.resize(MAX_FRAME, 0);
         let mut out = None;
@@ -207,7 +215,10 @@ impl Net {
             }
             let got = self.recv_until(tries, |n, f| {
                 let a = f.get(14..42)?;
-                let ok = f[12..14] == ETH_ARP.to_be_bytes() && a[6..8] == [0, 2] && a[14..18] == target && a[24..28] == n.ip;
+                let ok = f[12..14] == ETH_ARP.to_be_bytes()
+                    && a[6..8] == [0, 2]
+                    && a[14..18] == target
+                    && a[24..28] == n.ip;
                 ok.then(|| {
                     let mut m = [0u8; 6];
                     m.copy_from_slice(&a[8..14]);
@@ -234,7 +245,11 @@ fn main(info: &'static StartInfo) -> i32 {
         println!("net: usage: udp|bench GUEST_IP PEER_IP PORT N");
         return 4;
     };
-    let Some(d) = info.devices().iter().find(|d| d.device_id == device_id::NET) else {
+    let Some(d) = info
+        .devices()
+        .iter()
+        .find(|d| d.device_id == device_id::NET)
+    else {
         println!("net: no net device");
         return 4;
     };
@@ -252,7 +267,15 @@ fn main(info: &'static StartInfo) -> i32 {
         return 3;
     };
     println!("net: mac={}", hex(&mac));
-    let mut net = Net { dev, mac, ip, peer_ip, peer_mac: BROADCAST, ip_id: 0, rx: Vec::new() };
+    let mut net = Net {
+        dev,
+        mac,
+        ip,
+        peer_ip,
+        peer_mac: BROADCAST,
+        ip_id: 0,
+        rx: Vec::new(),
+    };
     if mode == "udp" && !hostile_tx(&mut net, info.mem_size) {
         return 3;
     }
@@ -286,13 +309,22 @@ fn udp(net: &mut Net, port: u16, count: u64, info: &StartInfo) -> bool {
         let m = n.ip_payload(f, n.peer_ip, PROTO_ICMP)?;
         (m.len() >= 8 && m[0] == 0 && m[8..] == data).then_some(())
     });
-    println!("net: icmp echo {}", if pong.is_some() { "ok" } else { "FAILED" });
+    println!(
+        "net: icmp echo {}",
+        if pong.is_some() { "ok" } else { "FAILED" }
+    );
     if pong.is_none() {
         return false;
     }
     let mut state = u64::from_le_bytes([
-        info.random_seed[0], info.random_seed[1], info.random_seed[2], info.random_seed[3],
-        info.random_seed[4], info.random_seed[5], info.random_seed[6], info.random_seed[7],
+        info.random_seed[0],
+        info.random_seed[1],
+        info.random_seed[2],
+        info.random_seed[3],
+        info.random_seed[4],
+        info.random_seed[5],
+        info.random_seed[6],
+        info.random_seed[7],
     ]) | 1;
     for seq in 0..count {
         let len = 16 + (state % 1200) as usize;
@@ -313,7 +345,9 @@ fn udp(net: &mut Net, port: u16, count: u64, info: &StartInfo) -> bool {
         net.send(&f);
         let mut want = String::new();
         let _ = write!(want, "ack seq={seq} sha={sha}");
-        let got = net.recv_until(2000, |n, f| (n.udp_payload(f, port)? == want.as_bytes()).then_some(()));
+        let got = net.recv_until(2000, |n, f| {
+            (n.udp_payload(f, port)? == want.as_bytes()).then_some(())
+        });
         if got.is_none() {
             println!("net: udp seq={seq} no valid ack");
             return false;
@@ -381,7 +415,11 @@ fn bench(net: &mut Net, port: u16, bytes: u64) -> bool {
         rx_bytes += p.len() as u64;
         None
     });
-    println!("net: bench tx_bytes={sent} tx_ns={} rx_bytes={rx_bytes} rx_ns={}", t1 - t0, t3.saturating_sub(t2));
+    println!(
+        "net: bench tx_bytes={sent} tx_ns={} rx_bytes={rx_bytes} rx_ns={}",
+        t1 - t0,
+        t3.saturating_sub(t2)
+    );
     true
 }
 
@@ -390,7 +428,11 @@ fn bench(net: &mut Net, port: u16, bytes: u64) -> bool {
 fn hostile_tx(net: &mut Net, mem_size: u64) -> bool {
     let big = alloc::vec![0x11u8; 70_000];
     let small = [0u8; 5];
-    let b = |addr: u64, len: u32, device_writes: bool| Buf { addr, len, device_writes };
+    let b = |addr: u64, len: u32, device_writes: bool| Buf {
+        addr,
+        len,
+        device_writes,
+    };
     let cases = [
         [b(mem_size + 4096, 1000, false)],
         [b(small.as_ptr() as u64, 0xffff_f000, false)],
