@@ -22,6 +22,18 @@ pub const GUEST_CID: u32 = 3;
 /// Longest path a Unix socket address can hold (sun_path, NUL included).
 const SUN_PATH_MAX: usize = 108;
 
+/// Guest memory for a kernel-less wasm environment whose function may use
+/// `function_mib` of linear memory. wasmi grows linear memory as a `Vec`
+/// (capacity doubling) inside ember_rt's power-of-two heap, which frees but
+/// never coalesces the old blocks: reaching the full function size needs up
+/// to ~4x in heap, plus 48 MiB for the agent, its heap and vsock buffers.
+/// Guest memory is mapped lazily, so only the pages a function touches cost
+/// host memory. (Measured: 4x + 48 lets a 128 MiB function reach 124 MiB;
+/// 3x + 48 stops it at 64 MiB, where `memory.grow` returns -1.)
+pub fn vm_memory_mib(function_mib: u32) -> u32 {
+    function_mib.saturating_mul(4).saturating_add(48)
+}
+
 /// Which guest the environment boots.
 #[derive(Debug, Clone)]
 pub enum Guest {

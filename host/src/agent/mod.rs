@@ -21,7 +21,7 @@ pub use conn::{
 };
 pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
-pub use launch::{Console, Guest, LaunchConfig, GUEST_CID};
+pub use launch::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
 
 /// Why an environment could not be launched or used. Every variant except
 /// `Request` leaves the environment unusable.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ember_host::agent::bench::{self, Stats};
 use ember_host::agent::{
-    AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
+    vm_memory_mib, AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
 };
 
 const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
@@ -21,9 +21,6 @@ const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib 
                  module.wasm < events
        ember-run --bench-cold N [--bench-warm M] [OPTIONS] module.wasm
                  (N cold starts, then M warm invocations; prints median/p99)";
-
-/// Guest memory beyond the function's own: agent code, heap, vsock buffers.
-const AGENT_OVERHEAD_MIB: u32 = 48;
 
 struct Args {
     vmm: PathBuf,
@@ -145,7 +142,7 @@ fn ms(d: Duration) -> String {
 
 fn launch_config(a: &Args) -> LaunchConfig {
     let mut cfg = LaunchConfig::kernelless(&a.vmm, &a.agent);
-    cfg.mem_mib = a.memory_mib + AGENT_OVERHEAD_MIB;
+    cfg.mem_mib = vm_memory_mib(a.memory_mib);
     cfg.console = a.console.clone();
     cfg
 }

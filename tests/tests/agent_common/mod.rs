@@ -10,9 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ember_host::agent::{Code, Environment, InitSpec, InvokeRequest, LaunchConfig};
 
-/// Guest memory beyond the function's own (agent, heap, vsock buffers).
-pub const OVERHEAD_MIB: u32 = 48;
-
 /// The kernel-less agent ELF, built on first use.
 pub fn agent_elf() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -93,7 +90,7 @@ pub fn echo() -> Vec<u8> {
 
 pub fn config(memory_mib: u32) -> LaunchConfig {
     let mut cfg = LaunchConfig::kernelless(ember_tests::probes::ember_vmm(), agent_elf());
-    cfg.mem_mib = memory_mib + OVERHEAD_MIB;
+    cfg.mem_mib = ember_host::agent::vm_memory_mib(memory_mib);
     cfg.work_root = std::env::temp_dir().join("ember-agent-tests");
     cfg.boot_timeout = Duration::from_secs(20);
     cfg
