@@ -317,3 +317,26 @@ fn vmm_command_line_has_vsock_memory_and_console() {
     assert!(line.contains("--vsock 3:/w/v.sock"), "{line}");
     assert!(line.contains("--console off"), "{line}");
 }
+
+#[test]
+fn linux_guest_command_line_has_kernel_initrd_and_cmdline() {
+    let mut cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/unused");
+    cfg.guest = Guest::Linux {
+        kernel: "/k/vmlinux".into(),
+        initrd: Some("/k/initrd.cpio".into()),
+        cmdline: "console=ttyS0 init=/init".into(),
+    };
+    cfg.extra_args = vec!["--drive".into(), "x".into()];
+    let args = launch::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id2");
+    let at = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].as_str())
+    };
+    assert_eq!(at("--kernel"), Some("/k/vmlinux"));
+    assert_eq!(at("--initrd"), Some("/k/initrd.cpio"));
+    assert_eq!(at("--cmdline"), Some("console=ttyS0 init=/init"));
+    assert!(!args.iter().any(|a| a == "--kernelless"));
+    assert_eq!(&args[args.len() - 2..], ["--drive", "x"]);
+    assert_eq!(vm_memory_mib(128), 560);
+}
