@@ -1,17 +1,31 @@
 //! The Linux guest under QEMU with software emulation (`-accel tcg -M
-//! microvm`), which works on any host: ember's kernel (kernel-config/build.sh,
-//! cached) boots the initramfs whose /init is the static `ember-agent`; the
-//! agent must log its start as PID 1, find its virtio-mmio devices (two block
-//! devices and a net device), mount the `provided` runtime image as root, a
-//! code image built from a ZIP by images/code-image.sh at /var/task and a
-//! size-limited /tmp, bring up loopback, serve the Runtime API, and then — no
-//! vsock device exists under QEMU here (no /dev/vhost-vsock on this host) —
-//! report that it cannot reach the host and power the VM off.
+//! microvm`), which works on any host. ember's kernel (kernel-config/build.sh,
+//! cached) boots the initramfs whose /init is the static `ember-agent`.
+//!
+//! 1. Boot: the agent logs its start as PID 1, finds its virtio-mmio devices
+//!    (two block devices and a net device), mounts the `provided` runtime
+//!    image as root, a code image built from a ZIP by images/code-image.sh at
+//!    /var/task and a size-limited /tmp, brings up loopback, serves the
+//!    Runtime API, and — no vsock device exists under QEMU here (no
+//!    /dev/vhost-vsock on this host) — reports that it cannot reach the host
+//!    and powers the VM off.
+//! 2. End to end: the same guest told to reach the host over TCP
+//!    (`ember_tcp=10.0.2.2:PORT`, QEMU user networking) is driven by
+//!    ember-host's `AgentConn`: init and invocations of a busybox shell
+//!    function inside the guest, a timeout that kills the function's cgroup
+//!    and re-initialises, then `Shutdown` powering the VM off.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_host::agent::{AgentConn, AgentKind, Code, InitSpec, InvokeRequest, LogStream};
+
+/// Cap on one TCG boot on a busy 2-core machine (a few seconds normally).
+const QEMU_CAP: Duration = Duration::from_secs(240);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -30,15 +44,11 @@ fn build(script: &str, args: &[&str]) -> PathBuf {
     PathBuf::from(text.lines().last().expect("a path on the last line").trim())
 }
 
-#[test]
-fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
-    let vmlinux = build("kernel-config/build.sh", &[]);
-    let images = build("images/build-images.sh", &[]);
-    let dir = std::env::temp_dir().join(format!("ember-tcg-{}", std::process::id()));
+/// A scratch dir with a code image made from a ZIP holding `bootstrap`.
+fn code_image(tag: &str, bootstrap: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ember-tcg-{}-{tag}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-
-    // A function ZIP with an executable bootstrap -> read-only code image.
     let zip = dir.join("fn.zip");
     let made = Command::new("python3")
         .args([
@@ -46,9 +56,10 @@ fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
             "import sys, zipfile\n\
             z = zipfile.ZipFile(sys.argv[1], 'w')\n\
             i = zipfile.ZipInfo('bootstrap'); i.external_attr = 0o100755 << 16\n\
-            z.writestr(i, '#!/bin/sh\\necho hi\\n'); z.close()",
+            z.writestr(i, sys.argv[2]); z.close()",
         ])
         .arg(&zip)
+        .arg(bootstrap)
         .status()
         .expect("python3");
     assert!(made.success());
@@ -57,19 +68,24 @@ fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
         .arg(repo().join("images/code-image.sh"))
         .arg(&zip)
         .arg(&code)
+        .stdout(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success(), "code-image.sh failed");
+    (dir, code)
+}
 
-    let console = dir.join("console.log");
+/// Starts QEMU TCG microvm with the runtime image, the code image and a
+/// user-network NIC; the console goes to `dir/console.log`.
+fn qemu(dir: &Path, code: &Path, extra_cmdline: &str) -> Child {
+    let (vmlinux, images) = artifacts();
     let drive = |id: &str, p: &Path| {
         format!(
             "id={id},file={},format=raw,if=none,readonly=on",
             p.display()
         )
     };
-    let started = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
+    Command::new("qemu-system-x86_64")
         .args([
             "-accel",
             "tcg",
@@ -91,13 +107,13 @@ fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
         .arg(&vmlinux)
         .arg("-initrd")
         .arg(images.join("initramfs.cpio"))
-        .args([
-            "-append",
-            "console=ttyS0 reboot=t panic=-1 ember_tmp_size=64m",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 reboot=t panic=-1 ember_tmp_size=64m {extra_cmdline}"
+        ))
         .args(["-drive", &drive("rt", &images.join("provided.squashfs"))])
         .args(["-device", "virtio-blk-device,drive=rt"])
-        .args(["-drive", &drive("code", &code)])
+        .args(["-drive", &drive("code", code)])
         .args(["-device", "virtio-blk-device,drive=code"])
         .args([
             "-netdev",
@@ -106,29 +122,49 @@ fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
             "virtio-net-device,netdev=n0",
         ])
         .stdin(Stdio::null())
-        .stdout(fs::File::create(&console).unwrap())
+        .stdout(fs::File::create(dir.join("console.log")).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)");
-    // TCG on a busy 2-core machine: a few seconds normally; generous cap.
-    let deadline = started + Duration::from_secs(240);
-    let status = loop {
+        .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)")
+}
+
+/// The kernel and the images (cached builds; the first can take minutes, so
+/// tests call this before starting their clocks).
+fn artifacts() -> (PathBuf, PathBuf) {
+    (
+        build("kernel-config/build.sh", &[]),
+        build("images/build-images.sh", &[]),
+    )
+}
+
+/// Waits for QEMU to exit (the guest powered off) or kills it at `deadline`.
+fn wait_exit(qemu: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
         if let Some(st) = qemu.try_wait().unwrap() {
-            break Some(st);
+            return Some(st);
         }
         if Instant::now() > deadline {
             let _ = qemu.kill();
             let _ = qemu.wait();
-            break None;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let log = fs::read_to_string(&console).unwrap_or_default();
+    }
+}
+
+#[test]
+fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
+    let (dir, code) = code_image("boot", "#!/bin/sh\necho hi\n");
+    artifacts();
+    let started = Instant::now();
+    let mut vm = qemu(&dir, &code, "");
+    let status = wait_exit(&mut vm, started + QEMU_CAP);
+    let log = fs::read_to_string(dir.join("console.log")).unwrap_or_default();
     let _ = fs::remove_dir_all(&dir);
     eprintln!("QEMU TCG boot to agent power-off: {:?}", started.elapsed());
     assert!(
         status.is_some(),
-        "QEMU did not finish within 240 s; console:\n{log}"
+        "QEMU did not finish within {QEMU_CAP:?}; console:\n{log}"
     );
     for want in [
         "Run /init as init process",
@@ -141,5 +177,158 @@ fn kernel_and_initramfs_boot_to_the_agent_under_qemu_tcg() {
     ] {
         assert!(log.contains(want), "console lacks {want:?}:\n{log}");
     }
+    assert!(!log.contains("Kernel panic"), "{log}");
+}
+
+/// ember-host's protocol driver needs read timeouts; TCP has them too.
+struct Tcp(TcpStream);
+
+impl Read for Tcp {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(b)
+    }
+}
+impl Write for Tcp {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+impl ember_host::agent::Transport for Tcp {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> std::io::Result<()> {
+        self.0.set_read_timeout(t)
+    }
+}
+
+/// busybox wget against the Runtime API, inside the guest's `provided` image.
+const SHELL: &str = "#!/bin/sh\n\
+api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime\n\
+while true; do\n\
+  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs\n\
+  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')\n\
+  echo \"guest got $id\"\n\
+  case \"$(cat /tmp/ev)\" in\n\
+    *sleep*) sleep 600 ;;\n\
+  esac\n\
+  printf '{\"kernel\":\"%s\",\"pid1\":\"%s\",\"task\":\"%s\",\"event\":%s}' \"$(uname -r)\" \
+\"$(cat /proc/1/comm)\" \"$(ls /var/task)\" \"$(cat /tmp/ev)\" > /tmp/out\n\
+  wget -q -O /dev/null --post-file=/tmp/out $api/invocation/$id/response\n\
+done\n";
+
+fn request(id: &str, payload: &[u8], timeout_ms: u64) -> InvokeRequest {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    InvokeRequest {
+        request_id: id.into(),
+        payload: payload.to_vec(),
+        deadline_ms: now + timeout_ms,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn agent_as_pid1_serves_invocations_under_qemu_tcg() {
+    let (dir, code) = code_image("e2e", SHELL);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    artifacts();
+    let started = Instant::now();
+    // QEMU user networking maps the guest's 10.0.2.2 to the host's loopback.
+    let mut vm = qemu(
+        &dir,
+        &code,
+        &format!("ember_ip=10.0.2.15/24 ember_tcp=10.0.2.2:{port}"),
+    );
+    listener.set_nonblocking(true).unwrap();
+    let console = || fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if started.elapsed() < QEMU_CAP && vm.try_wait().unwrap().is_none() => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => {
+                let _ = vm.kill();
+                panic!(
+                    "the guest agent never connected ({e}); console:\n{}",
+                    console()
+                );
+            }
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut conn = AgentConn::handshake(Tcp(stream), Duration::from_secs(60)).expect("Ready");
+    eprintln!(
+        "QEMU TCG boot to Ready: {:?} (guest boot_us {})",
+        started.elapsed(),
+        conn.ready().boot_us
+    );
+    assert_eq!(conn.ready().agent, AgentKind::Linux);
+    let spec = InitSpec {
+        function_name: "tcg-fn".into(),
+        function_version: "1".into(),
+        handler: "unused".into(),
+        code: Code::Path("/var/task".into()),
+        env: vec![],
+        memory_mib: 128,
+        timeout_ms: 2_000,
+        random_seed: None,
+    };
+    conn.init(&spec, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("init: {e}; console:\n{}", console()));
+    let inv = conn
+        .invoke(
+            &request("tcg-1", br#"{"n":1}"#, 30_000),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("invoke: {e}; console:\n{}", console()));
+    let v: serde_json::Value =
+        serde_json::from_slice(&inv.result.clone().expect("response")).expect("json");
+    assert_eq!(v["event"]["n"], 1);
+    assert_eq!(v["pid1"], "init", "the agent is PID 1 (/init)");
+    assert_eq!(v["task"], "bootstrap", "the code image is at /var/task");
+    assert!(
+        v["kernel"].as_str().is_some_and(|k| k.starts_with("6.1.")),
+        "{v}"
+    );
+    assert!(inv
+        .logs
+        .lines
+        .iter()
+        .any(|l| l.stream == LogStream::Stdout && l.line == "guest got tcg-1"));
+    assert!(inv.max_memory_kib > 0, "memory cgroup peak measured");
+
+    // Timeout inside the guest: the cgroup is killed and the runtime restarted.
+    let inv = conn
+        .invoke(
+            &request("tcg-slow", b"\"sleep\"", 2_000),
+            Duration::from_secs(60),
+        )
+        .expect("timeout answer");
+    let err = inv.result.expect_err("timeout");
+    assert_eq!(err.error_type, "Sandbox.Timedout");
+    assert_eq!(err.message, "Task timed out after 2.00 seconds");
+    assert!(!err.fatal);
+    let inv = conn
+        .invoke(
+            &request("tcg-2", br#"{"n":2}"#, 30_000),
+            Duration::from_secs(60),
+        )
+        .expect("invoke after timeout");
+    assert!(inv.result.is_ok(), "{:?}", inv.result);
+
+    conn.shutdown().unwrap();
+    let status = wait_exit(&mut vm, Instant::now() + Duration::from_secs(60));
+    let log = console();
+    let _ = fs::remove_dir_all(&dir);
+    assert!(
+        status.is_some(),
+        "the VM did not power off after Shutdown:\n{log}"
+    );
+    assert!(log.contains("ember-agent: eth0 10.0.2.15/24"), "{log}");
     assert!(!log.contains("Kernel panic"), "{log}");
 }

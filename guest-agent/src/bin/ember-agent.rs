@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use ember_guest::linux::config::HostAddr;
-use ember_guest::linux::{pid1, run, AgentConfig, Transport, UnixTransport, VsockTransport};
+use ember_guest::linux::{
+    pid1, run, AgentConfig, TcpTransport, Transport, UnixTransport, VsockTransport,
+};
 
 fn main() {
     let started = Instant::now();
@@ -21,6 +23,7 @@ fn main() {
 fn transport(cfg: &AgentConfig) -> Box<dyn Transport> {
     match &cfg.host {
         HostAddr::Unix(path) => Box::new(UnixTransport { path: path.clone() }),
+        HostAddr::Tcp(addr) => Box::new(TcpTransport { addr: *addr }),
         HostAddr::Vsock { cid, port } => Box::new(VsockTransport {
             cid: *cid,
             port: *port,
@@ -84,6 +87,12 @@ fn main_pid1(started: Instant) -> i32 {
     }
     if let Err(e) = pid1::loopback_up() {
         eprintln!("ember-agent: cannot bring up lo: {e}");
+    }
+    if let Some((ip, prefix)) = cfg.eth0 {
+        match pid1::ipv4_up("eth0", ip, prefix) {
+            Ok(()) => eprintln!("ember-agent: eth0 {ip}/{prefix}"),
+            Err(e) => eprintln!("ember-agent: cannot configure eth0: {e}"),
+        }
     }
     timings.push(("mounts".to_string(), t.elapsed().as_micros() as u64));
     // Boot time counts from the kernel's start, not ours.

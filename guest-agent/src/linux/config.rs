@@ -14,6 +14,8 @@ pub enum HostAddr {
     Vsock { cid: u32, port: u32 },
     /// A Unix stream socket (tests, and the agent as an ordinary process).
     Unix(PathBuf),
+    /// TCP (a QEMU user-network test path, where no vsock device exists).
+    Tcp(SocketAddr),
 }
 
 /// Block devices PID 1 mounts before switching into the runtime image.
@@ -62,6 +64,8 @@ pub struct AgentConfig {
     /// How long `bootstrap` may take to reach its first `next` call.
     pub init_timeout: Duration,
     pub region: String,
+    /// PID 1: a static IPv4 address/prefix for eth0 (only for `Tcp` hosts).
+    pub eth0: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 impl Default for AgentConfig {
@@ -80,6 +84,7 @@ impl Default for AgentConfig {
             cgroup_root: None,
             init_timeout: Duration::from_secs(10),
             region: "local".into(),
+            eth0: None,
         }
     }
 }
@@ -108,6 +113,18 @@ impl AgentConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         match name {
             "unix" => self.host = HostAddr::Unix(value.into()),
+            "tcp" => self.host = HostAddr::Tcp(parse(name, value)?),
+            "ip" => {
+                let (addr, prefix) = value.split_once('/').unwrap_or((value, "24"));
+                let prefix: u8 = parse(name, prefix)?;
+                if prefix > 32 {
+                    return Err(ConfigError::BadValue {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    });
+                }
+                self.eth0 = Some((parse(name, addr)?, prefix));
+            }
             "vsock-port" => {
                 self.host = HostAddr::Vsock {
                     cid: 2,
@@ -177,10 +194,17 @@ mod tests {
         let cfg = AgentConfig::from_args(args.iter().map(|s| s.to_string())).unwrap();
         assert_eq!(cfg.host, HostAddr::Unix("/tmp/a.sock".into()));
         assert_eq!(cfg.runtime_api.port(), 0);
-        let env = [("ember_code_dev".to_string(), "/dev/vdc".to_string())];
+        let env = [
+            ("ember_code_dev".to_string(), "/dev/vdc".to_string()),
+            ("ember_ip".to_string(), "10.0.2.15/24".to_string()),
+            ("ember_tcp".to_string(), "10.0.2.2:7000".to_string()),
+        ];
         let k = AgentConfig::from_kernel_env(env);
         assert!(k.pid1);
         assert_eq!(k.devices.code, PathBuf::from("/dev/vdc"));
+        assert_eq!(k.eth0, Some(([10, 0, 2, 15].into(), 24)));
+        assert_eq!(k.host, HostAddr::Tcp("10.0.2.2:7000".parse().unwrap()));
+        assert!(AgentConfig::from_args(["--ip".to_string(), "1.2.3.4/33".into()]).is_err());
         assert!(AgentConfig::from_args(["--nope".to_string(), "x".into()]).is_err());
         assert!(AgentConfig::from_args(["--vsock-port".to_string()]).is_err());
     }

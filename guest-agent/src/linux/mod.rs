@@ -25,4 +25,4 @@ pub mod transport;
 
 pub use agent::{run, AgentError};
 pub use config::AgentConfig;
-pub use transport::{Transport, UnixTransport, VsockTransport};
+pub use transport::{TcpTransport, Transport, UnixTransport, VsockTransport};

@@ -229,6 +229,26 @@ pub fn setup_cgroup(root: &Path) -> Result<(), Pid1Error> {
 /// Brings up the loopback interface: the Runtime API listens on 127.0.0.1
 /// and nothing else configures `lo` in a guest whose init is the agent.
 pub fn loopback_up() -> io::Result<()> {
+    configure_interface("lo", None)
+}
+
+/// Gives `ifname` an IPv4 address and prefix and brings it up (the TCP host
+/// path of QEMU tests; vsock needs no IP configuration).
+pub fn ipv4_up(ifname: &str, addr: std::net::Ipv4Addr, prefix: u8) -> io::Result<()> {
+    configure_interface(ifname, Some((addr, prefix)))
+}
+
+fn sockaddr_v4(ip: std::net::Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: sockaddr_in and sockaddr are plain data of the same size (16
+    // bytes); all-zero is valid for both.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    // SAFETY: same size, both plain data; the kernel reads it as sockaddr_in.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn configure_interface(ifname: &str, v4: Option<(std::net::Ipv4Addr, u8)>) -> io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -238,8 +258,24 @@ pub fn loopback_up() -> io::Result<()> {
     let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // SAFETY: ifreq is plain data; all-zero is a valid starting value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+    if ifname.len() >= req.ifr_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    if let Some((ip, prefix)) = v4 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        for (ioctl, value) in [
+            (libc::SIOCSIFADDR, ip),
+            (libc::SIOCSIFNETMASK, std::net::Ipv4Addr::from(mask)),
+        ] {
+            req.ifr_ifru.ifru_addr = sockaddr_v4(value);
+            // SAFETY: the request reads the `req` we own, valid for the call.
+            if unsafe { libc::ioctl(fd, ioctl, &req) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
     }
     // SAFETY: SIOCGIFFLAGS reads into the `req` we own, valid for the call.
     if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {

@@ -1,6 +1,6 @@
 //! The agent's connection to the host, behind [`Transport`]: AF_VSOCK to CID 2
 //! inside a guest, a Unix stream socket when the agent runs as an ordinary
-//! process. Both yield a read half (for the host-reader thread) and a write
+//! process, TCP where a test VM has a network but no vsock (QEMU here). Both yield a read half (for the host-reader thread) and a write
 //! half (shared by everything that sends frames).
 
 use std::io::{self, Read, Write};
@@ -18,6 +18,12 @@ pub enum TransportError {
     Vsock {
         cid: u32,
         port: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot connect to the host at {addr}")]
+    Tcp {
+        addr: std::net::SocketAddr,
         #[source]
         source: io::Error,
     },
@@ -89,6 +95,24 @@ impl Transport for UnixTransport {
             source,
         };
         let stream = UnixStream::connect(&self.path).map_err(err)?;
+        let reader = stream.try_clone().map_err(err)?;
+        Ok((Box::new(reader), Box::new(stream)))
+    }
+}
+
+/// TCP to the host (QEMU user networking: the host is 10.0.2.2).
+pub struct TcpTransport {
+    pub addr: std::net::SocketAddr,
+}
+
+impl Transport for TcpTransport {
+    fn connect(&self) -> Result<Halves, TransportError> {
+        let err = |source| TransportError::Tcp {
+            addr: self.addr,
+            source,
+        };
+        let stream = std::net::TcpStream::connect(self.addr).map_err(err)?;
+        let _ = stream.set_nodelay(true);
         let reader = stream.try_clone().map_err(err)?;
         Ok((Box::new(reader), Box::new(stream)))
     }
