@@ -105,7 +105,10 @@ impl EnvironmentLauncher for VmLauncher {
                         report.init_us
                     );
                 }
-                Ok(Box::new(VmEnv { env }))
+                Ok(Box::new(VmEnv {
+                    env,
+                    init_us: Some(report.init_us),
+                }))
             }
             Err(AgentError::InitFailed {
                 error_type,
@@ -122,6 +125,8 @@ impl EnvironmentLauncher for VmLauncher {
 
 struct VmEnv {
     env: agent::Environment,
+    /// Init phase duration, reported with the first invocation.
+    init_us: Option<u64>,
 }
 
 impl Environment for VmEnv {
@@ -148,6 +153,7 @@ impl Environment for VmEnv {
         let report = Report {
             duration_us: Some(inv.duration_us),
             max_memory_kib: Some(inv.max_memory_kib),
+            init_us: self.init_us.take(),
         };
         Ok(match inv.result {
             Ok(payload) => InvokeOutput::Success {

@@ -78,6 +78,9 @@ def test_log_tail(emberd):
     log = base64.b64decode(r["LogResult"]).decode()
     assert log.startswith("START RequestId: ") and "END RequestId: " in log and "REPORT RequestId: " in log
     assert len(base64.b64decode(r["LogResult"])) <= 4096
+    assert "Init Duration: " in log and "Max Memory Used: " in log, log
+    r, _ = invoke(c, "tail", {"x": 2}, LogType="Tail")
+    assert "Init Duration" not in base64.b64decode(r["LogResult"]).decode(), "a warm call reported an init phase"
 
 
 def test_delete_function_stops_its_environments(emberd):

@@ -285,6 +285,9 @@ fn log_tail(
     if let Some(kib) = report.max_memory_kib {
         text.push_str(&format!("Max Memory Used: {} MB\t", kib.div_ceil(1024)));
     }
+    if let Some(us) = report.init_us {
+        text.push_str(&format!("Init Duration: {:.2} ms\t", us as f64 / 1000.0));
+    }
     text.push('\n');
     let mut start = text.len().saturating_sub(TAIL_BYTES);
     while !text.is_char_boundary(start) {
@@ -337,6 +340,7 @@ mod tests {
         let measured = Report {
             duration_us: Some(2_500),
             max_memory_kib: Some(3_000),
+            init_us: Some(1_250),
         };
         let short = log_tail("r", "1", &["x".into()], measured, Duration::ZERO, 128);
         let text = String::from_utf8(
@@ -348,7 +352,8 @@ mod tests {
         assert!(text.starts_with("START RequestId: r Version: 1\nx\nEND"));
         assert!(
             text.contains("Duration: 2.50 ms\tBilled Duration: 3 ms")
-                && text.contains("Max Memory Used: 3 MB"),
+                && text.contains("Max Memory Used: 3 MB")
+                && text.contains("Init Duration: 1.25 ms"),
             "{text}"
         );
     }

@@ -60,6 +60,9 @@ pub enum InvokeOutput {
 pub struct Report {
     pub duration_us: Option<u64>,
     pub max_memory_kib: Option<u64>,
+    /// The environment's init phase, on its first invocation only (Lambda
+    /// prints `Init Duration` on cold starts).
+    pub init_us: Option<u64>,
 }
 
 /// Why an environment could not start or serve.
