@@ -202,4 +202,10 @@ def test_tampered_code_blob_never_served(emberd):
     open(p, "wb").write(bytes(raw))
     status, headers, _ = emberd.raw("GET", "/ember/code/t/$LATEST")
     assert status == 500 and headers["x-amzn-errortype"] == "ServiceException"
+    # An invocation needing a new environment loads (and verifies) the code
+    # first: the tampered module never reaches a VM.
+    status, headers, body = emberd.raw("POST", "/2015-03-31/functions/t/invocations", b"{}")
+    assert status == 500 and headers["x-amzn-errortype"] == "ServiceException"
+    assert "integrity" in json.loads(body)["message"]
+    assert emberd.envs() == []
     assert b"\x01" not in open(p, "rb").read()[:4]  # stored encrypted, not as the module
