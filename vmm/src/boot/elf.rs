@@ -77,8 +77,18 @@ fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> Result<(), ElfError>
 }
 
 impl Elf {
-    /// Reads and checks the headers of `file`. Does not look at segment contents.
+    /// Reads and checks the headers of `file` and every segment's bounds (what
+    /// loading it as a kernel-less guest needs). Does not read segment contents.
     pub fn parse(file: &mut File) -> Result<Elf, ElfError> {
+        let elf = Self::parse_headers(file)?;
+        elf.check_segments()?;
+        Ok(elf)
+    }
+
+    /// Reads the ELF header and program-header table only: enough to look for
+    /// notes in any x86-64 executable, e.g. a vmlinux, whose entry point is a
+    /// physical address outside its (virtual) segments.
+    pub fn parse_headers(file: &mut File) -> Result<Elf, ElfError> {
         let file_len = file.metadata().map_err(ElfError::Io)?.len();
         if file_len < 4 {
             return Err(ElfError::NotElf);
@@ -114,13 +124,11 @@ impl Elf {
                 .chunks_exact(PHDR_LEN)
                 .map(parse_phdr)
                 .collect::<Vec<_>>();
-            let elf = Elf {
+            Ok(Elf {
                 entry,
                 segments,
                 file_len,
-            };
-            elf.check_segments()?;
-            Ok(elf)
+            })
         })
     }
 
@@ -209,7 +217,11 @@ impl Elf {
     /// Whether a PT_NOTE segment holds a note with this name and type.
     pub fn has_note(&self, file: &mut File, name: &[u8], kind: u32) -> Result<bool, ElfError> {
         for s in self.segments.iter().filter(|s| s.kind == PT_NOTE) {
-            let len = s.filesz.min(MAX_NOTES_BYTES) as usize;
+            // Only what the file really holds (parse_headers does not check).
+            let len = s
+                .filesz
+                .min(MAX_NOTES_BYTES)
+                .min(self.file_len.saturating_sub(s.offset)) as usize;
             let mut buf = vec![0u8; len];
             read_at(file, s.offset, &mut buf)?;
             if notes(&buf).any(|(n, t)| n == name && t == kind) {
@@ -376,6 +388,19 @@ pub(crate) mod tests {
         let ph = EHDR_LEN;
         wrap[ph + 16..ph + 24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(parse(&wrap, "wrap"), Err(ElfError::Corrupt(_))));
+    }
+
+    #[test]
+    fn notes_are_found_without_the_loading_checks() {
+        // Like a vmlinux: entry outside the segments. Loading refuses it, the
+        // note scan still works.
+        let mut v = build(Some((b"Xen", 18)));
+        v[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes());
+        let (mut f, path) = temp_file(&v, "vmlinux-like");
+        std::fs::remove_file(path).unwrap();
+        assert!(matches!(Elf::parse(&mut f), Err(ElfError::Corrupt(_))));
+        let elf = Elf::parse_headers(&mut f).unwrap();
+        assert!(elf.has_note(&mut f, b"Xen", 18).unwrap());
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub enum KernellessError {
 /// Files that are not ELF at all (a bzImage) are not.
 pub fn is_kernelless(path: &Path) -> Result<bool, KernellessError> {
     let mut file = open(path)?;
-    match Elf::parse(&mut file) {
+    match Elf::parse_headers(&mut file) {
         Ok(elf) => elf
             .has_note(
                 &mut file,
