@@ -155,7 +155,19 @@ fn install_log_bridge() {
     static BRIDGE: LogBridge = LogBridge;
     ONCE.call_once(|| {
         if log::set_logger(&BRIDGE).is_ok() {
-            log::set_max_level(log::LevelFilter::Trace);
+            // Filter in the `log` macros already: hot paths carry trace! calls.
+            use crate::logger::{enabled, Level};
+            let max = [
+                (Level::Trace, log::LevelFilter::Trace),
+                (Level::Debug, log::LevelFilter::Debug),
+                (Level::Info, log::LevelFilter::Info),
+                (Level::Warn, log::LevelFilter::Warn),
+                (Level::Error, log::LevelFilter::Error),
+            ]
+            .into_iter()
+            .find(|(l, _)| enabled(*l))
+            .map_or(log::LevelFilter::Off, |(_, f)| f);
+            log::set_max_level(max);
         }
     });
 }
