@@ -4,7 +4,10 @@
 //! environments (replacing any that die or age out).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a provisioned target waits after a failed start before trying again.
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 use super::{EnvState, Pool, SpecFn, VersionKey, Warm};
 
@@ -84,7 +87,15 @@ impl Pool {
                 }
             }
             let mut starts: Vec<(VersionKey, SpecFn)> = Vec::new();
-            for t in &inner.targets {
+            let now = Instant::now();
+            inner
+                .failed_starts
+                .retain(|_, at| now.duration_since(*at) < RETRY_AFTER);
+            for t in inner
+                .targets
+                .iter()
+                .filter(|t| !inner.failed_starts.contains_key(&t.key))
+            {
                 let have = inner
                     .info
                     .values()
@@ -105,10 +116,13 @@ impl Pool {
             tokio::spawn(async move {
                 match pool.launch(id, &key, spec, true).await {
                     Ok(w) => pool.checkin(w, true),
-                    Err(e) => eprintln!(
-                        "emberd: provisioned environment for {}:{} failed: {e}",
-                        key.function, key.version
-                    ),
+                    Err(e) => {
+                        eprintln!(
+                            "emberd: provisioned environment for {}:{} failed: {e}",
+                            key.function, key.version
+                        );
+                        pool.lock().failed_starts.insert(key, Instant::now());
+                    }
                 }
             });
         }

@@ -96,6 +96,9 @@ struct Inner {
     stale: HashSet<VersionKey>,
     admission: Admission,
     targets: Vec<Target>,
+    /// Provisioned keys whose last start failed, and when: no new start
+    /// for them until [`maintain::RETRY_AFTER`] has passed.
+    failed_starts: HashMap<VersionKey, Instant>,
     closed: bool,
 }
 

@@ -9,6 +9,7 @@ use super::*;
 
 #[derive(Default)]
 struct Fake {
+    attempts: AtomicU32,
     launched: AtomicU32,
     alive: StdMutex<Vec<Arc<AtomicBool>>>,
 }
@@ -20,6 +21,7 @@ struct FakeEnv {
 
 impl EnvironmentLauncher for Arc<Fake> {
     fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
         if spec.handler == "fail" {
             return Err(EnvError::Launch("boom".into()));
         }
@@ -239,4 +241,32 @@ async fn provisioned_targets_are_kept_ready() {
         eventually(|| p.list().is_empty()).await,
         "unprovisioned environments kept past idle timeout"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_provisioned_starts_back_off() {
+    let (p, fake, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    p.set_targets(vec![Target {
+        function: "f".into(),
+        qualifier: "1".into(),
+        key: key("1", "r"),
+        count: 2,
+        spec: Arc::new(|| spec("fail")),
+    }]);
+    p.maintain().await;
+    let failed = || p.lock().failed_starts.contains_key(&key("1", "r"));
+    assert!(
+        eventually(|| fake.attempts.load(Ordering::SeqCst) == 2 && p.list().is_empty() && failed())
+            .await
+    );
+    for _ in 0..5 {
+        p.maintain().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        fake.attempts.load(Ordering::SeqCst),
+        2,
+        "retried a failing start without backing off"
+    );
+    assert_eq!(p.target_status("f", "1"), Some((0, 2)));
 }
