@@ -37,16 +37,26 @@ impl Rng {
     }
 }
 
-/// Spin a little, then sleep until a device interrupt (with a safety timeout).
+/// Spin (polling used rings) for up to 200 µs of guest TSC time, then sleep
+/// until a device interrupt (with a safety timeout): a reply usually comes
+/// sooner than a PORT_WAIT round trip costs.
 fn waiter() -> impl FnMut() {
-    let mut spins = 0u32;
+    let khz = ember_rt::start_info().map_or(0, |i| i.tsc_khz);
+    let budget = if khz == 0 { 0 } else { 200 * khz / 1000 };
+    let (mut start, mut last) = (0u64, 0u64);
     move || {
-        if spins < 2000 {
-            spins += 1;
+        let now = ember_rt::rdtsc();
+        // A gap since the last idle call means work happened: a new idle spell.
+        if now.wrapping_sub(last) > budget / 10 {
+            start = now;
+        }
+        last = now;
+        if now.wrapping_sub(start) < budget {
             core::hint::spin_loop();
         } else {
-            spins = 0;
             ember_rt::wait(10_000);
+            last = ember_rt::rdtsc();
+            start = last;
         }
     }
 }
