@@ -265,3 +265,19 @@ fn bad_tx_chains_are_refused_without_panic() {
     g.transport.read(0x70, &mut st);
     assert_ne!(u32::from_le_bytes(st) & 64, 0);
 }
+
+#[test]
+fn a_guest_that_never_reads_rx_cannot_grow_the_control_queue() {
+    let uds = tmp_path("ctrlflood");
+    let mut g = TestGuest::new(CID, &uds);
+    // Each packet to a port nobody uses earns an RST; the guest never takes them.
+    for i in 0..(super::muxer::MAX_CTRL as u32 + 200) {
+        g.send(&from_guest(5000 + i, 9, op::RW, 0), &[]);
+    }
+    let pending = g.dev.lock().unwrap().backend().pending_control();
+    assert!(pending <= super::muxer::MAX_CTRL, "{pending}");
+    assert!(
+        pending >= super::muxer::MAX_CTRL - 64,
+        "{pending}: the guest's RX buffers hold at most 64"
+    );
+}

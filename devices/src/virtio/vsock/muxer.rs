@@ -32,6 +32,9 @@ pub const MAX_CONNS: usize = 1023;
 const MAX_HANDSHAKES: usize = 64;
 /// Longest CONNECT line accepted.
 const MAX_LINE: usize = 32;
+/// Most control packets waiting for guest RX buffers: a guest that floods
+/// requests without reading its RX queue loses replies instead of growing us.
+pub const MAX_CTRL: usize = 4096;
 /// Host ports handed to host-initiated connections start here.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 
@@ -135,6 +138,11 @@ impl UnixMuxer {
         self.conns.len()
     }
 
+    /// Control packets waiting for guest RX buffers.
+    pub fn pending_control(&self) -> usize {
+        self.ctrl.len()
+    }
+
     /// Guest bytes buffered for host peers, over all connections.
     pub fn buffered_bytes(&self) -> usize {
         self.conns.values().map(Conn::pending_tx).sum()
@@ -162,6 +170,28 @@ impl UnixMuxer {
         }
     }
 
+    /// Queues a control packet for the guest, bounded, one credit update per
+    /// connection at a time.
+    fn push_ctrl(&mut self, c: Ctrl) {
+        if let Ctrl::Conn(key, op::CREDIT_UPDATE, _) = c {
+            let dup = self
+                .ctrl
+                .iter()
+                .any(|q| matches!(q, Ctrl::Conn(k, op::CREDIT_UPDATE, _) if *k == key));
+            if dup {
+                return;
+            }
+        }
+        if self.ctrl.len() >= MAX_CTRL {
+            warn_limited!(
+                self.complaints,
+                "vsock: guest is not taking control packets; dropping one"
+            );
+            return;
+        }
+        self.ctrl.push_back(c);
+    }
+
     fn rst_reply(&mut self, h: &Hdr) {
         if h.op != op::RST {
             let r = Hdr {
@@ -173,7 +203,7 @@ impl UnixMuxer {
                 op: op::RST,
                 ..Hdr::default()
             };
-            self.ctrl.push_back(Ctrl::Raw(r));
+            self.push_ctrl(Ctrl::Raw(r));
         }
     }
 
@@ -187,7 +217,7 @@ impl UnixMuxer {
     fn reset_conn(&mut self, key: Key, ops: &mut EventOps) {
         let rst = self.hdr(key, op::RST, 0, 0);
         self.close(key, ops);
-        self.ctrl.push_back(Ctrl::Raw(rst));
+        self.push_ctrl(Ctrl::Raw(rst));
     }
 
     fn add_conn(&mut self, key: Key, stream: UnixStream, state: State, ops: &mut EventOps) -> bool {
@@ -292,7 +322,7 @@ impl UnixMuxer {
         self.next_port = host_port.wrapping_add(1).max(FIRST_HOST_PORT);
         let key = (host_port, guest_port);
         if self.add_conn(key, hs.stream, State::LocalInit, ops) {
-            self.ctrl.push_back(Ctrl::Conn(key, op::REQUEST, 0));
+            self.push_ctrl(Ctrl::Conn(key, op::REQUEST, 0));
         }
     }
 
@@ -308,7 +338,7 @@ impl UnixMuxer {
         if let Some(c) = self.conns.get_mut(&key) {
             (c.guest_buf_alloc, c.guest_fwd_cnt) = (h.buf_alloc, h.fwd_cnt);
         }
-        self.ctrl.push_back(Ctrl::Conn(key, op::RESPONSE, 0));
+        self.push_ctrl(Ctrl::Conn(key, op::RESPONSE, 0));
     }
 
     fn conn_event(&mut self, key: Key, set: EventSet, ops: &mut EventOps) {
@@ -327,7 +357,7 @@ impl UnixMuxer {
                 return self.reset_conn(key, ops);
             }
             if c.credit_update_due() {
-                self.ctrl.push_back(Ctrl::Conn(key, op::CREDIT_UPDATE, 0));
+                self.push_ctrl(Ctrl::Conn(key, op::CREDIT_UPDATE, 0));
             }
             self.maybe_finish(key, ops);
         }
@@ -367,7 +397,7 @@ impl VsockBackend for UnixMuxer {
             (op::RW, State::Established) if c.guest_shut & shut::SEND == 0 => {
                 match c.push_tx(payload) {
                     Ok(true) if c.credit_update_due() => {
-                        self.ctrl.push_back(Ctrl::Conn(key, op::CREDIT_UPDATE, 0))
+                        self.push_ctrl(Ctrl::Conn(key, op::CREDIT_UPDATE, 0))
                     }
                     Ok(true) => {}
                     Ok(false) => {
@@ -385,7 +415,7 @@ impl VsockBackend for UnixMuxer {
                 self.maybe_finish(key, ops);
             }
             (op::RST, _) => return self.close(key, ops),
-            (op::CREDIT_REQUEST, _) => self.ctrl.push_back(Ctrl::Conn(key, op::CREDIT_UPDATE, 0)),
+            (op::CREDIT_REQUEST, _) => self.push_ctrl(Ctrl::Conn(key, op::CREDIT_UPDATE, 0)),
             (op::CREDIT_UPDATE, _) => {}
             _ => return self.reset_conn(key, ops),
         }
