@@ -105,6 +105,21 @@ fn boot(
             others.push(v);
         }
     }
+    // APs are not started by ember: they wait in KVM for the kernel's INIT-SIPI,
+    // with the LAPIC LVTs set like the BSP's.
+    for ap in &others {
+        let state = ap.get_mp_state().expect("mp state").mp_state;
+        assert_eq!(
+            state,
+            kvm_bindings::KVM_MP_STATE_UNINITIALIZED,
+            "AP waits for INIT-SIPI"
+        );
+        let lapic = ap.get_lapic().expect("AP lapic");
+        let lvt0 = u32::from_le_bytes(std::array::from_fn(|i| {
+            lapic.regs[lapic::APIC_LVT0 + i] as u8
+        }));
+        assert_eq!((lvt0 >> 8) & 7, lapic::APIC_MODE_EXTINT, "AP LINT0 ExtINT");
+    }
     let mut vcpu = vcpu0.expect("bsp");
     let mut seen = Vec::new();
     while seen.len() < outs {
