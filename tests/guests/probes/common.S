@@ -83,6 +83,20 @@ sum8:
     call putc
 .endm
 
+/* save_efer_and_segments: EFER, CS, DS, SS into scratch+36..+52 (the
+ * REGS record both probes print). No stack use: valid before a stack exists. */
+.macro save_efer_and_segments
+    mov $0xc0000080, %ecx
+    rdmsr
+    mov %eax, scratch + 36
+    mov %cs, %eax
+    mov %eax, scratch + 40
+    mov %ds, %eax
+    mov %eax, scratch + 44
+    mov %ss, %eax
+    mov %eax, scratch + 48
+.endm
+
 /* cpuid_dump LEAF, SUBLEAF: "CPUID.LEAF.SUBLEAF eax ebx ecx edx" (LE bytes).
  * Clobbers ebx: callers keep their pointers in ebp. */
 .macro cpuid_dump leaf:req, sub:req

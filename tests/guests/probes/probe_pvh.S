@@ -16,15 +16,7 @@ _start:
     mov %eax, scratch + 28
     mov %cr4, %eax
     mov %eax, scratch + 32
-    mov $0xc0000080, %ecx           /* EFER */
-    rdmsr
-    mov %eax, scratch + 36
-    mov %cs, %eax
-    mov %eax, scratch + 40
-    mov %ds, %eax
-    mov %eax, scratch + 44
-    mov %ss, %eax
-    mov %eax, scratch + 48
+    save_efer_and_segments
     /* PVH gives no stack: use our own from here on. */
     mov $stack_top, %esp
     pushf
