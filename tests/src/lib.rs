@@ -1,5 +1,6 @@
 //! Shared helpers for ember's integration tests: locating binaries and guest ELFs.
 
 pub mod blknet;
+pub mod linux_guest;
 pub mod probes;
 pub mod vmm;

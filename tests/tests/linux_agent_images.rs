@@ -10,29 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ember_host::agent::{AgentConn, Code, InitSpec, InvokeRequest, LogStream};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use ember_tests::linux_guest::{build, code_image, unix_ms, write_zip, BUSYBOX_BOOTSTRAP};
 
 fn build_images(args: &[&str]) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join("images/build-images.sh"))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run images/build-images.sh");
-    assert!(out.status.success(), "images/build-images.sh failed");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim(),
-    )
+    build("images/build-images.sh", args)
 }
 
 /// An unpacked image with the agent inside, removed on drop.
@@ -120,14 +104,10 @@ fn spec(handler: &str) -> InitSpec {
 }
 
 fn request(id: &str, payload: &[u8]) -> InvokeRequest {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     InvokeRequest {
         request_id: id.into(),
         payload: payload.to_vec(),
-        deadline_ms: now + 20_000,
+        deadline_ms: unix_ms() + 20_000,
         ..Default::default()
     }
 }
@@ -137,18 +117,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// busybox wget against the Runtime API; no /dev in the unpacked image, so
-/// everything goes through /tmp.
-const SHELL: &str = "#!/bin/sh\n\
-api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime\n\
-while true; do\n\
-  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs\n\
-  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')\n\
-  echo \"provided got $id\"\n\
-  printf '{\"sh\":\"%s\",\"event\":%s}' \"$(readlink /bin/sh)\" \"$(cat /tmp/ev)\" > /tmp/out\n\
-  wget -q -O /tmp/resp --post-file=/tmp/out $api/invocation/$id/response\n\
-done\n";
-
 #[test]
 fn provided_image_runs_a_busybox_function() {
     assert!(
@@ -157,7 +125,7 @@ fn provided_image_runs_a_busybox_function() {
     );
     let images = build_images(&[]);
     let mut root = Root::unpack(&images, "provided");
-    root.put("/var/task/bootstrap", 0o755, SHELL);
+    root.put("/var/task/bootstrap", 0o755, BUSYBOX_BOOTSTRAP);
     let mut conn = root.start();
     conn.init(&spec("unused"), Duration::from_secs(20))
         .expect("init");
@@ -175,7 +143,7 @@ fn provided_image_runs_a_busybox_function() {
         .logs
         .lines
         .iter()
-        .any(|l| l.stream == LogStream::Stdout && l.line == "provided got img-1"));
+        .any(|l| l.stream == LogStream::Stdout && l.line == "guest got img-1"));
     // A dynamically linked glibc program from the image's loader and libc.
     let libc = root.dir.join("usr/lib/x86_64-linux-gnu/libc.so.6");
     assert!(libc.exists(), "glibc missing from the provided image");
@@ -216,46 +184,21 @@ fn python_image_runs_a_handler_with_the_runtime_loop() {
     conn.shutdown().unwrap();
 }
 
-/// Writes a ZIP of (name, mode) entries with python3's zipfile.
-fn zip_with(path: &Path, entries: &[(&str, u32)]) {
-    let mut py = String::from("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\n");
-    for (name, mode) in entries {
-        py.push_str(&format!(
-            "i = zipfile.ZipInfo({name:?}); i.external_attr = {mode} << 16\nz.writestr(i, 'x')\n"
-        ));
-    }
-    py.push_str("z.close()\n");
-    let st = Command::new("python3")
-        .args(["-c", &py])
-        .arg(path)
-        .status()
-        .expect("python3");
-    assert!(st.success());
-}
-
 #[test]
 fn code_image_keeps_modes_and_refuses_escapes() {
     let dir = std::env::temp_dir().join(format!("ember-zip-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let tool = repo().join("images/code-image.sh");
-    let run = |zip: &Path, out: &Path| {
-        Command::new("bash")
-            .arg(&tool)
-            .arg(zip)
-            .arg(out)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    };
     let good = dir.join("good.zip");
-    zip_with(
+    write_zip(
         &good,
-        &[("bootstrap", 0o100755), ("lib/data.txt", 0o100644)],
+        &[
+            ("bootstrap", 0o100755, "x"),
+            ("lib/data.txt", 0o100644, "x"),
+        ],
     );
     let img = dir.join("good.squashfs");
-    assert!(run(&good, &img), "a plain function ZIP must convert");
+    assert!(code_image(&good, &img), "a plain function ZIP must convert");
     let listing = Command::new("unsquashfs")
         .arg("-ll")
         .arg(&img)
@@ -277,16 +220,16 @@ fn code_image_keeps_modes_and_refuses_escapes() {
         .enumerate()
     {
         let zip = dir.join(format!("evil{i}.zip"));
-        zip_with(&zip, &[("bootstrap", 0o100755), (evil, 0o100644)]);
+        write_zip(&zip, &[("bootstrap", 0o100755, "x"), (evil, 0o100644, "x")]);
         assert!(
-            !run(&zip, &dir.join(format!("evil{i}.squashfs"))),
+            !code_image(&zip, &dir.join(format!("evil{i}.squashfs"))),
             "{evil} must be refused"
         );
     }
     let link = dir.join("link.zip");
-    zip_with(&link, &[("bootstrap", 0o120777)]);
+    write_zip(&link, &[("bootstrap", 0o120777, "x")]);
     assert!(
-        !run(&link, &dir.join("link.squashfs")),
+        !code_image(&link, &dir.join("link.squashfs")),
         "symlink entries must be refused"
     );
     let _ = fs::remove_dir_all(&dir);

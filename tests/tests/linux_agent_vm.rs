@@ -7,13 +7,13 @@
 //! a PVM host, so there the test prints `SKIPPED: <reason>` and returns.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use ember_host::agent::{
     Code, Console, Environment, Guest, InitSpec, InvokeRequest, LaunchConfig, LogStream,
 };
+use ember_tests::linux_guest::{build, code_image_of, unix_ms, BUSYBOX_BOOTSTRAP};
 
 fn skip_reason() -> Option<String> {
     if !Path::new("/dev/kvm").exists() {
@@ -30,54 +30,6 @@ fn skip_reason() -> Option<String> {
         return Some("KVM is neither kvm_intel nor kvm_amd (not hardware-backed)".into());
     }
     None
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn build(script: &str, args: &[&str]) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join(script))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(out.status.success(), "{script} failed");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim(),
-    )
-}
-
-/// Zips `files` (name, mode, text) and turns the ZIP into a code image.
-fn code_image(dir: &Path, name: &str, files: &[(&str, u32, &str)]) -> PathBuf {
-    let zip = dir.join(format!("{name}.zip"));
-    let mut py = String::from("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\n");
-    for (file, mode, text) in files {
-        py.push_str(&format!(
-            "i = zipfile.ZipInfo({file:?}); i.external_attr = {mode} << 16\nz.writestr(i, {text:?})\n"
-        ));
-    }
-    py.push_str("z.close()\n");
-    let st = Command::new("python3")
-        .args(["-c", &py])
-        .arg(&zip)
-        .status()
-        .expect("python3");
-    assert!(st.success());
-    let img = dir.join(format!("{name}.squashfs"));
-    let st = Command::new("bash")
-        .arg(repo().join("images/code-image.sh"))
-        .arg(&zip)
-        .arg(&img)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    img
 }
 
 fn launch(kernel: &Path, images: &Path, runtime: &str, code: &Path, dir: &Path) -> Environment {
@@ -125,10 +77,7 @@ fn spec(handler: &str) -> InitSpec {
 }
 
 fn request(id: &str, payload: &[u8]) -> InvokeRequest {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = unix_ms();
     InvokeRequest {
         request_id: id.into(),
         payload: payload.to_vec(),
@@ -137,17 +86,6 @@ fn request(id: &str, payload: &[u8]) -> InvokeRequest {
         ..Default::default()
     }
 }
-
-/// busybox wget against the Runtime API (the `provided` image has no curl).
-const SHELL: &str = "#!/bin/sh\n\
-api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime\n\
-while true; do\n\
-  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs\n\
-  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')\n\
-  echo \"vm shell got $id\"\n\
-  printf '{\"uname\":\"%s\",\"event\":%s}' \"$(uname -s)\" \"$(cat /tmp/ev)\" > /tmp/out\n\
-  wget -q -O /dev/null --post-file=/tmp/out $api/invocation/$id/response\n\
-done\n";
 
 #[test]
 fn shell_and_python_functions_run_in_a_linux_microvm() {
@@ -161,7 +99,7 @@ fn shell_and_python_functions_run_in_a_linux_microvm() {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
 
-    let code = code_image(&dir, "shell", &[("bootstrap", 0o100755, SHELL)]);
+    let code = code_image_of(&dir, "shell", &[("bootstrap", 0o100755, BUSYBOX_BOOTSTRAP)]);
     let mut env = launch(&kernel, &images, "provided", &code, &dir);
     eprintln!(
         "Linux boot to Ready: {:?} (guest says {} us)",
@@ -172,17 +110,21 @@ fn shell_and_python_functions_run_in_a_linux_microvm() {
     let inv = env.invoke(&request("vm-1", br#"{"n":1}"#)).expect("invoke");
     let v: serde_json::Value =
         serde_json::from_slice(&inv.result.clone().expect("response")).unwrap();
-    assert_eq!(v["uname"], "Linux");
+    assert_eq!(v["pid1"], "init");
+    assert!(
+        v["kernel"].as_str().is_some_and(|k| k.starts_with("6.1.")),
+        "{v}"
+    );
     assert_eq!(v["event"]["n"], 1);
     assert!(inv
         .logs
         .lines
         .iter()
-        .any(|l| l.stream == LogStream::Stdout && l.line == "vm shell got vm-1"));
+        .any(|l| l.stream == LogStream::Stdout && l.line == "guest got vm-1"));
     env.shutdown();
 
     let app = "def handler(event, context):\n    return {'py': event['x'] * 2, 'id': context.aws_request_id}\n";
-    let code = code_image(&dir, "py", &[("app.py", 0o100644, app)]);
+    let code = code_image_of(&dir, "py", &[("app.py", 0o100644, app)]);
     let mut env = launch(&kernel, &images, "python3.11", &code, &dir);
     env.init(&spec("app.handler"))
         .expect("init python function");

@@ -20,63 +20,27 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ember_host::agent::{AgentConn, AgentKind, Code, InitSpec, InvokeRequest, LogStream};
+use ember_tests::linux_guest::{build, code_image_of, unix_ms, BUSYBOX_BOOTSTRAP};
 
 /// Cap on one TCG boot on a busy 2-core machine (a few seconds normally).
 const QEMU_CAP: Duration = Duration::from_secs(240);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs a build script and returns the last line it printed (a path).
-fn build(script: &str, args: &[&str]) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join(script))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(out.status.success(), "{script} failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(text.lines().last().expect("a path on the last line").trim())
-}
 
 /// A scratch dir with a code image made from a ZIP holding `bootstrap`.
 fn code_image(tag: &str, bootstrap: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ember-tcg-{}-{tag}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let zip = dir.join("fn.zip");
-    let made = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile\n\
-            z = zipfile.ZipFile(sys.argv[1], 'w')\n\
-            i = zipfile.ZipInfo('bootstrap'); i.external_attr = 0o100755 << 16\n\
-            z.writestr(i, sys.argv[2]); z.close()",
-        ])
-        .arg(&zip)
-        .arg(bootstrap)
-        .status()
-        .expect("python3");
-    assert!(made.success());
-    let code = dir.join("code.squashfs");
-    let st = Command::new("bash")
-        .arg(repo().join("images/code-image.sh"))
-        .arg(&zip)
-        .arg(&code)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "code-image.sh failed");
+    let code = code_image_of(&dir, "code", &[("bootstrap", 0o100755, bootstrap)]);
     (dir, code)
 }
 
 /// Starts QEMU TCG microvm with the runtime image, the code image and a
-/// user-network NIC; the console goes to `dir/console.log`.
+/// user-network NIC; the console goes to `dir/console.log`. `no_timer_check`:
+/// the kernel's IO-APIC timer probe times a few ticks, which fails (and
+/// panics) when emulation is slowed by a busy host.
 fn qemu(dir: &Path, code: &Path, extra_cmdline: &str) -> Child {
     let (vmlinux, images) = artifacts();
     let drive = |id: &str, p: &Path| {
@@ -109,7 +73,7 @@ fn qemu(dir: &Path, code: &Path, extra_cmdline: &str) -> Child {
         .arg(images.join("initramfs.cpio"))
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 reboot=t panic=-1 ember_tmp_size=64m {extra_cmdline}"
+            "console=ttyS0 reboot=t panic=-1 no_timer_check ember_tmp_size=64m {extra_cmdline}"
         ))
         .args(["-drive", &drive("rt", &images.join("provided.squashfs"))])
         .args(["-device", "virtio-blk-device,drive=rt"])
@@ -202,26 +166,8 @@ impl ember_host::agent::Transport for Tcp {
     }
 }
 
-/// busybox wget against the Runtime API, inside the guest's `provided` image.
-const SHELL: &str = "#!/bin/sh\n\
-api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime\n\
-while true; do\n\
-  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs\n\
-  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')\n\
-  echo \"guest got $id\"\n\
-  case \"$(cat /tmp/ev)\" in\n\
-    *sleep*) sleep 600 ;;\n\
-  esac\n\
-  printf '{\"kernel\":\"%s\",\"pid1\":\"%s\",\"task\":\"%s\",\"event\":%s}' \"$(uname -r)\" \
-\"$(cat /proc/1/comm)\" \"$(ls /var/task)\" \"$(cat /tmp/ev)\" > /tmp/out\n\
-  wget -q -O /dev/null --post-file=/tmp/out $api/invocation/$id/response\n\
-done\n";
-
 fn request(id: &str, payload: &[u8], timeout_ms: u64) -> InvokeRequest {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = unix_ms();
     InvokeRequest {
         request_id: id.into(),
         payload: payload.to_vec(),
@@ -232,7 +178,7 @@ fn request(id: &str, payload: &[u8], timeout_ms: u64) -> InvokeRequest {
 
 #[test]
 fn agent_as_pid1_serves_invocations_under_qemu_tcg() {
-    let (dir, code) = code_image("e2e", SHELL);
+    let (dir, code) = code_image("e2e", BUSYBOX_BOOTSTRAP);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     artifacts();
