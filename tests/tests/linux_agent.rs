@@ -233,7 +233,7 @@ while true; do
     crash*) exit 3 ;;
     long*) head -c 100000 /dev/zero | tr '\0' L; echo
            curl -sS -o /dev/null --data-binary '{}' "$api/invocation/$id/response" ;;
-    orphans*) for i in 1 2 3; do (sleep 1 &); done
+    orphans*) for i in 1 2 3; do (sleep 2 &); done
               curl -sS -o /dev/null --data-binary '{}' "$api/invocation/$id/response" ;;
     echo*) curl -sS -o /dev/null --data-binary "@$ev" "$api/invocation/$id/response" ;;
     big*) head -c 6291457 /dev/zero | tr '\0' a > "$ev.big"
@@ -399,16 +399,31 @@ fn orphaned_grandchildren_are_reaped() {
     let inv = a.invoke("orphans", b"orphans", 30_000);
     assert!(inv.result.is_ok());
     // The sleeps are re-parented to the agent (child subreaper)...
-    std::thread::sleep(Duration::from_millis(300));
-    let adopted = children_in_state(a.child.id(), "S");
+    let agent = a.child.id();
+    let sleeps = |state: &str| {
+        children_in_state(agent, state)
+            .iter()
+            .filter(|s| s.contains("(sleep)"))
+            .count()
+    };
+    let until = Instant::now() + Duration::from_millis(1800);
+    while sleeps("S") < 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
-        adopted.iter().filter(|s| s.contains("(sleep)")).count() >= 3,
-        "{adopted:?}"
+        sleeps("S") >= 3,
+        "orphans not adopted: {:?}",
+        children_in_state(agent, "S")
     );
-    // ...and exit after 1 s; the reaper must collect them.
-    std::thread::sleep(Duration::from_millis(2000));
-    let zombies = children_in_state(a.child.id(), "Z");
+    // ...exit after 2 s, and the reaper must collect them (a zombie stays
+    // a child in state Z until reaped).
+    let until = Instant::now() + Duration::from_secs(15);
+    while sleeps("S") + sleeps("Z") > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let zombies = children_in_state(agent, "Z");
     assert!(zombies.is_empty(), "unreaped: {zombies:?}");
+    assert_eq!(sleeps("S"), 0, "orphans still running after 15 s");
     a.shutdown();
 }
 
