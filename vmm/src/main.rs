@@ -13,6 +13,7 @@ mod exit;
 mod host;
 mod logger;
 mod memory;
+mod sandbox;
 mod vcpu;
 mod vm;
 
@@ -43,7 +44,15 @@ fn one_line(e: &dyn std::error::Error) -> String {
 
 fn main() {
     let start = Instant::now();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Sandbox flags (--no-seccomp, --no-landlock, --test-hook) first: sandbox/mod.rs.
+    match sandbox::Options::take_from(&mut args) {
+        Ok(o) => sandbox::init(o),
+        Err(e) => {
+            eprintln!("ember-vmm: error: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
     let inv = match cli::parse(&args) {
         Ok(cli::Command::Help) => {
             println!("{}", cli::USAGE);

@@ -124,6 +124,7 @@ impl Vcpu {
     }
 
     fn run(mut self, events: Receiver<VcpuEvent>, responses: Sender<VcpuResponse>) {
+        crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Vcpu);
         KVM_RUN.with(|run| run.set(self.fd.get_kvm_run() as *mut kvm_run));
         loop {
             let event = if self.exits.state().is_stopping() {

@@ -192,10 +192,14 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         )?;
     }
 
+    // Everything the VM needs is open: Landlock before the first thread.
+    crate::sandbox::restrict_filesystem::<&str>(&[])
+        .map_err(|e| VmError::Io("cannot apply the Landlock sandbox", std::io::Error::other(e)))?;
     let _events = event_loop::start(em, exits.clone())
         .map_err(|e| VmError::Io("cannot start the event loop", e))?;
     let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
     log_debug!("VM built and started at {} us", start.elapsed().as_micros());
+    crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Main);
     let exit = wait_for_exit(&exits, &exit_rx, cfg.timeout_ms);
     log_debug!("VM exit at {} us", start.elapsed().as_micros());
     stop_vcpus(&handles);

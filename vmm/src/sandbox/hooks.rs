@@ -1,0 +1,150 @@
+//! Test-only hook: `--test-hook ACTION@THREAD` makes one thread try a
+//! forbidden action right after entering its sandbox, so the isolation tests
+//! can show from the outside what the jail, Landlock and seccomp stop. Only
+//! debug builds and builds with the `test-hooks` feature accept the flag; a
+//! release build refuses it.
+//!
+//! Actions: `forbidden-syscall` (a syscall no allowlist has: SIGSYS),
+//! `open-host-file` (/etc/passwd and /proc/1/status; seccomp answers EACCES,
+//! and without it Landlock does, and without that the jail: ENOENT), `exec` (/bin/sh),
+//! `inet-socket` (TCP socket + connect), `host-procs` (count of /proc
+//! entries). Each prints one line `ember-vmm test-hook: ACTION@THREAD: RESULT`
+//! on stderr (unless the kernel killed the process first).
+
+use super::{SandboxError, ThreadKind};
+
+/// One forbidden action and the thread that performs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestHook {
+    pub action: Action,
+    pub kind: ThreadKind,
+}
+
+/// The forbidden things a hook can try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    ForbiddenSyscall,
+    OpenHostFile,
+    Exec,
+    InetSocket,
+    HostProcs,
+}
+
+const ACTIONS: &[(&str, Action)] = &[
+    ("forbidden-syscall", Action::ForbiddenSyscall),
+    ("open-host-file", Action::OpenHostFile),
+    ("exec", Action::Exec),
+    ("inet-socket", Action::InetSocket),
+    ("host-procs", Action::HostProcs),
+];
+
+impl TestHook {
+    /// Parses `ACTION@THREAD` (thread: vcpu, event-loop, main).
+    pub fn parse(s: &str) -> Result<Self, SandboxError> {
+        if !cfg!(any(debug_assertions, feature = "test-hooks")) {
+            return Err(SandboxError::Flag(
+                "--test-hook exists only in debug and `test-hooks` builds".into(),
+            ));
+        }
+        let bad = || {
+            SandboxError::Flag(format!(
+                "--test-hook {s}: expected ACTION@vcpu|event-loop|main"
+            ))
+        };
+        let (a, k) = s.split_once('@').ok_or_else(bad)?;
+        let action = ACTIONS
+            .iter()
+            .find(|(n, _)| *n == a)
+            .map(|(_, act)| *act)
+            .ok_or_else(bad)?;
+        let kind = ThreadKind::parse(k).ok_or_else(bad)?;
+        Ok(Self { action, kind })
+    }
+
+    /// Runs the hook if it targets `kind`.
+    pub fn run_if(&self, kind: ThreadKind) {
+        #[cfg(any(debug_assertions, feature = "test-hooks"))]
+        if kind == self.kind {
+            let name = ACTIONS
+                .iter()
+                .find(|(_, a)| *a == self.action)
+                .map_or("?", |(n, _)| n);
+            let result = run(self.action);
+            eprintln!("ember-vmm test-hook: {name}@{}: {result}", kind.name());
+        }
+        #[cfg(not(any(debug_assertions, feature = "test-hooks")))]
+        let _ = kind;
+    }
+}
+
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+fn outcome<T>(r: std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "ALLOWED".to_string(),
+        Err(e) => format!(
+            "denied ({})",
+            e.raw_os_error().map_or(e.to_string(), errno_name)
+        ),
+    }
+}
+
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::ENOENT => "ENOENT".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::EPERM => "EPERM".into(),
+        libc::ENETUNREACH => "ENETUNREACH".into(),
+        libc::ECONNREFUSED => "ECONNREFUSED".into(),
+        other => format!("errno {other}"),
+    }
+}
+
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+fn run(action: Action) -> String {
+    use std::io::Error;
+    match action {
+        Action::ForbiddenSyscall => {
+            // sysinfo: harmless, and on no allowlist.
+            // SAFETY: info is a writable sysinfo struct.
+            let rc = unsafe {
+                let mut info: libc::sysinfo = std::mem::zeroed();
+                libc::syscall(libc::SYS_sysinfo, &mut info)
+            };
+            if rc == 0 {
+                "ALLOWED".into()
+            } else {
+                outcome::<()>(Err(Error::last_os_error()))
+            }
+        }
+        Action::OpenHostFile => {
+            let a = outcome(std::fs::File::open("/etc/passwd"));
+            let b = outcome(std::fs::File::open("/proc/1/status"));
+            format!("/etc/passwd {a}, /proc/1/status {b}")
+        }
+        Action::Exec => {
+            let sh = c"/bin/sh";
+            let argv = [sh.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            // SAFETY: NULL-terminated arrays of valid strings; execve only
+            // returns on failure (on success this hook has escaped the test).
+            unsafe { libc::execve(sh.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            outcome::<()>(Err(Error::last_os_error()))
+        }
+        Action::InetSocket => {
+            // SAFETY: socket() with constant arguments touches no memory.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            if fd < 0 {
+                return format!("socket {}", outcome::<()>(Err(Error::last_os_error())));
+            }
+            // SAFETY: fd was just returned by socket().
+            unsafe { libc::close(fd) };
+            let c = outcome(std::net::TcpStream::connect("1.1.1.1:80"));
+            format!("socket ALLOWED, connect {c}")
+        }
+        Action::HostProcs => match std::fs::read_dir("/proc") {
+            Ok(d) => format!("{} /proc entries visible", d.count()),
+            Err(e) => format!("/proc {}", outcome::<()>(Err(e))),
+        },
+    }
+}

@@ -1,0 +1,197 @@
+//! The sandbox `ember-vmm` puts itself in: Landlock for the whole process
+//! (before any vCPU or device thread exists) and a seccomp-bpf allowlist per
+//! thread kind (vCPU, device event loop, main/control), each installed by the
+//! thread itself before it runs guest-driven code. A violation kills the whole
+//! process with SIGSYS (SECCOMP_RET_KILL_PROCESS).
+//!
+//! How the VMM uses it (DESIGN.md "Isolation"):
+//! 1. `Options::take_from(&mut args)` first thing in `main` (removes
+//!    `--no-seccomp`, `--no-landlock` and, in test builds, `--test-hook`);
+//!    then `init(options)`.
+//! 2. after /dev/kvm, the images, the console/log files and device fds are
+//!    open, and before the first thread is spawned: `restrict_filesystem(..)`.
+//! 3. first thing in each vCPU thread: `enter(ThreadKind::Vcpu)`; in the
+//!    event-loop thread: `enter(ThreadKind::EventLoop)`; in the main thread
+//!    once every thread runs: `enter(ThreadKind::Main)`.
+
+mod filters;
+mod hooks;
+mod landlock;
+mod seccomp;
+
+use std::sync::OnceLock;
+
+pub use hooks::TestHook;
+pub use landlock::restrict_filesystem;
+
+/// The kinds of threads, each with its own allowlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ThreadKind {
+    /// Runs KVM_RUN and the port/MMIO buses.
+    Vcpu,
+    /// Runs the device event loop (virtio queues, vsock, TAP, timers).
+    EventLoop,
+    /// Builds the VM, then waits for it to end and tears it down.
+    Main,
+}
+
+impl ThreadKind {
+    /// Name used in flags and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::EventLoop => "event-loop",
+            ThreadKind::Main => "main",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
+}
+
+/// Why the sandbox could not be set up. Every one of these stops the VMM:
+/// running a guest without the sandbox that was asked for is never silent.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot build the {0} seccomp filter")]
+    Build(&'static str, #[source] seccompiler::BackendError),
+    #[error("cannot install the {0} seccomp filter")]
+    Install(&'static str, #[source] seccompiler::Error),
+    #[error("cannot apply the Landlock ruleset")]
+    Landlock(#[source] ::landlock::RulesetError),
+    #[error("bad sandbox flag: {0}")]
+    Flag(String),
+}
+
+/// The sandbox switches of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub seccomp: bool,
+    pub landlock: bool,
+    /// Test builds only: a forbidden action one thread performs on purpose.
+    pub test_hook: Option<TestHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            seccomp: true,
+            landlock: true,
+            test_hook: None,
+        }
+    }
+}
+
+impl Options {
+    /// Removes the sandbox flags from `args` (so the rest of the command
+    /// line parser never sees them) and returns them. Warns loudly about
+    /// every protection switched off.
+    pub fn take_from(args: &mut Vec<String>) -> Result<Self, SandboxError> {
+        let mut o = Options::default();
+        let mut rest = Vec::with_capacity(args.len());
+        let mut it = std::mem::take(args).into_iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--no-seccomp" => o.seccomp = false,
+                "--no-landlock" => o.landlock = false,
+                "--test-hook" => {
+                    let v = it
+                        .next()
+                        .ok_or_else(|| SandboxError::Flag("--test-hook needs a value".into()))?;
+                    o.test_hook = Some(TestHook::parse(&v)?);
+                }
+                _ => rest.push(a),
+            }
+        }
+        *args = rest;
+        if !o.seccomp {
+            eprintln!(
+                "ember-vmm: WARNING: --no-seccomp: the VMM runs WITHOUT its syscall filters. \
+                 For debugging only; never in production."
+            );
+        }
+        if !o.landlock {
+            eprintln!(
+                "ember-vmm: WARNING: --no-landlock: the VMM runs WITHOUT its filesystem/network \
+                 sandbox. For debugging only; never in production."
+            );
+        }
+        Ok(o)
+    }
+}
+
+static OPTIONS: OnceLock<Options> = OnceLock::new();
+
+/// Records the options for this process (first call wins). `ember-vmm`'s
+/// `main` always calls it; without it (in-process VM tests of the VMM's unit
+/// test binary) the sandbox stays off, or it would kill the test runner.
+pub fn init(options: Options) {
+    let _ = OPTIONS.set(options);
+}
+
+fn options() -> Option<&'static Options> {
+    OPTIONS.get()
+}
+
+/// Installs `kind`'s seccomp filter on the calling thread (unless
+/// `--no-seccomp`), then runs the test hook if it targets this kind.
+pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
+    let Some(o) = options() else {
+        return Ok(());
+    };
+    if o.seccomp {
+        seccomp::install(kind)?;
+    }
+    if let Some(hook) = &o.test_hook {
+        hook.run_if(kind);
+    }
+    Ok(())
+}
+
+/// [`enter`], or end the process with a one-line error (exit code 70): a
+/// thread that cannot be filtered must not run guest-driven code.
+pub fn enter_or_exit(kind: ThreadKind) {
+    if let Err(e) = enter(kind) {
+        eprintln!("ember-vmm: sandbox: {e}: {}", source_chain(&e));
+        std::process::exit(70);
+    }
+}
+
+/// The `source()` chain of an error as one line.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_only_sandbox_flags() {
+        let mut args: Vec<String> = ["--kernel", "/a", "--no-seccomp", "--mem-mib", "64"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = Options::take_from(&mut args).expect("valid");
+        assert!(!o.seccomp);
+        assert!(o.landlock);
+        assert_eq!(args, ["--kernel", "/a", "--mem-mib", "64"]);
+    }
+
+    #[test]
+    fn thread_kind_names_round_trip() {
+        for k in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+            assert_eq!(ThreadKind::parse(k.name()), Some(k));
+        }
+        assert_eq!(ThreadKind::parse("other"), None);
+    }
+}
