@@ -120,7 +120,9 @@ fn run(action: Action) -> String {
         Action::OpenHostFile => {
             let a = outcome(std::fs::File::open("/etc/passwd"));
             let b = outcome(std::fs::File::open("/proc/1/status"));
-            format!("/etc/passwd {a}, /proc/1/status {b}")
+            // A file that exists in the jail: only Landlock (or seccomp) stops it.
+            let c = outcome(std::fs::File::open("/ember-vmm"));
+            format!("/etc/passwd {a}, /proc/1/status {b}, /ember-vmm {c}")
         }
         Action::Exec => {
             let sh = c"/bin/sh";
