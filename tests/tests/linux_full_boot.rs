@@ -151,9 +151,6 @@ fn linux_full_boot_skips_on_pvm_hosts() {
 /// must still be recognised as a Linux kernel and entered (on PVM it then
 /// stops inside the emulator, which is the expected, reported failure).
 #[test]
-#[ignore = "ember-vmm refuses a real vmlinux before the Linux loader sees it: \
-            boot::kernelless::is_kernelless treats elf.rs's 'entry point outside every \
-            loadable segment' (a vmlinux's e_entry is physical, p_vaddr virtual) as fatal"]
 fn real_vmlinux_is_recognised_and_entered() {
     let Some(kernel) = vmlinux() else {
         println!("SKIPPED: real_vmlinux_is_recognised_and_entered: no vmlinux (EMBER_VMLINUX or the kernel-config cache)");
