@@ -392,15 +392,14 @@ fn syscall_outside_allowlist_kills_vmm_with_sigsys() {
     assert_eq!(d.status.code(), Some(124), "{}", d.stderr);
 }
 
+/// A jailed run of guest `g` under the cgroup options `limit`.
+fn limited(g: &str, limit: &[&str], vmm_args: &[&str]) -> Done {
+    run(jailed(&unique_id("limit"), hooks_vmm(), g, limit, vmm_args))
+}
+
 #[test]
 fn cgroup_memory_limit_holds() {
-    let over = run(jailed(
-        &unique_id("mem"),
-        hooks_vmm(),
-        "memhog",
-        &["--mem-limit-mib", "40"],
-        &["--cmdline", "48"],
-    ));
+    let over = limited("memhog", &["--mem-limit-mib", "40"], &["--cmdline", "48"]);
     assert_eq!(
         over.status.signal(),
         Some(libc::SIGKILL),
@@ -409,13 +408,7 @@ fn cgroup_memory_limit_holds() {
         over.stderr
     );
     assert!(!over.stdout.contains("touched"), "{}", over.stdout);
-    let under = run(jailed(
-        &unique_id("mem"),
-        hooks_vmm(),
-        "memhog",
-        &["--mem-limit-mib", "96"],
-        &["--cmdline", "48"],
-    ));
+    let under = limited("memhog", &["--mem-limit-mib", "96"], &["--cmdline", "48"]);
     assert_eq!(under.status.code(), Some(0), "{}", under.stderr);
     assert!(
         under.stdout.contains("memhog: touched 48 MiB"),
@@ -427,13 +420,7 @@ fn cgroup_memory_limit_holds() {
 #[test]
 fn cgroup_pids_limit_holds() {
     // main + event loop + 4 vCPU threads = 6 tasks.
-    let over = run(jailed(
-        &unique_id("pids"),
-        hooks_vmm(),
-        "hello",
-        &["--pids-max", "3"],
-        &["--vcpus", "4"],
-    ));
+    let over = limited("hello", &["--pids-max", "3"], &["--vcpus", "4"]);
     assert_eq!(
         over.status.code(),
         Some(1),
@@ -442,13 +429,7 @@ fn cgroup_pids_limit_holds() {
         over.stderr
     );
     assert!(!over.stdout.contains("hello from ember"), "{}", over.stdout);
-    let under = run(jailed(
-        &unique_id("pids"),
-        hooks_vmm(),
-        "hello",
-        &["--pids-max", "16"],
-        &["--vcpus", "4"],
-    ));
+    let under = limited("hello", &["--pids-max", "16"], &["--vcpus", "4"]);
     assert_eq!(under.status.code(), Some(0), "{}", under.stderr);
     assert!(
         under.stdout.contains("hello from ember"),

@@ -36,7 +36,7 @@ pub const KVM_IRQ_LINE: u64 = iow(0x61, std::mem::size_of::<kvm_bindings::kvm_ir
 /// offload features to the TAP when the driver activates the device.
 pub const TUNSETOFFLOAD: u64 = (1 << 30) | (4 << 16) | ((b'T' as u64) << 8) | 208;
 /// `FIONBIO`: Rust's `set_nonblocking` on accepted/connected vsock sockets.
-pub const FIONBIO: u64 = libc::FIONBIO as u64;
+pub const FIONBIO: u64 = libc::FIONBIO;
 /// `TUNSETVNETHDRSZ` = _IOW('T', 216, int).
 pub const TUNSETVNETHDRSZ: u64 = (1 << 30) | (4 << 16) | ((b'T' as u64) << 8) | 216;
 
