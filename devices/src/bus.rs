@@ -117,7 +117,10 @@ mod tests {
         );
         assert_eq!(
             bus.insert(u64::MAX, 2, Arc::new(Mutex::new(Reg(0)))),
-            Err(BusError::BadRange { base: u64::MAX, len: 2 })
+            Err(BusError::BadRange {
+                base: u64::MAX,
+                len: 2
+            })
         );
         let mut b = [0u8; 1];
         assert!(bus.read(0x12, &mut b));

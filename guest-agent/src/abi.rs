@@ -104,7 +104,12 @@ impl StartInfo {
             random_seed: [0; 32],
             device_count: 0,
             args_len: 0,
-            devices: [MmioDevice { base: 0, len: 0, irq: 0, device_id: 0 }; MAX_DEVICES],
+            devices: [MmioDevice {
+                base: 0,
+                len: 0,
+                irq: 0,
+                device_id: 0,
+            }; MAX_DEVICES],
             args: [0; MAX_ARGS],
         }
     }

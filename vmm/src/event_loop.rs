@@ -32,7 +32,7 @@ pub fn start(mut em: EventMgr, exits: ExitNotifier) -> std::io::Result<JoinHandl
         .name("events".into())
         .stack_size(512 * 1024)
         .spawn(move || {
-        crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::EventLoop);
+            crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::EventLoop);
             while !state.is_stopping() {
                 if let Err(e) = em.run() {
                     exits.notify(VmExit::Error(format!("event loop failed: {e:?}")));

@@ -193,8 +193,12 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     }
 
     // Everything the VM needs is open: Landlock before the first thread.
-    crate::sandbox::restrict_filesystem::<&str>(&[])
-        .map_err(|e| VmError::Io("cannot apply the Landlock sandbox", std::io::Error::other(e)))?;
+    crate::sandbox::restrict_filesystem::<&str>(&[]).map_err(|e| {
+        VmError::Io(
+            "cannot apply the Landlock sandbox",
+            std::io::Error::other(e),
+        )
+    })?;
     let _events = event_loop::start(em, exits.clone())
         .map_err(|e| VmError::Io("cannot start the event loop", e))?;
     let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;

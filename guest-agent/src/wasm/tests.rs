@@ -446,7 +446,9 @@ fn randomness_is_per_environment_and_clock_is_sane() {
     );
     assert_ne!(a1[..16], b1[..16], "different seeds, different streams");
     let t = u64::from_le_bytes(a1[16..24].try_into().unwrap());
-    let now = now_ms() * 1_000_000;
+    // now_ms() truncates to the millisecond, so the guest's nanosecond clock,
+    // read earlier, may still lie inside that millisecond: compare with its end.
+    let now = (now_ms() + 1) * 1_000_000;
     assert!(t <= now && now - t < 10_000_000_000, "clock {t} vs {now}");
 }
 
