@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::agent::JailConfig;
 use crate::api::{App, Capabilities};
 use crate::pool::{pidfile, Pool, PoolConfig};
 use crate::store::Store;
@@ -29,6 +30,14 @@ pub struct ServeArgs {
     /// The `ember-vmm` binary (default: next to this program).
     #[arg(long, env = "EMBER_VMM")]
     pub vmm: Option<PathBuf>,
+    /// The `ember-jailer` binary every VMM runs under (default: next to the
+    /// `ember-vmm` in use).
+    #[arg(long, env = "EMBER_JAILER")]
+    pub jailer: Option<PathBuf>,
+    /// Run VMMs without the jailer (no chroot, namespaces, cgroups or
+    /// unprivileged uid). Debugging only: environments are NOT isolated.
+    #[arg(long)]
+    pub no_jail: bool,
     /// The kernel-less wasm agent ELF.
     #[arg(long, env = "EMBER_WASM_AGENT")]
     pub wasm_agent: Option<PathBuf>,
@@ -137,7 +146,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let _lock = lock_run_dir(&run)?;
     let killed = pidfile::clean_previous_run(&run);
     if killed > 0 {
-        eprintln!("emberd: killed {killed} ember-vmm left over from a previous run");
+        eprintln!("emberd: killed {killed} ember-vmm/ember-jailer left over from a previous run");
     }
     let store = Arc::new(Store::open(&data.join("store"))?);
     let vmm = args
@@ -151,9 +160,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .or_else(|| beside_exe("ember-wasm-agent"))
         .or_else(kernelless_agent)
         .unwrap_or_else(|| "ember-wasm-agent".into());
-    let launcher = VmLauncher::new(vmm, agent).with_spares(args.spare_vms, args.spare_mib, &run);
+    let jail = if args.no_jail {
+        eprintln!("emberd: WARNING: --no-jail: every ember-vmm runs unjailed, as this user, in the host's namespaces. Debugging only; environments are NOT isolated.");
+        None
+    } else {
+        let jailer = args.jailer.clone().unwrap_or_else(|| {
+            vmm.parent()
+                .map(|d| d.join("ember-jailer"))
+                .filter(|p| p.is_file())
+                .or_else(|| beside_exe("ember-jailer"))
+                .unwrap_or_else(|| "ember-jailer".into())
+        });
+        Some(JailConfig::new(jailer))
+    };
+    let launcher = VmLauncher::new(vmm, agent).with_jail(jail).with_spares(
+        args.spare_vms,
+        args.spare_mib,
+        &run,
+    );
     if let Some(why) = launcher.unavailable() {
-        eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent. Serving the control plane only.");
+        eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");
     }
     let host_limit = args.max_concurrency.unwrap_or_else(default_concurrency);
     let cfg = PoolConfig {

@@ -1,11 +1,14 @@
 //! The production [`EnvironmentLauncher`]: one `ember-vmm` child per
-//! environment through `host::agent` (spawn → `Ready` → `Init`), adapted to
-//! the pool's seam.
+//! environment (jailed by `ember-jailer` unless emberd runs with --no-jail)
+//! through `host::agent` (spawn → `Ready` → `Init`), adapted to the pool's
+//! seam.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::agent::{self, AgentError, Code, InitSpec, InvokeRequest, LaunchConfig, LogStream};
+use crate::agent::{
+    self, AgentError, Code, InitSpec, InvokeRequest, JailConfig, LaunchConfig, LogStream,
+};
 use crate::pool::{
     EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
 };
@@ -34,6 +37,18 @@ impl VmLauncher {
             unavailable,
             spares: None,
         }
+    }
+
+    /// Runs every VMM (spares included) through `ember-jailer`; call before
+    /// [`Self::with_spares`].
+    pub fn with_jail(mut self, jail: Option<JailConfig>) -> Self {
+        if let Some(j) = &jail {
+            if !j.jailer.is_file() && self.unavailable.is_none() {
+                self.unavailable = Some(format!("not found: {}", j.jailer.display()));
+            }
+        }
+        self.base.jail = jail;
+        self
     }
 
     /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).

@@ -202,7 +202,10 @@ def vmm_alive(pid: int) -> bool:
             state = f.read().rsplit(")", 1)[1].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv0 = f.read().split(b"\0")[0]
-        return state not in ("Z", "X") and argv0.endswith(b"ember-vmm")
+        # An environment's pid is its `ember-jailer` (emberd's default), whose
+        # VMM dies with it, or a bare `ember-vmm` (--no-jail).
+        is_env = argv0.endswith(b"ember-vmm") or argv0.endswith(b"ember-jailer")
+        return state not in ("Z", "X") and is_env
     except (OSError, IndexError):
         return False
 

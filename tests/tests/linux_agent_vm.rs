@@ -55,6 +55,7 @@ fn launch(kernel: &Path, images: &Path, runtime: &str, code: &Path, dir: &Path) 
             "--drive".into(),
             format!("{},ro", code.display()),
         ],
+        jail: None,
     };
     Environment::launch(&cfg).unwrap_or_else(|e| {
         let console =

@@ -10,6 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, ReadyInfo};
+use super::jail;
 use super::launch::{self, last_log_line, LaunchConfig};
 use super::AgentError;
 
@@ -30,6 +31,8 @@ pub struct Environment {
     /// The environment must not be used again (timeout, VM death, broken stream).
     dead: bool,
     exited: bool,
+    /// `child` is an `ember-jailer` (see [`jail::kill`]).
+    jailed: bool,
 }
 
 impl Environment {
@@ -46,7 +49,7 @@ impl Environment {
             Ok(c) => c,
             Err(e) => {
                 let e = fault_reason(&mut child, &launched.log_path, e);
-                let _ = child.kill();
+                jail::kill(&mut child, cfg.jail.is_some());
                 let _ = child.wait();
                 let _ = fs::remove_dir_all(&launched.dir);
                 return Err(e);
@@ -63,6 +66,7 @@ impl Environment {
             launch_time: start.elapsed(),
             dead: false,
             exited: false,
+            jailed: cfg.jail.is_some(),
         })
     }
 
@@ -76,7 +80,7 @@ impl Environment {
         self.launch_time
     }
 
-    /// The `ember-vmm` process id.
+    /// The process id of `ember-vmm`, or of its `ember-jailer` when jailed.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -126,7 +130,7 @@ impl Environment {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        let _ = self.child.kill();
+        jail::kill(&mut self.child, self.jailed);
         let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
         self.exited = true;
         status
@@ -142,7 +146,7 @@ impl Environment {
                 }
                 if matches!(e, AgentError::Timeout) {
                     // The backstop fired: the VM may be spinning; stop it now.
-                    let _ = self.child.kill();
+                    jail::kill(&mut self.child, self.jailed);
                 }
                 Err(fault_reason(&mut self.child, &self.log_path, e))
             }
@@ -174,7 +178,7 @@ fn fault_reason(child: &mut Child, log_path: &std::path::Path, e: AgentError) ->
 impl Drop for Environment {
     fn drop(&mut self) {
         if !self.exited {
-            let _ = self.child.kill();
+            jail::kill(&mut self.child, self.jailed);
             let _ = self.child.wait();
         }
         let _ = fs::remove_dir_all(&self.dir);

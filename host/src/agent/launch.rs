@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ember_guest::protocol::AGENT_PORT;
 
+use super::jail::{self, JailConfig};
 use super::AgentError;
 
 /// The guest CID every environment uses (each VM has its own vsock device,
@@ -71,8 +72,11 @@ pub struct LaunchConfig {
     pub boot_timeout: Duration,
     /// Extra time past an invocation's deadline before the host kills the VM.
     pub deadline_grace: Duration,
-    /// Extra `ember-vmm` arguments (drives for the Linux agent, jailer...).
+    /// Extra `ember-vmm` arguments (drives for the Linux agent...). Under a
+    /// jail, paths in them are paths inside the jail.
     pub extra_args: Vec<String>,
+    /// Run the VMM through `ember-jailer` (`None`: a plain child process).
+    pub jail: Option<JailConfig>,
 }
 
 impl LaunchConfig {
@@ -88,6 +92,7 @@ impl LaunchConfig {
             boot_timeout: Duration::from_secs(10),
             deadline_grace: Duration::from_millis(1000),
             extra_args: Vec::new(),
+            jail: None,
         }
     }
 }
@@ -182,13 +187,17 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut child = Command::new(&cfg.vmm)
-        .args(vmm_args(cfg, &uds, &id))
+    let (program, args) = match &cfg.jail {
+        Some(j) => (&j.jailer, jail::jailer_args(cfg, j, dir, &id)?),
+        None => (&cfg.vmm, vmm_args(cfg, &uds, &id)),
+    };
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| AgentError::Spawn(cfg.vmm.clone(), e))?;
+        .map_err(|e| AgentError::Spawn(program.clone(), e))?;
     let pidfd = pidfd_open(child.id());
     match wait_for_agent(
         &listener,
@@ -205,7 +214,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
             pidfd,
         }),
         Err(e) => {
-            let _ = child.kill();
+            jail::kill(&mut child, cfg.jail.is_some());
             let _ = child.wait();
             Err(e)
         }

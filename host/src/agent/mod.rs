@@ -8,6 +8,7 @@
 pub mod bench;
 mod conn;
 mod env;
+mod jail;
 mod launch;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub use conn::{
 };
 pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
+pub use jail::JailConfig;
 pub use launch::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
 
 /// Why an environment could not be launched or used. Every variant except
@@ -31,6 +33,8 @@ pub enum AgentError {
     WorkDir(PathBuf, #[source] std::io::Error),
     #[error("socket path {0} is longer than a Unix socket address allows")]
     PathTooLong(PathBuf),
+    #[error("cannot jail the environment: {0}")]
+    Jail(String),
     #[error("cannot start {0}")]
     Spawn(PathBuf, #[source] std::io::Error),
     #[error("the agent did not connect within {0:?}")]

@@ -340,3 +340,43 @@ fn linux_guest_command_line_has_kernel_initrd_and_cmdline() {
     assert_eq!(&args[args.len() - 2..], ["--drive", "x"]);
     assert_eq!(vm_memory_mib(128), 560);
 }
+
+#[test]
+fn jailed_command_line_maps_the_work_dir_and_agent_into_the_jail() {
+    let mut cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/g/agent");
+    cfg.mem_mib = 560;
+    let mut jail = super::JailConfig::new("/usr/bin/ember-jailer");
+    jail.chroot_base = Some("/j".into());
+    cfg.jail = Some(jail.clone());
+    let dir = std::path::Path::new("/w/env-1");
+    let args = super::jail::jailer_args(&cfg, &jail, dir, "env-1").expect("valid paths");
+    let split = args.iter().position(|a| a == "--").expect("a -- separator");
+    let (outer, inner) = (&args[..split], &args[split + 1..]);
+    let at = |args: &[String], flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    assert_eq!(at(outer, "--id").as_deref(), Some("env-1"));
+    assert_eq!(
+        at(outer, "--exec-file").as_deref(),
+        Some("/usr/bin/ember-vmm")
+    );
+    assert_eq!(at(outer, "--dir-rw").as_deref(), Some("/w/env-1:/run"));
+    assert_eq!(at(outer, "--file").as_deref(), Some("/g/agent:/agent"));
+    assert_eq!(at(outer, "--mem-limit-mib").as_deref(), Some("624"));
+    assert_eq!(at(outer, "--chroot-base").as_deref(), Some("/j"));
+    // The VMM only ever sees in-jail paths.
+    assert_eq!(at(inner, "--kernel").as_deref(), Some("/agent"));
+    assert_eq!(at(inner, "--vsock").as_deref(), Some("3:/run/v.sock"));
+    assert!(!inner
+        .iter()
+        .any(|a| a.contains("/w/env-1") || a.contains("/g/")));
+    cfg.guest = Guest::Kernelless {
+        elf: "/g:x/agent".into(),
+    };
+    assert!(matches!(
+        super::jail::jailer_args(&cfg, &jail, dir, "env-1"),
+        Err(AgentError::Jail(_))
+    ));
+}

@@ -42,13 +42,14 @@ impl PidFile {
     }
 }
 
-/// Whether `pid` is a live `ember-vmm` (so a recycled pid is never killed).
+/// Whether `pid` is a live `ember-vmm` or `ember-jailer` (so a recycled pid
+/// is never killed). Killing a jailer kills its VMM (parent-death signal).
 fn is_vmm(pid: u32) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
-            c.split(|b| *b == 0)
-                .next()
-                .is_some_and(|argv0| argv0.ends_with(b"ember-vmm"))
+            c.split(|b| *b == 0).next().is_some_and(|argv0| {
+                argv0.ends_with(b"ember-vmm") || argv0.ends_with(b"ember-jailer")
+            })
         })
         .unwrap_or(false)
 }
@@ -61,7 +62,7 @@ pub fn clean_previous_run(run_dir: &Path) -> usize {
     let mut killed = Vec::new();
     for pid in files.iter().flat_map(PidFile::read) {
         if is_vmm(pid) {
-            // SAFETY: kill(2) with a pid we just checked is an ember-vmm;
+            // SAFETY: kill(2) with a pid we just checked is an ember-vmm (or jailer);
             // no memory is involved.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             killed.push(pid);

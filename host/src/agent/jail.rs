@@ -1,0 +1,164 @@
+//! Running an environment's `ember-vmm` through `ember-jailer`: the jailer
+//! command line (the work directory bind-mounted as `/run`, the guest images
+//! as read-only files, in-jail paths in the VMM's own arguments) and killing
+//! a jailed VMM so that its jailer reaps it, removes the jail and exits.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::launch::{pidfd_open, vmm_args, Console, Guest, LaunchConfig};
+use super::AgentError;
+
+/// Where the per-environment work directory appears inside the jail.
+const JAIL_RUN: &str = "/run";
+/// How long a jailer gets to reap its killed VMM and clean up before it is
+/// killed too (its jail is then swept by the next jailer).
+const JAILER_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How to jail every VMM of a [`LaunchConfig`].
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// The `ember-jailer` binary.
+    pub jailer: PathBuf,
+    /// Jail parent directory (`None`: the jailer's default, `/srv/ember/jail`).
+    pub chroot_base: Option<PathBuf>,
+    /// cgroup memory allowed above guest memory (VMM heap, device buffers,
+    /// page tables).
+    pub mem_overhead_mib: u32,
+}
+
+impl JailConfig {
+    pub fn new(jailer: impl Into<PathBuf>) -> Self {
+        Self {
+            jailer: jailer.into(),
+            chroot_base: None,
+            mem_overhead_mib: 64,
+        }
+    }
+}
+
+/// A host path as a jailer `SRC[:DST]` source: it splits on the first ':'.
+fn src(p: &Path) -> Result<String, AgentError> {
+    let s = p.display().to_string();
+    if s.contains(':') {
+        return Err(AgentError::Jail(format!("path {s} contains ':'")));
+    }
+    Ok(s)
+}
+
+/// The `ember-jailer` argument list running `cfg`'s VMM with its work
+/// directory `dir` as `/run` (so the VMM's vsock path is `/run/v.sock`, whose
+/// `_<port>` listeners the host created in `dir`).
+pub(crate) fn jailer_args(
+    cfg: &LaunchConfig,
+    jail: &JailConfig,
+    dir: &Path,
+    id: &str,
+) -> Result<Vec<String>, AgentError> {
+    let mut inner = cfg.clone();
+    inner.jail = None;
+    let mut args = vec![
+        "--id".to_string(),
+        id.to_string(),
+        "--exec-file".into(),
+        cfg.vmm.display().to_string(),
+        "--dir-rw".into(),
+        format!("{}:{JAIL_RUN}", src(dir)?),
+        "--mem-limit-mib".into(),
+        cfg.mem_mib
+            .saturating_add(jail.mem_overhead_mib)
+            .to_string(),
+    ];
+    if let Some(base) = &jail.chroot_base {
+        args.extend(["--chroot-base".into(), base.display().to_string()]);
+    }
+    let mut file = |host: &Path, in_jail: &str, flag: &str| -> Result<PathBuf, AgentError> {
+        args.extend([flag.to_string(), format!("{}:{in_jail}", src(host)?)]);
+        Ok(PathBuf::from(in_jail))
+    };
+    match &mut inner.guest {
+        Guest::Kernelless { elf } => *elf = file(elf, "/agent", "--file")?,
+        Guest::Linux { kernel, initrd, .. } => {
+            *kernel = file(kernel, "/kernel", "--file")?;
+            if let Some(initrd) = initrd {
+                *initrd = file(initrd, "/initrd", "--file")?;
+            }
+        }
+    }
+    if let Console::File(p) = &inner.console {
+        // The bind mount needs an existing file; the jailer chowns it to the VM.
+        File::create(p).map_err(|e| AgentError::WorkDir(p.clone(), e))?;
+        inner.console = Console::File(file(&p.clone(), "/console", "--file-rw")?);
+    }
+    args.push("--".into());
+    let uds = Path::new(JAIL_RUN).join("v.sock");
+    args.extend(vmm_args(&inner, &uds, id));
+    Ok(args)
+}
+
+/// The child processes of `pid` (its jailed VMM, for a jailer).
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The parent pid in `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// SIGKILLs `pid` if it is (still) a child of `parent`, race-free against
+/// pid reuse: the pidfd pins the process, then its parent is checked.
+fn kill_child_of(pid: u32, parent: u32) {
+    let Some(fd) = pidfd_open(pid) else {
+        return;
+    };
+    if parent_of(pid) != Some(parent) {
+        return;
+    }
+    // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo; no
+    // memory is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// Kills an environment's process. A jailer's VMM (its only child) is killed
+/// first, so the jailer reaps it, removes the jail and cgroups and exits by
+/// itself (SIGKILL would leave them to the next jailer's sweep); a jailer
+/// that does not exit in time, or a plain `ember-vmm`, gets SIGKILL. The
+/// caller still reaps with `wait`.
+pub(crate) fn kill(child: &mut Child, jailed: bool) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    if jailed {
+        let pid = child.id();
+        for vmm in children(pid) {
+            kill_child_of(vmm, pid);
+        }
+        // With no child left the jailer is cleaning up (or about to exit).
+        let until = Instant::now() + JAILER_EXIT_WAIT;
+        while Instant::now() < until {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let _ = child.kill();
+}
