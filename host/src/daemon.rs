@@ -122,6 +122,26 @@ fn default_concurrency() -> u32 {
     ((kib / 1024 / 256) as u32).max(4)
 }
 
+/// How long a starting emberd waits for the run-dir lock before it concludes
+/// that another emberd really owns the directory.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// [`lock_run_dir`], retried for [`LOCK_PATIENCE`]: a predecessor that was just
+/// killed may still be on its way out (its open files are released only when
+/// its last thread has exited), and a restart right after a crash must not fail
+/// on that.
+async fn lock_run_dir_patiently(run: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    let give_up = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match lock_run_dir(run) {
+            Err(DaemonError::Locked(_)) if std::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Takes an exclusive lock on `<run>/emberd.lock` (held for the process's life).
 fn lock_run_dir(run: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     let path = run.join("emberd.lock");
@@ -143,7 +163,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let run = data.join("run");
     std::fs::create_dir_all(&run).map_err(|e| DaemonError::Dir(run.clone(), e))?;
-    let _lock = lock_run_dir(&run)?;
+    let _lock = lock_run_dir_patiently(&run).await?;
     let killed = pidfile::clean_previous_run(&run);
     if killed > 0 {
         eprintln!("emberd: killed {killed} ember-vmm/ember-jailer left over from a previous run");
