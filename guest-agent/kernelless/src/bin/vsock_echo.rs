@@ -71,6 +71,7 @@ fn main(info: &'static StartInfo) -> i32 {
     let mut conns: Vec<Echo> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut closed = 0usize;
+    let mut closing: Vec<ConnId> = Vec::new();
     let mut idle = Idle(0);
     loop {
         let mut work = v.poll();
@@ -107,16 +108,29 @@ fn main(info: &'static StartInfo) -> i32 {
                     Err(_) => break,
                 }
             }
-            let _ = v.close(c.id);
+            if v.close(c.id).is_ok() {
+                closing.push(c.id);
+            }
             closed += 1;
             work = true;
             false
         });
         if stop_after != 0 && closed >= stop_after {
-            // Let the last RSTs and data drain before the VM ends.
-            for _ in 0..1000 {
-                if !v.poll() {
-                    break;
+            // A clean close ends with the host's RST, which the device sends
+            // only after it has written every byte we sent to the host
+            // socket: wait for it (bounded, ~30 s), so no echoed byte still
+            // buffered in the VMM is lost when this VM ends.
+            let mut sleeps = 0u32;
+            while !closing.is_empty() && sleeps < 3000 {
+                let progress = v.poll();
+                closing.retain(|id| v.state(*id).is_some());
+                if progress {
+                    idle.0 = 0;
+                } else if idle.0 >= 2000 {
+                    sleeps += 1;
+                    idle.idle();
+                } else {
+                    idle.idle();
                 }
             }
             println!("vsock: echo done conns={closed}");
