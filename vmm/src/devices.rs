@@ -42,6 +42,24 @@ pub enum DeviceError {
     Exhausted(&'static str),
 }
 
+impl DeviceError {
+    /// A refused value in config section `section`.
+    pub fn config(section: &str, message: impl Into<String>) -> Self {
+        DeviceError::Config {
+            section: section.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes config section `section` (its serde shape does the key checks).
+pub fn parse_section<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: &serde_json::Value,
+) -> Result<T, DeviceError> {
+    serde_json::from_value(value.clone()).map_err(|e| DeviceError::config(section, e.to_string()))
+}
+
 /// What an `attach` function may use and fill in.
 pub struct DeviceContext<'a> {
     pub vm: &'a VmFd,

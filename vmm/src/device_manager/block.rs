@@ -6,7 +6,7 @@ use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::block::{Block, BlockConfig, CacheType};
 use serde_json::Value;
 
-use crate::devices::{DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
 
 /// Config key.
 pub const NAME: &str = "drives";
@@ -34,16 +34,12 @@ pub struct DriveConfig {
 }
 
 fn err(message: impl Into<String>) -> DeviceError {
-    DeviceError::Config {
-        section: NAME.to_string(),
-        message: message.into(),
-    }
+    DeviceError::config(NAME, message)
 }
 
 /// Parses and checks the section: unique ids, one root device at most.
 pub fn parse(value: &Value) -> Result<Vec<DriveConfig>, DeviceError> {
-    let drives: Vec<DriveConfig> =
-        serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
+    let drives: Vec<DriveConfig> = parse_section(NAME, value)?;
     let mut ids = std::collections::BTreeSet::new();
     for d in &drives {
         if d.drive_id.is_empty() || !ids.insert(d.drive_id.as_str()) {

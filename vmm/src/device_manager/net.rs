@@ -6,7 +6,7 @@ use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::net::{parse_mac, Net, NetConfig};
 use serde_json::Value;
 
-use crate::devices::{DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
 
 /// Config key.
 pub const NAME: &str = "network-interfaces";
@@ -26,16 +26,12 @@ pub struct NetIfaceConfig {
 }
 
 fn err(message: impl Into<String>) -> DeviceError {
-    DeviceError::Config {
-        section: NAME.to_string(),
-        message: message.into(),
-    }
+    DeviceError::config(NAME, message)
 }
 
 /// Parses and checks the section: unique ids, TAPs and MACs, valid MACs.
 pub fn parse(value: &Value) -> Result<Vec<NetConfig>, DeviceError> {
-    let ifaces: Vec<NetIfaceConfig> =
-        serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
+    let ifaces: Vec<NetIfaceConfig> = parse_section(NAME, value)?;
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(ifaces.len());
     for i in ifaces {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ember_devices::virtio::vsock::{check_cid, UnixMuxer, Vsock};
 use serde_json::Value;
 
-use crate::devices::{DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
 
 /// Config key.
 pub const NAME: &str = "vsock";
@@ -28,15 +28,12 @@ pub struct VsockConfig {
 }
 
 fn err(message: impl Into<String>) -> DeviceError {
-    DeviceError::Config {
-        section: NAME.to_string(),
-        message: message.into(),
-    }
+    DeviceError::config(NAME, message)
 }
 
 /// Parses and checks the section.
 pub fn parse(value: &Value) -> Result<VsockConfig, DeviceError> {
-    let c: VsockConfig = serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
+    let c: VsockConfig = parse_section(NAME, value)?;
     check_cid(c.guest_cid).map_err(|e| err(e.to_string()))?;
     let len = c.uds_path.as_os_str().len();
     if len == 0 {
