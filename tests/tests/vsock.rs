@@ -47,6 +47,11 @@ impl VsockVm {
     }
 
     fn start(dir: PathBuf, guest_name: &str, cmdline: &str) -> VsockVm {
+        Self::start_with(dir, guest_name, cmdline, &[])
+    }
+
+    /// [`Self::start`] with extra `ember-vmm` arguments.
+    fn start_with(dir: PathBuf, guest_name: &str, cmdline: &str, extra: &[&str]) -> VsockVm {
         let uds = dir.join("v.sock");
         let mut child = Command::new(ember_vmm())
             .args([
@@ -64,6 +69,7 @@ impl VsockVm {
                 "stdout",
             ])
             .args(["--timeout-ms", "300000"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,6 +119,19 @@ impl VsockVm {
             "no `{prefix}` line within {timeout:?}; output:\n{}",
             self.output()
         );
+    }
+
+    /// Waits for a console or log line containing `needle`.
+    fn wait_line_containing(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "no line with `{needle}` within {timeout:?}; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Waits for ember-vmm to exit; its exit code.
@@ -278,6 +297,34 @@ fn transfer_64_mib_each_way_with_matching_sha256() {
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), 64 * MIB);
     assert_eq!(sha(&got), sha(&stream(99, 64 * MIB)));
+    assert_eq!(
+        vm.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.output()
+    );
+}
+
+/// A guest that exits right after queueing its last byte, while most of
+/// them still sit in the VMM (the host peer has not read yet): the VMM's
+/// final drain must deliver every byte it accepted before the connection
+/// ends with the VM.
+#[test]
+fn bytes_accepted_before_the_guest_exits_still_reach_the_host() {
+    const BYTES: usize = 768 * 1024;
+    let dir = VsockVm::dir("blast");
+    let listener = UnixListener::bind(dir.join("v.sock_56")).unwrap();
+    let args = format!("blast 56 {BYTES} 11");
+    let mut vm = VsockVm::start_with(dir, "vsock_client", &args, &["--level", "debug"]);
+    let (mut s, _) = listener.accept().unwrap();
+    // Read nothing until the VM has stopped (the VMM logs the exit at
+    // debug level): only the final drain can deliver what is left.
+    vm.wait_line_containing("VM exit at", Duration::from_secs(60));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::with_capacity(BYTES);
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), BYTES, "{}", vm.output());
+    assert_eq!(sha(&got), sha(&stream(11, BYTES)));
     assert_eq!(
         vm.wait_exit(Duration::from_secs(30)),
         Some(0),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ember_devices::bus::Bus;
+use ember_devices::virtio::VirtioDevice;
 use ember_guest::abi::MmioDevice;
 use event_manager::{EventManager, MutEventSubscriber};
 use kvm_ioctls::VmFd;
@@ -78,6 +79,8 @@ pub struct DeviceContext<'a> {
     /// Devices announced to the guest (StartInfo `devices[]`; the VM builder
     /// also adds `virtio_mmio.device=` to a Linux command line for each).
     pub mmio_devices: Vec<MmioDevice>,
+    /// Every virtio device, for the final drain when the VM stops.
+    pub virtio_devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
     next_window: u64,
     next_irq: u32,
 }
@@ -105,6 +108,7 @@ impl<'a> DeviceContext<'a> {
             irqchip,
             kernelless,
             mmio_devices: Vec::new(),
+            virtio_devices: Vec::new(),
             next_window: MMIO_WINDOWS_START,
             next_irq: FIRST_DEVICE_IRQ,
         }

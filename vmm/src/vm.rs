@@ -138,6 +138,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     );
     devices::attach_all(&mut ctx, &cfg.devices)?;
     let mmio_devices = std::mem::take(&mut ctx.mmio_devices);
+    let virtio_devices = std::mem::take(&mut ctx.virtio_devices);
     let linux_devices = ctx.linux_cmdline();
     drop(ctx);
 
@@ -199,7 +200,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
             std::io::Error::other(e),
         )
     })?;
-    let _events = event_loop::start(em, exits.clone())
+    let drained = event_loop::start(em, exits.clone(), virtio_devices)
         .map_err(|e| VmError::Io("cannot start the event loop", e))?;
     let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
     log_debug!("VM built and started at {} us", start.elapsed().as_micros());
@@ -208,6 +209,8 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     log_debug!("VM exit at {} us", start.elapsed().as_micros());
     stop_vcpus(&handles);
     log_debug!("vCPUs stopped at {} us", start.elapsed().as_micros());
+    // The event loop delivers what the guest sent before it stopped (bounded).
+    let _ = drained.recv_timeout(event_loop::DRAIN_GRACE + Duration::from_millis(100));
     // try_lock: a vCPU that never stopped may hold the console (blocked on a
     // full pipe nobody reads); its output is then lost, never waited for.
     if let Ok(mut console) = serial_dev.try_lock() {

@@ -126,6 +126,12 @@ pub trait VirtioDevice: Send {
     /// Stops the device and forgets the queues (status 0 written). The device
     /// must be activatable again afterwards.
     fn reset(&mut self);
+    /// Whether data the guest handed over still waits for a host peer. When
+    /// the VM stops, the event loop keeps running (for a bounded time) until
+    /// no device has any, so bytes the device accepted are not dropped.
+    fn has_undelivered_output(&self) -> bool {
+        false
+    }
 }
 
 /// The eventfd a device uses to tell the event-loop thread its activation

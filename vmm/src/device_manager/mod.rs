@@ -92,6 +92,7 @@ where
     let doorbell = ctx.kernelless.then(|| ctx.doorbell.clone());
     let line = Arc::new(VirtioIrq { irqfd, doorbell });
     let dev = Arc::new(Mutex::new(device));
+    ctx.virtio_devices.push(dev.clone());
     let transport = MmioTransport::new(ctx.mem.clone(), dev.clone(), line).map_err(|e| {
         setup_err(
             section,

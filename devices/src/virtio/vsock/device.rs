@@ -292,6 +292,10 @@ impl<B: VsockBackend> VirtioDevice for Vsock<B> {
         // The CID is read-only.
     }
 
+    fn has_undelivered_output(&self) -> bool {
+        self.backend.undelivered_bytes() > 0
+    }
+
     fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);

@@ -45,6 +45,10 @@ pub trait VsockBackend: Send {
     fn process(&mut self, events: &Events, ops: &mut EventOps) -> bool;
     /// Drops every connection (device reset), unregistering their fds.
     fn reset(&mut self, ops: &mut EventOps);
+    /// Guest bytes accepted but not yet written to a host peer.
+    fn undelivered_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Errors setting up vsock.

@@ -502,6 +502,10 @@ impl VsockBackend for UnixMuxer {
         self.ctrl.clear();
         self.read_queue.clear();
     }
+
+    fn undelivered_bytes(&self) -> usize {
+        self.buffered_bytes()
+    }
 }
 
 impl Drop for UnixMuxer {

@@ -6,6 +6,9 @@
 //!   with SEED (the host recomputes it), closes, prints `bulk sent=N ns=T`;
 //!   SEED 0 sends one fixed 64 KiB pattern over and over (benchmarks: no
 //!   generator cost in the guest);
+//! - `blast PORT BYTES SEED`: like `bulk`, but ends the VM right after the
+//!   last byte is queued, without closing: the VMM must still deliver every
+//!   byte it accepted before it drops the connection;
 //! - `sink PORT BYTES`: reads BYTES from the host, prints `sink got=N ns=T`;
 //! - `rtt PORT ROUNDS SIZE`: ROUNDS × (send SIZE bytes, read SIZE back),
 //!   prints `rtt median_ns=.. min_ns=..`.
@@ -113,6 +116,15 @@ fn main(info: &'static StartInfo) -> i32 {
         }
         "hello" => hello(&mut v, id, &mut w),
         "bulk" => bulk(&mut v, id, num(2).unwrap_or(0), num(3).unwrap_or(1), &mut w),
+        "blast" => {
+            match send_stream(&mut v, id, num(2).unwrap_or(0), num(3).unwrap_or(1), &mut w) {
+                Ok(sent) => {
+                    println!("vsock: blast queued={sent}");
+                    ember_rt::exit(0)
+                }
+                Err(code) => code,
+            }
+        }
         "sink" => sink(&mut v, id, num(2).unwrap_or(0), &mut w),
         "rtt" => rtt(
             &mut v,
@@ -151,14 +163,20 @@ fn hello(v: &mut Vsock, id: ConnId, w: &mut dyn FnMut()) -> i32 {
     0
 }
 
-fn bulk(v: &mut Vsock, id: ConnId, bytes: u64, seed: u64, w: &mut dyn FnMut()) -> i32 {
+/// Sends BYTES of the seeded stream; the count sent, or the exit code.
+fn send_stream(
+    v: &mut Vsock,
+    id: ConnId,
+    bytes: u64,
+    seed: u64,
+    w: &mut dyn FnMut(),
+) -> Result<u64, i32> {
     let mut w = w;
     let mut rng = Rng(seed | 1);
     let mut chunk = vec![0u8; 64 * 1024];
     if seed == 0 {
         rng.fill(&mut chunk);
     }
-    let t0 = ember_rt::rdtsc();
     let mut sent = 0u64;
     while sent < bytes {
         let n = (bytes - sent).min(chunk.len() as u64) as usize;
@@ -167,10 +185,20 @@ fn bulk(v: &mut Vsock, id: ConnId, bytes: u64, seed: u64, w: &mut dyn FnMut()) -
         }
         if let Err(e) = v.send_all(id, &chunk[..n], &mut w) {
             println!("vsock: bulk send failed after {sent}: {e}");
-            return 3;
+            return Err(3);
         }
         sent += n as u64;
     }
+    Ok(sent)
+}
+
+fn bulk(v: &mut Vsock, id: ConnId, bytes: u64, seed: u64, w: &mut dyn FnMut()) -> i32 {
+    let t0 = ember_rt::rdtsc();
+    let sent = match send_stream(v, id, bytes, seed, w) {
+        Ok(sent) => sent,
+        Err(code) => return code,
+    };
+    let mut w = w;
     if v.close_blocking(id, &mut w).is_err() {
         return 3;
     }
