@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// A kernel-less guest ELF built by `guest-agent/kernelless/build.sh`.
-pub fn guest(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/setup.sh (it builds the kernel-less guests)",
-        p.display()
-    );
-    p
-}
+pub use crate::guests::guest;
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {

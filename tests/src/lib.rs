@@ -1,6 +1,7 @@
 //! Shared helpers for ember's integration tests: locating binaries and guest ELFs.
 
 pub mod blknet;
+pub mod guests;
 pub mod linux_guest;
 pub mod probes;
 pub mod vmm;

@@ -1,51 +1,11 @@
-//! Helpers for the VMM-core tests: the kernel-less test guests (built on
-//! demand, once per test process, by `guest-agent/kernelless/build.sh`) and
-//! running `ember-vmm` with a deadline.
+//! Helpers for the VMM-core tests: running kernel-less test guests
+//! ([`crate::guests`]) under `ember-vmm` with a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use crate::guests::guest;
 use crate::probes::{ember_vmm, run_with_deadline, RunOutput};
-
-/// The test guests of `guest-agent/kernelless/src/bin` the VMM tests use.
-const GUESTS: &[&str] = &["hello", "exit_code", "fault", "spin", "null"];
-
-fn kernelless_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-agent/kernelless")
-}
-
-/// Builds the VMM test guests once per process; returns their directory.
-fn built() -> &'static Result<PathBuf, String> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = kernelless_dir();
-        let mut cmd = Command::new("bash");
-        cmd.arg(dir.join("build.sh"));
-        for g in GUESTS {
-            cmd.args(["--bin", g]);
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run build.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(dir.join("target/x86_64-unknown-linux-gnu/release"))
-    })
-}
-
-/// The path of kernel-less test guest `name` (built on first use).
-pub fn guest(name: &str) -> PathBuf {
-    match built() {
-        Ok(dir) => dir.join(name),
-        Err(e) => panic!("kernel-less guests unavailable: {e}"),
-    }
-}
 
 /// How long any single VM in these tests may take before it counts as hung.
 pub const DEADLINE: Duration = Duration::from_secs(20);

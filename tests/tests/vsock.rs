@@ -12,22 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ember_tests::guests::guest;
 use ember_tests::probes::ember_vmm;
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
-
-fn guest(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/setup.sh (it builds the kernel-less guests)",
-        p.display()
-    );
-    p
-}
 
 /// A running ember-vmm with a vsock device; its console is collected.
 struct VsockVm {

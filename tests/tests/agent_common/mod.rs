@@ -5,33 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ember_host::agent::{Code, Environment, InitSpec, InvokeRequest, LaunchConfig};
 
 /// The kernel-less agent ELF, built on first use.
 pub fn agent_elf() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-agent/kernelless");
-        let out = Command::new("bash")
-            .arg(dir.join("build.sh"))
-            .args(["--bin", "ember-wasm-agent"])
-            .output()
-            .map_err(|e| format!("cannot run build.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(dir.join("target/x86_64-unknown-linux-gnu/release/ember-wasm-agent"))
-    });
-    match r {
-        Ok(p) => p.clone(),
-        Err(e) => panic!("{e}"),
-    }
+    ember_tests::guests::guest("ember-wasm-agent")
 }
 
 /// `wat2wasm` of a WAT text (wabt is installed by scripts/setup.sh).
