@@ -3,6 +3,7 @@
 //! every connection is shut down gracefully and in-flight requests drain.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
+use crate::auth::Caller;
 
 /// Most connections served at once; more wait in the accept backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -88,15 +90,17 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
 
 async fn handle(
     app: Arc<App>,
+    source: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    let caller = Caller::anonymous(source);
     let result = async {
         let (segs, query) = api::parse_target(parts.uri.path(), parts.uri.query())?;
         let route = api::route(&parts.method, &segs)?;
         if let Route::Invoke(function) = route {
-            return api::invoke::handle(app, invoke_req(function, &query, &parts.headers), body)
-                .await;
+            let ireq = invoke_req(function, &query, &parts.headers, caller);
+            return api::invoke::handle(app, ireq, body).await;
         }
         let body = read_body(body, api::MAX_CONTROL_BODY)
             .await
@@ -112,6 +116,7 @@ async fn handle(
             query,
             headers: parts.headers,
             body,
+            caller,
         };
         tokio::task::spawn_blocking(move || api::dispatch(&app, route, &req))
             .await
@@ -136,7 +141,7 @@ pub async fn run(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, source) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -152,7 +157,7 @@ pub async fn run(
         let mut stop = shutdown.clone();
         let done = conn_done_tx.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(app.clone(), req));
+            let svc = service_fn(move |req| handle(app.clone(), source, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);

@@ -31,6 +31,8 @@ pub struct InvokeReq {
     pub log_type: Option<String>,
     pub client_context: Option<String>,
     pub content_length: Option<u64>,
+    /// Who sent it.
+    pub caller: crate::auth::Caller,
 }
 
 fn throttled(t: Throttle) -> ApiError {

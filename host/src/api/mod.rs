@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub use error::ApiError;
 
+use crate::auth::Caller;
 use crate::pool::Pool;
 use crate::store::Store;
 
@@ -48,6 +49,8 @@ pub struct Req {
     pub query: HashMap<String, String>,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// Who sent it (see [`crate::auth::Caller`]).
+    pub caller: Caller,
 }
 
 impl Req {
@@ -286,6 +289,7 @@ pub fn invoke_req(
     function: String,
     query: &HashMap<String, String>,
     headers: &hyper::HeaderMap,
+    caller: Caller,
 ) -> invoke::InvokeReq {
     let h = |k: &str| {
         headers
@@ -300,6 +304,7 @@ pub fn invoke_req(
         log_type: h("x-amz-log-type"),
         client_context: h("x-amz-client-context"),
         content_length: h("content-length").and_then(|v| v.parse().ok()),
+        caller,
     }
 }
 
