@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod code;
 pub mod daemon;
+pub mod invoker;
 pub mod pool;
 pub mod server;
 pub mod spares;

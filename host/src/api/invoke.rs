@@ -4,23 +4,21 @@
 //! overlaps the upload.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::{REASON_ACCOUNT, REASON_RESERVED};
-use super::{function_name, provisioned, versions, ApiError, App, Reply};
+use super::{function_name, versions, ApiError, App, Reply};
+use crate::invoker::{self, Call, CallResult};
 use crate::pool::policy::Throttle;
-use crate::pool::{EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
-use crate::util::{function_arn, uuid4};
+use crate::pool::Report;
+use crate::util::uuid4;
 
 /// Lambda's synchronous payload limit (request and response).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
-/// Extra time past the function timeout before the pool kills the VM (the
-/// launcher has its own, shorter backstop).
-const HOST_GRACE: Duration = Duration::from_secs(3);
 /// `X-Amz-Log-Result` carries at most the last 4 KB of the log.
 const TAIL_BYTES: usize = 4096;
 
@@ -52,16 +50,6 @@ fn too_large() -> ApiError {
     ApiError::TooLarge(format!(
         "Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation"
     ))
-}
-
-/// Gives a checked-out environment back once its start finishes, for
-/// requests that failed after the checkout began.
-fn give_back(pool: Arc<Pool>, task: tokio::task::JoinHandle<Result<(Warm, bool), EnvError>>) {
-    tokio::spawn(async move {
-        if let Ok(Ok((w, _))) = task.await {
-            pool.checkin(w, true);
-        }
-    });
 }
 
 pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Reply, ApiError> {
@@ -100,126 +88,56 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
             )))
         }
     }
-    let admitted = app.pool.admit(&name).map_err(throttled)?;
-
-    let started = Instant::now();
-    let pool = app.pool.clone();
-    let key = r.key();
-    let spec = provisioned::lazy_spec(&app, &r);
-    let checkout = tokio::spawn(async move { pool.checkout(&key, spec).await });
-    let payload = match read_payload(body).await {
-        Ok(p) => p,
-        Err(e) => {
-            give_back(app.pool.clone(), checkout);
-            return Err(e);
-        }
-    };
-    let (warm, cold) = match checkout.await {
-        Ok(Ok(x)) => x,
-        Ok(Err(EnvError::Launch(m))) => {
-            return Err(ApiError::Service(format!(
-                "Could not start an execution environment: {m}"
-            )))
-        }
-        Ok(Err(EnvError::Init {
-            error_type,
-            message,
-        })) => return Ok(function_error(&r.version, &error_type, &message)),
-        Ok(Err(EnvError::Died(m))) => {
-            return Ok(function_error(&r.version, "Runtime.ExitError", &m))
-        }
-        Err(e) => {
-            return Err(ApiError::Service(format!(
-                "environment start task failed: {e}"
-            )))
-        }
-    };
-    let request_id = uuid4();
-    let timeout = Duration::from_secs(r.config.timeout.into());
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let input = InvokeInput {
-        request_id: request_id.clone(),
-        payload: payload.to_vec(),
-        deadline_ms: now_ms + timeout.as_millis() as u64,
-        invoked_function_arn: function_arn(&name, qualifier.as_deref()),
-        client_context: req.client_context.unwrap_or_default(),
-    };
-    let env_id = warm.id;
-    let out = app.pool.invoke(warm, input, timeout + HOST_GRACE).await;
-    drop(admitted);
-    let elapsed = started.elapsed();
-    let (mut reply, logs, report) = match out {
-        Ok(InvokeOutput::Success {
-            payload,
-            logs,
-            report,
-        }) => {
-            if payload.len() > MAX_PAYLOAD {
-                let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).", payload.len());
-                (
-                    function_error(&r.version, "Function.ResponseSizeTooLarge", &m),
-                    logs,
-                    report,
-                )
-            } else {
-                let mut reply = Reply {
-                    status: 200,
-                    headers: vec![],
-                    body: payload.into(),
-                    json: true,
-                };
-                reply
-                    .headers
-                    .push(("X-Amz-Executed-Version", r.version.clone()));
-                (reply, logs, report)
-            }
-        }
-        Ok(InvokeOutput::FunctionError {
-            error_type,
-            message,
-            logs,
-            report,
-            ..
-        }) => (
-            function_error(&r.version, &error_type, &message),
-            logs,
-            report,
-        ),
-        Err(e) => {
-            let m = match e {
-                EnvError::Died(m) | EnvError::Launch(m) => m,
-                EnvError::Init { message, .. } => message,
+    // The environment starts while the payload is still being read; an
+    // early return drops `pending`, which gives the environment back.
+    let pending = invoker::begin(&app, r, qualifier.as_deref()).map_err(throttled)?;
+    let payload = read_payload(body).await?;
+    let out = pending
+        .run(Call {
+            request_id: uuid4(),
+            payload: payload.to_vec(),
+            client_context: req.client_context.unwrap_or_default(),
+        })
+        .await;
+    let mut reply = match &out.result {
+        CallResult::Success(payload) => {
+            let mut reply = Reply {
+                status: 200,
+                headers: vec![],
+                body: payload.clone().into(),
+                json: true,
             };
-            (
-                function_error(
-                    &r.version,
-                    "Runtime.ExitError",
-                    &format!("RequestId: {request_id} Error: Runtime exited: {m}"),
-                ),
-                vec![],
-                Report::default(),
-            )
+            reply
+                .headers
+                .push(("X-Amz-Executed-Version", out.version.clone()));
+            reply
         }
+        CallResult::FunctionError {
+            error_type,
+            message,
+        } => function_error(&out.version, error_type, message),
+        CallResult::ServiceError(m) => return Err(ApiError::Service(m.clone())),
+    };
+    // An environment that failed to start has no id (and no log to tail).
+    let Some(env_id) = out.env_id else {
+        return Ok(reply);
     };
     reply
         .headers
         .push(("X-Amz-Ember-Environment", env_id.to_string()));
     reply
         .headers
-        .push(("X-Amz-Ember-Cold-Start", cold.to_string()));
+        .push(("X-Amz-Ember-Cold-Start", out.cold.to_string()));
     if tail {
         reply.headers.push((
             "X-Amz-Log-Result",
             log_tail(
-                &request_id,
-                &r.version,
-                &logs,
-                report,
-                elapsed,
-                r.config.memory_size,
+                &out.request_id,
+                &out.version,
+                &out.logs,
+                out.report,
+                out.elapsed,
+                out.memory_size,
             ),
         ));
     }

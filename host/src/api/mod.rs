@@ -8,7 +8,7 @@ mod functions;
 pub mod invoke;
 mod layers;
 pub mod provisioned;
-mod versions;
+pub mod versions;
 pub mod wire;
 
 use std::collections::HashMap;

@@ -1,0 +1,253 @@
+//! The one place an invocation runs: admission (reserved and host-wide
+//! concurrency), environment checkout (warm, or a cold start that may overlap
+//! whatever the caller still has to do), the call itself, and its typed
+//! [`Outcome`]. The HTTP `Invoke` path and the asynchronous event workers both
+//! go through here, so everything that observes invocations (metrics, log
+//! streams) has exactly one place to hook: the end of [`Pending::run`] for
+//! outcomes, [`begin`] for throttles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+
+use crate::api::versions::Resolved;
+use crate::api::{provisioned, App};
+use crate::pool::policy::Throttle;
+use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
+use crate::util::function_arn;
+
+/// Lambda's response payload limit (the same for both invocation types).
+pub const MAX_RESPONSE: usize = 6 * 1024 * 1024;
+/// Extra time past the function timeout before the pool kills the VM (the
+/// launcher has its own, shorter backstop).
+const HOST_GRACE: Duration = Duration::from_secs(3);
+
+type Checkout = JoinHandle<Result<(Warm, bool), EnvError>>;
+
+/// An admitted invocation whose environment is being checked out. Dropping
+/// it without [`Pending::run`] gives the environment back once it is ready
+/// and releases the concurrency unit.
+pub struct Pending {
+    app: Arc<App>,
+    target: Resolved,
+    arn: String,
+    started: Instant,
+    admitted: Option<Admitted>,
+    checkout: Option<Checkout>,
+}
+
+/// What the caller hands to the function.
+pub struct Call {
+    /// The request id the function sees (for events: the same on every attempt).
+    pub request_id: String,
+    pub payload: Vec<u8>,
+    pub client_context: String,
+}
+
+/// How an invocation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallResult {
+    Success(Vec<u8>),
+    /// The function (or its environment) failed: Lambda's `Unhandled` error.
+    FunctionError {
+        error_type: String,
+        message: String,
+    },
+    /// No environment could be started; not the function's fault (HTTP 500,
+    /// retried with backoff for events).
+    ServiceError(String),
+}
+
+/// Everything known about one finished invocation.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub request_id: String,
+    pub function: String,
+    /// The version that ran (`$LATEST` or a number).
+    pub version: String,
+    pub memory_size: u32,
+    /// The environment that served it (None when none could be started).
+    pub env_id: Option<u64>,
+    pub cold: bool,
+    pub result: CallResult,
+    pub logs: Vec<String>,
+    pub report: Report,
+    /// From admission to outcome, as the caller experienced it.
+    pub elapsed: Duration,
+}
+
+/// Admits one invocation of `target` and starts checking out an environment
+/// for it. `qualifier` is what the caller asked for (it appears in the ARN
+/// the function sees).
+pub fn begin(
+    app: &Arc<App>,
+    target: Resolved,
+    qualifier: Option<&str>,
+) -> Result<Pending, Throttle> {
+    let admitted = app.pool.admit(&target.name)?;
+    let pool = app.pool.clone();
+    let key = target.key();
+    let spec = provisioned::lazy_spec(app, &target);
+    let checkout = tokio::spawn(async move { pool.checkout(&key, spec).await });
+    Ok(Pending {
+        app: app.clone(),
+        arn: function_arn(&target.name, qualifier),
+        target,
+        started: Instant::now(),
+        admitted: Some(admitted),
+        checkout: Some(checkout),
+    })
+}
+
+impl Pending {
+    pub fn target(&self) -> &Resolved {
+        &self.target
+    }
+
+    /// Waits for the environment and runs `call` on it.
+    pub async fn run(mut self, call: Call) -> Outcome {
+        let Call {
+            request_id,
+            payload,
+            client_context,
+        } = call;
+        let checkout = self.checkout.take();
+        let joined = match checkout {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(EnvError::Launch(format!("start task failed: {e}")))),
+            None => Err(EnvError::Launch("no environment checkout".into())),
+        };
+        let (warm, cold) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                let result = match e {
+                    EnvError::Launch(m) => CallResult::ServiceError(format!(
+                        "Could not start an execution environment: {m}"
+                    )),
+                    EnvError::Init {
+                        error_type,
+                        message,
+                    } => CallResult::FunctionError {
+                        error_type,
+                        message,
+                    },
+                    EnvError::Died(m) => CallResult::FunctionError {
+                        error_type: "Runtime.ExitError".into(),
+                        message: m,
+                    },
+                };
+                return self.finish(request_id, result, vec![], Report::default(), None, false);
+            }
+        };
+        let timeout = Duration::from_secs(self.target.config.timeout.into());
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let input = InvokeInput {
+            request_id: request_id.clone(),
+            payload,
+            deadline_ms: now_ms + timeout.as_millis() as u64,
+            invoked_function_arn: self.arn.clone(),
+            client_context,
+        };
+        let env_id = warm.id;
+        let out = self
+            .app
+            .pool
+            .invoke(warm, input, timeout + HOST_GRACE)
+            .await;
+        let (result, logs, report) = match out {
+            Ok(InvokeOutput::Success {
+                payload,
+                logs,
+                report,
+            }) if payload.len() > MAX_RESPONSE => {
+                let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).", payload.len());
+                (
+                    function_error("Function.ResponseSizeTooLarge", m),
+                    logs,
+                    report,
+                )
+            }
+            Ok(InvokeOutput::Success {
+                payload,
+                logs,
+                report,
+            }) => (CallResult::Success(payload), logs, report),
+            Ok(InvokeOutput::FunctionError {
+                error_type,
+                message,
+                logs,
+                report,
+                ..
+            }) => (function_error(&error_type, message), logs, report),
+            Err(e) => {
+                let m = match e {
+                    EnvError::Died(m) | EnvError::Launch(m) => m,
+                    EnvError::Init { message, .. } => message,
+                };
+                let m = format!("RequestId: {} Error: Runtime exited: {m}", request_id);
+                (
+                    function_error("Runtime.ExitError", m),
+                    vec![],
+                    Report::default(),
+                )
+            }
+        };
+        self.finish(request_id, result, logs, report, Some(env_id), cold)
+    }
+
+    /// Ends the invocation: releases its concurrency unit and builds the
+    /// outcome. Every invocation, sync or async, passes here exactly once.
+    fn finish(
+        &mut self,
+        request_id: String,
+        result: CallResult,
+        logs: Vec<String>,
+        report: Report,
+        env_id: Option<u64>,
+        cold: bool,
+    ) -> Outcome {
+        self.admitted.take();
+        Outcome {
+            request_id,
+            function: self.target.name.clone(),
+            version: self.target.version.clone(),
+            memory_size: self.target.config.memory_size,
+            env_id,
+            cold,
+            result,
+            logs,
+            report,
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+fn function_error(error_type: &str, message: String) -> CallResult {
+    CallResult::FunctionError {
+        error_type: error_type.to_string(),
+        message,
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(task) = self.checkout.take() {
+            give_back(self.app.pool.clone(), task);
+        }
+    }
+}
+
+/// Gives a checked-out environment back once its start finishes, for
+/// invocations abandoned after the checkout began.
+fn give_back(pool: Arc<Pool>, task: Checkout) {
+    tokio::spawn(async move {
+        if let Ok(Ok((w, _))) = task.await {
+            pool.checkin(w, true);
+        }
+    });
+}
