@@ -193,11 +193,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         });
         Some(JailConfig::new(jailer))
     };
-    let launcher = VmLauncher::new(vmm, agent).with_jail(jail).with_spares(
-        args.spare_vms,
-        args.spare_mib,
-        &run,
-    );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let launcher = VmLauncher::new(vmm, agent)
+        .with_metrics(metrics.clone())
+        .with_jail(jail)
+        .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");
     }
@@ -224,6 +224,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         pool: pool.clone(),
         caps: Capabilities::default(),
         base_url: format!("http://{addr}"),
+        metrics,
     });
     crate::api::provisioned::reconcile(&app)
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;

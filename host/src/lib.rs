@@ -9,6 +9,7 @@ pub mod client;
 pub mod code;
 pub mod daemon;
 pub mod invoker;
+pub mod metrics;
 pub mod pool;
 pub mod server;
 pub mod spares;

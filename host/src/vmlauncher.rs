@@ -21,6 +21,8 @@ pub struct VmLauncher {
     /// still serves the control plane and answers invokes with this.
     unavailable: Option<String>,
     spares: Option<Arc<Spares>>,
+    /// Where VM boot times are recorded.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl VmLauncher {
@@ -36,7 +38,14 @@ impl VmLauncher {
             base: LaunchConfig::kernelless(vmm, wasm_agent),
             unavailable,
             spares: None,
+            metrics: None,
         }
+    }
+
+    /// Records each environment's VM boot time (spawn → Ready) in `m`.
+    pub fn with_metrics(mut self, m: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(m);
+        self
     }
 
     /// Runs every VMM (spares included) through `ember-jailer`; call before
@@ -93,6 +102,10 @@ impl EnvironmentLauncher for VmLauncher {
             Some(env) => env,
             None => agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e)))?,
         };
+        // A spare's boot happened earlier; it is counted when it is used.
+        if let Some(m) = &self.metrics {
+            m.vmm_booted(env.launch_time());
+        }
         let init = InitSpec {
             function_name: spec.function_name.clone(),
             function_version: spec.function_version.clone(),

@@ -369,6 +369,7 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             app.store.delete_function(&name)?;
             app.pool.retire(&name, None);
             app.pool.set_reserved(&name, None);
+            app.metrics.forget(&name, None);
         }
         Some(q) if q == "$LATEST" => {
             return Err(ApiError::InvalidParameter(
@@ -381,6 +382,7 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             })?;
             app.store.delete_version(&name, v)?;
             app.pool.retire(&name, Some(&q));
+            app.metrics.forget(&name, Some(&q));
         }
     }
     super::provisioned::reconcile(app)?;

@@ -40,6 +40,8 @@ pub struct App {
     pub caps: Capabilities,
     /// Public base URL (code `Location`s point here).
     pub base_url: String,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.
@@ -148,6 +150,8 @@ pub enum Route {
     ListEnvironments,
     /// emberd's own: `GET /ember/code/{function}/{version}` (code download).
     GetCode(String, String),
+    /// Prometheus text exposition: `GET /metrics`.
+    Metrics,
 }
 
 pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError> {
@@ -196,6 +200,7 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         }
         (&M::GET, ["ember", "environments"]) => Route::ListEnvironments,
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
+        (&M::GET, ["metrics"]) => Route::Metrics,
         _ => {
             return Err(ApiError::UnknownOperation(format!(
                 "No operation matches {method} /{}",
@@ -278,6 +283,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::GetLayerVersion(l, v) => layers::get(app, &l, &v),
         Route::DeleteLayerVersion(l, v) => layers::delete(app, &l, &v),
         Route::ListEnvironments => Ok(invoke::list_environments(app)),
+        Route::Metrics => Ok(crate::metrics::http_reply(app)),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
         )),

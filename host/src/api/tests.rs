@@ -43,6 +43,7 @@ async fn server() -> Server {
         pool,
         caps: Capabilities::default(),
         base_url: format!("http://{addr}"),
+        metrics: Default::default(),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(
