@@ -34,6 +34,8 @@ pub struct Pending {
     arn: String,
     started: Instant,
     admitted: Option<Admitted>,
+    /// `concurrent_executions` held from admission to the outcome.
+    executing: Option<crate::metrics::Executing>,
     checkout: Option<Checkout>,
 }
 
@@ -85,7 +87,10 @@ pub fn begin(
     target: Resolved,
     qualifier: Option<&str>,
 ) -> Result<Pending, Throttle> {
-    let admitted = app.pool.admit(&target.name)?;
+    let admitted = app.pool.admit(&target.name).inspect_err(|_| {
+        app.metrics.throttle(&target.name, &target.version);
+    })?;
+    let executing = app.metrics.executing(&target.name, &target.version);
     let pool = app.pool.clone();
     let key = target.key();
     let spec = provisioned::lazy_spec(app, &target);
@@ -96,6 +101,7 @@ pub fn begin(
         target,
         started: Instant::now(),
         admitted: Some(admitted),
+        executing: Some(executing),
         checkout: Some(checkout),
     })
 }
@@ -212,7 +218,8 @@ impl Pending {
         cold: bool,
     ) -> Outcome {
         self.admitted.take();
-        Outcome {
+        self.executing.take();
+        let outcome = Outcome {
             request_id,
             function: self.target.name.clone(),
             version: self.target.version.clone(),
@@ -223,7 +230,9 @@ impl Pending {
             logs,
             report,
             elapsed: self.started.elapsed(),
-        }
+        };
+        self.app.metrics.record(&outcome);
+        outcome
     }
 }
 

@@ -170,6 +170,24 @@ impl Metrics {
         });
     }
 
+    /// The invocation core's outcome (sync and async): the agent's measured
+    /// duration, or the caller's round trip when there is none.
+    pub fn record(&self, o: &crate::invoker::Outcome) {
+        let outcome = match o.result {
+            crate::invoker::CallResult::Success(_) => Outcome::Success,
+            _ => Outcome::Error,
+        };
+        let us = |v: Option<u64>| v.map(Duration::from_micros);
+        let duration = us(o.report.duration_us).unwrap_or(o.elapsed);
+        self.invocation(
+            &o.function,
+            &o.version,
+            outcome,
+            duration,
+            us(o.report.init_us),
+        );
+    }
+
     /// An invocation refused by admission (429).
     pub fn throttle(&self, function: &str, version: &str) {
         self.with(function, version, |s| s.throttles += 1);
