@@ -10,6 +10,8 @@ agent="${EMBER_WASM_AGENT:-guest-agent/kernelless/target/x86_64-unknown-linux-gn
 [ -x "$bin/emberd" ] && [ -x "$bin/ember" ] && [ -x "$bin/ember-vmm" ] || cargo build --release --bins -p ember-host -p ember-vmm
 [ -f "$agent" ] || bash guest-agent/kernelless/build.sh >/dev/null
 work=$(mktemp -d /tmp/ed.XXXXXX)
+# The ember CLI signs its requests with the key emberd creates at first start.
+export EMBER_CREDENTIALS="$work/credentials.json"
 "$bin/emberd" --listen 127.0.0.1:0 --data-dir "$work" --vmm "$bin/ember-vmm" --wasm-agent "$agent" >"$work/out" 2>"$work/log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT

@@ -30,6 +30,21 @@ pub struct Cli {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Access key id to sign requests with (else the credentials file's).
+    #[arg(long, global = true, env = "AWS_ACCESS_KEY_ID")]
+    access_key: Option<String>,
+    /// Secret access key to sign requests with.
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
+    /// emberd's credentials file (default: credentials.json in
+    /// $EMBER_DATA_DIR or the default data directory).
+    #[arg(long, global = true, env = "EMBER_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -56,6 +71,10 @@ enum Cmd {
     /// Execution environments.
     #[command(subcommand)]
     Env(EnvCmd),
+    /// Access keys (edits emberd's credentials file; a running emberd picks
+    /// changes up at once).
+    #[command(subcommand)]
+    Creds(crate::auth::cli::CredsCmd),
     /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
     #[command(hide = true)]
     Bench(crate::bench::BenchArgs),
@@ -151,6 +170,21 @@ pub fn main() -> ExitCode {
     if let Cmd::Serve(args) = cli.cmd {
         return run_serve(args);
     }
+    let file = crate::auth::cli::credentials_path(cli.credentials.as_deref());
+    if let Cmd::Creds(cmd) = cli.cmd {
+        return match crate::auth::cli::run(cmd, &file, cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ember: {}", crate::util::error_chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    crate::client::set_default_credentials(crate::auth::cli::signing_credentials(
+        cli.access_key.clone(),
+        cli.secret_key.clone(),
+        &file,
+    ));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -235,7 +269,7 @@ fn print_config(c: &Value) {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ep = cli.endpoint.as_str();
     match cli.cmd {
-        Cmd::Serve(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Creds(_) => unreachable!("handled in main"),
         Cmd::Bench(args) => crate::bench::run(ep, args).await.map_err(CliError::Usage)?,
         Cmd::Fn(FnCmd::Create {
             name,

@@ -1,11 +1,15 @@
 //! A minimal HTTP/1.1 client for the `ember` CLI and the benchmark: one
-//! keep-alive connection to emberd, requests sent one after another.
+//! keep-alive connection to emberd, requests sent one after another, each
+//! signed with SigV4 when the connection has credentials.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::auth::format_amz_date;
+use crate::auth::sigv4::{sign, Credentials, RequestParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -17,6 +21,8 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("building the request")]
     Request(#[from] hyper::http::Error),
+    #[error("signing the request")]
+    Sign(#[from] hyper::header::InvalidHeaderValue),
 }
 
 pub struct Response {
@@ -34,7 +40,22 @@ impl Response {
 pub struct Conn {
     host: String,
     sender: SendRequest<Full<Bytes>>,
+    creds: Option<Credentials>,
 }
+
+/// The key every new [`Conn`] signs with unless told otherwise (the `ember`
+/// CLI sets it once from its flags, environment or credentials file).
+static DEFAULT_CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+
+/// Sets the process's default signing key (first call wins).
+pub fn set_default_credentials(creds: Option<Credentials>) {
+    if let Some(c) = creds {
+        let _ = DEFAULT_CREDENTIALS.set(c);
+    }
+}
+
+/// The region emberd's own clients put in their credential scope.
+pub const REGION: &str = crate::util::REGION;
 
 /// `http://host:port[/]` → `host:port`.
 pub fn authority(endpoint: &str) -> Result<String, ClientError> {
@@ -55,7 +76,17 @@ impl Conn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self { host, sender })
+        Ok(Self {
+            host,
+            sender,
+            creds: DEFAULT_CREDENTIALS.get().cloned(),
+        })
+    }
+
+    /// Signs every request from now on with `creds`.
+    pub fn with_credentials(mut self, creds: Option<Credentials>) -> Self {
+        self.creds = creds;
+        self
     }
 
     pub async fn send(
@@ -73,7 +104,24 @@ impl Conn {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(Full::new(Bytes::from(body)))?;
+        let mut req = b.body(Full::new(Bytes::from(body.clone())))?;
+        if let Some(creds) = &self.creds {
+            let uri = req.uri().clone();
+            let parts = RequestParts {
+                method,
+                path: uri.path(),
+                query: uri.query(),
+                headers: req.headers(),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let added = sign(creds, REGION, &format_amz_date(now), &parts, &body);
+            for (k, v) in added {
+                req.headers_mut().insert(k, v.parse()?);
+            }
+        }
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let (parts, body) = resp.into_parts();

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Memory size of the spare VMs.
     #[arg(long, default_value_t = 128)]
     pub spare_mib: u32,
+    /// Serve `GET /metrics` without a signature to clients on loopback
+    /// (every other request, and /metrics from elsewhere, must be signed).
+    #[arg(long)]
+    pub metrics_no_auth_on_loopback: bool,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -76,9 +80,11 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error("{0}")]
     Config(String),
+    #[error("credentials")]
+    Credentials(#[from] crate::auth::creds::CredError),
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/ember");
@@ -169,6 +175,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         eprintln!("emberd: killed {killed} ember-vmm/ember-jailer left over from a previous run");
     }
     let store = Arc::new(Store::open(&data.join("store"))?);
+    let creds_path = data.join(crate::auth::creds::FILE_NAME);
+    let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
+    let mut auth = crate::auth::Authenticator::new(creds_path.clone());
+    auth.metrics_open_on_loopback = args.metrics_no_auth_on_loopback;
     let vmm = args
         .vmm
         .clone()
@@ -225,6 +235,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         caps: Capabilities::default(),
         base_url: format!("http://{addr}"),
         metrics,
+        auth: Arc::new(auth),
     });
     crate::api::provisioned::reconcile(&app)
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
@@ -247,6 +258,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         "emberd listening on http://{addr} (data {}, max concurrency {host_limit})",
         data.display()
     );
+    // After the "listening" line, which scripts wait for; printed only on
+    // the start that created the key (it stays in the 0600 file).
+    if let Some(k) = first_key {
+        println!(
+            "emberd created an access key (account {}), saved in {}:\n  AWS_ACCESS_KEY_ID={}\n  AWS_SECRET_ACCESS_KEY={}",
+            k.account,
+            creds_path.display(),
+            k.access_key_id,
+            k.secret_access_key
+        );
+    }
     let drain = Duration::from_secs(args.drain_timeout);
     crate::server::run(listener, app, rx, drain).await;
     eprintln!("emberd: shutting down");

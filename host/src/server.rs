@@ -16,8 +16,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::api::invoke::InvokeBody;
 use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
-use crate::auth::Caller;
+use crate::auth::sigv4::{self, RequestParts};
+use crate::auth::{self, Caller, Pending};
 
 /// Most connections served at once; more wait in the accept backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -88,28 +90,124 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"{}"))))
 }
 
+/// The control-plane body limit's error.
+fn control_too_large() -> ApiError {
+    ApiError::TooLarge("Request must be smaller than 69905067 bytes for this operation".into())
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_limited(
+    body: Incoming,
+    limit: usize,
+    too_large: fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
+    read_body(body, limit).await.map_err(|e| match e {
+        BodyError::TooLarge => too_large(),
+        BodyError::Read(m) => ApiError::InvalidParameter(m),
+    })
+}
+
+/// Verifies the request's signature over its body (read here, up to
+/// `limit`), so nothing runs for a refused request. A signed
+/// `x-amz-content-sha256` must match the body too.
+async fn authenticated_body(
+    pending: Pending,
+    signed: &RequestParts<'_>,
+    body: Incoming,
+    limit: usize,
+    too_large: fn() -> ApiError,
+    app: &App,
+    source: SocketAddr,
+) -> Result<(Caller, Bytes), ApiError> {
+    let declared = pending.declared_sha256.clone();
+    let body = read_limited(body, limit, too_large).await?;
+    let actual = sigv4::sha256_hex(&body);
+    if declared
+        .as_ref()
+        .is_some_and(|d| !d.eq_ignore_ascii_case(&actual))
+    {
+        return Err(auth::payload_mismatch().into());
+    }
+    let hash = declared.unwrap_or(actual);
+    Ok((app.auth.finish(pending, signed, &hash, source)?, body))
+}
+
 async fn handle(
     app: Arc<App>,
     source: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let caller = Caller::anonymous(source);
     let result = async {
-        let (segs, query) = api::parse_target(parts.uri.path(), parts.uri.query())?;
-        let route = api::route(&parts.method, &segs)?;
-        if let Route::Invoke(function) = route {
-            let ireq = invoke_req(function, &query, &parts.headers, caller);
-            return api::invoke::handle(app, ireq, body).await;
-        }
-        let body = read_body(body, api::MAX_CONTROL_BODY)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => ApiError::TooLarge(
-                    "Request must be smaller than 69905067 bytes for this operation".into(),
-                ),
-                BodyError::Read(m) => ApiError::InvalidParameter(m),
-            })?;
+        let exempt = app.auth.exempt(&parts.method, parts.uri.path(), &source);
+        let pending = if exempt {
+            None
+        } else {
+            match app.auth.begin(&parts.headers) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    drain(body, DRAIN_CAP).await;
+                    return Err(e.into());
+                }
+            }
+        };
+        let signed = RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        // Routing errors are reported only after the signature checked out,
+        // so an unauthenticated caller learns nothing but 403.
+        let routed = api::parse_target(parts.uri.path(), parts.uri.query())
+            .and_then(|(segs, query)| Ok((api::route(&parts.method, &segs)?, segs, query)));
+        let (caller, body, routed) = match (pending, routed) {
+            (None, routed) => (
+                Caller::anonymous(source),
+                read_limited(body, api::MAX_CONTROL_BODY, control_too_large).await?,
+                routed,
+            ),
+            (Some(p), Ok((Route::Invoke(function), _, query))) => {
+                // A signed payload hash lets the signature be checked before
+                // the body arrives, so the environment starts during the
+                // upload; the body is checked against the hash as it is read.
+                let (caller, body) = match p.declared_sha256.clone() {
+                    Some(h) => (
+                        app.auth.finish(p, &signed, &h, source)?,
+                        InvokeBody::Stream(body, Some(h)),
+                    ),
+                    None => {
+                        let (c, b) = authenticated_body(
+                            p,
+                            &signed,
+                            body,
+                            api::invoke::MAX_PAYLOAD,
+                            api::invoke::too_large,
+                            &app,
+                            source,
+                        )
+                        .await?;
+                        (c, InvokeBody::Read(b))
+                    }
+                };
+                let ireq = invoke_req(function, &query, &parts.headers, caller);
+                return api::invoke::handle(app, ireq, body).await;
+            }
+            (Some(p), routed) => {
+                let (c, b) = authenticated_body(
+                    p,
+                    &signed,
+                    body,
+                    api::MAX_CONTROL_BODY,
+                    control_too_large,
+                    &app,
+                    source,
+                )
+                .await?;
+                (c, b, routed)
+            }
+        };
+        let (route, segs, query) = routed?;
         let req = Req {
             method: parts.method,
             segs,

@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The region and account that appear in every ARN emberd hands out.
 pub const REGION: &str = "us-east-1";
-/// emberd is single-tenant: one fixed account id.
+/// The default account: the first access key's, and the owner of every
+/// record stored before emberd had tenants.
 pub const ACCOUNT: &str = "000000000000";
 
 /// Current time as Lambda prints `LastModified`: `2024-05-01T12:00:00.000+0000`.
@@ -69,19 +70,48 @@ pub fn uuid4() -> String {
     )
 }
 
-/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
-pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
-    match qualifier {
-        Some(q) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
-        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
+/// The name a function or layer of `account` is stored (and its environments
+/// keyed) under: the default account's bare, as before tenants; another
+/// account's as `ACCOUNT:NAME`. `:` is in no valid name, so two accounts'
+/// names can never meet.
+pub fn scoped_name(account: &str, name: &str) -> String {
+    if account == ACCOUNT {
+        name.to_string()
+    } else {
+        format!("{account}:{name}")
     }
 }
 
-/// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME[:VERSION]`.
-pub fn layer_arn(name: &str, version: Option<u64>) -> String {
+/// A stored name → (account, name as the client sees it).
+pub fn split_scoped(scoped: &str) -> (&str, &str) {
+    scoped.split_once(':').unwrap_or((ACCOUNT, scoped))
+}
+
+/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]` of a stored name.
+pub fn function_arn(scoped: &str, qualifier: Option<&str>) -> String {
+    let (account, name) = split_scoped(scoped);
+    match qualifier {
+        Some(q) => format!("arn:aws:lambda:{REGION}:{account}:function:{name}:{q}"),
+        None => format!("arn:aws:lambda:{REGION}:{account}:function:{name}"),
+    }
+}
+
+/// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME[:VERSION]` of a stored name.
+pub fn layer_arn(scoped: &str, version: Option<u64>) -> String {
+    let (account, name) = split_scoped(scoped);
     match version {
-        Some(v) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}:{v}"),
-        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"),
+        Some(v) => format!("arn:aws:lambda:{REGION}:{account}:layer:{name}:{v}"),
+        None => format!("arn:aws:lambda:{REGION}:{account}:layer:{name}"),
+    }
+}
+
+/// The account a full or partial function ARN names, if it names one.
+pub fn arn_account(input: &str) -> Option<&str> {
+    let parts: Vec<&str> = input.split(':').collect();
+    match parts.as_slice() {
+        ["arn", _, "lambda", _, a, "function", ..] => Some(a),
+        [a, "function", ..] => Some(a),
+        _ => None,
     }
 }
 

@@ -21,8 +21,11 @@ import time
 import zipfile
 
 import boto3
+import botocore.auth
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WAT = pathlib.Path(__file__).resolve().parent / "wat"
@@ -88,7 +91,28 @@ class Emberd:
         line = self.proc.stdout.readline().decode()
         assert "listening on http://" in line, f"unexpected first line {line!r}; log: {self.log()}"
         self.endpoint = line.split("listening on ")[1].split()[0]
+        # The key emberd created at its first start (it prints it once too).
+        keys = self.keys()
+        self.key = next(k for k in keys if k["Account"] == "000000000000")
         return self
+
+    def keys(self):
+        with open(os.path.join(self.data_dir, "credentials.json")) as f:
+            return json.load(f)["Keys"]
+
+    def ember(self, *args):
+        """Runs the `ember` CLI against this emberd; returns the CompletedProcess."""
+        cmd = [str(bin_dir() / "ember"), "--endpoint", self.endpoint,
+               "--credentials", os.path.join(self.data_dir, "credentials.json"), *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+    def add_key(self, account=None):
+        """A new access key (dict with AccessKeyId, SecretAccessKey, Account)."""
+        args = ["creds", "add", "--json"] + (["--account", account] if account else [])
+        r = self.ember(*args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
 
     def log(self) -> str:
         try:
@@ -107,19 +131,44 @@ class Emberd:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def client(self):
+    def client(self, key=None):
+        """boto3 Lambda client signing with `key` (default: emberd's first key)."""
+        key = key or self.key
         return boto3.client(
             "lambda", endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="AKIDEMBERTEST", aws_secret_access_key="secret",
+            aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
             config=Config(retries={"total_max_attempts": 1}, read_timeout=120, connect_timeout=5),
         )
 
-    def raw(self, method, path, body=b"", headers=None):
+    def raw(self, method, path, body=b"", headers=None, sign=True, key=None, at=None,
+            tamper=None):
+        """One HTTP request, SigV4-signed by botocore like an SDK would (with
+        `key`, default emberd's first key, at time `at`, a naive UTC datetime,
+        default now), or unsigned with `sign=False`. `tamper(body, path)`
+        returns what is actually sent after signing, for altered requests."""
         host = self.endpoint.removeprefix("http://")
-        conn = http.client.HTTPConnection(host, timeout=120)
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
-        conn.request(method, path, body=body, headers=headers or {})
+        headers = dict(headers or {})
+        if sign:
+            key = key or self.key
+            req = AWSRequest(method=method, url=self.endpoint + path, data=body, headers=headers)
+            signer = botocore.auth.SigV4Auth(
+                Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "lambda", "us-east-1")
+            if at is None:
+                signer.add_auth(req)
+            else:
+                real = botocore.auth.get_current_datetime
+                botocore.auth.get_current_datetime = lambda: at
+                try:
+                    signer.add_auth(req)
+                finally:
+                    botocore.auth.get_current_datetime = real
+            headers = dict(req.headers.items())
+        if tamper:
+            body, path = tamper(body, path)
+        conn = http.client.HTTPConnection(host, timeout=120)
+        conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         data = r.read()
         conn.close()

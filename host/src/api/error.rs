@@ -27,6 +27,9 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     Service(String),
+    /// A request that failed authentication (403).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Reasons Lambda gives for a 429.
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => 412,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Service(_) => 500,
+            ApiError::Auth(_) => 403,
         }
     }
 
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::UnknownOperation(_) => "UnknownOperationException",
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
             ApiError::Service(_) => "ServiceException",
+            ApiError::Auth(e) => e.error_type(),
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
 use super::{function_name, versions, ApiError, App, Reply, Req};
 use crate::store::{CodeRef, FunctionConfig, FunctionRecord, StoreError};
-use crate::util::{now_lambda, uuid4, valid_name};
+use crate::util::{now_lambda, scoped_name, split_scoped, uuid4, valid_name};
 
 /// Runtimes emberd knows; only `wasm` runs without a Linux guest.
 const LINUX_RUNTIMES: &[&str] = &[
@@ -110,21 +110,39 @@ pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, Api
     arns.iter()
         .map(|arn| {
             let parts: Vec<&str> = arn.split(':').collect();
-            let (name, ver) = match parts.as_slice() {
-                ["arn", _, "lambda", _, _, "layer", name, v] => (*name, v.parse::<u64>().ok()),
-                _ => ("", None),
+            let (account, name, ver) = match parts.as_slice() {
+                ["arn", _, "lambda", _, a, "layer", name, v] => (*a, *name, v.parse::<u64>().ok()),
+                _ => ("", "", None),
             };
             let (Some(v), true) = (ver, valid_name(name)) else {
                 return Err(ApiError::InvalidParameter(format!(
                     "Layer version ARN {arn} is malformed"
                 )));
             };
-            let l = app.store.get_layer(name, v).map_err(|_| {
-                ApiError::InvalidParameter(format!("Layer version {arn} does not exist."))
-            })?;
+            // Stored ARNs were checked against their function's account
+            // when written ([`own_layers`]).
+            let l = app
+                .store
+                .get_layer(&scoped_name(account, name), v)
+                .map_err(|_| {
+                    ApiError::InvalidParameter(format!("Layer version {arn} does not exist."))
+                })?;
             Ok((arn.clone(), l.code.size))
         })
         .collect()
+}
+
+/// A function may only use layers of its own account.
+fn own_layers(arns: &[String], account: &str) -> Result<(), ApiError> {
+    match arns
+        .iter()
+        .find(|arn| arn.split(':').nth(4).is_some_and(|a| a != account))
+    {
+        Some(arn) => Err(ApiError::InvalidParameter(format!(
+            "Layer version {arn} does not exist."
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn env_vars(e: Option<EnvironmentIn>) -> std::collections::BTreeMap<String, String> {
@@ -147,7 +165,7 @@ fn check_arch(a: &Option<Vec<String>>, package_type: Option<&str>) -> Result<(),
 
 pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let input: CreateFunctionIn = req.json()?;
-    let (name, q) = function_name(&input.function_name)?;
+    let (name, q) = function_name(&input.function_name, req.account())?;
     if q.is_some() {
         return Err(ApiError::InvalidParameter(
             "FunctionName must not carry a qualifier".into(),
@@ -167,6 +185,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     };
     check_runtime(app, &config.runtime)?;
     check_limits(&config)?;
+    own_layers(&config.layers, req.account())?;
     let sizes = layer_sizes(app, &config.layers)?;
     // Cheap existence check first, so a duplicate create stores no blob.
     if app.store.get_function(&name).is_ok() {
@@ -201,11 +220,16 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
 }
 
 pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
-    let (name, q) = function_name(raw)?;
+    let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
     let r = versions::resolve(app, &name, qualifier.as_deref())?;
     let f = app.store.get_function(&name)?;
-    let location = format!("{}/ember/code/{name}/{}", app.base_url, r.version);
+    let location = format!(
+        "{}/ember/code/{}/{}",
+        app.base_url,
+        split_scoped(&name).1,
+        r.version
+    );
     let mut body = json!({
         "Configuration": r.configuration(app)?,
         "Code": {"RepositoryType": "S3", "Location": location},
@@ -218,16 +242,46 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 }
 
 pub fn get_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
-    let (name, q) = function_name(raw)?;
+    let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
     let r = versions::resolve(app, &name, qualifier.as_deref())?;
     Ok(Reply::json(200, r.configuration(app)?))
 }
 
+/// One page of `account`'s functions after `marker` (a name as the client
+/// sees it), and the marker of the next page if there is one. The store
+/// holds every account's functions in one table, so its pages are filtered.
+fn list_own(
+    app: &App,
+    account: &str,
+    marker: Option<&str>,
+    max: usize,
+) -> Result<(Vec<FunctionRecord>, Option<String>), ApiError> {
+    let mut from = marker.map(|m| scoped_name(account, m));
+    let mut own = Vec::new();
+    loop {
+        let (page, more) = app.store.list_functions(from.as_deref(), max + 1)?;
+        own.extend(
+            page.into_iter()
+                .filter(|f| split_scoped(&f.name).0 == account),
+        );
+        if own.len() > max || more.is_none() {
+            break;
+        }
+        from = more;
+    }
+    if own.len() <= max {
+        return Ok((own, None));
+    }
+    own.truncate(max);
+    let next = own.last().map(|f| split_scoped(&f.name).1.to_string());
+    Ok((own, next))
+}
+
 pub fn list(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let max = req.max_items()?;
     let all_versions = req.q("FunctionVersion") == Some("ALL");
-    let (funcs, next) = app.store.list_functions(req.q("Marker"), max)?;
+    let (funcs, next) = list_own(app, req.account(), req.q("Marker"), max)?;
     let mut out: Vec<Value> = Vec::new();
     for f in &funcs {
         out.push(wire::latest_configuration(
@@ -260,7 +314,7 @@ fn check_revision(expected: Option<&str>, current: &str) -> Result<(), ApiError>
 
 pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: UpdateCodeIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     check_arch(&input.architectures, None)?;
     let current = app.store.get_function(&name)?;
     check_revision(input.revision_id.as_deref(), &current.revision_id)?;
@@ -312,7 +366,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 
 pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: UpdateConfigIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     let current = app.store.get_function(&name)?;
     check_revision(input.revision_id.as_deref(), &current.revision_id)?;
     let mut cfg = current.config.clone();
@@ -345,6 +399,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
         cfg.layers = v;
     }
     check_limits(&cfg)?;
+    own_layers(&cfg.layers, req.account())?;
     let sizes = layer_sizes(app, &cfg.layers)?;
     let expected = current.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
@@ -363,7 +418,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
-    let (name, q) = function_name(raw)?;
+    let (name, q) = function_name(raw, req.account())?;
     match req.q("Qualifier").map(str::to_string).or(q) {
         None => {
             app.store.delete_function(&name)?;
@@ -390,8 +445,8 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 }
 
 /// `GET /ember/code/{function}/{version}`: the stored module (verified).
-pub fn download(app: &App, raw: &str, version: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     let r = versions::resolve(app, &name, Some(version))?;
     let module = app
         .store

@@ -46,14 +46,22 @@ fn throttled(t: Throttle) -> ApiError {
     }
 }
 
-fn too_large() -> ApiError {
+pub fn too_large() -> ApiError {
     ApiError::TooLarge(format!(
         "Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation"
     ))
 }
 
-pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Reply, ApiError> {
-    let (name, q) = function_name(&req.function)?;
+/// The Invoke payload: still arriving (with the signed hash it must have,
+/// if the client declared one), or already read and verified by the front
+/// door.
+pub enum InvokeBody {
+    Stream(Incoming, Option<String>),
+    Read(bytes::Bytes),
+}
+
+pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<Reply, ApiError> {
+    let (name, q) = function_name(&req.function, req.caller.account())?;
     let qualifier = req.qualifier.or(q);
     let tail = match req.log_type.as_deref() {
         None | Some("None") => false,
@@ -64,10 +72,13 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
             )))
         }
     };
-    if req.content_length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
-        crate::server::drain(body, 64 * 1024 * 1024).await;
-        return Err(too_large());
-    }
+    let body = match body {
+        InvokeBody::Stream(b, _) if req.content_length.is_some_and(|n| n > MAX_PAYLOAD as u64) => {
+            crate::server::drain(b, 64 * 1024 * 1024).await;
+            return Err(too_large());
+        }
+        other => other,
+    };
     let r = versions::resolve(&app, &name, qualifier.as_deref())?;
     match req.invocation_type.as_deref() {
         None | Some("RequestResponse") => {}
@@ -145,13 +156,25 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: Incoming) -> Result<Rep
 }
 
 /// The payload, capped at 6 MB; non-empty payloads must be JSON.
-async fn read_payload(body: Incoming) -> Result<bytes::Bytes, ApiError> {
-    let payload = crate::server::read_body(body, MAX_PAYLOAD)
-        .await
-        .map_err(|e| match e {
-            crate::server::BodyError::TooLarge => too_large(),
-            crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
-        })?;
+/// A streamed payload must hash to the signed `x-amz-content-sha256`.
+async fn read_payload(body: InvokeBody) -> Result<bytes::Bytes, ApiError> {
+    let payload = match body {
+        InvokeBody::Read(b) => b,
+        InvokeBody::Stream(body, signed_sha256) => {
+            let payload =
+                crate::server::read_body(body, MAX_PAYLOAD)
+                    .await
+                    .map_err(|e| match e {
+                        crate::server::BodyError::TooLarge => too_large(),
+                        crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
+                    })?;
+            let actual = crate::auth::sigv4::sha256_hex(&payload);
+            if signed_sha256.is_some_and(|h| !h.eq_ignore_ascii_case(&actual)) {
+                return Err(crate::auth::payload_mismatch().into());
+            }
+            payload
+        }
+    };
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(ApiError::InvalidRequestContent(
             "Could not parse request body into json: Could not parse payload into json".into(),
@@ -216,16 +239,17 @@ fn log_tail(
     base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
 }
 
-/// `GET /ember/environments`.
-pub fn list_environments(app: &App) -> Reply {
+/// `GET /ember/environments`: the caller's account's environments.
+pub fn list_environments(app: &App, account: &str) -> Reply {
     let envs: Vec<serde_json::Value> = app
         .pool
         .list()
         .iter()
+        .filter(|e| crate::util::split_scoped(&e.key.function).0 == account)
         .map(|e| {
             json!({
                 "Id": e.id,
-                "Function": e.key.function,
+                "Function": crate::util::split_scoped(&e.key.function).1,
                 "Version": e.key.version,
                 "State": e.state.as_str(),
                 "AgeSeconds": e.created.elapsed().as_secs_f64(),

@@ -8,19 +8,24 @@ use serde_json::{json, Value};
 use super::wire::{self, PublishLayerIn};
 use super::{versions, ApiError, App, Reply, Req};
 use crate::store::{CodeRef, LayerVersionRecord, StoreError};
-use crate::util::{now_lambda, valid_name};
+use crate::util::{now_lambda, scoped_name, split_scoped, valid_name};
 
-fn layer_name(raw: &str) -> Result<String, ApiError> {
-    let name = match raw.split(':').collect::<Vec<_>>().as_slice() {
-        ["arn", _, "lambda", _, _, "layer", n] => n.to_string(),
-        _ => raw.to_string(),
+/// The stored (account-scoped) name of a layer named by name or ARN; an ARN
+/// of another account names nothing this caller can see.
+fn layer_name(raw: &str, account: &str) -> Result<String, ApiError> {
+    let (arn_account, name) = match raw.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "lambda", _, a, "layer", n] => (Some(a.to_string()), n.to_string()),
+        _ => (None, raw.to_string()),
     };
     if !valid_name(&name) {
         return Err(ApiError::InvalidParameter(format!(
             "Layer name {raw:?} is invalid"
         )));
     }
-    Ok(name)
+    if arn_account.is_some_and(|a| a != account) {
+        return Err(ApiError::NotFound(format!("Layer not found: {raw}")));
+    }
+    Ok(scoped_name(account, &name))
 }
 
 fn version_number(v: &str) -> Result<u64, ApiError> {
@@ -30,7 +35,7 @@ fn version_number(v: &str) -> Result<u64, ApiError> {
 
 pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: PublishLayerIn = req.json()?;
-    let name = layer_name(raw)?;
+    let name = layer_name(raw, req.account())?;
     let b64 = input.content.zip_file.as_deref().ok_or_else(|| {
         let why = if input.content.s3_bucket.is_some() || input.content.s3_key.is_some() {
             "S3 content is not supported by emberd"
@@ -77,12 +82,14 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 fn location(app: &App, l: &LayerVersionRecord) -> String {
     format!(
         "{}/ember/layers/{}/{}",
-        app.base_url, l.layer_name, l.version
+        app.base_url,
+        split_scoped(&l.layer_name).1,
+        l.version
     )
 }
 
-pub fn get(app: &App, raw: &str, v: &str) -> Result<Reply, ApiError> {
-    let name = layer_name(raw)?;
+pub fn get(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
+    let name = layer_name(raw, req.account())?;
     let rec = app.store.get_layer(&name, version_number(v)?)?;
     Ok(Reply::json(
         200,
@@ -91,7 +98,7 @@ pub fn get(app: &App, raw: &str, v: &str) -> Result<Reply, ApiError> {
 }
 
 pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
-    let name = layer_name(raw)?;
+    let name = layer_name(raw, req.account())?;
     // Newest first, as Lambda lists them.
     let mut all: Vec<Value> = app
         .store
@@ -108,8 +115,8 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, body))
 }
 
-pub fn delete(app: &App, raw: &str, v: &str) -> Result<Reply, ApiError> {
-    let name = layer_name(raw)?;
+pub fn delete(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
+    let name = layer_name(raw, req.account())?;
     app.store.delete_layer(&name, version_number(v)?)?;
     Ok(Reply::empty(204))
 }

@@ -42,6 +42,8 @@ pub struct App {
     pub base_url: String,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Verifies every request's signature (see [`crate::auth`]).
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.
@@ -73,6 +75,11 @@ impl Req {
                 .filter(|m| (1..=10_000).contains(m))
                 .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..10000".into())),
         }
+    }
+
+    /// The caller's account: whose functions and layers this request sees.
+    pub fn account(&self) -> &str {
+        self.caller.account()
     }
 
     pub fn header(&self, k: &str) -> Option<&str> {
@@ -264,25 +271,25 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::GetConfiguration(n) => functions::get_configuration(app, req, &n),
         Route::UpdateConfiguration(n) => functions::update_configuration(app, req, &n),
         Route::UpdateCode(n) => functions::update_code(app, req, &n),
-        Route::GetCode(n, v) => functions::download(app, &n, &v),
+        Route::GetCode(n, v) => functions::download(app, req, &n, &v),
         Route::ListVersions(n) => versions::list(app, req, &n),
         Route::PublishVersion(n) => versions::publish(app, req, &n),
-        Route::ListAliases(n) => versions::list_aliases(app, &n),
+        Route::ListAliases(n) => versions::list_aliases(app, req, &n),
         Route::CreateAlias(n) => versions::create_alias(app, req, &n),
-        Route::GetAlias(n, a) => versions::get_alias(app, &n, &a),
+        Route::GetAlias(n, a) => versions::get_alias(app, req, &n, &a),
         Route::UpdateAlias(n, a) => versions::update_alias(app, req, &n, &a),
-        Route::DeleteAlias(n, a) => versions::delete_alias(app, &n, &a),
+        Route::DeleteAlias(n, a) => versions::delete_alias(app, req, &n, &a),
         Route::PutConcurrency(n) => provisioned::put_reserved(app, req, &n),
-        Route::GetConcurrency(n) => provisioned::get_reserved(app, &n),
-        Route::DeleteConcurrency(n) => provisioned::delete_reserved(app, &n),
+        Route::GetConcurrency(n) => provisioned::get_reserved(app, req, &n),
+        Route::DeleteConcurrency(n) => provisioned::delete_reserved(app, req, &n),
         Route::PutProvisioned(n) => provisioned::put(app, req, &n),
         Route::GetProvisioned(n) => provisioned::get(app, req, &n),
         Route::DeleteProvisioned(n) => provisioned::delete(app, req, &n),
         Route::PublishLayer(l) => layers::publish(app, req, &l),
         Route::ListLayerVersions(l) => layers::list(app, req, &l),
-        Route::GetLayerVersion(l, v) => layers::get(app, &l, &v),
-        Route::DeleteLayerVersion(l, v) => layers::delete(app, &l, &v),
-        Route::ListEnvironments => Ok(invoke::list_environments(app)),
+        Route::GetLayerVersion(l, v) => layers::get(app, req, &l, &v),
+        Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
+        Route::ListEnvironments => Ok(invoke::list_environments(app, req.account())),
         Route::Metrics => Ok(crate::metrics::http_reply(app)),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
@@ -314,16 +321,21 @@ pub fn invoke_req(
     }
 }
 
-/// Validated function name from a path segment (name or ARN); a qualifier
-/// embedded in an ARN is returned too.
-pub fn function_name(raw: &str) -> Result<(String, Option<String>), ApiError> {
+/// Validated function name from a path segment or body field (name or
+/// ARN) of a request by `account`, as stored: scoped to that account (see
+/// [`crate::util::scoped_name`]). A qualifier embedded in an ARN is returned
+/// too; an ARN of another account names nothing this caller can see.
+pub fn function_name(raw: &str, account: &str) -> Result<(String, Option<String>), ApiError> {
     let (name, q) = crate::util::split_function_name(raw);
     if !crate::util::valid_name(&name) {
         return Err(ApiError::InvalidParameter(format!(
             "1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+"
         )));
     }
-    Ok((name, q))
+    if crate::util::arn_account(raw).is_some_and(|a| a != account) {
+        return Err(ApiError::NotFound(format!("Function not found: {raw}")));
+    }
+    Ok((crate::util::scoped_name(account, &name), q))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::util::now_lambda;
 
 pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: ReservedIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     let n = input.reserved_concurrent_executions;
     if !app.pool.can_reserve(&name, n) {
         return Err(ApiError::InvalidParameter(format!(
@@ -33,8 +33,8 @@ pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
     ))
 }
 
-pub fn get_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn get_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     let f = app.store.get_function(&name)?;
     Ok(Reply::json(
         200,
@@ -45,8 +45,8 @@ pub fn get_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
     ))
 }
 
-pub fn delete_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn delete_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     app.store.update_function(&name, |r| {
         r.reserved_concurrency = None;
         Ok(())
@@ -57,7 +57,7 @@ pub fn delete_reserved(app: &App, raw: &str) -> Result<Reply, ApiError> {
 
 /// Provisioned concurrency needs a published version or an alias.
 fn qualifier(req: &Req, raw: &str) -> Result<(String, String), ApiError> {
-    let (name, q) = function_name(raw)?;
+    let (name, q) = function_name(raw, req.account())?;
     let q = req
         .q("Qualifier")
         .map(str::to_string)

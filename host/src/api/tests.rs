@@ -22,6 +22,8 @@ impl EnvironmentLauncher for NoVm {
 
 struct Server {
     endpoint: String,
+    /// The key every request of these tests is signed with.
+    key: crate::auth::creds::AccessKey,
     dir: tempfile::TempDir,
     _stop: tokio::sync::watch::Sender<bool>,
 }
@@ -38,12 +40,17 @@ async fn server() -> Server {
     let pool = crate::pool::Pool::new(Arc::new(NoVm), cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let creds_file = dir.path().join(crate::auth::creds::FILE_NAME);
+    let key = crate::auth::creds::ensure_initial(&creds_file)
+        .unwrap()
+        .unwrap();
     let app = Arc::new(App {
         store,
         pool,
         caps: Capabilities::default(),
         base_url: format!("http://{addr}"),
         metrics: Default::default(),
+        auth: Arc::new(crate::auth::Authenticator::new(creds_file)),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(
@@ -54,8 +61,19 @@ async fn server() -> Server {
     ));
     Server {
         endpoint: format!("http://{addr}"),
+        key,
         dir,
         _stop: tx,
+    }
+}
+
+impl Server {
+    /// A connection that signs its requests with the server's key.
+    async fn conn(&self) -> Conn {
+        Conn::connect(&self.endpoint)
+            .await
+            .unwrap()
+            .with_credentials(Some(self.key.credentials()))
     }
 }
 
@@ -66,7 +84,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 async fn req(s: &Server, method: &str, path: &str, body: Value) -> (Response, Value) {
-    let mut c = Conn::connect(&s.endpoint).await.unwrap();
+    let mut c = s.conn().await;
     let body = if body.is_null() {
         vec![]
     } else {
@@ -291,7 +309,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         let (r, v) = req(&s, "POST", "/2015-03-31/functions", body.clone()).await;
         assert_error(&r, &v, 400, kind);
     }
-    let mut c = Conn::connect(&s.endpoint).await.unwrap();
+    let mut c = s.conn().await;
     let r = c
         .send("POST", "/2015-03-31/functions", &[], b"{not json".to_vec())
         .await
@@ -338,7 +356,7 @@ async fn invoke_errors_and_concurrency_controls() {
         create_body("f", MODULE),
     )
     .await;
-    let mut c = Conn::connect(&s.endpoint).await.unwrap();
+    let mut c = s.conn().await;
     let inv = "/2015-03-31/functions/f/invocations";
     let r = c
         .send("POST", inv, &[], vec![b'1'; 6 * 1024 * 1024 + 1])
@@ -348,7 +366,7 @@ async fn invoke_errors_and_concurrency_controls() {
         (r.status, r.header("x-amzn-errortype")),
         (413, Some("RequestTooLargeException"))
     );
-    let mut c = Conn::connect(&s.endpoint).await.unwrap();
+    let mut c = s.conn().await;
     let r = c.send("POST", inv, &[], b"{oops".to_vec()).await.unwrap();
     assert_eq!(
         (r.status, r.header("x-amzn-errortype")),
@@ -514,4 +532,38 @@ async fn layers_publish_get_list_delete() {
     assert_eq!(r.status, 204);
     let (r, v) = req(&s, "GET", "/2018-10-31/layers/L/versions/1", Value::Null).await;
     assert_error(&r, &v, 404, "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_requests_are_refused_and_change_nothing() {
+    let s = server().await;
+    let body = create_body("f", MODULE).to_string().into_bytes();
+    let mut unsigned = Conn::connect(&s.endpoint).await.unwrap();
+    let r = unsigned
+        .send("POST", "/2015-03-31/functions", &[], body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("MissingAuthenticationTokenException")
+    );
+    let mut wrong = s.key.credentials();
+    wrong.secret_access_key = "not-the-secret".into();
+    let mut c = Conn::connect(&s.endpoint)
+        .await
+        .unwrap()
+        .with_credentials(Some(wrong));
+    let r = c
+        .send("POST", "/2015-03-31/functions", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("InvalidSignatureException")
+    );
+    let (r, v) = req(&s, "GET", "/2015-03-31/functions", Value::Null).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(v["Functions"], json!([]));
 }

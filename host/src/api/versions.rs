@@ -88,7 +88,7 @@ pub fn resolve(app: &App, name: &str, qualifier: Option<&str>) -> Result<Resolve
 
 pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: PublishVersionIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     if let Some(r) = &input.revision_id {
         if app.store.get_function(&name)?.revision_id != *r {
             return Err(ApiError::PreconditionFailed(
@@ -109,7 +109,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 }
 
 pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     let f = app.store.get_function(&name)?;
     let mut all = vec![wire::latest_configuration(
         &f,
@@ -157,7 +157,7 @@ fn check_alias_name(alias: &str) -> Result<(), ApiError> {
 
 pub fn create_alias(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: AliasIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     let alias = input
         .name
         .ok_or_else(|| ApiError::InvalidParameter("Name is required".into()))?;
@@ -175,8 +175,8 @@ pub fn create_alias(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
     Ok(Reply::json(201, wire::alias_configuration(&name, &rec)))
 }
 
-pub fn get_alias(app: &App, raw: &str, alias: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn get_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
     app.store.get_function(&name)?;
     Ok(Reply::json(
@@ -185,8 +185,8 @@ pub fn get_alias(app: &App, raw: &str, alias: &str) -> Result<Reply, ApiError> {
     ))
 }
 
-pub fn list_aliases(app: &App, raw: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn list_aliases(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     app.store.get_function(&name)?;
     let all: Vec<Value> = app
         .store
@@ -199,7 +199,7 @@ pub fn list_aliases(app: &App, raw: &str) -> Result<Reply, ApiError> {
 
 pub fn update_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Reply, ApiError> {
     let input: AliasIn = req.json()?;
-    let (name, _) = function_name(raw)?;
+    let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
     let mut rec = app.store.get_alias(&name, alias)?;
     if input
@@ -223,8 +223,8 @@ pub fn update_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Repl
     Ok(Reply::json(200, wire::alias_configuration(&name, &rec)))
 }
 
-pub fn delete_alias(app: &App, raw: &str, alias: &str) -> Result<Reply, ApiError> {
-    let (name, _) = function_name(raw)?;
+pub fn delete_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
     app.store.delete_alias(&name, alias)?;
     super::provisioned::reconcile(app)?;

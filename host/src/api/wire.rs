@@ -149,7 +149,7 @@ pub fn function_configuration(
         .map(|(arn, size)| json!({"Arn": arn, "CodeSize": size}))
         .collect();
     let mut v = json!({
-        "FunctionName": name,
+        "FunctionName": crate::util::split_scoped(name).1,
         "FunctionArn": function_arn(name, qualifier),
         "Runtime": cfg.runtime,
         "Role": cfg.role,
