@@ -18,7 +18,7 @@ cargo test --release -p ember-guest --features std,wasm 2>&1
 # real emberd with real microVMs. pytest exits 5 when it collected no tests.
 venv=$(bash scripts/api-venv.sh)
 set +e
-PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -p no:cacheprovider tests/api
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -rs -p no:cacheprovider tests/api
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || exit "$rc"

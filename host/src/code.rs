@@ -26,6 +26,8 @@ pub enum CodeError {
     TooManyEntries,
     #[error("Unzipped size must be smaller than {MAX_MODULE} bytes, and the archive must not be a decompression bomb.")]
     TooLarge,
+    #[error("The ZIP entry {0:?} is a symbolic link; store the file itself.")]
+    Symlink(String),
     #[error("The deployment package must be a wasm module or a ZIP holding exactly one .wasm file ({0}).")]
     NoModule(String),
 }
@@ -95,8 +97,11 @@ pub fn extract_module(package: &[u8], handler: &str) -> Result<Vec<u8>, CodeErro
     Ok(out)
 }
 
-/// Layers hold arbitrary files; only the archive's shape is checked.
-pub fn check_layer(package: &[u8]) -> Result<(), CodeError> {
+/// Layers and Linux function packages hold arbitrary files; only the
+/// archive's shape is checked (names, entry count, size, ratio, and no
+/// symlinks: the code-image tool extracts on the host and refuses them, so
+/// refusing here turns a later launch failure into a clean 400).
+pub fn check_archive(package: &[u8]) -> Result<(), CodeError> {
     let mut zip = zip::ZipArchive::new(Cursor::new(package)).map_err(|_| CodeError::BadZip)?;
     if zip.len() > MAX_ENTRIES {
         return Err(CodeError::TooManyEntries);
@@ -110,6 +115,9 @@ pub fn check_layer(package: &[u8]) -> Result<(), CodeError> {
             || name.starts_with('/')
         {
             return Err(CodeError::BadEntryName(name));
+        }
+        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
+            return Err(CodeError::Symlink(name));
         }
         total = total.saturating_add(entry.size());
         if total > MAX_MODULE * 5 || entry.size() / entry.compressed_size().max(1) > MAX_RATIO * 5 {
@@ -179,9 +187,9 @@ mod tests {
         assert!(z.len() < 100_000);
         assert_eq!(extract_module(&z, "h"), Err(CodeError::TooLarge));
         assert!(matches!(
-            check_layer(&make_zip(&[("../x", b"1")])),
+            check_archive(&make_zip(&[("../x", b"1")])),
             Err(CodeError::BadEntryName(_))
         ));
-        assert!(check_layer(&make_zip(&[("lib/x.txt", b"1")])).is_ok());
+        assert!(check_archive(&make_zip(&[("lib/x.txt", b"1")])).is_ok());
     }
 }

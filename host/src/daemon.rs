@@ -64,6 +64,8 @@ pub struct ServeArgs {
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    #[command(flatten)]
+    pub linux: crate::linux::LinuxArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,9 +206,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         Some(JailConfig::new(jailer))
     };
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (linux_offer, linux) =
+        crate::linux::caps::setup(&args.linux, &run.join("images"), store.clone());
     let launcher = VmLauncher::new(vmm, agent)
         .with_metrics(metrics.clone())
         .with_jail(jail)
+        .with_linux(linux)
         .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");
@@ -232,7 +237,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let app = Arc::new(App {
         store,
         pool: pool.clone(),
-        caps: Capabilities::default(),
+        caps: Capabilities { linux: linux_offer },
         base_url: format!("http://{addr}"),
         metrics,
         auth: Arc::new(auth),

@@ -9,6 +9,7 @@ pub mod client;
 pub mod code;
 pub mod daemon;
 pub mod invoker;
+pub mod linux;
 pub mod metrics;
 pub mod pool;
 pub mod server;

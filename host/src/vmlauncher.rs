@@ -1,7 +1,9 @@
 //! The production [`EnvironmentLauncher`]: one `ember-vmm` child per
 //! environment (jailed by `ember-jailer` unless emberd runs with --no-jail)
 //! through `host::agent` (spawn → `Ready` → `Init`), adapted to the pool's
-//! seam.
+//! seam. Kernel-less wasm environments (code inline in `Init`) and Linux
+//! environments ([`crate::linux`]: code from a mounted image) share the
+//! protocol, the jail and everything after `Init`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,12 +11,13 @@ use std::sync::Arc;
 use crate::agent::{
     self, AgentError, Code, InitSpec, InvokeRequest, JailConfig, LaunchConfig, LogStream,
 };
+use crate::linux::{self, LinuxGuests};
 use crate::pool::{
     EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
 };
 use crate::spares::Spares;
 
-/// Launches kernel-less wasm environments.
+/// Launches kernel-less wasm environments, and Linux ones when offered.
 pub struct VmLauncher {
     base: LaunchConfig,
     /// Why no environment can start (a binary is missing), if so: emberd
@@ -23,6 +26,7 @@ pub struct VmLauncher {
     spares: Option<Arc<Spares>>,
     /// Where VM boot times are recorded.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    linux: Option<Arc<LinuxGuests>>,
 }
 
 impl VmLauncher {
@@ -39,12 +43,19 @@ impl VmLauncher {
             unavailable,
             spares: None,
             metrics: None,
+            linux: None,
         }
     }
 
     /// Records each environment's VM boot time (spawn → Ready) in `m`.
     pub fn with_metrics(mut self, m: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(m);
+        self
+    }
+
+    /// Lets Linux runtimes run (`None`: this host does not offer them).
+    pub fn with_linux(mut self, linux: Option<LinuxGuests>) -> Self {
+        self.linux = linux.map(Arc::new);
         self
     }
 
@@ -79,17 +90,28 @@ fn chain(e: &AgentError) -> String {
     crate::util::error_chain(e)
 }
 
-impl EnvironmentLauncher for VmLauncher {
-    fn close(&self) {
-        if let Some(s) = &self.spares {
-            s.close();
-        }
+/// `Init` for `spec` with its code delivered as `code` (a wasm module travels
+/// inline; a Linux guest gets the path of its mounted code image).
+pub(crate) fn init_spec(spec: &EnvSpec, code: Code) -> InitSpec {
+    InitSpec {
+        function_name: spec.function_name.clone(),
+        function_version: spec.function_version.clone(),
+        handler: spec.handler.clone(),
+        code,
+        env: spec
+            .env_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_mib: spec.memory_mib,
+        timeout_ms: spec.timeout_ms,
+        random_seed: None,
     }
+}
 
-    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
-        if let Some(why) = &self.unavailable {
-            return Err(EnvError::Launch(why.clone()));
-        }
+impl VmLauncher {
+    /// A booted kernel-less VM: a spare of the right size, or a new one.
+    fn launch_wasm(&self, spec: &EnvSpec) -> Result<agent::Environment, EnvError> {
         let mut cfg = self.base.clone();
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();
@@ -98,28 +120,64 @@ impl EnvironmentLauncher for VmLauncher {
             .as_ref()
             .filter(|s| s.mem_mib() == spec.memory_mib)
             .and_then(|s| s.take());
-        let mut env = match spare {
-            Some(env) => env,
-            None => agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e)))?,
+        match spare {
+            Some(env) => Ok(env),
+            None => agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e))),
+        }
+    }
+
+    /// A booted Linux VM with the function's images attached (spares are
+    /// kernel-less, so Linux environments always boot on demand).
+    fn launch_linux(&self, spec: &EnvSpec) -> Result<(agent::Environment, InitSpec), EnvError> {
+        let l = self.linux.as_ref().ok_or_else(|| {
+            EnvError::Launch(format!(
+                "runtime {} needs a Linux guest, which this emberd does not offer",
+                spec.runtime
+            ))
+        })?;
+        let drives = l
+            .drives(spec)
+            .map_err(|e| EnvError::Launch(crate::util::error_chain(&e)))?;
+        let cfg = linux::launch::launch_config(&self.base, l.found(), spec, &drives);
+        let env = agent::Environment::launch(&cfg).map_err(|e| {
+            let console = agent::last_log_line(&spec.work_dir.join("console.log"));
+            let tail = if console.is_empty() {
+                String::new()
+            } else {
+                format!(" (guest console: {console})")
+            };
+            EnvError::Launch(format!("{}{tail}", chain(&e)))
+        })?;
+        Ok((env, linux::launch::init_spec(spec)))
+    }
+}
+
+impl EnvironmentLauncher for VmLauncher {
+    fn close(&self) {
+        if let Some(s) = &self.spares {
+            s.close();
+        }
+        if let Some(l) = &self.linux {
+            l.close();
+        }
+    }
+
+    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+        if let Some(why) = &self.unavailable {
+            return Err(EnvError::Launch(why.clone()));
+        }
+        let (mut env, init) = if linux::is_linux_runtime(&spec.runtime) {
+            self.launch_linux(spec)?
+        } else {
+            (
+                self.launch_wasm(spec)?,
+                init_spec(spec, Code::Inline(spec.code.to_vec())),
+            )
         };
         // A spare's boot happened earlier; it is counted when it is used.
         if let Some(m) = &self.metrics {
             m.vmm_booted(env.launch_time());
         }
-        let init = InitSpec {
-            function_name: spec.function_name.clone(),
-            function_version: spec.function_version.clone(),
-            handler: spec.handler.clone(),
-            code: Code::Inline(spec.code.to_vec()),
-            env: spec
-                .env_vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            memory_mib: spec.memory_mib,
-            timeout_ms: spec.timeout_ms,
-            random_seed: None,
-        };
         let t = std::time::Instant::now();
         match env.init(&init) {
             Ok(report) => {

@@ -522,6 +522,32 @@ fn init_errors_are_reported() {
         }
         other => panic!("expected InitFailed, got {other:?}"),
     }
+    // Inline code (what the kernel-less agent takes) is refused clearly.
+    let mut a = Agent::start(Scratch::new(), &[]);
+    let inline = InitSpec {
+        function_name: "f".into(),
+        function_version: "1".into(),
+        handler: "h".into(),
+        code: Code::Inline(b"PK\x05\x06 a zip".to_vec()),
+        env: vec![],
+        memory_mib: 128,
+        timeout_ms: 3000,
+        random_seed: None,
+    };
+    match a.conn.init(&inline, Duration::from_secs(20)) {
+        Err(AgentError::InitFailed {
+            error_type,
+            message,
+            ..
+        }) => {
+            assert_eq!(error_type, "Runtime.InvalidCode");
+            assert!(
+                message.contains("10 bytes of code inline") && message.contains("code image"),
+                "{message}"
+            );
+        }
+        other => panic!("expected InitFailed, got {other:?}"),
+    }
     let mut a = Agent::start(Scratch::new(), &[]);
     match a.init("h", 3000) {
         Err(AgentError::InitFailed {

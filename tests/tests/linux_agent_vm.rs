@@ -46,15 +46,11 @@ fn launch(kernel: &Path, images: &Path, runtime: &str, code: &Path, dir: &Path) 
         console: Console::File(dir.join(format!("{runtime}.console"))),
         boot_timeout: Duration::from_secs(30),
         deadline_grace: Duration::from_secs(2),
-        extra_args: vec![
-            "--drive".into(),
-            format!(
-                "{},ro",
-                images.join(format!("{runtime}.squashfs")).display()
-            ),
-            "--drive".into(),
-            format!("{},ro", code.display()),
+        drives: vec![
+            images.join(format!("{runtime}.squashfs")),
+            code.to_path_buf(),
         ],
+        extra_args: vec![],
         jail: None,
     };
     Environment::launch(&cfg).unwrap_or_else(|e| {

@@ -185,9 +185,14 @@ impl Session {
             let _ = std::fs::write("/dev/urandom", random_seed);
         }
         let spec = match code {
-            Code::Inline(_) => Err(InitFailure {
-                error_type: "Runtime.InvalidModule".into(),
-                message: "the Linux agent runs code from a mounted code image; inline code is not supported".into(),
+            // Code comes as a read-only image (built once per code, page
+            // cached and demand-paged, not held in guest RAM), never inline.
+            Code::Inline(bytes) => Err(InitFailure {
+                error_type: "Runtime.InvalidCode".into(),
+                message: format!(
+                    "Init carried {} bytes of code inline; the Linux agent runs code only from its read-only code image (send the code path, /var/task, and attach the image made by images/code-image.sh as the code drive)",
+                    bytes.len()
+                ),
             }),
             Code::Path(task_root) => {
                 let task_root = PathBuf::from(task_root);

@@ -88,6 +88,9 @@ pub(crate) fn jailer_args(
             }
         }
     }
+    for (i, d) in inner.drives.iter_mut().enumerate() {
+        *d = file(&d.clone(), &format!("/drive{i}"), "--file")?;
+    }
     if let Console::File(p) = &inner.console {
         // The bind mount needs an existing file; the jailer chowns it to the VM.
         File::create(p).map_err(|e| AgentError::WorkDir(p.clone(), e))?;

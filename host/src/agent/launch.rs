@@ -72,8 +72,11 @@ pub struct LaunchConfig {
     pub boot_timeout: Duration,
     /// Extra time past an invocation's deadline before the host kills the VM.
     pub deadline_grace: Duration,
-    /// Extra `ember-vmm` arguments (drives for the Linux agent...). Under a
-    /// jail, paths in them are paths inside the jail.
+    /// Read-only drives, in order (the Linux agent's vda, vdb, ...); under a
+    /// jail each is bind-mounted into it read-only.
+    pub drives: Vec<PathBuf>,
+    /// Extra `ember-vmm` arguments. Under a jail, paths in them are paths
+    /// inside the jail.
     pub extra_args: Vec<String>,
     /// Run the VMM through `ember-jailer` (`None`: a plain child process).
     pub jail: Option<JailConfig>,
@@ -91,6 +94,7 @@ impl LaunchConfig {
             console: Console::Off,
             boot_timeout: Duration::from_secs(10),
             deadline_grace: Duration::from_millis(1000),
+            drives: Vec::new(),
             extra_args: Vec::new(),
             jail: None,
         }
@@ -154,8 +158,24 @@ pub(crate) fn vmm_args(cfg: &LaunchConfig, uds: &Path, id: &str) -> Vec<String> 
             Console::File(p) => p.display().to_string(),
         },
     ]);
+    for d in &cfg.drives {
+        args.extend(["--drive".into(), format!("{},ro", d.display())]);
+    }
     args.extend(cfg.extra_args.iter().cloned());
     args
+}
+
+/// The program and arguments that start `cfg`'s VMM in work directory `dir`
+/// (`ember-jailer ... -- <ember-vmm args>` under a jail).
+pub(crate) fn command(
+    cfg: &LaunchConfig,
+    dir: &Path,
+    id: &str,
+) -> Result<(PathBuf, Vec<String>), AgentError> {
+    Ok(match &cfg.jail {
+        Some(j) => (j.jailer.clone(), jail::jailer_args(cfg, j, dir, id)?),
+        None => (cfg.vmm.clone(), vmm_args(cfg, &dir.join("v.sock"), id)),
+    })
 }
 
 /// Creates the work dir and listener, spawns `ember-vmm`, and waits for the
@@ -187,17 +207,14 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (program, args) = match &cfg.jail {
-        Some(j) => (&j.jailer, jail::jailer_args(cfg, j, dir, &id)?),
-        None => (&cfg.vmm, vmm_args(cfg, &uds, &id)),
-    };
-    let mut child = Command::new(program)
+    let (program, args) = command(cfg, dir, &id)?;
+    let mut child = Command::new(&program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| AgentError::Spawn(program.clone(), e))?;
+        .map_err(|e| AgentError::Spawn(program, e))?;
     let pidfd = pidfd_open(child.id());
     match wait_for_agent(
         &listener,

@@ -23,6 +23,9 @@ pub use conn::{
 pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
 pub use jail::JailConfig;
+#[cfg(test)]
+pub(crate) use launch::command;
+pub(crate) use launch::last_log_line;
 pub use launch::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
 
 /// Why an environment could not be launched or used. Every variant except

@@ -7,33 +7,39 @@ use serde_json::{json, Value};
 
 use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
 use super::{function_name, versions, ApiError, App, Reply, Req};
+use crate::linux;
 use crate::store::{CodeRef, FunctionConfig, FunctionRecord, StoreError};
 use crate::util::{now_lambda, scoped_name, split_scoped, uuid4, valid_name};
-
-/// Runtimes emberd knows; only `wasm` runs without a Linux guest.
-const LINUX_RUNTIMES: &[&str] = &[
-    "provided.al2023",
-    "provided.al2",
-    "python3.11",
-    "python3.12",
-];
 
 fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
     if runtime == "wasm" {
         return Ok(());
     }
-    if LINUX_RUNTIMES.contains(&runtime) {
-        if app.caps.linux_guests {
-            return Ok(());
-        }
-        return Err(ApiError::InvalidParameter(format!(
-            "The runtime parameter of {runtime} needs a Linux guest, which this host cannot run (no bootable Linux guest kernel is configured). Use Runtime 'wasm'."
-        )));
+    if linux::is_linux_runtime(runtime) {
+        return app
+            .caps
+            .linux
+            .check(runtime)
+            .map_err(ApiError::InvalidParameter);
     }
+    let known: Vec<&str> = linux::LINUX_RUNTIMES.iter().map(|(r, _)| *r).collect();
     Err(ApiError::InvalidParameter(format!(
         "Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, {}]",
-        LINUX_RUNTIMES.join(", ")
+        known.join(", ")
     )))
+}
+
+/// Layers are files extracted to `/opt` of a Linux guest; a wasm function
+/// has no file system to put them in (the kernel-less runtime has no
+/// preopened directories), so it is refused rather than silently ignored.
+fn check_layers_fit(cfg: &FunctionConfig) -> Result<(), ApiError> {
+    if !cfg.layers.is_empty() && !linux::is_linux_runtime(&cfg.runtime) {
+        return Err(ApiError::InvalidParameter(format!(
+            "Layers are available to Linux runtimes only (extracted to /opt); the {} runtime has no file system to hold them. Remove Layers, or use a Linux runtime.",
+            cfg.runtime
+        )));
+    }
+    Ok(())
 }
 
 fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
@@ -73,13 +79,29 @@ fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Decodes `ZipFile`, extracts the module and stores it (the blob is durable
+/// What is stored for `package`: the wasm module it holds, or for Linux
+/// runtimes the checked ZIP itself (turned into a code image at launch).
+fn runnable(package: &[u8], runtime: &str, handler: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = |e: crate::code::CodeError| ApiError::InvalidParameter(e.to_string());
+    if linux::is_linux_runtime(runtime) {
+        if !package.starts_with(b"PK") {
+            return Err(ApiError::InvalidParameter(format!(
+                "The deployment package of a Linux runtime ({runtime}) must be a ZIP file."
+            )));
+        }
+        crate::code::check_archive(package).map_err(bad)?;
+        return Ok(package.to_vec());
+    }
+    crate::code::extract_module(package, handler).map_err(bad)
+}
+
+/// Decodes `ZipFile`, extracts what runs and stores it (the blob is durable
 /// before any metadata names it).
 fn store_code(
     app: &App,
     zip_b64: Option<&str>,
     other_source: bool,
-    handler: &str,
+    cfg: &FunctionConfig,
 ) -> Result<CodeRef, ApiError> {
     let Some(b64) = zip_b64 else {
         let why = if other_source {
@@ -94,8 +116,7 @@ fn store_code(
     let package = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
-    let module = crate::code::extract_module(&package, handler)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let module = runnable(&package, &cfg.runtime, &cfg.handler)?;
     let blob = app.store.blobs.put(&module).map_err(StoreError::from)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
     Ok(CodeRef {
@@ -109,12 +130,9 @@ fn store_code(
 pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, ApiError> {
     arns.iter()
         .map(|arn| {
-            let parts: Vec<&str> = arn.split(':').collect();
-            let (account, name, ver) = match parts.as_slice() {
-                ["arn", _, "lambda", _, a, "layer", name, v] => (*a, *name, v.parse::<u64>().ok()),
-                _ => ("", "", None),
-            };
-            let (Some(v), true) = (ver, valid_name(name)) else {
+            let Some((account, name, v)) =
+                linux::parse_layer_arn(arn).filter(|(_, n, _)| valid_name(n))
+            else {
                 return Err(ApiError::InvalidParameter(format!(
                     "Layer version ARN {arn} is malformed"
                 )));
@@ -186,6 +204,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     check_runtime(app, &config.runtime)?;
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
+    check_layers_fit(&config)?;
     let sizes = layer_sizes(app, &config.layers)?;
     // Cheap existence check first, so a duplicate create stores no blob.
     if app.store.get_function(&name).is_ok() {
@@ -197,7 +216,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         app,
         input.code.zip_file.as_deref(),
         input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
-        &config.handler,
+        &config,
     )?;
     let rec = FunctionRecord {
         name,
@@ -327,19 +346,13 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         let pkg = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
-        crate::code::extract_module(&pkg, &current.config.handler)
-            .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        runnable(&pkg, &current.config.runtime, &current.config.handler)?;
         return Ok(Reply::json(
             200,
             wire::latest_configuration(&current, &layer_sizes(app, &current.config.layers)?),
         ));
     }
-    let code = store_code(
-        app,
-        input.zip_file.as_deref(),
-        other,
-        &current.config.handler,
-    )?;
+    let code = store_code(app, input.zip_file.as_deref(), other, &current.config)?;
     let expected = input.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
         if expected.as_deref().is_some_and(|e| e != r.revision_id) {
@@ -372,6 +385,12 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     let mut cfg = current.config.clone();
     if let Some(v) = input.runtime {
         check_runtime(app, &v)?;
+        if linux::is_linux_runtime(&v) != linux::is_linux_runtime(&cfg.runtime) {
+            return Err(ApiError::InvalidParameter(format!(
+                "Runtime {v} cannot replace {}: wasm functions store the module and Linux functions the whole ZIP, so the stored code would not fit. Create a new function with Runtime {v}.",
+                cfg.runtime
+            )));
+        }
         cfg.runtime = v;
     }
     if let Some(v) = input.role {
@@ -400,6 +419,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     }
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
+    check_layers_fit(&cfg)?;
     let sizes = layer_sizes(app, &cfg.layers)?;
     let expected = current.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
@@ -444,7 +464,8 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     Ok(Reply::empty(204))
 }
 
-/// `GET /ember/code/{function}/{version}`: the stored module (verified).
+/// `GET /ember/code/{function}/{version}`: the stored module, or the ZIP of
+/// a Linux function (verified).
 pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
     let r = versions::resolve(app, &name, Some(version))?;
@@ -455,7 +476,15 @@ pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply,
         .map_err(StoreError::from)?;
     Ok(Reply {
         status: 200,
-        headers: vec![("content-type", "application/wasm".into())],
+        headers: vec![(
+            "content-type",
+            if linux::is_linux_runtime(&r.config.runtime) {
+                "application/zip"
+            } else {
+                "application/wasm"
+            }
+            .into(),
+        )],
         body: module.into(),
         json: false,
     })

@@ -56,7 +56,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let package = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
-    crate::code::check_layer(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    crate::code::check_archive(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     let blob = app.store.blobs.put(&package).map_err(StoreError::from)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
     let rec = LayerVersionRecord {

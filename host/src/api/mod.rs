@@ -29,8 +29,9 @@ pub const MAX_CONTROL_BODY: usize = 70 * 1024 * 1024;
 /// What the host can run, decided at startup.
 #[derive(Clone, Debug, Default)]
 pub struct Capabilities {
-    /// Whether a Linux guest kernel is configured and bootable here.
-    pub linux_guests: bool,
+    /// The Linux runtimes this host can boot (none, with the reason, when
+    /// it has no hardware virtualization or no kernel and images).
+    pub linux: crate::linux::Offer,
 }
 
 /// Shared state behind every request.

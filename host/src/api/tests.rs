@@ -29,6 +29,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(Capabilities::default()).await
+}
+
+async fn server_with(caps: Capabilities) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
     let cfg = PoolConfig {
@@ -47,7 +51,7 @@ async fn server() -> Server {
     let app = Arc::new(App {
         store,
         pool,
-        caps: Capabilities::default(),
+        caps,
         base_url: format!("http://{addr}"),
         metrics: Default::default(),
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),
@@ -486,7 +490,10 @@ async fn invoke_errors_and_concurrency_controls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_publish_get_list_delete() {
-    let s = server().await;
+    let s = server_with(Capabilities {
+        linux: crate::linux::Offer::offering(&["provided.al2023"]),
+    })
+    .await;
     let zip = {
         use std::io::Write;
         let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -516,8 +523,18 @@ async fn layers_publish_get_list_delete() {
     );
     let (_, v) = req(&s, "GET", "/2018-10-31/layers/L/versions", Value::Null).await;
     assert_eq!(v["LayerVersions"][0]["Version"], 2);
+    // A wasm function has no file system for layers: refused, not ignored.
     let mut body = create_body("withlayer", MODULE);
     body["Layers"] = json!(["arn:aws:lambda:us-east-1:000000000000:layer:L:1"]);
+    let (r, v) = req(&s, "POST", "/2015-03-31/functions", body.clone()).await;
+    assert_error(&r, &v, 400, "InvalidParameterValueException");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("Linux runtimes only"));
+    // A Linux function takes them (its code is a ZIP).
+    body["Runtime"] = json!("provided.al2023");
+    body["Code"] = json!({"ZipFile": b64(&zip)});
     let (r, v) = req(&s, "POST", "/2015-03-31/functions", body.clone()).await;
     assert_eq!(
         (r.status, v["Layers"][0]["CodeSize"].as_u64()),

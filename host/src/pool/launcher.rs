@@ -16,8 +16,15 @@ pub struct EnvSpec {
     pub function_version: String,
     pub handler: String,
     pub runtime: String,
-    /// The runnable artifact (wasm module), already decrypted and verified.
+    /// The runnable artifact (wasm module; the ZIP for Linux runtimes),
+    /// already decrypted and verified.
     pub code: Arc<Vec<u8>>,
+    /// The code's blob address (Linux code images are cached by it).
+    pub code_blob: String,
+    /// Layer version ARNs, in order (Linux runtimes only).
+    pub layers: Vec<String>,
+    /// MiB of `/tmp` (Linux runtimes).
+    pub ephemeral_mib: u32,
     pub env_vars: BTreeMap<String, String>,
     pub memory_mib: u32,
     pub timeout_ms: u32,

@@ -1,0 +1,248 @@
+"""Linux runtimes (provided*, python3.11) through emberd, with boto3.
+
+- On a host that cannot boot Linux guests (PVM here), CreateFunction refuses
+  them with the reason and stores nothing.
+- With `--linux-guests force` (the kernel and images exist, the hardware check
+  is skipped) the control plane accepts them: the ZIP is stored as is, layers
+  are attached (and refused for wasm), and an invoke builds the real code and
+  layer images and launches the real jailed `ember-vmm` with them as drives,
+  seen in /proc. On PVM that VM cannot boot, so the caller gets a clean 500.
+- Where hardware virtualization exists, a shell and a Python function (with a
+  layer) are invoked end to end; elsewhere that test is skipped with the reason.
+"""
+import base64
+import glob
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+import zipfile
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import REPO, create, vm_unavailable_reason, zipped
+
+pytestmark = pytest.mark.vm
+
+ROLE = "arn:aws:iam::000000000000:role/ember"
+
+# A busybox-wget Lambda runtime for the `provided` image (it has no curl):
+# echoes the event with facts about the guest (as tests/src/linux_guest.rs).
+BUSYBOX_BOOTSTRAP = """#!/bin/sh
+api=http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime
+while true; do
+  wget -S -q -O /tmp/ev $api/invocation/next 2> /tmp/hdrs
+  id=$(grep -i 'Lambda-Runtime-Aws-Request-Id' /tmp/hdrs | sed 's/.*: *//' | tr -d '\\r')
+  echo "guest got $id"
+  printf '{"kernel":"%s","pid1":"%s","opt":"%s","tmp":"%s","event":%s}' "$(uname -r)" \\
+    "$(cat /proc/1/comm)" "$(cat /opt/python/shared.py)" "$(df -m /tmp | tail -1)" "$(cat /tmp/ev)" > /tmp/out
+  wget -q -O /tmp/resp --post-file=/tmp/out $api/invocation/$id/response
+done
+"""
+
+
+def host_refusal():
+    """Why this host's KVM cannot boot a stock Linux guest (emberd's rule)."""
+    if not os.path.exists("/dev/kvm"):
+        return "no /dev/kvm"
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return "host KVM is PVM (software virtualization)"
+    if not (os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")):
+        return "KVM is neither kvm_intel nor kvm_amd"
+    return None
+
+
+def built(script, *args):
+    """Runs a cached build script of the repository; the path it printed last."""
+    out = subprocess.run(["bash", str(REPO / script), *args], check=True,
+                         stdout=subprocess.PIPE, text=True, timeout=1800).stdout
+    return out.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def linux_files():
+    if vm_unavailable_reason():
+        pytest.skip(vm_unavailable_reason())
+    return built("kernel-config/build.sh"), built("images/build-images.sh")
+
+
+def linux_flags(mode, kernel, images):
+    return ["--linux-guests", mode, "--linux-kernel", kernel, "--linux-images", images,
+            "--code-image-tool", str(REPO / "images/code-image.sh"), "--spare-vms", "0"]
+
+
+def error_of(call):
+    with pytest.raises(ClientError) as ei:
+        call()
+    err = ei.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Message"]
+
+
+def layer(c, name, files):
+    return c.publish_layer_version(LayerName=name, Content={"ZipFile": zipped(files)})["LayerVersionArn"]
+
+
+def test_linux_runtimes_refused_with_the_reason(make_emberd, linux_files):
+    kernel, images = linux_files
+    why = host_refusal()
+    if why is None:
+        pytest.skip("this host has hardware KVM, so emberd offers Linux runtimes here "
+                    "(test_linux_functions_run_end_to_end covers them)")
+    e = make_emberd(linux_flags("auto", kernel, images))
+    c = e.client()
+    code, status, msg = error_of(lambda: create(
+        c, "py", code=zipped({"app.py": "def handler(e, c): return e\n"}),
+        Runtime="python3.11", Handler="app.handler"))
+    assert (code, status) == ("InvalidParameterValueException", 400)
+    assert "needs a Linux guest" in msg and why in msg, msg
+    assert "Linux runtimes not offered: " + why in e.log()
+    assert c.list_functions()["Functions"] == []
+    e.stop()
+
+    e = make_emberd(linux_flags("off", kernel, images))
+    code, status, msg = error_of(lambda: create(
+        e.client(), "sh", code=zipped({"bootstrap": BUSYBOX_BOOTSTRAP}), Runtime="provided.al2023"))
+    assert status == 400 and "--linux-guests off" in msg, msg
+
+
+def jailer_cmdlines(data_dir, found, stop):
+    """Collects the command lines of ember-jailer processes working for this
+    emberd (their `--dir-rw` names its run dir) until `stop` is set."""
+    while not stop.is_set():
+        for p in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                argv = open(p, "rb").read().split(b"\0")
+            except OSError:
+                continue
+            args = [a.decode(errors="replace") for a in argv if a]
+            if (args and args[0].endswith("ember-jailer") and "--initrd" in args
+                    and any(data_dir in a for a in args)):
+                found.append(args)
+        time.sleep(0.005)
+
+
+def values(args, flag):
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
+
+
+def unsquashfs_cat(image, path):
+    return subprocess.run(["unsquashfs", "-cat", image, path], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout
+
+
+def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, linux_files):
+    kernel, images = linux_files
+    e = make_emberd(linux_flags("force", kernel, images))
+    c = e.client()
+    l1 = layer(c, "base", {"python/shared.py": "first", "python/only1.py": "a"})
+    l2 = layer(c, "over", {"python/shared.py": "second", "bin/tool": "t"})
+
+    # wasm has no file system for layers: refused, not ignored.
+    code, status, msg = error_of(lambda: create(c, "w", Layers=[l1]))
+    assert status == 400 and "Layers are available to Linux runtimes only" in msg, msg
+    # The images set built without --python has no python3.11 image.
+    if not os.path.exists(os.path.join(images, "python3.11.squashfs")):
+        code, status, msg = error_of(lambda: create(
+            c, "p", code=zipped({"app.py": ""}), Runtime="python3.11", Handler="app.handler"))
+        assert status == 400 and "no python3.11.squashfs" in msg, msg
+    # A Linux package must be a ZIP without symlinks.
+    code, status, msg = error_of(lambda: create(c, "nz", Runtime="provided"))
+    assert status == 400 and "must be a ZIP file" in msg, msg
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o120777 << 16  # a symlink entry
+        z.writestr(info, "/etc/passwd")
+    code, status, msg = error_of(lambda: create(c, "ln", code=buf.getvalue(), Runtime="provided"))
+    assert status == 400 and "symbolic link" in msg, msg
+    assert [f["FunctionName"] for f in c.list_functions()["Functions"]] == []
+
+    package = zipped({"bootstrap": BUSYBOX_BOOTSTRAP})
+    f = create(c, "sh", code=package, Runtime="provided.al2023", Handler="unused",
+               Layers=[l1, l2], MemorySize=256, EphemeralStorage={"Size": 600})
+    assert f["Runtime"] == "provided.al2023"
+    assert [x["Arn"] for x in f["Layers"]] == [l1, l2]
+    code, status, msg = error_of(lambda: c.update_function_configuration(FunctionName="sh", Runtime="wasm"))
+    assert status == 400 and "cannot replace" in msg, msg
+    loc = c.get_function(FunctionName="sh")["Code"]["Location"]
+    status, headers, body = e.raw("GET", loc.split(e.endpoint)[1])
+    assert status == 200 and headers["content-type"] == "application/zip" and body == package
+
+    # Invoke: real images, a real jailed ember-vmm with them as drives.
+    stop, seen = threading.Event(), []
+    watcher = threading.Thread(target=jailer_cmdlines, args=(data_dir, seen, stop))
+    watcher.start()
+    try:
+        r = c.invoke(FunctionName="sh", Payload=b'{"n":1}')
+        outcome = ("ok", r["Payload"].read())
+    except ClientError as err:
+        outcome = (err.response["Error"]["Code"], err.response["Error"]["Message"])
+    finally:
+        stop.set()
+        watcher.join()
+    print("invoke outcome:", outcome)
+    if host_refusal():
+        assert outcome[0] == "ServiceException", outcome
+        assert "Could not start an execution environment" in outcome[1], outcome
+    else:
+        assert outcome[0] == "ok" and b'"n":1' in outcome[1], outcome
+
+    cache = os.path.join(data_dir, "run", "images")
+    (code_img,) = glob.glob(os.path.join(cache, "code-*.squashfs"))
+    (layers_img,) = glob.glob(os.path.join(cache, "layers-*.squashfs"))
+    assert unsquashfs_cat(code_img, "bootstrap") == BUSYBOX_BOOTSTRAP
+    assert unsquashfs_cat(layers_img, "python/shared.py") == "second"
+    assert unsquashfs_cat(layers_img, "python/only1.py") == "a"
+    assert unsquashfs_cat(layers_img, "bin/tool") == "t"
+
+    assert seen, "no ember-jailer process was seen for the Linux environment"
+    args = seen[0]
+    split = args.index("--")
+    jailer, vmm = args[:split], args[split + 1:]
+    files = values(jailer, "--file")
+    assert f"{os.path.realpath(kernel)}:/kernel" in files or f"{kernel}:/kernel" in files, files
+    assert f"{images}/initramfs.cpio:/initrd" in files, files
+    assert f"{images}/provided.squashfs:/drive0" in files, files
+    assert f"{code_img}:/drive1" in files, files
+    assert f"{layers_img}:/drive2" in files, files
+    assert values(vmm, "--drive") == ["/drive0,ro", "/drive1,ro", "/drive2,ro"]
+    assert values(vmm, "--kernel") == ["/kernel"] and values(vmm, "--initrd") == ["/initrd"]
+    assert values(vmm, "--mem-mib") == ["256"]
+    assert "ember_tmp_size=600m" in values(vmm, "--cmdline")[0]
+    assert "--kernelless" not in vmm
+
+    # emberd stopping removes the plaintext images.
+    e.stop()
+    assert not os.path.exists(cache)
+
+
+def test_linux_functions_run_end_to_end(make_emberd, linux_files):
+    why = host_refusal()
+    if why:
+        print(f"SKIPPED: {why}: a stock Linux guest cannot boot here")
+        pytest.skip(f"{why}: a stock Linux guest cannot boot here")
+    kernel, _ = linux_files
+    images = built("images/build-images.sh", "--python")
+    e = make_emberd(linux_flags("auto", kernel, images))
+    c = e.client()
+    opt = layer(c, "shared", {"python/shared.py": "GREETING = 'from a layer'\n"})
+    create(c, "sh", code=zipped({"bootstrap": BUSYBOX_BOOTSTRAP}), Runtime="provided.al2023",
+           Handler="unused", Layers=[opt], EphemeralStorage={"Size": 600})
+    app = ("import shared\n"
+           "def handler(event, context):\n"
+           "    print('py got', context.aws_request_id)\n"
+           "    return {'x2': event['x'] * 2, 'layer': shared.GREETING}\n")
+    create(c, "py", code=zipped({"app.py": app}), Runtime="python3.11", Handler="app.handler",
+           Layers=[opt])
+    for _ in range(2):  # cold, then warm
+        r = c.invoke(FunctionName="sh", Payload=b'{"n":1}', LogType="Tail")
+        v = json.loads(r["Payload"].read())
+        assert v["pid1"] == "init" and v["kernel"].startswith("6.1.") and v["event"] == {"n": 1}
+        assert v["opt"] == "GREETING = 'from a layer'"
+        assert v["tmp"].split()[1] == "600", v["tmp"]  # /tmp sized to EphemeralStorage
+        assert "guest got" in base64.b64decode(r["LogResult"]).decode()
+        r = c.invoke(FunctionName="py", Payload=b'{"x":21}')
+        assert json.loads(r["Payload"].read()) == {"x2": 42, "layer": "from a layer"}
