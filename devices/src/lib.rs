@@ -5,4 +5,6 @@ pub mod bus;
 pub mod irq;
 pub mod legacy;
 pub mod rate_limiter;
+#[cfg(feature = "test-hooks")]
+pub mod test_tap;
 pub mod virtio;

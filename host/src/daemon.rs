@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// (every other request, and /metrics from elsewhere, must be signed).
     #[arg(long)]
     pub metrics_no_auth_on_loopback: bool,
+    /// Tests only (hidden): passes `--test-hook SPEC` to every ember-vmm.
+    /// Only an ember-vmm built with the `test-hooks` feature accepts it; a
+    /// production build refuses it, so then no environment starts.
+    #[arg(long, hide = true)]
+    pub vmm_test_hook: Option<String>,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -212,6 +217,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_metrics(metrics.clone())
         .with_jail(jail)
         .with_linux(linux)
+        .with_test_hook(args.vmm_test_hook.as_deref())
         .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");

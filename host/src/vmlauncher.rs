@@ -71,6 +71,19 @@ impl VmLauncher {
         self
     }
 
+    /// Tests only: every VMM gets `--test-hook SPEC` (emberd's hidden
+    /// `--vmm-test-hook`; only a `test-hooks` ember-vmm accepts it). Call
+    /// before [`Self::with_spares`].
+    pub fn with_test_hook(mut self, spec: Option<&str>) -> Self {
+        if let Some(spec) = spec {
+            eprintln!("emberd: WARNING: --vmm-test-hook {spec}: every ember-vmm gets a test hook. Tests only.");
+            self.base
+                .extra_args
+                .extend(["--test-hook".to_string(), spec.to_string()]);
+        }
+        self
+    }
+
     /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).
     pub fn with_spares(mut self, n: usize, mem_mib: u32, run_dir: &Path) -> Self {
         if n > 0 && self.unavailable.is_none() {

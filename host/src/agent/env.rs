@@ -154,13 +154,18 @@ impl Environment {
     }
 }
 
+/// How long a broken conversation waits for the VM's exit status. A jailed
+/// VMM's status arrives once its jailer has removed the jail and cgroups
+/// (RCU grace periods: slow on a loaded host); only faults pay this.
+const FAULT_STATUS_WAIT: Duration = Duration::from_secs(3);
+
 /// Turns an EOF/broken stream into `VmExited` with the VMM's own reason
 /// when the child has exited (or does so within a moment).
 fn fault_reason(child: &mut Child, log_path: &std::path::Path, e: AgentError) -> AgentError {
     if !matches!(e, AgentError::Closed | AgentError::Io(_)) {
         return e;
     }
-    let until = Instant::now() + Duration::from_millis(500);
+    let until = Instant::now() + FAULT_STATUS_WAIT;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {

@@ -312,6 +312,15 @@ impl Pool {
             }
         };
         let Some(mut w) = w else { return result };
+        if let Err(EnvError::Died(why)) = &result {
+            // An environment fault (its VM died, e.g. killed by seccomp, or
+            // broke the conversation): the caller gets a function error, the
+            // operator this line; the environment is discarded below.
+            eprintln!(
+                "emberd: environment {} ({}:{}) fault: {why}",
+                w.id, w.key.function, w.key.version
+            );
+        }
         w.last_used = Instant::now();
         if let Some(i) = self.lock().info.get_mut(&w.id) {
             i.invocations += 1;

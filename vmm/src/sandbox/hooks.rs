@@ -10,14 +10,34 @@
 //! `inet-socket` (TCP socket + connect), `host-procs` (count of /proc
 //! entries). Each prints one line `ember-vmm test-hook: ACTION@THREAD: RESULT`
 //! on stderr (unless the kernel killed the process first).
+//!
+//! `ACTION@payload` (`test-hooks` builds only) waits instead: the event-loop
+//! thread performs the action when the host sends the guest bytes containing
+//! `PAYLOAD_TRIGGER` over vsock, e.g. in an invocation's payload. emberd
+//! passes the flag to every VMM with its hidden `--vmm-test-hook`, so a test
+//! can make one environment's VMM misbehave mid-invocation while the others
+//! serve normally.
 
 use super::{SandboxError, ThreadKind};
 
-/// One forbidden action and the thread that performs it.
+/// Host-to-guest bytes that fire an `ACTION@payload` hook.
+#[cfg(feature = "test-hooks")]
+pub const PAYLOAD_TRIGGER: &[u8] = b"ember-test-hook:fire";
+
+/// One forbidden action and when it is performed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestHook {
     pub action: Action,
-    pub kind: ThreadKind,
+    pub at: At,
+}
+
+/// When a hook fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// As soon as a thread of this kind has entered its sandbox.
+    Thread(ThreadKind),
+    /// On the event-loop thread, when host bytes hold `PAYLOAD_TRIGGER`.
+    Payload,
 }
 
 /// The forbidden things a hook can try.
@@ -39,7 +59,8 @@ const ACTIONS: &[(&str, Action)] = &[
 ];
 
 impl TestHook {
-    /// Parses `ACTION@THREAD` (thread: vcpu, event-loop, main).
+    /// Parses `ACTION@THREAD` (thread: vcpu, event-loop, main) or
+    /// `ACTION@payload`.
     pub fn parse(s: &str) -> Result<Self, SandboxError> {
         if !cfg!(any(debug_assertions, feature = "test-hooks")) {
             return Err(SandboxError::Flag(
@@ -48,7 +69,7 @@ impl TestHook {
         }
         let bad = || {
             SandboxError::Flag(format!(
-                "--test-hook {s}: expected ACTION@vcpu|event-loop|main"
+                "--test-hook {s}: expected ACTION@vcpu|event-loop|main|payload"
             ))
         };
         let (a, k) = s.split_once('@').ok_or_else(bad)?;
@@ -57,24 +78,65 @@ impl TestHook {
             .find(|(n, _)| *n == a)
             .map(|(_, act)| *act)
             .ok_or_else(bad)?;
-        let kind = ThreadKind::parse(k).ok_or_else(bad)?;
-        Ok(Self { action, kind })
+        let at = match k {
+            // The vsock tap exists only with the feature (not in plain debug builds).
+            "payload" if cfg!(feature = "test-hooks") => At::Payload,
+            "payload" => {
+                return Err(SandboxError::Flag(
+                    "--test-hook ACTION@payload needs a `test-hooks` build".into(),
+                ))
+            }
+            _ => At::Thread(ThreadKind::parse(k).ok_or_else(bad)?),
+        };
+        Ok(Self { action, at })
     }
 
     /// Runs the hook if it targets `kind`.
     pub fn run_if(&self, kind: ThreadKind) {
         #[cfg(any(debug_assertions, feature = "test-hooks"))]
-        if kind == self.kind {
-            let name = ACTIONS
-                .iter()
-                .find(|(_, a)| *a == self.action)
-                .map_or("?", |(n, _)| n);
-            let result = run(self.action);
-            eprintln!("ember-vmm test-hook: {name}@{}: {result}", kind.name());
+        if self.at == At::Thread(kind) {
+            report(self.action, kind.name());
         }
         #[cfg(not(any(debug_assertions, feature = "test-hooks")))]
         let _ = kind;
     }
+
+    /// Arms an `ACTION@payload` hook (at most one per process): from now on
+    /// the vsock device shows it every chunk of host bytes.
+    pub fn arm(&self) {
+        #[cfg(feature = "test-hooks")]
+        if self.at == At::Payload && PAYLOAD_ACTION.set(self.action).is_ok() {
+            ember_devices::test_tap::set(on_host_bytes);
+        }
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+static PAYLOAD_ACTION: std::sync::OnceLock<Action> = std::sync::OnceLock::new();
+
+/// The vsock tap: fires the armed action when `bytes` hold the trigger.
+#[cfg(feature = "test-hooks")]
+fn on_host_bytes(bytes: &[u8]) {
+    let Some(action) = PAYLOAD_ACTION.get() else {
+        return;
+    };
+    if bytes
+        .windows(PAYLOAD_TRIGGER.len())
+        .any(|w| w == PAYLOAD_TRIGGER)
+    {
+        report(*action, "payload");
+    }
+}
+
+/// Runs `action` on this thread and prints its one-line result.
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+fn report(action: Action, at: &str) {
+    let name = ACTIONS
+        .iter()
+        .find(|(_, a)| *a == action)
+        .map_or("?", |(n, _)| n);
+    let result = run(action);
+    eprintln!("ember-vmm test-hook: {name}@{at}: {result}");
 }
 
 #[cfg(any(debug_assertions, feature = "test-hooks"))]

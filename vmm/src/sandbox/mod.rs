@@ -7,7 +7,7 @@
 //! How the VMM uses it (DESIGN.md "Isolation"):
 //! 1. `Options::take_from(&mut args)` first thing in `main` (removes
 //!    `--no-seccomp`, `--no-landlock` and, in test builds, `--test-hook`);
-//!    then `init(options)`.
+//!    then `init(options)` (which arms an `ACTION@payload` hook).
 //! 2. after /dev/kvm, the images, the console/log files and device fds are
 //!    open, and before the first thread is spawned: `restrict_filesystem(..)`.
 //! 3. first thing in each vCPU thread: `enter(ThreadKind::Vcpu)`; in the
@@ -129,6 +129,9 @@ static OPTIONS: OnceLock<Options> = OnceLock::new();
 /// `main` always calls it; without it (in-process VM tests of the VMM's unit
 /// test binary) the sandbox stays off, or it would kill the test runner.
 pub fn init(options: Options) {
+    if let Some(hook) = &options.test_hook {
+        hook.arm();
+    }
     let _ = OPTIONS.set(options);
 }
 
@@ -185,6 +188,13 @@ mod tests {
         assert!(!o.seccomp);
         assert!(o.landlock);
         assert_eq!(args, ["--kernel", "/a", "--mem-mib", "64"]);
+    }
+
+    #[test]
+    fn payload_hooks_exist_only_in_test_hooks_builds() {
+        let hook = TestHook::parse("forbidden-syscall@payload");
+        assert_eq!(hook.is_ok(), cfg!(feature = "test-hooks"), "{hook:?}");
+        assert!(TestHook::parse("forbidden-syscall@elsewhere").is_err());
     }
 
     #[test]

@@ -160,6 +160,8 @@ impl Conn {
                 Ok(0) => return Io::Eof,
                 Ok(n) => {
                     self.rx_cnt = self.rx_cnt.wrapping_add(n as u32);
+                    #[cfg(feature = "test-hooks")]
+                    crate::test_tap::host_to_guest(&buf[..n]);
                     return Io::Bytes(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
