@@ -1,0 +1,86 @@
+"""Promise 4: memory and process state persist across invocations within
+one environment, and never cross environments (seed: "Inside an execution
+environment, these multiple invocations are handled by a single process, so
+any process-wide state ... can be available for future invocations"; "This
+storage is not accessible or shared across execution environments").
+
+Kernel-less wasm environments: a reactor module keeps one instance per
+environment, so its linear memory (`stash.wat`) and globals (`counter.wat`) are the
+environment's memory and process state. They have no filesystem at all (no
+WASI preopens), so there is no `/tmp` to cross; `/tmp` is a Linux-guest
+matter (README "Isolation": each Linux environment's /tmp lives in its own
+microVM's guest memory or scratch disk)."""
+import concurrent.futures as cf
+import json
+
+import pytest
+
+from conftest import create, env_of, iso_wasm, wait_for, wasm
+
+pytestmark = pytest.mark.vm
+
+
+def stash(c, name, payload=b'"get"', **kw):
+    r = c.invoke(FunctionName=name, Payload=payload, **kw)
+    assert "FunctionError" not in r, r
+    return json.loads(r["Payload"].read()), int(env_of(r))
+
+
+def test_memory_persists_within_an_environment(emberd):
+    c = emberd.client()
+    create(c, "mem", iso_wasm("stash"))
+    assert stash(c, "mem")[0] == "stash="
+    out, env = stash(c, "mem", b'"put:secret-of-env"')
+    assert out == "stash=secret-of-env"
+    for _ in range(3):
+        assert stash(c, "mem") == ("stash=secret-of-env", env), "warm environment lost its memory"
+
+
+def test_process_state_persists_within_an_environment(emberd):
+    c = emberd.client()
+    create(c, "state", wasm("counter"))
+    got = [c.invoke(FunctionName="state", Payload=b"0") for _ in range(4)]
+    assert [json.loads(r["Payload"].read())["calls"] for r in got] == ["01", "02", "03", "04"]
+    assert len({env_of(r) for r in got}) == 1
+
+
+def test_memory_never_crosses_environments(emberd):
+    c = emberd.client()
+    for name in ("mem", "other"):
+        create(c, name, iso_wasm("stash"))
+    c.publish_version(FunctionName="mem")
+    _, env = stash(c, "mem", b'"put:secret-of-env"')
+    # Another function, another version of the same function: fresh memory.
+    assert stash(c, "other")[0] == "stash="
+    out, env1 = stash(c, "mem", Qualifier="1")
+    assert out == "stash=" and env1 != env
+    # A second environment of the same version (while the first is busy):
+    # the same code, a fresh instance, fresh memory.
+    with cf.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(stash, emberd.client(), "mem", b'"hold"')
+        assert wait_for(lambda: [x for x in emberd.envs() if x["Id"] == env and x["State"] == "busy"],
+                        timeout=30), emberd.envs()
+        out, env_b = stash(c, "mem")
+        assert env_b != env and out == "stash=", (env_b, out)
+        assert held.result(timeout=60) == ("stash=secret-of-env", env)
+    # And the state is gone with its environment: a new revision starts fresh.
+    c.update_function_configuration(FunctionName="mem", Description="new")
+    out, env2 = stash(c, "mem")
+    assert out == "stash=" and env2 != env
+
+
+def test_process_state_never_crosses_environments(emberd):
+    c = emberd.client()
+    create(c, "state", wasm("counter"))
+    create(c, "twin", wasm("counter"))
+    for _ in range(3):
+        c.invoke(FunctionName="state", Payload=b"0")
+    r = c.invoke(FunctionName="twin", Payload=b"0")
+    assert json.loads(r["Payload"].read()) == {"calls": "01"}, "twin saw state's counter"
+
+
+def test_wasm_environments_have_no_filesystem_to_share(emberd):
+    c = emberd.client()
+    create(c, "nofs", iso_wasm("nofs"))
+    r = c.invoke(FunctionName="nofs", Payload=b"{}")
+    assert r["Payload"].read() == b"prestat errno=08", "a WASI preopen (filesystem) exists"
