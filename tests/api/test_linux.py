@@ -171,6 +171,15 @@ def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, 
     status, headers, body = e.raw("GET", loc.split(e.endpoint)[1])
     assert status == 200 and headers["content-type"] == "application/zip" and body == package
 
+    # Deleting a layer version the function names: gone from the layer API,
+    # refused for new functions, still attached (and used below) for this one.
+    c.delete_layer_version(LayerName="base", VersionNumber=1)
+    assert c.list_layer_versions(LayerName="base")["LayerVersions"] == []
+    code, status, msg = error_of(lambda: create(
+        c, "late", code=package, Runtime="provided", Layers=[l1]))
+    assert status == 400 and "does not exist" in msg, msg
+    assert [x["Arn"] for x in c.get_function(FunctionName="sh")["Configuration"]["Layers"]] == [l1, l2]
+
     # Invoke: real images, a real jailed ember-vmm with them as drives.
     stop, seen = threading.Event(), []
     watcher = threading.Thread(target=jailer_cmdlines, args=(data_dir, seen, stop))

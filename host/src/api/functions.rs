@@ -126,7 +126,25 @@ fn store_code(
     })
 }
 
-/// Each layer ARN must name an existing layer version; returns (arn, size).
+/// Layers a configuration newly names (not in `already`) must exist now; a
+/// layer version deleted since a function named it stays usable by that
+/// function (it is retired, see `store::retired`), but is never attached anew.
+fn check_new_layers(app: &App, arns: &[String], already: &[String]) -> Result<(), ApiError> {
+    for arn in arns.iter().filter(|a| !already.contains(a)) {
+        let found = linux::parse_layer_arn(arn).is_some_and(|(acct, name, v)| {
+            app.store.get_layer(&scoped_name(acct, name), v).is_ok()
+        });
+        if !found {
+            return Err(ApiError::InvalidParameter(format!(
+                "Layer version {arn} does not exist."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each layer ARN must name a layer version (live, or retired while a
+/// function named it); returns (arn, size).
 pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, ApiError> {
     arns.iter()
         .map(|arn| {
@@ -141,7 +159,7 @@ pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, Api
             // when written ([`own_layers`]).
             let l = app
                 .store
-                .get_layer(&scoped_name(account, name), v)
+                .get_layer_for_use(&scoped_name(account, name), v)
                 .map_err(|_| {
                     ApiError::InvalidParameter(format!("Layer version {arn} does not exist."))
                 })?;
@@ -206,6 +224,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     own_layers(&config.layers, req.account())?;
     check_layers_fit(&config)?;
     let sizes = layer_sizes(app, &config.layers)?;
+    check_new_layers(app, &config.layers, &[])?;
     // Cheap existence check first, so a duplicate create stores no blob.
     if app.store.get_function(&name).is_ok() {
         return Err(ApiError::Conflict(format!(
@@ -421,6 +440,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     own_layers(&cfg.layers, req.account())?;
     check_layers_fit(&cfg)?;
     let sizes = layer_sizes(app, &cfg.layers)?;
+    check_new_layers(app, &cfg.layers, &current.config.layers)?;
     let expected = current.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
         if r.revision_id != expected {

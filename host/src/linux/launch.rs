@@ -131,7 +131,7 @@ impl LinuxGuests {
                     parse_layer_arn(arn).ok_or_else(|| LinuxError::Layer(arn.clone()))?;
                 let l = self
                     .store
-                    .get_layer(&crate::util::scoped_name(account, name), v)
+                    .get_layer_for_use(&crate::util::scoped_name(account, name), v)
                     .map_err(|_| LinuxError::Layer(arn.clone()))?;
                 Ok(l.code.blob)
             })

@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod model;
+mod retired;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,7 @@ impl Store {
         w.open_table(LAYERS)?;
         w.open_table(LAYER_NEXT)?;
         w.open_table(PROVISIONED)?;
+        w.open_table(retired::LAYERS_RETIRED)?;
         w.commit()?;
         let store = Self { db, blobs };
         store.collect_garbage()?;
@@ -140,7 +142,26 @@ impl Store {
         for l in scan_prefix::<LayerVersionRecord>(&r.open_table(LAYERS)?, "")? {
             live.insert(l.code.blob);
         }
+        let named = retired::named_layers(&r.open_table(FUNCTIONS)?, &r.open_table(VERSIONS)?)?;
+        let mut unnamed = Vec::new();
+        for l in scan_prefix::<LayerVersionRecord>(&r.open_table(retired::LAYERS_RETIRED)?, "")? {
+            if named.contains(&retired::arn_of(&l)) {
+                live.insert(l.code.blob);
+            } else {
+                unnamed.push(version_key(&l.layer_name, l.version));
+            }
+        }
         drop(r);
+        if !unnamed.is_empty() {
+            let w = self.db.begin_write()?;
+            {
+                let mut t = w.open_table(retired::LAYERS_RETIRED)?;
+                for k in &unnamed {
+                    t.remove(k.as_str())?;
+                }
+            }
+            w.commit()?;
+        }
         let mut removed = 0;
         for b in self.blobs.list()? {
             if !live.contains(&b) {
@@ -452,11 +473,23 @@ impl Store {
         scan_prefix(&r.open_table(LAYERS)?, &child_key(layer, ""))
     }
 
-    /// Deletes a layer version (idempotent, as in Lambda).
+    /// Deletes a layer version (idempotent, as in Lambda). If a function or
+    /// version still names it, it is retired instead (see [`retired`]).
     pub fn delete_layer(&self, layer: &str, version: u64) -> Result<()> {
+        let key = version_key(layer, version);
         let w = self.db.begin_write()?;
-        w.open_table(LAYERS)?
-            .remove(version_key(layer, version).as_str())?;
+        {
+            let mut t = w.open_table(LAYERS)?;
+            let rec: Option<LayerVersionRecord> = get_json(&t, &key)?;
+            t.remove(key.as_str())?;
+            if let Some(rec) = rec {
+                let named =
+                    retired::named_layers(&w.open_table(FUNCTIONS)?, &w.open_table(VERSIONS)?)?;
+                if named.contains(&retired::arn_of(&rec)) {
+                    put_json(&mut w.open_table(retired::LAYERS_RETIRED)?, &key, &rec)?;
+                }
+            }
+        }
         w.commit()?;
         self.collect_garbage()?;
         Ok(())

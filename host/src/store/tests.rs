@@ -26,6 +26,23 @@ fn func(store: &Store, name: &str, code: &[u8]) -> FunctionRecord {
     }
 }
 
+/// An unpublished version of layer `L` holding `bytes`.
+fn layer(s: &Store, bytes: &[u8]) -> LayerVersionRecord {
+    LayerVersionRecord {
+        layer_name: "L".into(),
+        version: 0,
+        description: String::new(),
+        compatible_runtimes: vec![],
+        license_info: None,
+        code: CodeRef {
+            blob: s.blobs.put(bytes).unwrap(),
+            package_sha256: "p".into(),
+            size: bytes.len() as u64,
+        },
+        created: crate::util::now_lambda(),
+    }
+}
+
 #[test]
 fn create_get_conflict_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,20 +174,7 @@ fn reopen_keeps_committed_state_and_drops_orphan_blobs() {
 fn layers_number_from_one_and_provisioned_roundtrips() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    let blob = s.blobs.put(b"layer").unwrap();
-    let rec = LayerVersionRecord {
-        layer_name: "L".into(),
-        version: 0,
-        description: String::new(),
-        compatible_runtimes: vec![],
-        license_info: None,
-        code: CodeRef {
-            blob,
-            package_sha256: "p".into(),
-            size: 5,
-        },
-        created: crate::util::now_lambda(),
-    };
+    let rec = layer(&s, b"layer");
     assert_eq!(s.publish_layer(rec.clone()).unwrap().version, 1);
     assert_eq!(s.publish_layer(rec).unwrap().version, 2);
     s.delete_layer("L", 1).unwrap();
@@ -185,4 +189,36 @@ fn layers_number_from_one_and_provisioned_roundtrips() {
     s.put_provisioned(&p).unwrap();
     assert_eq!(s.get_provisioned("f", "1").unwrap(), Some(p));
     assert!(s.delete_provisioned("f", "1").unwrap());
+}
+
+#[test]
+fn deleted_layer_stays_usable_by_the_functions_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let used = s.publish_layer(layer(&s, b"used layer")).unwrap();
+    let unused = s.publish_layer(layer(&s, b"unused layer")).unwrap();
+    let mut f = func(&s, "f", b"zip");
+    f.config.layers = vec![crate::util::layer_arn("L", Some(used.version))];
+    s.create_function(&f, true).unwrap();
+
+    s.delete_layer("L", used.version).unwrap();
+    s.delete_layer("L", unused.version).unwrap();
+    // Gone from the API, still there for f (and its version 1).
+    assert!(matches!(s.get_layer("L", 1), Err(StoreError::NotFound(_))));
+    assert!(s.list_layer_versions("L").unwrap().is_empty());
+    let kept = s.get_layer_for_use("L", used.version).unwrap();
+    assert_eq!(s.blobs.get(&kept.code.blob).unwrap(), b"used layer");
+    assert!(s.get_layer_for_use("L", unused.version).is_err());
+    assert!(!s.blobs.list().unwrap().contains(&unused.code.blob));
+    // A reopened store keeps it; new versions never reuse the number.
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.get_layer_for_use("L", used.version).is_ok());
+    assert_eq!(s.publish_layer(layer(&s, b"third")).unwrap().version, 3);
+
+    // Once nothing names it, it is collected.
+    s.delete_function("f").unwrap();
+    s.collect_garbage().unwrap();
+    assert!(s.get_layer_for_use("L", used.version).is_err());
+    assert!(!s.blobs.list().unwrap().contains(&kept.code.blob));
 }
