@@ -112,7 +112,7 @@ def hooks_emberd(make_emberd, hooks_vmm, monkeypatch, tmp_path):
 def guests():
     """Builds (once) the kernel-less test guests this suite runs directly;
     returns NAME -> path."""
-    names = ["spin", "hello", "memhog", "vsock_client"]
+    names = ["spin", "hello", "memhog", "memscan", "vsock_client"]
     args = [a for n in names for a in ("--bin", n)]
     r = subprocess.run(["bash", str(KERNELLESS / "build.sh"), *args], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]

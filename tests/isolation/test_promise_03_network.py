@@ -8,7 +8,10 @@ interface but a down loopback; a TAP only when a VM asks for a network), it
 may create AF_UNIX sockets only (seccomp) and bind/connect no TCP
 (Landlock); its vsock device is hybrid (Firecracker's design): a guest
 connection to host port P becomes a Unix connection to `/run/v.sock_P` in
-the VMM's jail, which is that environment's own work directory. Shown from
+the VMM's jail, which is that environment's own work directory, and a
+packet for any CID but the host's never leaves the VM (there is no VM-to-VM
+path: devices/src/virtio/vsock/device_tests.rs
+`packets_for_any_cid_but_the_hosts_never_leave_the_vm`). Shown here from
 the guest (a kernel-less guest dialing ports that another environment
 listens on), from inside a jail (a process entering one environment's
 namespaces as its uid), and from outside (/proc)."""

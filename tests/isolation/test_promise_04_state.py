@@ -6,16 +6,20 @@ storage is not accessible or shared across execution environments").
 
 Kernel-less wasm environments: a reactor module keeps one instance per
 environment, so its linear memory (`stash.wat`) and globals (`counter.wat`) are the
-environment's memory and process state. They have no filesystem at all (no
+environment's memory and process state; below that, each microVM's guest RAM
+starts as zeros (the `memscan` guest). They have no filesystem at all (no
 WASI preopens), so there is no `/tmp` to cross; `/tmp` is a Linux-guest
 matter (README "Isolation": each Linux environment's /tmp lives in its own
 microVM's guest memory or scratch disk)."""
 import concurrent.futures as cf
 import json
+import os
+import re
+import subprocess
 
 import pytest
 
-from conftest import create, env_of, iso_wasm, wait_for, wasm
+from conftest import bin_dir, create, env_of, iso_wasm, jailer_cmd, wait_for, wasm
 
 pytestmark = pytest.mark.vm
 
@@ -84,3 +88,23 @@ def test_wasm_environments_have_no_filesystem_to_share(emberd):
     create(c, "nofs", iso_wasm("nofs"))
     r = c.invoke(FunctionName="nofs", Payload=b"{}")
     assert r["Payload"].read() == b"prestat errno=08", "a WASI preopen (filesystem) exists"
+
+
+def memscan(guests, run):
+    """One jailed microVM of the memscan guest over 16 MiB of its heap."""
+    r = subprocess.run(jailer_cmd(f"scan-{os.getpid()}-{run}", bin_dir() / "ember-vmm", guests["memscan"],
+                                  (), ["--cmdline", "16", "--timeout-ms", "60000"]),
+                       capture_output=True, text=True, timeout=180)
+    m = re.search(r"memscan: words=(\d+) nonzero=(\d+) marked=(\d+)", r.stdout)
+    assert r.returncode == 0 and m, (r.returncode, r.stdout, r.stderr)
+    return [int(x) for x in m.groups()]
+
+
+def test_a_new_microvm_never_sees_an_earlier_ones_memory(guests):
+    """Below the wasm runtime: each microVM's guest RAM starts as zeros. The
+    first VM marks 16 MiB of its RAM (and reads the marks back: the scan sees
+    memory); the next VMs, on the same host right after it, find nothing."""
+    for run in range(3):
+        words, nonzero, marked = memscan(guests, run)
+        assert words == 2 * 1024 * 1024 and marked == words, (words, marked)
+        assert nonzero == 0, f"VM {run} found {nonzero} non-zero words in its fresh memory"

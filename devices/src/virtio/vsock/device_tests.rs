@@ -281,3 +281,30 @@ fn a_guest_that_never_reads_rx_cannot_grow_the_control_queue() {
         "{pending}: the guest's RX buffers hold at most 64"
     );
 }
+
+#[test]
+fn packets_for_any_cid_but_the_hosts_never_leave_the_vm() {
+    // Another VM's CID, the guest's own, and made-up ones: dropped without an
+    // answer, and no host connection; the same request to the host connects.
+    let uds = tmp_path("cid");
+    let listener = UnixListener::bind(format!("{}_53", uds.display())).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut g = TestGuest::new(CID, &uds);
+    for dst in [CID + 1, CID, 0, u64::from(u32::MAX)] {
+        g.send(
+            &Hdr {
+                dst_cid: dst,
+                ..from_guest(1000, 53, op::REQUEST, 0)
+            },
+            &[],
+        );
+        assert!(g.recv().is_empty(), "answered a packet for CID {dst}");
+        assert!(
+            listener.accept().is_err(),
+            "a packet for CID {dst} reached the host"
+        );
+    }
+    g.send(&from_guest(1000, 53, op::REQUEST, 0), &[]);
+    assert_eq!(g.recv()[0].0.op, op::RESPONSE);
+    assert!(listener.accept().is_ok());
+}
