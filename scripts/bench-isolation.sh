@@ -4,10 +4,14 @@
 # ember-vmm with its sandbox (seccomp + Landlock), and ember-jailer + sandbox,
 # interleaved in one run (N rounds, default 20). Prints medians, p90 and the
 # differences against the bare run. Target: the jail adds <= 3 ms to a cold
-# start. Needs root. Usage: scripts/bench-isolation.sh [N]
+# start. Then the same through emberd: cold and warm Invoke round trips with
+# jailed environments vs --no-jail (scripts/bench-isolation-emberd.py, W warm
+# calls per round, default 10). Needs root. Usage:
+# scripts/bench-isolation.sh [N [W]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20}
+W=${2:-10}
 T=${CARGO_TARGET_DIR:-target}
 cargo build --release -p ember-vmm --bins --quiet
 bash guest-agent/kernelless/build.sh --bin hello >/dev/null
@@ -47,3 +51,7 @@ jail_cost = statistics.median(first["jail + sandbox"]) - statistics.median(first
 print(f"jail cost on cold start (jail+sandbox minus sandbox, medians): {jail_cost:+.2f} ms "
       f"(target <= 3 ms: {'met' if jail_cost <= 3 else 'MISSED'})")
 PY
+cargo build --release -p ember-host --bins --quiet
+bash guest-agent/kernelless/build.sh --bin ember-wasm-agent >/dev/null
+venv=$(bash scripts/api-venv.sh)
+CARGO_TARGET_DIR=$(realpath "$T") "$venv/bin/python" scripts/bench-isolation-emberd.py "$N" "$W"
