@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// production build refuses it, so then no environment starts.
     #[arg(long, hide = true)]
     pub vmm_test_hook: Option<String>,
+    /// Serve the API over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -89,6 +95,8 @@ pub enum DaemonError {
     Config(String),
     #[error("credentials")]
     Credentials(#[from] crate::auth::creds::CredError),
+    #[error("TLS")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -234,6 +242,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     for f in funcs.iter().filter(|f| f.reserved_concurrency.is_some()) {
         pool.set_reserved(&f.name, f.reserved_concurrency);
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| DaemonError::Listen(args.listen, e))?;
@@ -244,7 +257,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         store,
         pool: pool.clone(),
         caps: Capabilities { linux: linux_offer },
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
         metrics,
         auth: Arc::new(auth),
     });
@@ -266,7 +279,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             .run_maintenance(Duration::from_millis(200), rx.clone()),
     );
     println!(
-        "emberd listening on http://{addr} (data {}, max concurrency {host_limit})",
+        "emberd listening on {scheme}://{addr} (data {}, max concurrency {host_limit})",
         data.display()
     );
     // After the "listening" line, which scripts wait for; printed only on
@@ -281,7 +294,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let drain = Duration::from_secs(args.drain_timeout);
-    crate::server::run(listener, app, rx, drain).await;
+    crate::server::run_tls(listener, app, rx, drain, tls).await;
     eprintln!("emberd: shutting down");
     pool.shutdown(drain).await;
     let _ = std::fs::remove_dir_all(run.join("envs"));

@@ -15,5 +15,6 @@ pub mod pool;
 pub mod server;
 pub mod spares;
 pub mod store;
+pub mod tls;
 pub mod util;
 pub mod vmlauncher;

@@ -224,13 +224,51 @@ async fn handle(
     Ok(respond(result))
 }
 
-/// Serves `listener` until `shutdown` becomes true, then stops accepting
-/// and waits up to `drain` for open connections to finish.
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on one accepted (plain or TLS) stream until the client
+/// closes it or `stop` fires (then in-flight requests finish first).
+async fn serve_conn<S>(
+    stream: S,
+    app: Arc<App>,
+    source: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(app.clone(), source, req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => { let _ = r; }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Serves `listener` (plain HTTP) until `shutdown` becomes true; see [`run_tls`].
 pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    run_tls(listener, app, shutdown, drain, None).await
+}
+
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown`
+/// becomes true, then stops accepting and waits up to `drain` for open
+/// connections to finish.
+pub async fn run_tls(
     listener: TcpListener,
     app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -254,16 +292,18 @@ pub async fn run(
         let app = app.clone();
         let mut stop = shutdown.clone();
         let done = conn_done_tx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(app.clone(), source, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => { let _ = r; }
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match tls {
+                None => serve_conn(stream, app, source, stop).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
+                    tokio::select! {
+                        r = handshake => if let Ok(Ok(s)) = r {
+                            serve_conn(s, app, source, stop).await
+                        },
+                        _ = stop.changed() => {}
+                    }
                 }
             }
             drop(permit);

@@ -89,7 +89,7 @@ class Emberd:
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         assert ready, f"emberd did not start; log: {self.log()}"
         line = self.proc.stdout.readline().decode()
-        assert "listening on http://" in line, f"unexpected first line {line!r}; log: {self.log()}"
+        assert "listening on http" in line, f"unexpected first line {line!r}; log: {self.log()}"
         self.endpoint = line.split("listening on ")[1].split()[0]
         # The key emberd created at its first start (it prints it once too).
         keys = self.keys()

@@ -266,3 +266,34 @@ def test_metrics_unsigned_only_on_loopback_and_only_when_configured(make_emberd)
     # Only /metrics: everything else still needs a signature.
     s, h, d = e.raw("GET", "/2015-03-31/functions", sign=False)
     refused(e, s, h, d, "MissingAuthenticationTokenException")
+
+
+def test_tls_with_a_given_certificate(make_emberd, data_dir):
+    import subprocess
+    import boto3
+    import http.client
+    from botocore.config import Config
+    cert, key = os.path.join(data_dir, "cert.pem"), os.path.join(data_dir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=emberd-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    e = make_emberd(["--tls-cert", cert, "--tls-key", key])
+    assert e.endpoint.startswith("https://127.0.0.1:"), e.endpoint
+    c = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=cert,
+                     aws_access_key_id=e.key["AccessKeyId"],
+                     aws_secret_access_key=e.key["SecretAccessKey"],
+                     config=Config(retries={"total_max_attempts": 1}))
+    create(c, "over-tls")
+    assert [f["FunctionName"] for f in c.list_functions()["Functions"]] == ["over-tls"]
+    # Signatures are still required over TLS.
+    bad = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=cert,
+                       aws_access_key_id=e.key["AccessKeyId"], aws_secret_access_key="x" * 40,
+                       config=Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        bad.list_functions()
+    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    # Plain HTTP to the TLS port gets no API answer.
+    conn = http.client.HTTPConnection(e.endpoint.removeprefix("https://"), timeout=15)
+    with pytest.raises((http.client.HTTPException, OSError)):
+        conn.request("GET", "/2015-03-31/functions")
+        conn.getresponse()
