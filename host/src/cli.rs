@@ -45,6 +45,10 @@ pub struct Cli {
     /// $EMBER_DATA_DIR or the default data directory).
     #[arg(long, global = true, env = "EMBER_CREDENTIALS")]
     credentials: Option<PathBuf>,
+    /// CA bundle (PEM) to check an https:// endpoint's certificate against
+    /// (default: the system's).
+    #[arg(long, global = true, env = "EMBER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -180,6 +184,7 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    crate::client::set_ca_bundle(cli.ca_cert.clone());
     crate::client::set_default_credentials(crate::auth::cli::signing_credentials(
         cli.access_key.clone(),
         cli.secret_key.clone(),

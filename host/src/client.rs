@@ -13,8 +13,10 @@ use crate::auth::sigv4::{sign, Credentials, RequestParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("endpoint {0:?} must look like http://HOST:PORT")]
+    #[error("endpoint {0:?} must look like http://HOST:PORT or https://HOST:PORT")]
     Endpoint(String),
+    #[error("TLS to emberd")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot connect to emberd at {0}")]
     Connect(String, #[source] std::io::Error),
     #[error("HTTP exchange with emberd failed")]
@@ -57,25 +59,68 @@ pub fn set_default_credentials(creds: Option<Credentials>) {
 /// The region emberd's own clients put in their credential scope.
 pub const REGION: &str = crate::util::REGION;
 
-/// `http://host:port[/]` → `host:port`.
-pub fn authority(endpoint: &str) -> Result<String, ClientError> {
-    let a = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Endpoint(endpoint.into()))?;
-    Ok(a.trim_end_matches('/').to_string())
+/// The CA bundle `https://` endpoints are checked against (the `ember` CLI
+/// sets it from `--ca-cert`; default [`crate::tls::SYSTEM_CA_BUNDLE`]).
+static CA_BUNDLE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the process's CA bundle for `https://` endpoints (first call wins).
+pub fn set_ca_bundle(path: Option<std::path::PathBuf>) {
+    if let Some(p) = path {
+        let _ = CA_BUNDLE.set(p);
+    }
+}
+
+/// `http[s]://host:port[/]` → (TLS?, `host:port`).
+pub fn authority(endpoint: &str) -> Result<(bool, String), ClientError> {
+    let (tls, a) = match endpoint.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (
+            false,
+            endpoint
+                .strip_prefix("http://")
+                .ok_or_else(|| ClientError::Endpoint(endpoint.into()))?,
+        ),
+    };
+    Ok((tls, a.trim_end_matches('/').to_string()))
+}
+
+/// The TLS server name of `host:port` (an IP address or a DNS name).
+fn server_name(host: &str) -> Option<rustls_pki_types::ServerName<'static>> {
+    let name = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(name.to_string()).ok()
 }
 
 impl Conn {
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let host = authority(endpoint)?;
+        let (tls, host) = authority(endpoint)?;
         let stream = TcpStream::connect(&host)
             .await
             .map_err(|e| ClientError::Connect(host.clone(), e))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = if tls {
+            let ca = CA_BUNDLE
+                .get()
+                .cloned()
+                .unwrap_or_else(|| crate::tls::SYSTEM_CA_BUNDLE.into());
+            let name = server_name(&host).ok_or_else(|| ClientError::Endpoint(endpoint.into()))?;
+            let stream = crate::tls::connector(&ca)?
+                .connect(name, stream)
+                .await
+                .map_err(|e| ClientError::Connect(host.clone(), e))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        };
         Ok(Self {
             host,
             sender,

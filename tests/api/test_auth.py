@@ -273,25 +273,41 @@ def test_tls_with_a_given_certificate(make_emberd, data_dir):
     import boto3
     import http.client
     from botocore.config import Config
-    cert, key = os.path.join(data_dir, "cert.pem"), os.path.join(data_dir, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=emberd-test",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    e = make_emberd(["--tls-cert", cert, "--tls-key", key])
+    # A throw-away CA and a server certificate for 127.0.0.1 signed by it.
+    p = lambda n: os.path.join(data_dir, n)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for cmd in (
+        ["openssl", "req", "-x509", *ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "1",
+         "-subj", "/CN=emberd-test-ca"],
+        ["openssl", "req", *ec, "-keyout", p("key.pem"), "-out", p("srv.csr"), "-subj", "/CN=emberd"],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+    with open(p("ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", p("srv.csr"), "-CA", p("ca.pem"),
+                    "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p("cert.pem"), "-days", "1",
+                    "-extfile", p("ext.cnf")], check=True, capture_output=True)
+    ca = p("ca.pem")
+    e = make_emberd(["--tls-cert", p("cert.pem"), "--tls-key", p("key.pem")])
     assert e.endpoint.startswith("https://127.0.0.1:"), e.endpoint
-    c = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=cert,
+    c = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=ca,
                      aws_access_key_id=e.key["AccessKeyId"],
                      aws_secret_access_key=e.key["SecretAccessKey"],
                      config=Config(retries={"total_max_attempts": 1}))
     create(c, "over-tls")
     assert [f["FunctionName"] for f in c.list_functions()["Functions"]] == ["over-tls"]
     # Signatures are still required over TLS.
-    bad = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=cert,
+    bad = boto3.client("lambda", endpoint_url=e.endpoint, region_name="us-east-1", verify=ca,
                        aws_access_key_id=e.key["AccessKeyId"], aws_secret_access_key="x" * 40,
                        config=Config(retries={"total_max_attempts": 1}))
     with pytest.raises(botocore.exceptions.ClientError) as err:
         bad.list_functions()
     assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    # The ember CLI too, checking the certificate against the given CA.
+    r = e.ember("--ca-cert", ca, "fn", "list", "--json")
+    assert r.returncode == 0 and "over-tls" in r.stdout, r.stderr
+    r = e.ember("fn", "list")  # the system CAs do not vouch for this certificate
+    assert r.returncode != 0, r.stdout
     # Plain HTTP to the TLS port gets no API answer.
     conn = http.client.HTTPConnection(e.endpoint.removeprefix("https://"), timeout=15)
     with pytest.raises((http.client.HTTPException, OSError)):
