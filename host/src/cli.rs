@@ -185,11 +185,18 @@ pub fn main() -> ExitCode {
         };
     }
     crate::client::set_ca_bundle(cli.ca_cert.clone());
-    crate::client::set_default_credentials(crate::auth::cli::signing_credentials(
+    let creds = crate::auth::cli::signing_credentials(
         cli.access_key.clone(),
         cli.secret_key.clone(),
         &file,
-    ));
+    );
+    if creds.is_none() {
+        eprintln!(
+            "ember: no credentials (--access-key/--secret-key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a readable {}); requests go unsigned and emberd will refuse them",
+            file.display()
+        );
+    }
+    crate::client::set_default_credentials(creds);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

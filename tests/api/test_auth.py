@@ -313,3 +313,15 @@ def test_tls_with_a_given_certificate(make_emberd, data_dir):
     with pytest.raises((http.client.HTTPException, OSError)):
         conn.request("GET", "/2015-03-31/functions")
         conn.getresponse()
+
+
+def test_ember_cli_without_credentials_says_so_and_is_refused(emberd, data_dir):
+    import subprocess
+    from conftest import bin_dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    missing = os.path.join(data_dir, "no-such-credentials.json")
+    r = subprocess.run([str(bin_dir() / "ember"), "--endpoint", emberd.endpoint,
+                        "--credentials", missing, "fn", "list"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0
+    assert "no credentials" in r.stderr and "MissingAuthenticationTokenException" in r.stderr, r.stderr
