@@ -79,6 +79,8 @@ enum Cmd {
     /// changes up at once).
     #[command(subcommand)]
     Creds(crate::auth::cli::CredsCmd),
+    /// Print a function's logs (START/END/REPORT-framed invocations).
+    Logs(crate::logs::cli::LogsArgs),
     /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
     #[command(hide = true)]
     Bench(crate::bench::BenchArgs),
@@ -413,6 +415,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             qualifier,
             log,
         } => return invoke(ep, cli.json, &name, &payload, &qualifier, log).await,
+        Cmd::Logs(args) => {
+            return crate::logs::cli::run(ep, cli.json, args)
+                .await
+                .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))
+        }
         Cmd::Env(EnvCmd::List) => {
             let r = call(ep, "GET", "/ember/environments", &[], Value::Null).await?;
             output(cli.json, &json_of(&r), |v| {

@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Function log rotation and retention.
+    #[command(flatten)]
+    pub logs: crate::logs::LogArgs,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -97,6 +100,8 @@ pub enum DaemonError {
     Credentials(#[from] crate::auth::creds::CredError),
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("function logs")]
+    Logs(#[from] crate::logs::LogError),
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -258,8 +263,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         pool: pool.clone(),
         caps: Capabilities { linux: linux_offer },
         base_url: format!("{scheme}://{addr}"),
-        metrics,
+        metrics: metrics.clone(),
         auth: Arc::new(auth),
+        logs: Arc::new(crate::logs::Logs::start(
+            data.join("logs"),
+            args.logs.config(),
+            metrics,
+        )?),
     });
     crate::api::provisioned::reconcile(&app)
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
@@ -294,9 +304,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let drain = Duration::from_secs(args.drain_timeout);
+    let logs = app.logs.clone();
     crate::server::run_tls(listener, app, rx, drain, tls).await;
     eprintln!("emberd: shutting down");
     pool.shutdown(drain).await;
+    let _ = tokio::task::spawn_blocking(move || logs.flush(Duration::from_secs(2))).await;
     let _ = std::fs::remove_dir_all(run.join("envs"));
     Ok(())
 }

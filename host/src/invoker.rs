@@ -232,6 +232,7 @@ impl Pending {
             elapsed: self.started.elapsed(),
         };
         self.app.metrics.record(&outcome);
+        self.app.logs.record(&outcome);
         outcome
     }
 }

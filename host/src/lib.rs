@@ -10,6 +10,7 @@ pub mod code;
 pub mod daemon;
 pub mod invoker;
 pub mod linux;
+pub mod logs;
 pub mod metrics;
 pub mod pool;
 pub mod server;

@@ -21,6 +21,9 @@ use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
 use crate::auth::sigv4::{self, RequestParts};
 use crate::auth::{self, Caller, Pending};
 
+/// The response header carrying the request id.
+pub const REQUEST_ID: &str = "x-amzn-RequestId";
+
 /// Most connections served at once; more wait in the accept backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
 
@@ -77,9 +80,11 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
             (e.status(), header, Bytes::from(e.body().to_string()), true)
         }
     };
-    let mut b = Response::builder()
-        .status(status)
-        .header("x-amzn-RequestId", request_id);
+    let mut b = Response::builder().status(status);
+    // An Invoke answers with its invocation's request id (the one in its logs).
+    if !headers.iter().any(|(k, _)| *k == REQUEST_ID) {
+        b = b.header(REQUEST_ID, request_id);
+    }
     if json {
         b = b.header("content-type", "application/json");
     }

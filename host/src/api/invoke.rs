@@ -4,9 +4,7 @@
 //! overlaps the upload.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use base64::Engine;
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -14,13 +12,10 @@ use super::error::{REASON_ACCOUNT, REASON_RESERVED};
 use super::{function_name, versions, ApiError, App, Reply};
 use crate::invoker::{self, Call, CallResult};
 use crate::pool::policy::Throttle;
-use crate::pool::Report;
 use crate::util::uuid4;
 
 /// Lambda's synchronous payload limit (request and response).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
-/// `X-Amz-Log-Result` carries at most the last 4 KB of the log.
-const TAIL_BYTES: usize = 4096;
 
 pub struct InvokeReq {
     pub function: String,
@@ -129,6 +124,9 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         } => function_error(&out.version, error_type, message),
         CallResult::ServiceError(m) => return Err(ApiError::Service(m.clone())),
     };
+    reply
+        .headers
+        .push((crate::server::REQUEST_ID, out.request_id.clone()));
     // An environment that failed to start has no id (and no log to tail).
     let Some(env_id) = out.env_id else {
         return Ok(reply);
@@ -142,14 +140,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     if tail {
         reply.headers.push((
             "X-Amz-Log-Result",
-            log_tail(
-                &out.request_id,
-                &out.version,
-                &out.logs,
-                out.report,
-                out.elapsed,
-                out.memory_size,
-            ),
+            crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)),
         ));
     }
     Ok(reply)
@@ -198,47 +189,6 @@ fn function_error(version: &str, error_type: &str, message: &str) -> Reply {
     reply
 }
 
-/// Base64 of the last 4 KB of START / log lines / END / REPORT. Duration is
-/// the agent's measurement (the host's round trip if it gave none); Max
-/// Memory Used appears only when the agent measured it.
-fn log_tail(
-    request_id: &str,
-    version: &str,
-    logs: &[String],
-    report: Report,
-    elapsed: Duration,
-    memory: u32,
-) -> String {
-    let ms = report
-        .duration_us
-        .map(|us| us as f64 / 1000.0)
-        .unwrap_or(elapsed.as_secs_f64() * 1000.0);
-    let mut text = format!("START RequestId: {request_id} Version: {version}\n");
-    for l in logs {
-        text.push_str(l);
-        if !l.ends_with('\n') {
-            text.push('\n');
-        }
-    }
-    text.push_str(&format!("END RequestId: {request_id}\n"));
-    text.push_str(&format!(
-        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\t",
-        (ms.ceil() as u64).max(1)
-    ));
-    if let Some(kib) = report.max_memory_kib {
-        text.push_str(&format!("Max Memory Used: {} MB\t", kib.div_ceil(1024)));
-    }
-    if let Some(us) = report.init_us {
-        text.push_str(&format!("Init Duration: {:.2} ms\t", us as f64 / 1000.0));
-    }
-    text.push('\n');
-    let mut start = text.len().saturating_sub(TAIL_BYTES);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
-}
-
 /// `GET /ember/environments`: the caller's account's environments.
 pub fn list_environments(app: &App, account: &str) -> Reply {
     let envs: Vec<serde_json::Value> = app
@@ -260,45 +210,4 @@ pub fn list_environments(app: &App, account: &str) -> Reply {
         })
         .collect();
     Reply::json(200, json!({ "Environments": envs }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_is_bounded_base64_of_framed_log() {
-        let logs = vec!["hello".to_string(); 2000];
-        let t = log_tail(
-            "rid",
-            "$LATEST",
-            &logs,
-            Report::default(),
-            Duration::from_micros(1500),
-            128,
-        );
-        let raw = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
-        assert!(raw.len() <= TAIL_BYTES);
-        let text = String::from_utf8(raw).unwrap();
-        assert!(text.contains("END RequestId: rid") && text.contains("Billed Duration: 2 ms"));
-        let measured = Report {
-            duration_us: Some(2_500),
-            max_memory_kib: Some(3_000),
-            init_us: Some(1_250),
-        };
-        let short = log_tail("r", "1", &["x".into()], measured, Duration::ZERO, 128);
-        let text = String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(short)
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(text.starts_with("START RequestId: r Version: 1\nx\nEND"));
-        assert!(
-            text.contains("Duration: 2.50 ms\tBilled Duration: 3 ms")
-                && text.contains("Max Memory Used: 3 MB")
-                && text.contains("Init Duration: 1.25 ms"),
-            "{text}"
-        );
-    }
 }

@@ -45,6 +45,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Verifies every request's signature (see [`crate::auth`]).
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Function log streams on disk (`GET /ember/logs/{function}`).
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.
@@ -160,6 +162,8 @@ pub enum Route {
     GetCode(String, String),
     /// Prometheus text exposition: `GET /metrics`.
     Metrics,
+    /// emberd's own: `GET /ember/logs/{function}` (for `ember logs`).
+    GetLogs(String),
 }
 
 pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError> {
@@ -209,6 +213,7 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::GET, ["ember", "environments"]) => Route::ListEnvironments,
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
+        (&M::GET, ["ember", "logs", _]) => Route::GetLogs(f(2)),
         _ => {
             return Err(ApiError::UnknownOperation(format!(
                 "No operation matches {method} /{}",
@@ -292,6 +297,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
         Route::ListEnvironments => Ok(invoke::list_environments(app, req.account())),
         Route::Metrics => Ok(crate::metrics::http_reply(app)),
+        Route::GetLogs(n) => crate::logs::http::get(app, req, &n),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
         )),

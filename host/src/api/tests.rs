@@ -55,6 +55,14 @@ async fn server_with(caps: Capabilities) -> Server {
         base_url: format!("http://{addr}"),
         metrics: Default::default(),
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),
+        logs: Arc::new(
+            crate::logs::Logs::start(
+                dir.path().join("logs"),
+                Default::default(),
+                Default::default(),
+            )
+            .unwrap(),
+        ),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(
