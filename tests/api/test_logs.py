@@ -200,6 +200,12 @@ def test_bad_log_queries_are_clean_4xx(emberd):
         assert status == code, (path, status, body)
         assert headers.get("x-amzn-errortype") and json.loads(body)["message"], path
     assert events(emberd, "q") == []
+    # Another account neither sees this function's logs nor learns they exist.
+    _, _, rid = invoke(c, "q", {"secret": 1})
+    logged(emberd, "q", [rid])
+    other = emberd.add_key(account="111111111111")
+    status, _, body = emberd.raw("GET", "/ember/logs/q?since=1h", key=other)
+    assert status == 404, body
 
 
 def test_log_write_failures_never_fail_an_invocation(emberd):
