@@ -1,8 +1,8 @@
 """What isolation costs at the emberd level (scripts/bench-isolation.sh runs
 this after the ember-vmm part): one emberd with jailed environments (the
 default) and one with --no-jail, side by side, interleaved. Per round, each
-emberd gets a new configuration revision of the same function (its next call
-is a real cold start: no spare VMs) and then W warm calls. Prints medians
+emberd gets a new function (its first call is a real cold start: no spare
+VMs, and no old environment being torn down meanwhile) and then W warm calls. Prints medians
 and the jailed-minus-unjailed difference. Usage: python3 this.py N W (run with
 the API tests' venv; CARGO_TARGET_DIR selects the build)."""
 import json
@@ -25,20 +25,19 @@ try:
         dirs.append(d)
         daemons[m] = Emberd(d, ["--spare-vms", "0", *flags]).start()
         clients[m] = daemons[m].client()
-        create(clients[m], "bench", wasm("echo"))
     cold = {m: [] for m in modes}
     warm = {m: [] for m in modes}
     for i in range(n):
         for m, c in clients.items():
-            c.update_function_configuration(FunctionName="bench", Description=f"round {i}")
+            create(c, f"bench{i}", wasm("echo"))
             t0 = time.perf_counter()
-            r = c.invoke(FunctionName="bench", Payload=b'{"round":1}')
+            r = c.invoke(FunctionName=f"bench{i}", Payload=b'{"round":1}')
             cold[m].append((time.perf_counter() - t0) * 1e3)
             assert json.loads(r["Payload"].read()) == {"round": 1}
             assert r["ResponseMetadata"]["HTTPHeaders"]["x-amz-ember-cold-start"] == "true"
             for _ in range(w):
                 t0 = time.perf_counter()
-                c.invoke(FunctionName="bench", Payload=b"{}")["Payload"].read()
+                c.invoke(FunctionName=f"bench{i}", Payload=b"{}")["Payload"].read()
                 warm[m].append((time.perf_counter() - t0) * 1e3)
 finally:
     for e in daemons.values():
