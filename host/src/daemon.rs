@@ -229,7 +229,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let launcher = VmLauncher::new(vmm, agent)
         .with_metrics(metrics.clone())
         .with_jail(jail)
-        .with_linux(linux)
+        .with_linux(linux.clone())
         .with_test_hook(args.vmm_test_hook.as_deref())
         .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
@@ -261,7 +261,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let app = Arc::new(App {
         store,
         pool: pool.clone(),
-        caps: Capabilities { linux: linux_offer },
+        caps: Capabilities {
+            linux: linux_offer,
+            linux_guests: linux,
+        },
         base_url: format!("{scheme}://{addr}"),
         metrics: metrics.clone(),
         auth: Arc::new(auth),

@@ -54,8 +54,8 @@ impl VmLauncher {
     }
 
     /// Lets Linux runtimes run (`None`: this host does not offer them).
-    pub fn with_linux(mut self, linux: Option<LinuxGuests>) -> Self {
-        self.linux = linux.map(Arc::new);
+    pub fn with_linux(mut self, linux: Option<Arc<LinuxGuests>>) -> Self {
+        self.linux = linux;
         self
     }
 

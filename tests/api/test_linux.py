@@ -23,7 +23,7 @@ import zipfile
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REPO, create, vm_unavailable_reason, zipped
+from conftest import REPO, create, vm_unavailable_reason, wait_for, zipped
 
 pytestmark = pytest.mark.vm
 
@@ -165,6 +165,11 @@ def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, 
                Layers=[l1, l2], MemorySize=256, EphemeralStorage={"Size": 600})
     assert f["Runtime"] == "provided.al2023"
     assert [x["Arn"] for x in f["Layers"]] == [l1, l2]
+    # Its images are built right after the create, before any invoke.
+    cache = os.path.join(data_dir, "run", "images")
+    images_of = lambda: (glob.glob(os.path.join(cache, "code-*.squashfs")),  # noqa: E731
+                         glob.glob(os.path.join(cache, "layers-*.squashfs")))
+    assert wait_for(lambda: all(images_of()), timeout=120), os.listdir(cache)
     code, status, msg = error_of(lambda: c.update_function_configuration(FunctionName="sh", Runtime="wasm"))
     assert status == 400 and "cannot replace" in msg, msg
     loc = c.get_function(FunctionName="sh")["Code"]["Location"]
@@ -199,9 +204,7 @@ def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, 
     else:
         assert outcome[0] == "ok" and b'"n":1' in outcome[1], outcome
 
-    cache = os.path.join(data_dir, "run", "images")
-    (code_img,) = glob.glob(os.path.join(cache, "code-*.squashfs"))
-    (layers_img,) = glob.glob(os.path.join(cache, "layers-*.squashfs"))
+    ([code_img], [layers_img]) = images_of()
     assert unsquashfs_cat(code_img, "bootstrap") == BUSYBOX_BOOTSTRAP
     assert unsquashfs_cat(layers_img, "python/shared.py") == "second"
     assert unsquashfs_cat(layers_img, "python/only1.py") == "a"

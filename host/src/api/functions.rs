@@ -42,6 +42,17 @@ fn check_layers_fit(cfg: &FunctionConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Starts building a Linux function's code and layer images (no-op for wasm
+/// or when Linux runtimes are not offered).
+fn prepare_images(app: &App, cfg: &FunctionConfig, code: &CodeRef) {
+    if let (true, Some(g)) = (
+        linux::is_linux_runtime(&cfg.runtime),
+        &app.caps.linux_guests,
+    ) {
+        g.prepare(&code.blob, &cfg.layers);
+    }
+}
+
 fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
     let bad = |m: String| Err(ApiError::InvalidParameter(m));
     if !(128..=10240).contains(&cfg.memory_size) {
@@ -250,6 +261,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let published = app
         .store
         .create_function(&rec, input.publish.unwrap_or(false))?;
+    prepare_images(app, &rec.config, &rec.code);
     let body = match published {
         Some(v) => wire::version_configuration(&rec.name, &v, &sizes),
         None => wire::latest_configuration(&rec, &sizes),
@@ -385,6 +397,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         Ok(())
     })?;
     app.pool.retire(&name, Some("$LATEST"));
+    prepare_images(app, &rec.config, &rec.code);
     let sizes = layer_sizes(app, &rec.config.layers)?;
     if input.publish == Some(true) {
         let v = app.store.publish_version(&name, None, None)?;
@@ -454,6 +467,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
         Ok(())
     })?;
     app.pool.retire(&name, Some("$LATEST"));
+    prepare_images(app, &rec.config, &rec.code);
     Ok(Reply::json(200, wire::latest_configuration(&rec, &sizes)))
 }
 

@@ -27,11 +27,14 @@ use crate::store::Store;
 pub const MAX_CONTROL_BODY: usize = 70 * 1024 * 1024;
 
 /// What the host can run, decided at startup.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Capabilities {
     /// The Linux runtimes this host can boot (none, with the reason, when
     /// it has no hardware virtualization or no kernel and images).
     pub linux: crate::linux::Offer,
+    /// The Linux side of the launcher, when offered (images are prepared
+    /// as soon as a function's code or layers change).
+    pub linux_guests: Option<Arc<crate::linux::LinuxGuests>>,
 }
 
 /// Shared state behind every request.

@@ -259,7 +259,7 @@ pub fn setup(
     args: &LinuxArgs,
     cache_dir: &Path,
     store: std::sync::Arc<crate::store::Store>,
-) -> (Offer, Option<super::LinuxGuests>) {
+) -> (Offer, Option<std::sync::Arc<super::LinuxGuests>>) {
     let (offer, found) = detect(args, Path::new("/"));
     let Some(found) = found else {
         eprintln!(
@@ -288,5 +288,6 @@ pub fn setup(
         found.kernel.display(),
         found.images_dir.display()
     );
-    (offer, Some(super::LinuxGuests::new(found, cache, store)))
+    let guests = super::LinuxGuests::new(found, cache, store);
+    (offer, Some(std::sync::Arc::new(guests)))
 }

@@ -138,6 +138,47 @@ impl LinuxGuests {
             .collect()
     }
 
+    /// Builds the images of a function that was just created or changed in
+    /// the background, so its first cold start does not pay for them (a few
+    /// hundred ms for a small ZIP, seconds for tens of MB). Failures are only
+    /// logged: the launch builds again and reports them to the caller.
+    pub fn prepare(self: &Arc<Self>, code_blob: &str, layers: &[String]) {
+        let (me, blob, layers) = (self.clone(), code_blob.to_string(), layers.to_vec());
+        std::thread::spawn(move || {
+            let load = || {
+                me.store
+                    .blobs
+                    .get(&blob)
+                    .map_err(|e| LinuxError::Blob(e.into()))
+            };
+            let built = me
+                .cache
+                .code_image(&blob, load)
+                .and_then(|_| me.layers_image(&layers));
+            if let Err(e) = built {
+                eprintln!(
+                    "emberd: preparing images of code {blob}: {}",
+                    crate::util::error_chain(&e)
+                );
+            }
+        });
+    }
+
+    /// The merged image of the layer versions `arns` (none: no image).
+    fn layers_image(&self, arns: &[String]) -> Result<Option<PathBuf>, LinuxError> {
+        if arns.is_empty() {
+            return Ok(None);
+        }
+        let blobs = self.layer_blobs(arns)?;
+        let load = |b: &str| {
+            self.store
+                .blobs
+                .get(b)
+                .map_err(|e| LinuxError::Blob(StoreError::from(e)))
+        };
+        self.cache.layers_image(&blobs, load).map(Some)
+    }
+
     /// The drives of `spec`, building its code and layer images if needed.
     pub fn drives(&self, spec: &EnvSpec) -> Result<Drives, LinuxError> {
         let image = runtime_image(&spec.runtime)
@@ -147,22 +188,10 @@ impl LinuxGuests {
         let code = self
             .cache
             .code_image(&spec.code_blob, || Ok(spec.code.to_vec()))?;
-        let layers = if spec.layers.is_empty() {
-            None
-        } else {
-            let blobs = self.layer_blobs(&spec.layers)?;
-            let load = |b: &str| {
-                self.store
-                    .blobs
-                    .get(b)
-                    .map_err(|e| LinuxError::Blob(StoreError::from(e)))
-            };
-            Some(self.cache.layers_image(&blobs, load)?)
-        };
         Ok(Drives {
             runtime: image,
             code,
-            layers,
+            layers: self.layers_image(&spec.layers)?,
         })
     }
 }
