@@ -81,6 +81,9 @@ enum Cmd {
     Creds(crate::auth::cli::CredsCmd),
     /// Print a function's logs (START/END/REPORT-framed invocations).
     Logs(crate::logs::cli::LogsArgs),
+    /// The audit trail (reads the data directory; needs its key).
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCmd),
     /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
     #[command(hide = true)]
     Bench(crate::bench::BenchArgs),
@@ -173,9 +176,11 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::Serve(args) = cli.cmd {
-        return run_serve(args);
-    }
+    let cli = match cli.cmd {
+        Cmd::Serve(args) => return run_serve(args),
+        Cmd::Audit(cmd) => return crate::audit::cli::run(cmd, cli.json),
+        _ => cli,
+    };
     let file = crate::auth::cli::credentials_path(cli.credentials.as_deref());
     if let Cmd::Creds(cmd) = cli.cmd {
         return match crate::auth::cli::run(cmd, &file, cli.json) {
@@ -283,7 +288,7 @@ fn print_config(c: &Value) {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ep = cli.endpoint.as_str();
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Creds(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Creds(_) | Cmd::Audit(_) => unreachable!("handled in main"),
         Cmd::Bench(args) => crate::bench::run(ep, args).await.map_err(CliError::Usage)?,
         Cmd::Fn(FnCmd::Create {
             name,

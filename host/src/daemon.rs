@@ -80,6 +80,8 @@ pub struct ServeArgs {
     pub drain_timeout: u64,
     #[command(flatten)]
     pub linux: crate::linux::LinuxArgs,
+    #[command(flatten)]
+    pub audit: crate::audit::AuditArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +104,11 @@ pub enum DaemonError {
     Tls(#[from] crate::tls::TlsError),
     #[error("function logs")]
     Logs(#[from] crate::logs::LogError),
+    #[error("opening the audit trail")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
+/// `/var/lib/ember` for root, `~/.local/share/ember` otherwise.
 pub fn default_data_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
@@ -258,6 +263,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Listen(args.listen, e))?;
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        &crate::audit::audit_dir(&data),
+        args.audit.config(),
+    )?);
     let app = Arc::new(App {
         store,
         pool: pool.clone(),
@@ -273,6 +282,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             args.logs.config(),
             metrics,
         )?),
+        audit: Some(audit.clone()),
     });
     crate::api::provisioned::reconcile(&app)
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
@@ -291,6 +301,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         pool.clone()
             .run_maintenance(Duration::from_millis(200), rx.clone()),
     );
+    tokio::spawn(crate::audit::hook::digest_timer(audit.clone(), rx.clone()));
+    tokio::spawn(crate::audit::hook::watch_credentials(
+        audit.clone(),
+        creds_path.clone(),
+        rx.clone(),
+    ));
     println!(
         "emberd listening on {scheme}://{addr} (data {}, max concurrency {host_limit})",
         data.display()
@@ -312,6 +328,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     eprintln!("emberd: shutting down");
     pool.shutdown(drain).await;
     let _ = tokio::task::spawn_blocking(move || logs.flush(Duration::from_secs(2))).await;
+    if let Err(e) = audit.close() {
+        eprintln!(
+            "emberd: ERROR: audit trail not closed: {}",
+            crate::util::error_chain(&e)
+        );
+    }
     let _ = std::fs::remove_dir_all(run.join("envs"));
     Ok(())
 }

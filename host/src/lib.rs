@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod client;
 pub mod code;
 pub mod daemon;
 pub mod invoker;
+pub mod keyfile;
 pub mod linux;
 pub mod logs;
 pub mod metrics;

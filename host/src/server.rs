@@ -18,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::api::invoke::InvokeBody;
 use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
+use crate::audit::hook as audit;
 use crate::auth::sigv4::{self, RequestParts};
 use crate::auth::{self, Caller, Pending};
 
@@ -143,6 +144,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    let mut audit = audit::Pending::new(&parts, source);
     let result = async {
         let exempt = app.auth.exempt(&parts.method, parts.uri.path(), &source);
         let pending = if exempt {
@@ -196,7 +198,7 @@ async fn handle(
                     }
                 };
                 let ireq = invoke_req(function, &query, &parts.headers, caller);
-                return api::invoke::handle(app, ireq, body).await;
+                return api::invoke::handle(app.clone(), ireq, body).await;
             }
             (Some(p), routed) => {
                 let (c, b) = authenticated_body(
@@ -212,7 +214,9 @@ async fn handle(
                 (c, b, routed)
             }
         };
+        audit.caller(&caller, &body);
         let (route, segs, query) = routed?;
+        audit::admit(&app, &route).await?;
         let req = Req {
             method: parts.method,
             segs,
@@ -221,11 +225,13 @@ async fn handle(
             body,
             caller,
         };
+        let app = app.clone();
         tokio::task::spawn_blocking(move || api::dispatch(&app, route, &req))
             .await
             .map_err(|e| ApiError::Service(format!("handler failed: {e}")))?
     }
     .await;
+    audit::record(&app, audit, &result).await;
     Ok(respond(result))
 }
 

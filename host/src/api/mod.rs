@@ -50,6 +50,9 @@ pub struct App {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Function log streams on disk (`GET /ember/logs/{function}`).
     pub logs: Arc<crate::logs::Logs>,
+    /// The audit trail every control-plane call is recorded in (None in
+    /// in-process tests that do not exercise it).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.

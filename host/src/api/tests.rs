@@ -63,6 +63,7 @@ async fn server_with(caps: Capabilities) -> Server {
             )
             .unwrap(),
         ),
+        audit: None,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(

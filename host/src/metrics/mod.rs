@@ -84,6 +84,7 @@ struct Inner {
     vmm_boot: Histogram,
     log_lines_dropped: u64,
     log_write_errors: u64,
+    audit_write_errors: u64,
 }
 
 /// The registry. One per emberd (in [`crate::api::App`]); cheap to share.
@@ -119,6 +120,7 @@ impl Metrics {
                 vmm_boot: Histogram::new(STARTUP_BUCKETS),
                 log_lines_dropped: 0,
                 log_write_errors: 0,
+                audit_write_errors: 0,
             }),
         }
     }
@@ -229,6 +231,11 @@ impl Metrics {
         self.lock().log_write_errors += 1;
     }
 
+    /// Audit records that could not be written (see `audit::hook`).
+    pub fn audit_write_error(&self) {
+        self.lock().audit_write_errors += 1;
+    }
+
     /// Drops the series of a deleted function (every version when `version`
     /// is None), so deleted functions do not grow the exposition forever.
     pub fn forget(&self, function: &str, version: Option<&str>) {
@@ -277,6 +284,16 @@ impl Metrics {
             &[],
             inner.log_write_errors as f64,
         );
+        e.family(
+            "ember_audit_write_errors_total",
+            Kind::Counter,
+            "Control-plane calls whose audit record could not be written.",
+        );
+        e.sample(
+            "ember_audit_write_errors_total",
+            &[],
+            inner.audit_write_errors as f64,
+        );
         e.finish()
     }
 }
@@ -288,6 +305,7 @@ struct Snapshot {
     vmm_boot: Histogram,
     log_lines_dropped: u64,
     log_write_errors: u64,
+    audit_write_errors: u64,
 }
 
 impl Inner {
@@ -297,6 +315,7 @@ impl Inner {
             vmm_boot: self.vmm_boot.clone(),
             log_lines_dropped: self.log_lines_dropped,
             log_write_errors: self.log_write_errors,
+            audit_write_errors: self.audit_write_errors,
         }
     }
 }

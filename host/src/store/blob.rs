@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -191,42 +191,20 @@ impl BlobStore {
     }
 }
 
+/// emberd's shared key-file rules, with the errors blob callers expect.
 fn load_or_create_key(path: &Path) -> Result<[u8; 32], BlobError> {
-    let mut key = [0u8; 32];
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut f) => {
-            getrandom::getrandom(&mut key).map_err(|_| BlobError::Entropy)?;
-            f.write_all(&key).map_err(io(path))?;
-            f.sync_all().map_err(io(path))?;
-            if let Some(parent) = path.parent() {
-                File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(parent))?;
-            }
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = fs::metadata(path).map_err(io(path))?;
-            if meta.permissions().mode() & 0o077 != 0 || meta.len() != 32 {
-                return Err(BlobError::BadKey(path.into()));
-            }
-            File::open(path)
-                .and_then(|mut f| f.read_exact(&mut key))
-                .map_err(io(path))?;
-            Ok(key)
-        }
-        Err(e) => Err(io(path)(e)),
-    }
+    use crate::keyfile::KeyFileError;
+    crate::keyfile::load_or_create(path).map_err(|e| match e {
+        KeyFileError::Io { path, source } => BlobError::Io { path, source },
+        KeyFileError::Bad(p) => BlobError::BadKey(p),
+        KeyFileError::Entropy => BlobError::Entropy,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn roundtrip_encrypted_and_tamper_detected() {
