@@ -1,5 +1,5 @@
 //! The `ember` command line: `serve`, `fn create|update|list|get|delete|publish`,
-//! `invoke`, `env list` (and the benchmark's load generator), talking to
+//! `invoke`, `env list`, `queue list|read|delete` (and the benchmark's load generator), talking to
 //! emberd's HTTP API. Human-readable output by default, `--json` for scripts.
 
 use std::path::PathBuf;
@@ -84,6 +84,9 @@ enum Cmd {
     /// The audit trail (reads the data directory; needs its key).
     #[command(subcommand)]
     Audit(crate::audit::cli::AuditCmd),
+    /// emberd's local destination queues (async invocation records).
+    #[command(subcommand)]
+    Queue(crate::events::cli::QueueCmd),
     /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
     #[command(hide = true)]
     Bench(crate::bench::BenchArgs),
@@ -425,6 +428,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .await
                 .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))
         }
+        Cmd::Queue(q) => crate::events::cli::run(ep, cli.json, q)
+            .await
+            .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))?,
         Cmd::Env(EnvCmd::List) => {
             let r = call(ep, "GET", "/ember/environments", &[], Value::Null).await?;
             output(cli.json, &json_of(&r), |v| {

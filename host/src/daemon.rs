@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::agent::JailConfig;
 use crate::api::{App, Capabilities};
+use crate::events::Events;
 use crate::pool::{pidfile, Pool, PoolConfig};
 use crate::store::Store;
 use crate::vmlauncher::VmLauncher;
@@ -82,6 +83,8 @@ pub struct ServeArgs {
     pub linux: crate::linux::LinuxArgs,
     #[command(flatten)]
     pub audit: crate::audit::AuditArgs,
+    #[command(flatten)]
+    pub events: crate::events::EventArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,8 @@ pub enum DaemonError {
     Locked(PathBuf),
     #[error("opening the store")]
     Store(#[from] crate::store::StoreError),
+    #[error("opening the event queue")]
+    Events(#[from] crate::events::EventsError),
     #[error("listening on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
     #[error("installing signal handlers")]
@@ -204,6 +209,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
     let mut auth = crate::auth::Authenticator::new(creds_path.clone());
     auth.metrics_open_on_loopback = args.metrics_no_auth_on_loopback;
+    // After the leftovers are killed: attempts they were running are closed
+    // as interrupted and redelivered, never run twice at once.
+    let events = Events::open(&data.join("store").join("events.redb"), &args.events)?;
     let vmm = args
         .vmm
         .clone()
@@ -274,6 +282,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             linux: linux_offer,
             linux_guests: linux,
         },
+        events: events.clone(),
         base_url: format!("{scheme}://{addr}"),
         metrics: metrics.clone(),
         auth: Arc::new(auth),
@@ -323,9 +332,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let drain = Duration::from_secs(args.drain_timeout);
+    let workers = events.start(app.clone(), rx.clone());
     let logs = app.logs.clone();
     crate::server::run_tls(listener, app, rx, drain, tls).await;
     eprintln!("emberd: shutting down");
+    crate::events::drain(workers, drain).await;
     pool.shutdown(drain).await;
     let _ = tokio::task::spawn_blocking(move || logs.flush(Duration::from_secs(2))).await;
     if let Err(e) = audit.close() {

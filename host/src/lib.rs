@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod code;
 pub mod daemon;
+pub mod events;
 pub mod invoker;
 pub mod keyfile;
 pub mod linux;

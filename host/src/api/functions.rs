@@ -479,6 +479,11 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             app.pool.retire(&name, None);
             app.pool.set_reserved(&name, None);
             app.metrics.forget(&name, None);
+            // Its async configs go with it (a new function of the same name
+            // starts from the defaults); failing that is only logged.
+            if let Err(e) = app.events.forget_function(&name) {
+                eprintln!("emberd: {}", crate::util::error_chain(&e));
+            }
         }
         Some(q) if q == "$LATEST" => {
             return Err(ApiError::InvalidParameter(

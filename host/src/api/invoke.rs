@@ -1,4 +1,5 @@
-//! Invoke (RequestResponse and DryRun) and emberd's environment listing.
+//! Invoke (RequestResponse and DryRun; Event is handed to [`crate::events`])
+//! and emberd's environment listing.
 //! The environment is checked out (warm, or started cold) in a task that
 //! runs while the request body is still being read, so a cold start
 //! overlaps the upload.
@@ -84,10 +85,10 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
                 .push(("X-Amz-Executed-Version", r.version.clone()));
             return Ok(reply);
         }
-        Some("Event") => return Err(ApiError::InvalidParameter(
-            "InvocationType Event (asynchronous invocation) is not available in this emberd yet"
-                .into(),
-        )),
+        Some("Event") => {
+            let q = qualifier.as_deref();
+            return crate::events::api::accept(&app, &r, q, req.content_length, body).await;
+        }
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
                 "InvocationType {other:?} must be RequestResponse, Event or DryRun"
@@ -97,7 +98,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     // The environment starts while the payload is still being read; an
     // early return drops `pending`, which gives the environment back.
     let pending = invoker::begin(&app, r, qualifier.as_deref()).map_err(throttled)?;
-    let payload = read_payload(body).await?;
+    let payload = read_payload(body, MAX_PAYLOAD).await?;
     let out = pending
         .run(Call {
             request_id: uuid4(),
@@ -146,19 +147,19 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     Ok(reply)
 }
 
-/// The payload, capped at 6 MB; non-empty payloads must be JSON.
+/// The payload, capped at `limit`; non-empty payloads must be JSON.
 /// A streamed payload must hash to the signed `x-amz-content-sha256`.
-async fn read_payload(body: InvokeBody) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes, ApiError> {
     let payload = match body {
+        InvokeBody::Read(b) if b.len() > limit => return Err(too_large()),
         InvokeBody::Read(b) => b,
         InvokeBody::Stream(body, signed_sha256) => {
-            let payload =
-                crate::server::read_body(body, MAX_PAYLOAD)
-                    .await
-                    .map_err(|e| match e {
-                        crate::server::BodyError::TooLarge => too_large(),
-                        crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
-                    })?;
+            let payload = crate::server::read_body(body, limit)
+                .await
+                .map_err(|e| match e {
+                    crate::server::BodyError::TooLarge => too_large(),
+                    crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
+                })?;
             let actual = crate::auth::sigv4::sha256_hex(&payload);
             if signed_sha256.is_some_and(|h| !h.eq_ignore_ascii_case(&actual)) {
                 return Err(crate::auth::payload_mismatch().into());

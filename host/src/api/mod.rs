@@ -42,6 +42,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub caps: Capabilities,
+    /// The asynchronous invocation queue.
+    pub events: Arc<crate::events::Events>,
     /// Public base URL (code `Location`s point here).
     pub base_url: String,
     /// Prometheus metrics (`GET /metrics`).
@@ -170,6 +172,8 @@ pub enum Route {
     Metrics,
     /// emberd's own: `GET /ember/logs/{function}` (for `ember logs`).
     GetLogs(String),
+    /// Event invoke configs, destination queues, the async queue's state.
+    Events(crate::events::api::Route),
 }
 
 pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError> {
@@ -220,12 +224,15 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
         (&M::GET, ["ember", "logs", _]) => Route::GetLogs(f(2)),
-        _ => {
-            return Err(ApiError::UnknownOperation(format!(
-                "No operation matches {method} /{}",
-                s.join("/")
-            )))
-        }
+        (m, rest) => match crate::events::api::route(m, rest) {
+            Some(r) => Route::Events(r),
+            None => {
+                return Err(ApiError::UnknownOperation(format!(
+                    "No operation matches {method} /{}",
+                    s.join("/")
+                )))
+            }
+        },
     };
     Ok(r)
 }
@@ -304,6 +311,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::ListEnvironments => Ok(invoke::list_environments(app, req.account())),
         Route::Metrics => Ok(crate::metrics::http_reply(app)),
         Route::GetLogs(n) => crate::logs::http::get(app, req, &n),
+        Route::Events(r) => crate::events::api::dispatch(app, r, req),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
         )),

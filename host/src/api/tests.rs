@@ -52,6 +52,11 @@ async fn server_with(caps: Capabilities) -> Server {
         store,
         pool,
         caps,
+        events: crate::events::Events::open(
+            &dir.path().join("events.redb"),
+            &crate::events::EventArgs::default(),
+        )
+        .unwrap(),
         base_url: format!("http://{addr}"),
         metrics: Default::default(),
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),

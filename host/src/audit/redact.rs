@@ -57,6 +57,7 @@ pub fn operation(route: &Route) -> (String, Option<String>) {
         R::DeleteLayerVersion(l, _) => ("DeleteLayerVersion", Some(l)),
         R::ListEnvironments => ("ListEnvironments", None),
         R::GetCode(f, _) => ("GetFunctionCode", Some(f)),
+        R::Events(e) => crate::events::api::operation(e),
         // Routes added later are named after their variant (the resource
         // is still in the recorded path).
         #[allow(unreachable_patterns)]

@@ -78,7 +78,8 @@ fn get_json<T: DeserializeOwned>(
     }
 }
 
-fn scan_prefix<T: DeserializeOwned>(
+/// Every record whose key starts with `prefix` (also used by the event store).
+pub(crate) fn scan_prefix<T: DeserializeOwned>(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     prefix: &str,
 ) -> Result<Vec<T>> {

@@ -1,0 +1,356 @@
+//! One event worker: takes the next due event, delivers it through the
+//! shared [`crate::invoker`] (admission first: a throttled event waits and
+//! retries, it never goes around reserved or host concurrency), and settles
+//! the outcome durably: attempt-log entry, event removed or rescheduled, and
+//! the destination record, all in one commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::db::{self, AttemptEnd, Op, Settled};
+use super::model::{self, AttemptRecord, Condition, EventRecord, InvokeConfig, LastError};
+use super::retry::{Attempt, History, Next};
+use super::sched::Take;
+use super::{dest, now_ms, Events};
+use crate::api::{versions, ApiError, App};
+use crate::invoker::{self, Call, CallResult, Outcome};
+
+/// Longest idle wait before a worker looks again (a safety net; pushes wake it).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub async fn run(events: Arc<Events>, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wait = match events.sched.take(now_ms()) {
+            Take::Event(ev) => {
+                let rid = ev.request_id.clone();
+                let back = deliver(&events, &app, ev, &shutdown).await;
+                events.sched.done(&rid);
+                if let Some(ev) = back {
+                    events.requeue(ev);
+                }
+                continue;
+            }
+            Take::Wait(w) => w.unwrap_or(IDLE_POLL).min(IDLE_POLL),
+        };
+        tokio::select! {
+            _ = events.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Delivers one event; returns it if it goes back on the schedule.
+async fn deliver(
+    events: &Events,
+    app: &Arc<App>,
+    mut ev: EventRecord,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<EventRecord> {
+    let q = ev.qualifier_or_latest().to_string();
+    let cfg = match events.db.get_config(&ev.function, &q) {
+        Ok(c) => c.unwrap_or_else(|| InvokeConfig::default_for(&ev.function, &q)),
+        Err(e) => return transient(events, ev, None, &format!("reading its config: {e}")).await,
+    };
+    let target = match versions::resolve(app, &ev.function, ev.qualifier.as_deref()) {
+        Ok(t) => t,
+        Err(ApiError::NotFound(m)) => {
+            // The function (or the version/alias) was deleted: nothing can
+            // run this event any more.
+            eprintln!(
+                "emberd: dropping event {} for {}: {m}",
+                ev.request_id, ev.function
+            );
+            app.metrics.async_event_dropped(&ev.function, &q);
+            return settle(events, ev, false, None, None).await;
+        }
+        Err(e) => return transient(events, ev, None, &e.to_string()).await,
+    };
+    let age = Duration::from_millis(now_ms().saturating_sub(ev.received_ms));
+    if !events.timing.fresh(age, cfg.maximum_event_age_in_seconds) {
+        let version = target.version.clone();
+        return give_up(
+            events,
+            app,
+            &version,
+            ev,
+            &cfg,
+            Condition::EventAgeExceeded,
+            None,
+            None,
+        )
+        .await;
+    }
+    let version = target.version.clone();
+    let pending = match invoker::begin(app, target, ev.qualifier.as_deref()) {
+        Ok(p) => p,
+        Err(_throttled) => return transient(events, ev, None, "throttled").await,
+    };
+    app.metrics.async_event_age(&ev.function, &version, age);
+    let payload = match events.db.payload(ev.seq) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!("emberd: event {} has no payload; dropped", ev.request_id);
+            return settle(events, ev, false, None, None).await;
+        }
+        Err(e) => return transient(events, ev, None, &format!("reading its payload: {e}")).await,
+    };
+    // Log the attempt durably before the payload reaches an environment.
+    ev.invocations += 1;
+    let attempt = AttemptRecord {
+        id: 0,
+        request_id: ev.request_id.clone(),
+        function: ev.function.clone(),
+        attempt: ev.invocations,
+        boot: events.boot,
+        start_ms: now_ms(),
+        end_ms: None,
+        env_id: None,
+        result: None,
+    };
+    let attempt_id = match events.db.submit(Op::Start(ev.clone(), attempt)).await {
+        Ok(id) => id,
+        Err(e) => {
+            ev.invocations -= 1;
+            return transient(events, ev, None, &format!("logging the attempt: {e}")).await;
+        }
+    };
+    ev.open_attempt = Some(attempt_id);
+    let out = pending
+        .run(Call {
+            request_id: ev.request_id.clone(),
+            payload: payload.clone(),
+            client_context: String::new(),
+        })
+        .await;
+    let success = matches!(out.result, CallResult::Success(_));
+    if *shutdown.borrow() && !success {
+        // emberd is stopping and may have killed this environment: leave the
+        // attempt open; the next run closes it as interrupted and redelivers.
+        return None;
+    }
+    let end = AttemptEnd {
+        id: attempt_id,
+        end_ms: now_ms(),
+        env_id: out.env_id,
+        result: result_label(&out.result),
+    };
+    ev.open_attempt = None;
+    let (kind, response) = match &out.result {
+        CallResult::Success(p) => (Attempt::Success, model::payload_value(p)),
+        CallResult::FunctionError {
+            error_type,
+            message,
+        } => (
+            Attempt::FunctionError,
+            json!({"errorMessage": message, "errorType": error_type}),
+        ),
+        CallResult::ServiceError(m) => {
+            return transient(events, ev, Some(end), m).await;
+        }
+    };
+    ev.transient = 0;
+    if kind == Attempt::FunctionError {
+        ev.errors += 1;
+        ev.last_error = Some(LastError {
+            version: out.version.clone(),
+            response: response.clone(),
+        });
+    }
+    let age = Duration::from_millis(now_ms().saturating_sub(ev.received_ms));
+    let history = History {
+        errors: ev.errors,
+        transient: 0,
+    };
+    let next = events.timing.next(
+        kind,
+        history,
+        age,
+        cfg.maximum_retry_attempts,
+        cfg.maximum_event_age_in_seconds,
+    );
+    let resp = Some((&out, &response, &payload[..]));
+    match next {
+        Next::Done => {
+            let msg = record(&cfg.on_success, &ev, Condition::Success, &payload, resp);
+            settle(events, ev, false, Some(end), msg).await
+        }
+        Next::RetryAfter(d) => {
+            ev.not_before_ms = now_ms() + d.as_millis() as u64;
+            settle(events, ev, true, Some(end), None).await
+        }
+        Next::RetriesExhausted => {
+            give_up(
+                events,
+                app,
+                &version,
+                ev,
+                &cfg,
+                Condition::RetriesExhausted,
+                Some(end),
+                resp,
+            )
+            .await
+        }
+        Next::AgeExceeded => {
+            give_up(
+                events,
+                app,
+                &version,
+                ev,
+                &cfg,
+                Condition::EventAgeExceeded,
+                Some(end),
+                resp,
+            )
+            .await
+        }
+    }
+}
+
+fn result_label(r: &CallResult) -> String {
+    match r {
+        CallResult::Success(_) => "Success".into(),
+        CallResult::FunctionError { error_type, .. } => format!("FunctionError:{error_type}"),
+        CallResult::ServiceError(_) => "ServiceError".into(),
+    }
+}
+
+/// The response of the attempt that just ended: its outcome, response
+/// JSON and the request payload.
+type Resp<'a> = Option<(&'a Outcome, &'a Value, &'a [u8])>;
+
+/// A destination message for `queue_arn` (if configured).
+fn record(
+    queue_arn: &Option<String>,
+    ev: &EventRecord,
+    condition: Condition,
+    payload: &[u8],
+    resp: Resp<'_>,
+) -> Option<(String, model::QueueMessage)> {
+    let arn = queue_arn.as_ref()?;
+    // Validated when the config was put; a bad one here is skipped loudly.
+    let queue = match dest::queue_of(arn) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("emberd: destination for {}: {e}", ev.request_id);
+            return None;
+        }
+    };
+    let last = ev.last_error.as_ref();
+    let response = match resp {
+        Some((out, value, _)) => Some(model::Response {
+            version: &out.version,
+            function_error: !matches!(out.result, CallResult::Success(_)),
+            payload: value,
+        }),
+        None => last.map(|l| model::Response {
+            version: &l.version,
+            function_error: true,
+            payload: &l.response,
+        }),
+    };
+    let ts = crate::util::now_lambda().replace("+0000", "Z");
+    let body = model::destination_record(ev, condition, &ts, payload, response);
+    Some((queue, db::message(body)))
+}
+
+/// Ends `ev` (of `version`) for good, with an on-failure record if configured.
+#[allow(clippy::too_many_arguments)]
+async fn give_up(
+    events: &Events,
+    app: &App,
+    version: &str,
+    ev: EventRecord,
+    cfg: &InvokeConfig,
+    condition: Condition,
+    end: Option<AttemptEnd>,
+    resp: Resp<'_>,
+) -> Option<EventRecord> {
+    let payload = match resp {
+        Some((_, _, p)) => p.to_vec(),
+        None => events.db.payload(ev.seq).ok().flatten().unwrap_or_default(),
+    };
+    let msg = record(&cfg.on_failure, &ev, condition, &payload, resp);
+    app.metrics.async_event_dropped(&ev.function, version);
+    if msg.is_none() && cfg.on_failure.is_some() {
+        app.metrics.dead_letter_error(&ev.function, version);
+    }
+    if msg.is_none() {
+        eprintln!(
+            "emberd: event {} for {} dropped ({}; no on-failure destination)",
+            ev.request_id,
+            ev.function,
+            condition.as_str()
+        );
+    }
+    settle(events, ev, false, end, msg).await
+}
+
+/// Throttled or a service error: back off (without using a retry attempt).
+async fn transient(
+    events: &Events,
+    mut ev: EventRecord,
+    end: Option<AttemptEnd>,
+    why: &str,
+) -> Option<EventRecord> {
+    ev.transient += 1;
+    ev.open_attempt = None;
+    let delay = events.timing.backoff(ev.transient);
+    ev.not_before_ms = now_ms() + delay.as_millis() as u64;
+    if ev.transient == 1 || ev.transient.is_multiple_of(10) {
+        eprintln!(
+            "emberd: event {} for {}: {why}; retrying in {delay:?} (try {})",
+            ev.request_id, ev.function, ev.transient
+        );
+    }
+    // Throttles touch only memory (the age check still applies on the next
+    // take); an ended attempt must reach the log.
+    match end {
+        None => Some(ev),
+        Some(end) => settle(events, ev, true, Some(end), None).await,
+    }
+}
+
+/// Commits the settle: the event stays queued (`keep`, rewritten) or is
+/// removed. Returns the event if it goes back on the schedule.
+async fn settle(
+    events: &Events,
+    ev: EventRecord,
+    keep: bool,
+    end: Option<AttemptEnd>,
+    message: Option<(String, model::QueueMessage)>,
+) -> Option<EventRecord> {
+    let event = if keep {
+        Settled::Keep(ev.clone())
+    } else {
+        Settled::Remove(ev.seq)
+    };
+    let op = Op::Settle {
+        event,
+        end,
+        message,
+    };
+    match events.db.submit(op).await {
+        Ok(_) if keep => Some(ev),
+        Ok(_) => None,
+        Err(e) => {
+            // Not recorded: try the whole event again later (at-least-once).
+            let mut ev = ev;
+            ev.transient += 1;
+            ev.not_before_ms = now_ms() + events.timing.backoff(ev.transient).as_millis() as u64;
+            eprintln!(
+                "emberd: event {}: settling failed ({}); will retry",
+                ev.request_id,
+                crate::util::error_chain(&e)
+            );
+            Some(ev)
+        }
+    }
+}
