@@ -250,9 +250,9 @@ def test_retry_schedule_and_on_failure_destination(make_emberd):
 
 @pytest.mark.vm
 def test_max_age_expiry(make_emberd):
-    # One "second" of MaximumEventAgeInSeconds lasts 50 ms here: 60 s -> 3 s.
-    e = make_emberd(["--async-retry-delays-ms", "1000,8000", "--async-backoff-ms", "50,200",
-                     "--async-age-unit-ms", "50"])
+    # One "second" of MaximumEventAgeInSeconds lasts 100 ms here: 60 s -> 6 s.
+    e = make_emberd(["--async-retry-delays-ms", "1000,20000", "--async-backoff-ms", "50,200",
+                     "--async-age-unit-ms", "100"])
     c = e.client()
     # Reserved concurrency 0: every delivery is throttled, so the event waits
     # (retried with backoff, never invoked) until it is too old.
@@ -267,10 +267,11 @@ def test_max_age_expiry(make_emberd):
     assert rec["requestContext"]["requestId"] == rid and rec["requestContext"]["approximateInvokeCount"] == 0
     assert "responseContext" not in rec and rec["requestPayload"] == {"late": True}
     assert attempts(e, rid) == [], "a throttled event must never reach an environment"
-    assert 2.5 < waited < 30, waited
+    assert 5.5 < waited < 40, waited
 
-    # A failing function: the retry after 1 s fits in 3 s, the next (8 s) does
-    # not, so the event expires after two invocations.
+    # A failing function: the retry after 1 s fits in 6 s (if the first,
+    # cold attempt ends within 5 s), the next (20 s) does not, so the event
+    # expires after two invocations.
     create(c, "fail", wasm("fail"))
     config(c, "fail", MaximumEventAgeInSeconds=60, DestinationConfig={"OnFailure": {"Destination": queue_arn("old")}})
     rid = event(c, "fail", {})
