@@ -1,6 +1,6 @@
 //! `GET /ember/logs/{function}?version=&since=&next=&limit=&wait=`: a
-//! function's log lines in time order, as JSON. `since` takes `10m`, an
-//! RFC 3339 time or Unix µs (inclusive); `next` is the `NextToken` of an
+//! function's log lines in time order, as JSON. `since` takes `10m` or an
+//! RFC 3339 time (inclusive); `next` is the `NextToken` of an
 //! earlier answer (exclusive) and wins over `since`; `wait` (seconds, at
 //! most 20) holds an empty answer until new lines arrive, which is how
 //! `ember logs --follow` tails without a streaming response.
