@@ -56,7 +56,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run emberd in the foreground.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage functions.
     #[command(subcommand)]
     Fn(FnCmd),
@@ -180,7 +180,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli = match cli.cmd {
-        Cmd::Serve(args) => return run_serve(args),
+        Cmd::Serve(args) => return run_serve(*args),
         Cmd::Audit(cmd) => return crate::audit::cli::run(cmd, cli.json),
         _ => cli,
     };

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import stat
+import time
 
 import botocore.exceptions
 import pytest
@@ -28,13 +29,35 @@ def refused(emberd, status, headers, data, kind):
     assert json.loads(data)["message"], data
 
 
+def read_stdout_until(proc, needles, timeout=30.0):
+    """What `proc` writes to stdout until every needle appeared or `timeout` passed."""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    out = ""
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and not all(n in out for n in needles):
+            try:
+                chunk = proc.stdout.read1(4096)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                out += chunk.decode()
+            else:
+                time.sleep(0.05)
+    finally:
+        os.set_blocking(fd, True)
+    return out
+
+
 def test_credentials_file_is_private_and_printed_once(make_emberd, data_dir):
     e = make_emberd()
     path = os.path.join(data_dir, "credentials.json")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    # The creating start printed the key after its "listening" line.
-    printed = e.proc.stdout.readline().decode() + e.proc.stdout.read1(4096).decode()
-    assert e.key["AccessKeyId"] in printed and e.key["SecretAccessKey"] in printed
+    # The creating start printed the key after its "listening" line, maybe
+    # a moment later: read what arrives (without blocking) until both show.
+    printed = read_stdout_until(e.proc, [e.key["AccessKeyId"], e.key["SecretAccessKey"]])
+    assert e.key["AccessKeyId"] in printed and e.key["SecretAccessKey"] in printed, printed
     e.stop()
     e2 = make_emberd()
     assert e2.key == e.key, "a restart keeps the key"
