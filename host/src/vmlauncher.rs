@@ -207,6 +207,7 @@ impl EnvironmentLauncher for VmLauncher {
                 Ok(Box::new(VmEnv {
                     env,
                     init_us: Some(report.init_us),
+                    init_logs: log_lines(report.logs).collect(),
                 }))
             }
             Err(AgentError::InitFailed {
@@ -226,6 +227,17 @@ struct VmEnv {
     env: agent::Environment,
     /// Init phase duration, reported with the first invocation.
     init_us: Option<u64>,
+    /// What the function printed during init, logged before the first
+    /// invocation's `START`.
+    init_logs: Vec<String>,
+}
+
+/// The lines worth logging (the agent's empty keep-alive lines are not).
+fn log_lines(logs: agent::Logs) -> impl Iterator<Item = String> {
+    logs.lines
+        .into_iter()
+        .filter(|l| l.stream != LogStream::Agent || !l.line.is_empty())
+        .map(|l| l.line)
 }
 
 impl Environment for VmEnv {
@@ -242,17 +254,14 @@ impl Environment for VmEnv {
             .env
             .invoke(&req)
             .map_err(|e| EnvError::Died(chain(&e)))?;
-        let logs = inv
-            .logs
-            .lines
-            .into_iter()
-            .filter(|l| l.stream != LogStream::Agent || !l.line.is_empty())
-            .map(|l| l.line)
-            .collect();
+        let mut logs = std::mem::take(&mut self.init_logs);
+        let init_log_lines = logs.len();
+        logs.extend(log_lines(inv.logs));
         let report = Report {
             duration_us: Some(inv.duration_us),
             max_memory_kib: Some(inv.max_memory_kib),
             init_us: self.init_us.take(),
+            init_log_lines,
         };
         Ok(match inv.result {
             Ok(payload) => InvokeOutput::Success {

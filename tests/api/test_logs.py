@@ -224,3 +224,20 @@ def test_log_write_failures_never_fail_an_invocation(emberd):
         m = re.search(rb"^ember_log_write_errors_total (\S+)$", text, re.M)
         return m and float(m.group(1)) >= 3
     assert wait_for(errors, timeout=30), "log write errors were not counted"
+
+
+def test_init_phase_output_comes_before_the_first_start(emberd):
+    c = emberd.client()
+    create(c, "il", wasm("init_logger"), MemorySize=128)
+    _, body, first = invoke(c, "il", {})
+    assert json.loads(body) == {}
+    _, _, second = invoke(c, "il", {})
+    evs = logged(emberd, "il", [first, second])
+    msgs = [e["Message"] for e in evs]
+    start = msgs.index(next(m for m in msgs if m.startswith(f"START RequestId: {first} ")))
+    # Lambda's order: the init phase's lines, then the first START.
+    assert msgs[start - 1] == "init: warming up", msgs
+    assert msgs.count("init: warming up") == 1, msgs
+    assert block(evs, first)[1] == "handle: called"
+    assert block(evs, second)[1] == "handle: called"
+    assert "Init Duration" in block(evs, first)[-1] and "Init Duration" not in block(evs, second)[-1]

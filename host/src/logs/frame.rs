@@ -1,4 +1,5 @@
-//! The framed text of one invocation, Lambda's shape: `START`, the
+//! The framed text of one invocation, Lambda's shape: what the function
+//! printed during its init phase (first invocation only), `START`, the
 //! function's log lines, `END`, `REPORT` (durations, 1 ms billing
 //! granularity, memory, `Init Duration` on cold starts only). The same lines
 //! go to the on-disk log stream and, as their last 4 KB, into
@@ -43,13 +44,12 @@ pub fn framed(
         .duration_us
         .map(|us| us as f64 / 1000.0)
         .unwrap_or(elapsed.as_secs_f64() * 1000.0);
-    let mut out = vec![format!("START RequestId: {request_id} Version: {version}")];
-    for l in logs {
-        out.extend(l.strip_suffix('\n').unwrap_or(l).split('\n').map(|l| {
-            // A CR would let a line overwrite the frame on a terminal.
-            l.strip_suffix('\r').unwrap_or(l).to_string()
-        }));
-    }
+    // Lines the function printed during its init phase come before START.
+    let (init, invocation) = logs.split_at(report.init_log_lines.min(logs.len()));
+    let mut out = Vec::with_capacity(logs.len() + 3);
+    push_lines(&mut out, init);
+    out.push(format!("START RequestId: {request_id} Version: {version}"));
+    push_lines(&mut out, invocation);
     out.push(format!("END RequestId: {request_id}"));
     let mut report_line = format!(
         "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\t",
@@ -63,6 +63,16 @@ pub fn framed(
     }
     out.push(report_line);
     out
+}
+
+/// Appends function log lines; one holding newlines becomes several.
+fn push_lines(out: &mut Vec<String>, logs: &[String]) {
+    for l in logs {
+        out.extend(l.strip_suffix('\n').unwrap_or(l).split('\n').map(|l| {
+            // A CR would let a line overwrite the frame on a terminal.
+            l.strip_suffix('\r').unwrap_or(l).to_string()
+        }));
+    }
 }
 
 /// Billed duration: rounded up to the next millisecond, at least 1 ms.

@@ -43,6 +43,7 @@ fn tail_is_bounded_base64_of_the_framed_lines() {
         duration_us: Some(2_500),
         max_memory_kib: Some(3_000),
         init_us: Some(1_250),
+        init_log_lines: 0,
     };
     let lines = framed(
         "r",
@@ -69,6 +70,40 @@ fn tail_is_bounded_base64_of_the_framed_lines() {
             && text.contains("Max Memory Used: 3 MB")
             && text.contains("Init Duration: 1.25 ms"),
         "{text}"
+    );
+    // What the function printed during init goes before START (Lambda's
+    // stream order); a count past the lines is clamped.
+    let cold = Report {
+        init_us: Some(900),
+        init_log_lines: 1,
+        ..Default::default()
+    };
+    let lines = framed(
+        "c",
+        "1",
+        &["init\nphase".into(), "call".into()],
+        cold,
+        Duration::ZERO,
+        128,
+    );
+    assert_eq!(
+        &lines[..5],
+        [
+            "init",
+            "phase",
+            "START RequestId: c Version: 1",
+            "call",
+            "END RequestId: c"
+        ]
+    );
+    let over = Report {
+        init_log_lines: 9,
+        ..Default::default()
+    };
+    let lines = framed("o", "1", &["a".into()], over, Duration::ZERO, 128);
+    assert_eq!(
+        &lines[..3],
+        ["a", "START RequestId: o Version: 1", "END RequestId: o"]
     );
     // Sub-millisecond runs bill 1 ms.
     let quick = Report {

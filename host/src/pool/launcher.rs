@@ -70,6 +70,10 @@ pub struct Report {
     /// The environment's init phase, on its first invocation only (Lambda
     /// prints `Init Duration` on cold starts).
     pub init_us: Option<u64>,
+    /// How many of the invocation's leading log lines the function printed
+    /// during its init phase (first invocation only): they belong before
+    /// `START`, as in Lambda's log stream.
+    pub init_log_lines: usize,
 }
 
 /// Why an environment could not start or serve.
