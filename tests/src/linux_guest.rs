@@ -2,9 +2,12 @@
 //! cached kernel/image build scripts, making code images from ZIPs, and
 //! invocation requests.
 
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_host::agent::AgentConn;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -23,6 +26,28 @@ pub fn build(script: &str, args: &[&str]) -> PathBuf {
     assert!(out.status.success(), "{script} failed");
     let text = String::from_utf8_lossy(&out.stdout);
     PathBuf::from(text.lines().last().unwrap_or("").trim())
+}
+
+/// A free TCP port on loopback (for an agent's Runtime API).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The host end of an agent that connects to `listener` within 10 s and
+/// announces itself with `Ready`; `what` names the agent in a failure.
+pub fn accept_agent(listener: &UnixListener, what: &str) -> AgentConn<UnixStream> {
+    listener.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{what} did not connect: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    AgentConn::handshake(stream, Duration::from_secs(10)).expect("Ready")
 }
 
 /// Writes a ZIP of (name, unix mode, contents) entries with python3's zipfile.

@@ -20,6 +20,7 @@ use ember_host::agent::{
     AgentConn, AgentError, AgentKind, Code, InitSpec, Invocation, InvokeRequest, LogStream,
     MAX_PAYLOAD,
 };
+use ember_tests::linux_guest::{accept_agent, free_port};
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
@@ -102,11 +103,6 @@ struct Agent {
     scratch: Scratch,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl Agent {
     fn start(scratch: Scratch, extra: &[&str]) -> Agent {
         let sock = scratch.0.join("host.sock");
@@ -124,17 +120,7 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .expect("spawn ember-agent");
-        listener.set_nonblocking(true).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => panic!("agent did not connect: {e}"),
-            }
-        };
-        stream.set_nonblocking(false).unwrap();
-        let conn = AgentConn::handshake(stream, Duration::from_secs(10)).expect("Ready");
+        let conn = accept_agent(&listener, "agent");
         assert_eq!(conn.ready().agent, AgentKind::Linux);
         assert!(conn.ready().agent_version.starts_with("ember-agent "));
         Agent {

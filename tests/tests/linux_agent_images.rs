@@ -10,10 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ember_host::agent::{AgentConn, Code, InitSpec, InvokeRequest, LogStream};
-use ember_tests::linux_guest::{build, code_image, unix_ms, write_zip, BUSYBOX_BOOTSTRAP};
+use ember_tests::linux_guest::{
+    accept_agent, build, code_image, free_port, unix_ms, write_zip, BUSYBOX_BOOTSTRAP,
+};
 
 fn build_images(args: &[&str]) -> PathBuf {
     build("images/build-images.sh", args)
@@ -50,11 +52,7 @@ impl Root {
     /// Starts the agent chrooted into the image; returns the host end.
     fn start(&mut self) -> AgentConn<std::os::unix::net::UnixStream> {
         let listener = UnixListener::bind(self.dir.join("host.sock")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("/usr/sbin/chroot")
             .arg(&self.dir)
             .args(["/ember-agent", "--unix", "/host.sock", "--runtime-api"])
@@ -66,17 +64,7 @@ impl Root {
             .spawn()
             .expect("chroot");
         self.child = Some(child);
-        listener.set_nonblocking(true).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => panic!("agent in chroot did not connect: {e}"),
-            }
-        };
-        stream.set_nonblocking(false).unwrap();
-        AgentConn::handshake(stream, Duration::from_secs(10)).expect("Ready")
+        accept_agent(&listener, "agent in chroot")
     }
 }
 

@@ -136,6 +136,12 @@ impl VsockVm {
         None
     }
 
+    /// Asserts ember-vmm exits with code 0 within 30 s (its output on failure).
+    fn assert_clean_exit(&mut self) {
+        let code = self.wait_exit(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{}", self.output());
+    }
+
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -218,12 +224,7 @@ fn echo_host_to_guest_through_the_firecracker_protocol() {
         0,
         "the guest closes after the host's EOF"
     );
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
 }
 
 #[test]
@@ -238,12 +239,7 @@ fn echo_guest_to_host_on_uds_path_port() {
     assert_eq!(got, "hello from guest\n");
     s.write_all(b"hello from the host\n").unwrap();
     drop(s);
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
     assert!(
         vm.output().contains("vsock: reply=hello from the host"),
         "{}",
@@ -269,12 +265,7 @@ fn transfer_64_mib_each_way_with_matching_sha256() {
     writer.join().unwrap();
     assert_eq!(back.len(), 64 * MIB);
     assert_eq!(sha(&back), want);
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
 
     // Guest -> host: the guest's stream, recomputed here.
     let dir = VsockVm::dir("64m-bulk");
@@ -286,12 +277,7 @@ fn transfer_64_mib_each_way_with_matching_sha256() {
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), 64 * MIB);
     assert_eq!(sha(&got), sha(&stream(99, 64 * MIB)));
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
 }
 
 /// A guest that exits right after queueing its last byte, while most of
@@ -314,12 +300,7 @@ fn bytes_accepted_before_the_guest_exits_still_reach_the_host() {
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), BYTES, "{}", vm.output());
     assert_eq!(sha(&got), sha(&stream(11, BYTES)));
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
 }
 
 #[test]
@@ -344,12 +325,7 @@ fn hundred_concurrent_connections() {
     for s in &mut conns {
         assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0);
     }
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
     assert!(
         vm.output().contains("vsock: echo done conns=100"),
         "{}",
@@ -399,20 +375,10 @@ fn rst_when_nobody_listens() {
     let mut b = Vec::new();
     s.read_to_end(&mut b).unwrap();
     assert_eq!(b, b"x");
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
 
     // Guest side: no listener on uds_path_78: the guest gets RST.
     let mut vm = VsockVm::start(VsockVm::dir("rst-guest"), "vsock_client", "refused 78");
-    assert_eq!(
-        vm.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+    vm.assert_clean_exit();
     assert!(vm.output().contains("vsock: refused ok"), "{}", vm.output());
 }
