@@ -9,19 +9,7 @@
 # on a busy or an idle machine. Targets: warm p50 <= 1 ms, cold p50 <= 20 ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${EMBER_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}"
-agent="${EMBER_WASM_AGENT:-guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/ember-wasm-agent}"
-[ -x "$bin/emberd" ] && [ -x "$bin/ember" ] && [ -x "$bin/ember-vmm" ] || cargo build --release --bins -p ember-host -p ember-vmm
-[ -f "$agent" ] || bash guest-agent/kernelless/build.sh >/dev/null
-work=$(mktemp -d /tmp/eb.XXXXXX)
-# The ember CLI signs its requests with the key emberd creates at first start.
-export EMBER_CREDENTIALS="$work/credentials.json"
-"$bin/emberd" --listen 127.0.0.1:0 --data-dir "$work" --vmm "$bin/ember-vmm" --wasm-agent "$agent" \
-  >"$work/out" 2>"$work/log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
-ep=$(grep -o 'http://[0-9.:]*' "$work/out")
+source scripts/throwaway-emberd.sh eb
 wat2wasm tests/api/wat/echo.wat -o "$work/noop.wasm"
 "$bin/ember" --endpoint "$ep" fn create noop --code "$work/noop.wasm" >/dev/null
 # Same module at 256 MiB: no spare VM matches, so every cold start boots a VM.
