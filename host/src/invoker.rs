@@ -7,7 +7,7 @@
 //! outcomes, [`begin`] for throttles.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -148,10 +148,7 @@ impl Pending {
             }
         };
         let timeout = Duration::from_secs(self.target.config.timeout.into());
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = crate::util::unix_ms();
         let input = InvokeInput {
             request_id: request_id.clone(),
             payload,

@@ -9,6 +9,14 @@ pub const REGION: &str = "us-east-1";
 /// record stored before emberd had tenants.
 pub const ACCOUNT: &str = "000000000000";
 
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Current time as Lambda prints `LastModified`: `2024-05-01T12:00:00.000+0000`.
 pub fn now_lambda() -> String {
     let d = SystemTime::now()

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, ReadyInfo};
 use super::jail;
@@ -103,10 +103,7 @@ impl Environment {
     /// is an environment fault (VM died, host backstop timeout, broken
     /// stream), after which the environment is unusable and should be dropped.
     pub fn invoke(&mut self, req: &InvokeRequest) -> Result<Invocation, AgentError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = crate::util::unix_ms();
         let timeout =
             Duration::from_millis(req.deadline_ms.saturating_sub(now_ms)) + self.deadline_grace;
         let r = self.conn.invoke(req, timeout);

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -100,10 +99,7 @@ fn verify(data_dir: Option<PathBuf>, json: bool) -> ExitCode {
 }
 
 fn list(data_dir: Option<PathBuf>, since: Option<&str>, all: bool, json: bool) -> ExitCode {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let now_ms = crate::util::unix_ms();
     let since_ms = match since.map(|s| parse_since(s, now_ms)) {
         None => 0,
         Some(Some(ms)) => ms,

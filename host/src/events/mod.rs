@@ -20,7 +20,7 @@ mod worker;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -83,12 +83,7 @@ pub enum EventsError {
     Store(#[from] crate::store::StoreError),
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::util::unix_ms as now_ms;
 
 /// The event queue: durable state, the in-memory schedule, and the timing.
 pub struct Events {

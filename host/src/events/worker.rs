@@ -72,9 +72,9 @@ async fn deliver(
         }
         Err(e) => return transient(events, ev, None, &e.to_string()).await,
     };
+    let version = target.version.clone();
     let age = Duration::from_millis(now_ms().saturating_sub(ev.received_ms));
     if !events.timing.fresh(age, cfg.maximum_event_age_in_seconds) {
-        let version = target.version.clone();
         return give_up(
             events,
             app,
@@ -87,7 +87,6 @@ async fn deliver(
         )
         .await;
     }
-    let version = target.version.clone();
     let pending = match invoker::begin(app, target, ev.qualifier.as_deref()) {
         Ok(p) => p,
         Err(_throttled) => return transient(events, ev, None, "throttled").await,
