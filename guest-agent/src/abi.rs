@@ -17,6 +17,11 @@ pub const PORT_EXIT: u16 = 0xf4;
 pub const PORT_WAIT: u16 = 0xf5;
 /// Port: any write parks this vCPU until the VM stops (for secondary vCPUs).
 pub const PORT_PARK: u16 = 0xf6;
+/// Port: write a 32-bit duration in microseconds (0 = return at once); the
+/// vCPU sleeps that long, or until the VM stops. Unlike `PORT_WAIT` it ignores
+/// device interrupts and never consumes them, so a secondary vCPU can tick (the
+/// wasm agent's epoch timer) without stealing the primary's wake-ups.
+pub const PORT_SLEEP: u16 = 0xf7;
 /// Port: the first 8250 UART; guest bytes written here go to the console.
 pub const PORT_SERIAL: u16 = 0x3f8;
 

@@ -1,5 +1,5 @@
 //! The kernel-less ABI ports as one bus device per vCPU (`abi::PORT_EXIT`,
-//! `PORT_WAIT`, `PORT_PARK`), and the [`Doorbell`] that device interrupts ring
+//! `PORT_WAIT`, `PORT_PARK`, `PORT_SLEEP`), and the [`Doorbell`] that device interrupts ring
 //! to end a `PORT_WAIT`. One instance per vCPU, so a vCPU blocked in wait or
 //! park holds only its own device lock.
 
@@ -17,7 +17,11 @@ use crate::exit::{ExitNotifier, VmExit};
 /// past a device's window).
 pub const ABI_PORT_BASE: u64 = abi::PORT_EXIT as u64;
 pub const ABI_PORT_LEN: u64 = 8;
-const _: () = assert!(abi::PORT_WAIT == abi::PORT_EXIT + 1 && abi::PORT_PARK == abi::PORT_EXIT + 2);
+const _: () = assert!(
+    abi::PORT_WAIT == abi::PORT_EXIT + 1
+        && abi::PORT_PARK == abi::PORT_EXIT + 2
+        && abi::PORT_SLEEP == abi::PORT_EXIT + 3
+);
 
 /// The "a device needs the guest" signal of kernel-less guests: devices ring
 /// it where a Linux guest would get an interrupt; `PORT_WAIT` sleeps on it.
@@ -85,14 +89,34 @@ impl AbiPorts {
 
     /// Sleeps until the VM stops (or a kick signal arrives).
     fn park(&self) {
+        self.sleep_until_stop(None);
+    }
+
+    /// Sleeps `us` microseconds, or until the VM stops (or a kick signal
+    /// arrives); the doorbell is left alone.
+    fn sleep(&self, us: u32) {
+        if us > 0 {
+            self.sleep_until_stop(Some(us));
+        }
+    }
+
+    fn sleep_until_stop(&self, timeout_us: Option<u32>) {
         let stop = &self.exits.state().stop_evt;
         let mut fd = libc::pollfd {
             fd: stop.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, no timeout, no signal mask change.
-        unsafe { libc::ppoll(&mut fd, 1, std::ptr::null(), std::ptr::null()) };
+        let ts = timeout_us.map(|us| libc::timespec {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: one valid pollfd; `tsp` is null or points to `ts`, which
+        // outlives the call; no signal mask change.
+        unsafe { libc::ppoll(&mut fd, 1, tsp, std::ptr::null()) };
     }
 }
 
@@ -113,6 +137,7 @@ impl BusDevice for AbiPorts {
             0 => self.exits.notify(VmExit::Guest(le_u32(data))),
             1 => self.wait(le_u32(data)),
             2 => self.park(),
+            3 => self.sleep(le_u32(data)),
             _ => {}
         }
     }
@@ -162,6 +187,22 @@ mod tests {
     }
 
     #[test]
+    fn sleep_lasts_its_time_and_leaves_rings_to_wait() {
+        let (mut p, d, _rx) = ports();
+        d.ring().unwrap();
+        let t = Instant::now();
+        p.write(3, &20_000u32.to_le_bytes());
+        assert!(t.elapsed() >= Duration::from_millis(20), "a ring ended the sleep");
+        // The ring is still there for the vCPU that waits on it.
+        let t = Instant::now();
+        p.write(1, &5_000_000u32.to_le_bytes());
+        assert!(t.elapsed() < Duration::from_secs(4), "sleep consumed the ring");
+        let t = Instant::now();
+        p.write(3, &0u32.to_le_bytes());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn park_and_wait_end_when_the_vm_stops() {
         let (mut p, _, rx) = ports();
         let n = p.exits.clone();
@@ -171,6 +212,9 @@ mod tests {
         });
         p.write(2, &[0]);
         p.write(1, &0u32.to_le_bytes());
+        let t = Instant::now();
+        p.write(3, &10_000_000u32.to_le_bytes());
+        assert!(t.elapsed() < Duration::from_secs(5), "sleep outlived the VM");
         stopper.join().unwrap();
         assert_eq!(rx.try_recv().unwrap(), VmExit::Reset);
     }

@@ -194,6 +194,13 @@ impl Session {
                     bytes.len()
                 ),
             }),
+            Code::Compiled(bytes) => Err(InitFailure {
+                error_type: "Runtime.InvalidCode".into(),
+                message: format!(
+                    "Init carried {} bytes of compiled WebAssembly; only the kernel-less wasm agent runs those",
+                    bytes.len()
+                ),
+            }),
             Code::Path(task_root) => {
                 let task_root = PathBuf::from(task_root);
                 let dirs = [task_root.as_path(), cfg.opt_dir.as_path(), cfg.runtime_dir.as_path()];

@@ -24,6 +24,10 @@ pub enum Code {
     /// A path inside the guest where the code already is (e.g. a mounted
     /// block device at `/var/task` for the Linux agent).
     Path(String),
+    /// A module compiled ahead of time by the host (`emberd`/`ember-run`
+    /// only, never user bytes) for the kernel-less agent's wasmtime: a sealed
+    /// artefact (`wasm::aot::artefact`), at most [`super::MAX_INIT_CODE`] bytes.
+    Compiled(Vec<u8>),
 }
 
 /// Which stream a log line came from.
@@ -192,6 +196,10 @@ impl Message {
                         w.u8(1);
                         w.string(path);
                     }
+                    Code::Compiled(bytes) => {
+                        w.u8(2);
+                        w.bytes(bytes);
+                    }
                 }
                 w.pairs(env);
                 w.u32(*memory_mib);
@@ -295,6 +303,7 @@ impl Message {
                 code: match r.u8()? {
                     0 => Code::Inline(r.bytes()?),
                     1 => Code::Path(r.string()?),
+                    2 => Code::Compiled(r.bytes()?),
                     v => {
                         return Err(ProtocolError::BadValue {
                             field: "code",

@@ -35,6 +35,11 @@ pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 pub const MAX_FRAME: usize = MAX_PAYLOAD + 256 * 1024;
 /// Largest body of an `Init` frame, which may carry the function code inline.
 pub const MAX_INIT_FRAME: usize = 64 * 1024 * 1024;
+/// Largest code (inline module or compiled artefact) the host puts in an
+/// `Init`: the `Init` cap less 1 MiB for the other fields (names, handler,
+/// environment — Lambda caps the environment at 4 KiB). emberd refuses to
+/// send more (a module whose artefact is larger cannot run kernel-less).
+pub const MAX_INIT_CODE: usize = MAX_INIT_FRAME - 1024 * 1024;
 
 /// Why bytes could not be decoded (or a message could not be encoded).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -36,6 +36,16 @@ fn samples() -> Vec<Message> {
             timeout_ms: 900_000,
             random_seed: [0; 32],
         },
+        Message::Init {
+            function_name: "fast".into(),
+            function_version: "1".into(),
+            handler: String::new(),
+            code: Code::Compiled(vec![b'E', b'M', b'A', b'O', b'T', 0, 1, 2, 3]),
+            env: vec![],
+            memory_mib: 128,
+            timeout_ms: 1000,
+            random_seed: [3; 32],
+        },
         Message::InitDone { init_us: 42 },
         Message::InitError {
             error_type: "Runtime.InvalidModule".into(),
