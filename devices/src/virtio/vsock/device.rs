@@ -28,6 +28,12 @@ use crate::virtio::{
 };
 use crate::warn_limited;
 
+/// Most TX chains one pass takes (the net device's approach): a guest that
+/// keeps its TX ring full cannot keep the event loop to itself. A pass that
+/// stops at the budget re-arms the queue's eventfd, so the rest is taken on
+/// the next turn, after every other ready fd had its own.
+pub(crate) const TX_BUDGET: usize = 32;
+
 struct Active {
     mem: GuestMemoryMmap,
     queues: Vec<Queue>,
@@ -116,13 +122,21 @@ impl<B: VsockBackend> Vsock<B> {
         };
         let mut used = false;
         let mut broken = false;
-        loop {
+        let mut taken = 0;
+        let mut more = false;
+        'pass: loop {
             if !ring_sane(&a.queues[TX_QUEUE], &a.mem) {
                 broken = true;
                 break;
             }
             let _ = a.queues[TX_QUEUE].disable_notification(&a.mem);
             while let Some(chain) = a.queues[TX_QUEUE].pop_descriptor_chain(&a.mem) {
+                if taken >= TX_BUDGET {
+                    a.queues[TX_QUEUE].go_to_previous_position();
+                    more = true;
+                    break 'pass;
+                }
+                taken += 1;
                 let head = chain.head_index();
                 let parsed = collect(chain, false, &mut self.descs)
                     .and_then(|_| read_tx(&a.mem, &self.descs, &mut self.tx_buf));
@@ -155,6 +169,10 @@ impl<B: VsockBackend> Vsock<B> {
                 .unwrap_or(true)
         {
             a.interrupt.signal_used_queue(TX_QUEUE as u16);
+        }
+        if more {
+            // Come back after the other fds had their turn.
+            let _ = a.evts[TX_QUEUE].write(1);
         }
         if broken {
             self.mark_broken("tx");

@@ -133,6 +133,12 @@ impl TestGuest {
 
     /// Publishes chain head `head` on queue `q` and notifies.
     pub fn publish(&mut self, q: usize, head: u16) {
+        self.publish_quietly(q, head);
+        wr(&mut self.transport, 0x50, q as u32);
+    }
+
+    /// Publishes chain head `head` on queue `q` without notifying.
+    pub fn publish_quietly(&mut self, q: usize, head: u16) {
         let r = &mut self.rings[q];
         let slot = u64::from(r.avail_idx % QSIZE);
         self.mem
@@ -142,7 +148,6 @@ impl TestGuest {
         self.mem
             .write_obj(r.avail_idx, GuestAddress(r.avail + 2))
             .unwrap();
-        wr(&mut self.transport, 0x50, q as u32);
     }
 
     /// Sets the avail index of queue `q` directly (the fuzzer lies with it).
@@ -165,6 +170,14 @@ impl TestGuest {
 
     /// Sends one packet on TX (one descriptor: header + payload).
     pub fn send(&mut self, hdr: &Hdr, payload: &[u8]) {
+        self.stage(hdr, payload);
+        self.notify(1);
+        self.pump();
+    }
+
+    /// Queues one packet on TX without notifying the device; returns its
+    /// descriptor index.
+    pub fn stage(&mut self, hdr: &Hdr, payload: &[u8]) -> u16 {
         let i = self.tx_next % QSIZE;
         self.tx_next = self.tx_next.wrapping_add(1);
         let addr = TX_BUFS + u64::from(i) * BUF_LEN;
@@ -175,8 +188,13 @@ impl TestGuest {
             .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
             .unwrap();
         self.put_desc(1, i, addr, (HDR_LEN + payload.len()) as u32, 0, 0);
-        self.publish(1, i);
-        self.pump();
+        self.publish_quietly(1, i);
+        i
+    }
+
+    /// Notifies queue `q` (the driver's QueueNotify write).
+    pub fn notify(&mut self, q: usize) {
+        wr(&mut self.transport, 0x50, q as u32);
     }
 
     /// Used entries of queue `q` not seen yet: (id, len).
