@@ -1,6 +1,7 @@
 //! The 8250 UART (vm-superio's model) on the port-I/O bus, writing guest output
-//! to a [`Console`]: stdout, a file, or nowhere. Its interrupt line is optional
-//! (an eventfd registered as an irqfd for Linux guests; kernel-less guests poll).
+//! to a [`Console`]: stdout, a file (at most [`CONSOLE_FILE_CAP`] bytes), or
+//! nowhere. Its interrupt line is optional (an eventfd registered as an irqfd
+//! for Linux guests; kernel-less guests poll).
 
 use std::fs::File;
 use std::io::{self, LineWriter, Write};
@@ -15,6 +16,53 @@ use crate::bus::BusDevice;
 pub const COM1_BASE: u64 = 0x3f8;
 /// Length of the UART register window.
 pub const COM1_LEN: u64 = 8;
+
+/// Most bytes a console file receives. A guest printing without end would
+/// otherwise fill the host's disk (or its jail's file-size rlimit); past the
+/// cap one marker line is written and the rest is dropped. Boot messages, what
+/// the console is for, come first and are kept.
+pub const CONSOLE_FILE_CAP: u64 = 4 << 20;
+
+/// Passes at most `cap` bytes to `inner`, then one marker line; later output
+/// is accepted and dropped (the guest never blocks on its console).
+struct Capped<W: Write> {
+    inner: W,
+    left: u64,
+    dropped: bool,
+}
+
+impl<W: Write> Capped<W> {
+    fn new(inner: W, cap: u64) -> Self {
+        Self {
+            inner,
+            left: cap,
+            dropped: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let take = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if take == 0 {
+            if !self.dropped && !buf.is_empty() {
+                self.dropped = true;
+                self.inner
+                    .write_all(b"\n[ember-vmm: console cap reached; later output dropped]\n")?;
+            }
+            return Ok(buf.len());
+        }
+        let n = self.inner.write(&buf[..take])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Where guest console output goes. Output is line-buffered; call
 /// [`SerialDevice::flush`] before the process exits.
@@ -37,7 +85,7 @@ impl Console {
         match self {
             Console::Stdout => Box::new(LineWriter::new(io::stdout())),
             Console::Off => Box::new(io::sink()),
-            Console::File(f) => Box::new(LineWriter::new(f)),
+            Console::File(f) => Box::new(LineWriter::new(Capped::new(f, CONSOLE_FILE_CAP))),
         }
     }
 }
@@ -113,6 +161,36 @@ mod tests {
         dev.flush();
         assert_eq!(std::fs::read(&dir).unwrap(), b"hi\nx");
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_console_file_stops_at_its_cap() {
+        let mut w = Capped::new(Vec::new(), 10);
+        w.write_all(b"0123456").unwrap();
+        w.write_all(b"789abc").unwrap();
+        w.write_all(b"more and more").unwrap();
+        w.write_all(b"and more").unwrap();
+        let out = String::from_utf8(w.inner).unwrap();
+        assert_eq!(
+            out,
+            "0123456789\n[ember-vmm: console cap reached; later output dropped]\n"
+        );
+        // Through the device: a guest printing 5 MiB leaves a file of the cap.
+        let path = std::env::temp_dir().join(format!("ember-serial-cap-{}", std::process::id()));
+        let mut dev = SerialDevice::new(Console::file(&path).unwrap(), None);
+        let line = [b'x'; 1023];
+        for _ in 0..5 * 1024 {
+            for b in line.iter().chain(b"\n") {
+                dev.write(0, &[*b]);
+            }
+        }
+        dev.flush();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            (CONSOLE_FILE_CAP..CONSOLE_FILE_CAP + 100).contains(&len),
+            "{len} bytes"
+        );
     }
 
     #[test]
