@@ -168,7 +168,11 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::daemon::serve(args)) {
+    let result = rt.block_on(crate::daemon::serve(args));
+    // Blocking threads still running (a launch or an invocation whose VM was
+    // killed, returning) get a moment; the process never waits on them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("emberd: {}", crate::util::error_chain(&e));

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// Function log rotation and retention.
     #[command(flatten)]
     pub logs: crate::logs::LogArgs,
+    /// Seconds a kernel-less VM may take from spawn to its agent's `Ready`;
+    /// also the least time a function's `Init` gets (Lambda's 10 s init
+    /// allowance). A guest that has not answered by then is killed.
+    #[arg(long, default_value_t = 10)]
+    pub boot_timeout: u64,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -244,6 +249,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_jail(jail)
         .with_linux(linux.clone())
         .with_test_hook(args.vmm_test_hook.as_deref())
+        .with_boot_timeout(Duration::from_secs(args.boot_timeout.max(1)))
         .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");
@@ -299,11 +305,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let stopping = pool.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        // Environments still starting are killed now, not drained: a guest
+        // that never finishes its start cannot hold the shutdown.
+        stopping.stop_starts();
         let _ = tx.send(true);
     });
     tokio::spawn(

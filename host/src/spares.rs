@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::agent::{self, LaunchConfig};
 use crate::pool::pidfile::PidFile;
+use crate::util::OnSpawn;
 
 pub struct Spares {
     cfg: LaunchConfig,
@@ -21,6 +22,9 @@ pub struct Spares {
     wake: Condvar,
     closed: AtomicBool,
     pids: PidFile,
+    /// The pid of the spare being booted, from its spawn until it joins the
+    /// stock (so close and crash cleanup see it too).
+    starting: Mutex<Option<u32>>,
 }
 
 /// Whether `pid` is still a running (not zombie) process.
@@ -46,6 +50,7 @@ impl Spares {
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             pids: PidFile::named(run_dir, "spare.pids"),
+            starting: Mutex::new(None),
         });
         if want > 0 {
             let me = s.clone();
@@ -68,8 +73,18 @@ impl Spares {
     }
 
     fn write_pids(&self, stock: &[agent::Environment]) {
-        self.pids
-            .write(&stock.iter().map(|e| e.pid()).collect::<Vec<_>>());
+        let starting = *self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        let pids: Vec<u32> = stock.iter().map(|e| e.pid()).chain(starting).collect();
+        self.pids.write(&pids);
+    }
+
+    /// A spare's process exists: record it; kill it if the stock closed.
+    fn spawned(&self, pid: u32) {
+        *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+        self.write_pids(&self.lock());
+        if self.closed.load(Ordering::Acquire) {
+            agent::kill_started(pid);
+        }
     }
 
     /// A live spare, if one is ready.
@@ -106,7 +121,11 @@ impl Spares {
                     return;
                 }
             }
-            match agent::Environment::launch(&self.cfg) {
+            let me = self.clone();
+            let launched =
+                agent::Environment::launch_with(&self.cfg, &OnSpawn::new(move |p| me.spawned(p)));
+            *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            match launched {
                 Ok(env) => {
                     let mut stock = self.lock();
                     if self.closed.load(Ordering::Acquire) {
@@ -132,6 +151,9 @@ impl Spares {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_all();
+        if let Some(pid) = *self.starting.lock().unwrap_or_else(|p| p.into_inner()) {
+            agent::kill_started(pid);
+        }
         let stock: Vec<agent::Environment> = std::mem::take(&mut *self.lock());
         for env in stock {
             env.shutdown();

@@ -202,3 +202,32 @@ mod tests {
         assert!(!valid_name(&"x".repeat(65)));
     }
 }
+
+/// Called with a child's pid the moment it is spawned, before it is ready:
+/// how the pool and the spare stock learn the pid of an environment that is
+/// still starting (so shutdown and crash cleanup can kill it). Empty by
+/// default.
+#[derive(Clone, Default)]
+pub struct OnSpawn(Option<std::sync::Arc<dyn Fn(u32) + Send + Sync>>);
+
+impl OnSpawn {
+    pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    pub fn call(&self, pid: u32) {
+        if let Some(f) = &self.0 {
+            f(pid);
+        }
+    }
+}
+
+impl std::fmt::Debug for OnSpawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnSpawn(set)"
+        } else {
+            "OnSpawn(none)"
+        })
+    }
+}

@@ -13,7 +13,7 @@ use crate::agent::{
 };
 use crate::linux::{self, LinuxGuests};
 use crate::pool::{
-    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
+    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, OnSpawn, Report,
 };
 use crate::spares::Spares;
 
@@ -84,6 +84,13 @@ impl VmLauncher {
         self
     }
 
+    /// How long a kernel-less VM may take from spawn to the agent's `Ready`
+    /// (also the least time `Init` gets). Call before [`Self::with_spares`].
+    pub fn with_boot_timeout(mut self, t: std::time::Duration) -> Self {
+        self.base.boot_timeout = t;
+        self
+    }
+
     /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).
     pub fn with_spares(mut self, n: usize, mem_mib: u32, run_dir: &Path) -> Self {
         if n > 0 && self.unavailable.is_none() {
@@ -124,7 +131,11 @@ pub(crate) fn init_spec(spec: &EnvSpec, code: Code) -> InitSpec {
 
 impl VmLauncher {
     /// A booted kernel-less VM: a spare of the right size, or a new one.
-    fn launch_wasm(&self, spec: &EnvSpec) -> Result<agent::Environment, EnvError> {
+    fn launch_wasm(
+        &self,
+        spec: &EnvSpec,
+        on_spawn: &OnSpawn,
+    ) -> Result<agent::Environment, EnvError> {
         let mut cfg = self.base.clone();
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();
@@ -134,14 +145,23 @@ impl VmLauncher {
             .filter(|s| s.mem_mib() == spec.memory_mib)
             .and_then(|s| s.take());
         match spare {
-            Some(env) => Ok(env),
-            None => agent::Environment::launch(&cfg).map_err(|e| EnvError::Launch(chain(&e))),
+            Some(env) => {
+                // It left the spare stock's pid file: the pool's takes it over.
+                on_spawn.call(env.pid());
+                Ok(env)
+            }
+            None => agent::Environment::launch_with(&cfg, on_spawn)
+                .map_err(|e| EnvError::Launch(chain(&e))),
         }
     }
 
     /// A booted Linux VM with the function's images attached (spares are
     /// kernel-less, so Linux environments always boot on demand).
-    fn launch_linux(&self, spec: &EnvSpec) -> Result<(agent::Environment, InitSpec), EnvError> {
+    fn launch_linux(
+        &self,
+        spec: &EnvSpec,
+        on_spawn: &OnSpawn,
+    ) -> Result<(agent::Environment, InitSpec), EnvError> {
         let l = self.linux.as_ref().ok_or_else(|| {
             EnvError::Launch(format!(
                 "runtime {} needs a Linux guest, which this emberd does not offer",
@@ -152,7 +172,7 @@ impl VmLauncher {
             .drives(spec)
             .map_err(|e| EnvError::Launch(crate::util::error_chain(&e)))?;
         let cfg = linux::launch::launch_config(&self.base, l.found(), spec, &drives);
-        let env = agent::Environment::launch(&cfg).map_err(|e| {
+        let env = agent::Environment::launch_with(&cfg, on_spawn).map_err(|e| {
             let console = agent::last_log_line(&spec.work_dir.join("console.log"));
             let tail = if console.is_empty() {
                 String::new()
@@ -175,15 +195,15 @@ impl EnvironmentLauncher for VmLauncher {
         }
     }
 
-    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn Environment>, EnvError> {
         if let Some(why) = &self.unavailable {
             return Err(EnvError::Launch(why.clone()));
         }
         let (mut env, init) = if linux::is_linux_runtime(&spec.runtime) {
-            self.launch_linux(spec)?
+            self.launch_linux(spec, on_spawn)?
         } else {
             (
-                self.launch_wasm(spec)?,
+                self.launch_wasm(spec, on_spawn)?,
                 init_spec(spec, Code::Inline(spec.code.to_vec())),
             )
         };
@@ -206,6 +226,7 @@ impl EnvironmentLauncher for VmLauncher {
                 }
                 Ok(Box::new(VmEnv {
                     env,
+                    timeout_ms: spec.timeout_ms,
                     init_us: Some(report.init_us),
                     init_logs: log_lines(report.logs).collect(),
                 }))
@@ -225,6 +246,8 @@ impl EnvironmentLauncher for VmLauncher {
 
 struct VmEnv {
     env: agent::Environment,
+    /// The function's timeout, for the message of a host-side timeout.
+    timeout_ms: u32,
     /// Init phase duration, reported with the first invocation.
     init_us: Option<u64>,
     /// What the function printed during init, logged before the first
@@ -250,10 +273,16 @@ impl Environment for VmEnv {
             client_context: input.client_context.clone(),
             ..Default::default()
         };
-        let inv = self
-            .env
-            .invoke(&req)
-            .map_err(|e| EnvError::Died(chain(&e)))?;
+        let inv = match self.env.invoke(&req) {
+            Ok(inv) => inv,
+            // The host's deadline fired (the agent ignored its own, or
+            // trickled its answer): Lambda's timeout, and a new environment.
+            Err(AgentError::Timeout) => {
+                let timeout = std::time::Duration::from_millis(self.timeout_ms.into());
+                return Ok(InvokeOutput::timed_out(timeout));
+            }
+            Err(e) => return Err(EnvError::Died(chain(&e))),
+        };
         let mut logs = std::mem::take(&mut self.init_logs);
         let init_log_lines = logs.len();
         logs.extend(log_lines(inv.logs));

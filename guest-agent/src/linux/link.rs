@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::protocol::{write_frame, FrameIoError, LogStream, Message};
 
-/// Longest log line sent in one frame; longer lines are split.
-pub const MAX_LOG_LINE: usize = 64 * 1024;
+/// Longest log line sent in one frame (the protocol's cap); longer lines are split.
+pub use crate::protocol::MAX_LOG_LINE;
 
 /// The write half of the host connection plus the current request id.
 pub struct HostLink {
@@ -43,13 +43,24 @@ impl HostLink {
     /// host that went away is noticed by the event loop, not here.
     pub fn log(&self, stream: LogStream, line: &[u8]) {
         let request_id = lock(&self.request_id).clone();
-        for piece in line.chunks(MAX_LOG_LINE) {
+        // Split after the lossy conversion, on character boundaries: invalid
+        // bytes grow into 3-byte replacement characters, and a piece over
+        // the protocol's line cap could not be sent at all.
+        let text = String::from_utf8_lossy(line);
+        let mut rest: &str = &text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(MAX_LOG_LINE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (piece, tail) = rest.split_at(end);
             let msg = Message::Log {
                 request_id: request_id.clone(),
                 stream,
-                line: String::from_utf8_lossy(piece).into_owned(),
+                line: piece.to_string(),
             };
             let _ = self.send(&msg);
+            rest = tail;
         }
     }
 

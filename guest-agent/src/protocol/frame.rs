@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use super::codec::Writer;
 use super::message::kind;
-use super::{Message, ProtocolError, MAX_FRAME, MAX_INIT_FRAME, VERSION};
+use super::{
+    Message, ProtocolError, MAX_FRAME, MAX_INIT_FRAME, MAX_LOG_FRAME, MAX_SMALL_FRAME, VERSION,
+};
 
 /// Frame magic, the first two header bytes: "EM".
 pub const MAGIC: [u8; 2] = *b"EM";
@@ -29,17 +31,22 @@ pub enum Decode {
     },
 }
 
-/// The size cap of a frame body, by kind: only `Init` may carry code.
-fn cap_for(kind: u8) -> usize {
-    if kind == kind::INIT {
-        MAX_INIT_FRAME
-    } else {
-        MAX_FRAME
+/// The size cap of a frame body, by kind: what that message can legitimately
+/// need (only `Init` carries code; only payload and error frames carry 6 MiB;
+/// a `Log` carries one line). Encoder and decoder apply the same caps, so a
+/// reader never buffers more for a kind than its sender could write. Unknown
+/// kinds get the payload cap (their body is skipped).
+pub fn frame_cap(kind: u8) -> usize {
+    match kind {
+        kind::INIT => MAX_INIT_FRAME,
+        kind::LOG => MAX_LOG_FRAME,
+        kind::READY | kind::INIT_DONE | kind::SHUTDOWN | kind::FATAL => MAX_SMALL_FRAME,
+        _ => MAX_FRAME,
     }
 }
 
 /// Checks a header; returns (kind, body length).
-fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> {
+pub(crate) fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> {
     if h[0..2] != MAGIC {
         return Err(ProtocolError::BadMagic(u16::from_le_bytes([h[0], h[1]])));
     }
@@ -48,7 +55,7 @@ fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> {
     }
     let kind = h[3];
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-    let max = cap_for(kind);
+    let max = frame_cap(kind);
     if len > max {
         return Err(ProtocolError::FrameTooLarge { len, max });
     }
@@ -103,7 +110,7 @@ impl Message {
         out.extend_from_slice(&[0; 4]);
         let written = self.write_body(&mut Writer { out: &mut *out });
         let body_len = out.len() - start - HEADER_LEN;
-        let max = cap_for(self.kind());
+        let max = frame_cap(self.kind());
         let result = match written {
             Err(e) => Err(e),
             Ok(()) if body_len > max => Err(ProtocolError::FrameTooLarge { len: body_len, max }),

@@ -120,6 +120,28 @@ pub enum Message {
     Fatal { message: String },
 }
 
+/// Which side of the conversation sends a message kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Host,
+    Agent,
+}
+
+/// Who sends message kind `k` (`None` for kinds this version does not know).
+pub fn sender(k: u8) -> Option<Sender> {
+    match k {
+        kind::INIT | kind::INVOKE | kind::SHUTDOWN => Some(Sender::Host),
+        kind::READY
+        | kind::INIT_DONE
+        | kind::INIT_ERROR
+        | kind::RESULT
+        | kind::ERROR
+        | kind::LOG
+        | kind::FATAL => Some(Sender::Agent),
+        _ => None,
+    }
+}
+
 /// Message kind bytes (frame header byte 3).
 pub(crate) mod kind {
     pub const READY: u8 = 1;

@@ -18,10 +18,10 @@ mod frame;
 mod io;
 mod message;
 
-pub use frame::{decode, Decode, FrameDecoder, HEADER_LEN, MAGIC};
+pub use frame::{decode, frame_cap, Decode, FrameDecoder, HEADER_LEN, MAGIC};
 #[cfg(feature = "std")]
-pub use io::{read_frame, write_frame, FrameIoError};
-pub use message::{AgentKind, Code, LogStream, Message};
+pub use io::{read_frame, read_frame_from, write_frame, FrameIoError};
+pub use message::{sender, AgentKind, Code, LogStream, Message, Sender};
 
 /// Protocol version carried in every frame header and in `Ready`.
 pub const VERSION: u8 = 1;
@@ -30,8 +30,9 @@ pub const VERSION: u8 = 1;
 pub const AGENT_PORT: u32 = 9000;
 /// Largest invocation request or response payload (Lambda's 6 MiB synchronous limit).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
-/// Largest body of any frame except `Init`: a full payload plus room for the
-/// other fields (request id, ARN, client context...).
+/// Largest body of a frame that carries a payload or an error report
+/// (`Invoke`, `Result`, `Error`, `InitError`): a full payload plus room for
+/// the other fields (request id, ARN, client context...).
 pub const MAX_FRAME: usize = MAX_PAYLOAD + 256 * 1024;
 /// Largest body of an `Init` frame, which may carry the function code inline.
 pub const MAX_INIT_FRAME: usize = 64 * 1024 * 1024;
@@ -40,6 +41,14 @@ pub const MAX_INIT_FRAME: usize = 64 * 1024 * 1024;
 /// environment — Lambda caps the environment at 4 KiB). emberd refuses to
 /// send more (a module whose artefact is larger cannot run kernel-less).
 pub const MAX_INIT_CODE: usize = MAX_INIT_FRAME - 1024 * 1024;
+/// Longest `Log` line an agent sends (longer output is split into lines of
+/// this size; the wasm agent already cuts lines at 16 KiB).
+pub const MAX_LOG_LINE: usize = 64 * 1024;
+/// Largest body of a `Log` frame: one line plus its request id and stream.
+pub const MAX_LOG_FRAME: usize = MAX_LOG_LINE + 4 * 1024;
+/// Largest body of the small control messages (`Ready`, `InitDone`,
+/// `Shutdown`, `Fatal`).
+pub const MAX_SMALL_FRAME: usize = 64 * 1024;
 
 /// Why bytes could not be decoded (or a message could not be encoded).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +61,10 @@ pub enum ProtocolError {
     UnknownKind(u8),
     #[error("frame body of {len} bytes exceeds the {max}-byte cap")]
     FrameTooLarge { len: usize, max: usize },
+    /// A message kind the reading side itself sends (e.g. `Init` from an
+    /// agent): its body is never read.
+    #[error("message kind {0} is never sent in this direction")]
+    WrongDirection(u8),
     #[error("payload of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     PayloadTooLarge { len: usize },
     #[error("frame body truncated: field needs {needed} bytes, {left} left")]
@@ -73,6 +86,7 @@ impl ProtocolError {
             ProtocolError::BadMagic(_)
                 | ProtocolError::UnsupportedVersion(_)
                 | ProtocolError::FrameTooLarge { .. }
+                | ProtocolError::WrongDirection(_)
         )
     }
 }

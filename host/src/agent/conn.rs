@@ -8,23 +8,70 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use ember_guest::protocol::{
-    read_frame, write_frame, AgentKind, Code, FrameIoError, LogStream, Message,
+    read_frame_from, AgentKind, Code, FrameIoError, LogStream, Message, Sender,
 };
 
 use super::AgentError;
 
 /// Most log bytes kept per invocation (or init); later lines are counted, not kept.
 pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+/// How long `Shutdown` may take to hand to an agent that stopped reading.
+const SHUTDOWN_SEND: Duration = Duration::from_millis(100);
 
-/// A stream the protocol can run over: bytes both ways plus a read timeout,
-/// which is how the host's deadline backstop interrupts a silent agent.
+/// A stream the protocol can run over: bytes both ways plus I/O timeouts,
+/// which is how the host's deadlines interrupt a silent or trickling agent.
 pub trait Transport: Read + Write + Send {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds a write to an agent that stopped reading. Transports without
+    /// one keep the default (writes then wait for the peer).
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Transport for UnixStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_write_timeout(self, timeout)
+    }
+}
+
+/// `stream` with one deadline over every `read`/`write` call: each call gets
+/// only the time left, so an agent that trickles a frame a byte at a time
+/// (each byte within a per-call timeout) is still cut off at `until`.
+struct Deadline<'a, T: Transport> {
+    stream: &'a mut T,
+    until: Instant,
+}
+
+impl<T: Transport> Deadline<'_, T> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+impl<T: Transport> Read for Deadline<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl<T: Transport> Write for Deadline<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -187,7 +234,11 @@ impl<T: Transport> AgentConn<T> {
 
     /// Asks the agent to stop. Best effort: the agent may already be gone.
     pub fn shutdown(&mut self) -> Result<(), AgentError> {
-        self.guard(|s| Ok(write_frame(&mut s.stream, &Message::Shutdown)?))
+        let until = Instant::now() + SHUTDOWN_SEND;
+        self.guard(|s| {
+            let frame = Message::Shutdown.to_frame().map_err(AgentError::Request)?;
+            s.send(&frame, until)
+        })
     }
 
     fn guard<R>(
@@ -208,6 +259,18 @@ impl<T: Transport> AgentConn<T> {
         r
     }
 
+    /// Writes one encoded frame, giving up (`Timeout`) at `until`: an agent
+    /// that stops reading cannot hold the host in `write`.
+    fn send(&mut self, frame: &[u8], until: Instant) -> Result<(), AgentError> {
+        let mut out = Deadline {
+            stream: &mut self.stream,
+            until,
+        };
+        out.write_all(frame)
+            .and_then(|()| out.flush())
+            .map_err(|e| timeout_or(e.into()))
+    }
+
     fn init_inner(&mut self, spec: &InitSpec, timeout: Duration) -> Result<InitReport, AgentError> {
         let random_seed = match spec.random_seed {
             Some(seed) => seed,
@@ -223,8 +286,9 @@ impl<T: Transport> AgentConn<T> {
             timeout_ms: spec.timeout_ms,
             random_seed,
         };
+        let frame = msg.to_frame().map_err(AgentError::Request)?;
         let until = Instant::now() + timeout;
-        write_frame(&mut self.stream, &msg)?;
+        self.send(&frame, until)?;
         let mut logs = Logs::default();
         loop {
             match read_until(&mut self.stream, until)? {
@@ -267,8 +331,7 @@ impl<T: Transport> AgentConn<T> {
         let frame = msg.to_frame().map_err(AgentError::Request)?;
         let start = Instant::now();
         let until = start + timeout;
-        self.stream.write_all(&frame)?;
-        self.stream.flush()?;
+        self.send(&frame, until)?;
         let mut logs = Logs::default();
         loop {
             let msg = read_until(&mut self.stream, until)?;
@@ -320,29 +383,27 @@ impl<T: Transport> AgentConn<T> {
     }
 }
 
-/// Reads one frame, failing with `Timeout` once `until` has passed.
+/// Reads one frame sent by the agent, failing with `Timeout` once `until`
+/// has passed, however the frame's bytes are spread out in time.
 fn read_until<T: Transport>(stream: &mut T, until: Instant) -> Result<Message, AgentError> {
-    let left = until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(AgentError::Timeout);
-    }
-    stream.set_read_timeout(Some(left))?;
-    match read_frame(stream) {
-        Ok(m) => Ok(m),
-        Err(FrameIoError::Closed) => Err(AgentError::Closed),
-        Err(FrameIoError::Io(e))
+    read_frame_from(&mut Deadline { stream, until }, Sender::Agent).map_err(timeout_or)
+}
+
+/// A frame I/O error as an [`AgentError`]: a deadline that passed is `Timeout`.
+fn timeout_or(e: FrameIoError) -> AgentError {
+    match e {
+        FrameIoError::Closed => AgentError::Closed,
+        FrameIoError::Io(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            Err(AgentError::Timeout)
+            AgentError::Timeout
         }
-        Err(FrameIoError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Err(AgentError::Closed)
-        }
-        Err(FrameIoError::Io(e)) => Err(AgentError::Io(e)),
-        Err(FrameIoError::Protocol(e)) => Err(AgentError::Protocol(e)),
+        FrameIoError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => AgentError::Closed,
+        FrameIoError::Io(e) => AgentError::Io(e),
+        FrameIoError::Protocol(e) => AgentError::Protocol(e),
     }
 }
 

@@ -13,6 +13,7 @@ use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, Re
 use super::jail;
 use super::launch::{self, last_log_line, LaunchConfig};
 use super::AgentError;
+use crate::util::OnSpawn;
 
 /// How long `shutdown` waits for the VM to exit by itself before killing it.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(200);
@@ -38,8 +39,15 @@ pub struct Environment {
 impl Environment {
     /// Spawns the VM and waits for the agent's `Ready`.
     pub fn launch(cfg: &LaunchConfig) -> Result<Environment, AgentError> {
+        Self::launch_with(cfg, &OnSpawn::default())
+    }
+
+    /// [`Environment::launch`], telling `on_spawn` the child's pid as soon
+    /// as it exists (long before `Ready`), so that whoever must be able to
+    /// kill a starting environment (shutdown, crash cleanup) knows it.
+    pub fn launch_with(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Environment, AgentError> {
         let start = Instant::now();
-        let launched = launch::launch(cfg)?;
+        let launched = launch::launch(cfg, on_spawn)?;
         // From here on, Drop cleans up whatever fails.
         let mut child = launched.child;
         let conn = match AgentConn::handshake(

@@ -140,6 +140,23 @@ fn kill_child_of(pid: u32, parent: u32) {
     };
 }
 
+/// Kills a starting environment's process `pid` from outside the thread that
+/// launches it (which then sees the agent's connection fail and reaps it).
+/// Only a direct child of this process is touched (a pid already reaped and
+/// reused is left alone). Its own children (a jailer's VMM) are killed
+/// instead when it has any, so that the jailer removes its jail and cgroups.
+pub fn kill_started(pid: u32) {
+    let me = std::process::id();
+    let kids = children(pid);
+    if kids.is_empty() || parent_of(pid) != Some(me) {
+        kill_child_of(pid, me);
+        return;
+    }
+    for vmm in kids {
+        kill_child_of(vmm, pid);
+    }
+}
+
 /// Kills an environment's process. A jailer's VMM (its only child) is killed
 /// first, so the jailer reaps it, removes the jail and cgroups and exits by
 /// itself (SIGKILL would leave them to the next jailer's sweep); a jailer

@@ -16,6 +16,7 @@ use ember_guest::protocol::AGENT_PORT;
 
 use super::jail::{self, JailConfig};
 use super::AgentError;
+use crate::util::OnSpawn;
 
 /// The guest CID every environment uses (each VM has its own vsock device,
 /// so CIDs need not differ between VMs).
@@ -178,21 +179,22 @@ pub(crate) fn command(
     })
 }
 
-/// Creates the work dir and listener, spawns `ember-vmm`, and waits for the
-/// agent to connect (or the child to die, or `boot_timeout`).
-pub(crate) fn launch(cfg: &LaunchConfig) -> Result<Launched, AgentError> {
+/// Creates the work dir and listener, spawns `ember-vmm` (telling
+/// `on_spawn` its pid at once), and waits for the agent to connect (or the
+/// child to die, or `boot_timeout`).
+pub(crate) fn launch(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Launched, AgentError> {
     fs::create_dir_all(&cfg.work_root)
         .map_err(|e| AgentError::WorkDir(cfg.work_root.clone(), e))?;
     let dir = unique_dir(&cfg.work_root);
     fs::create_dir(&dir).map_err(|e| AgentError::WorkDir(dir.clone(), e))?;
-    let result = launch_in(cfg, &dir);
+    let result = launch_in(cfg, &dir, on_spawn);
     if result.is_err() {
         let _ = fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
+fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launched, AgentError> {
     let uds = dir.join("v.sock");
     let listen_path = PathBuf::from(format!("{}_{AGENT_PORT}", uds.display()));
     if listen_path.as_os_str().len() >= SUN_PATH_MAX {
@@ -215,6 +217,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path) -> Result<Launched, AgentError> {
         .stderr(log)
         .spawn()
         .map_err(|e| AgentError::Spawn(program, e))?;
+    on_spawn.call(child.id());
     let pidfd = pidfd_open(child.id());
     match wait_for_agent(
         &listener,

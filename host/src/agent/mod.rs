@@ -22,7 +22,7 @@ pub use conn::{
 };
 pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
-pub use jail::JailConfig;
+pub use jail::{kill_started, JailConfig};
 #[cfg(test)]
 pub(crate) use launch::command;
 pub(crate) use launch::last_log_line;
@@ -100,5 +100,7 @@ impl AgentError {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

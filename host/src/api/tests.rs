@@ -15,7 +15,11 @@ use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, PoolConfi
 
 struct NoVm;
 impl EnvironmentLauncher for NoVm {
-    fn launch(&self, _: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+    fn launch(
+        &self,
+        _: &EnvSpec,
+        _: &crate::util::OnSpawn,
+    ) -> Result<Box<dyn Environment>, EnvError> {
         Err(EnvError::Launch("no VMs in API unit tests".into()))
     }
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::util::OnSpawn;
+
 /// Everything needed to start and initialize one environment.
 #[derive(Clone, Debug)]
 pub struct EnvSpec {
@@ -62,6 +64,21 @@ pub enum InvokeOutput {
     },
 }
 
+impl InvokeOutput {
+    /// Lambda's timeout error: the function ran past `timeout` and its
+    /// environment is replaced.
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        let secs = timeout.as_secs_f64();
+        InvokeOutput::FunctionError {
+            error_type: "Sandbox.Timedout".into(),
+            message: format!("Task timed out after {secs:.2} seconds"),
+            fatal: true,
+            logs: vec![],
+            report: Report::default(),
+        }
+    }
+}
+
 /// What the agent measured, for the REPORT log line (None when unknown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -88,9 +105,11 @@ pub enum EnvError {
     Died(String),
 }
 
-/// Starts environments. `launch` returns once the agent has sent `InitDone`.
+/// Starts environments. `launch` returns once the agent has sent `InitDone`;
+/// it tells `on_spawn` the environment's pid as soon as its process exists,
+/// so that a start can be killed (shutdown, crash cleanup) before it is ready.
 pub trait EnvironmentLauncher: Send + Sync + 'static {
-    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError>;
+    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn Environment>, EnvError>;
     /// Stops whatever the launcher keeps running on its own (spare VMs).
     fn close(&self) {}
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use launcher::{
-    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, Report,
+    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, OnSpawn, Report,
 };
 pub use maintain::Target;
 use pidfile::PidFile;
@@ -69,6 +69,7 @@ pub struct EnvInfo {
     pub state: EnvState,
     pub created: Instant,
     pub invocations: u64,
+    /// Known from the moment the process is spawned (while Starting too).
     pub pid: Option<u32>,
     pub provisioned: bool,
 }
@@ -100,6 +101,9 @@ struct Inner {
     /// for them until [`maintain::RETRY_AFTER`] has passed.
     failed_starts: HashMap<VersionKey, Instant>,
     closed: bool,
+    /// Shutdown began: no environment starts any more, and any that was
+    /// starting has been killed (see [`Pool::stop_starts`]).
+    stopping: bool,
 }
 
 pub struct Pool {
@@ -241,10 +245,16 @@ impl Pool {
         let work_dir = self.cfg.run_dir.join("envs").join(id.to_string());
         let launcher = self.launcher.clone();
         let wd = work_dir.clone();
+        let pool = self.clone();
+        let on_spawn = OnSpawn::new(move |pid| pool.spawned(id, pid));
+        let stopping = self.lock().stopping;
         let launched = tokio::task::spawn_blocking(move || {
+            if stopping {
+                return Err(EnvError::Launch("emberd is shutting down".into()));
+            }
             std::fs::create_dir_all(&wd).map_err(|e| EnvError::Launch(format!("work dir: {e}")))?;
             let spec = spec(id, wd)?;
-            launcher.launch(&spec)
+            launcher.launch(&spec, &on_spawn)
         })
         .await
         .unwrap_or_else(|e| Err(EnvError::Launch(format!("launcher panicked: {e}"))));
@@ -273,6 +283,41 @@ impl Pool {
                 let _ = std::fs::remove_dir_all(&work_dir);
                 Err(e)
             }
+        }
+    }
+
+    /// Records the pid of environment `id` the moment its process exists, so
+    /// the pid file, shutdown and crash cleanup see it while it starts. A
+    /// process spawned after shutdown began is killed at once.
+    fn spawned(&self, id: u64, pid: u32) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.info.get_mut(&id) {
+            i.pid = Some(pid);
+        }
+        self.write_pids(&inner);
+        if inner.stopping {
+            drop(inner);
+            crate::agent::kill_started(pid);
+        }
+    }
+
+    /// The first step of shutdown, taken as soon as it is asked for: no
+    /// environment starts any more, and those starting are killed now (their
+    /// launches then fail at once) instead of being waited for. Warm
+    /// environments keep serving the invocations being drained.
+    pub fn stop_starts(&self) {
+        let starting: Vec<u32> = {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            inner
+                .info
+                .values()
+                .filter(|i| i.state == EnvState::Starting)
+                .filter_map(|i| i.pid)
+                .collect()
+        };
+        for pid in starting {
+            crate::agent::kill_started(pid);
         }
     }
 
@@ -332,14 +377,7 @@ impl Pool {
         };
         self.checkin(w, healthy);
         if timed_out {
-            let secs = timeout.as_secs_f64();
-            return Ok(InvokeOutput::FunctionError {
-                error_type: "Sandbox.Timedout".into(),
-                message: format!("Task timed out after {secs:.2} seconds"),
-                fatal: true,
-                logs: vec![],
-                report: Report::default(),
-            });
+            return Ok(InvokeOutput::timed_out(timeout));
         }
         result
     }
@@ -437,6 +475,7 @@ impl Pool {
     /// stop when their invocation returns. Returns once all are gone or
     /// `grace` has passed, then kills whatever is left.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.stop_starts();
         let idle: Vec<Warm> = {
             let mut inner = self.lock();
             inner.closed = true;

@@ -20,7 +20,11 @@ struct FakeEnv {
 }
 
 impl EnvironmentLauncher for Arc<Fake> {
-    fn launch(&self, spec: &EnvSpec) -> Result<Box<dyn Environment>, EnvError> {
+    fn launch(
+        &self,
+        spec: &EnvSpec,
+        _: &crate::util::OnSpawn,
+    ) -> Result<Box<dyn Environment>, EnvError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if spec.handler == "fail" {
             return Err(EnvError::Launch("boom".into()));

@@ -1,0 +1,77 @@
+"""The hostile guest (issue 13, items 3 and 4): an emberd whose every
+environment runs guest-agent/kernelless/src/bin/hostile_agent.rs instead of
+the wasm agent. The agent speaks the protocol honestly up to Init and then
+misbehaves as the function's Handler says (honest, trickle-init,
+trickle-result, bomb, bomb-result, flood; see the agent's header)."""
+import json
+import os
+import time
+
+import pytest
+
+from conftest import REPO, Emberd, create
+
+HOSTILE_AGENT = REPO / "guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/hostile_agent"
+
+
+@pytest.fixture
+def hostile(data_dir, monkeypatch):
+    """Factory: an emberd (no spare VMs) booting the hostile agent."""
+    assert HOSTILE_AGENT.is_file(), f"{HOSTILE_AGENT} not built (guest-agent/kernelless/build.sh)"
+    monkeypatch.setenv("EMBER_WASM_AGENT", str(HOSTILE_AGENT))
+    started = []
+
+    def make(extra=()):
+        e = Emberd(data_dir, ["--spare-vms", "0", *extra]).start()
+        started.append(e)
+        return e
+
+    yield make
+    for e in started:
+        e.stop()
+
+
+def make_function(client, name, handler, timeout=3, memory=128):
+    create(client, name, Handler=handler, Timeout=timeout, MemorySize=memory)
+
+
+def invoke(client, name, payload=b'{"n": 1}'):
+    """(seconds taken, status, function error, parsed payload)."""
+    start = time.monotonic()
+    r = client.invoke(FunctionName=name, Payload=payload)
+    took = time.monotonic() - start
+    body = r["Payload"].read()
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    return took, r["StatusCode"], r.get("FunctionError"), body
+
+
+def assert_still_serves(e, name="honest"):
+    """emberd answers, and an honest function (created before the attack)
+    still runs: nothing accepted was lost."""
+    c = e.client()
+    names = [f["FunctionName"] for f in c.list_functions()["Functions"]]
+    assert name in names, names
+    _, status, err, body = invoke(c, name, b'{"still": "here"}')
+    assert (status, err, body) == (200, None, {"still": "here"}), body
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def env_pids(e):
+    return {x["Pid"] for x in e.envs() if x.get("Pid")}
+
+
+def pidfile(e):
+    try:
+        return [int(p) for p in open(os.path.join(e.data_dir, "run", "vmm.pids")).read().split()]
+    except OSError:
+        return []
