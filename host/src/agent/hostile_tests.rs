@@ -94,7 +94,8 @@ fn a_trickled_ready_is_cut_off_at_the_handshake_deadline() {
     let r = AgentConn::handshake(host, Duration::from_millis(500));
     let took = start.elapsed();
     assert!(matches!(r, Err(AgentError::Timeout)), "{:?}", r.err());
-    assert!(took < Duration::from_millis(900), "cut off after {took:?}");
+    // Without the deadline over the whole frame it never ends.
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
     drop(r);
     t.join().unwrap();
 }
@@ -113,7 +114,7 @@ fn a_trickled_result_is_cut_off_at_the_invocation_deadline() {
     let r = invoke(&mut conn, Duration::from_millis(600));
     let took = start.elapsed();
     assert!(matches!(r, Err(AgentError::Timeout)), "{:?}", r.err());
-    assert!(took < Duration::from_millis(1000), "cut off after {took:?}");
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
     drop(conn);
     agent.join().unwrap();
 }
@@ -134,7 +135,7 @@ fn a_log_flood_does_not_outlive_the_invocation_deadline() {
     let start = Instant::now();
     let r = invoke(&mut conn, Duration::from_millis(500));
     assert!(matches!(r, Err(AgentError::Timeout)), "{:?}", r.err());
-    assert!(start.elapsed() < Duration::from_millis(900));
+    assert!(start.elapsed() < Duration::from_secs(3));
     drop(conn);
     agent.join().unwrap();
 }
@@ -144,14 +145,14 @@ fn an_agent_that_stops_reading_cannot_block_init() {
     let (host, mut guest) = UnixStream::pair().unwrap();
     write_frame(&mut guest, &ready()).unwrap();
     let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
-    // 32 MiB of inline code: far more than the socket buffer holds, and the
+    // 8 MiB of inline code: far more than the socket buffer holds, and the
     // agent never reads it.
     let mut s = spec();
-    s.code = Code::Inline(vec![0; 32 << 20]);
+    s.code = Code::Inline(vec![0; 8 << 20]);
     let start = Instant::now();
     let r = conn.init(&s, Duration::from_millis(500));
     assert!(matches!(r, Err(AgentError::Timeout)), "{:?}", r.err());
-    assert!(start.elapsed() < Duration::from_millis(900));
+    assert!(start.elapsed() < Duration::from_secs(3));
     drop(guest);
 }
 
