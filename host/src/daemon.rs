@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// allowance). A guest that has not answered by then is killed.
     #[arg(long, default_value_t = 10)]
     pub boot_timeout: u64,
+    /// CPU quota of every jailed VM: one core per this many MiB of function
+    /// memory (Lambda's rule: 1,769 MB = 1 vCPU), at least half a core; 0
+    /// turns quotas off.
+    #[arg(long, default_value_t = crate::vmlauncher::LAMBDA_MIB_PER_VCPU)]
+    pub mib_per_vcpu: u32,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -250,6 +255,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_linux(linux.clone())
         .with_test_hook(args.vmm_test_hook.as_deref())
         .with_boot_timeout(Duration::from_secs(args.boot_timeout.max(1)))
+        .with_cpu_rule(args.mib_per_vcpu)
         .with_spares(args.spare_vms, args.spare_mib, &run);
     if let Some(why) = launcher.unavailable() {
         eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");

@@ -27,7 +27,12 @@ pub struct VmLauncher {
     /// Where VM boot times are recorded.
     metrics: Option<Arc<crate::metrics::Metrics>>,
     linux: Option<Arc<LinuxGuests>>,
+    /// MiB of function memory per core of CPU quota (0: no quota).
+    mib_per_vcpu: u32,
 }
+
+/// Lambda's CPU-per-memory rule: 1,769 MB of memory buy one vCPU.
+pub const LAMBDA_MIB_PER_VCPU: u32 = 1769;
 
 impl VmLauncher {
     pub fn new(vmm: PathBuf, wasm_agent: PathBuf) -> Self {
@@ -44,7 +49,25 @@ impl VmLauncher {
             spares: None,
             metrics: None,
             linux: None,
+            mib_per_vcpu: LAMBDA_MIB_PER_VCPU,
         }
+    }
+
+    /// Every jailed VM gets a CPU quota of one core per `mib_per_vcpu` MiB
+    /// of function memory (at least half a core; 0 turns quotas off). Call
+    /// before [`Self::with_spares`].
+    pub fn with_cpu_rule(mut self, mib_per_vcpu: u32) -> Self {
+        self.mib_per_vcpu = mib_per_vcpu;
+        self
+    }
+
+    /// `base` for a function of `memory_mib`: its CPU quota set.
+    fn config_for(&self, base: &LaunchConfig, memory_mib: u32) -> LaunchConfig {
+        let mut cfg = base.clone();
+        if let Some(j) = cfg.jail.as_mut() {
+            j.cpu_quota_us = agent::cpu_quota_us(memory_mib, self.mib_per_vcpu);
+        }
+        cfg
     }
 
     /// Records each environment's VM boot time (spawn → Ready) in `m`.
@@ -94,7 +117,7 @@ impl VmLauncher {
     /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).
     pub fn with_spares(mut self, n: usize, mem_mib: u32, run_dir: &Path) -> Self {
         if n > 0 && self.unavailable.is_none() {
-            let mut cfg = self.base.clone();
+            let mut cfg = self.config_for(&self.base, mem_mib);
             cfg.mem_mib = mem_mib;
             self.spares = Some(Spares::start(cfg, n, run_dir));
         }
@@ -136,7 +159,7 @@ impl VmLauncher {
         spec: &EnvSpec,
         on_spawn: &OnSpawn,
     ) -> Result<agent::Environment, EnvError> {
-        let mut cfg = self.base.clone();
+        let mut cfg = self.config_for(&self.base, spec.memory_mib);
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();
         let spare = self
@@ -171,7 +194,8 @@ impl VmLauncher {
         let drives = l
             .drives(spec)
             .map_err(|e| EnvError::Launch(crate::util::error_chain(&e)))?;
-        let cfg = linux::launch::launch_config(&self.base, l.found(), spec, &drives);
+        let base = self.config_for(&self.base, spec.memory_mib);
+        let cfg = linux::launch::launch_config(&base, l.found(), spec, &drives);
         let env = agent::Environment::launch_with(&cfg, on_spawn).map_err(|e| {
             let console = agent::last_log_line(&spec.work_dir.join("console.log"));
             let tail = if console.is_empty() {

@@ -28,6 +28,28 @@ pub struct JailConfig {
     /// cgroup memory allowed above guest memory (VMM heap, device buffers,
     /// page tables).
     pub mem_overhead_mib: u32,
+    /// CPU time the VM may use per [`CPU_PERIOD_US`] (`None`: no quota); see
+    /// [`cpu_quota_us`].
+    pub cpu_quota_us: Option<u32>,
+}
+
+/// The CFS period of every VM's CPU quota.
+pub const CPU_PERIOD_US: u32 = 100_000;
+/// The least CPU a VM gets, in thousandths of a core: the VMM's own work
+/// (virtio queues, vsock) runs in the same cgroup, and a boot must not crawl.
+const MIN_CPU_MILLICORES: u64 = 500;
+
+/// Lambda's CPU-per-memory rule: `mib_per_vcpu` MiB of function memory buy
+/// one core (Lambda: 1,769 MB = 1 vCPU), never less than half a core. The
+/// quota per [`CPU_PERIOD_US`], or `None` when `mib_per_vcpu` is 0.
+pub fn cpu_quota_us(memory_mib: u32, mib_per_vcpu: u32) -> Option<u32> {
+    if mib_per_vcpu == 0 {
+        return None;
+    }
+    let millicores =
+        (u64::from(memory_mib) * 1000 / u64::from(mib_per_vcpu)).max(MIN_CPU_MILLICORES);
+    let quota = millicores * u64::from(CPU_PERIOD_US) / 1000;
+    Some(u32::try_from(quota).unwrap_or(u32::MAX))
 }
 
 impl JailConfig {
@@ -36,6 +58,7 @@ impl JailConfig {
             jailer: jailer.into(),
             chroot_base: None,
             mem_overhead_mib: 64,
+            cpu_quota_us: None,
         }
     }
 }
@@ -74,6 +97,14 @@ pub(crate) fn jailer_args(
     ];
     if let Some(base) = &jail.chroot_base {
         args.extend(["--chroot-base".into(), base.display().to_string()]);
+    }
+    if let Some(q) = jail.cpu_quota_us {
+        args.extend([
+            "--cpu-quota-us".into(),
+            q.to_string(),
+            "--cpu-period-us".into(),
+            CPU_PERIOD_US.to_string(),
+        ]);
     }
     let mut file = |host: &Path, in_jail: &str, flag: &str| -> Result<PathBuf, AgentError> {
         args.extend([flag.to_string(), format!("{}:{in_jail}", src(host)?)]);

@@ -22,7 +22,7 @@ pub use conn::{
 };
 pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
-pub use jail::{kill_started, JailConfig};
+pub use jail::{cpu_quota_us, kill_started, JailConfig, CPU_PERIOD_US};
 #[cfg(test)]
 pub(crate) use launch::command;
 pub(crate) use launch::last_log_line;

@@ -380,3 +380,27 @@ fn jailed_command_line_maps_the_work_dir_and_agent_into_the_jail() {
         Err(AgentError::Jail(_))
     ));
 }
+
+#[test]
+fn jailed_vms_get_a_cpu_quota_by_lambdas_memory_rule() {
+    // 1,769 MiB buy one core; below 885 MiB the floor of half a core holds.
+    assert_eq!(super::cpu_quota_us(1769, 1769), Some(100_000));
+    assert_eq!(super::cpu_quota_us(3538, 1769), Some(200_000));
+    assert_eq!(super::cpu_quota_us(128, 1769), Some(50_000));
+    assert_eq!(super::cpu_quota_us(10240, 1769), Some(578_800));
+    assert_eq!(super::cpu_quota_us(128, 0), None);
+    let cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/g/agent");
+    let mut jail = super::JailConfig::new("/usr/bin/ember-jailer");
+    jail.cpu_quota_us = super::cpu_quota_us(1769, 1769);
+    let args = super::jail::jailer_args(&cfg, &jail, std::path::Path::new("/w/e"), "e").unwrap();
+    let at = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].as_str())
+    };
+    assert_eq!(at("--cpu-quota-us"), Some("100000"));
+    assert_eq!(at("--cpu-period-us"), Some("100000"));
+    jail.cpu_quota_us = None;
+    let args = super::jail::jailer_args(&cfg, &jail, std::path::Path::new("/w/e"), "e").unwrap();
+    assert!(!args.iter().any(|a| a == "--cpu-quota-us"));
+}
