@@ -279,9 +279,18 @@ impl Pool {
                 Ok(w)
             }
             Err(e) => {
-                self.lock().info.remove(&id);
+                let stopping = {
+                    let mut inner = self.lock();
+                    inner.info.remove(&id);
+                    inner.stopping
+                };
                 let _ = std::fs::remove_dir_all(&work_dir);
-                Err(e)
+                // A start killed by shutdown says so, not how its VM died.
+                Err(if stopping {
+                    EnvError::Launch("emberd is shutting down".into())
+                } else {
+                    e
+                })
             }
         }
     }
