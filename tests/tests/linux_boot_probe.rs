@@ -16,6 +16,8 @@ struct Boot<'a> {
     mem_mib: u64,
     cmdline: &'a str,
     initrd_len: Option<usize>,
+    /// More ember-vmm flags (devices).
+    extra: &'a [&'a str],
 }
 
 /// Runs the probe, asserts a clean exit after "END", returns the report.
@@ -36,6 +38,7 @@ fn run(b: &Boot) -> HashMap<String, Vec<u8>> {
         "--console".into(),
         "stdout".into(),
     ];
+    args.extend(b.extra.iter().map(|s| s.to_string()));
     if let Some(len) = b.initrd_len {
         let path = std::env::temp_dir().join(format!(
             "ember-probe-initrd-{}-{}",
@@ -210,6 +213,7 @@ fn linux64_entry_zero_page_e820_cmdline_initrd_mp_cpuid() {
         mem_mib: 64,
         cmdline,
         initrd_len: Some(10_000),
+        extra: &[],
     });
     check_regs_64(&r);
     let zp = &r["ZP"];
@@ -249,6 +253,7 @@ fn linux64_four_vcpus_and_memory_above_the_mmio_gap() {
         mem_mib: 4096,
         cmdline,
         initrd_len: None,
+        extra: &[],
     });
     check_regs_64(&r);
     let zp = &r["ZP"];
@@ -269,6 +274,7 @@ fn pvh_entry_start_info_memmap_modules_cmdline_mp_cpuid() {
         mem_mib: 128,
         cmdline,
         initrd_len: Some(5000),
+        extra: &[],
     });
     let g = &r["REGS"];
     assert_eq!(le32(g, 0), 0x6000, "ebx = hvm_start_info");
@@ -312,6 +318,7 @@ fn bzimage_entry_keeps_the_kernels_header_and_limits() {
         mem_mib: 64,
         cmdline,
         initrd_len: Some(3000),
+        extra: &[],
     });
     check_regs_64(&r);
     let zp = &r["ZP"];
@@ -367,6 +374,41 @@ fn bzimage_entry_keeps_the_kernels_header_and_limits() {
         "error names the kernel's limit: {}",
         out.stderr
     );
+}
+
+/// Linux finds virtio-mmio devices only through `virtio_mmio.device=` on its
+/// command line: the command line the guest receives must announce every
+/// configured device (vsock, then drives, then NICs: SECTIONS order), each at
+/// its window and interrupt line, after the caller's own text. Regression: the
+/// VM builder built the fragment from a device list it had already moved out,
+/// so a real Linux guest saw no devices at all (found in the nested SVM host).
+#[test]
+fn linux_cmdline_announces_every_virtio_mmio_device() {
+    let dir = std::env::temp_dir().join(format!("ember-probe-devs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+    std::fs::write(&a, vec![0u8; 1 << 20]).expect("drive a");
+    std::fs::write(&b, vec![0u8; 1 << 20]).expect("drive b");
+    let vsock = format!("3:{}", dir.join("v.sock").display());
+    let ro = format!("{},ro", b.display());
+    let cmdline = "console=ttyS0 ember.probe=devices";
+    let a = a.display().to_string();
+    let r = run(&Boot {
+        probe: "probe64",
+        vcpus: 1,
+        mem_mib: 64,
+        cmdline,
+        initrd_len: None,
+        extra: &["--vsock", &vsock, "--drive", &a, "--drive", &ro],
+    });
+    let seen = String::from_utf8_lossy(&r["CMDLINE"]).to_string();
+    let want = format!(
+        "{cmdline} virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+         virtio_mmio.device=4K@0xd0002000:7"
+    );
+    assert_eq!(seen, want, "the guest's command line");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Bad Linux inputs end `ember-vmm` with a one-line error, never a hang.

@@ -192,11 +192,17 @@ mod tests {
         d.ring().unwrap();
         let t = Instant::now();
         p.write(3, &20_000u32.to_le_bytes());
-        assert!(t.elapsed() >= Duration::from_millis(20), "a ring ended the sleep");
+        assert!(
+            t.elapsed() >= Duration::from_millis(20),
+            "a ring ended the sleep"
+        );
         // The ring is still there for the vCPU that waits on it.
         let t = Instant::now();
         p.write(1, &5_000_000u32.to_le_bytes());
-        assert!(t.elapsed() < Duration::from_secs(4), "sleep consumed the ring");
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "sleep consumed the ring"
+        );
         let t = Instant::now();
         p.write(3, &0u32.to_le_bytes());
         assert!(t.elapsed() < Duration::from_secs(1));
@@ -214,7 +220,10 @@ mod tests {
         p.write(1, &0u32.to_le_bytes());
         let t = Instant::now();
         p.write(3, &10_000_000u32.to_le_bytes());
-        assert!(t.elapsed() < Duration::from_secs(5), "sleep outlived the VM");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "sleep outlived the VM"
+        );
         stopper.join().unwrap();
         assert_eq!(rx.try_recv().unwrap(), VmExit::Reset);
     }

@@ -128,20 +128,42 @@ impl<'a> DeviceContext<'a> {
         Ok(r)
     }
 
-    /// The Linux command-line fragment announcing the devices.
-    pub fn linux_cmdline(&self) -> String {
-        self.mmio_devices
-            .iter()
-            .map(|d| {
-                format!(
-                    " virtio_mmio.device={}K@{:#x}:{}",
-                    d.len >> 10,
-                    d.base,
-                    d.irq
-                )
-            })
-            .collect()
+    /// Ends attaching: the device lists and the Linux command-line fragment
+    /// built from the same list (one step, so the fragment can never be
+    /// built from a list already moved out).
+    pub fn into_attached(self) -> Attached {
+        Attached {
+            linux_cmdline: linux_cmdline(&self.mmio_devices),
+            mmio_devices: self.mmio_devices,
+            virtio_devices: self.virtio_devices,
+        }
     }
+}
+
+/// What [`DeviceContext::into_attached`] hands the VM builder.
+pub struct Attached {
+    /// Devices announced to a kernel-less guest (StartInfo `devices[]`).
+    pub mmio_devices: Vec<MmioDevice>,
+    /// Every virtio device, for the final drain.
+    pub virtio_devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    /// ` virtio_mmio.device=<len>K@<base>:<irq>` per device, for a Linux
+    /// command line (Linux finds virtio-mmio devices only through it here).
+    pub linux_cmdline: String,
+}
+
+/// The Linux command-line fragment announcing `devices`.
+fn linux_cmdline(devices: &[MmioDevice]) -> String {
+    devices
+        .iter()
+        .map(|d| {
+            format!(
+                " virtio_mmio.device={}K@{:#x}:{}",
+                d.len >> 10,
+                d.base,
+                d.irq
+            )
+        })
+        .collect()
 }
 
 /// A config section the device manager handles.

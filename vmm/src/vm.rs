@@ -137,10 +137,11 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         is_kernelless,
     );
     devices::attach_all(&mut ctx, &cfg.devices)?;
-    let mmio_devices = std::mem::take(&mut ctx.mmio_devices);
-    let virtio_devices = std::mem::take(&mut ctx.virtio_devices);
-    let linux_devices = ctx.linux_cmdline();
-    drop(ctx);
+    let devices::Attached {
+        mmio_devices,
+        virtio_devices,
+        linux_cmdline: linux_devices,
+    } = ctx.into_attached();
 
     let vcpu_count = cfg.vcpu_count();
     let guest = if is_kernelless {
