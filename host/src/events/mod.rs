@@ -2,7 +2,8 @@
 //! queue, its workers, event invoke configs and destination queues.
 //!
 //! An event is acknowledged (202) only after it is committed in the event
-//! store ([`db`]). Workers ([`worker`]) take due events in order, deliver
+//! store ([`db`]). Workers ([`worker`]) take due events in order, accounts
+//! in turn and each holding at most its share of the workers ([`sched`]), deliver
 //! them through the same [`crate::invoker`] as synchronous calls (so they
 //! queue behind reserved and host concurrency), and settle each outcome in
 //! one commit with its attempt-log entry and destination record. The policy
@@ -40,6 +41,11 @@ pub struct EventArgs {
     /// Workers delivering asynchronous events (each runs one invocation at a time).
     #[arg(long, default_value_t = 4)]
     pub async_workers: usize,
+    /// Most async workers one account may hold at once (default: half of
+    /// --async-workers, rounded up), so one tenant's slow events cannot
+    /// hold every worker.
+    #[arg(long)]
+    pub async_account_workers: Option<usize>,
     /// Delays before the retries that follow function errors, in ms.
     #[arg(long, default_value = "60000,120000", value_delimiter = ',')]
     pub async_retry_delays_ms: Vec<u64>,
@@ -55,6 +61,7 @@ impl Default for EventArgs {
     fn default() -> Self {
         Self {
             async_workers: 4,
+            async_account_workers: None,
             async_retry_delays_ms: vec![60_000, 120_000],
             async_backoff_ms: vec![1000, 300_000],
             async_age_unit_ms: 1000,
@@ -63,6 +70,14 @@ impl Default for EventArgs {
 }
 
 impl EventArgs {
+    /// Most workers one account may hold at once.
+    pub fn account_workers(&self) -> usize {
+        let workers = self.async_workers.max(1);
+        self.async_account_workers
+            .unwrap_or(workers.div_ceil(2))
+            .clamp(1, workers)
+    }
+
     pub fn timing(&self) -> Timing {
         let ms = Duration::from_millis;
         let backoff = |i: usize, d: u64| ms(self.async_backoff_ms.get(i).copied().unwrap_or(d));
@@ -104,7 +119,7 @@ impl Events {
     pub fn open(path: &Path, args: &EventArgs) -> Result<Arc<Self>, EventsError> {
         let db = Db::open(path)?;
         let (boot, queued) = db.recover(now_ms())?;
-        let sched = Sched::default();
+        let sched = Sched::new(args.account_workers());
         for ev in queued {
             sched.push(ev);
         }
