@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Host-wide concurrent invocations (default: from host memory).
     #[arg(long)]
     pub max_concurrency: Option<u32>,
+    /// MiB all execution environments together may claim: each claims its
+    /// function's memory + 16 MiB while it exists, warm idle ones included
+    /// (default: half of the host's memory).
+    #[arg(long)]
+    pub memory_budget_mib: Option<u64>,
     /// Booted, never-used VMs kept ready for cold starts (functions of
     /// --spare-mib MiB only); 0 turns this off.
     #[arg(long, default_value_t = 2)]
@@ -156,7 +161,8 @@ fn kernelless_agent() -> Option<PathBuf> {
 
 /// One environment per 256 MiB of host memory (a 128 MiB guest plus VMM
 /// overhead, leaving half the host for everything else), at least 4.
-fn default_concurrency() -> u32 {
+/// MemTotal in MiB (4 GiB if /proc/meminfo cannot say).
+fn host_memory_mib() -> u64 {
     let kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -165,7 +171,11 @@ fn default_concurrency() -> u32 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .unwrap_or(4 << 20);
-    ((kib / 1024 / 256) as u32).max(4)
+    kib / 1024
+}
+
+fn default_concurrency() -> u32 {
+    ((host_memory_mib() / 256) as u32).max(4)
 }
 
 /// How long a starting emberd waits for the run-dir lock before it concludes
@@ -265,6 +275,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_lifetime: Duration::from_secs(args.max_lifetime),
         host_limit,
+        memory_budget: args
+            .memory_budget_mib
+            .unwrap_or_else(|| host_memory_mib() / 2)
+            << 20,
         run_dir: run.clone(),
     };
     let pool = Pool::new(Arc::new(launcher), cfg);

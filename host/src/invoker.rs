@@ -1,5 +1,5 @@
 //! The one place an invocation runs: admission (reserved and host-wide
-//! concurrency), environment checkout (warm, or a cold start that may overlap
+//! concurrency, then host memory), environment checkout (warm, or a cold start that may overlap
 //! whatever the caller still has to do), the call itself, and its typed
 //! [`Outcome`]. The HTTP `Invoke` path and the asynchronous event workers both
 //! go through here, so everything that observes invocations (metrics, log
@@ -90,11 +90,17 @@ pub fn begin(
     let admitted = app.pool.admit(&target.name).inspect_err(|_| {
         app.metrics.throttle(&target.name, &target.version);
     })?;
+    let key = target.key();
+    // A warm environment, or memory for a new one: refused here (before
+    // the caller waits on anything) when the host has no room.
+    let slot = app
+        .pool
+        .reserve(&key, target.config.memory_size)
+        .inspect_err(|_| app.metrics.throttle(&target.name, &target.version))?;
     let executing = app.metrics.executing(&target.name, &target.version);
     let pool = app.pool.clone();
-    let key = target.key();
     let spec = provisioned::lazy_spec(app, &target);
-    let checkout = tokio::spawn(async move { pool.checkout(&key, spec).await });
+    let checkout = tokio::spawn(async move { pool.start(&key, slot, spec).await });
     Ok(Pending {
         app: app.clone(),
         arn: function_arn(&target.name, qualifier),

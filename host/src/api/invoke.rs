@@ -39,6 +39,12 @@ fn throttled(t: Throttle) -> ApiError {
             reason: REASON_ACCOUNT,
             message: "Rate Exceeded.".into(),
         },
+        Throttle::Memory => ApiError::TooManyRequests {
+            reason: REASON_ACCOUNT,
+            message:
+                "Rate Exceeded. (no memory left on this host for another execution environment)"
+                    .into(),
+        },
     }
 }
 

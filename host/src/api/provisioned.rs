@@ -151,6 +151,7 @@ pub fn reconcile(app: &App) -> Result<(), ApiError> {
             qualifier: rec.qualifier.clone(),
             key: r.key(),
             count: rec.requested,
+            memory_mib: r.config.memory_size,
             spec: Arc::new(move || -> SpecFn {
                 let t = template.clone();
                 Box::new(move |env_id, work_dir| {

@@ -43,6 +43,7 @@ async fn server_with(caps: Capabilities) -> Server {
         idle_timeout: Duration::from_secs(60),
         max_lifetime: Duration::from_secs(600),
         host_limit: 8,
+        memory_budget: 1 << 40,
         run_dir: dir.path().join("run"),
     };
     let pool = crate::pool::Pool::new(Arc::new(NoVm), cfg);

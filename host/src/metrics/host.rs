@@ -1,5 +1,6 @@
 //! Host metrics read at scrape time: environments by state, provisioned
-//! concurrency utilization per function version, and the resident memory
+//! concurrency utilization per function version, the memory budget and what
+//! environments claim of it, and the resident memory
 //! of every environment's processes (its `ember-jailer` and the jailed
 //! `ember-vmm` under it), from `/proc`.
 
@@ -26,6 +27,8 @@ pub struct HostView {
     /// (function, version) -> (busy provisioned, ready provisioned).
     pub provisioned: BTreeMap<(String, String), (u64, u64)>,
     pub memory: Vec<EnvMemory>,
+    /// The pool's memory admission: (budget, claimed) bytes.
+    pub claims: (u64, u64),
 }
 
 const STATES: [EnvState; 4] = [
@@ -83,6 +86,7 @@ impl HostView {
             by_state,
             provisioned,
             memory: vec![],
+            claims: (0, 0),
         }
     }
 
@@ -112,6 +116,18 @@ impl HostView {
         for (state, n) in &self.by_state {
             e.sample("ember_environments", &[("state", state)], *n as f64);
         }
+        e.family(
+            "ember_memory_budget_bytes",
+            Kind::Gauge,
+            "Memory all execution environments together may claim.",
+        );
+        e.sample("ember_memory_budget_bytes", &[], self.claims.0 as f64);
+        e.family(
+            "ember_memory_claimed_bytes",
+            Kind::Gauge,
+            "Memory claimed by existing environments (function memory + overhead each, idle ones included).",
+        );
+        e.sample("ember_memory_claimed_bytes", &[], self.claims.1 as f64);
         e.family(
             "ember_vmm_rss_bytes",
             Kind::Gauge,

@@ -404,7 +404,8 @@ fn render_series(e: &mut Encoder, series: &BTreeMap<Key, Series>) {
 /// `GET /metrics`: the exposition with the host view taken now (reads
 /// `/proc`: call on a blocking thread).
 pub fn http_reply(app: &crate::api::App) -> crate::api::Reply {
-    let view = HostView::collect(&app.pool.list());
+    let mut view = HostView::collect(&app.pool.list());
+    view.claims = app.pool.memory();
     crate::api::Reply {
         status: 200,
         headers: vec![("content-type", expo::CONTENT_TYPE.into())],

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// How long a provisioned target waits after a failed start before trying again.
 pub(super) const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-use super::{EnvState, Pool, SpecFn, VersionKey, Warm};
+use super::{EnvState, Pool, Slot, SpecFn, VersionKey, Warm};
 
 /// Provisioned concurrency for one (function, qualifier), resolved to the
 /// version it runs.
@@ -19,6 +19,8 @@ pub struct Target {
     pub qualifier: String,
     pub key: VersionKey,
     pub count: u32,
+    /// The function's memory (MiB): what each environment claims.
+    pub memory_mib: u32,
     /// Makes the spec for each new environment of this target.
     pub spec: Arc<dyn Fn() -> SpecFn + Send + Sync>,
 }
@@ -85,24 +87,39 @@ impl Pool {
                 if let Some(i) = inner.info.get_mut(&w.id) {
                     i.provisioned = false;
                 }
+                inner.claims.release(w.id);
             }
-            let mut starts: Vec<(VersionKey, SpecFn)> = Vec::new();
+            let mut starts: Vec<(u64, VersionKey, SpecFn)> = Vec::new();
             let now = Instant::now();
             inner
                 .failed_starts
                 .retain(|_, at| now.duration_since(*at) < RETRY_AFTER);
-            for t in inner
+            let targets: Vec<Target> = inner
                 .targets
                 .iter()
                 .filter(|t| !inner.failed_starts.contains_key(&t.key))
-            {
+                .cloned()
+                .collect();
+            for t in targets {
                 let have = inner
                     .info
                     .values()
                     .filter(|i| i.provisioned && i.key == t.key && i.state != EnvState::Stopping)
                     .count() as u32;
                 for _ in have..t.count {
-                    starts.push((t.key.clone(), (t.spec)()));
+                    // Provisioned environments claim memory like any other
+                    // (evicting idle on-demand ones); no room: back off.
+                    match self.cold_slot(&mut inner, &t.key, t.memory_mib, true, &mut reap) {
+                        Ok(Slot::Cold(id)) => starts.push((id, t.key.clone(), (t.spec)())),
+                        Ok(Slot::Warm(_)) | Err(_) => {
+                            eprintln!(
+                                "emberd: no memory left for a provisioned environment of {}:{}",
+                                t.key.function, t.key.version
+                            );
+                            inner.failed_starts.insert(t.key.clone(), now);
+                            break;
+                        }
+                    }
                 }
             }
             (reap, starts)
@@ -110,8 +127,7 @@ impl Pool {
         for w in reap {
             self.discard(w);
         }
-        for (key, spec) in starts {
-            let id = self.begin(&key, true);
+        for (id, key, spec) in starts {
             let pool = self.clone();
             tokio::spawn(async move {
                 match pool.launch(id, &key, spec, true).await {

@@ -3,12 +3,17 @@
 //! ever reused across versions), one invocation per environment at a time,
 //! warm reuse, idle reaping, a maximum lifetime (idle environments are
 //! retired, busy ones when their invocation ends), provisioned concurrency
-//! (see [`maintain`]) and admission ([`policy`]).
+//! (see [`maintain`]), concurrency admission ([`policy`]) and memory
+//! admission ([`claim`], [`reserve`]: every environment, warm idle ones too,
+//! holds a claim on the host's memory budget; least recently used idle ones
+//! are evicted to make room).
 
+pub mod claim;
 pub mod launcher;
 mod maintain;
 pub mod pidfile;
 pub mod policy;
+mod reserve;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,12 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use claim::Claims;
 pub use launcher::{
     EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, OnSpawn, Report,
 };
 pub use maintain::Target;
 use pidfile::PidFile;
 use policy::{Admission, Throttle};
+pub use reserve::Slot;
 
 /// Identity of a pool: environments are only ever reused under the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,6 +45,8 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub host_limit: u32,
+    /// Bytes all environments together may claim (see [`claim`]).
+    pub memory_budget: u64,
     /// Where work directories and the pid file live.
     pub run_dir: PathBuf,
 }
@@ -96,6 +105,8 @@ struct Inner {
     info: BTreeMap<u64, EnvInfo>,
     stale: HashSet<VersionKey>,
     admission: Admission,
+    /// Memory claimed by every environment that exists, by id.
+    claims: Claims,
     targets: Vec<Target>,
     /// Provisioned keys whose last start failed, and when: no new start
     /// for them until [`maintain::RETRY_AFTER`] has passed.
@@ -135,6 +146,7 @@ impl Pool {
         let _ = std::fs::create_dir_all(cfg.run_dir.join("envs"));
         let inner = Inner {
             admission: Admission::new(cfg.host_limit),
+            claims: Claims::new(cfg.memory_budget),
             ..Default::default()
         };
         Arc::new(Self {
@@ -175,51 +187,24 @@ impl Pool {
         self.lock().admission.host_limit()
     }
 
-    /// A warm environment of `key`, or a new one started with `spec`.
-    /// Returns whether it was a cold start.
+    /// A warm environment of `key`, or a new one (of a `memory_mib`
+    /// function) started with `spec`. Returns whether it was a cold start.
+    /// [`Pool::reserve`] then [`Pool::start`], for callers that need not
+    /// tell a memory throttle from a failed start.
     pub async fn checkout(
         self: &Arc<Self>,
         key: &VersionKey,
+        memory_mib: u32,
         spec: SpecFn,
     ) -> Result<(Warm, bool), EnvError> {
-        let reusable = {
-            let mut inner = self.lock();
-            let mut found = None;
-            let mut expired = Vec::new();
-            if let Some(list) = inner.idle.get_mut(key) {
-                while let Some(w) = list.pop() {
-                    if w.created.elapsed() >= self.cfg.max_lifetime {
-                        expired.push(w);
-                    } else {
-                        found = Some(w);
-                        break;
-                    }
-                }
-            }
-            if let Some(w) = &found {
-                if let Some(i) = inner.info.get_mut(&w.id) {
-                    i.state = EnvState::Busy;
-                }
-            }
-            drop(inner);
-            for w in expired {
-                self.discard(w);
-            }
-            found
-        };
-        if let Some(w) = reusable {
-            return Ok((w, false));
-        }
-        let id = self.begin(key, false);
-        let w = self.launch(id, key, spec, false).await?;
-        if let Some(i) = self.lock().info.get_mut(&w.id) {
-            i.state = EnvState::Busy;
-        }
-        Ok((w, true))
+        let slot = self
+            .reserve(key, memory_mib)
+            .map_err(|_| EnvError::Launch("no memory left for an environment".into()))?;
+        self.start(key, slot, spec).await
     }
 
     /// Registers a new environment of `key` in state Starting and returns its id.
-    fn begin(&self, key: &VersionKey, provisioned: bool) -> u64 {
+    fn register(&self, inner: &mut Inner, key: &VersionKey, provisioned: bool) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let info = EnvInfo {
             id,
@@ -230,7 +215,7 @@ impl Pool {
             pid: None,
             provisioned,
         };
-        self.lock().info.insert(id, info);
+        inner.info.insert(id, info);
         id
     }
 
@@ -282,6 +267,7 @@ impl Pool {
                 let stopping = {
                     let mut inner = self.lock();
                     inner.info.remove(&id);
+                    inner.claims.release(id);
                     inner.stopping
                 };
                 let _ = std::fs::remove_dir_all(&work_dir);
@@ -412,11 +398,17 @@ impl Pool {
     }
 
     /// Stops `w` on a blocking thread; it is listed as Stopping (and stays
-    /// in the pid file) until its process is gone.
+    /// in the pid file) until its process is gone. Its memory claim is
+    /// given back now: the VM is being killed, and a start that evicted it
+    /// must not wait for the reaping.
     fn discard(self: &Arc<Self>, w: Warm) {
         let work_dir = self.cfg.run_dir.join("envs").join(w.id.to_string());
-        if let Some(i) = self.lock().info.get_mut(&w.id) {
-            i.state = EnvState::Stopping;
+        {
+            let mut inner = self.lock();
+            if let Some(i) = inner.info.get_mut(&w.id) {
+                i.state = EnvState::Stopping;
+            }
+            inner.claims.release(w.id);
         }
         let (pool, id, env) = (self.clone(), w.id, w.env);
         let stop = move || {

@@ -11,6 +11,9 @@ pub enum Throttle {
     Reserved,
     /// The unreserved part of the host limit is used up.
     Host,
+    /// No room in the host's memory budget for a new environment, even
+    /// after evicting every idle one (see [`super::claim`]).
+    Memory,
 }
 
 #[derive(Debug, Default)]

@@ -77,6 +77,7 @@ fn pool(idle: Duration, life: Duration) -> (Arc<Pool>, Arc<Fake>, tempfile::Temp
         idle_timeout: idle,
         max_lifetime: life,
         host_limit: 100,
+        memory_budget: 1 << 40,
         run_dir: dir.path().to_path_buf(),
     };
     (Pool::new(Arc::new(fake.clone()), cfg), fake, dir)
@@ -134,7 +135,7 @@ fn input(p: &[u8]) -> InvokeInput {
 
 /// One invocation through the pool; returns the serving environment's id.
 async fn call(p: &Arc<Pool>, k: &VersionKey, payload: &[u8]) -> Result<u64, EnvError> {
-    let (w, _) = p.checkout(k, spec("h")).await?;
+    let (w, _) = p.checkout(k, 128, spec("h")).await?;
     match p.invoke(w, input(payload), Duration::from_secs(5)).await? {
         InvokeOutput::Success { payload, .. } => {
             Ok(String::from_utf8(payload).unwrap().parse().unwrap())
@@ -189,7 +190,7 @@ async fn dead_environment_is_discarded() {
     assert!(matches!(call(&p, &k, b"die").await, Err(EnvError::Died(_))));
     let b = call(&p, &k, b"x").await.unwrap();
     assert_ne!(a, b);
-    let failing = p.checkout(&key("9", "r"), spec("fail")).await;
+    let failing = p.checkout(&key("9", "r"), 128, spec("fail")).await;
     assert!(matches!(failing, Err(EnvError::Launch(_))));
 }
 
@@ -226,6 +227,7 @@ async fn provisioned_targets_are_kept_ready() {
         qualifier: "1".into(),
         key: k.clone(),
         count: 3,
+        memory_mib: 128,
         spec: Arc::new(|| spec("h")),
     }]);
     assert_eq!(p.target_status("f", "1"), Some((0, 3)));
@@ -258,6 +260,7 @@ async fn failing_provisioned_starts_back_off() {
         qualifier: "1".into(),
         key: key("1", "r"),
         count: 2,
+        memory_mib: 128,
         spec: Arc::new(|| spec("fail")),
     }]);
     p.maintain().await;
@@ -276,4 +279,56 @@ async fn failing_provisioned_starts_back_off() {
         "retried a failing start without backing off"
     );
     assert_eq!(p.target_status("f", "1"), Some((0, 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_environments_count_and_the_least_recently_used_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let one = claim::claim_bytes(128);
+    let cfg = PoolConfig {
+        idle_timeout: Duration::from_secs(60),
+        max_lifetime: Duration::from_secs(600),
+        host_limit: 100,
+        memory_budget: 2 * one,
+        run_dir: dir.path().to_path_buf(),
+    };
+    let p = Pool::new(Arc::new(fake.clone()), cfg);
+    let (f, g) = (key("1", "r"), key("2", "r"));
+    // Two environments of f, both idle afterwards: they keep their claims.
+    let (w1, _) = p.checkout(&f, 128, spec("h")).await.unwrap();
+    let (w2, _) = p.checkout(&f, 128, spec("h")).await.unwrap();
+    let (old, recent) = (w1.id, w2.id);
+    p.checkin(w1, true);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    p.checkin(w2, true);
+    assert_eq!(p.memory(), (2 * one, 2 * one));
+    // g needs room: the least recently used idle environment of f goes.
+    let (wg, cold) = p.checkout(&g, 128, spec("h")).await.unwrap();
+    assert!(cold);
+    let ids: Vec<u64> = p
+        .list()
+        .iter()
+        .filter(|i| i.state != EnvState::Stopping)
+        .map(|i| i.id)
+        .collect();
+    assert!(ids.contains(&recent) && !ids.contains(&old), "{ids:?}");
+    assert_eq!(p.memory().1, 2 * one);
+    // Both claims are busy now: a third environment has no room.
+    let (wf, cold) = p.checkout(&f, 128, spec("h")).await.unwrap();
+    assert!(!cold, "the warm one is reused without a claim");
+    assert!(matches!(p.reserve(&g, 128), Err(Throttle::Memory)));
+    // A claim larger than the whole budget never evicts anything.
+    p.checkin(wf, true);
+    assert!(matches!(p.reserve(&g, 1024), Err(Throttle::Memory)));
+    assert_eq!(
+        p.list()
+            .iter()
+            .filter(|i| i.state == EnvState::Idle)
+            .count(),
+        1
+    );
+    p.checkin(wg, true);
+    assert!(eventually(|| p.list().len() == 2).await);
+    assert_eq!(fake.launched.load(Ordering::SeqCst), 3);
 }
