@@ -28,6 +28,20 @@ pub fn build(script: &str, args: &[&str]) -> PathBuf {
     PathBuf::from(text.lines().last().unwrap_or("").trim())
 }
 
+/// Fails the test (never skips it) unless /dev/kvm is hardware-backed KVM:
+/// the Linux tests are `#[ignore]`d by default and run where they can,
+/// by tests/hvhost (directly, or inside its nested SVM layer).
+pub fn require_hardware_kvm() {
+    let pvm = Path::new("/sys/module/kvm_pvm").exists();
+    let hw =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    assert!(
+        Path::new("/dev/kvm").exists() && hw && !pvm,
+        "this test boots Linux and needs hardware-backed KVM (kvm_intel/kvm_amd, not PVM): \
+         run it with tests/hvhost/hvhost.sh, which provides one"
+    );
+}
+
 /// A free TCP port on loopback (for an agent's Runtime API).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

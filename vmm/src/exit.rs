@@ -23,6 +23,9 @@ pub enum VmExit {
         reason: String,
         rip: Option<u64>,
     },
+    /// The guest kernel panicked (its console's `Kernel panic - not syncing`
+    /// line; see panic_watch.rs).
+    Panic(String),
     /// The VMM failed while running the guest.
     Error(String),
     /// `--timeout-ms` passed before the guest ended.
@@ -35,7 +38,7 @@ impl VmExit {
         match self {
             VmExit::Guest(code) => (*code & 0xff) as i32,
             VmExit::Reset | VmExit::Shutdown => 0,
-            VmExit::Crash { .. } => crate::EXIT_GUEST_CRASH,
+            VmExit::Crash { .. } | VmExit::Panic(_) => crate::EXIT_GUEST_CRASH,
             VmExit::Error(_) => crate::EXIT_VMM_ERROR,
             VmExit::Timeout(_) => crate::EXIT_TIMEOUT,
         }

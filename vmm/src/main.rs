@@ -13,6 +13,7 @@ mod exit;
 mod host;
 mod logger;
 mod memory;
+mod panic_watch;
 mod sandbox;
 mod vcpu;
 mod vm;
@@ -110,6 +111,7 @@ fn report(exit: &VmExit) {
             let rip = rip.map_or("unknown".to_string(), |r| format!("{r:#x}"));
             eprintln!("ember-vmm: guest crashed: vCPU {vcpu}: {reason} at RIP {rip}");
         }
+        VmExit::Panic(msg) => eprintln!("ember-vmm: guest crashed: kernel panic: {msg}"),
         VmExit::Error(msg) => eprintln!("ember-vmm: error: {msg}"),
         VmExit::Timeout(ms) => {
             eprintln!("ember-vmm: timeout: the guest ran longer than {ms} ms; stopped")

@@ -21,6 +21,7 @@ use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
 use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
 use crate::memory::{self, MemoryError};
+use crate::panic_watch::PanicWatch;
 use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle};
 use crate::{event_loop, log_debug, log_info, log_warn};
 
@@ -103,10 +104,14 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let doorbell = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
-    let serial_dev = Arc::new(Mutex::new(SerialDevice::new(
-        console,
-        serial_irq(&vm, irqchip)?,
-    )));
+    // A Linux guest's panic shows only on its console (panic_watch.rs).
+    let panics = PanicWatch::default();
+    let serial_irq = serial_irq(&vm, irqchip)?;
+    let serial_dev = Arc::new(Mutex::new(if is_kernelless {
+        SerialDevice::new(console, serial_irq)
+    } else {
+        SerialDevice::watched(console, serial_irq, panics.line_watch(exits.clone()))
+    }));
     pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial_dev.clone())?;
     let reset = exits.clone();
     let i8042_dev = I8042::new(Box::new(move || reset.notify(VmExit::Reset)));
@@ -162,7 +167,9 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
             cmdline: &cmdline,
             vcpu_count,
         };
-        Guest::Linux(linux::load(&vm, &mem, &boot)?)
+        let entry = linux::load(&vm, &mem, &boot)?;
+        log_debug!("Linux: {entry}");
+        Guest::Linux(entry)
     };
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -206,7 +213,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
     log_debug!("VM built and started at {} us", start.elapsed().as_micros());
     crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Main);
-    let exit = wait_for_exit(&exits, &exit_rx, cfg.timeout_ms);
+    let exit = panics.explain(wait_for_exit(&exits, &exit_rx, cfg.timeout_ms));
     log_debug!("VM exit at {} us", start.elapsed().as_micros());
     stop_vcpus(&handles);
     log_debug!("vCPUs stopped at {} us", start.elapsed().as_micros());

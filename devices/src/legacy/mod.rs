@@ -8,4 +8,4 @@ pub mod serial;
 
 pub use boot_timer::BootTimer;
 pub use i8042::I8042;
-pub use serial::{Console, SerialDevice};
+pub use serial::{Console, LineWatch, SerialDevice};

@@ -1,7 +1,8 @@
 //! The 8250 UART (vm-superio's model) on the port-I/O bus, writing guest output
 //! to a [`Console`]: stdout, a file (at most [`CONSOLE_FILE_CAP`] bytes), or
-//! nowhere. Its interrupt line is optional (an eventfd registered as an irqfd
-//! for Linux guests; kernel-less guests poll).
+//! nowhere, optionally showing each line to a [`LineWatch`]. Its interrupt
+//! line is optional (an eventfd registered as an irqfd for Linux guests;
+//! kernel-less guests poll).
 
 use std::fs::File;
 use std::io::{self, LineWriter, Write};
@@ -64,6 +65,42 @@ impl<W: Write> Write for Capped<W> {
     }
 }
 
+/// Sees each complete console line (without its line end; at most
+/// [`WATCH_LINE_MAX`] bytes of it), whatever the console's destination.
+pub type LineWatch = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Longest line prefix a [`LineWatch`] is shown (the rest is not kept).
+pub const WATCH_LINE_MAX: usize = 512;
+
+/// Shows every line to `watch`, then passes the bytes to `inner`.
+struct Watched {
+    inner: Box<dyn Write + Send>,
+    line: Vec<u8>,
+    watch: LineWatch,
+}
+
+impl Write for Watched {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf).unwrap_or(buf.len());
+        for &b in &buf[..n] {
+            match b {
+                b'\n' => {
+                    (self.watch)(&self.line);
+                    self.line.clear();
+                }
+                b'\r' => {}
+                _ if self.line.len() < WATCH_LINE_MAX => self.line.push(b),
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Where guest console output goes. Output is line-buffered; call
 /// [`SerialDevice::flush`] before the process exits.
 pub enum Console {
@@ -114,6 +151,19 @@ impl SerialDevice {
     pub fn new(console: Console, irq: Option<EventFd>) -> Self {
         SerialDevice {
             uart: Serial::new(SerialIrq(irq), console.into_writer()),
+        }
+    }
+
+    /// Like [`SerialDevice::new`], with every console line also shown to
+    /// `watch` (e.g. to notice a guest kernel's panic message).
+    pub fn watched(console: Console, irq: Option<EventFd>, watch: LineWatch) -> Self {
+        let writer = Watched {
+            inner: console.into_writer(),
+            line: Vec::new(),
+            watch,
+        };
+        SerialDevice {
+            uart: Serial::new(SerialIrq(irq), Box::new(writer)),
         }
     }
 
@@ -190,6 +240,32 @@ mod tests {
         assert!(
             (CONSOLE_FILE_CAP..CONSOLE_FILE_CAP + 100).contains(&len),
             "{len} bytes"
+        );
+    }
+
+    #[test]
+    fn a_watch_sees_whole_lines_even_with_the_console_off() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+        let sink = seen.clone();
+        let watch: LineWatch = Box::new(move |l| sink.lock().unwrap().push(l.to_vec()));
+        let mut dev = SerialDevice::watched(Console::Off, None, watch);
+        let long = vec![b'y'; WATCH_LINE_MAX + 10];
+        for b in b"one\r\ntw"
+            .iter()
+            .chain(b"o\n")
+            .chain(&long)
+            .chain(b"\nrest")
+        {
+            dev.write(0, &[*b]);
+        }
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "three complete lines");
+        assert_eq!(got[0], b"one");
+        assert_eq!(got[1], b"two");
+        assert_eq!(
+            got[2],
+            vec![b'y'; WATCH_LINE_MAX],
+            "a long line is cut, not kept whole"
         );
     }
 
