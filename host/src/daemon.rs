@@ -99,6 +99,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub audit: crate::audit::AuditArgs,
     #[command(flatten)]
+    pub edge: crate::server::EdgeArgs,
+    #[command(flatten)]
     pub events: crate::events::EventArgs,
 }
 
@@ -364,7 +366,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let drain = Duration::from_secs(args.drain_timeout);
     let workers = events.start(app.clone(), rx.clone());
     let logs = app.logs.clone();
-    crate::server::run_tls(listener, app, rx, drain, tls).await;
+    crate::server::run_tls(listener, app, rx, drain, tls, args.edge.clone()).await;
     eprintln!("emberd: shutting down");
     crate::events::drain(workers, drain).await;
     pool.shutdown(drain).await;

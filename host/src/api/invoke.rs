@@ -164,7 +164,7 @@ pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes
                 .await
                 .map_err(|e| match e {
                     crate::server::BodyError::TooLarge => too_large(),
-                    crate::server::BodyError::Read(m) => ApiError::InvalidRequestContent(m),
+                    other => ApiError::InvalidRequestContent(other.to_string()),
                 })?;
             let actual = crate::auth::sigv4::sha256_hex(&payload);
             if signed_sha256.is_some_and(|h| !h.eq_ignore_ascii_case(&actual)) {

@@ -1,6 +1,13 @@
 //! The HTTP front door, shaped like mini-redis: [`run`] serves a listener
-//! until the shutdown signal fires, a semaphore bounds open connections,
-//! every connection is shut down gracefully and in-flight requests drain.
+//! until the shutdown signal fires, every connection is shut down
+//! gracefully and in-flight requests drain. Hostile clients are bounded by
+//! [`limits`] (connection caps with shedding) and [`timeouts`] (header and
+//! idle deadlines); bodies by [`body`] (size and stall); a request whose
+//! credentials fail on its headers is refused before its body is read.
+
+pub mod body;
+pub mod limits;
+pub mod timeouts;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,13 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+
+pub use body::{drain, read_body, BodyError};
+use limits::{Caps, Conns, Slot};
+use timeouts::{RequestGuard, Timeouts, Tracked};
 
 use crate::api::invoke::InvokeBody;
 use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
@@ -25,55 +36,61 @@ use crate::auth::{self, Caller, Pending};
 /// The response header carrying the request id.
 pub const REQUEST_ID: &str = "x-amzn-RequestId";
 
-/// Most connections served at once; more wait in the accept backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Largest request head (request line and headers).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("request body too large")]
-    TooLarge,
-    #[error("reading the request body: {0}")]
-    Read(String),
+/// The front door's limits (`emberd` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Seconds a client has from connecting (or from the first byte of a
+    /// request on a kept-alive connection) to send a whole request head.
+    #[arg(long, default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Seconds a kept-alive connection may stay silent between requests.
+    #[arg(long, default_value_t = 60)]
+    pub http_idle_timeout: u64,
+    /// Seconds a request body may pause before the request is abandoned.
+    #[arg(long, default_value_t = 30)]
+    pub http_body_timeout: u64,
+    /// Most connections open at once (lowered to fit RLIMIT_NOFILE).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most connections open at once from one source address.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
 }
 
-/// How much of an oversized body is read and thrown away so the client
-/// gets the 413 instead of a connection reset mid-upload.
-const DRAIN_CAP: usize = 64 * 1024 * 1024;
-
-/// Collects a body of at most `limit` bytes. An oversized body is drained
-/// (up to [`DRAIN_CAP`]) before `TooLarge` is returned.
-pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                let seen = buf.len() + data.len();
-                drop(buf);
-                drain(body, DRAIN_CAP.saturating_sub(seen)).await;
-                return Err(BodyError::TooLarge);
-            }
-            buf.extend_from_slice(&data);
+impl Default for EdgeArgs {
+    fn default() -> Self {
+        EdgeArgs {
+            http_header_timeout: 10,
+            http_idle_timeout: 60,
+            http_body_timeout: 30,
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
         }
     }
-    Ok(buf.freeze())
 }
 
-/// Reads and discards up to `cap` bytes of `body`.
-pub async fn drain(mut body: Incoming, cap: usize) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen > cap {
-                return;
-            }
+impl EdgeArgs {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header: Duration::from_secs(self.http_header_timeout.max(1)),
+            idle: Duration::from_secs(self.http_idle_timeout.max(1)),
+        }
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            total: self.max_connections.max(1),
+            per_ip: self.max_connections_per_ip.max(1),
         }
     }
 }
 
 fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
     let request_id = crate::util::uuid4();
+    let close = matches!(result, Err(ApiError::Auth(_)));
     let (status, headers, body, json) = match result {
         Ok(r) => (r.status, r.headers, r.body, r.json),
         Err(e) => {
@@ -82,6 +99,11 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
         }
     };
     let mut b = Response::builder().status(status);
+    if close {
+        // The body of a refused request may be unread: the connection
+        // cannot carry another request.
+        b = b.header("connection", "close");
+    }
     // An Invoke answers with its invocation's request id (the one in its logs).
     if !headers.iter().any(|(k, _)| *k == REQUEST_ID) {
         b = b.header(REQUEST_ID, request_id);
@@ -109,13 +131,14 @@ async fn read_limited(
 ) -> Result<Bytes, ApiError> {
     read_body(body, limit).await.map_err(|e| match e {
         BodyError::TooLarge => too_large(),
-        BodyError::Read(m) => ApiError::InvalidParameter(m),
+        other => ApiError::InvalidParameter(other.to_string()),
     })
 }
 
 /// Verifies the request's signature over its body (read here, up to
-/// `limit`), so nothing runs for a refused request. A signed
-/// `x-amz-content-sha256` must match the body too.
+/// `limit`), so nothing runs for a refused request. With a signed
+/// `x-amz-content-sha256` the signature is checked before the body is
+/// read, and the body must then match that hash.
 async fn authenticated_body(
     pending: Pending,
     signed: &RequestParts<'_>,
@@ -125,16 +148,16 @@ async fn authenticated_body(
     app: &App,
     source: SocketAddr,
 ) -> Result<(Caller, Bytes), ApiError> {
-    let declared = pending.declared_sha256.clone();
-    let body = read_limited(body, limit, too_large).await?;
-    let actual = sigv4::sha256_hex(&body);
-    if declared
-        .as_ref()
-        .is_some_and(|d| !d.eq_ignore_ascii_case(&actual))
-    {
-        return Err(auth::payload_mismatch().into());
+    if let Some(declared) = pending.declared_sha256.clone() {
+        let caller = app.auth.finish(pending, signed, &declared, source)?;
+        let body = read_limited(body, limit, too_large).await?;
+        if !declared.eq_ignore_ascii_case(&sigv4::sha256_hex(&body)) {
+            return Err(auth::payload_mismatch().into());
+        }
+        return Ok((caller, body));
     }
-    let hash = declared.unwrap_or(actual);
+    let body = read_limited(body, limit, too_large).await?;
+    let hash = sigv4::sha256_hex(&body);
     Ok((app.auth.finish(pending, signed, &hash, source)?, body))
 }
 
@@ -150,13 +173,9 @@ async fn handle(
         let pending = if exempt {
             None
         } else {
-            match app.auth.begin(&parts.headers) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    drain(body, DRAIN_CAP).await;
-                    return Err(e.into());
-                }
-            }
+            // Refused on its headers: the body is never read (the
+            // connection closes after the 403).
+            Some(app.auth.begin(&parts.headers)?)
         };
         let signed = RequestParts {
             method: parts.method.as_str(),
@@ -239,36 +258,53 @@ async fn handle(
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 on one accepted (plain or TLS) stream until the client
-/// closes it or `stop` fires (then in-flight requests finish first).
+/// closes it, the limits close it (`slot.kill`: a deadline passed or it was
+/// shed), or `stop` fires (then in-flight requests finish first).
 async fn serve_conn<S>(
     stream: S,
     app: Arc<App>,
     source: SocketAddr,
+    slot: &Slot,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(app.clone(), source, req));
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let activity = slot.activity.clone();
+    let svc = service_fn(move |req| {
+        let guard = RequestGuard::start(activity.clone());
+        let app = app.clone();
+        async move {
+            let r = handle(app, source, req).await;
+            drop(guard);
+            r
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => { let _ = r; }
+        _ = slot.kill.notified() => {}
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = slot.kill.notified() => {}
+            }
         }
     }
 }
 
-/// Serves `listener` (plain HTTP) until `shutdown` becomes true; see [`run_tls`].
+/// Serves `listener` (plain HTTP, default limits) until `shutdown` becomes
+/// true; see [`run_tls`].
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    run_tls(listener, app, shutdown, drain, None).await
+    run_tls(listener, app, shutdown, drain, None, EdgeArgs::default()).await
 }
 
 /// Serves `listener` (over TLS when `tls` is given) until `shutdown`
@@ -280,14 +316,19 @@ pub async fn run_tls(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    edge: EdgeArgs,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    body::set_stall(Duration::from_secs(edge.http_body_timeout.max(1)));
+    let caps = limits::fit(edge.caps(), limits::raise_nofile());
+    let conns = Conns::new(caps);
+    tokio::spawn(limits::reaper(
+        conns.clone(),
+        edge.timeouts(),
+        shutdown.clone(),
+    ));
+    let refusing = Arc::new(Semaphore::new(limits::MAX_REFUSING));
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
         let (stream, source) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -299,25 +340,35 @@ pub async fn run_tls(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(slot) = conns.admit(source.ip()) else {
+            conns
+                .stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            limits::refuse(stream, tls.is_some(), &refusing);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = Tracked::new(stream, slot.activity.clone());
         let app = app.clone();
         let mut stop = shutdown.clone();
         let done = conn_done_tx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_conn(stream, app, source, stop).await,
+                None => serve_conn(stream, app, source, &slot, stop).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
                     tokio::select! {
                         r = handshake => if let Ok(Ok(s)) = r {
-                            serve_conn(s, app, source, stop).await
+                            serve_conn(s, app, source, &slot, stop).await
                         },
+                        _ = slot.kill.notified() => {}
                         _ = stop.changed() => {}
                     }
                 }
             }
-            drop(permit);
+            drop(slot);
             drop(done);
         });
     }
