@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
 use super::{function_name, versions, ApiError, App, Reply, Req};
 use crate::linux;
-use crate::store::{CodeRef, FunctionConfig, FunctionRecord, StoreError};
+use crate::store::{CodeRef, FunctionConfig, FunctionRecord, Pin, StoreError};
 use crate::util::{now_lambda, scoped_name, split_scoped, uuid4, valid_name};
 
 fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
@@ -107,13 +107,15 @@ fn runnable(package: &[u8], runtime: &str, handler: &str) -> Result<Vec<u8>, Api
 }
 
 /// Decodes `ZipFile`, extracts what runs and stores it (the blob is durable
-/// before any metadata names it).
+/// before any metadata names it). The returned pin must live until the
+/// record naming the blob has committed: until then only the pin keeps
+/// another request's garbage collection off the blob.
 fn store_code(
     app: &App,
     zip_b64: Option<&str>,
     other_source: bool,
     cfg: &FunctionConfig,
-) -> Result<CodeRef, ApiError> {
+) -> Result<(CodeRef, Pin), ApiError> {
     let Some(b64) = zip_b64 else {
         let why = if other_source {
             "S3 and image code locations are not supported by emberd"
@@ -128,13 +130,14 @@ fn store_code(
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
     let module = runnable(&package, &cfg.runtime, &cfg.handler)?;
-    let blob = app.store.blobs.put(&module).map_err(StoreError::from)?;
+    let pin = app.store.put_blob(&module)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
-    Ok(CodeRef {
-        blob,
+    let code = CodeRef {
+        blob: pin.hex().to_string(),
         package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
         size: package.len() as u64,
-    })
+    };
+    Ok((code, pin))
 }
 
 /// Layers a configuration newly names (not in `already`) must exist now; a
@@ -242,7 +245,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
             "Function already exist: {name}"
         )));
     }
-    let code = store_code(
+    let (code, pin) = store_code(
         app,
         input.code.zip_file.as_deref(),
         input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
@@ -261,6 +264,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let published = app
         .store
         .create_function(&rec, input.publish.unwrap_or(false))?;
+    drop(pin);
     prepare_images(app, &rec.config, &rec.code);
     let body = match published {
         Some(v) => wire::version_configuration(&rec.name, &v, &sizes),
@@ -383,7 +387,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             wire::latest_configuration(&current, &layer_sizes(app, &current.config.layers)?),
         ));
     }
-    let code = store_code(app, input.zip_file.as_deref(), other, &current.config)?;
+    let (code, pin) = store_code(app, input.zip_file.as_deref(), other, &current.config)?;
     let expected = input.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
         if expected.as_deref().is_some_and(|e| e != r.revision_id) {
@@ -396,6 +400,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         r.last_modified = now_lambda();
         Ok(())
     })?;
+    drop(pin);
     app.pool.retire(&name, Some("$LATEST"));
     prepare_images(app, &rec.config, &rec.code);
     let sizes = layer_sizes(app, &rec.config.layers)?;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::wire::{self, PublishLayerIn};
 use super::{versions, ApiError, App, Reply, Req};
-use crate::store::{CodeRef, LayerVersionRecord, StoreError};
+use crate::store::{CodeRef, LayerVersionRecord};
 use crate::util::{now_lambda, scoped_name, split_scoped, valid_name};
 
 /// The stored (account-scoped) name of a layer named by name or ARN; an ARN
@@ -57,7 +57,8 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
     crate::code::check_archive(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
-    let blob = app.store.blobs.put(&package).map_err(StoreError::from)?;
+    // Pinned until the layer version record naming the blob has committed.
+    let pin = app.store.put_blob(&package)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
     let rec = LayerVersionRecord {
         layer_name: name,
@@ -66,13 +67,14 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         compatible_runtimes: input.compatible_runtimes.unwrap_or_default(),
         license_info: input.license_info,
         code: CodeRef {
-            blob,
+            blob: pin.hex().to_string(),
             package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
             size: package.len() as u64,
         },
         created: now_lambda(),
     };
     let rec = app.store.publish_layer(rec)?;
+    drop(pin);
     Ok(Reply::json(
         201,
         wire::layer_version(&rec, &location(app, &rec)),

@@ -88,12 +88,21 @@ impl BlobStore {
     }
 
     /// Stores `data` durably and returns its address. Idempotent: storing the
-    /// same content twice keeps one file.
-    pub fn put(&self, data: &[u8]) -> Result<String, BlobError> {
+    /// same content twice keeps one file. Outside the store, blobs are put
+    /// through `Store::put_blob`, which pins them against collection.
+    #[cfg(test)]
+    pub(super) fn put(&self, data: &[u8]) -> Result<String, BlobError> {
         let hex = sha256_hex(data);
+        self.put_as(&hex, data)?;
+        Ok(hex)
+    }
+
+    /// [`Self::put`] for a caller that has computed `hex = sha256_hex(data)`.
+    pub(super) fn put_as(&self, hex: &str, data: &[u8]) -> Result<(), BlobError> {
+        let hex = hex.to_string();
         let path = self.path_of(&hex);
         if path.exists() && self.get(&hex).is_ok() {
-            return Ok(hex);
+            return Ok(());
         }
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|_| BlobError::Entropy)?;
@@ -123,7 +132,7 @@ impl BlobStore {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))?;
-        Ok(hex)
+        Ok(())
     }
 
     /// Loads and decrypts blob `hex`, checking the GCM tag (bound to the

@@ -3,10 +3,12 @@
 //! is fsync'd on commit), and code in the encrypted blob directory
 //! ([`blob`]). Writes go blob first (durable), metadata second (one commit),
 //! so a create or update either happened or did not; blobs no record names
-//! are collected at open.
+//! are collected at open and after deletes, except those an in-flight put
+//! has pinned ([`pins`]) until its record commits.
 
 pub mod blob;
 pub mod model;
+pub mod pins;
 mod retired;
 
 use std::collections::HashSet;
@@ -18,6 +20,7 @@ use serde::Serialize;
 
 pub use blob::{sha256_hex, BlobError, BlobStore};
 pub use model::*;
+pub use pins::Pin;
 
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
@@ -107,6 +110,7 @@ fn put_json<T: Serialize>(
 pub struct Store {
     db: Database,
     pub blobs: BlobStore,
+    pins: pins::Pins,
 }
 
 impl Store {
@@ -125,13 +129,35 @@ impl Store {
         w.open_table(PROVISIONED)?;
         w.open_table(retired::LAYERS_RETIRED)?;
         w.commit()?;
-        let store = Self { db, blobs };
+        let store = Self {
+            db,
+            blobs,
+            pins: pins::Pins::default(),
+        };
         store.collect_garbage()?;
         Ok(store)
     }
 
-    /// Removes blobs that no function, version or layer names.
+    /// Stores `data` as a blob and pins it: the returned pin keeps garbage
+    /// collection off the blob until it is dropped, which the caller does
+    /// only after the record naming the blob has committed (or failed). The
+    /// pin is taken before the blob store looks for an existing copy, so a
+    /// deduplicated put is as safe as a fresh write.
+    pub fn put_blob(&self, data: &[u8]) -> Result<Pin> {
+        let hex = sha256_hex(data);
+        let pin = self.pins.pin(&hex);
+        self.blobs.put_as(&hex, data)?;
+        Ok(pin)
+    }
+
+    /// Removes blobs that no function, version or layer names and no
+    /// in-flight put has pinned.
     pub fn collect_garbage(&self) -> Result<usize> {
+        self.drop_unnamed_retired()?;
+        // Pin set locked before the snapshot and until the removals are done
+        // (see `Pins::hold`): pins and unpins wait, so "named or pinned" is
+        // decided on one consistent view.
+        let held = self.pins.hold();
         let r = self.db.begin_read()?;
         let mut live = HashSet::new();
         for f in scan_prefix::<FunctionRecord>(&r.open_table(FUNCTIONS)?, "")? {
@@ -140,37 +166,43 @@ impl Store {
         for v in scan_prefix::<VersionRecord>(&r.open_table(VERSIONS)?, "")? {
             live.insert(v.code.blob);
         }
-        for l in scan_prefix::<LayerVersionRecord>(&r.open_table(LAYERS)?, "")? {
-            live.insert(l.code.blob);
-        }
-        let named = retired::named_layers(&r.open_table(FUNCTIONS)?, &r.open_table(VERSIONS)?)?;
-        let mut unnamed = Vec::new();
-        for l in scan_prefix::<LayerVersionRecord>(&r.open_table(retired::LAYERS_RETIRED)?, "")? {
-            if named.contains(&retired::arn_of(&l)) {
+        for t in [LAYERS, retired::LAYERS_RETIRED] {
+            for l in scan_prefix::<LayerVersionRecord>(&r.open_table(t)?, "")? {
                 live.insert(l.code.blob);
-            } else {
-                unnamed.push(version_key(&l.layer_name, l.version));
             }
         }
         drop(r);
-        if !unnamed.is_empty() {
-            let w = self.db.begin_write()?;
-            {
-                let mut t = w.open_table(retired::LAYERS_RETIRED)?;
-                for k in &unnamed {
-                    t.remove(k.as_str())?;
-                }
-            }
-            w.commit()?;
-        }
         let mut removed = 0;
         for b in self.blobs.list()? {
-            if !live.contains(&b) {
+            if !live.contains(&b) && !held.contains(&b) {
                 self.blobs.remove(&b)?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Drops retired layer versions that no function or version names any
+    /// more (their blobs are then collected).
+    fn drop_unnamed_retired(&self) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let named = retired::named_layers(&w.open_table(FUNCTIONS)?, &w.open_table(VERSIONS)?)?;
+            let mut t = w.open_table(retired::LAYERS_RETIRED)?;
+            let unnamed: Vec<String> = scan_prefix::<LayerVersionRecord>(&t, "")?
+                .iter()
+                .filter(|l| !named.contains(&retired::arn_of(l)))
+                .map(|l| version_key(&l.layer_name, l.version))
+                .collect();
+            if unnamed.is_empty() {
+                return Ok(());
+            }
+            for k in &unnamed {
+                t.remove(k.as_str())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
     }
 
     // ---- functions -------------------------------------------------------
@@ -587,5 +619,7 @@ fn not_found_alias(function: &str, alias: &str) -> StoreError {
     ))
 }
 
+#[cfg(test)]
+mod gc_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,13 @@
 use super::*;
 
 fn func(store: &Store, name: &str, code: &[u8]) -> FunctionRecord {
-    let blob = store.blobs.put(code).unwrap();
+    let mut r = record(name, &store.blobs.put(code).unwrap());
+    r.code.size = code.len() as u64;
+    r
+}
+
+/// A wasm function record whose code is blob `blob`.
+pub(super) fn record(name: &str, blob: &str) -> FunctionRecord {
     FunctionRecord {
         name: name.into(),
         config: FunctionConfig {
@@ -14,9 +20,9 @@ fn func(store: &Store, name: &str, code: &[u8]) -> FunctionRecord {
             ..Default::default()
         },
         code: CodeRef {
-            blob,
+            blob: blob.into(),
             package_sha256: "pkg".into(),
-            size: code.len() as u64,
+            size: 1,
         },
         revision_id: crate::util::uuid4(),
         last_modified: crate::util::now_lambda(),
@@ -28,6 +34,13 @@ fn func(store: &Store, name: &str, code: &[u8]) -> FunctionRecord {
 
 /// An unpublished version of layer `L` holding `bytes`.
 fn layer(s: &Store, bytes: &[u8]) -> LayerVersionRecord {
+    let mut l = layer_record(&s.blobs.put(bytes).unwrap());
+    l.code.size = bytes.len() as u64;
+    l
+}
+
+/// An unpublished version of layer `L` whose content is blob `blob`.
+pub(super) fn layer_record(blob: &str) -> LayerVersionRecord {
     LayerVersionRecord {
         layer_name: "L".into(),
         version: 0,
@@ -35,9 +48,9 @@ fn layer(s: &Store, bytes: &[u8]) -> LayerVersionRecord {
         compatible_runtimes: vec![],
         license_info: None,
         code: CodeRef {
-            blob: s.blobs.put(bytes).unwrap(),
+            blob: blob.into(),
             package_sha256: "p".into(),
-            size: bytes.len() as u64,
+            size: 1,
         },
         created: crate::util::now_lambda(),
     }
