@@ -3,6 +3,31 @@
 # builds the freestanding guests. Idempotent: quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cache="${EMBER_CACHE:-$HOME/.cache/ember}"
+mkdir -p "$cache"
+setup_log="$cache/setup.log"
+: >"$setup_log"
+# step NAME CMD...: runs CMD with its output in the log, and prints the step
+# and its duration (the first run builds a kernel and images for minutes).
+# A failing step prints the end of the log.
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  printf 'setup: %s ... ' "$name"
+  echo "== $name" >>"$setup_log"
+  if "$@" >>"$setup_log" 2>&1; then
+    echo "done ($((SECONDS - t0)) s)"
+  else
+    local rc=$?
+    echo "FAILED ($((SECONDS - t0)) s); the end of $setup_log:"
+    tail -n 40 "$setup_log" >&2
+    exit "$rc"
+  fi
+}
+command -v cargo >/dev/null 2>&1 || {
+  echo "setup: cargo is not on PATH: install Rust 1.95 or newer with rustup (under sudo, keep PATH: sudo env PATH=\"\$PATH\" ...)" >&2
+  exit 1
+}
 
 need_apt=()
 for pair in qemu-system-x86_64:qemu-system-x86 clang:clang ld.lld:lld wat2wasm:wabt \
@@ -17,16 +42,17 @@ done
 # compiler-rt builtins for wasm32 (examples/json-c links them)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_apt+=(libclang-rt-14-dev-wasm32)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]}"
+apt_install() {
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q "${need_apt[@]}" >/dev/null
+  apt-get update -q && apt-get install -y -q "$@"
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]}" apt_install "${need_apt[@]}"
 fi
 
 # The freestanding guests (kernel-less runtime and test guests).
 if [ -f guest-agent/kernelless/Cargo.toml ]; then
-  bash guest-agent/kernelless/build.sh
+  step "building the kernel-less guests" bash guest-agent/kernelless/build.sh
 fi
 
 # The Linux guest (kernel-config/, images/): test tools, then the kernel
@@ -39,12 +65,11 @@ for pair in curl:curl cc:build-essential cpio:cpio file:file python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
+  step "installing ${need_apt[*]}" apt_install "${need_apt[@]}"
 fi
-bash kernel-config/build.sh >/dev/null
+step "the guest kernel (cached; ~7 min the first time)" bash kernel-config/build.sh
 if [ "${EMBER_PYTHON_IMAGE:-1}" = 0 ]; then
-  bash images/build-images.sh >/dev/null
+  step "the guest images (cached)" bash images/build-images.sh
 else
-  bash images/build-images.sh --python >/dev/null
+  step "the guest images incl. python3.11 (cached; 3-5 min the first time)" bash images/build-images.sh --python
 fi

@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// unprivileged uid). Debugging only: environments are NOT isolated.
     #[arg(long)]
     pub no_jail: bool,
+    /// Start even when environments cannot run on this host (not root, no
+    /// /dev/kvm, binaries missing): serve the control plane only, and answer
+    /// invokes with the reason. Without it emberd refuses to start.
+    #[arg(long)]
+    pub control_plane_only: bool,
     /// The kernel-less wasm agent ELF.
     #[arg(long, env = "EMBER_WASM_AGENT")]
     pub wasm_agent: Option<PathBuf>,
@@ -120,6 +125,8 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error("{0}")]
     Config(String),
+    #[error("cannot run environments on this host: {}; --control-plane-only starts anyway", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Preflight(Vec<crate::preflight::Problem>),
     #[error("credentials")]
     Credentials(#[from] crate::auth::creds::CredError),
     #[error("TLS")]
@@ -269,8 +276,21 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_boot_timeout(Duration::from_secs(args.boot_timeout.max(1)))
         .with_cpu_rule(args.mib_per_vcpu)
         .with_spares(args.spare_vms, args.spare_mib, &run);
-    if let Some(why) = launcher.unavailable() {
-        eprintln!("emberd: WARNING: cannot start environments ({why}); pass --vmm/--wasm-agent/--jailer. Serving the control plane only.");
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    let problems = crate::preflight::check(
+        !args.no_jail,
+        euid,
+        std::path::Path::new("/dev/kvm"),
+        launcher.unavailable(),
+    );
+    if !problems.is_empty() {
+        if !args.control_plane_only {
+            return Err(DaemonError::Preflight(problems));
+        }
+        for p in &problems {
+            eprintln!("emberd: WARNING: cannot start environments: {p}. Serving the control plane only (--control-plane-only).");
+        }
     }
     let host_limit = args.max_concurrency.unwrap_or_else(default_concurrency);
     let cfg = PoolConfig {

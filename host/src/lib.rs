@@ -16,6 +16,7 @@ pub mod linux;
 pub mod logs;
 pub mod metrics;
 pub mod pool;
+pub mod preflight;
 pub mod server;
 pub mod spares;
 pub mod store;
