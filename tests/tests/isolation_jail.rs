@@ -437,3 +437,85 @@ fn cgroup_pids_limit_holds() {
         under.stdout
     );
 }
+
+/// The plain release `ember-vmm` next to the jailer (no test hooks needed).
+fn plain_vmm() -> PathBuf {
+    jailer().with_file_name("ember-vmm")
+}
+
+/// A fresh host directory for one test's files.
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique_id(tag));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+#[test]
+fn file_rw_refuses_a_symlink_and_chowns_nothing() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = scratch("symlink-host");
+    // Stands for a host file such as /etc/shadow that a link, planted where
+    // a VM's disk image is expected, names.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"host secret").expect("write victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = dir.join("disk.img");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+    let id = unique_id("symlink");
+    let d = run(jailed(
+        &id,
+        &plain_vmm(),
+        "hello",
+        &["--file-rw", &format!("{}:/disk", link.display())],
+        &[],
+    ));
+    let meta = std::fs::metadata(&victim).expect("victim");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "the jailer chowned what the link names; {}",
+        d.stderr
+    );
+    assert_ne!(d.status.code(), Some(0), "a symlinked image was accepted");
+    assert!(d.stderr.contains("symlink"), "{}", d.stderr);
+    assert!(!Path::new(BASE).join(&id).exists(), "jail left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_jail_leaves_no_directory_behind() {
+    let dir = scratch("failed-host");
+    let missing = dir.join("missing.img");
+    let not_file = dir.join("a-directory");
+    std::fs::create_dir(&not_file).expect("mkdir");
+    let cases: [(&str, Vec<String>); 3] = [
+        (
+            "missing.img",
+            vec!["--file".into(), format!("{}:/disk", missing.display())],
+        ),
+        (
+            "not a regular file",
+            vec!["--file-rw".into(), format!("{}:/disk", not_file.display())],
+        ),
+        (
+            "network namespace",
+            vec!["--netns".into(), missing.display().to_string()],
+        ),
+    ];
+    for (why, args) in cases {
+        let id = unique_id("failed");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let d = run(jailed(&id, &plain_vmm(), "hello", &args, &[]));
+        assert_ne!(d.status.code(), Some(0), "{why}: the jail was built");
+        assert!(d.stderr.contains(why), "expected {why:?}: {}", d.stderr);
+        // Its /dev/kvm node would belong to the uid this jailer released.
+        let jail = Path::new(BASE).join(&id);
+        assert!(
+            !jail.exists(),
+            "{why}: {} left behind (dev/kvm: {})",
+            jail.display(),
+            jail.join("root/dev/kvm").exists()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

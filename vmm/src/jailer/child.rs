@@ -10,7 +10,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use super::fs::BindMount;
 
 /// Everything the child needs, prepared before `fork`.
 pub struct ChildPlan {
@@ -19,8 +21,7 @@ pub struct ChildPlan {
     /// fd of the network namespace to join; None = unshare a new one.
     pub netns_fd: Option<RawFd>,
     pub root: CString,
-    /// (source, target under root, writable, executable)
-    pub binds: Vec<(CString, CString, bool, bool)>,
+    pub binds: Vec<BindMount>,
     pub hostname: Vec<u8>,
     pub rlimits: Vec<(u32, u64)>,
     pub uid: u32,
@@ -75,6 +76,39 @@ fn mount(
     check(rc, what)
 }
 
+fn fd_num(fd: &OwnedFd) -> RawFd {
+    std::os::fd::AsRawFd::as_raw_fd(fd)
+}
+
+/// Opens image `src` (in this mount namespace) without following a
+/// symlink, and checks it is still the file (st_dev, st_ino) the parent
+/// checked and chowned.
+fn open_checked(src: &CString, ident: (u64, u64)) -> Result<OwnedFd, String> {
+    let name = src.to_string_lossy();
+    // SAFETY: src is a valid NUL-terminated path; open does not retain it.
+    let raw = unsafe {
+        libc::open(
+            src.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(format!("open {name}: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: open just returned this fd; it is owned exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero stat is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is a writable stat.
+    check(unsafe { libc::fstat(raw, &mut st) }, "fstat image")?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_dev, st.st_ino) != ident {
+        return Err(format!(
+            "{name} changed after the jailer checked it (a symlink or another file now)"
+        ));
+    }
+    Ok(fd)
+}
+
 /// Runs the child's steps; returns only on failure, with the reason.
 fn enter(plan: &ChildPlan) -> Result<(), String> {
     let t0 = std::time::Instant::now();
@@ -105,13 +139,23 @@ fn enter(plan: &ChildPlan) -> Result<(), String> {
         libc::MS_BIND,
         "bind jail root",
     )?;
-    for (src, target, writable, exec) in &plan.binds {
-        mount(Some(src), target, libc::MS_BIND, "bind file")?;
+    for b in &plan.binds {
+        let target = &b.target;
+        match b.ident {
+            None => mount(Some(&b.src), target, libc::MS_BIND, "bind file")?,
+            Some(ident) => {
+                let fd = open_checked(&b.src, ident)?;
+                // The magic link names exactly the file just checked.
+                let via = CString::new(format!("/proc/self/fd/{}", fd_num(&fd)))
+                    .map_err(|_| "fd path".to_string())?;
+                mount(Some(&via), target, libc::MS_BIND, "bind file")?;
+            }
+        }
         let mut f = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
-        if !writable {
+        if !b.writable {
             f |= libc::MS_RDONLY;
         }
-        if !exec {
+        if !b.exec {
             f |= libc::MS_NOEXEC;
         }
         mount(None, target, f, "remount file")?;

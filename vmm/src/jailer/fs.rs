@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{chown, fchown, DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{JailConfig, JAILED_EXEC};
@@ -26,6 +26,8 @@ pub enum FsError {
     },
     #[error("{0} is not a regular file")]
     NotFile(PathBuf),
+    #[error("{0} is a symlink: the jailer takes only real files (it would chown or mount what the link names)")]
+    Symlink(PathBuf),
     #[error("{0} is not readable by the VM's uid {1}: make it world-readable or pass --file-rw")]
     NotReadable(PathBuf, u32),
     #[error(transparent)]
@@ -45,13 +47,17 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
 }
 
 /// One bind mount the child performs: host source → path under the jail root.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BindMount {
     pub src: CString,
     pub target: CString,
     pub writable: bool,
     /// Mapped executable: the VMM binary, its loader and libraries.
     pub exec: bool,
+    /// (st_dev, st_ino) of the image the jailer checked: the child mounts
+    /// the source only if, opened without following symlinks, it is still
+    /// that file (a path swapped for a link after the checks is refused).
+    pub ident: Option<(u64, u64)>,
 }
 
 /// A built jail directory.
@@ -115,6 +121,28 @@ fn device_node(host_dev: &str, path: &Path, uid: u32, gid: u32) -> Result<(), Fs
     chown(path, Some(uid), Some(gid)).map_err(io_err("cannot chown", path))
 }
 
+/// Opens an image given by `--file`/`--file-rw` without following a
+/// symlink in its last component (O_NOFOLLOW; O_NONBLOCK so a FIFO planted
+/// there cannot block the jailer), and checks it is a regular file.
+fn open_image(path: &Path) -> Result<(fs::File, fs::Metadata), FsError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                FsError::Symlink(path.to_path_buf())
+            } else {
+                io_err("cannot open", path)(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(io_err("cannot stat", path))?;
+    if !meta.is_file() {
+        return Err(FsError::NotFile(path.to_path_buf()));
+    }
+    Ok((file, meta))
+}
+
 /// Could `uid`/`gid` (no capabilities, no supplementary groups) read this file?
 fn readable_by(meta: &fs::Metadata, uid: u32, gid: u32) -> bool {
     let mode = meta.mode();
@@ -126,7 +154,7 @@ fn readable_by(meta: &fs::Metadata, uid: u32, gid: u32) -> bool {
 /// Gives a per-VM host directory (and what is in it, e.g. the host's vsock
 /// listener socket, which the VM must be able to connect to) to the VM's uid.
 fn chown_dir_and_entries(dir: &Path, uid: u32, gid: u32) -> Result<(), FsError> {
-    chown(dir, Some(uid), Some(gid)).map_err(io_err("cannot chown", dir))?;
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(io_err("cannot chown", dir))?;
     for entry in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
         let path = entry.map_err(io_err("cannot list", dir))?.path();
         // lchown: a symlink planted there must not redirect the chown.
@@ -159,7 +187,9 @@ pub fn stale_jails(base: &Path) -> Vec<String> {
 
 impl Jail {
     /// Builds `<base>/<id>/root` for `cfg`; a stale jail of a dead jailer with
-    /// the same id is replaced, a live one is an error.
+    /// the same id is replaced, a live one is an error. On any failure after
+    /// `<base>/<id>` was made, it is removed again (with its `/dev/kvm` node
+    /// owned by the uid the failed jailer is about to release).
     pub fn create(cfg: &JailConfig, uid: u32, gid: u32) -> Result<Self, FsError> {
         fs::create_dir_all(&cfg.chroot_base).map_err(io_err("cannot create", &cfg.chroot_base))?;
         let dir = cfg.chroot_base.join(&cfg.id);
@@ -174,6 +204,16 @@ impl Jail {
             .mode(0o711)
             .create(&dir)
             .map_err(io_err("cannot create jail", &dir))?;
+        Self::build(cfg, dir.clone(), uid, gid).inspect_err(|_| {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                eprintln!("ember-jailer: cannot remove {}: {e}", dir.display());
+            }
+        })
+    }
+
+    /// Fills the fresh jail directory `dir`.
+    fn build(cfg: &JailConfig, dir: PathBuf, uid: u32, gid: u32) -> Result<Self, FsError> {
+        let owner = dir.join("jailer.pid");
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         fs::write(&owner, pid.to_string()).map_err(io_err("cannot write", &owner))?;
@@ -200,6 +240,7 @@ impl Jail {
             target: cstr(&target)?,
             writable: false,
             exec: true,
+            ident: None,
         });
         // A dynamically linked VMM also needs its loader and libraries.
         for dep in super::elf::runtime_deps(&cfg.exec_file)? {
@@ -211,16 +252,15 @@ impl Jail {
                 target: cstr(&target)?,
                 writable: false,
                 exec: true,
+                ident: None,
             });
         }
         for f in &cfg.files {
-            let meta = fs::metadata(&f.src).map_err(io_err("cannot stat", &f.src))?;
-            if !meta.is_file() {
-                return Err(FsError::NotFile(f.src.clone()));
-            }
+            let (file, meta) = open_image(&f.src)?;
             if f.writable {
                 // A writable image is the VM's own (e.g. its /tmp disk).
-                chown(&f.src, Some(uid), Some(gid)).map_err(io_err("cannot chown", &f.src))?;
+                // fchown: the file just opened, never what a link names.
+                fchown(&file, Some(uid), Some(gid)).map_err(io_err("cannot chown", &f.src))?;
             } else if !readable_by(&meta, uid, gid) {
                 return Err(FsError::NotReadable(f.src.clone(), uid));
             }
@@ -231,10 +271,15 @@ impl Jail {
                 target: cstr(&target)?,
                 writable: f.writable,
                 exec: false,
+                ident: Some((meta.dev(), meta.ino())),
             });
+            drop(file);
         }
         for (src, dst) in &cfg.bind_dirs {
-            let meta = fs::metadata(src).map_err(io_err("cannot stat", src))?;
+            let meta = fs::symlink_metadata(src).map_err(io_err("cannot stat", src))?;
+            if meta.file_type().is_symlink() {
+                return Err(FsError::Symlink(src.clone()));
+            }
             if !meta.is_dir() {
                 return Err(FsError::NotDir(src.clone()));
             }
@@ -246,6 +291,7 @@ impl Jail {
                 target: cstr(&target)?,
                 writable: true,
                 exec: false,
+                ident: None,
             });
         }
         for d in &cfg.rw_dirs {

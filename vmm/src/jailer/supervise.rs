@@ -61,11 +61,7 @@ fn plan(
     for a in &cfg.vmm_args {
         argv.push(cs(a.as_bytes())?);
     }
-    let binds = jail
-        .binds
-        .iter()
-        .map(|b| (b.src.clone(), b.target.clone(), b.writable, b.exec))
-        .collect();
+    let binds = jail.binds.clone();
     Ok(ChildPlan {
         go_fd,
         netns_fd: netns.map(|f| f.as_raw_fd()),
