@@ -141,11 +141,14 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
+        // A fresh id in every request (signed, as the AWS SDKs do), so two
+        // identical calls in one second differ for emberd's --replay-cache.
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host)
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header("amz-sdk-invocation-id", crate::util::uuid4());
         for (k, v) in headers {
             b = b.header(*k, *v);
         }

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// (every other request, and /metrics from elsewhere, must be signed).
     #[arg(long)]
     pub metrics_no_auth_on_loopback: bool,
+    /// Refuse a request whose signature was already accepted (a replay
+    /// within the 5-minute clock window). Off by default: it keeps every
+    /// signature of the last 10 minutes in memory.
+    #[arg(long)]
+    pub replay_cache: bool,
     /// Tests only (hidden): passes `--test-hook SPEC` to every ember-vmm.
     /// Only an ember-vmm built with the `test-hooks` feature accepts it; a
     /// production build refuses it, so then no environment starts.
@@ -238,6 +243,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
     let mut auth = crate::auth::Authenticator::new(creds_path.clone());
     auth.metrics_open_on_loopback = args.metrics_no_auth_on_loopback;
+    if args.replay_cache {
+        auth.replay = Some(crate::auth::replay::ReplayCache::new());
+    }
     // After the leftovers are killed: attempts they were running are closed
     // as interrupted and redelivered, never run twice at once.
     let events = Events::open(&data.join("store").join("events.redb"), &args.events)?;
@@ -313,6 +321,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "emberd: WARNING: listening on {} without TLS: signatures protect integrity, not secrecy (payloads, code and keys' use are readable on the wire); pass --tls-cert/--tls-key for anything but loopback",
+            args.listen
+        );
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| DaemonError::Listen(args.listen, e))?;

@@ -21,8 +21,10 @@ def calls(c, name):
 
 
 def test_environments_are_never_shared_across_tenants(emberd):
-    a = emberd.client()
-    b = emberd.client(emberd.add_key(account="111111111111"))
+    # Two tenant keys (emberd's first key is the operator's, which sees
+    # every account's environments).
+    key_a, key_b = emberd.add_key(), emberd.add_key(account="111111111111")
+    a, b = emberd.client(key_a), emberd.client(key_b)
     # Identical functions: same name, code and configuration; only the account differs.
     for c in (a, b):
         create(c, "twin", wasm("counter"))
@@ -41,11 +43,15 @@ def test_environments_are_never_shared_across_tenants(emberd):
         s, _, d = emberd.raw("GET", "/ember/environments", key=key)
         assert s == 200, d
         return {e["Id"]: e for e in json.loads(d)["Environments"]}
-    mine, theirs = listed(), listed(emberd.keys()[-1])
+    mine, theirs = listed(key_a), listed(key_b)
     [ea], [eb] = env_a, env_b
     assert ea in mine and eb not in mine, mine
     assert eb in theirs and ea not in theirs, theirs
     assert vmm_of(mine[ea]["Pid"]) != vmm_of(theirs[eb]["Pid"])
+    # The operator sees both, each with its account.
+    everything = listed()
+    assert (everything[ea]["Account"], everything[eb]["Account"]) == (
+        "000000000000", "111111111111")
     # B cannot invoke A's function by ARN either (it names A's account).
     arn = a.get_function(FunctionName="twin")["Configuration"]["FunctionArn"]
     with pytest.raises(botocore.exceptions.ClientError) as e:

@@ -196,17 +196,20 @@ fn function_error(version: &str, error_type: &str, message: &str) -> Reply {
     reply
 }
 
-/// `GET /ember/environments`: the caller's account's environments.
-pub fn list_environments(app: &App, account: &str) -> Reply {
+/// `GET /ember/environments`: the caller's account's environments (every
+/// account's for an operator).
+pub fn list_environments(app: &App, caller: &crate::auth::Caller) -> Reply {
     let envs: Vec<serde_json::Value> = app
         .pool
         .list()
         .iter()
-        .filter(|e| crate::util::split_scoped(&e.key.function).0 == account)
+        .filter(|e| caller.sees(crate::util::split_scoped(&e.key.function).0))
         .map(|e| {
+            let (account, function) = crate::util::split_scoped(&e.key.function);
             json!({
                 "Id": e.id,
-                "Function": crate::util::split_scoped(&e.key.function).1,
+                "Account": account,
+                "Function": function,
                 "Version": e.key.version,
                 "State": e.state.as_str(),
                 "AgeSeconds": e.created.elapsed().as_secs_f64(),

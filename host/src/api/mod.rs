@@ -308,8 +308,8 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::ListLayerVersions(l) => layers::list(app, req, &l),
         Route::GetLayerVersion(l, v) => layers::get(app, req, &l, &v),
         Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
-        Route::ListEnvironments => Ok(invoke::list_environments(app, req.account())),
-        Route::Metrics => Ok(crate::metrics::http_reply(app)),
+        Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
+        Route::Metrics => Ok(crate::metrics::http_reply(app, &req.caller)),
         Route::GetLogs(n) => crate::logs::http::get(app, req, &n),
         Route::Events(r) => crate::events::api::dispatch(app, r, req),
         Route::Invoke(_) => Err(ApiError::Service(

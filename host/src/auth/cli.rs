@@ -17,6 +17,10 @@ pub enum CredsCmd {
         /// 12-digit account id: keys of different accounts see different functions.
         #[arg(long)]
         account: Option<String>,
+        /// An operator key: sees every account in `/metrics` and the
+        /// `/ember/*` listings (the key emberd creates first is one).
+        #[arg(long)]
+        operator: bool,
     },
     /// List access key ids and their accounts (never the secrets).
     List,
@@ -59,15 +63,18 @@ pub fn signing_credentials(
 /// Runs one `ember creds` command on `file`.
 pub fn run(cmd: CredsCmd, file: &Path, as_json: bool) -> Result<(), CredError> {
     match cmd {
-        CredsCmd::Add { account } => {
-            let k = creds::add(file, account.as_deref())?;
+        CredsCmd::Add { account, operator } => {
+            let k = creds::add(file, account.as_deref(), operator)?;
             if as_json {
                 println!(
                     "{}",
-                    json!({"AccessKeyId": k.access_key_id, "SecretAccessKey": k.secret_access_key, "Account": k.account})
+                    json!({"AccessKeyId": k.access_key_id, "SecretAccessKey": k.secret_access_key, "Account": k.account, "Operator": k.operator})
                 );
             } else {
                 println!("account               {}", k.account);
+                if k.operator {
+                    println!("operator              yes");
+                }
                 println!("AWS_ACCESS_KEY_ID     {}", k.access_key_id);
                 println!("AWS_SECRET_ACCESS_KEY {}", k.secret_access_key);
             }
@@ -77,13 +84,20 @@ pub fn run(cmd: CredsCmd, file: &Path, as_json: bool) -> Result<(), CredError> {
             if as_json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|k| json!({"AccessKeyId": k.access_key_id, "Account": k.account, "Created": k.created}))
+                    .map(|k| json!({"AccessKeyId": k.access_key_id, "Account": k.account, "Created": k.created, "Operator": k.operator}))
                     .collect();
                 println!("{}", json!({ "AccessKeys": v }));
             } else {
-                println!("{:<22} {:<14} CREATED", "ACCESS KEY ID", "ACCOUNT");
+                println!(
+                    "{:<22} {:<14} {:<9} CREATED",
+                    "ACCESS KEY ID", "ACCOUNT", "OPERATOR"
+                );
                 for k in keys {
-                    println!("{:<22} {:<14} {}", k.access_key_id, k.account, k.created);
+                    let op = if k.operator { "yes" } else { "" };
+                    println!(
+                        "{:<22} {:<14} {:<9} {}",
+                        k.access_key_id, k.account, op, k.created
+                    );
                 }
             }
         }

@@ -45,6 +45,10 @@ pub struct AccessKey {
     pub secret_access_key: String,
     pub account: String,
     pub created: String,
+    /// An operator key: its requests see every account in host-wide views
+    /// (`/metrics`, `/ember/*` listings). The key emberd creates first is one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
 }
 
 impl AccessKey {
@@ -97,6 +101,7 @@ pub fn new_key(account: &str) -> Result<AccessKey, CredError> {
         secret_access_key: random_string(40, SECRET)?,
         account: account.into(),
         created: crate::util::now_lambda(),
+        operator: false,
     })
 }
 
@@ -158,22 +163,35 @@ fn modify<T>(
     Ok(out)
 }
 
-/// Creates the file with one key of the default account if there is none;
-/// returns that key only when it was created now (to be printed once).
+/// Creates the file with one operator key of the default account if there
+/// is none; returns that key only when it was created now (to be printed
+/// once). A file written before operator keys existed gets its first key
+/// marked as the operator (once, so revoking it promotes no other key).
 pub fn ensure_initial(path: &Path) -> Result<Option<AccessKey>, CredError> {
+    // Most starts change nothing: no rewrite (and no audit record) then.
+    if read(path)?.is_some_and(|b| b.keys.iter().any(|k| k.operator)) {
+        return Ok(None);
+    }
     modify(path, |keys| {
-        if !keys.is_empty() {
+        if keys.iter().any(|k| k.operator) {
             return Ok(None);
         }
-        let k = new_key(DEFAULT_ACCOUNT)?;
+        if let Some(first) = keys.first_mut() {
+            first.operator = true;
+            return Ok(None);
+        }
+        let mut k = new_key(DEFAULT_ACCOUNT)?;
+        k.operator = true;
         keys.push(k.clone());
         Ok(Some(k))
     })
 }
 
-/// Adds a key for `account` (the default account if none) and returns it.
-pub fn add(path: &Path, account: Option<&str>) -> Result<AccessKey, CredError> {
-    let k = new_key(account.unwrap_or(DEFAULT_ACCOUNT))?;
+/// Adds a key for `account` (the default account if none), an operator key
+/// if `operator`, and returns it.
+pub fn add(path: &Path, account: Option<&str>, operator: bool) -> Result<AccessKey, CredError> {
+    let mut k = new_key(account.unwrap_or(DEFAULT_ACCOUNT))?;
+    k.operator = operator;
     modify(path, |keys| {
         keys.push(k.clone());
         Ok(k)
@@ -265,7 +283,9 @@ mod tests {
 
         let ring = KeyRing::new(path.clone());
         assert_eq!(ring.lookup(&first.access_key_id), Some(first.clone()));
-        let second = add(&path, Some("111111111111")).unwrap();
+        assert!(first.operator, "the first key is the operator");
+        let second = add(&path, Some("111111111111"), false).unwrap();
+        assert!(!second.operator);
         assert_eq!(
             ring.lookup(&second.access_key_id).unwrap().account,
             "111111111111"
@@ -276,7 +296,10 @@ mod tests {
             revoke(&path, &first.access_key_id),
             Err(CredError::NoSuchKey(_))
         ));
-        assert!(matches!(add(&path, Some("12")), Err(CredError::Account(_))));
+        assert!(matches!(
+            add(&path, Some("12"), false),
+            Err(CredError::Account(_))
+        ));
         assert_eq!(list(&path).unwrap(), vec![second]);
     }
 

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod creds;
+pub mod replay;
 pub mod sigv4;
 
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub struct Caller {
     pub account: Option<String>,
     /// The connection's peer address.
     pub source: SocketAddr,
+    /// Signed with an operator key: host-wide views (`/metrics`,
+    /// `/ember/*` listings) show every account, not only the caller's.
+    pub operator: bool,
 }
 
 impl Caller {
@@ -40,6 +44,7 @@ impl Caller {
             access_key_id: None,
             account: None,
             source,
+            operator: false,
         }
     }
 
@@ -47,6 +52,12 @@ impl Caller {
     /// for an unauthenticated, exempt caller).
     pub fn account(&self) -> &str {
         self.account.as_deref().unwrap_or(creds::DEFAULT_ACCOUNT)
+    }
+
+    /// Whether a host-wide view shows this caller what belongs to `account`
+    /// (its own; everything for an operator).
+    pub fn sees(&self, account: &str) -> bool {
+        self.operator || self.account() == account
     }
 }
 
@@ -92,6 +103,8 @@ pub struct Authenticator {
     keys: KeyRing,
     /// Serve `GET /metrics` without a signature to loopback peers.
     pub metrics_open_on_loopback: bool,
+    /// Refuse a second request with an already accepted signature.
+    pub replay: Option<replay::ReplayCache>,
 }
 
 /// `YYYYMMDDTHHMMSSZ` → Unix seconds.
@@ -142,6 +155,7 @@ impl Authenticator {
         Authenticator {
             keys: KeyRing::new(credentials_file),
             metrics_open_on_loopback: false,
+            replay: None,
         }
     }
 
@@ -184,6 +198,20 @@ impl Authenticator {
             return Err(AuthError::Invalid(
                 "'X-Amz-Date' must be a signed header".into(),
             ));
+        }
+        // An unsigned x-amz-* header could change what a signed request
+        // does (X-Amz-Invocation-Type turned a sync invoke into an Event).
+        let mut unsigned: Vec<&str> = headers
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| k.starts_with("x-amz-") && !auth.signed_headers.iter().any(|h| h == k))
+            .collect();
+        if !unsigned.is_empty() {
+            unsigned.dedup();
+            return Err(AuthError::Invalid(format!(
+                "There were headers present in the request which were not signed: {}",
+                unsigned.join(", ")
+            )));
         }
         let key = self
             .keys
@@ -266,10 +294,18 @@ impl Authenticator {
         if !sigv4::verify(&key, &sts, &p.auth.signature) {
             return Err(AuthError::BadSignature);
         }
+        if let Some(cache) = &self.replay {
+            // Past signed_at + skew the clock check refuses it anyway.
+            let expires = parse_amz_date(&p.amz_date).unwrap_or(0) + MAX_SKEW.as_secs() as i64;
+            cache
+                .admit(p.auth.signature, expires, now_secs())
+                .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        }
         Ok(Caller {
             access_key_id: Some(p.key.access_key_id),
             account: Some(p.key.account),
             source,
+            operator: p.key.operator,
         })
     }
 }

@@ -83,7 +83,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::ReadQueue(q) => read_queue(app, req, &q),
         Route::DeleteQueue(q) => delete_queue(app, req, &q),
         Route::Attempts => attempts(app, req),
-        Route::Status => status(app),
+        Route::Status => status(app, req),
     }
 }
 
@@ -299,7 +299,8 @@ fn queue_name(req: &Req, q: &str) -> Result<String, ApiError> {
     }
 }
 
-/// `GET /ember/queues`: the caller's account's queues.
+/// `GET /ember/queues`: the caller's account's queues (every account's for
+/// an operator; reading one still takes the caller's own account's name).
 fn list_queues(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let queues: Vec<Value> = app
         .events
@@ -307,10 +308,10 @@ fn list_queues(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .queues()
         .map_err(service)?
         .into_iter()
-        .filter(|(scoped, _)| split_scoped(scoped).0 == req.account())
+        .filter(|(scoped, _)| req.caller.sees(split_scoped(scoped).0))
         .map(|(scoped, n)| {
-            let name = split_scoped(&scoped).1;
-            json!({"Name": name, "Arn": dest::queue_arn(&scoped), "Messages": n})
+            let (account, name) = split_scoped(&scoped);
+            json!({"Name": name, "Account": account, "Arn": dest::queue_arn(&scoped), "Messages": n})
         })
         .collect();
     Ok(Reply::json(200, json!({ "Queues": queues })))
@@ -350,7 +351,7 @@ fn delete_queue(app: &App, req: &Req, q: &str) -> Result<Reply, ApiError> {
 }
 
 /// `GET /ember/async/attempts?RequestId=&After=&MaxItems=`: the attempt
-/// log of the caller's account's functions.
+/// log of the caller's account's functions (every account's for an operator).
 fn attempts(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let after = match req.q("After") {
         None => 0,
@@ -361,7 +362,7 @@ fn attempts(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let max = req.max_items()?;
     let rid = req.q("RequestId");
     let own = |a: &super::model::AttemptRecord| {
-        split_scoped(&a.function).0 == req.account() && rid.is_none_or(|r| a.request_id == r)
+        req.caller.sees(split_scoped(&a.function).0) && rid.is_none_or(|r| a.request_id == r)
     };
     let list = app.events.db.attempts(own, after, max).map_err(service)?;
     let mut v = json!({ "Attempts": list.iter().map(|a| a.wire()).collect::<Vec<Value>>() });
@@ -373,10 +374,18 @@ fn attempts(app: &App, req: &Req) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, v))
 }
 
-/// `GET /ember/async`: this run's boot number and the queue's depth.
-fn status(app: &App) -> Result<Reply, ApiError> {
-    let (waiting, in_flight) = app.events.depth();
-    let stored = app.events.db.pending_count().map_err(service)?;
+/// `GET /ember/async`: this run's boot number and the queue's depth: the
+/// caller's account's events (every account's for an operator, with
+/// `Stored` read from the event store).
+fn status(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let (waiting, in_flight, stored) = if req.caller.operator {
+        let (w, f) = app.events.depth();
+        (w, f, app.events.db.pending_count().map_err(service)?)
+    } else {
+        // Every stored event is queued or in flight from recovery on.
+        let (w, f) = app.events.depth_of(req.account());
+        (w, f, (w + f) as u64)
+    };
     Ok(Reply::json(
         200,
         json!({

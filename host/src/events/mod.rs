@@ -187,6 +187,11 @@ impl Events {
         self.sched.depth()
     }
 
+    /// `account`'s events waiting and in flight.
+    pub fn depth_of(&self, account: &str) -> (usize, usize) {
+        self.sched.depth_of(account)
+    }
+
     /// Removes every event invoke config of `function` (it was deleted).
     pub fn forget_function(&self, function: &str) -> Result<(), EventsError> {
         self.db.delete_configs(function, None)?;

@@ -175,6 +175,18 @@ impl Sched {
         let i = self.lock();
         (i.waiting.len(), i.in_flight.len())
     }
+
+    /// (waiting, in flight) of `account`'s events.
+    pub fn depth_of(&self, account: &str) -> (usize, usize) {
+        let i = self.lock();
+        let waiting = i
+            .waiting
+            .values()
+            .filter(|ev| account_of(ev) == account)
+            .count();
+        let in_flight = i.in_flight.values().filter(|a| *a == account).count();
+        (waiting, in_flight)
+    }
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@ pub struct HostView {
     /// (function, version) -> (busy provisioned, ready provisioned).
     pub provisioned: BTreeMap<(String, String), (u64, u64)>,
     pub memory: Vec<EnvMemory>,
-    /// The pool's memory admission: (budget, claimed) bytes.
-    pub claims: (u64, u64),
+    /// The pool's memory admission: (budget, claimed) bytes (host-wide:
+    /// `None` in an account's scoped view).
+    pub claims: Option<(u64, u64)>,
 }
 
 const STATES: [EnvState; 4] = [
@@ -86,7 +87,7 @@ impl HostView {
             by_state,
             provisioned,
             memory: vec![],
-            claims: (0, 0),
+            claims: None,
         }
     }
 
@@ -116,18 +117,20 @@ impl HostView {
         for (state, n) in &self.by_state {
             e.sample("ember_environments", &[("state", state)], *n as f64);
         }
-        e.family(
-            "ember_memory_budget_bytes",
-            Kind::Gauge,
-            "Memory all execution environments together may claim.",
-        );
-        e.sample("ember_memory_budget_bytes", &[], self.claims.0 as f64);
-        e.family(
-            "ember_memory_claimed_bytes",
-            Kind::Gauge,
-            "Memory claimed by existing environments (function memory + overhead each, idle ones included).",
-        );
-        e.sample("ember_memory_claimed_bytes", &[], self.claims.1 as f64);
+        if let Some((budget, claimed)) = self.claims {
+            e.family(
+                "ember_memory_budget_bytes",
+                Kind::Gauge,
+                "Memory all execution environments together may claim.",
+            );
+            e.sample("ember_memory_budget_bytes", &[], budget as f64);
+            e.family(
+                "ember_memory_claimed_bytes",
+                Kind::Gauge,
+                "Memory claimed by existing environments (function memory + overhead each, idle ones included).",
+            );
+            e.sample("ember_memory_claimed_bytes", &[], claimed as f64);
+        }
         e.family(
             "ember_vmm_rss_bytes",
             Kind::Gauge,

@@ -254,10 +254,26 @@ impl Metrics {
 
     /// The whole exposition: the registry's series plus the host view.
     pub fn render(&self, host: &HostView) -> String {
-        let inner = self.lock().clone_for_render();
+        self.render_scoped(host, None)
+    }
+
+    /// The exposition as `account` may see it (`None`: everything, the
+    /// operator's view): only that account's function series, and none of
+    /// the host-wide families, which count every account's activity. The
+    /// caller passes a `host` view built from that account's environments.
+    pub fn render_scoped(&self, host: &HostView, account: Option<&str>) -> String {
+        let mut inner = self.lock().clone_for_render();
+        if let Some(a) = account {
+            inner
+                .series
+                .retain(|(f, _), _| crate::util::split_scoped(f).0 == a);
+        }
         let mut e = Encoder::new();
         render_series(&mut e, &inner.series);
         host.render(&mut e);
+        if account.is_some() {
+            return e.finish();
+        }
         e.family(
             "ember_vmm_boot_seconds",
             Kind::Histogram,
@@ -402,14 +418,24 @@ fn render_series(e: &mut Encoder, series: &BTreeMap<Key, Series>) {
 }
 
 /// `GET /metrics`: the exposition with the host view taken now (reads
-/// `/proc`: call on a blocking thread).
-pub fn http_reply(app: &crate::api::App) -> crate::api::Reply {
-    let mut view = HostView::collect(&app.pool.list());
-    view.claims = app.pool.memory();
+/// `/proc`: call on a blocking thread), scoped to the caller's account
+/// unless the caller is an operator.
+pub fn http_reply(app: &crate::api::App, caller: &crate::auth::Caller) -> crate::api::Reply {
+    let scope = (!caller.operator).then(|| caller.account());
+    let envs: Vec<_> = app
+        .pool
+        .list()
+        .into_iter()
+        .filter(|e| scope.is_none_or(|a| crate::util::split_scoped(&e.key.function).0 == a))
+        .collect();
+    let mut view = HostView::collect(&envs);
+    if scope.is_none() {
+        view.claims = Some(app.pool.memory());
+    }
     crate::api::Reply {
         status: 200,
         headers: vec![("content-type", expo::CONTENT_TYPE.into())],
-        body: app.metrics.render(&view).into(),
+        body: app.metrics.render_scoped(&view, scope).into(),
         json: false,
     }
 }

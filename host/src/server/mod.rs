@@ -188,8 +188,13 @@ async fn handle(
         let routed = api::parse_target(parts.uri.path(), parts.uri.query())
             .and_then(|(segs, query)| Ok((api::route(&parts.method, &segs)?, segs, query)));
         let (caller, body, routed) = match (pending, routed) {
+            // Exempt: `GET /metrics` from loopback, which the operator
+            // opened with --metrics-no-auth-on-loopback for a local scraper.
             (None, routed) => (
-                Caller::anonymous(source),
+                Caller {
+                    operator: true,
+                    ..Caller::anonymous(source)
+                },
                 read_limited(body, api::MAX_CONTROL_BODY, control_too_large).await?,
                 routed,
             ),
