@@ -161,6 +161,13 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
+/// `path` with every symlink resolved: the jailer takes only real files (it
+/// refuses a link rather than chown or mount what it names), and the image
+/// cache's `set-*` directories are made of links to the built artefacts.
+pub fn real_path(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
 /// Finds the kernel, initramfs, images and tool; the reason if one is missing.
 pub fn find_files(args: &LinuxArgs) -> Result<Found, String> {
     let cache = build_cache();
@@ -174,6 +181,7 @@ pub fn find_files(args: &LinuxArgs) -> Result<Found, String> {
             Some(newest(&dir, key, "vmlinux")?.join("vmlinux"))
         })
         .filter(|k| k.is_file())
+        .and_then(|k| real_path(&k))
         .ok_or("no guest kernel: run kernel-config/build.sh or pass --linux-kernel")?;
     let images_dir = args
         .linux_images
@@ -183,10 +191,10 @@ pub fn find_files(args: &LinuxArgs) -> Result<Found, String> {
             newest(&dir, |n| n.starts_with("set-"), "initramfs.cpio")
         })
         .ok_or("no Linux guest images: run images/build-images.sh or pass --linux-images")?;
-    let initramfs = images_dir.join("initramfs.cpio");
-    if !initramfs.is_file() {
-        return Err(format!("no initramfs.cpio in {}", images_dir.display()));
-    }
+    let initramfs = Some(images_dir.join("initramfs.cpio"))
+        .filter(|i| i.is_file())
+        .and_then(|i| real_path(&i))
+        .ok_or_else(|| format!("no initramfs.cpio in {}", images_dir.display()))?;
     let tool = args
         .code_image_tool
         .clone()

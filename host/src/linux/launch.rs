@@ -184,6 +184,7 @@ impl LinuxGuests {
         let image = runtime_image(&spec.runtime)
             .map(|i| self.found.images_dir.join(i))
             .filter(|p| p.is_file())
+            .and_then(|p| super::caps::real_path(&p))
             .ok_or_else(|| LinuxError::NoRuntimeImage(spec.runtime.clone()))?;
         let code = self
             .cache

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::caps::{detect, kvm_refusal, Found, LinuxArgs, LinuxMode};
+use super::caps::{detect, find_files, kvm_refusal, Found, LinuxArgs, LinuxMode};
 use super::images::{code_image_name, ImageCache};
 use super::launch::{init_spec, kernel_cmdline, launch_config, vcpus_for, Drives};
 use crate::agent::{Code, Guest, JailConfig, LaunchConfig};
@@ -315,4 +315,25 @@ fn code_and_layer_images_are_built_once_and_merged_in_order() {
     let _cache = ImageCache::open(&d.join("cache"), &repo_tool()).unwrap();
     assert!(!img.exists() && !merged.exists());
     let _ = fs::remove_dir_all(d);
+}
+
+#[test]
+fn found_files_are_real_paths_not_links() {
+    // The image cache's set-* directories link to the built artefacts; the
+    // jailer refuses links, so emberd must hand it the files they name.
+    let d = tmp("links");
+    let built = d.join("built");
+    touch(&built.join("vmlinux"));
+    touch(&built.join("initramfs.cpio"));
+    let images = d.join("set-x");
+    fs::create_dir_all(&images).unwrap();
+    std::os::unix::fs::symlink(built.join("initramfs.cpio"), images.join("initramfs.cpio"))
+        .unwrap();
+    let kernel = d.join("vmlinux-link");
+    std::os::unix::fs::symlink(built.join("vmlinux"), &kernel).unwrap();
+
+    let found = find_files(&args(LinuxMode::Auto, &kernel, &images)).unwrap();
+    let real = fs::canonicalize(&built).unwrap();
+    assert_eq!(found.kernel, real.join("vmlinux"));
+    assert_eq!(found.initramfs, real.join("initramfs.cpio"));
 }
