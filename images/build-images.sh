@@ -6,8 +6,8 @@
 # - provided.squashfs the `provided` runtime: busybox-static + glibc (Debian
 #                     packages fetched with the host's apt sources)
 # - python3.11.squashfs  (only with --python: mmdebstrap of bookworm, 3-5 min
-#                     and ~30 MB of downloads here) Python + ember's runtime
-#                     loop in /var/runtime
+#                     and ~40 MB of downloads here) Python + AWS's runtime
+#                     interface client (awslambdaric) and boto3 in /var/runtime
 # The last stdout line is a directory linking the requested set; a cache hit
 # returns at once. Progress goes to stderr. Function code images:
 # images/code-image.sh.
@@ -91,17 +91,30 @@ build_provided() {
   rm -rf "$st" "$dl"
 }
 
-# python3.11: Debian bookworm's python + ember's runtime loop ($1 = output dir).
+# python3.11 as AWS's base image has it: Debian bookworm's python3.11, AWS's
+# runtime interface client (awslambdaric, PyPI) and boto3 in /var/runtime,
+# started by images/python/bootstrap ($1 = output dir). The wheels come from
+# PyPI through the API tests' venv pip (cp311 manylinux, the image's ABI).
+AWSLAMBDARIC=4.2.2
+BOTO3=1.44.18
 build_python() {
-  log "building python3.11.squashfs with mmdebstrap (host apt sources)"
+  log "building python3.11.squashfs with mmdebstrap (host apt sources) + awslambdaric $AWSLAMBDARIC, boto3 $BOTO3"
   local st; st=$(mktemp -d); rmdir "$st"
-  nice -n 19 mmdebstrap --variant=minbase --include=python3.11-minimal,libpython3.11-stdlib \
+  nice -n 19 mmdebstrap --variant=minbase --include=python3.11-minimal,libpython3.11-stdlib,libstdc++6 \
     --dpkgopt='path-exclude=/usr/share/{doc,man,locale,info}/*' bookworm "$st" >&2
   base_layout "$st"
-  cp "$here/python/bootstrap" "$here/python/ember_runtime.py" "$st/var/runtime/"
+  local venv; venv=$(bash "$root/scripts/api-venv.sh")
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile --target "$st/var/runtime" \
+    --implementation cp --python-version 3.11 --only-binary=:all: \
+    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform linux_x86_64 \
+    "awslambdaric==$AWSLAMBDARIC" "boto3==$BOTO3" >&2
+  cp "$here/python/bootstrap" "$st/var/runtime/"
+  chmod 755 "$st/var/runtime/bootstrap"
   ln -sf python3.11 "$st/usr/bin/python3"
-  # The loop must at least import in the image's own interpreter.
-  chroot "$st" python3 -c "import ast; ast.parse(open('/var/runtime/ember_runtime.py').read()); import http.client, json, importlib, traceback" >&2
+  # Byte-compiled once here (the image is read-only in the guest), and the
+  # client and boto3 must import in the image's own interpreter.
+  chroot "$st" python3 -m compileall -q /var/runtime >&2 || true
+  chroot "$st" env PYTHONPATH=/var/runtime python3 -c "import awslambdaric.bootstrap, boto3, runtime_client" >&2
   mksquashfs "$st" "$1/python3.11.squashfs" -noappend -all-root -quiet >&2
   rm -rf "$st"
 }
@@ -127,7 +140,10 @@ agent_inputs() {
   find "$root/guest-agent/src" -type f -name '*.rs' | sort | xargs cat
 }
 provided_inputs() { echo "busybox-static $(pkgver busybox-static) libc6 $(pkgver libc6)"; }
-python_inputs() { cat "$here"/python/*; echo "python3.11 $(pkgver python3.11-minimal)"; }
+python_inputs() {
+  cat "$here"/python/*
+  echo "python3.11 $(pkgver python3.11-minimal) awslambdaric $AWSLAMBDARIC boto3 $BOTO3"
+}
 
 parts=("$(cached agent build_agent agent_inputs)" "$(cached provided build_provided provided_inputs)")
 [ "$want_python" = 1 ] && parts+=("$(cached python build_python python_inputs)")

@@ -1,8 +1,9 @@
 //! The Linux agent (`ember-agent`) as an ordinary host process: its host
 //! transport is a Unix socket driven by ember-host's `AgentConn` (the same
 //! protocol code as over vsock), and real runtimes talk to its Lambda Runtime
-//! API — a shell `bootstrap` using curl, a compiled C one, and ember's Python
-//! runtime loop under the host's python3. Covers invoke, function errors,
+//! API — a shell `bootstrap` using curl, a compiled C one, and the python3.11
+//! image's runtime (AWS's awslambdaric + boto3, images/build-images.sh) under
+//! the host's python3.11. Covers invoke, function errors,
 //! init errors, timeouts (process tree killed, re-init), crashes, 6 MiB
 //! payloads both ways, and a second concurrent `next` caller being refused.
 
@@ -653,15 +654,44 @@ fn compiled_runtime_invokes() {
     a.shutdown();
 }
 
-/// ember's Python runtime loop (images/python), under the host's python3.
+/// The python3.11 image's runtime directory (awslambdaric, boto3 and the
+/// bootstrap, images/build-images.sh --python), unpacked once per test run.
+fn python_runtime_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let images = ember_tests::linux_guest::build("images/build-images.sh", &["--python"]);
+        let out = std::env::temp_dir().join(format!("ember-pyrt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out);
+        let st = Command::new("unsquashfs")
+            .arg("-q")
+            .arg("-d")
+            .arg(&out)
+            .arg(images.join("python3.11.squashfs"))
+            .arg("var/runtime")
+            .stdout(Stdio::null())
+            .status()
+            .expect("unsquashfs (squashfs-tools)");
+        assert!(
+            st.success(),
+            "unpacking the python3.11 image's /var/runtime"
+        );
+        out.join("var/runtime")
+    })
+    .clone()
+}
+
+/// AWS's Python runtime client from the python3.11 image, under the host's
+/// python3 (3.11, the image's ABI).
 fn python_agent(app: &str) -> Agent {
     let s = Scratch::new();
     let rt = s.0.join("runtime");
-    fs::create_dir_all(&rt).unwrap();
-    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/python");
-    for f in ["bootstrap", "ember_runtime.py"] {
-        fs::copy(images.join(f), rt.join(f)).unwrap();
-    }
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(python_runtime_dir())
+        .arg(&rt)
+        .status()
+        .expect("cp");
+    assert!(st.success());
     fs::write(s.task().join("app.py"), app).unwrap();
     Agent::start(s, &[])
 }
@@ -757,7 +787,7 @@ fn median_round_trip(a: &mut Agent, n: usize) -> Duration {
 }
 
 /// Not a speed check: prints the median host-side invoke round trip through
-/// the agent for the compiled runtime and the Python loop, side by side.
+/// the agent for the compiled runtime and awslambdaric, side by side.
 #[test]
 fn round_trip_medians_compiled_vs_python() {
     let mut c = c_agent();
@@ -769,7 +799,7 @@ fn round_trip_medians_compiled_vs_python() {
         median_round_trip(&mut py, 30),
     );
     eprintln!(
-        "agent round trip, median of 30: compiled C runtime {mc:?}, Python loop {mp:?} (ratio {:.2})",
+        "agent round trip, median of 30: compiled C runtime {mc:?}, awslambdaric {mp:?} (ratio {:.2})",
         mp.as_secs_f64() / mc.as_secs_f64()
     );
     c.shutdown();

@@ -2,8 +2,8 @@
 //! unpacked, the static `ember-agent` from the initramfs build runs inside it
 //! under chroot (root needed) with its host transport on a Unix socket driven
 //! by ember-host's `AgentConn`, and a function runs on the image's own
-//! userland — busybox + glibc for `provided`, Debian's python3.11 plus ember's
-//! runtime loop for `python3.11`.
+//! userland — busybox + glibc for `provided`, Debian's python3.11 with AWS's
+//! runtime interface client (awslambdaric) and boto3 for `python3.11`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -139,7 +139,7 @@ fn provided_image_runs_a_busybox_function() {
 }
 
 #[test]
-fn python_image_runs_a_handler_with_the_runtime_loop() {
+fn python_image_runs_a_handler_with_awslambdaric_and_boto3() {
     assert!(
         is_root(),
         "this test chroots into the image: run it as root (scripts/test.sh does)"
@@ -150,8 +150,9 @@ fn python_image_runs_a_handler_with_the_runtime_loop() {
     root.put(
         "/var/task/app.py",
         0o644,
-        "import sys\ndef handler(event, context):\n    print('py in image')\n    \
-         return {'v': sys.version_info[:2], 'double': event['x'] * 2, 'fn': context.function_name}\n",
+        "import sys, boto3, awslambdaric\ndef handler(event, context):\n    print('py in image')\n    \
+         return {'v': sys.version_info[:2], 'double': event['x'] * 2, 'fn': context.function_name,\n    \
+         'boto3': boto3.__version__, 'ric': awslambdaric.__file__}\n",
     );
     let mut conn = root.start();
     conn.init(&spec("app.handler"), Duration::from_secs(20))
@@ -164,6 +165,11 @@ fn python_image_runs_a_handler_with_the_runtime_loop() {
     assert_eq!(v["v"], serde_json::json!([3, 11]));
     assert_eq!(v["double"], 8);
     assert_eq!(v["fn"], "img-fn");
+    assert!(v["boto3"].as_str().is_some_and(|b| !b.is_empty()), "{v}");
+    assert_eq!(
+        v["ric"], "/var/runtime/awslambdaric/__init__.py",
+        "AWS's client from the image"
+    );
     assert!(
         inv.logs.lines.iter().any(|l| l.line == "py in image"),
         "{:?}",

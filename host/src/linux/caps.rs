@@ -40,6 +40,11 @@ pub struct LinuxArgs {
     /// of the repository emberd was built in).
     #[arg(long, env = "EMBER_CODE_IMAGE_TOOL")]
     pub code_image_tool: Option<PathBuf>,
+    /// Seconds a Linux guest may take from spawn to its agent's `Ready` (a
+    /// microVM kernel boots in well under a second on hardware; raise it
+    /// only for emulated hosts, e.g. the nested test host of tests/hvhost).
+    #[arg(long, default_value_t = 20, env = "EMBER_LINUX_BOOT_TIMEOUT")]
+    pub linux_boot_timeout: u64,
 }
 
 /// What CreateFunction may accept besides `wasm`.
@@ -102,6 +107,8 @@ pub struct Found {
     pub initramfs: PathBuf,
     pub images_dir: PathBuf,
     pub tool: PathBuf,
+    /// Spawn to `Ready` (`--linux-boot-timeout`).
+    pub boot_timeout: std::time::Duration,
 }
 
 /// Why KVM on this host (`root` = `/` outside tests) cannot boot a stock
@@ -213,6 +220,7 @@ pub fn find_files(args: &LinuxArgs) -> Result<Found, String> {
         initramfs,
         images_dir,
         tool,
+        boot_timeout: std::time::Duration::from_secs(args.linux_boot_timeout.max(1)),
     })
 }
 

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::caps::Found;
 use super::{parse_layer_arn, runtime_image, ImageCache, LinuxError};
@@ -14,10 +13,6 @@ use crate::agent::{Code, Console, Guest, InitSpec, LaunchConfig};
 use crate::pool::EnvSpec;
 use crate::store::{Store, StoreError};
 
-/// How long a Linux guest may take from spawn to the agent's `Ready`
-/// (a microVM kernel boots in well under a second on hardware; this is the
-/// margin for a loaded host).
-pub const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lambda's CPU share: one vCPU per 1,769 MB of function memory.
 const MIB_PER_VCPU: u32 = 1769;
 /// Lambda's largest function (10,240 MB) gets 6 vCPUs.
@@ -82,7 +77,7 @@ pub fn launch_config(
         // Kernel and agent messages (boot problems show here); the
         // function's own output reaches the host as Log frames instead.
         console: Console::File(spec.work_dir.join("console.log")),
-        boot_timeout: LINUX_BOOT_TIMEOUT,
+        boot_timeout: found.boot_timeout,
         deadline_grace: base.deadline_grace,
         drives: drives.in_order(),
         extra_args: Vec::new(),

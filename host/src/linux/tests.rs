@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::caps::{detect, find_files, kvm_refusal, Found, LinuxArgs, LinuxMode};
 use super::images::{code_image_name, ImageCache};
@@ -50,6 +51,7 @@ fn args(mode: LinuxMode, kernel: &Path, images: &Path) -> LinuxArgs {
         linux_kernel: Some(kernel.to_path_buf()),
         linux_images: Some(images.to_path_buf()),
         code_image_tool: Some(repo_tool()),
+        linux_boot_timeout: 20,
     }
 }
 
@@ -142,6 +144,7 @@ fn linux_environment_command_line_and_drives() {
         initramfs: d.join("i/initramfs.cpio"),
         images_dir: d.join("i"),
         tool: repo_tool(),
+        boot_timeout: Duration::from_secs(20),
     };
     let drives = Drives {
         runtime: d.join("i/python3.11.squashfs"),
