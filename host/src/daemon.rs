@@ -112,6 +112,8 @@ pub struct ServeArgs {
     pub edge: crate::server::EdgeArgs,
     #[command(flatten)]
     pub events: crate::events::EventArgs,
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +240,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     if killed > 0 {
         eprintln!("emberd: killed {killed} ember-vmm/ember-jailer left over from a previous run");
     }
-    let store = Arc::new(Store::open(&data.join("store"))?);
+    let store = Arc::new(Store::open(&data.join("store"))?.with_limits((&args.store).into()));
     let creds_path = data.join(crate::auth::creds::FILE_NAME);
     let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
     let mut auth = crate::auth::Authenticator::new(creds_path.clone());

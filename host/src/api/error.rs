@@ -27,6 +27,13 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     Service(String),
+    /// The store refuses writes for now (low disk space, an I/O error):
+    /// 503, retryable; reads go on.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An account's code or layer storage quota (Lambda's code storage).
+    #[error("{0}")]
+    CodeStorageExceeded(String),
     /// A request that failed authentication (403).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -35,17 +42,22 @@ pub enum ApiError {
 /// Reasons Lambda gives for a 429.
 pub const REASON_RESERVED: &str = "ReservedFunctionConcurrentInvocationLimitExceeded";
 pub const REASON_ACCOUNT: &str = "ConcurrentInvocationLimitExceeded";
+/// The caller's account has too many bytes of async events queued.
+pub const REASON_CALLER: &str = "CallerRateLimitExceeded";
 
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::NotFound(_) | ApiError::UnknownOperation(_) => 404,
             ApiError::Conflict(_) => 409,
-            ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => 400,
+            ApiError::InvalidParameter(_)
+            | ApiError::InvalidRequestContent(_)
+            | ApiError::CodeStorageExceeded(_) => 400,
             ApiError::TooLarge(_) => 413,
             ApiError::PreconditionFailed(_) => 412,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Service(_) => 500,
+            ApiError::Unavailable(_) => 503,
             ApiError::Auth(_) => 403,
         }
     }
@@ -60,14 +72,15 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "TooManyRequestsException",
             ApiError::UnknownOperation(_) => "UnknownOperationException",
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
-            ApiError::Service(_) => "ServiceException",
+            ApiError::Service(_) | ApiError::Unavailable(_) => "ServiceException",
+            ApiError::CodeStorageExceeded(_) => "CodeStorageExceededException",
             ApiError::Auth(e) => e.error_type(),
         }
     }
 
     /// JSON body in the shape of Lambda's modeled exceptions.
     pub fn body(&self) -> serde_json::Value {
-        let kind = if matches!(self, ApiError::Service(_)) {
+        let kind = if matches!(self, ApiError::Service(_) | ApiError::Unavailable(_)) {
             "Service"
         } else {
             "User"
@@ -85,6 +98,23 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::NotFound(m),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Quota(m) => ApiError::CodeStorageExceeded(m),
+            StoreError::QueueQuota(m) => ApiError::TooManyRequests {
+                reason: REASON_CALLER,
+                message: m,
+            },
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            other if other.is_storage() => {
+                // The disk failed (full, say): the store reopens by itself;
+                // the client may retry.
+                eprintln!(
+                    "emberd: store write failed: {}",
+                    crate::util::error_chain(&other)
+                );
+                ApiError::Unavailable(
+                    "The function store cannot write to its disk right now. Retry later.".into(),
+                )
+            }
             other => {
                 // Internal detail goes to the log, not to the client.
                 eprintln!("emberd: store error: {}", crate::util::error_chain(&other));
@@ -125,6 +155,18 @@ mod tests {
         assert_eq!(
             (e.status(), e.body()["Type"].as_str()),
             (500, Some("Service"))
+        );
+        let e: ApiError = StoreError::Unavailable("low".into()).into();
+        assert_eq!((e.status(), e.error_type()), (503, "ServiceException"));
+        let e: ApiError = StoreError::Quota("full".into()).into();
+        assert_eq!(
+            (e.status(), e.error_type()),
+            (400, "CodeStorageExceededException")
+        );
+        let e: ApiError = StoreError::QueueQuota("queue".into()).into();
+        assert_eq!(
+            (e.status(), e.body()["Reason"].as_str()),
+            (429, Some(REASON_CALLER))
         );
     }
 }

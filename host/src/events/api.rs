@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::dest;
 use super::model::InvokeConfig;
-use super::MAX_EVENT_PAYLOAD;
+use super::{DbError, EventsError, MAX_EVENT_PAYLOAD};
 use crate::api::invoke::InvokeBody;
 use crate::api::{function_name, versions, ApiError, App, Reply, Req};
 use crate::util::{function_arn, scoped_name, split_scoped};
@@ -118,11 +118,20 @@ pub async fn accept(
             ApiError::TooLarge(_) => too_large(),
             other => other,
         })?;
+    // Below the free-space floor events are refused (503); synchronous
+    // invokes go on.
+    app.store.check_space()?;
     let id = app
         .events
         .accept(&target.name, qualifier, payload)
         .await
-        .map_err(service)?;
+        .map_err(|e| match e {
+            // A full disk or an I/O error: 503, retryable (the store reopens).
+            EventsError::Db(DbError::Store(s)) | EventsError::Store(s) if s.is_storage() => {
+                ApiError::from(s)
+            }
+            other => service(other),
+        })?;
     app.metrics
         .async_event_received(&target.name, &target.version);
     let mut reply = Reply::empty(202);

@@ -10,13 +10,14 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::model::{AttemptRecord, EventRecord, InvokeConfig, QueueMessage};
+use crate::store::dbfile::DbFile;
 use crate::store::{scan_prefix, StoreError};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -87,7 +88,8 @@ type Reply = oneshot::Sender<std::result::Result<u64, DbError>>;
 
 /// Handle to the event store.
 pub struct Db {
-    db: Arc<Database>,
+    /// Reopened after I/O errors (see `store::dbfile`).
+    db: Arc<DbFile>,
     /// None only while dropping (closing it stops the writer).
     tx: Option<mpsc::Sender<(Op, Reply)>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -203,7 +205,7 @@ fn end_attempt(w: &WriteTransaction, end: &AttemptEnd) -> Result<()> {
 /// The writer thread: take everything pending, apply it in one transaction,
 /// commit (fsync), answer. If the batch fails as a whole, each op is retried
 /// alone so one bad op cannot fail the others.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<(Op, Reply)>) {
+fn writer(db: Arc<DbFile>, rx: mpsc::Receiver<(Op, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -225,16 +227,21 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<(Op, Reply)>) {
                 }
             }
             Err(e) => {
-                let why = crate::util::error_chain(&e);
+                // One op (a larger batch was retried op by op above): its
+                // caller gets the store's own error (a full disk, say).
+                let mut e = Some(DbError::Store(e));
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(DbError::Commit(why.clone())));
+                    let err = e
+                        .take()
+                        .unwrap_or_else(|| DbError::Commit("batch failed".into()));
+                    let _ = reply.send(Err(err));
                 }
             }
         }
     }
 }
 
-fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<Vec<u64>> {
+fn commit<'a>(db: &DbFile, ops: impl Iterator<Item = &'a Op>) -> Result<Vec<u64>> {
     let w = db.begin_write()?;
     let mut ids = Vec::new();
     for op in ops {
@@ -247,7 +254,7 @@ fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<Vec<u6
 impl Db {
     /// Opens (or creates) the event store at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(DbFile::open(path)?);
         let w = db.begin_write()?;
         w.open_table(EVENTS)?;
         w.open_table(PAYLOADS)?;
@@ -315,23 +322,24 @@ impl Db {
     }
 
     pub fn payload(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(PAYLOADS)?;
-        let v = t.get(seq)?.map(|g| g.value().to_vec());
-        Ok(v)
+        self.db.read(|r| {
+            let t = r.open_table(PAYLOADS)?;
+            let v = t.get(seq)?.map(|g| g.value().to_vec());
+            Ok(v)
+        })
     }
 
     pub fn pending_count(&self) -> Result<u64> {
-        let r = self.db.begin_read()?;
-        Ok(r.open_table(EVENTS)?.len()?)
+        self.db.read(|r| Ok(r.open_table(EVENTS)?.len()?))
     }
 
     // ---- event invoke configs (control plane: direct transactions) ------
 
     pub fn get_config(&self, function: &str, qualifier: &str) -> Result<Option<InvokeConfig>> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(CONFIGS)?;
-        get_json(t.get(config_key(function, qualifier).as_str())?)
+        self.db.read(|r| {
+            let t = r.open_table(CONFIGS)?;
+            get_json(t.get(config_key(function, qualifier).as_str())?)
+        })
     }
 
     pub fn put_config(&self, c: &InvokeConfig) -> Result<()> {
@@ -365,9 +373,10 @@ impl Db {
     }
 
     pub fn list_configs(&self, function: &str) -> Result<Vec<InvokeConfig>> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(CONFIGS)?;
-        scan_prefix(&t, &config_key(function, ""))
+        self.db.read(|r| {
+            let t = r.open_table(CONFIGS)?;
+            scan_prefix(&t, &config_key(function, ""))
+        })
     }
 
     // ---- attempt log -----------------------------------------------------
@@ -380,34 +389,36 @@ impl Db {
         after: u64,
         max: usize,
     ) -> Result<Vec<AttemptRecord>> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(ATTEMPTS)?;
-        let mut out = Vec::new();
-        for item in t.range(after.saturating_add(1)..)? {
-            let (_, v) = item?;
-            let a: AttemptRecord = serde_json::from_slice(v.value())?;
-            if keep(&a) {
-                out.push(a);
-                if out.len() == max {
-                    break;
+        self.db.read(|r| {
+            let t = r.open_table(ATTEMPTS)?;
+            let mut out = Vec::new();
+            for item in t.range(after.saturating_add(1)..)? {
+                let (_, v) = item?;
+                let a: AttemptRecord = serde_json::from_slice(v.value())?;
+                if keep(&a) {
+                    out.push(a);
+                    if out.len() == max {
+                        break;
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     // ---- destination queues ---------------------------------------------
 
     /// (queue, messages) for every queue that has held a message.
     pub fn queues(&self) -> Result<Vec<(String, u64)>> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(QUEUES)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            out.push((k.value().to_string(), v.value()));
-        }
-        Ok(out)
+        self.db.read(|r| {
+            let t = r.open_table(QUEUES)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_string(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Messages of `queue` after message number `after` (a previous page's
@@ -418,25 +429,26 @@ impl Db {
         after: Option<u64>,
         max: usize,
     ) -> Result<(Vec<QueueMessage>, Option<u64>)> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(MESSAGES)?;
-        let prefix = format!("{queue}/");
-        // Keys sort by their zero-padded id: the page starts after `after`.
-        let start = message_key(queue, after.map_or(0, |a| a.saturating_add(1)));
-        let mut out = Vec::new();
-        let mut last = None;
-        for item in t.range(start.as_str()..)? {
-            let (k, v) = item?;
-            let Some(id) = k.value().strip_prefix(&prefix) else {
-                break;
-            };
-            if out.len() == max {
-                return Ok((out, last));
+        self.db.read(|r| {
+            let t = r.open_table(MESSAGES)?;
+            let prefix = format!("{queue}/");
+            // Keys sort by their zero-padded id: the page starts after `after`.
+            let start = message_key(queue, after.map_or(0, |a| a.saturating_add(1)));
+            let mut out = Vec::new();
+            let mut last = None;
+            for item in t.range(start.as_str()..)? {
+                let (k, v) = item?;
+                let Some(id) = k.value().strip_prefix(&prefix) else {
+                    break;
+                };
+                if out.len() == max {
+                    return Ok((out, last));
+                }
+                out.push(serde_json::from_slice(v.value())?);
+                last = id.parse().ok();
             }
-            out.push(serde_json::from_slice(v.value())?);
-            last = id.parse().ok();
-        }
-        Ok((out, None))
+            Ok((out, None))
+        })
     }
 
     /// Deletes the message `message_id` of `queue` (None: every message).

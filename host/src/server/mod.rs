@@ -94,7 +94,10 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
     let (status, headers, body, json) = match result {
         Ok(r) => (r.status, r.headers, r.body, r.json),
         Err(e) => {
-            let header = vec![("X-Amzn-ErrorType", e.error_type().to_string())];
+            let mut header = vec![("X-Amzn-ErrorType", e.error_type().to_string())];
+            if e.status() == 503 {
+                header.push(("Retry-After", "1".to_string()));
+            }
             (e.status(), header, Bytes::from(e.body().to_string()), true)
         }
     };

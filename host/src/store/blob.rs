@@ -117,18 +117,24 @@ impl BlobStore {
             )
             .map_err(|_| BlobError::Integrity(hex.clone()))?;
         let tmp = self.dir.join("tmp").join(crate::util::uuid4());
-        let mut f = OpenOptions::new()
+        let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(MAGIC).map_err(io(&tmp))?;
-        f.write_all(&nonce).map_err(io(&tmp))?;
-        f.write_all(&ct).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+            .and_then(|mut f| {
+                f.write_all(MAGIC)?;
+                f.write_all(&nonce)?;
+                f.write_all(&ct)?;
+                f.sync_all()
+            })
+            .map_err(io(&tmp))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
+        if let Err(e) = written {
+            // A full disk must not keep the half-written copy.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))?;

@@ -7,6 +7,8 @@
 //! has pinned ([`pins`]) until its record commits.
 
 pub mod blob;
+pub mod dbfile;
+pub mod limits;
 pub mod model;
 pub mod pins;
 mod retired;
@@ -14,11 +16,12 @@ mod retired;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use blob::{sha256_hex, BlobError, BlobStore};
+pub use limits::{Limits, StoreArgs};
 pub use model::*;
 pub use pins::Pin;
 
@@ -43,6 +46,27 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("creating {0}")]
     Io(PathBuf, #[source] std::io::Error),
+    /// Writes are refused for now (free-space floor); retryable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An account's code or layer storage quota.
+    #[error("{0}")]
+    Quota(String),
+    /// An account's quota of queued async event bytes.
+    #[error("{0}")]
+    QueueQuota(String),
+}
+
+impl StoreError {
+    /// True for errors of the disk rather than of the request: the store
+    /// answers them as retryable (503) and recovers by itself.
+    pub fn is_storage(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Io(..) => true,
+            StoreError::Blob(BlobError::Io { .. }) => true,
+            other => dbfile::is_io(other),
+        }
+    }
 }
 
 macro_rules! db_err {
@@ -108,9 +132,11 @@ fn put_json<T: Serialize>(
 
 /// The open store.
 pub struct Store {
-    db: Database,
+    db: dbfile::DbFile,
     pub blobs: BlobStore,
     pins: pins::Pins,
+    dir: PathBuf,
+    limits: Limits,
 }
 
 impl Store {
@@ -119,7 +145,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.into(), e))?;
         let blobs = BlobStore::open(&dir.join("blobs"), &dir.join("master.key"))?;
-        let db = Database::create(dir.join("meta.redb"))?;
+        let db = dbfile::DbFile::open(&dir.join("meta.redb"))?;
         let w = db.begin_write()?;
         w.open_table(FUNCTIONS)?;
         w.open_table(VERSIONS)?;
@@ -133,9 +159,69 @@ impl Store {
             db,
             blobs,
             pins: pins::Pins::default(),
+            dir: dir.to_path_buf(),
+            limits: Limits::default(),
         };
         store.collect_garbage()?;
         Ok(store)
+    }
+
+    /// The same store enforcing `limits` (free-space floor, quotas).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuses writes while the data directory is below the free-space floor.
+    pub fn check_space(&self) -> Result<()> {
+        limits::check_space(&self.dir, self.limits.min_free)
+    }
+
+    /// Refuses (before any blob is written) code that would take `account`
+    /// over its code storage quota with `add` more bytes.
+    pub fn precheck_code(&self, account: &str, add: u64) -> Result<()> {
+        if self.limits.account_code.is_none() {
+            return Ok(());
+        }
+        let used = self.db.read(|r| {
+            limits::code_bytes(&r.open_table(FUNCTIONS)?, &r.open_table(VERSIONS)?, account)
+        })?;
+        limits::within(
+            used.saturating_add(add),
+            self.limits.account_code,
+            account,
+            "function code",
+        )
+    }
+
+    /// [`Self::precheck_code`] for layers.
+    pub fn precheck_layers(&self, account: &str, add: u64) -> Result<()> {
+        if self.limits.account_layers.is_none() {
+            return Ok(());
+        }
+        let used = self.db.read(|r| {
+            limits::layer_bytes(
+                &r.open_table(LAYERS)?,
+                &r.open_table(retired::LAYERS_RETIRED)?,
+                account,
+            )
+        })?;
+        limits::within(
+            used.saturating_add(add),
+            self.limits.account_layers,
+            account,
+            "layers",
+        )
+    }
+
+    /// Inside write `w`: `account`'s code storage after the change.
+    fn check_code_quota(&self, w: &redb::WriteTransaction, account: &str) -> Result<()> {
+        if self.limits.account_code.is_none() {
+            return Ok(());
+        }
+        let used =
+            limits::code_bytes(&w.open_table(FUNCTIONS)?, &w.open_table(VERSIONS)?, account)?;
+        limits::within(used, self.limits.account_code, account, "function code")
     }
 
     /// Stores `data` as a blob and pins it: the returned pin keeps garbage
@@ -144,6 +230,7 @@ impl Store {
     /// pin is taken before the blob store looks for an existing copy, so a
     /// deduplicated put is as safe as a fresh write.
     pub fn put_blob(&self, data: &[u8]) -> Result<Pin> {
+        self.check_space()?;
         let hex = sha256_hex(data);
         let pin = self.pins.pin(&hex);
         self.blobs.put_as(&hex, data)?;
@@ -158,20 +245,21 @@ impl Store {
         // (see `Pins::hold`): pins and unpins wait, so "named or pinned" is
         // decided on one consistent view.
         let held = self.pins.hold();
-        let r = self.db.begin_read()?;
-        let mut live = HashSet::new();
-        for f in scan_prefix::<FunctionRecord>(&r.open_table(FUNCTIONS)?, "")? {
-            live.insert(f.code.blob);
-        }
-        for v in scan_prefix::<VersionRecord>(&r.open_table(VERSIONS)?, "")? {
-            live.insert(v.code.blob);
-        }
-        for t in [LAYERS, retired::LAYERS_RETIRED] {
-            for l in scan_prefix::<LayerVersionRecord>(&r.open_table(t)?, "")? {
-                live.insert(l.code.blob);
+        let live = self.db.read(|r| {
+            let mut live = HashSet::new();
+            for f in scan_prefix::<FunctionRecord>(&r.open_table(FUNCTIONS)?, "")? {
+                live.insert(f.code.blob);
             }
-        }
-        drop(r);
+            for v in scan_prefix::<VersionRecord>(&r.open_table(VERSIONS)?, "")? {
+                live.insert(v.code.blob);
+            }
+            for t in [LAYERS, retired::LAYERS_RETIRED] {
+                for l in scan_prefix::<LayerVersionRecord>(&r.open_table(t)?, "")? {
+                    live.insert(l.code.blob);
+                }
+            }
+            Ok(live)
+        })?;
         let mut removed = 0;
         for b in self.blobs.list()? {
             if !live.contains(&b) && !held.contains(&b) {
@@ -214,6 +302,7 @@ impl Store {
         rec: &FunctionRecord,
         publish: bool,
     ) -> Result<Option<VersionRecord>> {
+        self.check_space()?;
         let w = self.db.begin_write()?;
         let mut published = None;
         {
@@ -237,13 +326,14 @@ impl Store {
             }
             put_json(&mut t, &rec.name, &rec)?;
         }
+        self.check_code_quota(&w, crate::util::split_scoped(&rec.name).0)?;
         w.commit()?;
         Ok(published)
     }
 
     pub fn get_function(&self, name: &str) -> Result<FunctionRecord> {
-        let r = self.db.begin_read()?;
-        get_json(&r.open_table(FUNCTIONS)?, name)?.ok_or_else(|| not_found_fn(name))
+        self.db
+            .read(|r| get_json(&r.open_table(FUNCTIONS)?, name)?.ok_or_else(|| not_found_fn(name)))
     }
 
     /// Read-modify-write of `$LATEST` in one transaction. `edit` may refuse.
@@ -251,14 +341,20 @@ impl Store {
     where
         F: FnOnce(&mut FunctionRecord) -> Result<()>,
     {
+        self.check_space()?;
         let w = self.db.begin_write()?;
-        let rec = {
+        let (rec, grew) = {
             let mut t = w.open_table(FUNCTIONS)?;
             let mut rec: FunctionRecord = get_json(&t, name)?.ok_or_else(|| not_found_fn(name))?;
+            let before = rec.code.size;
             edit(&mut rec)?;
             put_json(&mut t, name, &rec)?;
-            rec
+            let grew = rec.code.size > before;
+            (rec, grew)
         };
+        if grew {
+            self.check_code_quota(&w, crate::util::split_scoped(name).0)?;
+        }
         w.commit()?;
         Ok(rec)
     }
@@ -269,21 +365,22 @@ impl Store {
         marker: Option<&str>,
         max: usize,
     ) -> Result<(Vec<FunctionRecord>, Option<String>)> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(FUNCTIONS)?;
-        let mut out = Vec::new();
-        let start = marker.unwrap_or("");
-        for item in t.range(start..)? {
-            let (k, v) = item?;
-            if marker.is_some() && k.value() == start {
-                continue;
+        self.db.read(|r| {
+            let t = r.open_table(FUNCTIONS)?;
+            let mut out = Vec::new();
+            let start = marker.unwrap_or("");
+            for item in t.range(start..)? {
+                let (k, v) = item?;
+                if marker.is_some() && k.value() == start {
+                    continue;
+                }
+                if out.len() == max {
+                    return Ok((out, Some(k.value().to_string())).map_marker());
+                }
+                out.push(serde_json::from_slice(v.value())?);
             }
-            if out.len() == max {
-                return Ok((out, Some(k.value().to_string())).map_marker());
-            }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok((out, None))
+            Ok((out, None))
+        })
     }
 
     /// Deletes a function with all its versions, aliases and provisioned
@@ -325,6 +422,7 @@ impl Store {
         description: Option<&str>,
         expected_sha: Option<&str>,
     ) -> Result<VersionRecord> {
+        self.check_space()?;
         let w = self.db.begin_write()?;
         let v = {
             let mut ft = w.open_table(FUNCTIONS)?;
@@ -352,23 +450,25 @@ impl Store {
                 }
             }
         };
+        self.check_code_quota(&w, crate::util::split_scoped(name).0)?;
         w.commit()?;
         Ok(v)
     }
 
     pub fn get_version(&self, name: &str, version: u64) -> Result<VersionRecord> {
-        let r = self.db.begin_read()?;
-        get_json(&r.open_table(VERSIONS)?, &version_key(name, version))?.ok_or_else(|| {
-            StoreError::NotFound(format!(
-                "Function not found: {}",
-                crate::util::function_arn(name, Some(&version.to_string()))
-            ))
+        self.db.read(|r| {
+            get_json(&r.open_table(VERSIONS)?, &version_key(name, version))?.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "Function not found: {}",
+                    crate::util::function_arn(name, Some(&version.to_string()))
+                ))
+            })
         })
     }
 
     pub fn list_versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
-        let r = self.db.begin_read()?;
-        scan_prefix(&r.open_table(VERSIONS)?, &child_key(name, ""))
+        self.db
+            .read(|r| scan_prefix(&r.open_table(VERSIONS)?, &child_key(name, "")))
     }
 
     /// Deletes one published version; refused while an alias points at it.
@@ -407,6 +507,7 @@ impl Store {
 
     /// Creates (`create`) or replaces an alias after checking its version exists.
     pub fn put_alias(&self, function: &str, alias: &AliasRecord, create: bool) -> Result<()> {
+        self.check_space()?;
         let w = self.db.begin_write()?;
         {
             if get_json::<FunctionRecord>(&w.open_table(FUNCTIONS)?, function)?.is_none() {
@@ -445,14 +546,15 @@ impl Store {
     }
 
     pub fn get_alias(&self, function: &str, alias: &str) -> Result<AliasRecord> {
-        let r = self.db.begin_read()?;
-        get_json(&r.open_table(ALIASES)?, &child_key(function, alias))?
-            .ok_or_else(|| not_found_alias(function, alias))
+        self.db.read(|r| {
+            get_json(&r.open_table(ALIASES)?, &child_key(function, alias))?
+                .ok_or_else(|| not_found_alias(function, alias))
+        })
     }
 
     pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>> {
-        let r = self.db.begin_read()?;
-        scan_prefix(&r.open_table(ALIASES)?, &child_key(function, ""))
+        self.db
+            .read(|r| scan_prefix(&r.open_table(ALIASES)?, &child_key(function, "")))
     }
 
     pub fn delete_alias(&self, function: &str, alias: &str) -> Result<()> {
@@ -472,6 +574,7 @@ impl Store {
     /// Publishes the next version of layer `rec.layer_name` (its number is
     /// assigned here) and returns the stored record.
     pub fn publish_layer(&self, mut rec: LayerVersionRecord) -> Result<LayerVersionRecord> {
+        self.check_space()?;
         let w = self.db.begin_write()?;
         {
             let mut next = w.open_table(LAYER_NEXT)?;
@@ -487,23 +590,33 @@ impl Store {
                 &rec,
             )?;
         }
+        if self.limits.account_layers.is_some() {
+            let account = crate::util::split_scoped(&rec.layer_name).0;
+            let used = limits::layer_bytes(
+                &w.open_table(LAYERS)?,
+                &w.open_table(retired::LAYERS_RETIRED)?,
+                account,
+            )?;
+            limits::within(used, self.limits.account_layers, account, "layers")?;
+        }
         w.commit()?;
         Ok(rec)
     }
 
     pub fn get_layer(&self, layer: &str, version: u64) -> Result<LayerVersionRecord> {
-        let r = self.db.begin_read()?;
-        get_json(&r.open_table(LAYERS)?, &version_key(layer, version))?.ok_or_else(|| {
-            StoreError::NotFound(format!(
-                "Layer version {} does not exist.",
-                crate::util::layer_arn(layer, Some(version))
-            ))
+        self.db.read(|r| {
+            get_json(&r.open_table(LAYERS)?, &version_key(layer, version))?.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "Layer version {} does not exist.",
+                    crate::util::layer_arn(layer, Some(version))
+                ))
+            })
         })
     }
 
     pub fn list_layer_versions(&self, layer: &str) -> Result<Vec<LayerVersionRecord>> {
-        let r = self.db.begin_read()?;
-        scan_prefix(&r.open_table(LAYERS)?, &child_key(layer, ""))
+        self.db
+            .read(|r| scan_prefix(&r.open_table(LAYERS)?, &child_key(layer, "")))
     }
 
     /// Deletes a layer version (idempotent, as in Lambda). If a function or
@@ -531,6 +644,7 @@ impl Store {
     // ---- provisioned concurrency ----------------------------------------
 
     pub fn put_provisioned(&self, rec: &ProvisionedRecord) -> Result<()> {
+        self.check_space()?;
         let w = self.db.begin_write()?;
         {
             if get_json::<FunctionRecord>(&w.open_table(FUNCTIONS)?, &rec.function)?.is_none() {
@@ -551,8 +665,8 @@ impl Store {
         function: &str,
         qualifier: &str,
     ) -> Result<Option<ProvisionedRecord>> {
-        let r = self.db.begin_read()?;
-        get_json(&r.open_table(PROVISIONED)?, &child_key(function, qualifier))
+        self.db
+            .read(|r| get_json(&r.open_table(PROVISIONED)?, &child_key(function, qualifier)))
     }
 
     pub fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool> {
@@ -566,20 +680,21 @@ impl Store {
     }
 
     pub fn list_provisioned(&self) -> Result<Vec<ProvisionedRecord>> {
-        let r = self.db.begin_read()?;
-        scan_prefix(&r.open_table(PROVISIONED)?, "")
+        self.db
+            .read(|r| scan_prefix(&r.open_table(PROVISIONED)?, ""))
     }
 
     /// Sum of reserved concurrency over all functions except `except`.
     pub fn reserved_total(&self, except: &str) -> Result<u64> {
-        let r = self.db.begin_read()?;
-        let all: Vec<FunctionRecord> = scan_prefix(&r.open_table(FUNCTIONS)?, "")?;
-        Ok(all
-            .iter()
-            .filter(|f| f.name != except)
-            .filter_map(|f| f.reserved_concurrency)
-            .map(u64::from)
-            .sum())
+        self.db.read(|r| {
+            let all: Vec<FunctionRecord> = scan_prefix(&r.open_table(FUNCTIONS)?, "")?;
+            Ok(all
+                .iter()
+                .filter(|f| f.name != except)
+                .filter_map(|f| f.reserved_concurrency)
+                .map(u64::from)
+                .sum())
+        })
     }
 }
 

@@ -38,16 +38,17 @@ pub(super) fn arn_of(l: &LayerVersionRecord) -> String {
 impl Store {
     /// A layer version for a function that names it: live, or retired.
     pub fn get_layer_for_use(&self, layer: &str, version: u64) -> Result<LayerVersionRecord> {
-        let r = self.db.begin_read()?;
-        let key = super::version_key(layer, version);
-        if let Some(l) = get_json(&r.open_table(LAYERS)?, &key)? {
-            return Ok(l);
-        }
-        get_json(&r.open_table(LAYERS_RETIRED)?, &key)?.ok_or_else(|| {
-            StoreError::NotFound(format!(
-                "Layer version {} does not exist.",
-                layer_arn(layer, Some(version))
-            ))
+        self.db.read(|r| {
+            let key = super::version_key(layer, version);
+            if let Some(l) = get_json(&r.open_table(LAYERS)?, &key)? {
+                return Ok(l);
+            }
+            get_json(&r.open_table(LAYERS_RETIRED)?, &key)?.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "Layer version {} does not exist.",
+                    layer_arn(layer, Some(version))
+                ))
+            })
         })
     }
 }
