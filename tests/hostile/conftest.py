@@ -25,3 +25,21 @@ from api_conftest import (  # noqa: E402,F401
 )
 
 HOSTILE = pathlib.Path(__file__).resolve().parent
+
+
+def latencies(client, n, deadline):
+    """Durations (s) of up to `n` ListFunctions calls, stopping at `deadline` (monotonic)."""
+    import time
+    out = []
+    for _ in range(n):
+        if time.monotonic() > deadline:
+            break
+        t = time.monotonic()
+        client.list_functions()
+        out.append(time.monotonic() - t)
+    return out
+
+
+def p99(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]

@@ -24,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from conftest import create
+from conftest import create, latencies, p99
 
 HALF_HEAD = b"POST /2015-03-31/functions HTTP/1.1\r\nHost: emberd\r\nX-Slow: "
 
@@ -150,22 +150,6 @@ class Attacker:
         self.proc.join(timeout=30)
         if self.proc.is_alive():
             self.proc.kill()
-
-
-def latencies(client, n, deadline):
-    out = []
-    for _ in range(n):
-        if time.monotonic() > deadline:
-            break
-        t = time.monotonic()
-        client.list_functions()
-        out.append(time.monotonic() - t)
-    return out
-
-
-def p99(xs):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
 
 
 def test_2000_hostile_connections_leave_signed_calls_fast_and_are_closed(emberd):

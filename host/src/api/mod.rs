@@ -310,7 +310,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
         Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
         Route::Metrics => Ok(crate::metrics::http_reply(app, &req.caller)),
-        Route::GetLogs(n) => crate::logs::http::get(app, req, &n),
+        Route::GetLogs(_) => Err(ApiError::Service("GetLogs is served asynchronously".into())),
         Route::Events(r) => crate::events::api::dispatch(app, r, req),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),

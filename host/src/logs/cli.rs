@@ -65,6 +65,11 @@ pub async fn run(endpoint: &str, json: bool, a: LogsArgs) -> Result<ExitCode, Lo
             Err(e) => return Err(e.into()),
         };
         let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if r.status == 429 && following {
+            // The account has its most follows open: wait for a place.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
         if r.status >= 400 {
             return Err(LogsCliError::Api {
                 kind: r.header("x-amzn-errortype").unwrap_or("Error").into(),

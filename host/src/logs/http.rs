@@ -3,13 +3,19 @@
 //! RFC 3339 time (inclusive); `next` is the `NextToken` of an
 //! earlier answer (exclusive) and wins over `since`; `wait` (seconds, at
 //! most 20) holds an empty answer until new lines arrive, which is how
-//! `ember logs --follow` tails without a streaming response.
+//! `ember logs --follow` tails without a streaming response. Waiting holds
+//! no thread (it awaits the writer's watermark), and an account may have
+//! `--log-follows-per-account` (default [`FOLLOWS_PER_ACCOUNT`]) waits open
+//! at once: more get 429 `TooManyRequestsException`, as Lambda answers
+//! calls beyond a rate limit.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 
-use super::read::{read, Query};
+use super::read::{read, Event, Query};
 use super::time::{format_us, now_us, parse_since};
 use crate::api::{function_name, ApiError, App, Reply, Req};
 
@@ -17,13 +23,77 @@ use crate::api::{function_name, ApiError, App, Reply, Req};
 pub const MAX_LIMIT: usize = 10_000;
 /// Longest `wait`.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// Default for the most waiting reads (`wait` > 0, i.e. `ember logs
+/// --follow`) one account may have open at once.
+pub const FOLLOWS_PER_ACCOUNT: usize = 16;
 
 fn bad(m: String) -> ApiError {
     ApiError::InvalidParameter(m)
 }
 
-/// Blocking (reads files, may wait): call on a blocking thread.
-pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+/// Waiting reads in progress, per account.
+pub struct Follows {
+    cap: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One account's place among [`Follows`], given back on drop.
+pub struct FollowPermit {
+    follows: Arc<Follows>,
+    account: String,
+}
+
+impl Follows {
+    /// At most `cap` waiting reads per account.
+    pub fn new(cap: usize) -> Self {
+        Follows {
+            cap,
+            open: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more waiting read of `account`, if it has fewer
+    /// than the cap open.
+    pub fn acquire(self: &Arc<Self>, account: &str) -> Option<FollowPermit> {
+        let mut open = self.lock();
+        let n = open.entry(account.to_string()).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(FollowPermit {
+            follows: self.clone(),
+            account: account.to_string(),
+        })
+    }
+}
+
+impl Drop for FollowPermit {
+    fn drop(&mut self) {
+        let mut open = self.follows.lock();
+        if let Some(n) = open.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.account);
+            }
+        }
+    }
+}
+
+/// A request's parameters, checked.
+struct Params {
+    name: String,
+    version: Option<String>,
+    after: u64,
+    limit: usize,
+    wait: Duration,
+}
+
+fn params(req: &Req, raw: &str) -> Result<Params, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
     let version = req.q("version");
     if let Some(v) = version {
@@ -55,32 +125,83 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             .filter(|w| *w <= MAX_WAIT)
             .ok_or_else(|| bad(format!("wait must be 0..{} seconds", MAX_WAIT.as_secs())))?,
     };
-    let root = app.logs.root();
-    if !root.join(&name).is_dir() && app.store.get_function(&name).is_err() {
-        return Err(ApiError::NotFound(format!(
-            "Function not found and no logs kept for it: {name}"
-        )));
-    }
-    let deadline = Instant::now() + wait;
-    let shared = app.logs.shared();
-    let mut until = shared.watermark();
-    let (events, truncated) = loop {
+    Ok(Params {
+        name,
+        version: version.map(str::to_string),
+        after,
+        limit,
+        wait,
+    })
+}
+
+/// Reads `(after, until]` on a blocking thread (file reads).
+async fn read_blocking(
+    app: &Arc<App>,
+    p: &Params,
+    until: u64,
+) -> Result<(Vec<Event>, bool), ApiError> {
+    let root = app.logs.root().to_path_buf();
+    let (name, version, after, limit) = (p.name.clone(), p.version.clone(), p.after, p.limit);
+    tokio::task::spawn_blocking(move || {
         let q = Query {
             function: &name,
-            version,
+            version: version.as_deref(),
             after,
             until,
             limit,
         };
-        let (events, truncated) = read(root, &q);
-        if !events.is_empty() || Instant::now() >= deadline {
+        read(&root, &q)
+    })
+    .await
+    .map_err(|e| ApiError::Service(format!("reading logs failed: {e}")))
+}
+
+/// Async: a waiting read holds no thread while it waits (the watermark is
+/// a watch channel; only the file reads run on a blocking thread, briefly),
+/// and an account has at most the cap of them open.
+pub async fn get(app: Arc<App>, req: Req, raw: String) -> Result<Reply, ApiError> {
+    let p = params(&req, &raw)?;
+    let _permit = if p.wait.is_zero() {
+        None
+    } else {
+        let follows = app.logs.follows();
+        Some(follows.acquire(req.account()).ok_or_else(|| {
+            ApiError::TooManyRequests {
+                reason: "CallerRateLimitExceeded",
+                message: format!(
+                    "Rate exceeded: an account may have {} waiting log reads (wait > 0) open at once",
+                    follows.cap
+                ),
+            }
+        })?)
+    };
+    let known = {
+        let (app, name) = (app.clone(), p.name.clone());
+        tokio::task::spawn_blocking(move || {
+            app.logs.root().join(&name).is_dir() || app.store.get_function(&name).is_ok()
+        })
+        .await
+        .map_err(|e| ApiError::Service(format!("reading logs failed: {e}")))?
+    };
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "Function not found and no logs kept for it: {}",
+            p.name
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + p.wait;
+    let shared = app.logs.shared();
+    let mut until = shared.watermark();
+    let (events, truncated) = loop {
+        let (events, truncated) = read_blocking(&app, &p, until).await?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             break (events, truncated);
         }
-        until = shared.wait_past(until.max(after), deadline);
+        until = shared.wait_past(until.max(p.after), deadline).await;
     };
     let next = match events.last() {
         Some(e) if truncated => e.ts_us,
-        _ => until.max(after),
+        _ => until.max(p.after),
     };
     let events: Vec<_> = events
         .into_iter()

@@ -17,7 +17,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::invoker::Outcome;
@@ -42,6 +42,9 @@ pub struct LogConfig {
     pub retention_bytes: u64,
     /// Files not written for this long go.
     pub retention_age: Duration,
+    /// Most waiting reads (`ember logs --follow`) one account may have
+    /// open at once; more get 429.
+    pub follows_per_account: usize,
 }
 
 impl Default for LogConfig {
@@ -50,6 +53,7 @@ impl Default for LogConfig {
             max_file_bytes: 4 << 20,
             retention_bytes: 64 << 20,
             retention_age: Duration::from_secs(7 * 86_400),
+            follows_per_account: http::FOLLOWS_PER_ACCOUNT,
         }
     }
 }
@@ -67,6 +71,10 @@ pub struct LogArgs {
     /// Log files not written for this many seconds are deleted.
     #[arg(long, default_value_t = 7 * 86_400)]
     pub log_retention_secs: u64,
+    /// Most waiting log reads (`ember logs --follow`) one account may have
+    /// open at once; more get 429 TooManyRequestsException.
+    #[arg(long, default_value_t = http::FOLLOWS_PER_ACCOUNT)]
+    pub log_follows_per_account: usize,
 }
 
 impl LogArgs {
@@ -75,45 +83,39 @@ impl LogArgs {
             max_file_bytes: self.log_max_file_bytes.max(1),
             retention_bytes: self.log_retention_bytes,
             retention_age: Duration::from_secs(self.log_retention_secs),
+            follows_per_account: self.log_follows_per_account,
         }
     }
 }
 
 /// State shared by the writer and the readers: the watermark (every line
-/// stamped at or before it is on disk) and a condition readers wait on.
+/// stamped at or before it is on disk), in a watch channel long-polls wait
+/// on without holding a thread.
 pub struct Shared {
-    watermark: Mutex<u64>,
-    moved: Condvar,
+    watermark: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.watermark.lock().unwrap_or_else(|p| p.into_inner())
+    /// Starting from `watermark`.
+    pub fn new(watermark: u64) -> Self {
+        Shared {
+            watermark: tokio::sync::watch::Sender::new(watermark),
+        }
     }
 
     pub fn watermark(&self) -> u64 {
-        *self.lock()
+        *self.watermark.borrow()
     }
 
     fn publish(&self, ts: u64) {
-        *self.lock() = ts;
-        self.moved.notify_all();
+        self.watermark.send_replace(ts);
     }
 
     /// Waits until the watermark passes `than` or `until` comes; returns it.
-    pub fn wait_past(&self, than: u64, until: Instant) -> u64 {
-        let mut w = self.lock();
-        while *w <= than {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            w = match self.moved.wait_timeout(w, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        *w
+    pub async fn wait_past(&self, than: u64, until: tokio::time::Instant) -> u64 {
+        let mut rx = self.watermark.subscribe();
+        let _ = tokio::time::timeout_at(until, rx.wait_for(|w| *w > than)).await;
+        self.watermark()
     }
 }
 
@@ -123,17 +125,16 @@ pub struct Logs {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    follows: Arc<http::Follows>,
 }
 
 impl Logs {
     /// Starts the writer thread for logs under `root`.
     pub fn start(root: PathBuf, cfg: LogConfig, metrics: Arc<Metrics>) -> Result<Self, LogError> {
-        let shared = Arc::new(Shared {
-            // Lines already on disk from earlier runs are all visible.
-            watermark: Mutex::new(time::now_us()),
-            moved: Condvar::new(),
-        });
+        // Lines already on disk from earlier runs are all visible.
+        let shared = Arc::new(Shared::new(time::now_us()));
         let (tx, rx) = sync_channel(QUEUE);
+        let follows = Arc::new(http::Follows::new(cfg.follows_per_account));
         let w = Writer::new(root.clone(), cfg, shared.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("ember-logs".into())
@@ -144,6 +145,7 @@ impl Logs {
             tx,
             shared,
             metrics,
+            follows,
         })
     }
 
@@ -153,6 +155,11 @@ impl Logs {
 
     pub fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The waiting reads (`--follow`) open per account.
+    pub fn follows(&self) -> &Arc<http::Follows> {
+        &self.follows
     }
 
     /// Hands one finished invocation's framed lines ([`frame::lines`], the

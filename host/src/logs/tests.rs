@@ -118,10 +118,7 @@ fn tail_is_bounded_base64_of_the_framed_lines() {
 }
 
 fn shared() -> Arc<Shared> {
-    Arc::new(Shared {
-        watermark: std::sync::Mutex::new(1_000),
-        moved: std::sync::Condvar::new(),
-    })
+    Arc::new(Shared::new(1_000))
 }
 
 fn block(env: u64, lines: &[&str], t: u64) -> Block {
@@ -167,6 +164,7 @@ fn streams_rotate_at_the_size_limit_and_retention_keeps_the_newest() {
         max_file_bytes: 400,
         retention_bytes: 1_000,
         retention_age: Duration::from_secs(3600),
+        ..LogConfig::default()
     };
     let sh = shared();
     let line = "x".repeat(60); // ~90 bytes with its timestamp
@@ -227,6 +225,7 @@ fn retention_deletes_files_past_the_age_limit_but_not_open_ones() {
         max_file_bytes: 100,
         retention_bytes: 1 << 20,
         retention_age: Duration::from_secs(3600),
+        ..LogConfig::default()
     };
     let open: HashSet<_> = [dir.path().join("b.0000.log")].into();
     enforce(dir.path(), &cfg, &open, SystemTime::now());
@@ -308,7 +307,7 @@ fn recorded_invocations_are_framed_on_disk_in_order() {
     logs.record(&outcome("r1", 1, &["hello from r1"]));
     logs.record(&outcome("r2", 2, &[]));
     assert!(logs.flush(Duration::from_secs(10)));
-    let after = logs.shared().wait_past(before, std::time::Instant::now());
+    let after = logs.shared().watermark();
     assert!(after > before);
     let q = Query {
         function: "fn",
@@ -331,4 +330,32 @@ fn recorded_invocations_are_framed_on_disk_in_order() {
     assert!(
         streams.iter().any(|s| s.contains("-e1-")) && streams.iter().any(|s| s.contains("-e2-"))
     );
+}
+
+#[test]
+fn follows_are_capped_per_account_and_given_back_on_drop() {
+    let f = Arc::new(http::Follows::new(2));
+    let a1 = f.acquire("a").unwrap();
+    let _a2 = f.acquire("a").unwrap();
+    assert!(f.acquire("a").is_none());
+    let _b = f.acquire("b").unwrap();
+    drop(a1);
+    assert!(f.acquire("a").is_some());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_wait_for_the_watermark_ends_when_it_moves_or_at_the_deadline() {
+    let sh = shared();
+    let until = tokio::time::Instant::now() + Duration::from_millis(100);
+    // Nothing moves: the wait ends at the deadline with the same watermark.
+    assert_eq!(sh.wait_past(1_000, until).await, 1_000);
+    assert!(tokio::time::Instant::now() >= until);
+    let waiter = {
+        let sh = sh.clone();
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        tokio::spawn(async move { sh.wait_past(1_000, until).await })
+    };
+    tokio::task::yield_now().await;
+    sh.publish(2_000);
+    assert_eq!(waiter.await.unwrap(), 2_000);
 }

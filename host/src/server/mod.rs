@@ -253,9 +253,13 @@ async fn handle(
             caller,
         };
         let app = app.clone();
-        tokio::task::spawn_blocking(move || api::dispatch(&app, route, &req))
-            .await
-            .map_err(|e| ApiError::Service(format!("handler failed: {e}")))?
+        match route {
+            // Async: a long-poll must not hold a blocking thread.
+            Route::GetLogs(name) => crate::logs::http::get(app, req, name).await,
+            route => tokio::task::spawn_blocking(move || api::dispatch(&app, route, &req))
+                .await
+                .map_err(|e| ApiError::Service(format!("handler failed: {e}")))?,
+        }
     }
     .await;
     audit::record(&app, audit, &result).await;
