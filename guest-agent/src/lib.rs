@@ -6,6 +6,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod civil;
 #[cfg(feature = "linux-agent")]
 pub mod linux;
 pub mod protocol;

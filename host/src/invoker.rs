@@ -55,6 +55,8 @@ pub enum CallResult {
     FunctionError {
         error_type: String,
         message: String,
+        /// The runtime's own error document (empty when none).
+        document: Vec<u8>,
     },
     /// No environment could be started; not the function's fault (HTTP 500,
     /// retried with backoff for events).
@@ -141,14 +143,13 @@ impl Pending {
                     EnvError::Init {
                         error_type,
                         message,
+                        document,
                     } => CallResult::FunctionError {
                         error_type,
                         message,
+                        document,
                     },
-                    EnvError::Died(m) => CallResult::FunctionError {
-                        error_type: "Runtime.ExitError".into(),
-                        message: m,
-                    },
+                    EnvError::Died(m) => function_error("Runtime.ExitError", m),
                 };
                 return self.finish(request_id, result, vec![], Report::default(), None, false);
             }
@@ -189,10 +190,19 @@ impl Pending {
             Ok(InvokeOutput::FunctionError {
                 error_type,
                 message,
+                document,
                 logs,
                 report,
                 ..
-            }) => (function_error(&error_type, message), logs, report),
+            }) => (
+                CallResult::FunctionError {
+                    error_type,
+                    message,
+                    document,
+                },
+                logs,
+                report,
+            ),
             Err(e) => {
                 let m = match e {
                     EnvError::Died(m) | EnvError::Launch(m) => m,
@@ -244,7 +254,20 @@ fn function_error(error_type: &str, message: String) -> CallResult {
     CallResult::FunctionError {
         error_type: error_type.to_string(),
         message,
+        document: Vec::new(),
     }
+}
+
+/// The payload a caller gets for a function error: the runtime's own error
+/// document unchanged when it sent one (as AWS returns it), else Lambda's
+/// `{"errorMessage", "errorType"}` made from what the agent or emberd saw.
+pub fn error_payload(error_type: &str, message: &str, document: &[u8]) -> Vec<u8> {
+    if !document.is_empty() {
+        return document.to_vec();
+    }
+    serde_json::json!({ "errorMessage": message, "errorType": error_type })
+        .to_string()
+        .into_bytes()
 }
 
 impl Drop for Pending {

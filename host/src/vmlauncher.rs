@@ -258,10 +258,12 @@ impl EnvironmentLauncher for VmLauncher {
             Err(AgentError::InitFailed {
                 error_type,
                 message,
+                document,
                 ..
             }) => Err(EnvError::Init {
                 error_type,
                 message,
+                document,
             }),
             Err(e) => Err(EnvError::Died(chain(&e))),
         }
@@ -326,6 +328,7 @@ impl Environment for VmEnv {
                 error_type: f.error_type,
                 message: f.message,
                 fatal: f.fatal,
+                document: f.document,
                 logs,
                 report,
             },

@@ -213,9 +213,11 @@ while true; do
   echo "handling $id"
   echo "to stderr $id" >&2
   case "$(head -c 16 "$ev")" in
-    fail*) curl -sS -o /dev/null -H 'Lambda-Runtime-Function-Error-Type: Handled.Oops' \
-             --data-binary '{"errorMessage":"it failed","errorType":"Handled.Oops"}' \
+    fail*) curl -sS -o /dev/null -H 'Lambda-Runtime-Function-Error-Type: Handled.Header' \
+             --data-binary '{"errorMessage":"it failed","errorType":"Handled.Oops","stackTrace":["a"]}' \
              "$api/invocation/$id/error" ;;
+    text*) curl -sS -o /dev/null -H 'Lambda-Runtime-Function-Error-Type: Handled.Text' \
+             --data-binary 'plain words' "$api/invocation/$id/error" ;;
     sleep*) sleep 600 & echo $! > "$LAMBDA_TASK_ROOT/../child.pid"; sleep 600 ;;
     crash*) exit 3 ;;
     long*) head -c 100000 /dev/zero | tr '\0' L; echo
@@ -282,9 +284,25 @@ fn shell_runtime_invokes_with_lambda_environment_and_logs() {
     // A function error keeps the environment.
     let inv = a.invoke("req-2", b"fail please", 30_000);
     let err = inv.result.expect_err("function error");
+    // AWS's rules: the body's errorType wins over the header, and the
+    // runtime's document reaches the caller byte for byte.
     assert_eq!(err.error_type, "Handled.Oops");
-    assert!(err.message.contains("it failed"));
+    assert_eq!(err.message, "it failed");
+    assert_eq!(
+        err.document,
+        br#"{"errorMessage":"it failed","errorType":"Handled.Oops","stackTrace":["a"]}"#
+    );
     assert!(!err.fatal);
+    // A body that is not JSON: the header names the error, no document.
+    let err = a
+        .invoke("req-2b", b"text please", 30_000)
+        .result
+        .expect_err("text error");
+    assert_eq!(
+        (err.error_type.as_str(), err.message.as_str()),
+        ("Handled.Text", "plain words")
+    );
+    assert!(err.document.is_empty());
     let inv = a.invoke("req-3", b"{}", 30_000);
     assert!(inv.result.is_ok());
     a.shutdown();
@@ -334,10 +352,20 @@ fn timeout_kills_the_process_tree_and_reinitialises() {
     let t = Instant::now();
     let inv = a.invoke("slow", b"sleep", 1_000);
     let took = t.elapsed();
-    let err = inv.result.expect_err("timeout");
+    let err = inv.result.as_ref().expect_err("timeout");
     assert_eq!(err.error_type, "Sandbox.Timedout");
     assert_eq!(err.message, "Task timed out after 1.00 seconds");
     assert!(!err.fatal, "re-init succeeded, so the environment stays");
+    // Lambda's log line: `<ISO 8601 time> <request id> Task timed out ...`.
+    let line = lines(&inv, LogStream::Agent)
+        .into_iter()
+        .find(|l| l.ends_with("slow Task timed out after 1.00 seconds"))
+        .unwrap_or_else(|| panic!("{:?}", inv.logs.lines));
+    let stamp = line.split(' ').next().unwrap_or_default();
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "{line}"
+    );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(8),
         "{took:?}"
@@ -481,10 +509,15 @@ fn init_errors_are_reported() {
             error_type,
             message,
             logs,
+            document,
             ..
         }) => {
             assert_eq!(error_type, "Runtime.Custom");
-            assert!(message.contains("no config"), "{message}");
+            assert_eq!(message, "no config");
+            assert_eq!(
+                document,
+                br#"{"errorMessage":"no config","errorType":"Runtime.Custom"}"#
+            );
             assert!(
                 logs.lines.iter().any(|l| l.line == "starting"),
                 "{:?}",
@@ -740,7 +773,8 @@ fn python_runtime_loop_calls_the_handler() {
         .result
         .expect_err("exception");
     assert_eq!(err.error_type, "ValueError");
-    let doc: serde_json::Value = serde_json::from_str(&err.message).unwrap();
+    assert_eq!(err.message, "bad input: x");
+    let doc: serde_json::Value = serde_json::from_slice(&err.document).unwrap();
     assert_eq!(doc["errorMessage"], "bad input: x");
     assert!(doc["stackTrace"].as_array().is_some_and(|t| !t.is_empty()));
     let err = a

@@ -15,7 +15,7 @@ use super::config::AgentConfig;
 use super::link::HostLink;
 use super::reaper::{self, describe_status, Reaper};
 use super::runtime::{find_bootstrap, Runtime, RuntimeSpec};
-use super::runtime_api::{self, ApiEvent, ApiState, Invocation};
+use super::runtime_api::{self, ApiEvent, ApiState, Invocation, ReportedError};
 use super::transport::{Transport, TransportError};
 use crate::protocol::{read_frame, AgentKind, Code, FrameIoError, Message, VERSION};
 
@@ -52,12 +52,15 @@ struct Stop;
 struct InitFailure {
     error_type: String,
     message: String,
+    /// The runtime's own error document (see [`ReportedError`]); empty
+    /// when the agent made the error.
+    document: Vec<u8>,
 }
 
 /// What an invocation came to.
 enum Outcome {
     Response(Vec<u8>),
-    Error(String, String),
+    Error(ReportedError),
     Crashed(String),
     TimedOut,
 }
@@ -193,6 +196,7 @@ impl Session {
                     "Init carried {} bytes of code inline; the Linux agent runs code only from its read-only code image (send the code path, /var/task, and attach the image made by images/code-image.sh as the code drive)",
                     bytes.len()
                 ),
+                document: Vec::new(),
             }),
             Code::Compiled(bytes) => Err(InitFailure {
                 error_type: "Runtime.InvalidCode".into(),
@@ -200,6 +204,7 @@ impl Session {
                     "Init carried {} bytes of compiled WebAssembly; only the kernel-less wasm agent runs those",
                     bytes.len()
                 ),
+                document: Vec::new(),
             }),
             Code::Path(task_root) => {
                 let task_root = PathBuf::from(task_root);
@@ -223,6 +228,7 @@ impl Session {
                     .map_err(|e| InitFailure {
                         error_type: "Runtime.InvalidEntrypoint".into(),
                         message: with_sources(&e),
+                        document: Vec::new(),
                     })
             }
         };
@@ -259,6 +265,7 @@ impl Session {
                     error_type: f.error_type,
                     message: f.message,
                     init_us,
+                    document: f.document,
                 })?;
                 // The environment is dead; wait for the host to say so.
                 while let Ok(ev) = self.rx.recv() {
@@ -338,6 +345,7 @@ impl Session {
                 return Ok(Err(InitFailure {
                     error_type: f.error_type.clone(),
                     message: f.message.clone(),
+                    document: Vec::new(),
                 }))
             }
         };
@@ -348,6 +356,7 @@ impl Session {
                 return Ok(Err(InitFailure {
                     error_type: "Runtime.InvalidEntrypoint".into(),
                     message: with_sources(&e),
+                    document: Vec::new(),
                 }))
             }
         };
@@ -359,13 +368,18 @@ impl Session {
                 Ok(Err(InitFailure {
                     error_type: t.into(),
                     message: m,
+                    document: Vec::new(),
                 }))
             };
             match self.rx.recv_timeout(left) {
                 Ok(Event::Api(ApiEvent::Next)) => return Ok(Ok(())),
-                Ok(Event::Api(ApiEvent::InitError { error_type, body })) => {
+                Ok(Event::Api(ApiEvent::InitError(e))) => {
                     self.flush_and_kill();
-                    return failure(&error_type, String::from_utf8_lossy(&body).into_owned());
+                    return Ok(Err(InitFailure {
+                        error_type: e.error_type,
+                        message: e.message,
+                        document: e.document,
+                    }));
                 }
                 Ok(Event::Exited(pid, status)) if self.is_runtime(pid) => {
                     self.flush_and_kill();
@@ -411,13 +425,14 @@ impl Session {
                     break Outcome::Response(body)
                 }
                 Ok(Event::Api(ApiEvent::ResponseTooLarge { request_id })) if request_id == id => {
-                    break Outcome::Error(
-                        "Function.ResponseSizeTooLarge".into(),
-                        format!("Response payload size exceeded maximum allowed payload size ({} bytes).", crate::protocol::MAX_PAYLOAD),
-                    )
+                    break Outcome::Error(ReportedError {
+                        error_type: "Function.ResponseSizeTooLarge".into(),
+                        message: format!("Response payload size exceeded maximum allowed payload size ({} bytes).", crate::protocol::MAX_PAYLOAD),
+                        document: Vec::new(),
+                    })
                 }
-                Ok(Event::Api(ApiEvent::Error { request_id, error_type, body })) if request_id == id => {
-                    break Outcome::Error(error_type, String::from_utf8_lossy(&body).into_owned())
+                Ok(Event::Api(ApiEvent::Error { request_id, error })) if request_id == id => {
+                    break Outcome::Error(error)
                 }
                 Ok(Event::Exited(pid, status)) if self.is_runtime(pid) => {
                     break Outcome::Crashed(describe_status(status))
@@ -451,15 +466,16 @@ impl Session {
                 })?;
                 return Ok(Ok(()));
             }
-            Outcome::Error(t, m) => {
+            Outcome::Error(e) => {
                 self.report(&id, duration_us, max_memory_kib);
                 self.send(Message::Error {
                     request_id: id.clone(),
-                    error_type: t,
-                    message: m,
+                    error_type: e.error_type,
+                    message: e.message,
                     fatal: false,
                     duration_us,
                     max_memory_kib,
+                    document: e.document,
                 })?;
                 return Ok(Ok(()));
             }
@@ -475,7 +491,9 @@ impl Session {
                 ),
             ),
         };
-        self.link.agent_log(&format!("{} {message}", unix_ms()));
+        // Lambda's line: `<ISO time> <request id> Task timed out after ...`.
+        let now = crate::civil::iso8601_ms(unix_ms());
+        self.link.agent_log(&format!("{now} {id} {message}"));
         self.report(&id, duration_us, max_memory_kib);
         // Lambda re-initialises after a crash or timeout; the error tells the
         // host whether this environment can still serve (fatal = it cannot).
@@ -492,6 +510,7 @@ impl Session {
             fatal,
             duration_us,
             max_memory_kib,
+            document: Vec::new(),
         })?;
         Ok(reinit.map(|_| ()))
     }

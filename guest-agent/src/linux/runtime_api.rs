@@ -61,13 +61,44 @@ pub enum ApiEvent {
     },
     Error {
         request_id: String,
-        error_type: String,
-        body: Vec<u8>,
+        error: ReportedError,
     },
-    InitError {
-        error_type: String,
-        body: Vec<u8>,
-    },
+    InitError(ReportedError),
+}
+
+/// An error the runtime posted to `/invocation/{id}/error` or `/init/error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedError {
+    pub error_type: String,
+    pub message: String,
+    /// The body when it is JSON: the caller gets it unchanged, as from AWS
+    /// (`errorMessage`, `errorType`, `stackTrace`...); empty otherwise.
+    pub document: Vec<u8>,
+}
+
+impl ReportedError {
+    /// AWS's rules: the body's `errorType` names the error; the
+    /// `Lambda-Runtime-Function-Error-Type` header only when the body names
+    /// none; `Unhandled` when neither does. The message is the body's
+    /// `errorMessage`, else the body as text.
+    pub fn from_post(header_type: Option<&str>, body: Vec<u8>) -> Self {
+        let doc = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let field = |name: &str| {
+            doc.as_ref()
+                .and_then(|v| v.get(name)?.as_str().map(str::to_string))
+        };
+        let error_type = field("errorType")
+            .or_else(|| header_type.map(str::to_string))
+            .unwrap_or_else(|| "Unhandled".to_string());
+        let message =
+            field("errorMessage").unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let document = if doc.is_some() { body } else { Vec::new() };
+        ReportedError {
+            error_type,
+            message,
+            document,
+        }
+    }
 }
 
 /// Receives [`ApiEvent`]s (the agent forwards them into its event channel).
@@ -292,14 +323,8 @@ fn invocation_id<'a>(rest: &'a str, suffix: &str) -> Option<&'a str> {
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-fn function_error_type(head: &Head, body: &[u8]) -> String {
-    if let Some(t) = head.header("lambda-runtime-function-error-type") {
-        return t.to_string();
-    }
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| "Unhandled".to_string())
+fn reported_error(head: &Head, body: Vec<u8>) -> ReportedError {
+    ReportedError::from_post(head.header("lambda-runtime-function-error-type"), body)
 }
 
 fn handle(
@@ -336,8 +361,7 @@ fn handle(
         return error_doc(405, "MethodNotAllowed", "use POST");
     }
     if rest == "init/error" {
-        let error_type = function_error_type(head, &body);
-        sink(ApiEvent::InitError { error_type, body });
+        sink(ApiEvent::InitError(reported_error(head, body)));
         return accepted();
     }
     if let Some(id) = invocation_id(rest, "/response") {
@@ -354,11 +378,9 @@ fn handle(
         if !state.complete(id) {
             return error_doc(400, "InvalidRequestID", "no such invocation in progress");
         }
-        let error_type = function_error_type(head, &body);
         sink(ApiEvent::Error {
             request_id: id.to_string(),
-            error_type,
-            body,
+            error: reported_error(head, body),
         });
         return accepted();
     }

@@ -75,6 +75,10 @@ pub enum Message {
         error_type: String,
         message: String,
         init_us: u64,
+        /// The runtime's own error document (JSON, as it posted it to the
+        /// Runtime API), passed to the caller unchanged; empty when the
+        /// agent made the error itself.
+        document: Vec<u8>,
     },
     /// Run the function once. At most one is outstanding per connection.
     Invoke {
@@ -106,6 +110,10 @@ pub enum Message {
         fatal: bool,
         duration_us: u64,
         max_memory_kib: u64,
+        /// The runtime's own error document (JSON, as it posted it to the
+        /// Runtime API), passed to the caller unchanged; empty when the
+        /// agent made the error itself (a trap, a timeout, a crash).
+        document: Vec<u8>,
     },
     /// One line of output, tagged with the invocation it belongs to
     /// (empty request id during init).
@@ -233,10 +241,12 @@ impl Message {
                 error_type,
                 message,
                 init_us,
+                document,
             } => {
                 w.string(error_type);
                 w.string(message);
                 w.u64(*init_us);
+                w.bytes(document);
             }
             Message::Invoke {
                 request_id,
@@ -275,6 +285,7 @@ impl Message {
                 fatal,
                 duration_us,
                 max_memory_kib,
+                document,
             } => {
                 w.string(request_id);
                 w.string(error_type);
@@ -282,6 +293,7 @@ impl Message {
                 w.bool(*fatal);
                 w.u64(*duration_us);
                 w.u64(*max_memory_kib);
+                w.bytes(document);
             }
             Message::Log {
                 request_id,
@@ -343,6 +355,7 @@ impl Message {
                 error_type: r.string()?,
                 message: r.string()?,
                 init_us: r.u64()?,
+                document: r.bytes()?,
             },
             kind::INVOKE => {
                 let request_id = r.string()?;
@@ -376,6 +389,7 @@ impl Message {
                 fatal: r.bool()?,
                 duration_us: r.u64()?,
                 max_memory_kib: r.u64()?,
+                document: r.bytes()?,
             },
             kind::LOG => Message::Log {
                 request_id: r.string()?,

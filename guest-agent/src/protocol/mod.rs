@@ -24,7 +24,7 @@ pub use io::{read_frame, read_frame_from, write_frame, FrameIoError};
 pub use message::{sender, AgentKind, Code, LogStream, Message, Sender};
 
 /// Protocol version carried in every frame header and in `Ready`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The vsock port the agent connects to on the host (CID 2). The host listens
 /// on `<uds_path>_9000` (Firecracker hybrid vsock).
 pub const AGENT_PORT: u32 = 9000;

@@ -51,6 +51,7 @@ fn samples() -> Vec<Message> {
             error_type: "Runtime.InvalidModule".into(),
             message: "bad".into(),
             init_us: 1,
+            document: Vec::new(),
         },
         Message::Invoke {
             request_id: "8f5c0c1e-req".into(),
@@ -74,6 +75,7 @@ fn samples() -> Vec<Message> {
             fatal: true,
             duration_us: 3_000_000,
             max_memory_kib: 1024,
+            document: b"{\"errorMessage\":\"bad\"}".to_vec(),
         },
         Message::Log {
             request_id: "r".into(),
@@ -231,11 +233,11 @@ fn header_errors_are_fatal_and_body_errors_skippable() {
     ));
     // Wrong version.
     let mut f = raw_frame(9, &[]);
-    f[2] = 2;
+    f[2] = VERSION + 1;
     assert_eq!(
         decode(&f),
         Decode::Error {
-            error: ProtocolError::UnsupportedVersion(2),
+            error: ProtocolError::UnsupportedVersion(VERSION + 1),
             skip: None
         }
     );
@@ -427,7 +429,7 @@ fn blocking_io_round_trip_and_eof() {
         last = Some(read_frame(&mut cut));
     }
     assert!(matches!(last, Some(Err(FrameIoError::Io(_)))));
-    let mut lying = std::io::Cursor::new(vec![b'E', b'M', 1, 6, 0xff, 0xff, 0xff, 0xff]);
+    let mut lying = std::io::Cursor::new(vec![b'E', b'M', VERSION, 6, 0xff, 0xff, 0xff, 0xff]);
     assert!(matches!(
         read_frame(&mut lying),
         Err(FrameIoError::Protocol(ProtocolError::FrameTooLarge { .. }))

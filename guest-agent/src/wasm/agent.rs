@@ -65,6 +65,7 @@ impl WasmAgent {
                         error_type: "Runtime.AlreadyInitialized".into(),
                         message: "Init received twice".into(),
                         init_us: 0,
+                        document: Vec::new(),
                     });
                     return Control::Continue;
                 }
@@ -73,6 +74,7 @@ impl WasmAgent {
                         error_type: "Runtime.InvalidCode".into(),
                         message: "the wasm agent needs the module inline".into(),
                         init_us: 0,
+                        document: Vec::new(),
                     });
                     return Control::Continue;
                 };
@@ -97,6 +99,7 @@ impl WasmAgent {
                         error_type: f.error_type.into(),
                         message: f.message,
                         init_us: elapsed(&self.clock),
+                        document: Vec::new(),
                     }),
                 }
             }
@@ -117,6 +120,7 @@ impl WasmAgent {
                         fatal: false,
                         duration_us: 0,
                         max_memory_kib: 0,
+                        document: Vec::new(),
                     });
                     return Control::Continue;
                 };
@@ -148,6 +152,7 @@ impl WasmAgent {
                         fatal,
                         duration_us: r.duration_us,
                         max_memory_kib: r.max_memory_kib,
+                        document: Vec::new(),
                     },
                 });
             }

@@ -147,6 +147,9 @@ pub struct FunctionError {
     pub message: String,
     /// The agent asks for the environment to be replaced (e.g. after a timeout).
     pub fatal: bool,
+    /// The runtime's own error document, for the caller unchanged (empty
+    /// when the agent made the error).
+    pub document: Vec<u8>,
 }
 
 /// A finished invocation: the function's response or its error, with logs.
@@ -298,12 +301,14 @@ impl<T: Transport> AgentConn<T> {
                     error_type,
                     message,
                     init_us,
+                    document,
                 } => {
                     return Err(AgentError::InitFailed {
                         error_type,
                         message,
                         init_us,
                         logs,
+                        document,
                     })
                 }
                 Message::Fatal { message } => return Err(AgentError::AgentFatal(message)),
@@ -360,11 +365,13 @@ impl<T: Transport> AgentConn<T> {
                     fatal,
                     duration_us,
                     max_memory_kib,
+                    document,
                 } if request_id == req.request_id => (
                     Err(FunctionError {
                         error_type,
                         message,
                         fatal,
+                        document,
                     }),
                     duration_us,
                     max_memory_kib,

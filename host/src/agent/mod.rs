@@ -64,6 +64,8 @@ pub enum AgentError {
         message: String,
         init_us: u64,
         logs: Logs,
+        /// The runtime's own error document (empty when the agent made the error).
+        document: Vec<u8>,
     },
     /// The request itself is invalid (e.g. payload over 6 MiB); the
     /// environment is still usable.

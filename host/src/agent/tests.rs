@@ -85,6 +85,7 @@ fn full_conversation_with_logs_and_errors() {
                             fatal: false,
                             duration_us: 1,
                             max_memory_kib: 2,
+                            document: br#"{"errorMessage":"unreachable","stackTrace":[]}"#.to_vec(),
                         }
                     } else {
                         Message::Result {
@@ -126,6 +127,11 @@ fn full_conversation_with_logs_and_errors() {
     assert_eq!(
         (err.error_type.as_str(), err.fatal),
         ("Runtime.Trap", false)
+    );
+    // The runtime's own error document arrives unchanged.
+    assert_eq!(
+        err.document,
+        br#"{"errorMessage":"unreachable","stackTrace":[]}"#
     );
     // An oversize request is refused without breaking the connection.
     let big = request("r3", &vec![0; MAX_PAYLOAD + 1]);
@@ -232,6 +238,7 @@ fn init_error_is_reported_with_its_logs() {
             error_type: "Runtime.InvalidModule".into(),
             message: "m".into(),
             init_us: 5,
+            document: Vec::new(),
         };
         write_frame(&mut s, &err).unwrap();
     });

@@ -128,7 +128,8 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         CallResult::FunctionError {
             error_type,
             message,
-        } => function_error(&out.version, error_type, message),
+            document,
+        } => function_error(&out.version, error_type, message, document),
         CallResult::ServiceError(m) => return Err(ApiError::Service(m.clone())),
     };
     reply
@@ -181,12 +182,15 @@ pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes
     Ok(payload)
 }
 
-/// 200 with `X-Amz-Function-Error: Unhandled` and Lambda's error payload.
-fn function_error(version: &str, error_type: &str, message: &str) -> Reply {
-    let mut reply = Reply::json(
-        200,
-        json!({ "errorMessage": message, "errorType": error_type }),
-    );
+/// 200 with `X-Amz-Function-Error: Unhandled` and the error payload: the
+/// runtime's own document unchanged, or Lambda's shape made from the error.
+fn function_error(version: &str, error_type: &str, message: &str, document: &[u8]) -> Reply {
+    let mut reply = Reply {
+        status: 200,
+        headers: vec![],
+        body: invoker::error_payload(error_type, message, document).into(),
+        json: true,
+    };
     reply
         .headers
         .push(("X-Amz-Executed-Version", version.to_string()));

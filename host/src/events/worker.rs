@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::db::{self, AttemptEnd, Op, Settled};
@@ -146,9 +146,12 @@ async fn deliver(
         CallResult::FunctionError {
             error_type,
             message,
+            document,
         } => (
             Attempt::FunctionError,
-            json!({"errorMessage": message, "errorType": error_type}),
+            model::payload_value(&crate::invoker::error_payload(
+                error_type, message, document,
+            )),
         ),
         CallResult::ServiceError(m) => {
             return transient(events, ev, Some(end), m).await;

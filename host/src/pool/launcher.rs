@@ -59,6 +59,9 @@ pub enum InvokeOutput {
         error_type: String,
         message: String,
         fatal: bool,
+        /// The runtime's own error document, returned to the caller
+        /// unchanged (empty when the agent or emberd made the error).
+        document: Vec<u8>,
         logs: Vec<String>,
         report: Report,
     },
@@ -73,6 +76,7 @@ impl InvokeOutput {
             error_type: "Sandbox.Timedout".into(),
             message: format!("Task timed out after {secs:.2} seconds"),
             fatal: true,
+            document: Vec::new(),
             logs: vec![],
             report: Report::default(),
         }
@@ -99,7 +103,12 @@ pub enum EnvError {
     #[error("environment failed to start: {0}")]
     Launch(String),
     #[error("{error_type}: {message}")]
-    Init { error_type: String, message: String },
+    Init {
+        error_type: String,
+        message: String,
+        /// The runtime's own error document (empty when none).
+        document: Vec<u8>,
+    },
     /// The VM exited or the stream broke mid-invocation (`Runtime.ExitError`).
     #[error("environment died: {0}")]
     Died(String),
