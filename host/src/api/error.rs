@@ -34,6 +34,9 @@ pub enum ApiError {
     /// An account's code or layer storage quota (Lambda's code storage).
     #[error("{0}")]
     CodeStorageExceeded(String),
+    /// A code-signing config that does not exist (emberd has none).
+    #[error("{0}")]
+    CodeSigningConfigNotFound(String),
     /// A request that failed authentication (403).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -48,7 +51,9 @@ pub const REASON_CALLER: &str = "CallerRateLimitExceeded";
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::NotFound(_) | ApiError::UnknownOperation(_) => 404,
+            ApiError::NotFound(_)
+            | ApiError::UnknownOperation(_)
+            | ApiError::CodeSigningConfigNotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::InvalidParameter(_)
             | ApiError::InvalidRequestContent(_)
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
             ApiError::Service(_) | ApiError::Unavailable(_) => "ServiceException",
             ApiError::CodeStorageExceeded(_) => "CodeStorageExceededException",
+            ApiError::CodeSigningConfigNotFound(_) => "CodeSigningConfigNotFoundException",
             ApiError::Auth(e) => e.error_type(),
         }
     }

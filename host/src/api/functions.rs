@@ -239,6 +239,8 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     check_layers_fit(&config)?;
     let sizes = layer_sizes(app, &config.layers)?;
     check_new_layers(app, &config.layers, &[])?;
+    let tags = input.tags.unwrap_or_default();
+    super::tags::check(&tags)?;
     // Cheap existence check first, so a duplicate create stores no blob.
     if app.store.get_function(&name).is_ok() {
         return Err(ApiError::Conflict(format!(
@@ -259,7 +261,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         last_modified: now_lambda(),
         next_version: 1,
         reserved_concurrency: None,
-        tags: input.tags.unwrap_or_default(),
+        tags,
     };
     let published = app
         .store

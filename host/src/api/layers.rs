@@ -1,5 +1,5 @@
-//! Layers: PublishLayerVersion, GetLayerVersion, ListLayerVersions,
-//! DeleteLayerVersion. Layer content is stored like function code
+//! Layers: PublishLayerVersion, GetLayerVersion, GetLayerVersionByArn,
+//! ListLayerVersions, ListLayers, DeleteLayerVersion. Layer content is stored like function code
 //! (encrypted, content-addressed); the archive's shape is checked.
 
 use base64::Engine;
@@ -121,4 +121,69 @@ pub fn delete(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiErro
     let name = layer_name(raw, req.account())?;
     app.store.delete_layer(&name, version_number(v)?)?;
     Ok(Reply::empty(204))
+}
+
+/// ListLayers: each of the caller's layers with its newest version that
+/// matches the filters (all layers here are x86_64).
+pub fn list_layers(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let runtime = req.q("CompatibleRuntime");
+    let arch_ok = req
+        .q("CompatibleArchitecture")
+        .is_none_or(|a| a == "x86_64");
+    let mut latest: std::collections::BTreeMap<String, LayerVersionRecord> = Default::default();
+    for l in app.store.account_layer_versions(req.account())? {
+        if !arch_ok || runtime.is_some_and(|r| !l.compatible_runtimes.iter().any(|c| c == r)) {
+            continue;
+        }
+        match latest.get(&l.layer_name) {
+            Some(have) if have.version >= l.version => {}
+            _ => {
+                latest.insert(l.layer_name.clone(), l);
+            }
+        }
+    }
+    let all: Vec<Value> = latest
+        .values()
+        .map(|l| {
+            json!({
+                "LayerName": split_scoped(&l.layer_name).1,
+                "LayerArn": crate::util::layer_arn(&l.layer_name, None),
+                "LatestMatchingVersion": wire::layer_list_item(l),
+            })
+        })
+        .collect();
+    let (page, next) = versions::paginate(all, req)?;
+    let mut body = json!({ "Layers": page });
+    if let Some(m) = next {
+        body["NextMarker"] = Value::from(m);
+    }
+    Ok(Reply::json(200, body))
+}
+
+/// GetLayerVersionByArn (`GET /2018-10-31/layers?find=LayerVersion&Arn=`).
+pub fn get_by_arn(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let arn = req
+        .q("Arn")
+        .ok_or_else(|| ApiError::InvalidParameter("Arn is required".into()))?;
+    match arn.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "lambda", _, _, "layer", _, v] => {
+            let unversioned = &arn[..arn.len() - v.len() - 1];
+            get(app, req, unversioned, v)
+        }
+        _ => Err(ApiError::InvalidParameter(format!(
+            "{arn:?} is not a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
+        ))),
+    }
+}
+
+/// `GET /2018-10-31/layers`: ListLayers, or GetLayerVersionByArn when the
+/// query says `find=LayerVersion` (both operations share the path).
+pub fn list_or_find(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    match req.q("find") {
+        Some("LayerVersion") => get_by_arn(app, req),
+        Some(other) => Err(ApiError::InvalidParameter(format!(
+            "find={other} is not an operation (find=LayerVersion is)"
+        ))),
+        None => list_layers(app, req),
+    }
 }

@@ -3,21 +3,25 @@
 //! which fsyncs) and run on blocking threads; `Invoke` is async so an
 //! environment can start while the payload is still arriving.
 
+mod account;
 pub mod error;
+mod function_settings;
 mod functions;
 pub mod invoke;
 mod layers;
 pub mod provisioned;
+pub mod query;
+mod tags;
 pub mod versions;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 pub use error::ApiError;
+pub use query::Query;
 
 use crate::auth::Caller;
 use crate::pool::Pool;
@@ -61,7 +65,7 @@ pub struct App {
 pub struct Req {
     pub method: hyper::Method,
     pub segs: Vec<String>,
-    pub query: HashMap<String, String>,
+    pub query: Query,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
     /// Who sent it (see [`crate::auth::Caller`]).
@@ -164,6 +168,18 @@ pub enum Route {
     ListLayerVersions(String),
     GetLayerVersion(String, String),
     DeleteLayerVersion(String, String),
+    GetAccountSettings,
+    /// ListLayers, or GetLayerVersionByArn with `?find=LayerVersion`.
+    ListLayers,
+    TagResource(String),
+    UntagResource(String),
+    ListTags(String),
+    GetFunctionCodeSigningConfig(String),
+    PutFunctionCodeSigningConfig(String),
+    DeleteFunctionCodeSigningConfig(String),
+    ListCodeSigningConfigs,
+    GetRuntimeManagementConfig(String),
+    PutRuntimeManagementConfig(String),
     /// emberd's own: `GET /ember/environments` (for `ember env list`).
     ListEnvironments,
     /// emberd's own: `GET /ember/code/{function}/{version}` (code download).
@@ -220,6 +236,27 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::DELETE, ["2018-10-31", "layers", _, "versions", _]) => {
             Route::DeleteLayerVersion(f(2), f(4))
         }
+        (&M::GET, ["2016-08-19", "account-settings"]) => Route::GetAccountSettings,
+        (&M::GET, ["2018-10-31", "layers"]) => Route::ListLayers,
+        (&M::POST, ["2017-03-31", "tags", _]) => Route::TagResource(f(2)),
+        (&M::DELETE, ["2017-03-31", "tags", _]) => Route::UntagResource(f(2)),
+        (&M::GET, ["2017-03-31", "tags", _]) => Route::ListTags(f(2)),
+        (&M::GET, ["2020-06-30", "functions", _, "code-signing-config"]) => {
+            Route::GetFunctionCodeSigningConfig(f(2))
+        }
+        (&M::PUT, ["2020-06-30", "functions", _, "code-signing-config"]) => {
+            Route::PutFunctionCodeSigningConfig(f(2))
+        }
+        (&M::DELETE, ["2020-06-30", "functions", _, "code-signing-config"]) => {
+            Route::DeleteFunctionCodeSigningConfig(f(2))
+        }
+        (&M::GET, ["2020-04-22", "code-signing-configs"]) => Route::ListCodeSigningConfigs,
+        (&M::GET, ["2021-07-20", "functions", _, "runtime-management-config"]) => {
+            Route::GetRuntimeManagementConfig(f(2))
+        }
+        (&M::PUT, ["2021-07-20", "functions", _, "runtime-management-config"]) => {
+            Route::PutRuntimeManagementConfig(f(2))
+        }
         (&M::GET, ["ember", "environments"]) => Route::ListEnvironments,
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
@@ -239,21 +276,22 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
 
 /// Splits a request target into percent-decoded segments (a trailing `/`
 /// is ignored) and query pairs. Bad escapes are a client error.
-pub fn parse_target(
-    path: &str,
-    query: Option<&str>,
-) -> Result<(Vec<String>, HashMap<String, String>), ApiError> {
+pub fn parse_target(path: &str, query: Option<&str>) -> Result<(Vec<String>, Query), ApiError> {
     let segs = path
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
         .map(pct_decode)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut q = HashMap::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        q.insert(pct_decode(k)?, pct_decode(&v.replace('+', " "))?);
-    }
+    let q = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((pct_decode(k)?, pct_decode(&v.replace('+', " "))?))
+        })
+        .collect::<Result<Query, ApiError>>()?;
     Ok((segs, q))
 }
 
@@ -308,6 +346,23 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::ListLayerVersions(l) => layers::list(app, req, &l),
         Route::GetLayerVersion(l, v) => layers::get(app, req, &l, &v),
         Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
+        Route::GetAccountSettings => account::get(app, req),
+        Route::ListLayers => layers::list_or_find(app, req),
+        Route::TagResource(r) => tags::tag(app, req, &r),
+        Route::UntagResource(r) => tags::untag(app, req, &r),
+        Route::ListTags(r) => tags::list(app, req, &r),
+        Route::GetFunctionCodeSigningConfig(n) => function_settings::get_code_signing(app, req, &n),
+        Route::PutFunctionCodeSigningConfig(n) => function_settings::put_code_signing(app, req, &n),
+        Route::DeleteFunctionCodeSigningConfig(n) => {
+            function_settings::delete_code_signing(app, req, &n)
+        }
+        Route::ListCodeSigningConfigs => Ok(function_settings::list_code_signing_configs()),
+        Route::GetRuntimeManagementConfig(n) => {
+            function_settings::get_runtime_management(app, req, &n)
+        }
+        Route::PutRuntimeManagementConfig(n) => {
+            function_settings::put_runtime_management(app, req, &n)
+        }
         Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
         Route::Metrics => Ok(crate::metrics::http_reply(app, &req.caller)),
         Route::GetLogs(_) => Err(ApiError::Service("GetLogs is served asynchronously".into())),
@@ -321,7 +376,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
 /// The Invoke parameters carried in the query and headers.
 pub fn invoke_req(
     function: String,
-    query: &HashMap<String, String>,
+    query: &Query,
     headers: &hyper::HeaderMap,
     caller: Caller,
 ) -> invoke::InvokeReq {

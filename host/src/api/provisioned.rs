@@ -1,5 +1,5 @@
 //! Concurrency controls: Put/Get/DeleteFunctionConcurrency (reserved) and
-//! Put/Get/DeleteProvisionedConcurrencyConfig, plus [`reconcile`], which turns
+//! Put/Get/Delete/ListProvisionedConcurrencyConfig(s), plus [`reconcile`], which turns
 //! the stored provisioned configs into the pool's targets.
 
 use std::sync::Arc;
@@ -114,12 +114,39 @@ pub fn put(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 }
 
 pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    // ListProvisionedConcurrencyConfigs shares the path (`?List=ALL`).
+    if req.q("List") == Some("ALL") {
+        return list(app, req, raw);
+    }
     let (name, q) = qualifier(req, raw)?;
     app.store.get_function(&name)?;
     let rec = app.store.get_provisioned(&name, &q)?.ok_or_else(|| {
         ApiError::NotFound("No Provisioned Concurrency Config found for this function".into())
     })?;
     Ok(Reply::json(200, status_body(app, &rec)))
+}
+
+/// ListProvisionedConcurrencyConfigs: every qualifier of one function.
+fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
+    let (name, _) = function_name(raw, req.account())?;
+    app.store.get_function(&name)?;
+    let all: Vec<serde_json::Value> = app
+        .store
+        .list_provisioned()?
+        .iter()
+        .filter(|r| r.function == name)
+        .map(|r| {
+            let mut item = status_body(app, r);
+            item["FunctionArn"] = crate::util::function_arn(&name, Some(&r.qualifier)).into();
+            item
+        })
+        .collect();
+    let (page, next) = versions::paginate(all, req)?;
+    let mut body = json!({ "ProvisionedConcurrencyConfigs": page });
+    if let Some(m) = next {
+        body["NextMarker"] = m.into();
+    }
+    Ok(Reply::json(200, body))
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {

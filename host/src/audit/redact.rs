@@ -3,8 +3,6 @@
 //! a placeholder (ZIP contents, environment variable values, anything whose
 //! name says secret/password/token/credential), long strings shortened.
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value};
 
 use crate::api::Route;
@@ -142,7 +140,7 @@ fn redact_map(map: &mut Map<String, Value>) {
 
 /// The recorded parameters of a request: `{"query": …, "body": …}`, each
 /// redacted; a body that is not JSON is described by its size only.
-pub fn params(query: &HashMap<String, String>, body: &[u8]) -> Value {
+pub fn params(query: &crate::api::Query, body: &[u8]) -> Value {
     let mut out = Map::new();
     if !query.is_empty() {
         let mut q: Map<String, Value> = query

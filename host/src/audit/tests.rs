@@ -2,7 +2,6 @@
 //! rotation, crash repair, and `verify` naming the first bad record for
 //! every kind of tampering (done on the bytes, as an attacker would).
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -324,7 +323,9 @@ fn redacts_code_env_values_and_secrets() {
         "Environment": {"Variables": {"DB_PASSWORD": "hunter2", "MODE": "prod"}},
         "Layers": ["arn:x"], "SecretAccessKey": "abc", "Description": "d".repeat(2000),
     });
-    let q: HashMap<String, String> = [("Qualifier".to_string(), "3".to_string())].into();
+    let q: crate::api::Query = [("Qualifier".to_string(), "3".to_string())]
+        .into_iter()
+        .collect();
     let p = redact::params(&q, body.to_string().as_bytes());
     let s = p.to_string();
     for secret in ["UEsDBAoAAAAAAA", "hunter2", "prod", "abc\""] {
@@ -335,7 +336,7 @@ fn redacts_code_env_values_and_secrets() {
     assert_eq!(p["query"]["Qualifier"], "3");
     assert!(p["body"]["Description"].as_str().unwrap().len() < 600);
     assert_eq!(
-        redact::params(&HashMap::new(), b"\0asm")["body"],
+        redact::params(&Default::default(), b"\0asm")["body"],
         "(not JSON, 4 bytes)"
     );
     assert_eq!(

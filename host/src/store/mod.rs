@@ -12,6 +12,7 @@ pub mod limits;
 pub mod model;
 pub mod pins;
 mod retired;
+pub mod usage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
