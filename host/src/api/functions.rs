@@ -112,6 +112,7 @@ fn runnable(package: &[u8], runtime: &str, handler: &str) -> Result<Vec<u8>, Api
 /// another request's garbage collection off the blob.
 fn store_code(
     app: &App,
+    (account, replaces): (&str, u64),
     zip_b64: Option<&str>,
     other_source: bool,
     cfg: &FunctionConfig,
@@ -130,6 +131,10 @@ fn store_code(
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
     let module = runnable(&package, &cfg.runtime, &cfg.handler)?;
+    // Code beyond the account's storage quota is refused before its blob
+    // is written (the commit checks again, exactly).
+    let grows = (package.len() as u64).saturating_sub(replaces);
+    app.store.precheck_code(account, grows)?;
     let pin = app.store.put_blob(&module)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
     let code = CodeRef {
@@ -249,6 +254,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     }
     let (code, pin) = store_code(
         app,
+        (req.account(), 0),
         input.code.zip_file.as_deref(),
         input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
         &config,
@@ -389,7 +395,13 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             wire::latest_configuration(&current, &layer_sizes(app, &current.config.layers)?),
         ));
     }
-    let (code, pin) = store_code(app, input.zip_file.as_deref(), other, &current.config)?;
+    let (code, pin) = store_code(
+        app,
+        (req.account(), current.code.size),
+        input.zip_file.as_deref(),
+        other,
+        &current.config,
+    )?;
     let expected = input.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
         if expected.as_deref().is_some_and(|e| e != r.revision_id) {

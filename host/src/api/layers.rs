@@ -57,6 +57,8 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
     crate::code::check_archive(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    app.store
+        .precheck_layers(req.account(), package.len() as u64)?;
     // Pinned until the layer version record naming the blob has committed.
     let pin = app.store.put_blob(&package)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);

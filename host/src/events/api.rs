@@ -14,6 +14,7 @@ use super::model::InvokeConfig;
 use super::{DbError, EventsError, MAX_EVENT_PAYLOAD};
 use crate::api::invoke::InvokeBody;
 use crate::api::{function_name, versions, ApiError, App, Reply, Req};
+use crate::store::StoreError;
 use crate::util::{function_arn, scoped_name, split_scoped};
 
 /// The routes this module serves.
@@ -127,7 +128,10 @@ pub async fn accept(
         .await
         .map_err(|e| match e {
             // A full disk or an I/O error: 503, retryable (the store reopens).
-            EventsError::Db(DbError::Store(s)) | EventsError::Store(s) if s.is_storage() => {
+            // or the account's queue quota: 429.
+            EventsError::Db(DbError::Store(s)) | EventsError::Store(s)
+                if s.is_storage() || matches!(s, StoreError::QueueQuota(_)) =>
+            {
                 ApiError::from(s)
             }
             other => service(other),

@@ -18,6 +18,10 @@ use tokio::sync::oneshot;
 
 use super::model::{AttemptRecord, EventRecord, InvokeConfig, QueueMessage};
 use crate::store::dbfile::DbFile;
+use crate::util::split_scoped;
+use queued::Queued;
+
+mod queued;
 use crate::store::{scan_prefix, StoreError};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -90,6 +94,8 @@ type Reply = oneshot::Sender<std::result::Result<u64, DbError>>;
 pub struct Db {
     /// Reopened after I/O errors (see `store::dbfile`).
     db: Arc<DbFile>,
+    /// Payload bytes each account has queued, and its quota.
+    queued: Queued,
     /// None only while dropping (closing it stops the writer).
     tx: Option<mpsc::Sender<(Op, Reply)>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -272,6 +278,7 @@ impl Db {
             .map_err(|e| StoreError::Io(path.to_path_buf(), e))?;
         Ok(Self {
             db,
+            queued: Queued::default(),
             tx: Some(tx),
             writer: Some(writer),
         })
@@ -279,11 +286,40 @@ impl Db {
 
     /// Commits `op` (with whatever else is pending) and returns its id:
     /// the new event's seq, the new attempt's id, or 0.
+    /// A new event's payload counts against its account's queue quota
+    /// (refused with [`StoreError::QueueQuota`]) until it is removed.
     pub async fn submit(&self, op: Op) -> std::result::Result<u64, DbError> {
+        let reservation = match &op {
+            Op::Enqueue(ev, payload) => Some(
+                self.queued
+                    .reserve(split_scoped(&ev.function).0, payload.len() as u64)?,
+            ),
+            _ => None,
+        };
+        let removes = match &op {
+            Op::Settle {
+                event: Settled::Remove(seq),
+                ..
+            } => Some(*seq),
+            _ => None,
+        };
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(DbError::WriterGone)?;
         tx.send((op, reply)).map_err(|_| DbError::WriterGone)?;
-        rx.await.map_err(|_| DbError::WriterGone)?
+        let id = rx.await.map_err(|_| DbError::WriterGone)??;
+        if let Some(r) = reservation {
+            self.queued.stored(r, id);
+        }
+        if let Some(seq) = removes {
+            self.queued.removed(seq);
+        }
+        Ok(id)
+    }
+
+    /// Sets the per-account quota on queued payload bytes (None: none).
+    pub fn with_queue_quota(mut self, bytes: Option<u64>) -> Self {
+        self.queued = Queued::new(bytes);
+        self
     }
 
     /// Starts a new emberd run: bumps the boot counter, closes attempts left
@@ -299,6 +335,14 @@ impl Db {
             for item in t.iter()? {
                 let (_, v) = item?;
                 events.push(serde_json::from_slice(v.value())?);
+            }
+        }
+        {
+            let payloads = w.open_table(PAYLOADS)?;
+            for ev in &events {
+                let bytes = payloads.get(ev.seq)?.map_or(0, |g| g.value().len() as u64);
+                self.queued
+                    .restore(ev.seq, split_scoped(&ev.function).0, bytes);
             }
         }
         for ev in events.iter_mut() {

@@ -55,6 +55,11 @@ pub struct EventArgs {
     /// Length of one second of MaximumEventAgeInSeconds, in ms (tests shorten it).
     #[arg(long, default_value_t = 1000)]
     pub async_age_unit_ms: u64,
+    /// MiB of event payloads one account may have queued (stored and not
+    /// yet delivered for good); beyond it Event invokes answer 429
+    /// TooManyRequestsException. 0 = no limit.
+    #[arg(long, default_value_t = 512)]
+    pub account_queue_mib: u64,
 }
 
 impl Default for EventArgs {
@@ -65,6 +70,7 @@ impl Default for EventArgs {
             async_retry_delays_ms: vec![60_000, 120_000],
             async_backoff_ms: vec![1000, 300_000],
             async_age_unit_ms: 1000,
+            account_queue_mib: 512,
         }
     }
 }
@@ -117,7 +123,8 @@ impl Events {
     /// previous run left open are closed as interrupted and their events are
     /// due again at once.
     pub fn open(path: &Path, args: &EventArgs) -> Result<Arc<Self>, EventsError> {
-        let db = Db::open(path)?;
+        let quota = (args.account_queue_mib > 0).then(|| args.account_queue_mib << 20);
+        let db = Db::open(path)?.with_queue_quota(quota);
         let (boot, queued) = db.recover(now_ms())?;
         let sched = Sched::new(args.account_workers());
         for ev in queued {

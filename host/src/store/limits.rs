@@ -24,21 +24,31 @@ pub struct StoreArgs {
     /// floor off.
     #[arg(long, default_value_t = 128)]
     pub store_min_free_mib: u64,
-    /// Bytes of function code (deployment packages of $LATEST and every
-    /// published version) one account may store, in MiB (default: no limit).
-    #[arg(long)]
-    pub account_code_mib: Option<u64>,
-    /// Bytes of layer versions one account may store, in MiB (default: no limit).
-    #[arg(long)]
-    pub account_layers_mib: Option<u64>,
+    /// MiB of function code (deployment packages of $LATEST and every
+    /// published version) one account may store; beyond it CreateFunction,
+    /// UpdateFunctionCode and PublishVersion answer 400
+    /// CodeStorageExceededException. 0 = no limit.
+    #[arg(long, default_value_t = DEFAULT_CODE_MIB)]
+    pub account_code_mib: u64,
+    /// MiB of layer versions (live, and deleted ones functions still use)
+    /// one account may store; beyond it PublishLayerVersion answers 400
+    /// CodeStorageExceededException. 0 = no limit.
+    #[arg(long, default_value_t = DEFAULT_LAYERS_MIB)]
+    pub account_layers_mib: u64,
 }
+
+/// Default per-account code storage (Lambda's 75 GB per region is more
+/// than one host's disk).
+pub const DEFAULT_CODE_MIB: u64 = 8192;
+/// Default per-account layer storage.
+pub const DEFAULT_LAYERS_MIB: u64 = 2048;
 
 impl Default for StoreArgs {
     fn default() -> Self {
         Self {
             store_min_free_mib: 128,
-            account_code_mib: None,
-            account_layers_mib: None,
+            account_code_mib: DEFAULT_CODE_MIB,
+            account_layers_mib: DEFAULT_LAYERS_MIB,
         }
     }
 }
@@ -55,8 +65,8 @@ impl From<&StoreArgs> for Limits {
     fn from(a: &StoreArgs) -> Self {
         Self {
             min_free: a.store_min_free_mib * MIB,
-            account_code: a.account_code_mib.map(|m| m * MIB),
-            account_layers: a.account_layers_mib.map(|m| m * MIB),
+            account_code: (a.account_code_mib > 0).then(|| a.account_code_mib * MIB),
+            account_layers: (a.account_layers_mib > 0).then(|| a.account_layers_mib * MIB),
         }
     }
 }
