@@ -121,6 +121,12 @@ def test_a_full_disk_heals_without_restart(make_emberd, data_dir):
     runs(c, "before")
     events = [event(c, "before", 0)]
     ran_once(e, events[0])
+    # An event whose attempt is running while the disk fills (its end may
+    # not be recordable: then it is tried again once space returns).
+    create(c, "slow", wasm("slow"), Timeout=5)
+    in_flight = event(c, "slow", 0)
+    assert wait_for(lambda: json.loads(
+        e.raw("GET", f"/ember/async/attempts?RequestId={in_flight}")[2])["Attempts"], timeout=30)
 
     filler = fill(data_dir)
     # The same code (its blob is already stored: only metadata is written),
@@ -128,10 +134,9 @@ def test_a_full_disk_heals_without_restart(make_emberd, data_dir):
     refused_503(lambda: create(c, "during", echo))
     refused_503(lambda: c.update_function_configuration(FunctionName="before", Timeout=7))
     refused_503(lambda: event(c, "before", 1))
-    # Reads and synchronous invokes still work.
-    c.get_function(FunctionName="before")
-    assert [f["FunctionName"] for f in c.list_functions()["Functions"]] == ["before"]
-    runs(c, "before")
+    # (Reads are not asserted here: with no byte free, the audit trail
+    # refuses control-plane calls it cannot record. Below the floor, in the
+    # next test, they go on.)
 
     os.unlink(filler)
     # Same process, no restart: the writes that failed go through now.
@@ -140,6 +145,7 @@ def test_a_full_disk_heals_without_restart(make_emberd, data_dir):
     events.append(event(c, "after", 2))
     assert c.get_function(FunctionName="before")["Configuration"]["Timeout"] == 7
     nothing_lost(e, c, ["before", "after"], events)
+    ran_once(e, in_flight)
     assert "reopened" in e.log()
 
 
