@@ -34,7 +34,8 @@ minute); exits 1 on any lost acknowledgement, unanswered call or wrong
 answer, and, with --flat-kib-per-min X, when the second half's slope
 exceeds X.
 
-Usage: soak-emberd.py SECONDS ENDPOINT CREDENTIALS_JSON EMBERD_PID [--flat-kib-per-min X]"""
+Usage: soak-emberd.py SECONDS ENDPOINT CREDENTIALS_JSON EMBERD_PID [--flat-kib-per-min X]
+       [--live-cap N (functions each tenant keeps, default 200)]"""
 import base64
 import hashlib
 import json
@@ -54,7 +55,11 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 SECONDS, EP, CREDS, PID = float(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-FLAT = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[5] == "--flat-kib-per-min" else None
+OPTS = dict(zip(sys.argv[5::2], sys.argv[6::2]))
+FLAT = float(OPTS["--flat-kib-per-min"]) if "--flat-kib-per-min" in OPTS else None
+# Functions a tenant keeps: past this, every churn round deletes one (a
+# steady state, so a growing RSS is not just more live functions).
+LIVE_CAP = int(OPTS.get("--live-cap", 200))
 HOST = EP.removeprefix("http://")
 B_ACCOUNT = "111111111111"
 MODULE = b"\0asm\x01\0\0\0"
@@ -191,7 +196,7 @@ class Tenant:
                     with lock:
                         del self.live[name]
                         self.unsure[name] = [code, new]
-            if n % 2 == 0 and self.live:
+            if (n % 2 == 0 or len(self.live) > LIVE_CAP) and self.live:
                 with lock:
                     victim = random.choice(sorted(self.live))
                 try:

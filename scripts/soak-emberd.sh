@@ -10,7 +10,7 @@
 # flood, a huge announced frame). Every environment runs the hostile test
 # agent (guest-agent/kernelless/src/bin/hostile_agent.rs): its `honest`
 # handler echoes the payload, the others misbehave. Exit status 0 = PASS.
-# Usage: scripts/soak-emberd.sh [SECONDS [--flat-kib-per-min X]]
+# Usage: scripts/soak-emberd.sh [SECONDS [--flat-kib-per-min X] [--live-cap N]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"

@@ -158,6 +158,8 @@ enum CliError {
 
 /// `emberd` and `ember serve`.
 pub fn run_serve(args: ServeArgs) -> ExitCode {
+    crate::heap::tune();
+    crate::heap::start_trimming();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,6 +10,7 @@ pub mod client;
 pub mod code;
 pub mod daemon;
 pub mod events;
+pub mod heap;
 pub mod invoker;
 pub mod keyfile;
 pub mod linux;

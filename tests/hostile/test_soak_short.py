@@ -1,12 +1,15 @@
-"""The soak (scripts/soak-emberd.sh), shortened to 60 s for CI: mixed load
+"""The soak (scripts/soak-emberd.sh), shortened to 90 s for CI: mixed load
 from two tenants (create/update/delete, cold, warm and asynchronous
 invokes), one hostile client and one hostile guest against a throw-away
 emberd. Acknowledged vs found: every acknowledged upload is served with its
 code (GetFunction Location bytes + CodeSha256), every acknowledged delete is
 404, every 202'd event ran exactly once (one Success attempt, one OnSuccess
 destination record carrying its payload), every synchronous invoke was
-answered with its payload; emberd's RSS stays bounded. The full 10-minute
-run (with the RSS slope check) is the benchmark's: see the script."""
+answered with its payload. emberd's RSS stays bounded and, with each tenant
+keeping at most 40 functions (a steady state after ~30 s), flat over the
+second half: at most +2 MiB/min (measured: -0.4 MiB/min; +7.6 MiB/min
+before heap.rs capped malloc's arenas and trims it). The full 10-minute run
+is the benchmark's: see the script."""
 import os
 import re
 import subprocess
@@ -19,7 +22,8 @@ pytestmark = pytest.mark.vm
 
 
 def test_a_short_soak_loses_nothing_and_stays_small():
-    p = subprocess.run(["bash", str(REPO / "scripts/soak-emberd.sh"), "60"], cwd=REPO,
+    p = subprocess.run(["bash", str(REPO / "scripts/soak-emberd.sh"), "90",
+                        "--live-cap", "40", "--flat-kib-per-min", "2048"], cwd=REPO,
                        capture_output=True, text=True, timeout=900,
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     out = p.stdout + p.stderr
