@@ -139,13 +139,19 @@ def test_beyond_16_follows_an_account_gets_429_and_others_stay_fast(emberd):
     clean_after = latencies(cb, 300, time.monotonic() + 30)
     print(f"\nB ListFunctions p99: clean {p99(clean) * 1000:.1f} ms, during A's 600 follows "
           f"{p99(during) * 1000:.1f} ms, clean after {p99(clean_after) * 1000:.1f} ms; "
-          f"A: {statuses.count(429)} x 429, {len(held)} held")
+          f"A: {statuses.count(429)} x 429, {len(held)} held; first {during[0] * 1000:.0f} ms, slowest {[round(x * 1000) for x in sorted(during)[-5:]]} ms")
     assert statuses.count(429) == 600 - 16, sorted(set(statuses))
     assert len(held) == 16
     body = next(b for st, b in quick.values() if st == 429)
     assert b"TooManyRequestsException" in body, body
     assert len(during) == 300
-    assert statistics.median(during) < 0.100, during
+    noise = max(p99(clean), p99(clean_after))
+    assert p99(during) < max(0.100, 2 * noise), during
+    # Each refused follow is audited, durably, before its 429. One record at
+    # a time (two fdatasyncs each, every caller on a blocking thread in line
+    # for the log) B's call into the burst took 0.75-1.9 s; with the group
+    # commit 0.06-0.37 s on the same loaded machine.
+    assert max(during) < max(0.500, 3 * noise), during
 
 
 def test_an_accounts_17th_concurrent_follow_gets_429(emberd):

@@ -87,8 +87,11 @@ pub async fn admit(app: &Arc<App>, route: &Route) -> Result<(), ApiError> {
         })
 }
 
-/// Appends the record of a finished request (on a blocking thread: the
-/// append fsyncs). A write failure does not change the response: the
+/// Bodies up to this size are redacted on the async runtime.
+const INLINE_BODY: usize = 64 << 10;
+
+/// Appends the record of a finished request through the group commit
+/// (`group.rs`: durable before this returns, no thread held meanwhile). A write failure does not change the response: the
 /// call's effect is already committed, and a 5xx would invite a retry
 /// that applies it twice. It is logged, counted, and recorded as a gap by
 /// the next append; until then [`admit`] refuses control-plane calls.
@@ -107,7 +110,10 @@ pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>
     if !p.recorded(status) {
         return;
     }
-    let r = tokio::task::spawn_blocking(move || {
+    // Redacting a large body (code uploads) is real work: not on the
+    // async runtime.
+    let inline = p.body.len() <= INLINE_BODY;
+    let build = move || {
         let (operation, resource) = match &p.route {
             Some(r) => redact::operation(r),
             None => ("Unknown".to_string(), None),
@@ -133,7 +139,7 @@ pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>
                 .iter()
                 .find_map(|k| params["body"][k].as_str().map(str::to_string))
         });
-        log.record_call(Call {
+        Call {
             who,
             operation,
             resource,
@@ -143,14 +149,18 @@ pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>
             status,
             error,
             message,
-        })
-    })
-    .await;
-    let err = match r {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => crate::util::error_chain(&e),
-        Err(e) => e.to_string(),
+        }
     };
+    let call = if inline {
+        Ok(build())
+    } else {
+        tokio::task::spawn_blocking(build).await
+    };
+    let r = match call {
+        Ok(call) => log.record(call).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let Err(err) = r else { return };
     app.metrics.audit_write_error();
     eprintln!("emberd: ERROR: audit record not written: {err}");
 }

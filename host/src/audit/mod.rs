@@ -5,6 +5,7 @@
 //! detected by `ember audit verify`). Format: DESIGN.md "Audit trail".
 
 pub mod cli;
+mod group;
 pub mod hook;
 mod reader;
 pub mod record;

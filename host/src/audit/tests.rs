@@ -395,3 +395,69 @@ fn audit_append_cost() {
         ma / mp
     );
 }
+
+#[test]
+fn a_batch_is_chained_digested_rotated_and_verifies_like_single_appends() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("audit");
+    let mut c = cfg(4);
+    c.rotate_bytes = 2_000;
+    let log = AuditLog::open(&dir, c).unwrap();
+    let calls = (0..10).map(|i| call(&format!("Op{i}"), 200)).collect();
+    let out = log.append_batch(calls);
+    assert_eq!(out.len(), 10);
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    log.close().unwrap();
+    let r = verify_dir(&dir).unwrap();
+    assert!(r.ok(), "{r:?}");
+    // start + 10 calls + stop, a digest after every 4 records (or rotation).
+    assert_eq!(r.records - r.digests, 12, "{r:?}");
+    assert_eq!(r.head_seq, Some(r.last_seq));
+    assert!(log_path(&dir, 2).exists(), "rotated within the batch");
+}
+
+#[test]
+fn a_failed_batch_fails_each_call_and_records_the_gap() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("audit");
+    let log = AuditLog::open(&dir, cfg(100)).unwrap();
+    log.break_file_for_tests(Path::new("/dev/full"));
+    let out = log.append_batch(vec![call("Lost1", 200), call("Lost2", 200)]);
+    assert!(out.iter().all(|r| r.is_err()), "{out:?}");
+    assert!(log.failing());
+    log.repair_file_for_tests();
+    let out = log.append_batch(vec![call("After", 200)]);
+    assert!(out[0].is_ok(), "{out:?}");
+    assert!(!log.failing());
+    log.close().unwrap();
+    let f = bad(&dir);
+    assert!(
+        f.reason.contains("2 call record(s) could not be written"),
+        "{f:?}"
+    );
+    assert!(lines(&dir, 1).iter().any(|l| l.contains("\"After\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_through_the_group_commit_all_land_in_order_of_the_chain() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("audit");
+    let log = std::sync::Arc::new(AuditLog::open(&dir, cfg(50)).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.record(call(&format!("Op{i}"), 200)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    log.close().unwrap();
+    let r = verify_dir(&dir).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.records - r.digests, 202, "{r:?}");
+    let l = lines(&dir, 1);
+    for i in 0..200 {
+        find(&l, &format!("Op{i}"));
+    }
+}

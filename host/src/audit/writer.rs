@@ -2,6 +2,8 @@
 //! record is written with one `write` and made durable (`fdatasync`) before
 //! the signed head is advanced (pwrite into the slot `seq % 2`, another
 //! `fdatasync`), so a call's record is on disk before its response leaves.
+//! [`AuditLog::append_batch`] (group commit, fed by `group.rs`) writes many
+//! records and makes them durable with one sync of each file.
 //! Opening repairs a torn last line (crash mid-write) and checks the log
 //! against the signed head; what it finds is itself recorded.
 
@@ -45,6 +47,9 @@ struct State {
     /// successful append as a `write-failures` event).
     lost: u64,
     last_error: String,
+    /// `(size, next_seq, last_hash)` as of the last sync: what a failed
+    /// sync rolls back to.
+    durable: (u64, u64, String),
 }
 
 /// The open audit trail of a running emberd.
@@ -55,6 +60,8 @@ pub struct AuditLog {
     state: Mutex<State>,
     /// Mirrors `State::lost > 0`, readable without the lock.
     failing: AtomicBool,
+    /// The group-commit queue, started by the first async record.
+    pub(super) group: std::sync::OnceLock<Option<super::group::Group>>,
 }
 
 fn now() -> (String, u64) {
@@ -111,6 +118,10 @@ impl AuditLog {
             }
         };
         let next_seq = tail.last.as_ref().map_or(1, |(s, _)| s + 1);
+        let last_hash = tail
+            .last
+            .as_ref()
+            .map_or(GENESIS.to_string(), |(_, h)| h.clone());
         let log = AuditLog {
             dir: dir.to_path_buf(),
             key,
@@ -121,17 +132,16 @@ impl AuditLog {
                 index,
                 size,
                 next_seq,
-                last_hash: tail
-                    .last
-                    .as_ref()
-                    .map_or(GENESIS.into(), |(_, h)| h.clone()),
+                last_hash: last_hash.clone(),
                 window_start: next_seq,
                 last_digest: Instant::now(),
                 head,
                 lost: 0,
                 last_error: String::new(),
+                durable: (size, next_seq, last_hash),
             }),
             failing: AtomicBool::new(false),
+            group: Default::default(),
         };
         if tail.torn_bytes > 0 {
             log.event(
@@ -293,10 +303,23 @@ impl AuditLog {
         st.file = file;
         st.path = path;
         st.size = 0;
+        st.durable.0 = 0;
         Ok(())
     }
 
+    /// Writes one record and makes it durable.
     fn write(
+        &self,
+        st: &mut State,
+        body: &Body,
+        mac_key: Option<&[u8; 32]>,
+    ) -> Result<(), AuditError> {
+        self.write_line(st, body, mac_key)?;
+        self.sync(st).map_err(|(e, _)| e)
+    }
+
+    /// Writes one record without syncing it ([`Self::sync`] does).
+    fn write_line(
         &self,
         st: &mut State,
         body: &Body,
@@ -313,26 +336,116 @@ impl AuditLog {
         let (mut text, hash) = record::seal(&line, mac_key)?;
         text.push('\n');
         let path = st.path.clone();
-        let written = st
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| st.file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = st.file.write_all(text.as_bytes()) {
             // Cut off whatever part of the line reached the file, so the
             // next record starts on a clean line.
             let _ = st.file.set_len(st.size);
             return Err(io_err(&path)(e));
         }
         st.size += text.len() as u64;
-        let seq = st.next_seq;
         st.next_seq += 1;
-        st.last_hash = hash.clone();
+        st.last_hash = hash;
+        Ok(())
+    }
+
+    /// Makes the lines written since the last sync durable, then advances
+    /// the signed head to the last of them. If the log cannot be synced,
+    /// those lines are cut off again (the state rolls back to the last
+    /// sync) and the error comes with how many were cut; a head that
+    /// cannot be advanced leaves them written (`verify` reports them as
+    /// unsigned), cutting none.
+    fn sync(&self, st: &mut State) -> Result<(), (AuditError, u64)> {
+        let unsynced = st.next_seq - st.durable.1;
+        if unsynced == 0 {
+            return Ok(());
+        }
+        if let Err(e) = st.file.sync_data() {
+            let (size, next_seq, hash) = st.durable.clone();
+            let _ = st.file.set_len(size);
+            st.size = size;
+            st.next_seq = next_seq;
+            st.last_hash = hash;
+            return Err((io_err(&st.path.clone())(e), unsynced));
+        }
+        st.durable = (st.size, st.next_seq, st.last_hash.clone());
+        let seq = st.next_seq - 1;
+        let hash = st.last_hash.clone();
         let slot = Head { seq, hash }.encode(&self.key);
         let offset = (seq % 2) * HEAD_SLOT as u64;
         st.head
             .write_all_at(&slot, offset)
             .and_then(|()| st.head.sync_data())
-            .map_err(AuditError::Head)
+            .map_err(|e| (AuditError::Head(e), 0))
+    }
+
+    /// Appends many calls with one sync of the log and one of the head for
+    /// all of them (group commit); each call gets its own outcome, as
+    /// [`Self::record_call`] would have given it. Digests and rotation
+    /// happen between calls exactly as for single appends.
+    pub fn append_batch(&self, calls: Vec<Call>) -> Vec<Result<(), String>> {
+        let mut st = self.lock();
+        let mut out: Vec<Result<(), String>> = Vec::with_capacity(calls.len());
+        // Indices of `out` whose lines await the next sync.
+        let mut pending: Vec<usize> = Vec::new();
+        for call in calls {
+            let body = Body::Call(Box::new(call));
+            if st.lost > 0 {
+                // (Its sync would take the pending lines along.)
+                self.settle(&mut st, &mut pending, &mut out);
+                if let Err(e) = self.flush_lost(&mut st) {
+                    st.lost += 1;
+                    out.push(Err(crate::util::error_chain(&e)));
+                    continue;
+                }
+            }
+            match self.write_line(&mut st, &body, None) {
+                Ok(()) => {
+                    pending.push(out.len());
+                    out.push(Ok(()));
+                }
+                Err(e) => {
+                    st.lost += 1;
+                    self.failing.store(true, Ordering::Relaxed);
+                    st.last_error = crate::util::error_chain(&e);
+                    out.push(Err(st.last_error.clone()));
+                    continue;
+                }
+            }
+            let digest_due = st.next_seq - st.window_start >= self.cfg.digest_every;
+            if digest_due || st.size >= self.cfg.rotate_bytes {
+                self.settle(&mut st, &mut pending, &mut out);
+                let r = if digest_due {
+                    self.digest(&mut st)
+                } else {
+                    self.rotate(&mut st)
+                };
+                if let Err(e) = r {
+                    eprintln!(
+                        "emberd: ERROR: audit digest/rotation: {}",
+                        crate::util::error_chain(&e)
+                    );
+                }
+            }
+        }
+        self.settle(&mut st, &mut pending, &mut out);
+        out
+    }
+
+    /// Syncs the `pending` lines and marks their outcome in `out`.
+    fn settle(&self, st: &mut State, pending: &mut Vec<usize>, out: &mut [Result<(), String>]) {
+        let Err((e, cut)) = self.sync(st) else {
+            pending.clear();
+            return;
+        };
+        let msg = crate::util::error_chain(&e);
+        if cut > 0 {
+            st.lost += cut;
+            self.failing.store(true, Ordering::Relaxed);
+        }
+        st.last_error = msg.clone();
+        for i in pending.drain(..) {
+            out[i] = Err(msg.clone());
+        }
     }
 }
 
