@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Soak: SECONDS (default 600) of mixed load against a throw-away emberd, then
-# the verdict: zero lost acknowledgements (every function that got 201 and
-# was not deleted still serves the code of its last acknowledged upload,
-# every event that got 202 was delivered) and emberd's RSS over time
-# (first/median/max, first and last tenth). The load (scripts/soak-emberd.py):
-# two tenants doing create/update/delete, cold, warm synchronous and
-# asynchronous invokes; one hostile client (idle and half-header connections
-# from 127.0.0.2, bad signatures); one hostile guest (trickled Result, log
-# flood, a huge announced frame). Every environment runs the hostile test
-# agent (guest-agent/kernelless/src/bin/hostile_agent.rs): its `honest`
-# handler echoes the payload, the others misbehave. Exit status 0 = PASS.
+# the verdict, acknowledged vs found: every acknowledged create/update is
+# served with its code (GetFunction Code.Location + CodeSha256), every
+# acknowledged delete is 404, every 202'd event ran exactly once (attempt log
+# + its OnSuccess destination record), every sync invoke was answered; and
+# emberd's RSS over time (start/peak/end, each minute, slope; with
+# --flat-kib-per-min X the second half's slope must stay <= X). The load
+# (scripts/soak-emberd.py): two tenants doing create/update/delete (each
+# keeping at most --live-cap functions, default 200), cold, warm synchronous
+# and asynchronous invokes; one hostile client (idle and half-header
+# connections from 127.0.0.2, bad signatures); one hostile guest (trickled
+# Result, log flood, a huge announced frame). Every environment runs the
+# hostile test agent (guest-agent/kernelless/src/bin/hostile_agent.rs): its
+# `honest` handler echoes the payload, the others misbehave. Exit 0 = PASS.
 # Usage: scripts/soak-emberd.sh [SECONDS [--flat-kib-per-min X] [--live-cap N]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
