@@ -45,6 +45,11 @@ pub struct LinuxArgs {
     /// only for emulated hosts, e.g. the nested test host of tests/hvhost).
     #[arg(long, default_value_t = 20, env = "EMBER_LINUX_BOOT_TIMEOUT")]
     pub linux_boot_timeout: u64,
+    /// Seconds a Linux function's init phase may take (Lambda's 10 s: the
+    /// runtime's start to its first `next`); raise it only for emulated
+    /// hosts, where importing a runtime alone can take longer.
+    #[arg(long, default_value_t = 10, env = "EMBER_LINUX_INIT_TIMEOUT")]
+    pub linux_init_timeout: u64,
 }
 
 /// What CreateFunction may accept besides `wasm`.
@@ -109,6 +114,8 @@ pub struct Found {
     pub tool: PathBuf,
     /// Spawn to `Ready` (`--linux-boot-timeout`).
     pub boot_timeout: std::time::Duration,
+    /// The agent's init phase limit (`--linux-init-timeout`).
+    pub init_timeout: std::time::Duration,
 }
 
 /// Why KVM on this host (`root` = `/` outside tests) cannot boot a stock
@@ -221,6 +228,7 @@ pub fn find_files(args: &LinuxArgs) -> Result<Found, String> {
         images_dir,
         tool,
         boot_timeout: std::time::Duration::from_secs(args.linux_boot_timeout.max(1)),
+        init_timeout: std::time::Duration::from_secs(args.linux_init_timeout.max(1)),
     })
 }
 

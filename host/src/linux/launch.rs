@@ -45,12 +45,14 @@ pub fn vcpus_for(memory_mib: u32) -> u8 {
 
 /// The kernel command line: quiet serial console, reboot (= VM exit) on
 /// panic, and the agent's settings (`ember_*` words reach init as
-/// environment): `/tmp` sized to the function's ephemeral storage, and the
-/// region its ARNs name.
-pub fn kernel_cmdline(ephemeral_mib: u32) -> String {
+/// environment): `/tmp` sized to the function's ephemeral storage, the
+/// region its ARNs name, and the init phase's limit.
+pub fn kernel_cmdline(ephemeral_mib: u32, init_timeout: std::time::Duration) -> String {
     format!(
-        "console=ttyS0 reboot=k panic=-1 quiet ember_tmp_size={ephemeral_mib}m ember_region={}",
-        crate::util::REGION
+        "console=ttyS0 reboot=k panic=-1 quiet ember_tmp_size={ephemeral_mib}m ember_region={} \
+         ember_init_timeout_ms={}",
+        crate::util::REGION,
+        init_timeout.as_millis()
     )
 }
 
@@ -67,7 +69,7 @@ pub fn launch_config(
         guest: Guest::Linux {
             kernel: found.kernel.clone(),
             initrd: Some(found.initramfs.clone()),
-            cmdline: kernel_cmdline(spec.ephemeral_mib),
+            cmdline: kernel_cmdline(spec.ephemeral_mib, found.init_timeout),
         },
         // Lambda's memory size is the whole VM's; the kernel and agent take
         // their share of it as they do in Lambda.

@@ -52,6 +52,7 @@ fn args(mode: LinuxMode, kernel: &Path, images: &Path) -> LinuxArgs {
         linux_images: Some(images.to_path_buf()),
         code_image_tool: Some(repo_tool()),
         linux_boot_timeout: 20,
+        linux_init_timeout: 10,
     }
 }
 
@@ -145,6 +146,7 @@ fn linux_environment_command_line_and_drives() {
         images_dir: d.join("i"),
         tool: repo_tool(),
         boot_timeout: Duration::from_secs(20),
+        init_timeout: Duration::from_secs(10),
     };
     let drives = Drives {
         runtime: d.join("i/python3.11.squashfs"),
@@ -166,8 +168,14 @@ fn linux_environment_command_line_and_drives() {
         values(&a, "--initrd"),
         [found.initramfs.display().to_string()]
     );
-    assert_eq!(values(&a, "--cmdline"), [kernel_cmdline(1024)]);
-    assert!(kernel_cmdline(1024).contains("ember_tmp_size=1024m"));
+    let cmdline = kernel_cmdline(1024, found.init_timeout);
+    assert_eq!(values(&a, "--cmdline"), [cmdline.clone()]);
+    assert!(cmdline.contains("ember_tmp_size=1024m"));
+    // Lambda's 10 s init phase, told to the agent (--linux-init-timeout).
+    assert!(
+        cmdline.contains(" ember_init_timeout_ms=10000"),
+        "{cmdline}"
+    );
     assert_eq!(values(&a, "--mem-mib"), ["2048"]);
     assert_eq!(values(&a, "--vcpus"), ["2"]);
     let want: Vec<String> = drives
