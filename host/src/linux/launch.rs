@@ -80,7 +80,10 @@ pub fn launch_config(
         // function's own output reaches the host as Log frames instead.
         console: Console::File(spec.work_dir.join("console.log")),
         boot_timeout: found.boot_timeout,
-        deadline_grace: base.deadline_grace,
+        // After a timeout or crash the agent re-initialises the runtime
+        // before it answers (Lambda's re-init): the answer may come up to
+        // the init phase's limit after the deadline.
+        deadline_grace: base.deadline_grace + found.init_timeout,
         drives: drives.in_order(),
         extra_args: Vec::new(),
         jail: base.jail.clone(),

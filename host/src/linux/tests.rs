@@ -157,6 +157,14 @@ fn linux_environment_command_line_and_drives() {
     let sp = spec(&d, 2);
     let cfg = launch_config(&base, &found, &sp, &drives);
     assert_eq!(cfg.mem_mib, 2048);
+    // Regression: a timed-out function's answer waits for its re-init, so
+    // the host's backstop must allow the init phase on top of the deadline
+    // (it allowed 1 s: a slow-to-import runtime lost its environment and
+    // its logs on every timeout).
+    assert_eq!(
+        cfg.deadline_grace,
+        base.deadline_grace + Duration::from_secs(10)
+    );
     assert_eq!(cfg.vcpus, 2);
     assert!(matches!(&cfg.guest, Guest::Linux { initrd: Some(i), .. } if *i == found.initramfs));
 
