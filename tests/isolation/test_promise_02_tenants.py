@@ -52,10 +52,11 @@ def test_environments_are_never_shared_across_tenants(emberd):
     everything = listed()
     assert (everything[ea]["Account"], everything[eb]["Account"]) == (
         "000000000000", "111111111111")
-    # B cannot invoke A's function by ARN either (it names A's account).
+    # B cannot invoke A's function by ARN either: no policy of A's grants it
+    # (test_promise_02_resource_policy.py has the grants).
     arn = a.get_function(FunctionName="twin")["Configuration"]["FunctionArn"]
     with pytest.raises(botocore.exceptions.ClientError) as e:
         b.invoke(FunctionName=arn, Payload=b"0")
-    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
     # A's environment is still A's alone: its count continues where it was.
     assert calls(a, "twin") == ("04", ea)

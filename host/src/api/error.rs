@@ -37,6 +37,13 @@ pub enum ApiError {
     /// A code-signing config that does not exist (emberd has none).
     #[error("{0}")]
     CodeSigningConfigNotFound(String),
+    /// A policy document over Lambda's size limit.
+    #[error("{0}")]
+    PolicyLengthExceeded(String),
+    /// Authenticated, but not allowed (another account's function without
+    /// a policy statement granting the call).
+    #[error("{0}")]
+    AccessDenied(String),
     /// A request that failed authentication (403).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -57,13 +64,14 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::InvalidParameter(_)
             | ApiError::InvalidRequestContent(_)
-            | ApiError::CodeStorageExceeded(_) => 400,
+            | ApiError::CodeStorageExceeded(_)
+            | ApiError::PolicyLengthExceeded(_) => 400,
             ApiError::TooLarge(_) => 413,
             ApiError::PreconditionFailed(_) => 412,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Service(_) => 500,
             ApiError::Unavailable(_) => 503,
-            ApiError::Auth(_) => 403,
+            ApiError::Auth(_) | ApiError::AccessDenied(_) => 403,
         }
     }
 
@@ -80,6 +88,8 @@ impl ApiError {
             ApiError::Service(_) | ApiError::Unavailable(_) => "ServiceException",
             ApiError::CodeStorageExceeded(_) => "CodeStorageExceededException",
             ApiError::CodeSigningConfigNotFound(_) => "CodeSigningConfigNotFoundException",
+            ApiError::PolicyLengthExceeded(_) => "PolicyLengthExceededException",
+            ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::Auth(e) => e.error_type(),
         }
     }

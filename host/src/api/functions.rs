@@ -268,6 +268,8 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         next_version: 1,
         reserved_concurrency: None,
         tags,
+        policy: Vec::new(),
+        policy_revision: String::new(),
     };
     let published = app
         .store

@@ -62,8 +62,31 @@ pub enum InvokeBody {
     Read(bytes::Bytes),
 }
 
+/// The stored function an Invoke names. Another account's function (named
+/// by ARN) only where its resource-based policy lets the caller's account
+/// invoke it; otherwise AccessDeniedException, whether it exists or not.
+fn invoke_target(app: &App, req: &InvokeReq) -> Result<(String, Option<String>), ApiError> {
+    let account = req.caller.account();
+    let Some(owner) = crate::util::arn_account(&req.function).filter(|o| *o != account) else {
+        return function_name(&req.function, account);
+    };
+    let (name, q) = function_name(&req.function, owner)?;
+    let qualifier = req.qualifier.as_deref().or(q.as_deref());
+    let allowed = app
+        .store
+        .get_function(&name)
+        .is_ok_and(|f| super::policy::allows_invoke(&f, account, qualifier));
+    if !allowed {
+        return Err(ApiError::AccessDenied(format!(
+            "User: arn:aws:iam::{account}:root is not authorized to perform: lambda:InvokeFunction on resource: {} because no resource-based policy allows the lambda:InvokeFunction action",
+            req.function
+        )));
+    }
+    Ok((name, q))
+}
+
 pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<Reply, ApiError> {
-    let (name, q) = function_name(&req.function, req.caller.account())?;
+    let (name, q) = invoke_target(&app, &req)?;
     let qualifier = req.qualifier.or(q);
     let tail = match req.log_type.as_deref() {
         None | Some("None") => false,

@@ -9,6 +9,7 @@ mod function_settings;
 mod functions;
 pub mod invoke;
 mod layers;
+pub mod policy;
 pub mod provisioned;
 pub mod query;
 mod tags;
@@ -169,6 +170,9 @@ pub enum Route {
     GetLayerVersion(String, String),
     DeleteLayerVersion(String, String),
     GetAccountSettings,
+    AddPermission(String),
+    RemovePermission(String, String),
+    GetPolicy(String),
     /// ListLayers, or GetLayerVersionByArn with `?find=LayerVersion`.
     ListLayers,
     TagResource(String),
@@ -237,6 +241,11 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
             Route::DeleteLayerVersion(f(2), f(4))
         }
         (&M::GET, ["2016-08-19", "account-settings"]) => Route::GetAccountSettings,
+        (&M::POST, ["2015-03-31", "functions", _, "policy"]) => Route::AddPermission(f(2)),
+        (&M::GET, ["2015-03-31", "functions", _, "policy"]) => Route::GetPolicy(f(2)),
+        (&M::DELETE, ["2015-03-31", "functions", _, "policy", _]) => {
+            Route::RemovePermission(f(2), f(4))
+        }
         (&M::GET, ["2018-10-31", "layers"]) => Route::ListLayers,
         (&M::POST, ["2017-03-31", "tags", _]) => Route::TagResource(f(2)),
         (&M::DELETE, ["2017-03-31", "tags", _]) => Route::UntagResource(f(2)),
@@ -347,6 +356,9 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::GetLayerVersion(l, v) => layers::get(app, req, &l, &v),
         Route::DeleteLayerVersion(l, v) => layers::delete(app, req, &l, &v),
         Route::GetAccountSettings => account::get(app, req),
+        Route::AddPermission(n) => policy::add(app, req, &n),
+        Route::RemovePermission(n, sid) => policy::remove(app, req, &n, &sid),
+        Route::GetPolicy(n) => policy::get(app, req, &n),
         Route::ListLayers => layers::list_or_find(app, req),
         Route::TagResource(r) => tags::tag(app, req, &r),
         Route::UntagResource(r) => tags::untag(app, req, &r),

@@ -49,6 +49,26 @@ pub struct FunctionRecord {
     pub next_version: u64,
     pub reserved_concurrency: Option<u32>,
     pub tags: BTreeMap<String, String>,
+    /// The resource-based policy's statements (AddPermission).
+    #[serde(default)]
+    pub policy: Vec<PolicyStatement>,
+    /// Changes with every policy change (GetPolicy's `RevisionId`); apart
+    /// from `revision_id`, which keys `$LATEST`'s environments.
+    #[serde(default)]
+    pub policy_revision: String,
+}
+
+/// One statement of a function's resource-based policy, as AddPermission
+/// gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatement {
+    pub sid: String,
+    pub action: String,
+    pub principal: String,
+    /// The version or alias it applies to (`None`: the unqualified function).
+    pub qualifier: Option<String>,
+    pub source_account: Option<String>,
+    pub source_arn: Option<String>,
 }
 
 /// A published, immutable version.

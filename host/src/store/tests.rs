@@ -29,6 +29,8 @@ pub(super) fn record(name: &str, blob: &str) -> FunctionRecord {
         next_version: 1,
         reserved_concurrency: None,
         tags: Default::default(),
+        policy: Vec::new(),
+        policy_revision: String::new(),
     }
 }
 
