@@ -43,6 +43,28 @@ def agent_path() -> pathlib.Path:
     return REPO / "guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/ember-wasm-agent"
 
 
+def built(script, *args):
+    """Runs a cached build script of the repository (kernel-config/build.sh,
+    images/build-images.sh); the path it printed last."""
+    out = subprocess.run(["bash", str(REPO / script), *args], check=True,
+                         stdout=subprocess.PIPE, text=True, timeout=1800).stdout
+    return out.strip().splitlines()[-1]
+
+
+def linux_flags(mode, kernel, images):
+    """emberd flags for Linux guests from these files (`mode`: auto|force|off)."""
+    return ["--linux-guests", mode, "--linux-kernel", kernel, "--linux-images", images,
+            "--code-image-tool", str(REPO / "images/code-image.sh"), "--spare-vms", "0"]
+
+
+def linux_boot_flags():
+    """Under the nested test host (tests/hvhost) every Linux boot is emulated:
+    its suites raise the boot and init-phase allowances through
+    EMBER_LINUX_BOOT_TIMEOUT and EMBER_LINUX_INIT_TIMEOUT."""
+    return ["--linux-boot-timeout", os.environ.get("EMBER_LINUX_BOOT_TIMEOUT", "20"),
+            "--linux-init-timeout", os.environ.get("EMBER_LINUX_INIT_TIMEOUT", "10")]
+
+
 def vm_unavailable_reason():
     if not os.path.exists("/dev/kvm"):
         return "no /dev/kvm"
@@ -66,6 +88,9 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "vm: starts real microVMs through emberd")
+    config.addinivalue_line(
+        "markers", "linux_guest: boots Linux guests: needs VMX/SVM-backed KVM; run by "
+        "tests/hvhost/hvhost.sh (deselected with -m 'not linux_guest' elsewhere)")
 
 
 class Emberd:
@@ -131,13 +156,14 @@ class Emberd:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def client(self, key=None):
+    def client(self, key=None, read_timeout=120):
         """boto3 Lambda client signing with `key` (default: emberd's first key)."""
         key = key or self.key
         return boto3.client(
             "lambda", endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
-            config=Config(retries={"total_max_attempts": 1}, read_timeout=120, connect_timeout=5),
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout,
+                          connect_timeout=5),
         )
 
     def raw(self, method, path, body=b"", headers=None, sign=True, key=None, at=None,

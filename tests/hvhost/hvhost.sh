@@ -26,7 +26,16 @@ verbose=0
 [ "${1:-}" = "-v" ] && { verbose=1; shift; }
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-  mapfile -t suites < <(ls "$here/suite")
+  # Every suite, except those marked `# pending: WHY` (not yet green here):
+  # they run only when named.
+  for s in $(ls "$here/suite"); do
+    why=$(sed -n 's/^# pending: *//p' "$here/suite/$s")
+    if [ -n "$why" ]; then
+      echo "hvhost: suite $s is pending and not run by default: $why" >&2
+    else
+      suites+=("$s")
+    fi
+  done
 fi
 for s in "${suites[@]}"; do
   [ -f "$here/suite/$s" ] || { echo "hvhost: no suite $s (tests/hvhost/suite/)" >&2; exit 2; }

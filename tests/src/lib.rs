@@ -2,6 +2,7 @@
 
 pub mod blknet;
 pub mod guests;
+pub mod initramfs;
 pub mod linux_guest;
 pub mod probes;
 pub mod vmm;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use ember_tests::initramfs::busybox_initramfs;
 use ember_tests::linux_guest::{build, require_hardware_kvm};
 use ember_tests::probes::{self, RunOutput};
 
@@ -25,41 +26,8 @@ fn kernel_dir() -> PathBuf {
     vmlinux.parent().expect("kernel dir").to_path_buf()
 }
 
-/// One newc cpio record (kernel's initramfs format, Documentation/driver-api/early-userspace).
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        rdev.0,
-        rdev.1,
-        name.len() as u32 + 1,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
 /// A busybox initramfs whose /init reports and then runs `end`.
 fn initramfs(path: &Path, end: &str) {
-    let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (busybox-static)");
     let init = format!(
         "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\n\
          echo \"EMBER-MEMTOTAL $(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)\"\n\
@@ -67,15 +35,7 @@ fn initramfs(path: &Path, end: &str) {
          echo \"EMBER-CMDLINE $(cat /proc/cmdline)\"\n\
          echo {MARKER}\n{end}\n"
     );
-    let mut cpio = Vec::new();
-    cpio_entry(&mut cpio, 1, "dev", 0o040755, (0, 0), b"");
-    cpio_entry(&mut cpio, 2, "dev/console", 0o020600, (5, 1), b"");
-    cpio_entry(&mut cpio, 3, "bin", 0o040755, (0, 0), b"");
-    cpio_entry(&mut cpio, 4, "bin/busybox", 0o100755, (0, 0), &busybox);
-    cpio_entry(&mut cpio, 5, "init", 0o100755, (0, 0), init.as_bytes());
-    cpio_entry(&mut cpio, 6, "proc", 0o040755, (0, 0), b"");
-    cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, (0, 0), b"");
-    std::fs::write(path, cpio).expect("write initramfs");
+    busybox_initramfs(path, &init, &[]);
 }
 
 struct Boot<'a> {
@@ -316,16 +276,4 @@ fn real_vmlinux_is_recognised_and_entered() {
         "kernel not entered: exit {code:?}, stderr: {}",
         out.stderr
     );
-}
-
-#[test]
-fn cpio_records_are_newc_aligned() {
-    let mut c = Vec::new();
-    cpio_entry(&mut c, 7, "init", 0o100755, (0, 0), b"abc");
-    assert_eq!(&c[..6], b"070701");
-    assert_eq!(&c[6..14], b"00000007");
-    assert_eq!(c.len() % 4, 0);
-    // header 110 + "init\0" = 115 -> pad to 116, then data 3 -> 120
-    assert_eq!(c.len(), 120);
-    assert_eq!(&c[116..119], b"abc");
 }
