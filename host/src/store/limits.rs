@@ -9,8 +9,7 @@ use std::path::Path;
 
 use redb::ReadableTable;
 
-use super::model::{FunctionRecord, LayerVersionRecord, VersionRecord};
-use super::{scan_prefix, Result, StoreError};
+use super::{Result, StoreError};
 use crate::util::split_scoped;
 
 const MIB: u64 = 1024 * 1024;
@@ -103,8 +102,43 @@ pub fn check_space(dir: &Path, min_free: u64) -> Result<()> {
     }
 }
 
-fn account_of(scoped: &str) -> &str {
-    split_scoped(scoped).0
+/// The part of a stored record a quota needs (the rest of the JSON is
+/// skipped unparsed).
+#[derive(serde::Deserialize)]
+struct Sized {
+    code: Size,
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    size: u64,
+}
+
+/// Sum of `code.size` over the records of `account` in `table`, whose keys
+/// start with a stored (account-scoped) name: `account:name...` for every
+/// account but the default one, whose names carry no prefix. Other
+/// accounts' records are a range apart and are not read; for the default
+/// account the keys of the others are skipped without parsing.
+fn account_bytes(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    account: &str,
+) -> Result<u64> {
+    let prefix = crate::util::scoped_name(account, "");
+    let mut n = 0u64;
+    for item in table.range::<&str>(prefix.as_str()..)? {
+        let (k, v) = item?;
+        let key = k.value();
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let owner = key.split('/').next().unwrap_or_default();
+        if split_scoped(owner).0 != account {
+            continue;
+        }
+        let r: Sized = serde_json::from_slice(v.value())?;
+        n = n.saturating_add(r.code.size);
+    }
+    Ok(n)
 }
 
 /// Bytes of function code `account` stores: $LATEST and every version.
@@ -113,21 +147,7 @@ pub(super) fn code_bytes(
     versions: &impl ReadableTable<&'static str, &'static [u8]>,
     account: &str,
 ) -> Result<u64> {
-    let mut n = 0u64;
-    for f in scan_prefix::<FunctionRecord>(functions, "")? {
-        if account_of(&f.name) == account {
-            n = n.saturating_add(f.code.size);
-        }
-    }
-    for item in versions.range::<&str>(..)? {
-        let (k, v) = item?;
-        let function = k.value().split('/').next().unwrap_or_default();
-        if account_of(function) == account {
-            let v: VersionRecord = serde_json::from_slice(v.value())?;
-            n = n.saturating_add(v.code.size);
-        }
-    }
-    Ok(n)
+    Ok(account_bytes(functions, account)?.saturating_add(account_bytes(versions, account)?))
 }
 
 /// Bytes of layer versions `account` stores (live and retired).
@@ -136,12 +156,7 @@ pub(super) fn layer_bytes(
     retired: &impl ReadableTable<&'static str, &'static [u8]>,
     account: &str,
 ) -> Result<u64> {
-    let mut all = scan_prefix::<LayerVersionRecord>(live, "")?;
-    all.extend(scan_prefix::<LayerVersionRecord>(retired, "")?);
-    Ok(all
-        .iter()
-        .filter(|l| account_of(&l.layer_name) == account)
-        .fold(0u64, |n, l| n.saturating_add(l.code.size)))
+    Ok(account_bytes(live, account)?.saturating_add(account_bytes(retired, account)?))
 }
 
 /// `CodeStorageExceededException` unless `used` bytes fit in `limit`.

@@ -237,3 +237,54 @@ fn deleted_layer_stays_usable_by_the_functions_naming_it() {
     assert!(s.get_layer_for_use("L", used.version).is_err());
     assert!(!s.blobs.list().unwrap().contains(&kept.code.blob));
 }
+
+#[test]
+fn usage_and_quotas_count_each_account_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap().with_limits(Limits {
+        account_code: Some(1000),
+        account_layers: Some(100),
+        ..Default::default()
+    });
+    let sized = |name: &str, size: u64| {
+        let mut r = record(name, &"0".repeat(64));
+        r.code.size = size;
+        r
+    };
+    // The default account's names carry no prefix; "22222222222" is a
+    // prefix of "222222222222" but another account.
+    s.create_function(&sized("f", 100), true).unwrap();
+    s.create_function(&sized("222222222222:f", 300), false)
+        .unwrap();
+    s.create_function(&sized("22222222222:f", 50), false)
+        .unwrap();
+    let mut l = layer_record(&"1".repeat(64));
+    l.code.size = 40;
+    l.layer_name = "222222222222:L".into();
+    s.publish_layer(l.clone()).unwrap();
+    s.publish_layer(l.clone()).unwrap();
+    let usage = |a: &str| s.account_usage(a).unwrap().total_code_bytes;
+    assert_eq!(usage(crate::util::ACCOUNT), 200); // $LATEST + version 1
+    assert_eq!(usage("222222222222"), 380);
+    assert_eq!(usage("22222222222"), 50);
+    // Past the quota: refused, nothing written; other accounts unaffected.
+    assert!(matches!(
+        s.create_function(&sized("222222222222:g", 701), false),
+        Err(StoreError::Quota(_))
+    ));
+    assert!(s.get_function("222222222222:g").is_err());
+    s.create_function(&sized("222222222222:g", 700), false)
+        .unwrap();
+    assert!(matches!(
+        s.publish_layer(l.clone()),
+        Err(StoreError::Quota(_))
+    ));
+    l.layer_name = "L".into();
+    s.publish_layer(l).unwrap();
+    assert!(matches!(
+        s.publish_version("222222222222:g", None, None),
+        Err(StoreError::Quota(_))
+    ));
+    assert!(s.precheck_code(crate::util::ACCOUNT, 800).is_ok());
+    assert!(s.precheck_code(crate::util::ACCOUNT, 801).is_err());
+}
