@@ -11,5 +11,4 @@ pub mod civil;
 pub mod linux;
 pub mod protocol;
 pub mod virtio;
-#[cfg(feature = "wasm")]
 pub mod wasm;

@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// The kernel-less wasm agent ELF.
     #[arg(long, env = "EMBER_WASM_AGENT")]
     pub wasm_agent: Option<PathBuf>,
+    /// How wasm functions run: `wasmtime` (compiled ahead of time by
+    /// `ember-wasm-compile`) or `wasmi` (interpreted; for comparisons).
+    #[arg(long, default_value = "wasmtime", value_parser = ["wasmtime", "wasmi"])]
+    pub wasm_engine: String,
+    /// The wasm compiler (default: `ember-wasm-compile` beside emberd).
+    #[arg(long, env = "EMBER_WASM_COMPILE")]
+    pub wasm_compiler: Option<PathBuf>,
     /// Seconds an unused environment stays warm.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
@@ -278,7 +285,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let (linux_offer, linux) =
         crate::linux::caps::setup(&args.linux, &run.join("images"), store.clone());
+    let aot = crate::aot::setup(
+        &args.wasm_engine,
+        args.wasm_compiler.clone(),
+        &data.join("store"),
+    );
     let launcher = VmLauncher::new(vmm, agent)
+        .with_aot(aot.clone())
         .with_metrics(metrics.clone())
         .with_jail(jail)
         .with_linux(linux.clone())
@@ -345,6 +358,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         caps: Capabilities {
             linux: linux_offer,
             linux_guests: linux,
+            aot,
         },
         events: events.clone(),
         base_url: format!("{scheme}://{addr}"),

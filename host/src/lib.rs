@@ -1,6 +1,7 @@
 //! ember's host side: the `emberd` supervisor and the `ember` CLI.
 
 pub mod agent;
+pub mod aot;
 pub mod api;
 pub mod audit;
 pub mod auth;

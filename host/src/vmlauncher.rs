@@ -1,7 +1,8 @@
 //! The production [`EnvironmentLauncher`]: one `ember-vmm` child per
 //! environment (jailed by `ember-jailer` unless emberd runs with --no-jail)
 //! through `host::agent` (spawn → `Ready` → `Init`), adapted to the pool's
-//! seam. Kernel-less wasm environments (code inline in `Init`) and Linux
+//! seam. Kernel-less wasm environments (code compiled by [`crate::aot`] for
+//! the guest's CPU, or inline for the interpreter, in `Init`) and Linux
 //! environments ([`crate::linux`]: code from a mounted image) share the
 //! protocol, the jail and everything after `Init`.
 
@@ -29,6 +30,8 @@ pub struct VmLauncher {
     linux: Option<Arc<LinuxGuests>>,
     /// MiB of function memory per core of CPU quota (0: no quota).
     mib_per_vcpu: u32,
+    /// The wasm compiler (None: wasm functions are interpreted).
+    aot: Option<Arc<crate::aot::Aot>>,
 }
 
 /// Lambda's CPU-per-memory rule: 1,769 MB of memory buy one vCPU.
@@ -50,6 +53,7 @@ impl VmLauncher {
             metrics: None,
             linux: None,
             mib_per_vcpu: LAMBDA_MIB_PER_VCPU,
+            aot: None,
         }
     }
 
@@ -73,6 +77,12 @@ impl VmLauncher {
     /// Records each environment's VM boot time (spawn → Ready) in `m`.
     pub fn with_metrics(mut self, m: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(m);
+        self
+    }
+
+    /// Runs wasm functions compiled ahead of time (`None`: interpreted).
+    pub fn with_aot(mut self, aot: Option<Arc<crate::aot::Aot>>) -> Self {
+        self.aot = aot;
         self
     }
 
@@ -153,6 +163,36 @@ pub(crate) fn init_spec(spec: &EnvSpec, code: Code) -> InitSpec {
 }
 
 impl VmLauncher {
+    /// What `Init` carries for a wasm function: the artefact compiled for the
+    /// CPU features the booted guest announced, or (no compiler, or an old
+    /// agent) the module itself for the interpreter.
+    fn wasm_code(&self, spec: &EnvSpec, env: &agent::Environment) -> Result<Code, EnvError> {
+        let inline = || Code::Inline(spec.code.to_vec());
+        let Some(aot) = &self.aot else {
+            return Ok(inline());
+        };
+        let Some(features) = crate::aot::guest_features(&env.ready().agent_version) else {
+            return Ok(inline());
+        };
+        aot.saw_guest(features);
+        let id = if spec.code_blob.is_empty() {
+            crate::store::blob::sha256_hex(&spec.code)
+        } else {
+            spec.code_blob.clone()
+        };
+        match aot.artefact(&id, spec.memory_mib, features, || Ok(spec.code.to_vec())) {
+            Ok(a) => Ok(Code::Compiled(a.to_vec())),
+            Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init {
+                error_type: "Runtime.InvalidModule".into(),
+                message,
+            }),
+            Err(e) => Err(EnvError::Launch(format!(
+                "compiling the module: {}",
+                crate::util::error_chain(&e)
+            ))),
+        }
+    }
+
     /// A booted kernel-less VM: a spare of the right size, or a new one.
     fn launch_wasm(
         &self,
@@ -226,10 +266,9 @@ impl EnvironmentLauncher for VmLauncher {
         let (mut env, init) = if linux::is_linux_runtime(&spec.runtime) {
             self.launch_linux(spec, on_spawn)?
         } else {
-            (
-                self.launch_wasm(spec, on_spawn)?,
-                init_spec(spec, Code::Inline(spec.code.to_vec())),
-            )
+            let env = self.launch_wasm(spec, on_spawn)?;
+            let code = self.wasm_code(spec, &env)?;
+            (env, init_spec(spec, code))
         };
         // A spare's boot happened earlier; it is counted when it is used.
         if let Some(m) = &self.metrics {

@@ -42,6 +42,24 @@ static HEAP: Heap = Heap {
     }),
 };
 
+/// `size` bytes (a multiple of the page size) carved from the top of the
+/// heap, never freed: for the few large blocks a guest keeps for its whole
+/// life (wasmtime's linear-memory reservations, see `wasmtime_platform`),
+/// which must not be rounded up to a power of two. Fresh, so still zero.
+/// Null when the heap cannot hold it.
+pub(crate) fn alloc_top(size: usize) -> *mut u8 {
+    HEAP.with(|h| {
+        let Some(start) = h.end.checked_sub(size).map(|p| p & !(PAGE - 1)) else {
+            return null_mut();
+        };
+        if start < h.next {
+            return null_mut();
+        }
+        h.end = start;
+        start as *mut u8
+    })
+}
+
 /// Hands the allocator its memory; called once by `__start`.
 pub(crate) fn init(start: u64, end: u64) {
     HEAP.with(|h| {

@@ -11,6 +11,7 @@ mod heap;
 mod mem;
 pub mod port;
 pub mod serial;
+mod wasmtime_platform;
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use super::runtime::{FunctionConfig, InvokeContext, Outcome, Runtime};
 use super::Clock;
-use crate::protocol::{AgentKind, Code, LogStream, Message, VERSION};
+use crate::protocol::{AgentKind, LogStream, Message, VERSION};
 
 /// What the driver should do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,13 @@ impl WasmAgent {
         Message::Ready {
             protocol_version: VERSION,
             agent: AgentKind::Wasm,
-            agent_version: String::from(concat!("ember-wasm-agent ", env!("CARGO_PKG_VERSION"))),
+            // The CPU feature mask compiled code may use here: the host
+            // picks (or compiles) the artefact for exactly this set.
+            agent_version: format!(
+                "ember-wasm-agent {} cpu={:#x}",
+                env!("CARGO_PKG_VERSION"),
+                super::aot::features::detected()
+            ),
             boot_us,
             timings,
         }
@@ -69,15 +75,6 @@ impl WasmAgent {
                     });
                     return Control::Continue;
                 }
-                let Code::Inline(code) = code else {
-                    out.push(Message::InitError {
-                        error_type: "Runtime.InvalidCode".into(),
-                        message: "the wasm agent needs the module inline".into(),
-                        init_us: 0,
-                        document: Vec::new(),
-                    });
-                    return Control::Continue;
-                };
                 let cfg = FunctionConfig {
                     function_name,
                     function_version,

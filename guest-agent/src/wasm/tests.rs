@@ -1,6 +1,8 @@
 //! Host-side tests of the wasm runtime and agent state machine, with modules
 //! written in WAT: echo, environment, reactor state, timeouts, traps, exits,
-//! limits, hostile pointers, and the protocol edge cases.
+//! limits, hostile pointers, and the protocol edge cases. Included twice
+//! (mod.rs): with `AOT` the modules are compiled by cranelift exactly as the
+//! host's compiler does and run by the wasmtime engine; without, by wasmi.
 
 use std::string::String;
 use std::sync::Arc;
@@ -25,7 +27,39 @@ impl Clock for StdClock {
 }
 
 fn clock() -> Arc<dyn Clock> {
+    // The guest's secondary vCPU bumps the epoch; here a thread does.
+    static TICKER: std::sync::Once = std::sync::Once::new();
+    TICKER.call_once(|| {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            super::compiled::tick();
+        });
+    });
     Arc::new(StdClock(Instant::now()))
+}
+
+/// The code `Init` carries for `module`: compiled for this CPU (AOT), or inline.
+fn code_of(module: &[u8], memory_mib: u32) -> Result<Code, InitFailure> {
+    if !AOT {
+        return Ok(Code::Inline(module.to_vec()));
+    }
+    let features = super::aot::features::detected();
+    super::aot::compile::compile(module, memory_mib, features, [0; 32])
+        .map(Code::Compiled)
+        .map_err(|e| InitFailure {
+            error_type: "Runtime.InvalidModule",
+            message: format!("{e:#}"),
+        })
+}
+
+/// Loads `module` as the agent would (compiled first when AOT).
+fn load(
+    module: &[u8],
+    cfg: FunctionConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<(Runtime, Vec<(LogStream, String)>), InitFailure> {
+    let code = code_of(module, cfg.memory_mib)?;
+    Runtime::new(&code, cfg, clock)
 }
 
 fn now_ms() -> u64 {
@@ -84,7 +118,7 @@ fn config(memory_mib: u32) -> FunctionConfig {
 }
 
 fn runtime(code: &[u8]) -> Runtime {
-    Runtime::new(code, config(16), clock()).unwrap().0
+    load(code, config(16), clock()).unwrap().0
 }
 
 fn invoke(rt: &mut Runtime, payload: &[u8]) -> InvokeOutput {
@@ -338,7 +372,7 @@ fn oversize_response_and_memory_cap() {
     let big =
         wat::parse_str(r#"(module (memory (export "memory") 1000) (func (export "_start")))"#)
             .unwrap();
-    let err = Runtime::new(&big, config(16), clock()).err().unwrap();
+    let err = load(&big, config(16), clock()).err().unwrap();
     assert_eq!(err.error_type, "Runtime.InvalidModule");
 }
 
@@ -397,16 +431,16 @@ fn unknown_wasi_calls_get_enosys_and_other_imports_are_refused() {
     assert_eq!(response(&invoke(&mut rt, b"")), 52i32.to_le_bytes());
     let bad = wat::parse_str(r#"(module (import "env" "system" (func)) (func (export "_start")))"#)
         .unwrap();
-    let err = Runtime::new(&bad, config(16), clock()).err().unwrap();
+    let err = load(&bad, config(16), clock()).err().unwrap();
     assert_eq!(err.error_type, "Runtime.InvalidModule");
     assert!(err.message.contains("env.system"), "{}", err.message);
-    let err = Runtime::new(b"\0asm garbage", config(16), clock())
+    let err = load(b"\0asm garbage", config(16), clock())
         .err()
         .unwrap();
     assert_eq!(err.error_type, "Runtime.InvalidModule");
     let no_handler = wat::parse_str(r#"(module (func (export "other")))"#).unwrap();
     assert_eq!(
-        Runtime::new(&no_handler, config(16), clock())
+        load(&no_handler, config(16), clock())
             .err()
             .unwrap()
             .error_type,
@@ -431,7 +465,7 @@ fn randomness_is_per_environment_and_clock_is_sane() {
     let run = |seed: u8| {
         let mut cfg = config(16);
         cfg.random_seed = [seed; 32];
-        let mut rt = Runtime::new(&code, cfg, clock()).unwrap().0;
+        let mut rt = load(&code, cfg, clock()).unwrap().0;
         (
             response(&invoke(&mut rt, b"")).to_vec(),
             response(&invoke(&mut rt, b"")).to_vec(),
@@ -492,7 +526,7 @@ fn agent_state_machine_handles_the_protocol_and_a_confused_host() {
         timeout_ms: 1000,
         random_seed: [3; 32],
     };
-    let init = |code: Vec<u8>| init_with(Code::Inline(code));
+    let init = |code: Vec<u8>| init_with(code_of(&code, 16).unwrap());
     agent.handle(init(module(ECHO)), &mut out);
     assert!(matches!(out[0], Message::InitDone { .. }), "{out:?}");
     agent.handle(init(module(ECHO)), &mut out);
@@ -508,9 +542,15 @@ fn agent_state_machine_handles_the_protocol_and_a_confused_host() {
     // A bad module is an InitError, and the agent stays up.
     let mut agent = WasmAgent::new(clock());
     out.clear();
-    agent.handle(init(b"not wasm".to_vec()), &mut out);
+    let (bad, why) = if AOT {
+        (Code::Compiled(b"not an artefact".to_vec()), "Runtime.InvalidArtefact")
+    } else {
+        (Code::Inline(b"not wasm".to_vec()), "Runtime.InvalidModule")
+    };
+    agent.handle(init_with(bad), &mut out);
     assert!(
-        matches!(&out[0], Message::InitError { error_type, .. } if error_type == "Runtime.InvalidModule")
+        matches!(&out[0], Message::InitError { error_type, .. } if error_type == why),
+        "{out:?}"
     );
     out.clear();
     agent.handle(init_with(Code::Path("/x".into())), &mut out);

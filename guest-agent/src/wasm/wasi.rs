@@ -8,8 +8,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use wasmi::{Caller, Error, Extern, FuncType, Linker, StoreLimits, Val, ValType};
-
 use super::rng::ChaCha20;
 use super::Clock;
 use crate::protocol::{LogStream, MAX_PAYLOAD};
@@ -17,9 +15,9 @@ use crate::protocol::{LogStream, MAX_PAYLOAD};
 pub(crate) const WASI: &str = "wasi_snapshot_preview1";
 
 /// WASI errno values (wasi/api.h).
-const ESUCCESS: i32 = 0;
-const EBADF: i32 = 8;
-const EFAULT: i32 = 21;
+pub(crate) const ESUCCESS: i32 = 0;
+pub(crate) const EBADF: i32 = 8;
+pub(crate) const EFAULT: i32 = 21;
 const EFBIG: i32 = 22;
 const EINVAL: i32 = 28;
 pub(crate) const ENOSYS: i32 = 52;
@@ -31,8 +29,9 @@ const MAX_LINE: usize = 16 * 1024;
 /// Most iovecs in one fd_read/fd_write call (POSIX IOV_MAX).
 const MAX_IOVS: u32 = 1024;
 
-/// Per-store state the WASI functions work on.
-pub(crate) struct Ctx {
+/// Per-store state the WASI functions work on; `L` is the engine's store
+/// limiter (memory cap = the function's memory).
+pub(crate) struct Ctx<L> {
     pub stdin: Vec<u8>,
     pub stdin_pos: usize,
     pub stdout: Vec<u8>,
@@ -47,11 +46,14 @@ pub(crate) struct Ctx {
     pub args: Vec<Vec<u8>>,
     pub rng: ChaCha20,
     pub clock: Arc<dyn Clock>,
-    pub limits: StoreLimits,
+    pub limits: L,
+    /// The running call's deadline (ms since the Unix epoch), for engines
+    /// that check it from a callback.
+    pub deadline_ms: u64,
 }
 
-impl Ctx {
-    pub(crate) fn new(rng: ChaCha20, clock: Arc<dyn Clock>, limits: StoreLimits) -> Self {
+impl<L> Ctx<L> {
+    pub(crate) fn new(rng: ChaCha20, clock: Arc<dyn Clock>, limits: L) -> Self {
         Ctx {
             stdin: Vec::new(),
             stdin_pos: 0,
@@ -66,6 +68,7 @@ impl Ctx {
             rng,
             clock,
             limits,
+            deadline_ms: 0,
         }
     }
 
@@ -121,7 +124,7 @@ impl Ctx {
 // Bounds-checked access to linear memory. Every guest-supplied pointer and
 // length goes through these; an out-of-range access is EFAULT, never a panic.
 
-fn range(mem: &[u8], ptr: u32, len: u32) -> Result<core::ops::Range<usize>, i32> {
+pub(crate) fn range(mem: &[u8], ptr: u32, len: u32) -> Result<core::ops::Range<usize>, i32> {
     let start = ptr as usize;
     let end = start.checked_add(len as usize).ok_or(EFAULT)?;
     if end > mem.len() {
@@ -136,7 +139,7 @@ fn read_u32(mem: &[u8], ptr: u32) -> Result<u32, i32> {
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn write_bytes(mem: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<(), i32> {
+pub(crate) fn write_bytes(mem: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<(), i32> {
     let len = u32::try_from(bytes.len()).map_err(|_| EFAULT)?;
     let r = range(mem, ptr, len)?;
     mem[r].copy_from_slice(bytes);
@@ -147,7 +150,7 @@ fn write_u32(mem: &mut [u8], ptr: u32, v: u32) -> Result<(), i32> {
     write_bytes(mem, ptr, &v.to_le_bytes())
 }
 
-fn write_u64(mem: &mut [u8], ptr: u32, v: u64) -> Result<(), i32> {
+pub(crate) fn write_u64(mem: &mut [u8], ptr: u32, v: u64) -> Result<(), i32> {
     write_bytes(mem, ptr, &v.to_le_bytes())
 }
 
@@ -167,24 +170,9 @@ fn iovecs(mem: &[u8], iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
     Ok(out)
 }
 
-/// Runs `f` on the caller's exported memory and state; returns the errno.
-fn with_mem(
-    caller: &mut Caller<'_, Ctx>,
-    f: impl FnOnce(&mut [u8], &mut Ctx) -> Result<(), i32>,
-) -> i32 {
-    let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
-        return EFAULT;
-    };
-    let (data, ctx) = mem.data_and_store_mut(caller);
-    match f(data, ctx) {
-        Ok(()) => ESUCCESS,
-        Err(e) => e,
-    }
-}
-
 /// Writes a list of strings the WASI way: pointers into `ptrs`, the
 /// NUL-terminated bytes packed into `buf`.
-fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32) -> Result<(), i32> {
+pub(crate) fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32) -> Result<(), i32> {
     let mut at = buf;
     for (i, s) in list.iter().enumerate() {
         let slot = ptrs.checked_add(i as u32 * 4).ok_or(EFAULT)?;
@@ -198,15 +186,15 @@ fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32) -> Result<
     Ok(())
 }
 
-fn put_sizes(mem: &mut [u8], list: &[Vec<u8>], count_ptr: u32, size_ptr: u32) -> Result<(), i32> {
+pub(crate) fn put_sizes(mem: &mut [u8], list: &[Vec<u8>], count_ptr: u32, size_ptr: u32) -> Result<(), i32> {
     let size: usize = list.iter().map(|s| s.len() + 1).sum();
     write_u32(mem, count_ptr, list.len() as u32)?;
     write_u32(mem, size_ptr, u32::try_from(size).map_err(|_| EFAULT)?)
 }
 
-fn fd_write(
+pub(crate) fn fd_write<L>(
     mem: &mut [u8],
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<L>,
     fd: i32,
     iovs: u32,
     count: u32,
@@ -232,9 +220,9 @@ fn fd_write(
     write_u32(mem, nwritten, total)
 }
 
-fn fd_read(
+pub(crate) fn fd_read<L>(
     mem: &mut [u8],
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<L>,
     fd: i32,
     iovs: u32,
     count: u32,
@@ -258,7 +246,7 @@ fn fd_read(
     write_u32(mem, nread, total)
 }
 
-fn clock_ns(ctx: &Ctx, id: i32) -> Result<u64, i32> {
+pub(crate) fn clock_ns<L>(ctx: &Ctx<L>, id: i32) -> Result<u64, i32> {
     match id {
         0 => Ok(ctx.clock.realtime_ns()),
         1..=3 => Ok(ctx.clock.monotonic_ns()),
@@ -284,153 +272,184 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "proc_exit",
 ];
 
-/// Registers the WASI functions the agent implements.
-pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), wasmi::errors::LinkerError> {
-    linker.func_wrap(
-        WASI,
-        "args_sizes_get",
-        |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-            with_mem(&mut c, |m, ctx| {
-                put_sizes(m, &ctx.args, n as u32, size as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "args_get",
-        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-            with_mem(&mut c, |m, ctx| {
-                put_strings(m, &ctx.args, ptrs as u32, buf as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_sizes_get",
-        |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-            with_mem(&mut c, |m, ctx| {
-                put_sizes(m, &ctx.env, n as u32, size as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_get",
-        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-            with_mem(&mut c, |m, ctx| {
-                put_strings(m, &ctx.env, ptrs as u32, buf as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "clock_res_get",
-        |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
-            with_mem(&mut c, |m, ctx| {
-                clock_ns(ctx, id)?;
-                write_u64(m, out as u32, 1_000)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "clock_time_get",
-        |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
-            with_mem(&mut c, |m, ctx| {
-                write_u64(m, out as u32, clock_ns(ctx, id)?)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "random_get",
-        |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
-            with_mem(&mut c, |m, ctx| {
-                let r = range(m, buf as u32, len as u32)?;
-                ctx.rng.fill(&mut m[r]);
-                Ok(())
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "fd_write",
-        |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-            with_mem(&mut c, |m, ctx| {
-                fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "fd_read",
-        |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-            with_mem(&mut c, |m, ctx| {
-                fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "fd_fdstat_get",
-        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-            if !(0..=2).contains(&fd) {
-                return EBADF;
-            }
-            // filetype = character device (2), no flags, all rights.
-            let mut stat = [0u8; 24];
-            stat[0] = 2;
-            stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-            with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
-        },
-    )?;
-    // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
-    // (any other errno makes it abort).
-    linker.func_wrap(
-        WASI,
-        "fd_prestat_get",
-        |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
-    )?;
-    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
-        if (0..=2).contains(&fd) {
-            ESUCCESS
-        } else {
-            EBADF
-        }
-    })?;
-    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
-    linker.func_wrap(
-        WASI,
-        "proc_exit",
-        |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err(Error::i32_exit(code)) },
-    )?;
-    Ok(())
-}
+/// Defines `add_to_linker` and `add_enosys_stub` for one engine (wasmi and
+/// wasmtime have the same embedding API shape, so the WASI surface is written
+/// once). In scope at the call site: the engine's `Caller`, `Error`, `Extern`,
+/// `FuncType`, `Linker`, `Val`, `ValType`, a `LinkerError` type, and `Ctx`
+/// (this module's `Ctx` with the engine's limiter); `$exit` turns a
+/// `proc_exit` status into the engine's `Error`, `$msg` a message.
+macro_rules! define_wasi {
+    ($exit:expr, $msg:expr) => {
+        use $crate::wasm::wasi::{
+            clock_ns, fd_read, fd_write, put_sizes, put_strings, range, write_bytes, write_u64,
+            EBADF, EFAULT, ENOSYS, ESUCCESS, WASI,
+        };
 
-/// Defines an ENOSYS stub for `name` with the import's own signature: the
-/// first i32 result is ENOSYS, other results zero.
-pub(crate) fn add_enosys_stub(
-    linker: &mut Linker<Ctx>,
-    name: &str,
-    ty: FuncType,
-) -> Result<(), wasmi::errors::LinkerError> {
-    let results: Vec<ValType> = ty.results().to_vec();
-    linker.func_new(
-        WASI,
-        name,
-        ty,
-        move |_c, _params: &[Val], out: &mut [Val]| {
-            for (slot, t) in out.iter_mut().zip(results.iter()) {
-                *slot = match t {
-                    ValType::I32 => Val::I32(ENOSYS),
-                    ValType::I64 => Val::I64(0),
-                    ValType::F32 => Val::F32(0f32.into()),
-                    ValType::F64 => Val::F64(0f64.into()),
-                    _ => return Err(Error::new("unsupported WASI import signature")),
-                };
+    /// Runs `f` on the caller's exported memory and state; returns the errno.
+    fn with_mem(
+        caller: &mut Caller<'_, Ctx>,
+        f: impl FnOnce(&mut [u8], &mut Ctx) -> Result<(), i32>,
+    ) -> i32 {
+        let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
+            return EFAULT;
+        };
+        let (data, ctx) = mem.data_and_store_mut(&mut *caller);
+        match f(data, ctx) {
+            Ok(()) => ESUCCESS,
+            Err(e) => e,
+        }
+    }
+
+    /// Registers the WASI functions the agent implements.
+    pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), LinkerError> {
+        linker.func_wrap(
+            WASI,
+            "args_sizes_get",
+            |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    put_sizes(m, &ctx.args, n as u32, size as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "args_get",
+            |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    put_strings(m, &ctx.args, ptrs as u32, buf as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "environ_sizes_get",
+            |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    put_sizes(m, &ctx.env, n as u32, size as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "environ_get",
+            |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    put_strings(m, &ctx.env, ptrs as u32, buf as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "clock_res_get",
+            |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    clock_ns(ctx, id)?;
+                    write_u64(m, out as u32, 1_000)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "clock_time_get",
+            |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    write_u64(m, out as u32, clock_ns(ctx, id)?)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "random_get",
+            |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    let r = range(m, buf as u32, len as u32)?;
+                    ctx.rng.fill(&mut m[r]);
+                    Ok(())
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "fd_write",
+            |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "fd_read",
+            |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+                with_mem(&mut c, |m, ctx| {
+                    fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
+                })
+            },
+        )?;
+        linker.func_wrap(
+            WASI,
+            "fd_fdstat_get",
+            |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+                if !(0..=2).contains(&fd) {
+                    return EBADF;
+                }
+                // filetype = character device (2), no flags, all rights.
+                let mut stat = [0u8; 24];
+                stat[0] = 2;
+                stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+                with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
+            },
+        )?;
+        // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
+        // (any other errno makes it abort).
+        linker.func_wrap(
+            WASI,
+            "fd_prestat_get",
+            |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
+        )?;
+        linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
+            if (0..=2).contains(&fd) {
+                ESUCCESS
+            } else {
+                EBADF
             }
-            Ok(())
-        },
-    )?;
-    Ok(())
+        })?;
+        linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
+        linker.func_wrap(
+            WASI,
+            "proc_exit",
+            |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err($exit(code)) },
+        )?;
+        Ok(())
+    }
+
+    /// Defines an ENOSYS stub for `name` with the import's own signature: the
+    /// first i32 result is ENOSYS, other results zero.
+    pub(crate) fn add_enosys_stub(
+        linker: &mut Linker<Ctx>,
+        name: &str,
+        ty: FuncType,
+    ) -> Result<(), LinkerError> {
+        let results: alloc::vec::Vec<ValType> = ty.results().into_iter().map(|t| t.clone()).collect();
+        linker.func_new(
+            WASI,
+            name,
+            ty,
+            move |_c, _params: &[Val], out: &mut [Val]| {
+                for (slot, t) in out.iter_mut().zip(results.iter()) {
+                    *slot = match t {
+                        ValType::I32 => Val::I32(ENOSYS),
+                        ValType::I64 => Val::I64(0),
+                        ValType::F32 => Val::from(0f32),
+                        ValType::F64 => Val::from(0f64),
+                        _ => return Err($msg("unsupported WASI import signature")),
+                    };
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+    };
 }
+pub(crate) use define_wasi;

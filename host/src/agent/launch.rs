@@ -90,7 +90,9 @@ impl LaunchConfig {
             vmm: vmm.into(),
             guest: Guest::Kernelless { elf: elf.into() },
             mem_mib: 128,
-            vcpus: 1,
+            // vCPU 1 is the wasm agent's epoch timer (it sleeps between
+            // ticks): compiled code's deadlines need it.
+            vcpus: 2,
             work_root: std::env::temp_dir().join("ember-env"),
             console: Console::Off,
             boot_timeout: Duration::from_secs(10),

@@ -42,14 +42,17 @@ fn check_layers_fit(cfg: &FunctionConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Starts building a Linux function's code and layer images (no-op for wasm
-/// or when Linux runtimes are not offered).
+/// Starts building a Linux function's code and layer images, or compiling a
+/// wasm function (no-op when the host offers neither).
 fn prepare_images(app: &App, cfg: &FunctionConfig, code: &CodeRef) {
     if let (true, Some(g)) = (
         linux::is_linux_runtime(&cfg.runtime),
         &app.caps.linux_guests,
     ) {
         g.prepare(&code.blob, &cfg.layers);
+    }
+    if let (false, Some(aot)) = (linux::is_linux_runtime(&cfg.runtime), &app.caps.aot) {
+        crate::aot::prepare(aot, &app.store, &code.blob, cfg.memory_size);
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Capabilities {
     /// The Linux side of the launcher, when offered (images are prepared
     /// as soon as a function's code or layers change).
     pub linux_guests: Option<Arc<crate::linux::LinuxGuests>>,
+    /// The wasm compiler (None: wasm runs interpreted), for compiling as
+    /// soon as a function's code or memory changes.
+    pub aot: Option<Arc<crate::aot::Aot>>,
 }
 
 /// Shared state behind every request.

@@ -511,7 +511,7 @@ async fn invoke_errors_and_concurrency_controls() {
 async fn layers_publish_get_list_delete() {
     let s = server_with(Capabilities {
         linux: crate::linux::Offer::offering(&["provided.al2023"]),
-        linux_guests: None,
+        ..Default::default()
     })
     .await;
     let zip = {

@@ -2,7 +2,10 @@
 //! development. Boots one environment (`ember-vmm` + `ember-wasm-agent`),
 //! loads the module, invokes it once per event read from stdin (one event
 //! per line, or all of stdin with `--whole`), prints each response on stdout
-//! and the cold/warm timings on stderr.
+//! and the cold/warm timings on stderr. By default the module is compiled
+//! ahead of time (`ember-wasm-compile`, for the CPU features the guest
+//! announces) and run by the guest's wasmtime; `--engine wasmi` sends it
+//! inline to the interpreter instead.
 //!
 //!     ember-run [OPTIONS] module.wasm < events.jsonl
 
@@ -17,6 +20,7 @@ use ember_host::agent::{
 };
 
 const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
+                 [--engine wasmtime|wasmi] [--compiler PATH]
                  [--handler NAME] [--env KEY=VALUE]... [--console FILE] [--whole] [--quiet]
                  module.wasm < events
        ember-run --bench-cold N [--bench-warm M] [OPTIONS] module.wasm
@@ -35,6 +39,9 @@ struct Args {
     quiet: bool,
     bench_cold: usize,
     bench_warm: usize,
+    /// Compile ahead of time for wasmtime (default), or interpret (wasmi).
+    compiled: bool,
+    compiler: PathBuf,
 }
 
 /// `ember-vmm` next to this binary, or on $PATH.
@@ -71,6 +78,8 @@ fn parse_args() -> Result<Args, String> {
         quiet: false,
         bench_cold: 0,
         bench_warm: 0,
+        compiled: true,
+        compiler: ember_host::aot::default_compiler(),
     };
     let mut it = std::env::args().skip(1);
     let mut module = None;
@@ -89,6 +98,14 @@ fn parse_args() -> Result<Args, String> {
             }
             "--console" => a.console = Console::File(value()?.into()),
             "--whole" => a.whole = true,
+            "--engine" => {
+                a.compiled = match value()?.as_str() {
+                    "wasmtime" => true,
+                    "wasmi" => false,
+                    e => return Err(format!("--engine {e}: wasmtime or wasmi")),
+                }
+            }
+            "--compiler" => a.compiler = value()?.into(),
             "--quiet" => a.quiet = true,
             "--bench-cold" => a.bench_cold = value()?.parse().map_err(|_| "bad --bench-cold")?,
             "--bench-warm" => a.bench_warm = value()?.parse().map_err(|_| "bad --bench-warm")?,
@@ -165,6 +182,35 @@ fn init_spec(a: &Args) -> Result<InitSpec, String> {
     })
 }
 
+/// With `--engine wasmtime`: `spec` with its module replaced by the artefact
+/// compiled for the CPU features `env`'s guest announced.
+fn compile_for(a: &Args, env: &Environment, spec: &mut InitSpec) -> Result<(), String> {
+    if !a.compiled {
+        return Ok(());
+    }
+    let Code::Inline(module) = &spec.code else {
+        return Ok(());
+    };
+    let version = &env.ready().agent_version;
+    let features = ember_host::aot::guest_features(version)
+        .ok_or_else(|| format!("the agent ({version}) does not announce its CPU features: rebuild it, or use --engine wasmi"))?;
+    let t = Instant::now();
+    let aot = ember_host::aot::Aot::new(a.compiler.clone());
+    let art = aot
+        .compile(module, a.memory_mib, features)
+        .map_err(|e| format!("compile: {}", chain(&e)))?;
+    if !a.quiet {
+        eprintln!(
+            "ember-run: compiled {} KiB of wasm into {} KiB for CPU features {features:#x} in {}",
+            module.len() / 1024,
+            art.len() / 1024,
+            ms(t.elapsed())
+        );
+    }
+    spec.code = Code::Compiled(art);
+    Ok(())
+}
+
 fn stat_line(label: &str, s: Option<Stats>, unit_us: bool) -> String {
     let Some(s) = s else {
         return format!("bench {label} n=0");
@@ -190,7 +236,13 @@ fn stat_line(label: &str, s: Option<Stats>, unit_us: bool) -> String {
 /// in one warm environment. Machine-readable lines on stdout.
 fn run_bench(a: &Args) -> Result<bool, String> {
     let cfg = launch_config(a);
-    let spec = init_spec(a)?;
+    let mut spec = init_spec(a)?;
+    if a.compiled {
+        // One unmeasured boot tells the guest's CPU features.
+        let probe = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+        compile_for(a, &probe, &mut spec)?;
+        probe.shutdown();
+    }
     let payload = b"{\"bench\":true}";
     let mut cold = Vec::new();
     for i in 0..a.bench_cold {
@@ -227,10 +279,11 @@ fn run(a: Args) -> Result<bool, String> {
     }
     let events = events(a.whole)?;
     let cfg = launch_config(&a);
-    let spec = init_spec(&a)?;
+    let mut spec = init_spec(&a)?;
     let t0 = Instant::now();
     let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
     let ready = env.launch_time();
+    compile_for(&a, &env, &mut spec)?;
     let init = match env.init(&spec) {
         Ok(r) => r,
         Err(AgentError::InitFailed {

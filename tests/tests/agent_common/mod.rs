@@ -89,8 +89,37 @@ pub fn spec(code: Vec<u8>, memory_mib: u32, timeout_ms: u32) -> InitSpec {
     }
 }
 
-/// A launched and initialised environment.
+/// `ember-wasm-compile`, built beside `ember-vmm` (`cargo build --release --bins`).
+pub fn compiler() -> PathBuf {
+    ember_tests::probes::ember_vmm().with_file_name("ember-wasm-compile")
+}
+
+/// `s` with its inline module compiled, as emberd does, for the CPU
+/// features `env`'s guest announced in `Ready`.
+pub fn compiled(env: &Environment, mut s: InitSpec) -> InitSpec {
+    if let Code::Inline(m) = &s.code {
+        let version = &env.ready().agent_version;
+        let features = ember_host::aot::guest_features(version)
+            .unwrap_or_else(|| panic!("{version} announces no CPU features"));
+        let art = ember_host::aot::Aot::new(compiler())
+            .compile(m, s.memory_mib, features)
+            .expect("compile (is ember-wasm-compile built?)");
+        s.code = Code::Compiled(art);
+    }
+    s
+}
+
+/// A launched and initialised environment running the module compiled
+/// ahead of time (wasmtime), as emberd runs it.
 pub fn environment(code: Vec<u8>, memory_mib: u32, timeout_ms: u32) -> Environment {
+    let mut env = Environment::launch(&config(memory_mib)).expect("launch");
+    let s = compiled(&env, spec(code, memory_mib, timeout_ms));
+    env.init(&s).expect("init");
+    env
+}
+
+/// The same with the module sent inline to the interpreter (wasmi).
+pub fn environment_interp(code: Vec<u8>, memory_mib: u32, timeout_ms: u32) -> Environment {
     let mut env = Environment::launch(&config(memory_mib)).expect("launch");
     env.init(&spec(code, memory_mib, timeout_ms)).expect("init");
     env
