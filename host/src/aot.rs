@@ -256,7 +256,7 @@ impl Aot {
         let a = Arc::new(self.compile(&module, memory_mib, features)?);
         self.remember(&key, a.clone());
         if let Some((blobs, index)) = &self.disk {
-            let addr = blobs.put(&a)?;
+            let addr = blobs.put_uncollected(&a)?;
             let path = index.join(&key);
             let tmp = index.join(format!("{key}.tmp"));
             std::fs::write(&tmp, addr.as_bytes())

@@ -97,6 +97,15 @@ impl BlobStore {
         Ok(hex)
     }
 
+    /// [`Self::put`] for a blob directory that no garbage collection walks
+    /// (the compiled-wasm cache, `crate::aot`, has its own store): nothing
+    /// there needs pinning.
+    pub fn put_uncollected(&self, data: &[u8]) -> Result<String, BlobError> {
+        let hex = sha256_hex(data);
+        self.put_as(&hex, data)?;
+        Ok(hex)
+    }
+
     /// [`Self::put`] for a caller that has computed `hex = sha256_hex(data)`.
     pub(super) fn put_as(&self, hex: &str, data: &[u8]) -> Result<(), BlobError> {
         let hex = hex.to_string();
