@@ -185,6 +185,7 @@ impl VmLauncher {
             Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init {
                 error_type: "Runtime.InvalidModule".into(),
                 message,
+                document: Vec::new(),
             }),
             Err(e) => Err(EnvError::Launch(format!(
                 "compiling the module: {}",
