@@ -52,7 +52,10 @@ fn main() -> Result<(), String> {
         let t = Instant::now();
         let art = aot::compile::compile(&module, mib, aot::features::detected(), [0; 32])
             .map_err(|e| format!("{e:#}"))?;
-        eprintln!("wasm-native: compiled in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "wasm-native: compiled in {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         Code::Compiled(art)
     };
     std::thread::spawn(|| loop {
@@ -85,7 +88,11 @@ fn main() -> Result<(), String> {
         });
         match out.outcome {
             Outcome::Response(p) => print!("{}", String::from_utf8_lossy(&p)),
-            Outcome::Error { error_type, message, .. } => println!("{{\"error\":\"{error_type}: {message}\"}}"),
+            Outcome::Error {
+                error_type,
+                message,
+                ..
+            } => println!("{{\"error\":\"{error_type}: {message}\"}}"),
         }
     }
     Ok(())

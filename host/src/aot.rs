@@ -76,7 +76,9 @@ pub fn default_compiler() -> PathBuf {
 
 /// The CPU feature mask in a wasm agent's `Ready.agent_version`, if any.
 pub fn guest_features(agent_version: &str) -> Option<u64> {
-    let hex = agent_version.split_whitespace().find_map(|w| w.strip_prefix("cpu=0x"))?;
+    let hex = agent_version
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cpu=0x"))?;
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -173,9 +175,12 @@ impl Aot {
                 Ok(())
             })
         };
-        let mut child = cmd.spawn().map_err(|e| AotError::Spawn(self.exe.clone(), e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| AotError::Spawn(self.exe.clone(), e))?;
         let pid = child.id() as libc::pid_t;
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let module = module.to_vec();
         let writer = std::thread::spawn(move || {
             if let Some(mut w) = stdin {
@@ -356,7 +361,10 @@ mod tests {
 
     #[test]
     fn guest_features_are_read_from_ready() {
-        assert_eq!(guest_features("ember-wasm-agent 0.1.0 cpu=0x1f"), Some(0x1f));
+        assert_eq!(
+            guest_features("ember-wasm-agent 0.1.0 cpu=0x1f"),
+            Some(0x1f)
+        );
         assert_eq!(guest_features("ember-wasm-agent 0.1.0"), None);
         assert_eq!(guest_features("x cpu=0xzz"), None);
     }

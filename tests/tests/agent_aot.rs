@@ -49,7 +49,14 @@ fn damaged_artefacts_are_clean_init_errors_and_the_vm_survives() {
     };
     let (h, payload) = artefact::open(&good).unwrap();
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
-    for n in [0, 7, artefact::HEADER_LEN - 1, artefact::HEADER_LEN, good.len() / 2, good.len() - 1] {
+    for n in [
+        0,
+        7,
+        artefact::HEADER_LEN - 1,
+        artefact::HEADER_LEN,
+        good.len() / 2,
+        good.len() - 1,
+    ] {
         cases.push((format!("truncated to {n}"), good[..n].to_vec()));
     }
     let mut padded = good.clone();
@@ -154,15 +161,25 @@ fn expected_loop_value() -> i32 {
 fn a_long_compute_loop_finishes_in_both_engines() {
     let want = expected_loop_value();
     for (engine, mut env) in [
-        ("wasmtime", environment(module("loop", "", LOOP), 32, 60_000)),
-        ("wasmi", environment_interp(module("loop", "", LOOP), 32, 60_000)),
+        (
+            "wasmtime",
+            environment(module("loop", "", LOOP), 32, 60_000),
+        ),
+        (
+            "wasmi",
+            environment_interp(module("loop", "", LOOP), 32, 60_000),
+        ),
     ] {
         let inv = env.invoke(&request("loop", b"", 60_000)).unwrap();
         let out = match &inv.result {
             Ok(p) => p.clone(),
             Err(e) => panic!("{engine}: {}: {}", e.error_type, e.message),
         };
-        assert_eq!(i32::from_le_bytes(out[..4].try_into().unwrap()), want, "{engine}");
+        assert_eq!(
+            i32::from_le_bytes(out[..4].try_into().unwrap()),
+            want,
+            "{engine}"
+        );
         assert!(env.is_usable(), "{engine}");
     }
 }

@@ -34,12 +34,16 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
             "--print-features" => return Ok(None),
             "--memory-mib" => {
                 let v = it.next().ok_or("--memory-mib needs a value")?;
-                mib = Some(v.parse::<u32>().map_err(|e| format!("--memory-mib {v}: {e}"))?);
+                mib = Some(
+                    v.parse::<u32>()
+                        .map_err(|e| format!("--memory-mib {v}: {e}"))?,
+                );
             }
             "--features" => {
                 let v = it.next().ok_or("--features needs a value")?;
                 let hex = v.trim_start_matches("0x");
-                feat = Some(u64::from_str_radix(hex, 16).map_err(|e| format!("--features {v}: {e}"))?);
+                feat =
+                    Some(u64::from_str_radix(hex, 16).map_err(|e| format!("--features {v}: {e}"))?);
             }
             _ if a.starts_with('-') && a != "-" => return Err(format!("unknown option {a}")),
             _ => files.push(PathBuf::from(a)),
