@@ -50,18 +50,11 @@ pub trait Clock: Send + Sync {
     fn monotonic_ns(&self) -> u64;
 }
 
-// The runtime tests, once per engine (tests.rs reads `AOT`).
+// The runtime tests, once per engine (tests.rs picks the engine from its
+// module name).
 #[cfg(all(test, feature = "wasm"))]
-mod tests_interp {
-    use super::*;
-    const AOT: bool = false;
-    #[path = "../tests.rs"]
-    mod tests;
-}
+#[path = "tests.rs"]
+mod tests_compiled;
 #[cfg(all(test, feature = "wasm"))]
-mod tests_compiled {
-    use super::*;
-    const AOT: bool = true;
-    #[path = "../tests.rs"]
-    mod tests;
-}
+#[path = "tests.rs"]
+mod tests_interp;

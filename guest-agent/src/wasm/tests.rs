@@ -12,6 +12,25 @@ use std::vec::Vec;
 use super::*;
 use crate::protocol::{Code, LogStream, Message, MAX_PAYLOAD};
 
+/// Whether `s` ends with `suffix` (in a const).
+const fn ends_with(s: &str, suffix: &str) -> bool {
+    let (s, x) = (s.as_bytes(), suffix.as_bytes());
+    if x.len() > s.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < x.len() {
+        if s[s.len() - x.len() + i] != x[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// This copy runs the compiled engine (module `tests_compiled`), else wasmi.
+const AOT: bool = ends_with(module_path!(), "tests_compiled");
+
 struct StdClock(Instant);
 
 impl Clock for StdClock {
@@ -434,9 +453,7 @@ fn unknown_wasi_calls_get_enosys_and_other_imports_are_refused() {
     let err = load(&bad, config(16), clock()).err().unwrap();
     assert_eq!(err.error_type, "Runtime.InvalidModule");
     assert!(err.message.contains("env.system"), "{}", err.message);
-    let err = load(b"\0asm garbage", config(16), clock())
-        .err()
-        .unwrap();
+    let err = load(b"\0asm garbage", config(16), clock()).err().unwrap();
     assert_eq!(err.error_type, "Runtime.InvalidModule");
     let no_handler = wat::parse_str(r#"(module (func (export "other")))"#).unwrap();
     assert_eq!(
@@ -543,7 +560,10 @@ fn agent_state_machine_handles_the_protocol_and_a_confused_host() {
     let mut agent = WasmAgent::new(clock());
     out.clear();
     let (bad, why) = if AOT {
-        (Code::Compiled(b"not an artefact".to_vec()), "Runtime.InvalidArtefact")
+        (
+            Code::Compiled(b"not an artefact".to_vec()),
+            "Runtime.InvalidArtefact",
+        )
     } else {
         (Code::Inline(b"not wasm".to_vec()), "Runtime.InvalidModule")
     };
@@ -557,4 +577,11 @@ fn agent_state_machine_handles_the_protocol_and_a_confused_host() {
     assert!(
         matches!(&out[0], Message::InitError { error_type, .. } if error_type == "Runtime.InvalidCode")
     );
+}
+
+#[test]
+fn each_copy_of_these_tests_runs_its_own_engine() {
+    let rt = runtime(&module(ECHO));
+    assert_eq!(matches!(rt, Runtime::Compiled(_)), AOT);
+    assert_eq!(AOT, module_path!().ends_with("::tests_compiled"));
 }
