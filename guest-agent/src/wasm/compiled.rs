@@ -102,7 +102,12 @@ fn engine_for(memory_mib: u32) -> Result<Engine, InitFailure> {
         mib.store(memory_mib, Ordering::Release);
         let p = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(engine.clone()));
         if slot
-            .compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                core::ptr::null_mut(),
+                p,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
         {
             return Ok(engine);

@@ -42,7 +42,8 @@ macro_rules! define_engine {
             ) -> Result<($name, Vec<(LogStream, String)>), InitFailure> {
                 let (engine, module) = load(code, &cfg)?;
                 let mut linker = Linker::new(&engine);
-                wasi_impl::add_to_linker(&mut linker).map_err(|e| fail("Runtime.InvalidModule", e))?;
+                wasi_impl::add_to_linker(&mut linker)
+                    .map_err(|e| fail("Runtime.InvalidModule", e))?;
                 let mut defined: Vec<String> = Vec::new();
                 for import in module.imports() {
                     let (m, name) = (import.module(), import.name());
@@ -113,7 +114,9 @@ macro_rules! define_engine {
                                     ))
                                 }
                                 CallEnd::Trap(m) => return Err(fail("Runtime.InitError", m)),
-                                CallEnd::Timeout => return Err(fail("Sandbox.Timedout", "init timed out")),
+                                CallEnd::Timeout => {
+                                    return Err(fail("Sandbox.Timedout", "init timed out"))
+                                }
                             }
                         }
                         rt.resident = Some(Resident { store, instance });
@@ -173,7 +176,11 @@ macro_rules! define_engine {
                     max_memory_kib: mem_kib,
                 }
             }
-            fn run_command(&mut self, req: &InvokeContext<'_>, env: Vec<Vec<u8>>) -> (CallEnd, Ctx, u64) {
+            fn run_command(
+                &mut self,
+                req: &InvokeContext<'_>,
+                env: Vec<Vec<u8>>,
+            ) -> (CallEnd, Ctx, u64) {
                 let rng = match self.spare.take() {
                     Some(old) => old.rng,
                     None => ChaCha20::new(&self.cfg.random_seed),

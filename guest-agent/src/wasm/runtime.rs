@@ -134,7 +134,6 @@ pub(crate) fn env_for(c: &FunctionConfig, ctx: &InvokeContext<'_>) -> Vec<Vec<u8
         .collect()
 }
 
-
 /// The invocation's outcome and log lines, once the call ended.
 pub(crate) fn finish<L>(
     cfg: &FunctionConfig,
@@ -168,9 +167,7 @@ fn outcome<L>(cfg: &FunctionConfig, end: CallEnd, ctx: &mut wasi::Ctx<L>) -> Out
             ),
             false,
         ),
-        CallEnd::Finished | CallEnd::Exit(0) => {
-            Outcome::Response(core::mem::take(&mut ctx.stdout))
-        }
+        CallEnd::Finished | CallEnd::Exit(0) => Outcome::Response(core::mem::take(&mut ctx.stdout)),
         CallEnd::Exit(n) => {
             // What the function printed before failing explains it best
             // (e.g. a JSON error object); keep the first KiB.
@@ -194,8 +191,6 @@ fn outcome<L>(cfg: &FunctionConfig, end: CallEnd, ctx: &mut wasi::Ctx<L>) -> Out
         ),
     }
 }
-
-
 
 /// A function ready to be invoked: compiled ahead of time by the host
 /// (wasmtime), or interpreted (wasmi).

@@ -172,7 +172,12 @@ fn iovecs(mem: &[u8], iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
 
 /// Writes a list of strings the WASI way: pointers into `ptrs`, the
 /// NUL-terminated bytes packed into `buf`.
-pub(crate) fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32) -> Result<(), i32> {
+pub(crate) fn put_strings(
+    mem: &mut [u8],
+    list: &[Vec<u8>],
+    ptrs: u32,
+    buf: u32,
+) -> Result<(), i32> {
     let mut at = buf;
     for (i, s) in list.iter().enumerate() {
         let slot = ptrs.checked_add(i as u32 * 4).ok_or(EFAULT)?;
@@ -186,7 +191,12 @@ pub(crate) fn put_strings(mem: &mut [u8], list: &[Vec<u8>], ptrs: u32, buf: u32)
     Ok(())
 }
 
-pub(crate) fn put_sizes(mem: &mut [u8], list: &[Vec<u8>], count_ptr: u32, size_ptr: u32) -> Result<(), i32> {
+pub(crate) fn put_sizes(
+    mem: &mut [u8],
+    list: &[Vec<u8>],
+    count_ptr: u32,
+    size_ptr: u32,
+) -> Result<(), i32> {
     let size: usize = list.iter().map(|s| s.len() + 1).sum();
     write_u32(mem, count_ptr, list.len() as u32)?;
     write_u32(mem, size_ptr, u32::try_from(size).map_err(|_| EFAULT)?)
@@ -285,171 +295,172 @@ macro_rules! define_wasi {
             EBADF, EFAULT, ENOSYS, ESUCCESS, WASI,
         };
 
-    /// Runs `f` on the caller's exported memory and state; returns the errno.
-    fn with_mem(
-        caller: &mut Caller<'_, Ctx>,
-        f: impl FnOnce(&mut [u8], &mut Ctx) -> Result<(), i32>,
-    ) -> i32 {
-        let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
-            return EFAULT;
-        };
-        let (data, ctx) = mem.data_and_store_mut(&mut *caller);
-        match f(data, ctx) {
-            Ok(()) => ESUCCESS,
-            Err(e) => e,
-        }
-    }
-
-    /// Registers the WASI functions the agent implements.
-    pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), LinkerError> {
-        linker.func_wrap(
-            WASI,
-            "args_sizes_get",
-            |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    put_sizes(m, &ctx.args, n as u32, size as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "args_get",
-            |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    put_strings(m, &ctx.args, ptrs as u32, buf as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "environ_sizes_get",
-            |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    put_sizes(m, &ctx.env, n as u32, size as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "environ_get",
-            |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    put_strings(m, &ctx.env, ptrs as u32, buf as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "clock_res_get",
-            |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    clock_ns(ctx, id)?;
-                    write_u64(m, out as u32, 1_000)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "clock_time_get",
-            |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    write_u64(m, out as u32, clock_ns(ctx, id)?)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "random_get",
-            |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    let r = range(m, buf as u32, len as u32)?;
-                    ctx.rng.fill(&mut m[r]);
-                    Ok(())
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "fd_write",
-            |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "fd_read",
-            |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-                with_mem(&mut c, |m, ctx| {
-                    fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
-                })
-            },
-        )?;
-        linker.func_wrap(
-            WASI,
-            "fd_fdstat_get",
-            |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                if !(0..=2).contains(&fd) {
-                    return EBADF;
-                }
-                // filetype = character device (2), no flags, all rights.
-                let mut stat = [0u8; 24];
-                stat[0] = 2;
-                stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-                with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
-            },
-        )?;
-        // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
-        // (any other errno makes it abort).
-        linker.func_wrap(
-            WASI,
-            "fd_prestat_get",
-            |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
-        )?;
-        linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
-            if (0..=2).contains(&fd) {
-                ESUCCESS
-            } else {
-                EBADF
+        /// Runs `f` on the caller's exported memory and state; returns the errno.
+        fn with_mem(
+            caller: &mut Caller<'_, Ctx>,
+            f: impl FnOnce(&mut [u8], &mut Ctx) -> Result<(), i32>,
+        ) -> i32 {
+            let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
+                return EFAULT;
+            };
+            let (data, ctx) = mem.data_and_store_mut(&mut *caller);
+            match f(data, ctx) {
+                Ok(()) => ESUCCESS,
+                Err(e) => e,
             }
-        })?;
-        linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
-        linker.func_wrap(
-            WASI,
-            "proc_exit",
-            |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err($exit(code)) },
-        )?;
-        Ok(())
-    }
+        }
 
-    /// Defines an ENOSYS stub for `name` with the import's own signature: the
-    /// first i32 result is ENOSYS, other results zero.
-    pub(crate) fn add_enosys_stub(
-        linker: &mut Linker<Ctx>,
-        name: &str,
-        ty: FuncType,
-    ) -> Result<(), LinkerError> {
-        let results: alloc::vec::Vec<ValType> = ty.results().into_iter().map(|t| t.clone()).collect();
-        linker.func_new(
-            WASI,
-            name,
-            ty,
-            move |_c, _params: &[Val], out: &mut [Val]| {
-                for (slot, t) in out.iter_mut().zip(results.iter()) {
-                    *slot = match t {
-                        ValType::I32 => Val::I32(ENOSYS),
-                        ValType::I64 => Val::I64(0),
-                        ValType::F32 => Val::from(0f32),
-                        ValType::F64 => Val::from(0f64),
-                        _ => return Err($msg("unsupported WASI import signature")),
-                    };
+        /// Registers the WASI functions the agent implements.
+        pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), LinkerError> {
+            linker.func_wrap(
+                WASI,
+                "args_sizes_get",
+                |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        put_sizes(m, &ctx.args, n as u32, size as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "args_get",
+                |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        put_strings(m, &ctx.args, ptrs as u32, buf as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "environ_sizes_get",
+                |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        put_sizes(m, &ctx.env, n as u32, size as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "environ_get",
+                |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        put_strings(m, &ctx.env, ptrs as u32, buf as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "clock_res_get",
+                |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        clock_ns(ctx, id)?;
+                        write_u64(m, out as u32, 1_000)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "clock_time_get",
+                |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        write_u64(m, out as u32, clock_ns(ctx, id)?)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "random_get",
+                |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        let r = range(m, buf as u32, len as u32)?;
+                        ctx.rng.fill(&mut m[r]);
+                        Ok(())
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "fd_write",
+                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "fd_read",
+                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
+                    })
+                },
+            )?;
+            linker.func_wrap(
+                WASI,
+                "fd_fdstat_get",
+                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+                    if !(0..=2).contains(&fd) {
+                        return EBADF;
+                    }
+                    // filetype = character device (2), no flags, all rights.
+                    let mut stat = [0u8; 24];
+                    stat[0] = 2;
+                    stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+                    with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
+                },
+            )?;
+            // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
+            // (any other errno makes it abort).
+            linker.func_wrap(
+                WASI,
+                "fd_prestat_get",
+                |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
+            )?;
+            linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
+                if (0..=2).contains(&fd) {
+                    ESUCCESS
+                } else {
+                    EBADF
                 }
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
+            })?;
+            linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
+            linker.func_wrap(
+                WASI,
+                "proc_exit",
+                |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err($exit(code)) },
+            )?;
+            Ok(())
+        }
+
+        /// Defines an ENOSYS stub for `name` with the import's own signature: the
+        /// first i32 result is ENOSYS, other results zero.
+        pub(crate) fn add_enosys_stub(
+            linker: &mut Linker<Ctx>,
+            name: &str,
+            ty: FuncType,
+        ) -> Result<(), LinkerError> {
+            let results: alloc::vec::Vec<ValType> =
+                ty.results().into_iter().map(|t| t.clone()).collect();
+            linker.func_new(
+                WASI,
+                name,
+                ty,
+                move |_c, _params: &[Val], out: &mut [Val]| {
+                    for (slot, t) in out.iter_mut().zip(results.iter()) {
+                        *slot = match t {
+                            ValType::I32 => Val::I32(ENOSYS),
+                            ValType::I64 => Val::I64(0),
+                            ValType::F32 => Val::from(0f32),
+                            ValType::F64 => Val::from(0f64),
+                            _ => return Err($msg("unsupported WASI import signature")),
+                        };
+                    }
+                    Ok(())
+                },
+            )?;
+            Ok(())
+        }
     };
 }
 pub(crate) use define_wasi;

@@ -62,7 +62,9 @@ pub fn checksum(data: &[u8]) -> u64 {
         for (i, lane) in h.iter_mut().enumerate() {
             let mut w = [0u8; 8];
             w.copy_from_slice(&c[i * 8..i * 8 + 8]);
-            *lane = (*lane ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+            *lane = (*lane ^ u64::from_le_bytes(w))
+                .wrapping_mul(K)
+                .rotate_left(29);
         }
     }
     let mut x = h[0] ^ h[1].rotate_left(17) ^ h[2].rotate_left(31) ^ h[3].rotate_left(47);
