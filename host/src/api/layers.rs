@@ -111,12 +111,7 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         .map(wire::layer_list_item)
         .collect();
     all.reverse();
-    let (page, next) = versions::paginate(all, req)?;
-    let mut body = json!({ "LayerVersions": page });
-    if let Some(m) = next {
-        body["NextMarker"] = Value::from(m);
-    }
-    Ok(Reply::json(200, body))
+    versions::page_reply("LayerVersions", all, req)
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
@@ -154,12 +149,7 @@ pub fn list_layers(app: &App, req: &Req) -> Result<Reply, ApiError> {
             })
         })
         .collect();
-    let (page, next) = versions::paginate(all, req)?;
-    let mut body = json!({ "Layers": page });
-    if let Some(m) = next {
-        body["NextMarker"] = Value::from(m);
-    }
-    Ok(Reply::json(200, body))
+    versions::page_reply("Layers", all, req)
 }
 
 /// GetLayerVersionByArn (`GET /2018-10-31/layers?find=LayerVersion&Arn=`).

@@ -141,12 +141,7 @@ fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             item
         })
         .collect();
-    let (page, next) = versions::paginate(all, req)?;
-    let mut body = json!({ "ProvisionedConcurrencyConfigs": page });
-    if let Some(m) = next {
-        body["NextMarker"] = m.into();
-    }
-    Ok(Reply::json(200, body))
+    versions::page_reply("ProvisionedConcurrencyConfigs", all, req)
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {

@@ -122,8 +122,14 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             &super::functions::layer_sizes(app, &v.config.layers).unwrap_or_default(),
         ));
     }
+    page_reply("Versions", all, req)
+}
+
+/// A 200 listing one page of `all` under `key`, with `NextMarker` when
+/// more follow (see [`paginate`]).
+pub fn page_reply(key: &str, all: Vec<Value>, req: &Req) -> Result<Reply, ApiError> {
     let (page, next) = paginate(all, req)?;
-    let mut body = json!({ "Versions": page });
+    let mut body = json!({ (key): page });
     if let Some(m) = next {
         body["NextMarker"] = Value::from(m);
     }
