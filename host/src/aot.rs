@@ -1,6 +1,6 @@
 //! Ahead-of-time compiled wasm functions for the kernel-less guest's wasmtime
-//! (`ember_guest::wasm::aot`). The compiler runs as a child process
-//! (`ember-wasm-compile`, with address-space, CPU-time and wall-clock
+//! (sealed in the `ember_abi::artefact` format). The compiler runs as a child
+//! process (`ember-wasm-compile`, with address-space, CPU-time and wall-clock
 //! limits), so cranelift and a hostile module's compile cost stay outside
 //! emberd. Artefacts are cached by (code, wasmtime version, artefact format,
 //! function memory, guest CPU features): in memory, and optionally on disk
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ember_guest::wasm::aot::artefact;
+use ember_abi::artefact;
 
 use crate::store::blob::{sha256_hex, BlobError, BlobStore};
 

@@ -38,7 +38,7 @@ pub fn format_lambda_time(secs: u64, millis: u32) -> String {
     )
 }
 
-pub(crate) use ember_guest::civil::civil_from_days;
+pub(crate) use ember_abi::civil::civil_from_days;
 
 /// A random UUID (version 4) string, used for request and revision ids.
 pub fn uuid4() -> String {

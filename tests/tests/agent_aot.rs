@@ -7,7 +7,7 @@
 mod agent_common;
 
 use agent_common::*;
-use ember_guest::wasm::aot::artefact::{self, Header};
+use ember_abi::artefact::{self, Header};
 use ember_host::agent::{AgentError, Code, Environment};
 
 /// A deterministic byte stream (xorshift) for the corruption cases.

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_common::*;
-use ember_guest::protocol::{read_frame, write_frame, Code, Message, AGENT_PORT, MAGIC, VERSION};
+use ember_abi::protocol::{read_frame, write_frame, Code, Message, AGENT_PORT, MAGIC, VERSION};
 
 #[test]
 fn thousand_invocations_without_vmm_memory_growth() {

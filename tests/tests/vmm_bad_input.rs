@@ -120,7 +120,7 @@ fn vcpu_count_limits() {
 
 #[test]
 fn command_line_too_long() {
-    let long = "x".repeat(ember_guest::abi::MAX_ARGS + 1);
+    let long = "x".repeat(ember_abi::guest::MAX_ARGS + 1);
     refused(&run_guest("hello", &long, &[]), 1, "too long");
     let huge = "x".repeat(70_000);
     refused(&run_guest("hello", &huge, &[]), 1, "too long");

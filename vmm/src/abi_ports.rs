@@ -1,4 +1,4 @@
-//! The kernel-less ABI ports as one bus device per vCPU (`abi::PORT_EXIT`,
+//! The kernel-less ABI ports as one bus device per vCPU (`guest::PORT_EXIT`,
 //! `PORT_WAIT`, `PORT_PARK`, `PORT_SLEEP`), and the [`Doorbell`] that device interrupts ring
 //! to end a `PORT_WAIT`. One instance per vCPU, so a vCPU blocked in wait or
 //! park holds only its own device lock.
@@ -6,8 +6,8 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use ember_abi::guest;
 use ember_devices::bus::BusDevice;
-use ember_guest::abi;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::exit::{ExitNotifier, VmExit};
@@ -15,12 +15,12 @@ use crate::exit::{ExitNotifier, VmExit};
 /// First port of the window and its length: exit, wait, park, and room for
 /// a 32-bit access at the last of them (the bus refuses accesses that run
 /// past a device's window).
-pub const ABI_PORT_BASE: u64 = abi::PORT_EXIT as u64;
+pub const ABI_PORT_BASE: u64 = guest::PORT_EXIT as u64;
 pub const ABI_PORT_LEN: u64 = 8;
 const _: () = assert!(
-    abi::PORT_WAIT == abi::PORT_EXIT + 1
-        && abi::PORT_PARK == abi::PORT_EXIT + 2
-        && abi::PORT_SLEEP == abi::PORT_EXIT + 3
+    guest::PORT_WAIT == guest::PORT_EXIT + 1
+        && guest::PORT_PARK == guest::PORT_EXIT + 2
+        && guest::PORT_SLEEP == guest::PORT_EXIT + 3
 );
 
 /// The "a device needs the guest" signal of kernel-less guests: devices ring

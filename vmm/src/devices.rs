@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use ember_abi::guest::MmioDevice;
 use ember_devices::bus::Bus;
 use ember_devices::virtio::VirtioDevice;
-use ember_guest::abi::MmioDevice;
 use event_manager::{EventManager, MutEventSubscriber};
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;

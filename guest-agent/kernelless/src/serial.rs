@@ -20,7 +20,7 @@ impl Write for Serial {
 /// Writes raw bytes to the console.
 pub fn write_bytes(bytes: &[u8]) {
     for &b in bytes {
-        crate::port::outb(ember_guest::abi::PORT_SERIAL, b);
+        crate::port::outb(ember_abi::guest::PORT_SERIAL, b);
     }
 }
 

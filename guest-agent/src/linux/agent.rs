@@ -17,7 +17,7 @@ use super::reaper::{self, describe_status, Reaper};
 use super::runtime::{find_bootstrap, Runtime, RuntimeSpec};
 use super::runtime_api::{self, ApiEvent, ApiState, Invocation, ReportedError};
 use super::transport::{Transport, TransportError};
-use crate::protocol::{read_frame, AgentKind, Code, FrameIoError, Message, VERSION};
+use ember_abi::protocol::{read_frame, AgentKind, Code, FrameIoError, Message, VERSION};
 
 /// Why the agent stopped before the host said `Shutdown`.
 #[derive(Debug, thiserror::Error)]
@@ -427,7 +427,7 @@ impl Session {
                 Ok(Event::Api(ApiEvent::ResponseTooLarge { request_id })) if request_id == id => {
                     break Outcome::Error(ReportedError {
                         error_type: "Function.ResponseSizeTooLarge".into(),
-                        message: format!("Response payload size exceeded maximum allowed payload size ({} bytes).", crate::protocol::MAX_PAYLOAD),
+                        message: format!("Response payload size exceeded maximum allowed payload size ({} bytes).", ember_abi::protocol::MAX_PAYLOAD),
                         document: Vec::new(),
                     })
                 }
@@ -492,7 +492,7 @@ impl Session {
             ),
         };
         // Lambda's line: `<ISO time> <request id> Task timed out after ...`.
-        let now = crate::civil::iso8601_ms(unix_ms());
+        let now = ember_abi::civil::iso8601_ms(unix_ms());
         self.link.agent_log(&format!("{now} {id} {message}"));
         self.report(&id, duration_us, max_memory_kib);
         // Lambda re-initialises after a crash or timeout; the error tells the

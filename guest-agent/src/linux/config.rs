@@ -73,7 +73,7 @@ impl Default for AgentConfig {
         AgentConfig {
             host: HostAddr::Vsock {
                 cid: 2,
-                port: crate::protocol::AGENT_PORT,
+                port: ember_abi::protocol::AGENT_PORT,
             },
             runtime_api: SocketAddr::from(([127, 0, 0, 1], 9001)),
             task_root: "/var/task".into(),

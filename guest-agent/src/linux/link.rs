@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::protocol::{write_frame, FrameIoError, LogStream, Message};
+use ember_abi::protocol::{write_frame, FrameIoError, LogStream, Message};
 
 /// Longest log line sent in one frame (the protocol's cap); longer lines are split.
-pub use crate::protocol::MAX_LOG_LINE;
+pub use ember_abi::protocol::MAX_LOG_LINE;
 
 /// The write half of the host connection plus the current request id.
 pub struct HostLink {

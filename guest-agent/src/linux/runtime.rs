@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::link::{HostLink, MAX_LOG_LINE};
 use super::reaper::Reaper;
-use crate::protocol::LogStream;
+use ember_abi::protocol::LogStream;
 
 /// Why the runtime could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::http::{Conn, Head, HttpError};
-use crate::protocol::MAX_PAYLOAD;
+use ember_abi::protocol::MAX_PAYLOAD;
 
 /// Concurrent Runtime API connections served; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;

@@ -14,7 +14,6 @@ pub mod mmio;
 pub mod net;
 pub mod queue;
 pub mod vsock;
-pub mod vsock_hdr;
 
 /// Feature bit: virtio 1.x device (required by ember's transport).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

@@ -15,8 +15,8 @@ use core::alloc::Layout;
 
 use super::mmio::MmioTransport;
 use super::queue::{Buf, VirtQueue};
-pub use super::vsock_hdr::{op, shut, Hdr, HDR_LEN, TYPE_STREAM};
 use super::{DriverError, Wait};
+pub use ember_abi::vsock::{op, shut, Hdr, HDR_LEN, TYPE_STREAM};
 
 /// The host's CID.
 pub const HOST_CID: u64 = 2;

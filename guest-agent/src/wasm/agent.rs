@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use super::runtime::{FunctionConfig, InvokeContext, Outcome, Runtime};
 use super::Clock;
-use crate::protocol::{AgentKind, LogStream, Message, VERSION};
+use ember_abi::protocol::{AgentKind, LogStream, Message, VERSION};
 
 /// What the driver should do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

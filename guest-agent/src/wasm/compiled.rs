@@ -17,7 +17,8 @@ use wasmtime::{
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 
-use super::aot::{self, artefact};
+use super::aot;
+use ember_abi::artefact;
 
 use super::rng::ChaCha20;
 use super::runtime::{
@@ -26,7 +27,7 @@ use super::runtime::{
 };
 use super::wasi::{self, WASI};
 use super::Clock;
-use crate::protocol::LogStream;
+use ember_abi::protocol::LogStream;
 
 type Ctx = wasi::Ctx<StoreLimits>;
 

@@ -19,7 +19,7 @@ use super::runtime::{
 };
 use super::wasi::{self, WASI};
 use super::Clock;
-use crate::protocol::LogStream;
+use ember_abi::protocol::LogStream;
 
 /// Fuel per slice: the clock is checked each time a slice runs out (a few
 /// milliseconds of interpretation), which bounds how late a timeout fires.

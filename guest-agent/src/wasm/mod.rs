@@ -13,8 +13,8 @@
 //! against the clock), linear memory capped at the function's memory size,
 //! 6 MiB response.
 //!
-//! Without the `wasm` feature this module holds just [`aot`]: the artefact
-//! format and CPU feature masks (any build), and with `aot` the engine
+//! Without the `wasm` feature this module holds just [`aot`]: the CPU
+//! feature masks (any build), and with `aot` the engine
 //! configuration the host's compiler shares with the guest.
 
 #[cfg(feature = "wasm")]

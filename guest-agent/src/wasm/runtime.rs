@@ -11,7 +11,7 @@ use super::compiled::Compiled;
 use super::interp::Interp;
 use super::wasi;
 use super::Clock;
-use crate::protocol::{Code, LogStream};
+use ember_abi::protocol::{Code, LogStream};
 
 /// The function's settings, from `Init`.
 #[derive(Debug, Clone)]
@@ -163,7 +163,7 @@ fn outcome<L>(cfg: &FunctionConfig, end: CallEnd, ctx: &mut wasi::Ctx<L>) -> Out
             "Function.ResponseSizeTooLarge",
             format!(
                 "response exceeds the {} byte limit",
-                crate::protocol::MAX_PAYLOAD
+                ember_abi::protocol::MAX_PAYLOAD
             ),
             false,
         ),
@@ -213,7 +213,7 @@ impl Runtime {
             Code::Compiled(a) => {
                 Compiled::new(a, cfg, clock).map(|(r, l)| (Runtime::Compiled(r), l))
             }
-            Code::Inline(m) if super::aot::artefact::looks_sealed(m) => Err(fail(
+            Code::Inline(m) if ember_abi::artefact::looks_sealed(m) => Err(fail(
                 "Runtime.InvalidModule",
                 "a compiled artefact is accepted only from the host's compiler",
             )),

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use std::vec::Vec;
 
 use super::*;
-use crate::protocol::{Code, LogStream, Message, MAX_PAYLOAD};
+use ember_abi::protocol::{Code, LogStream, Message, MAX_PAYLOAD};
 
 /// Whether `s` ends with `suffix` (in a const).
 const fn ends_with(s: &str, suffix: &str) -> bool {

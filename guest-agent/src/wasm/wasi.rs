@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use super::rng::ChaCha20;
 use super::Clock;
-use crate::protocol::{LogStream, MAX_PAYLOAD};
+use ember_abi::protocol::{LogStream, MAX_PAYLOAD};
 
 pub(crate) const WASI: &str = "wasi_snapshot_preview1";
 

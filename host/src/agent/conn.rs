@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use ember_guest::protocol::{
+use ember_abi::protocol::{
     read_frame_from, AgentKind, Code, FrameIoError, LogStream, Message, Sender,
 };
 
@@ -192,7 +192,7 @@ impl<T: Transport> AgentConn<T> {
                 boot_us,
                 timings,
             } => {
-                if protocol_version != ember_guest::protocol::VERSION {
+                if protocol_version != ember_abi::protocol::VERSION {
                     return Err(AgentError::Version(protocol_version));
                 }
                 ReadyInfo {

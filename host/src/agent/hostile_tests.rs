@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ember_guest::protocol::{read_frame, write_frame, Message, ProtocolError, VERSION};
+use ember_abi::protocol::{read_frame, write_frame, Message, ProtocolError, VERSION};
 
 use super::*;
 
@@ -239,7 +239,7 @@ impl Transport for Recording {
 fn an_announced_frame_costs_only_the_bytes_that_arrived() {
     let (host, agent) = honest_until_invoke(|mut s| {
         // The largest Result a frame may announce, then 1 KiB, then silence.
-        let mut bytes = header(6, ember_guest::protocol::MAX_FRAME as u32);
+        let mut bytes = header(6, ember_abi::protocol::MAX_FRAME as u32);
         bytes.extend([0u8; 1024]);
         let _ = s.write_all(&bytes);
         thread::sleep(Duration::from_secs(1));

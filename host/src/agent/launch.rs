@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ember_guest::protocol::AGENT_PORT;
+use ember_abi::protocol::AGENT_PORT;
 
 use super::jail::{self, JailConfig};
 use super::AgentError;

@@ -14,13 +14,13 @@ mod launch;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ember_guest::protocol::ProtocolError;
+use ember_abi::protocol::ProtocolError;
 
 pub use conn::{
     fresh_seed, AgentConn, FunctionError, InitReport, InitSpec, Invocation, InvokeRequest, LogLine,
     Logs, ReadyInfo, Transport, MAX_LOG_BYTES,
 };
-pub use ember_guest::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
+pub use ember_abi::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use env::Environment;
 pub use jail::{cpu_quota_us, kill_started, JailConfig, CPU_PERIOD_US};
 #[cfg(test)]
@@ -77,9 +77,9 @@ pub enum AgentError {
     Random(String),
 }
 
-impl From<ember_guest::protocol::FrameIoError> for AgentError {
-    fn from(e: ember_guest::protocol::FrameIoError) -> Self {
-        use ember_guest::protocol::FrameIoError;
+impl From<ember_abi::protocol::FrameIoError> for AgentError {
+    fn from(e: ember_abi::protocol::FrameIoError) -> Self {
+        use ember_abi::protocol::FrameIoError;
         match e {
             FrameIoError::Io(e) => AgentError::Io(e),
             FrameIoError::Protocol(e) => AgentError::Request(e),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use ember_guest::protocol::{read_frame, write_frame, Message, VERSION};
+use ember_abi::protocol::{read_frame, write_frame, Message, VERSION};
 
 use super::*;
 

@@ -1,6 +1,6 @@
 //! Booting a kernel-less guest: load a static ELF into guest memory, write the
 //! page tables, GDT and `StartInfo` page, and put each vCPU in the CPL3 entry
-//! state of `ember_guest::abi`. Memory layout:
+//! state of `ember_abi::guest`. Memory layout:
 //!
 //! ```text
 //! 0x0000            not mapped (null dereferences fault)
@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ember_guest::abi::{self, MmioDevice, StartInfo};
+use ember_abi::guest::{self, MmioDevice, StartInfo};
 use kvm_bindings::CpuId;
 use kvm_bindings::{kvm_msr_entry, kvm_xcrs, Msrs};
 use kvm_ioctls::VcpuFd;
@@ -222,16 +222,16 @@ impl Image {
         args: &str,
         devices: &[MmioDevice],
     ) -> Result<(), KernellessError> {
-        if args.len() > abi::MAX_ARGS {
+        if args.len() > guest::MAX_ARGS {
             return Err(KernellessError::ArgsTooLong {
                 len: args.len(),
-                max: abi::MAX_ARGS,
+                max: guest::MAX_ARGS,
             });
         }
-        if devices.len() > abi::MAX_DEVICES {
+        if devices.len() > guest::MAX_DEVICES {
             return Err(KernellessError::TooManyDevices {
                 count: devices.len(),
-                max: abi::MAX_DEVICES,
+                max: guest::MAX_DEVICES,
             });
         }
         let mut info = StartInfo::empty();

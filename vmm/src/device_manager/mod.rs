@@ -13,10 +13,10 @@ pub mod vsock;
 
 use std::sync::{Arc, Mutex, Once};
 
+use ember_abi::guest::MmioDevice;
 use ember_devices::irq::IrqLine;
 use ember_devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, NOTIFY_OFFSET};
 use ember_devices::virtio::VirtioDevice;
-use ember_guest::abi::MmioDevice;
 use event_manager::{MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::EventFd;

@@ -14,7 +14,7 @@ mod muxer_conn;
 pub mod packet;
 
 pub use device::Vsock;
-pub use ember_guest::virtio::vsock_hdr::{op, shut, Hdr, HDR_LEN, TYPE_STREAM};
+pub use ember_abi::vsock::{op, shut, Hdr, HDR_LEN, TYPE_STREAM};
 pub use muxer::UnixMuxer;
 
 use event_manager::{EventOps, Events};

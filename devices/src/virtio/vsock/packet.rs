@@ -5,7 +5,7 @@
 //! guest, or more than [`MAX_DESCS`] descriptors is an error, never a panic.
 //! (virtio 1.x §5.10.6.)
 
-use ember_guest::virtio::vsock_hdr::{Hdr, HDR_LEN};
+use ember_abi::vsock::{Hdr, HDR_LEN};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -144,7 +144,7 @@ pub fn write_rx(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ember_guest::virtio::vsock_hdr::op;
+    use ember_abi::vsock::op;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()

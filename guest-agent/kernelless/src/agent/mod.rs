@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ember_guest::protocol::{FrameDecoder, LogStream, Message, AGENT_PORT};
+use ember_abi::protocol::{FrameDecoder, LogStream, Message, AGENT_PORT};
 use ember_guest::virtio::vsock::{ConnId, Vsock, VsockConfig, VsockError};
 use ember_guest::wasm::{Control, WasmAgent};
 
@@ -65,7 +65,7 @@ pub fn run(info: &'static ember_rt::StartInfo) -> i32 {
     let Some(dev) = info
         .devices()
         .iter()
-        .find(|d| d.device_id == ember_guest::abi::device_id::VSOCK)
+        .find(|d| d.device_id == ember_abi::guest::device_id::VSOCK)
     else {
         ember_rt::println!("ember-wasm-agent: no vsock device");
         return exit::NO_DEVICE;

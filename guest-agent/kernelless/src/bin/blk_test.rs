@@ -23,7 +23,7 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
-use ember_guest::abi::device_id;
+use ember_abi::guest::device_id;
 use ember_guest::virtio::block::{BlockDevice, BlockError};
 use ember_guest::virtio::queue::Buf;
 use ember_rt::{println, StartInfo};

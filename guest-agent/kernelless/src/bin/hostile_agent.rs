@@ -25,8 +25,8 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ember_guest::abi::device_id;
-use ember_guest::protocol::{
+use ember_abi::guest::device_id;
+use ember_abi::protocol::{
     AgentKind, FrameDecoder, LogStream, Message, AGENT_PORT, MAX_FRAME, VERSION,
 };
 use ember_guest::virtio::vsock::{ConnId, Vsock, VsockConfig};

@@ -20,7 +20,7 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use ember_guest::abi::device_id;
+use ember_abi::guest::device_id;
 use ember_guest::virtio::net::{NetDevice, MAX_FRAME};
 use ember_guest::virtio::queue::Buf;
 use ember_rt::{println, StartInfo};

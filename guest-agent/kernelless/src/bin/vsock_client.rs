@@ -20,7 +20,7 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
-use ember_guest::abi::device_id;
+use ember_abi::guest::device_id;
 use ember_guest::virtio::vsock::{shut, ConnId, Vsock, VsockConfig};
 use ember_rt::{println, StartInfo};
 

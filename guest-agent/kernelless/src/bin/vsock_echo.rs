@@ -11,7 +11,7 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
-use ember_guest::abi::device_id;
+use ember_abi::guest::device_id;
 use ember_guest::virtio::vsock::{ConnId, Vsock, VsockConfig, VsockError};
 use ember_rt::{println, StartInfo};
 

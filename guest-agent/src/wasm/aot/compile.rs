@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 
 use wasmtime::Engine;
 
-use super::artefact::{self, Header};
 use super::features::FEATURES;
+use ember_abi::artefact::{self, Header};
 
 /// Compiles `module` (wasm binary) into a sealed artefact. Errors are the
 /// module's (invalid wasm, unsupported proposal) or the configuration's.

@@ -1,14 +1,13 @@
 //! Ahead-of-time compiled WebAssembly: the wasmtime engine configuration
 //! that `emberd`'s compiler and the kernel-less guest must share exactly
-//! (wasmtime refuses an artefact compiled under another configuration), the
-//! sealed artefact format, and CPU feature masks.
+//! (wasmtime refuses an artefact compiled under another configuration), and
+//! CPU feature masks. The sealed artefact format is `ember_abi::artefact`.
 //!
 //! The configuration fits a guest with no signals, no guard pages and no
 //! page-table changes: bounds checks are explicit (`signals_based_traps`
 //! off), a linear memory is one fixed reservation that never moves, and
 //! deadlines use epoch interruption (a secondary vCPU bumps the epoch).
 
-pub mod artefact;
 #[cfg(any(all(test, feature = "aot"), feature = "compile"))]
 pub mod compile;
 pub mod features;

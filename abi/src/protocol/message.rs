@@ -26,7 +26,7 @@ pub enum Code {
     Path(String),
     /// A module compiled ahead of time by the host (`emberd`/`ember-run`
     /// only, never user bytes) for the kernel-less agent's wasmtime: a sealed
-    /// artefact (`wasm::aot::artefact`), at most [`super::MAX_INIT_CODE`] bytes.
+    /// artefact (`ember_abi::artefact`), at most [`super::MAX_INIT_CODE`] bytes.
     Compiled(Vec<u8>),
 }
 

@@ -3,7 +3,7 @@
 //! every accepted frame must re-encode to exactly its bytes.
 #![no_main]
 
-use ember_guest::protocol::{decode, read_frame, Decode, FrameDecoder};
+use ember_abi::protocol::{decode, read_frame, Decode, FrameDecoder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

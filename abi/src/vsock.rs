@@ -1,5 +1,6 @@
-//! The virtio-vsock packet header (virtio 1.x §5.10.6), as the guest driver
-//! reads and writes it: 44 little-endian bytes.
+//! The virtio-vsock packet header (virtio 1.x §5.10.6), as the device
+//! (`ember-devices`) and the guest driver both read and write it: 44
+//! little-endian bytes.
 
 /// Header length in bytes.
 pub const HDR_LEN: usize = 44;

@@ -22,7 +22,7 @@ pub const MAX_LEN: usize = crate::protocol::MAX_INIT_CODE;
 pub struct Header {
     /// The function memory the engine configuration was derived from.
     pub memory_mib: u32,
-    /// CPU feature mask the code may use ([`super::features`]).
+    /// CPU feature mask the code may use (`ember_guest::wasm::aot::features`).
     pub features: u64,
     /// SHA-256 of the wasm module it was compiled from.
     pub module_sha256: [u8; 32],

@@ -1,0 +1,15 @@
+//! ember's contracts, one definition each, for both sides of every seam: the
+//! kernel-less guest ABI (`ember-vmm` ↔ guest, [`guest`]), the host↔agent
+//! protocol (`emberd` ↔ agents, [`protocol`]), the virtio-vsock packet header
+//! (device ↔ guest driver, [`vsock`]) and the sealed wasm artefact (`emberd`'s
+//! compiler ↔ the kernel-less agent, [`artefact`]). `no_std` + `alloc`, so
+//! freestanding guests link it as is; depends on nothing of ember.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+
+extern crate alloc;
+
+pub mod artefact;
+pub mod civil;
+pub mod guest;
+pub mod protocol;
+pub mod vsock;
