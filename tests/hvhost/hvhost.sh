@@ -44,6 +44,9 @@ log() { echo "hvhost: $*" >&2; }
 cache="${EMBER_CACHE:-$HOME/.cache/ember}"
 started=$(date +%s)
 
+# The layer's watchdog first: a few seconds, no QEMU.
+bash "$here/selftest.sh" >&2 || { log "the watchdog's self-test failed"; exit 1; }
+
 # --- what the suites need, built on this host ---------------------------------
 log "building release binaries and the suites' test binaries"
 (cd "$repo" && nice -n 5 cargo build --release --bins -q)
@@ -94,7 +97,14 @@ if hardware_kvm; then
   layer="direct"
 else
   layer="nested (QEMU TCG + emulated SVM)"
-  bash "$here/outer.sh" "$results" "$verbose" || true
+  # The layer's cap: its boot plus every suite's budget, not a blanket hour.
+  budgets=0
+  for s in "${suites[@]}"; do
+    b=$(sed -n 's/^# budget: *\([0-9]*\).*/\1/p' "$here/suite/$s")
+    budgets=$((budgets + ${b:-600}))
+  done
+  HVHOST_TIMEOUT_S=${HVHOST_TIMEOUT_S:-$((budgets + 300))} \
+    bash "$here/outer.sh" "$results" "$verbose" || true
 fi
 
 # --- report ------------------------------------------------------------------
@@ -108,8 +118,17 @@ for s in "${suites[@]}"; do
     fail=1
     echo "----- $s log (last 200 lines of $results/$s.log) -----"
     tail -n 200 "$results/$s.log" 2>/dev/null || echo "(no log)"
+    [ ! -f "$results/$s.why" ] || echo "hvhost: suite $s $(cat "$results/$s.why")"
+    # The last test it started: a test binary prints `test NAME ... `,
+    # pytest -v `path::NAME `.
+    last=$(grep -aoE '^test [^ ]+ |^[^ ]+\.py::[^ ]+ ' "$results/$s.log" 2>/dev/null | tail -n 1)
+    [ -z "$last" ] || echo "hvhost: suite $s: the last test it started: ${last#test }"
   fi
 done
+if [ -f "$results/stall.txt" ]; then
+  echo "----- why the nested layer was stopped ($results/stall.txt) -----"
+  cat "$results/stall.txt"
+fi
 if [ "$fail" != 0 ] && [ -f "$results/console.log" ]; then
   echo "----- outer console (last 60 lines of $results/console.log) -----"
   tail -n 60 "$results/console.log"

@@ -92,24 +92,39 @@ fi
 flock -u 9
 
 # --- boot --------------------------------------------------------------------
+# Time cap: hvhost.sh sizes it from the suites' budgets. The layer boots with
+# nokaslr so that a stall's RIP can be named from System.map.
 mem=${HVHOST_MEM_MIB:-3072}
 cap=${HVHOST_TIMEOUT_S:-2400}
-log "booting $kver under QEMU TCG with emulated SVM (-m $mem, one vCPU; cap $cap s)"
+stall=${HVHOST_STALL_S:-240}
+boot_cap=${HVHOST_BOOT_S:-400}
+log "booting $kver under QEMU TCG with emulated SVM (-m $mem, one vCPU; cap $cap s, stall $stall s)"
+mon="$results/monitor.sock"
 qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm -m "$mem" -smp 1
   -nographic -nodefaults -no-reboot -serial stdio
+  -monitor "unix:$mon,server=on,wait=off"
   -kernel "$vmlinuz" -initrd "$initrd"
-  -append "console=ttyS0 loglevel=4 panic=-1 hv.results=$results"
+  -append "console=ttyS0 loglevel=4 panic=-1 nokaslr hv.results=$results"
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
   -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap")
-set +e
+"${qemu[@]}" < /dev/null > "$results/console.log" 2>&1 &
+qpid=$!
+tailer=
 if [ "$verbose" = 1 ]; then
-  timeout -k 10 "$cap" "${qemu[@]}" < /dev/null 2>&1 | tee "$results/console.log" >&2
-  rc=${PIPESTATUS[0]}
-else
-  timeout -k 10 "$cap" "${qemu[@]}" < /dev/null > "$results/console.log" 2>&1
-  rc=$?
+  tail -n +1 -f --pid="$qpid" "$results/console.log" >&2 &
+  tailer=$!
 fi
+
+# Ends QEMU early when the layer stops responding (watch.sh), dumping where
+# its vCPU is: `info registers` with RIP named from the kernel's System.map.
+set +e
+bash "$here/watch.sh" "$qpid" "$results" "$cap" "$stall" "$boot_cap" \
+  python3 "$here/registers.py" "$mon" "$kdir/root/boot/System.map-$kver"
+watched=$?
+wait "$qpid"
+rc=$?
+[ -z "$tailer" ] || wait "$tailer" 2>/dev/null
 set -e
-[ "$rc" = 124 ] && log "the nested layer hit its cap of $cap s"
+[ "$watched" = 0 ] || rc=124
 [ -f "$results/layer.ok" ] || log "the nested layer did not finish its run (see console.log)"
 exit "$rc"
