@@ -373,7 +373,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         )?),
         audit: Some(audit.clone()),
     });
-    crate::api::provisioned::reconcile(&app)
+    crate::catalog::reconcile(&app.store, &app.pool)
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
 
     let (tx, rx) = watch::channel(false);

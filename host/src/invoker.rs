@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::api::versions::Resolved;
-use crate::api::{provisioned, App};
+use crate::api::App;
+use crate::catalog::{lazy_spec, Resolved};
 use crate::pool::policy::Throttle;
 use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
 use crate::util::function_arn;
@@ -101,7 +101,7 @@ pub fn begin(
         .inspect_err(|_| app.metrics.throttle(&target.name, &target.version))?;
     let executing = app.metrics.executing(&target.name, &target.version);
     let pool = app.pool.clone();
-    let spec = provisioned::lazy_spec(app, &target);
+    let spec = lazy_spec(&app.store, &target);
     let checkout = tokio::spawn(async move { pool.start(&key, slot, spec).await });
     Ok(Pending {
         app: app.clone(),

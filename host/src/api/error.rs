@@ -2,6 +2,7 @@
 //! `X-Amzn-ErrorType` header and the JSON body (`Type`, `message`, and
 //! `Reason` for throttles) that the AWS SDKs parse into exceptions.
 
+use crate::catalog::CatalogError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,18 @@ impl From<StoreError> for ApiError {
                 eprintln!("emberd: store error: {}", crate::util::error_chain(&other));
                 ApiError::Service("An internal error occurred in the function store.".into())
             }
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Store(e) => e.into(),
+            CatalogError::MalformedAlias => ApiError::Service(e.to_string()),
+            CatalogError::InvalidQualifier(_)
+            | CatalogError::MalformedLayerArn(_)
+            | CatalogError::NoSuchLayer(_) => ApiError::InvalidParameter(e.to_string()),
         }
     }
 }

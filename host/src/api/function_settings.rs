@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{function_name, versions, ApiError, App, Reply, Req};
+use super::{function_name, ApiError, App, Reply, Req};
 use crate::util::{function_arn, split_scoped};
 
 /// GetFunctionCodeSigningConfig: none attached.
@@ -54,7 +54,7 @@ pub fn list_code_signing_configs() -> Reply {
 fn runtime_target(app: &App, req: &Req, raw: &str) -> Result<String, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let q = req.q("Qualifier").map(str::to_string).or(q);
-    versions::resolve(app, &name, q.as_deref())?;
+    crate::catalog::resolve(&app.store, &name, q.as_deref())?;
     Ok(function_arn(&name, q.as_deref()))
 }
 

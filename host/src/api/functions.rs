@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 
 use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
 use super::{function_name, versions, ApiError, App, Reply, Req};
+use crate::catalog::{layer_sizes, reconcile, resolve};
 use crate::linux;
 use crate::store::{CodeRef, FunctionConfig, FunctionRecord, Pin, StoreError};
-use crate::util::{now_lambda, scoped_name, split_scoped, uuid4, valid_name};
+use crate::util::{now_lambda, scoped_name, split_scoped, uuid4};
 
 fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
     if runtime == "wasm" {
@@ -165,31 +166,6 @@ fn check_new_layers(app: &App, arns: &[String], already: &[String]) -> Result<()
     Ok(())
 }
 
-/// Each layer ARN must name a layer version (live, or retired while a
-/// function named it); returns (arn, size).
-pub fn layer_sizes(app: &App, arns: &[String]) -> Result<Vec<(String, u64)>, ApiError> {
-    arns.iter()
-        .map(|arn| {
-            let Some((account, name, v)) =
-                linux::parse_layer_arn(arn).filter(|(_, n, _)| valid_name(n))
-            else {
-                return Err(ApiError::InvalidParameter(format!(
-                    "Layer version ARN {arn} is malformed"
-                )));
-            };
-            // Stored ARNs were checked against their function's account
-            // when written ([`own_layers`]).
-            let l = app
-                .store
-                .get_layer_for_use(&scoped_name(account, name), v)
-                .map_err(|_| {
-                    ApiError::InvalidParameter(format!("Layer version {arn} does not exist."))
-                })?;
-            Ok((arn.clone(), l.code.size))
-        })
-        .collect()
-}
-
 /// A function may only use layers of its own account.
 fn own_layers(arns: &[String], account: &str) -> Result<(), ApiError> {
     match arns
@@ -245,7 +221,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
     check_layers_fit(&config)?;
-    let sizes = layer_sizes(app, &config.layers)?;
+    let sizes = layer_sizes(&app.store, &config.layers)?;
     check_new_layers(app, &config.layers, &[])?;
     let tags = input.tags.unwrap_or_default();
     super::tags::check(&tags)?;
@@ -289,7 +265,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
 pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
-    let r = versions::resolve(app, &name, qualifier.as_deref())?;
+    let r = resolve(&app.store, &name, qualifier.as_deref())?;
     let f = app.store.get_function(&name)?;
     let location = format!(
         "{}/ember/code/{}/{}",
@@ -298,7 +274,7 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         r.version
     );
     let mut body = json!({
-        "Configuration": r.configuration(app)?,
+        "Configuration": versions::configuration(app, &r),
         "Code": {"RepositoryType": "S3", "Location": location},
         "Tags": f.tags,
     });
@@ -311,8 +287,8 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 pub fn get_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
-    let r = versions::resolve(app, &name, qualifier.as_deref())?;
-    Ok(Reply::json(200, r.configuration(app)?))
+    let r = resolve(&app.store, &name, qualifier.as_deref())?;
+    Ok(Reply::json(200, versions::configuration(app, &r)))
 }
 
 /// One page of `account`'s functions after `marker` (a name as the client
@@ -353,14 +329,14 @@ pub fn list(app: &App, req: &Req) -> Result<Reply, ApiError> {
     for f in &funcs {
         out.push(wire::latest_configuration(
             f,
-            &layer_sizes(app, &f.config.layers).unwrap_or_default(),
+            &layer_sizes(&app.store, &f.config.layers).unwrap_or_default(),
         ));
         if all_versions {
             for v in app.store.list_versions(&f.name)? {
                 out.push(wire::version_configuration(
                     &f.name,
                     &v,
-                    &layer_sizes(app, &v.config.layers).unwrap_or_default(),
+                    &layer_sizes(&app.store, &v.config.layers).unwrap_or_default(),
                 ));
             }
         }
@@ -397,7 +373,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         runnable(&pkg, &current.config.runtime, &current.config.handler)?;
         return Ok(Reply::json(
             200,
-            wire::latest_configuration(&current, &layer_sizes(app, &current.config.layers)?),
+            wire::latest_configuration(&current, &layer_sizes(&app.store, &current.config.layers)?),
         ));
     }
     let (code, pin) = store_code(
@@ -422,7 +398,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     drop(pin);
     app.pool.retire(&name, Some("$LATEST"));
     prepare_images(app, &rec.config, &rec.code);
-    let sizes = layer_sizes(app, &rec.config.layers)?;
+    let sizes = layer_sizes(&app.store, &rec.config.layers)?;
     if input.publish == Some(true) {
         let v = app.store.publish_version(&name, None, None)?;
         return Ok(Reply::json(
@@ -476,7 +452,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
     check_layers_fit(&cfg)?;
-    let sizes = layer_sizes(app, &cfg.layers)?;
+    let sizes = layer_sizes(&app.store, &cfg.layers)?;
     check_new_layers(app, &cfg.layers, &current.config.layers)?;
     let expected = current.revision_id.clone();
     let rec = app.store.update_function(&name, |r| {
@@ -523,7 +499,7 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             app.metrics.forget(&name, Some(&q));
         }
     }
-    super::provisioned::reconcile(app)?;
+    reconcile(&app.store, &app.pool)?;
     Ok(Reply::empty(204))
 }
 
@@ -531,7 +507,7 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 /// a Linux function (verified).
 pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    let r = versions::resolve(app, &name, Some(version))?;
+    let r = resolve(&app.store, &name, Some(version))?;
     let module = app
         .store
         .blobs

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::{REASON_ACCOUNT, REASON_RESERVED};
-use super::{function_name, versions, ApiError, App, Reply};
+use super::{function_name, ApiError, App, Reply};
 use crate::invoker::{self, Call, CallResult};
 use crate::pool::policy::Throttle;
 use crate::util::uuid4;
@@ -104,7 +104,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         }
         other => other,
     };
-    let r = versions::resolve(&app, &name, qualifier.as_deref())?;
+    let r = crate::catalog::resolve(&app.store, &name, qualifier.as_deref())?;
     match req.invocation_type.as_deref() {
         None | Some("RequestResponse") => {}
         Some("DryRun") => {

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::wire::{self, PublishLayerIn};
-use super::{versions, ApiError, App, Reply, Req};
+use super::{ApiError, App, Reply, Req};
 use crate::store::{CodeRef, LayerVersionRecord};
 use crate::util::{now_lambda, scoped_name, split_scoped, valid_name};
 
@@ -111,7 +111,7 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         .map(wire::layer_list_item)
         .collect();
     all.reverse();
-    versions::page_reply("LayerVersions", all, req)
+    super::paging::page_reply("LayerVersions", all, req)
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
@@ -149,7 +149,7 @@ pub fn list_layers(app: &App, req: &Req) -> Result<Reply, ApiError> {
             })
         })
         .collect();
-    versions::page_reply("Layers", all, req)
+    super::paging::page_reply("Layers", all, req)
 }
 
 /// GetLayerVersionByArn (`GET /2018-10-31/layers?find=LayerVersion&Arn=`).

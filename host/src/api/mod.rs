@@ -9,6 +9,7 @@ mod function_settings;
 mod functions;
 pub mod invoke;
 mod layers;
+mod paging;
 pub mod policy;
 pub mod provisioned;
 pub mod query;

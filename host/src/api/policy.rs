@@ -133,7 +133,7 @@ fn document(f: &FunctionRecord, qualifier: Option<&str>) -> Value {
 fn target(app: &App, req: &Req, raw: &str) -> Result<(String, Option<String>), ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let q = req.q("Qualifier").map(str::to_string).or(q);
-    super::versions::resolve(app, &name, q.as_deref())?;
+    crate::catalog::resolve(&app.store, &name, q.as_deref())?;
     Ok((name, q.filter(|q| q != "$LATEST")))
 }
 

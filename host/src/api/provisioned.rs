@@ -1,15 +1,13 @@
 //! Concurrency controls: Put/Get/DeleteFunctionConcurrency (reserved) and
-//! Put/Get/Delete/ListProvisionedConcurrencyConfig(s), plus [`reconcile`], which turns
-//! the stored provisioned configs into the pool's targets.
-
-use std::sync::Arc;
+//! Put/Get/Delete/ListProvisionedConcurrencyConfig(s). The pool's targets
+//! follow the stored configs through [`crate::catalog::reconcile`].
 
 use serde_json::json;
 
 use super::wire::{ProvisionedIn, ReservedIn};
-use super::{function_name, versions, ApiError, App, Reply, Req};
-use crate::pool::{EnvError, EnvSpec, SpecFn, Target};
-use crate::store::{ProvisionedRecord, StoreError};
+use super::{function_name, ApiError, App, Reply, Req};
+use crate::catalog::{reconcile, resolve};
+use crate::store::ProvisionedRecord;
 use crate::util::now_lambda;
 
 pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
@@ -101,7 +99,7 @@ pub fn put(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             app.pool.host_limit()
         )));
     }
-    versions::resolve(app, &name, Some(&q))?;
+    resolve(&app.store, &name, Some(&q))?;
     let rec = ProvisionedRecord {
         function: name,
         qualifier: q,
@@ -109,7 +107,7 @@ pub fn put(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         last_modified: now_lambda(),
     };
     app.store.put_provisioned(&rec)?;
-    reconcile(app)?;
+    reconcile(&app.store, &app.pool)?;
     Ok(Reply::json(202, status_body(app, &rec)))
 }
 
@@ -141,90 +139,13 @@ fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             item
         })
         .collect();
-    versions::page_reply("ProvisionedConcurrencyConfigs", all, req)
+    super::paging::page_reply("ProvisionedConcurrencyConfigs", all, req)
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = qualifier(req, raw)?;
     app.store.get_function(&name)?;
     app.store.delete_provisioned(&name, &q)?;
-    reconcile(app)?;
+    reconcile(&app.store, &app.pool)?;
     Ok(Reply::empty(204))
-}
-
-/// Rebuilds the pool's provisioned targets from the store (after any change
-/// to provisioned configs, aliases or versions). The code is loaded and
-/// verified once here; every environment of a target shares it.
-pub fn reconcile(app: &App) -> Result<(), ApiError> {
-    let mut targets = Vec::new();
-    for rec in app.store.list_provisioned()? {
-        let Ok(r) = versions::resolve(app, &rec.function, Some(&rec.qualifier)) else {
-            continue;
-        };
-        let code = Arc::new(
-            app.store
-                .blobs
-                .get(&r.code.blob)
-                .map_err(StoreError::from)?,
-        );
-        let template = spec_template(&r, code);
-        targets.push(Target {
-            function: rec.function.clone(),
-            qualifier: rec.qualifier.clone(),
-            key: r.key(),
-            count: rec.requested,
-            memory_mib: r.config.memory_size,
-            spec: Arc::new(move || -> SpecFn {
-                let t = template.clone();
-                Box::new(move |env_id, work_dir| {
-                    Ok(EnvSpec {
-                        env_id,
-                        work_dir,
-                        ..t
-                    })
-                })
-            }),
-        });
-    }
-    app.pool.set_targets(targets);
-    Ok(())
-}
-
-/// An environment spec for `r` minus the per-environment id and directory.
-pub fn spec_template(r: &versions::Resolved, code: Arc<Vec<u8>>) -> EnvSpec {
-    EnvSpec {
-        env_id: 0,
-        function_name: r.name.clone(),
-        function_version: r.version.clone(),
-        handler: r.config.handler.clone(),
-        runtime: r.config.runtime.clone(),
-        code,
-        code_blob: r.code.blob.clone(),
-        layers: r.config.layers.clone(),
-        ephemeral_mib: r.config.ephemeral_storage,
-        env_vars: r.config.environment.clone(),
-        memory_mib: r.config.memory_size,
-        timeout_ms: r.config.timeout.saturating_mul(1000),
-        work_dir: Default::default(),
-    }
-}
-
-/// A spec builder for an on-demand environment: loads (and verifies) the
-/// code only if no warm environment is available.
-pub fn lazy_spec(app: &App, r: &versions::Resolved) -> SpecFn {
-    let store = app.store.clone();
-    let template = spec_template(r, Arc::new(Vec::new()));
-    let blob = r.code.blob.clone();
-    Box::new(move |env_id, work_dir| {
-        let code = store
-            .blobs
-            .get(&blob)
-            .map_err(|e| EnvError::Launch(format!("code blob: {e}")))?;
-        Ok(EnvSpec {
-            env_id,
-            work_dir,
-            code: Arc::new(code),
-            ..template
-        })
-    })
 }

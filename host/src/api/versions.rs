@@ -1,89 +1,27 @@
 //! Versions and aliases: PublishVersion, ListVersionsByFunction,
-//! Create/Get/Update/Delete/ListAliases, and qualifier resolution
-//! (`$LATEST`, a version number or an alias) shared with Invoke.
+//! Create/Get/Update/Delete/ListAliases.
 
 use serde_json::{json, Value};
 
+use super::paging::page_reply;
 use super::wire::{self, AliasIn, PublishVersionIn};
 use super::{function_name, ApiError, App, Reply, Req};
-use crate::pool::VersionKey;
-use crate::store::{AliasRecord, CodeRef, FunctionConfig};
+use crate::catalog::{layer_sizes, reconcile, Resolved};
+use crate::store::AliasRecord;
 use crate::util::{uuid4, valid_name};
 
-/// A qualifier resolved to the version it runs.
-pub struct Resolved {
-    pub name: String,
-    /// `$LATEST` or the version number.
-    pub version: String,
-    pub config: FunctionConfig,
-    pub code: CodeRef,
-    pub revision_id: String,
-    pub last_modified: String,
-}
-
-impl Resolved {
-    /// The pool key: environments are reused only within this exact revision.
-    pub fn key(&self) -> VersionKey {
-        VersionKey {
-            function: self.name.clone(),
-            version: self.version.clone(),
-            revision: self.revision_id.clone(),
-        }
-    }
-
-    pub fn configuration(&self, app: &App) -> Result<Value, ApiError> {
-        let sizes = super::functions::layer_sizes(app, &self.config.layers).unwrap_or_default();
-        Ok(wire::function_configuration(
-            &self.name,
-            &self.version,
-            &self.config,
-            &self.code,
-            &self.revision_id,
-            &self.last_modified,
-            &sizes,
-        ))
-    }
-}
-
-pub fn resolve(app: &App, name: &str, qualifier: Option<&str>) -> Result<Resolved, ApiError> {
-    let q = qualifier.unwrap_or("$LATEST");
-    if q == "$LATEST" {
-        let f = app.store.get_function(name)?;
-        return Ok(Resolved {
-            name: name.into(),
-            version: "$LATEST".into(),
-            config: f.config,
-            code: f.code,
-            revision_id: f.revision_id,
-            last_modified: f.last_modified,
-        });
-    }
-    let version = match q.parse::<u64>() {
-        Ok(v) => v,
-        Err(_) => {
-            if !valid_name(q) {
-                return Err(ApiError::InvalidParameter(format!(
-                    "Qualifier {q:?} is invalid"
-                )));
-            }
-            let a = app.store.get_alias(name, q)?;
-            if a.function_version == "$LATEST" {
-                return resolve(app, name, None);
-            }
-            a.function_version
-                .parse::<u64>()
-                .map_err(|_| ApiError::Service("alias points at a malformed version".into()))?
-        }
-    };
-    let v = app.store.get_version(name, version)?;
-    Ok(Resolved {
-        name: name.into(),
-        version: version.to_string(),
-        config: v.config,
-        code: v.code,
-        revision_id: v.revision_id,
-        last_modified: v.last_modified,
-    })
+/// The `FunctionConfiguration` document of a resolved version.
+pub fn configuration(app: &App, r: &Resolved) -> Value {
+    let sizes = layer_sizes(&app.store, &r.config.layers).unwrap_or_default();
+    wire::function_configuration(
+        &r.name,
+        &r.version,
+        &r.config,
+        &r.code,
+        &r.revision_id,
+        &r.last_modified,
+        &sizes,
+    )
 }
 
 pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
@@ -101,7 +39,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         input.description.as_deref(),
         input.code_sha256.as_deref(),
     )?;
-    let sizes = super::functions::layer_sizes(app, &v.config.layers).unwrap_or_default();
+    let sizes = layer_sizes(&app.store, &v.config.layers).unwrap_or_default();
     Ok(Reply::json(
         201,
         wire::version_configuration(&name, &v, &sizes),
@@ -113,43 +51,16 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let f = app.store.get_function(&name)?;
     let mut all = vec![wire::latest_configuration(
         &f,
-        &super::functions::layer_sizes(app, &f.config.layers).unwrap_or_default(),
+        &layer_sizes(&app.store, &f.config.layers).unwrap_or_default(),
     )];
     for v in app.store.list_versions(&name)? {
         all.push(wire::version_configuration(
             &name,
             &v,
-            &super::functions::layer_sizes(app, &v.config.layers).unwrap_or_default(),
+            &layer_sizes(&app.store, &v.config.layers).unwrap_or_default(),
         ));
     }
     page_reply("Versions", all, req)
-}
-
-/// A 200 listing one page of `all` under `key`, with `NextMarker` when
-/// more follow (see [`paginate`]).
-pub fn page_reply(key: &str, all: Vec<Value>, req: &Req) -> Result<Reply, ApiError> {
-    let (page, next) = paginate(all, req)?;
-    let mut body = json!({ (key): page });
-    if let Some(m) = next {
-        body["NextMarker"] = Value::from(m);
-    }
-    Ok(Reply::json(200, body))
-}
-
-/// Index-based pagination for small per-function lists: the marker is the
-/// position of the next item.
-pub fn paginate(all: Vec<Value>, req: &Req) -> Result<(Vec<Value>, Option<String>), ApiError> {
-    let start = match req.q("Marker") {
-        Some(m) => m
-            .parse::<usize>()
-            .map_err(|_| ApiError::InvalidParameter("Marker is invalid".into()))?,
-        None => 0,
-    };
-    let max = req.max_items()?;
-    let total = all.len();
-    let page: Vec<Value> = all.into_iter().skip(start).take(max).collect();
-    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
-    Ok((page, next))
 }
 
 fn check_alias_name(alias: &str) -> Result<(), ApiError> {
@@ -225,7 +136,7 @@ pub fn update_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Repl
     }
     rec.revision_id = uuid4();
     app.store.put_alias(&name, &rec, false)?;
-    super::provisioned::reconcile(app)?;
+    reconcile(&app.store, &app.pool)?;
     Ok(Reply::json(200, wire::alias_configuration(&name, &rec)))
 }
 
@@ -233,6 +144,6 @@ pub fn delete_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Repl
     let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
     app.store.delete_alias(&name, alias)?;
-    super::provisioned::reconcile(app)?;
+    reconcile(&app.store, &app.pool)?;
     Ok(Reply::empty(204))
 }

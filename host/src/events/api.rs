@@ -13,7 +13,7 @@ use super::dest;
 use super::model::InvokeConfig;
 use super::{DbError, EventsError, MAX_EVENT_PAYLOAD};
 use crate::api::invoke::InvokeBody;
-use crate::api::{function_name, versions, ApiError, App, Reply, Req};
+use crate::api::{function_name, ApiError, App, Reply, Req};
 use crate::store::StoreError;
 use crate::util::{function_arn, scoped_name, split_scoped};
 
@@ -97,7 +97,7 @@ fn service(e: impl std::error::Error) -> ApiError {
 /// 202, whose `x-amzn-RequestId` is the event's request id.
 pub async fn accept(
     app: &Arc<App>,
-    target: &versions::Resolved,
+    target: &crate::catalog::Resolved,
     qualifier: Option<&str>,
     content_length: Option<u64>,
     body: InvokeBody,
@@ -206,7 +206,7 @@ fn target(app: &App, req: &Req, raw: &str) -> Result<(String, String), ApiError>
         .map(str::to_string)
         .or(q)
         .unwrap_or_else(|| "$LATEST".into());
-    versions::resolve(app, &name, Some(&q))?;
+    crate::catalog::resolve(&app.store, &name, Some(&q))?;
     Ok((name, q))
 }
 

@@ -15,8 +15,10 @@ use super::model::{self, AttemptRecord, Condition, EventRecord, InvokeConfig, La
 use super::retry::{Attempt, History, Next};
 use super::sched::Take;
 use super::{dest, now_ms, Events};
-use crate::api::{versions, ApiError, App};
+use crate::api::App;
+use crate::catalog::CatalogError;
 use crate::invoker::{self, Call, CallResult, Outcome};
+use crate::store::StoreError;
 
 /// Longest idle wait before a worker looks again (a safety net; pushes wake it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -58,9 +60,9 @@ async fn deliver(
         Ok(c) => c.unwrap_or_else(|| InvokeConfig::default_for(&ev.function, &q)),
         Err(e) => return transient(events, ev, None, &format!("reading its config: {e}")).await,
     };
-    let target = match versions::resolve(app, &ev.function, ev.qualifier.as_deref()) {
+    let target = match crate::catalog::resolve(&app.store, &ev.function, ev.qualifier.as_deref()) {
         Ok(t) => t,
-        Err(ApiError::NotFound(m)) => {
+        Err(CatalogError::Store(StoreError::NotFound(m))) => {
             // The function (or the version/alias) was deleted: nothing can
             // run this event any more.
             eprintln!(
