@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::agent::JailConfig;
 use crate::api::{App, Capabilities};
 use crate::events::Events;
+use crate::invoker::Invoker;
 use crate::pool::{pidfile, Pool, PoolConfig};
 use crate::store::Store;
 use crate::vmlauncher::VmLauncher;
@@ -354,9 +355,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         &crate::audit::audit_dir(&data),
         args.audit.config(),
     )?);
+    let logs = Arc::new(crate::logs::Logs::start(
+        data.join("logs"),
+        args.logs.config(),
+        metrics.clone(),
+    )?);
+    let invoker = Invoker::new(store.clone(), pool.clone(), metrics.clone(), logs.clone());
     let app = Arc::new(App {
         store,
         pool: pool.clone(),
+        invoker: invoker.clone(),
         caps: Capabilities {
             linux: linux_offer,
             linux_guests: linux,
@@ -364,13 +372,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         },
         events: events.clone(),
         base_url: format!("{scheme}://{addr}"),
-        metrics: metrics.clone(),
+        metrics,
         auth: Arc::new(auth),
-        logs: Arc::new(crate::logs::Logs::start(
-            data.join("logs"),
-            args.logs.config(),
-            metrics,
-        )?),
+        logs,
         audit: Some(audit.clone()),
     });
     crate::catalog::reconcile(&app.store, &app.pool)
@@ -394,8 +398,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         pool.clone()
             .run_maintenance(Duration::from_millis(200), rx.clone()),
     );
-    tokio::spawn(crate::audit::hook::digest_timer(audit.clone(), rx.clone()));
-    tokio::spawn(crate::audit::hook::watch_credentials(
+    tokio::spawn(crate::audit::tasks::digest_timer(audit.clone(), rx.clone()));
+    tokio::spawn(crate::audit::tasks::watch_credentials(
         audit.clone(),
         creds_path.clone(),
         rx.clone(),
@@ -416,7 +420,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let drain = Duration::from_secs(args.drain_timeout);
-    let workers = events.start(app.clone(), rx.clone());
+    let workers = events.start(invoker, rx.clone());
     let logs = app.logs.clone();
     crate::server::run_tls(listener, app, rx, drain, tls, args.edge.clone()).await;
     eprintln!("emberd: shutting down");

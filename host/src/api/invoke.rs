@@ -99,7 +99,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     };
     let body = match body {
         InvokeBody::Stream(b, _) if req.content_length.is_some_and(|n| n > MAX_PAYLOAD as u64) => {
-            crate::server::drain(b, 64 * 1024 * 1024).await;
+            crate::server::body::drain(b, 64 * 1024 * 1024).await;
             return Err(too_large());
         }
         other => other,
@@ -116,7 +116,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         }
         Some("Event") => {
             let q = qualifier.as_deref();
-            return crate::events::api::accept(&app, &r, q, req.content_length, body).await;
+            return super::events::accept(&app, &r, q, req.content_length, body).await;
         }
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
@@ -126,7 +126,10 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     }
     // The environment starts while the payload is still being read; an
     // early return drops `pending`, which gives the environment back.
-    let pending = invoker::begin(&app, r, qualifier.as_deref()).map_err(throttled)?;
+    let pending = app
+        .invoker
+        .begin(r, qualifier.as_deref())
+        .map_err(throttled)?;
     let payload = read_payload(body, MAX_PAYLOAD).await?;
     let out = pending
         .run(Call {
@@ -157,7 +160,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     };
     reply
         .headers
-        .push((crate::server::REQUEST_ID, out.request_id.clone()));
+        .push((super::REQUEST_ID, out.request_id.clone()));
     // An environment that failed to start has no id (and no log to tail).
     let Some(env_id) = out.env_id else {
         return Ok(reply);
@@ -184,12 +187,13 @@ pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes
         InvokeBody::Read(b) if b.len() > limit => return Err(too_large()),
         InvokeBody::Read(b) => b,
         InvokeBody::Stream(body, signed_sha256) => {
-            let payload = crate::server::read_body(body, limit)
-                .await
-                .map_err(|e| match e {
-                    crate::server::BodyError::TooLarge => too_large(),
-                    other => ApiError::InvalidRequestContent(other.to_string()),
-                })?;
+            let payload =
+                crate::server::body::read_body(body, limit)
+                    .await
+                    .map_err(|e| match e {
+                        crate::server::body::BodyError::TooLarge => too_large(),
+                        other => ApiError::InvalidRequestContent(other.to_string()),
+                    })?;
             let actual = crate::auth::sigv4::sha256_hex(&payload);
             if signed_sha256.is_some_and(|h| !h.eq_ignore_ascii_case(&actual)) {
                 return Err(crate::auth::payload_mismatch().into());

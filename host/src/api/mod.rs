@@ -4,15 +4,20 @@
 //! environment can start while the payload is still arriving.
 
 mod account;
+pub mod audit;
 pub mod error;
+pub mod events;
 mod function_settings;
 mod functions;
 pub mod invoke;
 mod layers;
+pub mod logs;
+mod metrics;
 mod paging;
 pub mod policy;
 pub mod provisioned;
 pub mod query;
+mod redact;
 mod tags;
 pub mod versions;
 pub mod wire;
@@ -28,6 +33,9 @@ pub use query::Query;
 use crate::auth::Caller;
 use crate::pool::Pool;
 use crate::store::Store;
+
+/// The response header carrying an invocation's (or any request's) id.
+pub const REQUEST_ID: &str = "x-amzn-RequestId";
 
 /// Largest control-plane request body (a 50 MB ZIP, base64-encoded, plus JSON).
 pub const MAX_CONTROL_BODY: usize = 70 * 1024 * 1024;
@@ -50,6 +58,8 @@ pub struct Capabilities {
 pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
+    /// Runs invocations (HTTP `Invoke` and the event workers).
+    pub invoker: Arc<crate::invoker::Invoker>,
     pub caps: Capabilities,
     /// The asynchronous invocation queue.
     pub events: Arc<crate::events::Events>,
@@ -197,7 +207,7 @@ pub enum Route {
     /// emberd's own: `GET /ember/logs/{function}` (for `ember logs`).
     GetLogs(String),
     /// Event invoke configs, destination queues, the async queue's state.
-    Events(crate::events::api::Route),
+    Events(crate::api::events::Route),
 }
 
 pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError> {
@@ -274,7 +284,7 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
         (&M::GET, ["ember", "logs", _]) => Route::GetLogs(f(2)),
-        (m, rest) => match crate::events::api::route(m, rest) {
+        (m, rest) => match crate::api::events::route(m, rest) {
             Some(r) => Route::Events(r),
             None => {
                 return Err(ApiError::UnknownOperation(format!(
@@ -380,9 +390,9 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
             function_settings::put_runtime_management(app, req, &n)
         }
         Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
-        Route::Metrics => Ok(crate::metrics::http_reply(app, &req.caller)),
+        Route::Metrics => Ok(metrics::reply(app, &req.caller)),
         Route::GetLogs(_) => Err(ApiError::Service("GetLogs is served asynchronously".into())),
-        Route::Events(r) => crate::events::api::dispatch(app, r, req),
+        Route::Events(r) => crate::api::events::dispatch(app, r, req),
         Route::Invoke(_) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
         )),

@@ -53,7 +53,18 @@ async fn server_with(caps: Capabilities) -> Server {
     let key = crate::auth::creds::ensure_initial(&creds_file)
         .unwrap()
         .unwrap();
+    let metrics: Arc<crate::metrics::Metrics> = Default::default();
+    let logs = Arc::new(
+        crate::logs::Logs::start(dir.path().join("logs"), Default::default(), metrics.clone())
+            .unwrap(),
+    );
     let app = Arc::new(App {
+        invoker: crate::invoker::Invoker::new(
+            store.clone(),
+            pool.clone(),
+            metrics.clone(),
+            logs.clone(),
+        ),
         store,
         pool,
         caps,
@@ -63,16 +74,9 @@ async fn server_with(caps: Capabilities) -> Server {
         )
         .unwrap(),
         base_url: format!("http://{addr}"),
-        metrics: Default::default(),
+        metrics,
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),
-        logs: Arc::new(
-            crate::logs::Logs::start(
-                dir.path().join("logs"),
-                Default::default(),
-                Default::default(),
-            )
-            .unwrap(),
-        ),
+        logs,
         audit: None,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -6,10 +6,9 @@
 
 pub mod cli;
 mod group;
-pub mod hook;
 mod reader;
 pub mod record;
-pub mod redact;
+pub mod tasks;
 pub mod verify;
 mod writer;
 
@@ -74,7 +73,7 @@ pub struct AuditConfig {
     /// A digest after this many records since the previous one.
     pub digest_every: u64,
     /// A digest at least this often while records keep coming (checked by
-    /// the timer task of [`hook::digest_timer`]).
+    /// the timer task of [`tasks::digest_timer`]).
     pub digest_interval: std::time::Duration,
     /// A new file once the current one reaches this size.
     pub rotate_bytes: u64,

@@ -8,11 +8,10 @@
 //! queue behind reserved and host concurrency), and settle each outcome in
 //! one commit with its attempt-log entry and destination record. The policy
 //! is in [`retry`], the record shapes in [`model`], the HTTP routes in
-//! [`api`] and `ember queue` in [`cli`].
+//! `api::events` and `ember queue` in [`cli`].
 
-pub mod api;
 pub mod cli;
-mod db;
+pub mod db;
 pub mod dest;
 pub mod model;
 pub mod retry;
@@ -140,6 +139,11 @@ impl Events {
         }))
     }
 
+    /// The event store: configs, destination queues, the attempt log.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn boot(&self) -> u64 {
         self.boot
     }
@@ -181,11 +185,11 @@ impl Events {
     /// true and finish (or leave for the next run) the ones they hold.
     pub fn start(
         self: &Arc<Self>,
-        app: Arc<crate::api::App>,
+        invoker: Arc<crate::invoker::Invoker>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         (0..self.workers)
-            .map(|_| tokio::spawn(worker::run(self.clone(), app.clone(), shutdown.clone())))
+            .map(|_| tokio::spawn(worker::run(self.clone(), invoker.clone(), shutdown.clone())))
             .collect()
     }
 

@@ -15,15 +15,14 @@ use super::model::{self, AttemptRecord, Condition, EventRecord, InvokeConfig, La
 use super::retry::{Attempt, History, Next};
 use super::sched::Take;
 use super::{dest, now_ms, Events};
-use crate::api::App;
 use crate::catalog::CatalogError;
-use crate::invoker::{self, Call, CallResult, Outcome};
+use crate::invoker::{Call, CallResult, Invoker, Outcome};
 use crate::store::StoreError;
 
 /// Longest idle wait before a worker looks again (a safety net; pushes wake it).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-pub async fn run(events: Arc<Events>, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(events: Arc<Events>, inv: Arc<Invoker>, mut shutdown: watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow() {
             return;
@@ -31,7 +30,7 @@ pub async fn run(events: Arc<Events>, app: Arc<App>, mut shutdown: watch::Receiv
         let wait = match events.sched.take(now_ms()) {
             Take::Event(ev) => {
                 let rid = ev.request_id.clone();
-                let back = deliver(&events, &app, ev, &shutdown).await;
+                let back = deliver(&events, &inv, ev, &shutdown).await;
                 events.sched.done(&rid);
                 if let Some(ev) = back {
                     events.requeue(ev);
@@ -51,7 +50,7 @@ pub async fn run(events: Arc<Events>, app: Arc<App>, mut shutdown: watch::Receiv
 /// Delivers one event; returns it if it goes back on the schedule.
 async fn deliver(
     events: &Events,
-    app: &Arc<App>,
+    inv: &Arc<Invoker>,
     mut ev: EventRecord,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<EventRecord> {
@@ -60,7 +59,7 @@ async fn deliver(
         Ok(c) => c.unwrap_or_else(|| InvokeConfig::default_for(&ev.function, &q)),
         Err(e) => return transient(events, ev, None, &format!("reading its config: {e}")).await,
     };
-    let target = match crate::catalog::resolve(&app.store, &ev.function, ev.qualifier.as_deref()) {
+    let target = match crate::catalog::resolve(inv.store(), &ev.function, ev.qualifier.as_deref()) {
         Ok(t) => t,
         Err(CatalogError::Store(StoreError::NotFound(m))) => {
             // The function (or the version/alias) was deleted: nothing can
@@ -69,7 +68,7 @@ async fn deliver(
                 "emberd: dropping event {} for {}: {m}",
                 ev.request_id, ev.function
             );
-            app.metrics.async_event_dropped(&ev.function, &q);
+            inv.metrics().async_event_dropped(&ev.function, &q);
             return settle(events, ev, false, None, None).await;
         }
         Err(e) => return transient(events, ev, None, &e.to_string()).await,
@@ -79,7 +78,7 @@ async fn deliver(
     if !events.timing.fresh(age, cfg.maximum_event_age_in_seconds) {
         return give_up(
             events,
-            app,
+            inv,
             &version,
             ev,
             &cfg,
@@ -89,11 +88,11 @@ async fn deliver(
         )
         .await;
     }
-    let pending = match invoker::begin(app, target, ev.qualifier.as_deref()) {
+    let pending = match inv.begin(target, ev.qualifier.as_deref()) {
         Ok(p) => p,
         Err(_throttled) => return transient(events, ev, None, "throttled").await,
     };
-    app.metrics.async_event_age(&ev.function, &version, age);
+    inv.metrics().async_event_age(&ev.function, &version, age);
     let payload = match events.db.payload(ev.seq) {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -192,7 +191,7 @@ async fn deliver(
         Next::RetriesExhausted => {
             give_up(
                 events,
-                app,
+                inv,
                 &version,
                 ev,
                 &cfg,
@@ -205,7 +204,7 @@ async fn deliver(
         Next::AgeExceeded => {
             give_up(
                 events,
-                app,
+                inv,
                 &version,
                 ev,
                 &cfg,
@@ -269,7 +268,7 @@ fn record(
 #[allow(clippy::too_many_arguments)]
 async fn give_up(
     events: &Events,
-    app: &App,
+    inv: &Invoker,
     version: &str,
     ev: EventRecord,
     cfg: &InvokeConfig,
@@ -282,9 +281,9 @@ async fn give_up(
         None => events.db.payload(ev.seq).ok().flatten().unwrap_or_default(),
     };
     let msg = record(&cfg.on_failure, &ev, condition, &payload, resp);
-    app.metrics.async_event_dropped(&ev.function, version);
+    inv.metrics().async_event_dropped(&ev.function, version);
     if msg.is_none() && cfg.on_failure.is_some() {
-        app.metrics.dead_letter_error(&ev.function, version);
+        inv.metrics().dead_letter_error(&ev.function, version);
     }
     if msg.is_none() {
         eprintln!(

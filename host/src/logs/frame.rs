@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::invoker::Outcome;
+use crate::invoker::call::Outcome;
 use crate::pool::Report;
 
 /// `X-Amz-Log-Result` carries at most the last 4 KB of the log.

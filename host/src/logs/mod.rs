@@ -6,11 +6,11 @@
 //! and hands them over without waiting: when the writer is behind or the
 //! disk fails, lines are dropped and counted (`ember_log_lines_dropped_total`),
 //! never returned as an error. Read back by `GET /ember/logs/{function}`
-//! ([`http`]) and `ember logs` ([`cli`]).
+//! (`api::logs`, waits capped by [`follows`]) and `ember logs` ([`cli`]).
 
 pub mod cli;
+pub mod follows;
 pub mod frame;
-pub mod http;
 pub mod read;
 pub mod time;
 pub mod writer;
@@ -20,7 +20,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::invoker::Outcome;
+use crate::invoker::call::Outcome;
 use crate::metrics::Metrics;
 use writer::{Block, Msg, Writer};
 
@@ -53,7 +53,7 @@ impl Default for LogConfig {
             max_file_bytes: 4 << 20,
             retention_bytes: 64 << 20,
             retention_age: Duration::from_secs(7 * 86_400),
-            follows_per_account: http::FOLLOWS_PER_ACCOUNT,
+            follows_per_account: follows::FOLLOWS_PER_ACCOUNT,
         }
     }
 }
@@ -73,7 +73,7 @@ pub struct LogArgs {
     pub log_retention_secs: u64,
     /// Most waiting log reads (`ember logs --follow`) one account may have
     /// open at once; more get 429 TooManyRequestsException.
-    #[arg(long, default_value_t = http::FOLLOWS_PER_ACCOUNT)]
+    #[arg(long, default_value_t = follows::FOLLOWS_PER_ACCOUNT)]
     pub log_follows_per_account: usize,
 }
 
@@ -125,7 +125,7 @@ pub struct Logs {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
-    follows: Arc<http::Follows>,
+    follows: Arc<follows::Follows>,
 }
 
 impl Logs {
@@ -134,7 +134,7 @@ impl Logs {
         // Lines already on disk from earlier runs are all visible.
         let shared = Arc::new(Shared::new(time::now_us()));
         let (tx, rx) = sync_channel(QUEUE);
-        let follows = Arc::new(http::Follows::new(cfg.follows_per_account));
+        let follows = Arc::new(follows::Follows::new(cfg.follows_per_account));
         let w = Writer::new(root.clone(), cfg, shared.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("ember-logs".into())
@@ -158,7 +158,7 @@ impl Logs {
     }
 
     /// The waiting reads (`--follow`) open per account.
-    pub fn follows(&self) -> &Arc<http::Follows> {
+    pub fn follows(&self) -> &Arc<follows::Follows> {
         &self.follows
     }
 

@@ -12,7 +12,7 @@ use super::frame::{framed, tail_base64, TAIL_BYTES};
 use super::read::{read, Query};
 use super::writer::{enforce, parse_file_name, Block, Msg, Writer};
 use super::*;
-use crate::invoker::{CallResult, Outcome};
+use crate::invoker::call::{CallResult, Outcome};
 use crate::pool::Report;
 
 fn decode(b64: &str) -> String {
@@ -334,7 +334,7 @@ fn recorded_invocations_are_framed_on_disk_in_order() {
 
 #[test]
 fn follows_are_capped_per_account_and_given_back_on_drop() {
-    let f = Arc::new(http::Follows::new(2));
+    let f = Arc::new(follows::Follows::new(2));
     let a1 = f.acquire("a").unwrap();
     let _a2 = f.acquire("a").unwrap();
     assert!(f.acquire("a").is_none());

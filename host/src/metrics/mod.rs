@@ -174,9 +174,9 @@ impl Metrics {
 
     /// The invocation core's outcome (sync and async): the agent's measured
     /// duration, or the caller's round trip when there is none.
-    pub fn record(&self, o: &crate::invoker::Outcome) {
+    pub fn record(&self, o: &crate::invoker::call::Outcome) {
         let outcome = match o.result {
-            crate::invoker::CallResult::Success(_) => Outcome::Success,
+            crate::invoker::call::CallResult::Success(_) => Outcome::Success,
             _ => Outcome::Error,
         };
         let us = |v: Option<u64>| v.map(Duration::from_micros);
@@ -231,7 +231,7 @@ impl Metrics {
         self.lock().log_write_errors += 1;
     }
 
-    /// Audit records that could not be written (see `audit::hook`).
+    /// Audit records that could not be written (see `api::audit`).
     pub fn audit_write_error(&self) {
         self.lock().audit_write_errors += 1;
     }
@@ -414,29 +414,6 @@ fn render_series(e: &mut Encoder, series: &BTreeMap<Key, Series>) {
         for ((f, v), s) in series {
             e.histogram(name, &[("function", f), ("version", v)], get(s));
         }
-    }
-}
-
-/// `GET /metrics`: the exposition with the host view taken now (reads
-/// `/proc`: call on a blocking thread), scoped to the caller's account
-/// unless the caller is an operator.
-pub fn http_reply(app: &crate::api::App, caller: &crate::auth::Caller) -> crate::api::Reply {
-    let scope = (!caller.operator).then(|| caller.account());
-    let envs: Vec<_> = app
-        .pool
-        .list()
-        .into_iter()
-        .filter(|e| scope.is_none_or(|a| crate::util::split_scoped(&e.key.function).0 == a))
-        .collect();
-    let mut view = HostView::collect(&envs);
-    if scope.is_none() {
-        view.claims = Some(app.pool.memory());
-    }
-    crate::api::Reply {
-        status: 200,
-        headers: vec![("content-type", expo::CONTENT_TYPE.into())],
-        body: app.metrics.render_scoped(&view, scope).into(),
-        json: false,
     }
 }
 

@@ -27,14 +27,11 @@ pub use body::{drain, read_body, BodyError};
 use limits::{Caps, Conns, Slot};
 use timeouts::{RequestGuard, Timeouts, Tracked};
 
+use crate::api::audit;
 use crate::api::invoke::InvokeBody;
-use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route};
-use crate::audit::hook as audit;
+use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route, REQUEST_ID};
 use crate::auth::sigv4::{self, RequestParts};
 use crate::auth::{self, Caller, Pending};
-
-/// The response header carrying the request id.
-pub const REQUEST_ID: &str = "x-amzn-RequestId";
 
 /// Largest request head (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -255,7 +252,7 @@ async fn handle(
         let app = app.clone();
         match route {
             // Async: a long-poll must not hold a blocking thread.
-            Route::GetLogs(name) => crate::logs::http::get(app, req, name).await,
+            Route::GetLogs(name) => api::logs::get(app, req, name).await,
             route => tokio::task::spawn_blocking(move || api::dispatch(&app, route, &req))
                 .await
                 .map_err(|e| ApiError::Service(format!("handler failed: {e}")))?,

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::Route;
+use super::Route;
 
 /// Longest string value kept whole (descriptions and such); longer ones
 /// are cut, so one call cannot grow the trail by megabytes.
@@ -55,7 +55,7 @@ pub fn operation(route: &Route) -> (String, Option<String>) {
         R::DeleteLayerVersion(l, _) => ("DeleteLayerVersion", Some(l)),
         R::ListEnvironments => ("ListEnvironments", None),
         R::GetCode(f, _) => ("GetFunctionCode", Some(f)),
-        R::Events(e) => crate::events::api::operation(e),
+        R::Events(e) => super::events::operation(e),
         // Routes added later are named after their variant (the resource
         // is still in the recorded path).
         #[allow(unreachable_patterns)]
@@ -140,7 +140,7 @@ fn redact_map(map: &mut Map<String, Value>) {
 
 /// The recorded parameters of a request: `{"query": …, "body": …}`, each
 /// redacted; a body that is not JSON is described by its size only.
-pub fn params(query: &crate::api::Query, body: &[u8]) -> Value {
+pub fn params(query: &super::Query, body: &[u8]) -> Value {
     let mut out = Map::new();
     if !query.is_empty() {
         let mut q: Map<String, Value> = query
@@ -172,4 +172,40 @@ pub fn claimed_key(authorization: Option<&str>) -> Option<String> {
     let key = cred.split('/').next()?.trim();
     (!key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then(|| key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn redacts_code_env_values_and_secrets() {
+        let body = json!({
+            "FunctionName": "f", "Code": {"ZipFile": "UEsDBAoAAAAAAA=="},
+            "Environment": {"Variables": {"DB_PASSWORD": "hunter2", "MODE": "prod"}},
+            "Layers": ["arn:x"], "SecretAccessKey": "abc", "Description": "d".repeat(2000),
+        });
+        let q: crate::api::Query = [("Qualifier".to_string(), "3".to_string())]
+            .into_iter()
+            .collect();
+        let p = params(&q, body.to_string().as_bytes());
+        let s = p.to_string();
+        for secret in ["UEsDBAoAAAAAAA", "hunter2", "prod", "abc\""] {
+            assert!(!s.contains(secret), "{secret} leaked: {s}");
+        }
+        assert!(p["body"]["Environment"]["Variables"]["MODE"].is_string());
+        assert_eq!(p["body"]["FunctionName"], "f");
+        assert_eq!(p["query"]["Qualifier"], "3");
+        assert!(p["body"]["Description"].as_str().unwrap().len() < 600);
+        assert_eq!(
+            params(&Default::default(), b"\0asm")["body"],
+            "(not JSON, 4 bytes)"
+        );
+        assert_eq!(
+            claimed_key(Some("AWS4-HMAC-SHA256 Credential=AKID1/20240101/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=ff")),
+            Some("AKID1".into())
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! The front door's side of the audit trail: `server.rs` fills a
+//! The HTTP side of the audit trail ([`crate::audit`]): `server.rs` fills a
 //! [`Pending`] as it parses a request, asks [`admit`] before running a
 //! control-plane handler, and hands the outcome to [`record`]. Which calls
 //! are recorded: every control-plane call, refused ones included; `Invoke`
@@ -7,14 +7,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::http::request::Parts;
-use tokio::sync::watch;
 
-use super::{redact, AuditLog, Call, Who};
-use crate::api::{ApiError, App, Reply, Route};
+use super::{redact, ApiError, App, Reply, Route};
+use crate::audit::{Call, Who};
 use crate::auth::Caller;
 
 /// What is known about a request while it is handled.
@@ -37,9 +35,9 @@ impl Pending {
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let route = crate::api::parse_target(parts.uri.path(), parts.uri.query())
+        let route = super::parse_target(parts.uri.path(), parts.uri.query())
             .ok()
-            .and_then(|(segs, _)| crate::api::route(&parts.method, &segs).ok());
+            .and_then(|(segs, _)| super::route(&parts.method, &segs).ok());
         Pending {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
@@ -118,7 +116,7 @@ pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>
             Some(r) => redact::operation(r),
             None => ("Unknown".to_string(), None),
         };
-        let query = crate::api::parse_target("/", p.query.as_deref())
+        let query = super::parse_target("/", p.query.as_deref())
             .map(|(_, q)| q)
             .unwrap_or_default();
         let who = Who {
@@ -163,86 +161,4 @@ pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>
     let Err(err) = r else { return };
     app.metrics.audit_write_error();
     eprintln!("emberd: ERROR: audit record not written: {err}");
-}
-
-/// Writes a digest whenever records are waiting and the configured
-/// interval has passed, until shutdown.
-pub async fn digest_timer(log: Arc<AuditLog>, mut shutdown: watch::Receiver<bool>) {
-    let tick = (log.config().digest_interval / 4).max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = shutdown.changed() => return,
-        }
-        let l = log.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || l.digest_if_due()).await {
-            eprintln!(
-                "emberd: ERROR: audit digest not written: {}",
-                crate::util::error_chain(&e)
-            );
-        }
-    }
-}
-
-/// Access key id -> account.
-type KeySet = std::collections::BTreeMap<String, String>;
-
-/// The key ids and accounts of the credentials file (never the secrets).
-fn key_set(path: &std::path::Path) -> Option<KeySet> {
-    crate::auth::creds::list(path).ok().map(|keys| {
-        keys.into_iter()
-            .map(|k| (k.access_key_id, k.account))
-            .collect()
-    })
-}
-
-/// Records the credentials file's keys at start and every key added or
-/// revoked afterwards (`ember creds` edits the file, not the API, so this
-/// is where those changes become visible). Polls once a second: a key added
-/// and revoked again within that second goes unrecorded.
-pub async fn watch_credentials(
-    log: Arc<AuditLog>,
-    path: std::path::PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let describe = |m: &KeySet| {
-        m.iter()
-            .map(|(k, a)| format!("{k} (account {a})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut known = key_set(&path).unwrap_or_default();
-    let l = log.clone();
-    let detail = format!("{} key(s): {}", known.len(), describe(&known));
-    let _ = tokio::task::spawn_blocking(move || l.event("credentials", &detail)).await;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-        let Some(now) = key_set(&path) else { continue };
-        if now == known {
-            continue;
-        }
-        let minus = |a: &KeySet, b: &KeySet| -> KeySet {
-            a.iter()
-                .filter(|(k, _)| !b.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        let detail = format!(
-            "added: [{}]; revoked: [{}]",
-            describe(&minus(&now, &known)),
-            describe(&minus(&known, &now))
-        );
-        let l = log.clone();
-        match tokio::task::spawn_blocking(move || l.event("credentials-changed", &detail)).await {
-            Ok(Ok(())) => known = now,
-            Ok(Err(e)) => eprintln!(
-                "emberd: ERROR: audit record not written: {}",
-                crate::util::error_chain(&e)
-            ),
-            Err(_) => {}
-        }
-    }
 }

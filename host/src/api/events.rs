@@ -9,11 +9,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::dest;
-use super::model::InvokeConfig;
-use super::{DbError, EventsError, MAX_EVENT_PAYLOAD};
-use crate::api::invoke::InvokeBody;
-use crate::api::{function_name, ApiError, App, Reply, Req};
+use super::invoke::InvokeBody;
+use super::{function_name, ApiError, App, Reply, Req};
+use crate::events::model::{AttemptRecord, InvokeConfig};
+use crate::events::{dest, DbError, EventsError, MAX_EVENT_PAYLOAD};
 use crate::store::StoreError;
 use crate::util::{function_arn, scoped_name, split_scoped};
 
@@ -109,11 +108,11 @@ pub async fn accept(
     };
     if content_length.is_some_and(|n| n > MAX_EVENT_PAYLOAD as u64) {
         if let InvokeBody::Stream(b, _) = body {
-            crate::server::drain(b, 8 * MAX_EVENT_PAYLOAD).await;
+            crate::server::body::drain(b, 8 * MAX_EVENT_PAYLOAD).await;
         }
         return Err(too_large());
     }
-    let payload = crate::api::invoke::read_payload(body, MAX_EVENT_PAYLOAD)
+    let payload = super::invoke::read_payload(body, MAX_EVENT_PAYLOAD)
         .await
         .map_err(|e| match e {
             ApiError::TooLarge(_) => too_large(),
@@ -139,7 +138,7 @@ pub async fn accept(
     app.metrics
         .async_event_received(&target.name, &target.version);
     let mut reply = Reply::empty(202);
-    reply.headers.push((crate::server::REQUEST_ID, id));
+    reply.headers.push((super::REQUEST_ID, id));
     Ok(reply)
 }
 
@@ -221,7 +220,7 @@ fn not_configured(name: &str, q: &str) -> ApiError {
 fn put_config(app: &App, req: &Req, raw: &str, merge: bool) -> Result<Reply, ApiError> {
     let input: ConfigIn = req.json()?;
     let (name, q) = target(app, req, raw)?;
-    let old = app.events.db.get_config(&name, &q).map_err(service)?;
+    let old = app.events.db().get_config(&name, &q).map_err(service)?;
     let mut c = match (merge, old) {
         (true, Some(old)) => old,
         _ => InvokeConfig::default_for(&name, &q),
@@ -243,14 +242,14 @@ fn put_config(app: &App, req: &Req, raw: &str, merge: bool) -> Result<Reply, Api
     if !merge && input.destination_config.is_none() {
         (c.on_success, c.on_failure) = (None, None);
     }
-    c.last_modified = super::now_ms() as f64 / 1000.0;
-    app.events.db.put_config(&c).map_err(service)?;
+    c.last_modified = crate::events::now_ms() as f64 / 1000.0;
+    app.events.db().put_config(&c).map_err(service)?;
     Ok(Reply::json(200, c.wire()))
 }
 
 fn get_config(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = target(app, req, raw)?;
-    match app.events.db.get_config(&name, &q).map_err(service)? {
+    match app.events.db().get_config(&name, &q).map_err(service)? {
         Some(c) => Ok(Reply::json(200, c.wire())),
         None => Err(not_configured(&name, &q)),
     }
@@ -260,7 +259,7 @@ fn delete_config(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = target(app, req, raw)?;
     match app
         .events
-        .db
+        .db()
         .delete_configs(&name, Some(&q))
         .map_err(service)?
     {
@@ -280,7 +279,7 @@ fn list_configs(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             .filter(|m| (1..=50).contains(m))
             .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1..50".into()))?,
     };
-    let all = app.events.db.list_configs(&name).map_err(service)?;
+    let all = app.events.db().list_configs(&name).map_err(service)?;
     let start = match req.q("Marker") {
         Some(m) => all
             .iter()
@@ -315,9 +314,7 @@ fn queue_name(req: &Req, q: &str) -> Result<String, ApiError> {
 /// `GET /ember/queues`: the caller's account's queues (every account's for
 /// an operator; reading one still takes the caller's own account's name).
 fn list_queues(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let queues: Vec<Value> = app
-        .events
-        .db
+    let queues: Vec<Value> = app.events.db()
         .queues()
         .map_err(service)?
         .into_iter()
@@ -340,7 +337,11 @@ fn read_queue(app: &App, req: &Req, q: &str) -> Result<Reply, ApiError> {
             ApiError::InvalidParameter("Marker must come from a previous page".into())
         })?),
     };
-    let (msgs, next) = app.events.db.read_queue(&q, marker, max).map_err(service)?;
+    let (msgs, next) = app
+        .events
+        .db()
+        .read_queue(&q, marker, max)
+        .map_err(service)?;
     let mut v = json!({ "Messages": msgs.iter().map(|m| m.wire()).collect::<Vec<Value>>() });
     if let Some(n) = next {
         v["NextMarker"] = Value::from(n.to_string());
@@ -352,7 +353,7 @@ fn read_queue(app: &App, req: &Req, q: &str) -> Result<Reply, ApiError> {
 fn delete_queue(app: &App, req: &Req, q: &str) -> Result<Reply, ApiError> {
     let q = queue_name(req, q)?;
     let id = req.q("MessageId");
-    let n = app.events.db.delete_messages(&q, id).map_err(service)?;
+    let n = app.events.db().delete_messages(&q, id).map_err(service)?;
     if n == 0 && id.is_some() {
         return Err(ApiError::NotFound(format!(
             "Message {} not found in queue {}",
@@ -374,10 +375,10 @@ fn attempts(app: &App, req: &Req) -> Result<Reply, ApiError> {
     };
     let max = req.max_items()?;
     let rid = req.q("RequestId");
-    let own = |a: &super::model::AttemptRecord| {
+    let own = |a: &AttemptRecord| {
         req.caller.sees(split_scoped(&a.function).0) && rid.is_none_or(|r| a.request_id == r)
     };
-    let list = app.events.db.attempts(own, after, max).map_err(service)?;
+    let list = app.events.db().attempts(own, after, max).map_err(service)?;
     let mut v = json!({ "Attempts": list.iter().map(|a| a.wire()).collect::<Vec<Value>>() });
     if list.len() == max {
         if let Some(last) = list.last() {
@@ -393,7 +394,7 @@ fn attempts(app: &App, req: &Req) -> Result<Reply, ApiError> {
 fn status(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let (waiting, in_flight, stored) = if req.caller.operator {
         let (w, f) = app.events.depth();
-        (w, f, app.events.db.pending_count().map_err(service)?)
+        (w, f, app.events.db().pending_count().map_err(service)?)
     } else {
         // Every stored event is queued or in flight from recovery on.
         let (w, f) = app.events.depth_of(req.account());

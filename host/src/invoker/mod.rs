@@ -6,15 +6,21 @@
 //! streams) has exactly one place to hook: the end of [`Pending::run`] for
 //! outcomes, [`begin`] for throttles.
 
+pub mod call;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::api::App;
+pub use call::{error_payload, Call, CallResult, Outcome};
+
 use crate::catalog::{lazy_spec, Resolved};
+use crate::logs::Logs;
+use crate::metrics::Metrics;
 use crate::pool::policy::Throttle;
 use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
+use crate::store::Store;
 use crate::util::function_arn;
 
 /// Lambda's response payload limit (the same for both invocation types).
@@ -29,7 +35,7 @@ type Checkout = JoinHandle<Result<(Warm, bool), EnvError>>;
 /// it without [`Pending::run`] gives the environment back once it is ready
 /// and releases the concurrency unit.
 pub struct Pending {
-    app: Arc<App>,
+    invoker: Arc<Invoker>,
     target: Resolved,
     arn: String,
     started: Instant,
@@ -39,79 +45,70 @@ pub struct Pending {
     checkout: Option<Checkout>,
 }
 
-/// What the caller hands to the function.
-pub struct Call {
-    /// The request id the function sees (for events: the same on every attempt).
-    pub request_id: String,
-    pub payload: Vec<u8>,
-    pub client_context: String,
+/// The invocation core's services: where code is loaded from, the pool of
+/// environments, and the two observers of every outcome.
+pub struct Invoker {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    logs: Arc<Logs>,
 }
 
-/// How an invocation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CallResult {
-    Success(Vec<u8>),
-    /// The function (or its environment) failed: Lambda's `Unhandled` error.
-    FunctionError {
-        error_type: String,
-        message: String,
-        /// The runtime's own error document (empty when none).
-        document: Vec<u8>,
-    },
-    /// No environment could be started; not the function's fault (HTTP 500,
-    /// retried with backoff for events).
-    ServiceError(String),
-}
+impl Invoker {
+    pub fn new(
+        store: Arc<Store>,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        logs: Arc<Logs>,
+    ) -> Arc<Self> {
+        Arc::new(Invoker {
+            store,
+            pool,
+            metrics,
+            logs,
+        })
+    }
 
-/// Everything known about one finished invocation.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub request_id: String,
-    pub function: String,
-    /// The version that ran (`$LATEST` or a number).
-    pub version: String,
-    pub memory_size: u32,
-    /// The environment that served it (None when none could be started).
-    pub env_id: Option<u64>,
-    pub cold: bool,
-    pub result: CallResult,
-    pub logs: Vec<String>,
-    pub report: Report,
-    /// From admission to outcome, as the caller experienced it.
-    pub elapsed: Duration,
-}
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
 
-/// Admits one invocation of `target` and starts checking out an environment
-/// for it. `qualifier` is what the caller asked for (it appears in the ARN
-/// the function sees).
-pub fn begin(
-    app: &Arc<App>,
-    target: Resolved,
-    qualifier: Option<&str>,
-) -> Result<Pending, Throttle> {
-    let admitted = app.pool.admit(&target.name).inspect_err(|_| {
-        app.metrics.throttle(&target.name, &target.version);
-    })?;
-    let key = target.key();
-    // A warm environment, or memory for a new one: refused here (before
-    // the caller waits on anything) when the host has no room.
-    let slot = app
-        .pool
-        .reserve(&key, target.config.memory_size)
-        .inspect_err(|_| app.metrics.throttle(&target.name, &target.version))?;
-    let executing = app.metrics.executing(&target.name, &target.version);
-    let pool = app.pool.clone();
-    let spec = lazy_spec(&app.store, &target);
-    let checkout = tokio::spawn(async move { pool.start(&key, slot, spec).await });
-    Ok(Pending {
-        app: app.clone(),
-        arn: function_arn(&target.name, qualifier),
-        target,
-        started: Instant::now(),
-        admitted: Some(admitted),
-        executing: Some(executing),
-        checkout: Some(checkout),
-    })
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Admits one invocation of `target` and starts checking out an environment
+    /// for it. `qualifier` is what the caller asked for (it appears in the ARN
+    /// the function sees).
+    pub fn begin(
+        self: &Arc<Self>,
+        target: Resolved,
+        qualifier: Option<&str>,
+    ) -> Result<Pending, Throttle> {
+        let admitted = self.pool.admit(&target.name).inspect_err(|_| {
+            self.metrics.throttle(&target.name, &target.version);
+        })?;
+        let key = target.key();
+        // A warm environment, or memory for a new one: refused here (before
+        // the caller waits on anything) when the host has no room.
+        let slot = self
+            .pool
+            .reserve(&key, target.config.memory_size)
+            .inspect_err(|_| self.metrics.throttle(&target.name, &target.version))?;
+        let executing = self.metrics.executing(&target.name, &target.version);
+        let pool = self.pool.clone();
+        let spec = lazy_spec(&self.store, &target);
+        let checkout = tokio::spawn(async move { pool.start(&key, slot, spec).await });
+        Ok(Pending {
+            invoker: self.clone(),
+            arn: function_arn(&target.name, qualifier),
+            target,
+            started: Instant::now(),
+            admitted: Some(admitted),
+            executing: Some(executing),
+            checkout: Some(checkout),
+        })
+    }
 }
 
 impl Pending {
@@ -165,7 +162,7 @@ impl Pending {
         };
         let env_id = warm.id;
         let out = self
-            .app
+            .invoker
             .pool
             .invoke(warm, input, timeout + HOST_GRACE)
             .await;
@@ -244,8 +241,8 @@ impl Pending {
             report,
             elapsed: self.started.elapsed(),
         };
-        self.app.metrics.record(&outcome);
-        self.app.logs.record(&outcome);
+        self.invoker.metrics.record(&outcome);
+        self.invoker.logs.record(&outcome);
         outcome
     }
 }
@@ -258,22 +255,10 @@ fn function_error(error_type: &str, message: String) -> CallResult {
     }
 }
 
-/// The payload a caller gets for a function error: the runtime's own error
-/// document unchanged when it sent one (as AWS returns it), else Lambda's
-/// `{"errorMessage", "errorType"}` made from what the agent or emberd saw.
-pub fn error_payload(error_type: &str, message: &str, document: &[u8]) -> Vec<u8> {
-    if !document.is_empty() {
-        return document.to_vec();
-    }
-    serde_json::json!({ "errorMessage": message, "errorType": error_type })
-        .to_string()
-        .into_bytes()
-}
-
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(task) = self.checkout.take() {
-            give_back(self.app.pool.clone(), task);
+            give_back(self.invoker.pool.clone(), task);
         }
     }
 }
