@@ -27,17 +27,6 @@ pub struct Spares {
     starting: Mutex<Option<u32>>,
 }
 
-/// Whether `pid` is still a running (not zombie) process.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
-        })
-        .is_some_and(|st| st != "Z" && st != "X")
-}
-
 impl Spares {
     /// Starts keeping `want` spares booted with `base` (their memory size is
     /// `base.mem_mib`; only functions of that size use them).
@@ -92,7 +81,7 @@ impl Spares {
         let mut stock = self.lock();
         let mut found = None;
         while let Some(env) = stock.pop() {
-            if env.is_usable() && running(env.pid()) {
+            if env.is_usable() && crate::procfs::running(env.pid()) {
                 found = Some(env);
                 break;
             }
@@ -115,7 +104,7 @@ impl Spares {
                         .map(|r| r.0)
                         .unwrap_or_else(|p| p.into_inner().0);
                     // Periodically drop spares that died while waiting.
-                    stock.retain(|e| e.is_usable() && running(e.pid()));
+                    stock.retain(|e| e.is_usable() && crate::procfs::running(e.pid()));
                 }
                 if self.closed.load(Ordering::Acquire) {
                     return;

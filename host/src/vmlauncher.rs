@@ -1,4 +1,4 @@
-//! The production [`EnvironmentLauncher`]: one `ember-vmm` child per
+//! The production [`EnvLauncher`]: one `ember-vmm` child per
 //! environment (jailed by `ember-jailer` unless emberd runs with --no-jail)
 //! through `host::agent` (spawn → `Ready` → `Init`), adapted to the pool's
 //! seam. Kernel-less wasm environments (code compiled by [`crate::aot`] for
@@ -14,7 +14,7 @@ use crate::agent::{
 };
 use crate::linux::{self, LinuxGuests};
 use crate::pool::{
-    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, OnSpawn, Report,
+    EnvError, EnvLauncher, EnvSpec, InvokeInput, InvokeOutput, OnSpawn, Report, RunningEnv,
 };
 use crate::spares::Spares;
 
@@ -250,7 +250,7 @@ impl VmLauncher {
     }
 }
 
-impl EnvironmentLauncher for VmLauncher {
+impl EnvLauncher for VmLauncher {
     fn close(&self) {
         if let Some(s) = &self.spares {
             s.close();
@@ -260,7 +260,7 @@ impl EnvironmentLauncher for VmLauncher {
         }
     }
 
-    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn Environment>, EnvError> {
+    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn RunningEnv>, EnvError> {
         if let Some(why) = &self.unavailable {
             return Err(EnvError::Launch(why.clone()));
         }
@@ -329,11 +329,11 @@ fn log_lines(logs: agent::Logs) -> impl Iterator<Item = String> {
         .map(|l| l.line)
 }
 
-impl Environment for VmEnv {
+impl RunningEnv for VmEnv {
     fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
         let req = InvokeRequest {
             request_id: input.request_id.clone(),
-            payload: input.payload.clone(),
+            payload: input.payload.to_vec(),
             deadline_ms: input.deadline_ms,
             invoked_function_arn: input.invoked_function_arn.clone(),
             client_context: input.client_context.clone(),
@@ -385,13 +385,7 @@ impl Environment for VmEnv {
         if !self.env.is_usable() {
             return false;
         }
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.env.pid())) {
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|s| s != "Z" && s != "X"),
-            Err(_) => false,
-        }
+        crate::procfs::running(self.env.pid())
     }
 
     fn shutdown(self: Box<Self>) {

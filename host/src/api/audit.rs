@@ -1,5 +1,5 @@
 //! The HTTP side of the audit trail ([`crate::audit`]): `server.rs` fills a
-//! [`Pending`] as it parses a request, asks [`admit`] before running a
+//! [`Draft`] as it parses a request, asks [`admit`] before running a
 //! control-plane handler, and hands the outcome to [`record`]. Which calls
 //! are recorded: every control-plane call, refused ones included; `Invoke`
 //! (data plane) only when authentication refused it (403); `/metrics`
@@ -16,7 +16,7 @@ use crate::audit::{Call, Who};
 use crate::auth::Caller;
 
 /// What is known about a request while it is handled.
-pub struct Pending {
+pub struct Draft {
     method: String,
     path: String,
     query: Option<String>,
@@ -26,11 +26,11 @@ pub struct Pending {
     body: Bytes,
 }
 
-impl Pending {
+impl Draft {
     /// Captures the request line and headers before anything consumes them.
     /// The route is worked out here too, so even a request refused before
     /// routing (403) is recorded under its operation.
-    pub fn new(parts: &Parts, source: SocketAddr) -> Pending {
+    pub fn new(parts: &Parts, source: SocketAddr) -> Draft {
         let auth = parts
             .headers
             .get(hyper::header::AUTHORIZATION)
@@ -38,7 +38,7 @@ impl Pending {
         let route = super::parse_target(parts.uri.path(), parts.uri.query())
             .ok()
             .and_then(|(segs, _)| super::route(&parts.method, &segs).ok());
-        Pending {
+        Draft {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().map(str::to_string),
@@ -93,7 +93,7 @@ const INLINE_BODY: usize = 64 << 10;
 /// call's effect is already committed, and a 5xx would invite a retry
 /// that applies it twice. It is logged, counted, and recorded as a gap by
 /// the next append; until then [`admit`] refuses control-plane calls.
-pub async fn record(app: &Arc<App>, p: Pending, result: &Result<Reply, ApiError>) {
+pub async fn record(app: &Arc<App>, p: Draft, result: &Result<Reply, ApiError>) {
     let Some(log) = app.audit.clone() else {
         return;
     };

@@ -134,7 +134,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     let out = pending
         .run(Call {
             request_id: uuid4(),
-            payload: payload.to_vec(),
+            payload,
             client_context: req.client_context.unwrap_or_default(),
         })
         .await;
@@ -194,7 +194,7 @@ pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes
                         crate::server::body::BodyError::TooLarge => too_large(),
                         other => ApiError::InvalidRequestContent(other.to_string()),
                     })?;
-            let actual = crate::auth::sigv4::sha256_hex(&payload);
+            let actual = crate::digest::sha256_hex(&payload);
             if signed_sha256.is_some_and(|h| !h.eq_ignore_ascii_case(&actual)) {
                 return Err(crate::auth::payload_mismatch().into());
             }

@@ -11,15 +11,15 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::client::{Conn, Response};
-use crate::pool::{EnvError, EnvSpec, Environment, EnvironmentLauncher, PoolConfig};
+use crate::pool::{EnvError, EnvLauncher, EnvSpec, PoolConfig, RunningEnv};
 
 struct NoVm;
-impl EnvironmentLauncher for NoVm {
+impl EnvLauncher for NoVm {
     fn launch(
         &self,
         _: &EnvSpec,
         _: &crate::util::OnSpawn,
-    ) -> Result<Box<dyn Environment>, EnvError> {
+    ) -> Result<Box<dyn RunningEnv>, EnvError> {
         Err(EnvError::Launch("no VMs in API unit tests".into()))
     }
 }

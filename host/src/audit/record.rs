@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::store::sha256_hex;
+use crate::digest::{hex, is_hex64, sha256_hex, unhex};
 
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -24,14 +24,6 @@ const MAC_SUFFIX_LEN: usize = 8 + 64 + 2;
 const HEAD_CONTEXT: &str = "ember-audit-head-v1";
 
 type HmacSha256 = Hmac<Sha256>;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
 
 pub fn hmac_hex(key: &[u8; 32], data: &[u8]) -> String {
     // new_from_slice accepts keys of any length for HMAC; 32 bytes never fails.
@@ -56,16 +48,6 @@ pub fn hmac_ok(key: &[u8; 32], data: &[u8], mac_hex: &str) -> bool {
         }
         Err(_) => false,
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Serialises `body` (a JSON object whose last field is `prev`) into the

@@ -90,7 +90,7 @@ impl AuthError {
 
 /// A request whose headers passed every check but the signature itself,
 /// which needs the payload hash.
-pub struct Pending {
+pub struct Unverified {
     key: AccessKey,
     auth: Authorization,
     amz_date: String,
@@ -173,11 +173,11 @@ impl Authenticator {
 
     /// Step one: the `Authorization` header parsed, the key known, the scope
     /// and the clock checked. Nothing of the body is needed yet.
-    pub fn begin(&self, headers: &hyper::HeaderMap) -> Result<Pending, AuthError> {
+    pub fn begin(&self, headers: &hyper::HeaderMap) -> Result<Unverified, AuthError> {
         self.begin_at(headers, now_secs())
     }
 
-    fn begin_at(&self, headers: &hyper::HeaderMap, now: i64) -> Result<Pending, AuthError> {
+    fn begin_at(&self, headers: &hyper::HeaderMap, now: i64) -> Result<Unverified, AuthError> {
         let value = headers.get("authorization").ok_or(AuthError::Missing)?;
         let value = value
             .to_str()
@@ -265,7 +265,7 @@ impl Authenticator {
                 ))
             }
         }
-        Ok(Pending {
+        Ok(Unverified {
             key,
             auth,
             amz_date,
@@ -278,7 +278,7 @@ impl Authenticator {
     /// the caller must then check against the body it reads).
     pub fn finish(
         &self,
-        p: Pending,
+        p: Unverified,
         req: &RequestParts<'_>,
         payload_sha256: &str,
         source: SocketAddr,

@@ -6,7 +6,9 @@
 //! signing for emberd's own clients (the `ember` CLI, tests, benchmark).
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+
+use crate::digest::{hex, sha256_hex, unhex};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -107,22 +109,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, SigV4Error> {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn sha256_hex(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
+    unhex(s)?.try_into().ok()
 }
 
 /// Percent-encodes every byte but the unreserved ones (and `/` when

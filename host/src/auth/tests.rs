@@ -50,7 +50,7 @@ fn check(
         headers: h,
     };
     let src: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-    a.finish(p, &req, &sigv4::sha256_hex(body), src)
+    a.finish(p, &req, &crate::digest::sha256_hex(body), src)
 }
 
 #[test]

@@ -18,6 +18,7 @@ use ember_host::agent::bench::{self, Stats};
 use ember_host::agent::{
     vm_memory_mib, AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
 };
+use ember_host::util::error_chain;
 
 const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
                  [--engine wasmtime|wasmi] [--compiler PATH]
@@ -121,18 +122,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Every error in the chain, for one readable line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
 fn events(whole: bool) -> Result<Vec<Vec<u8>>, String> {
     let stdin = std::io::stdin();
     if whole {
@@ -198,7 +187,7 @@ fn compile_for(a: &Args, env: &Environment, spec: &mut InitSpec) -> Result<(), S
     let aot = ember_host::aot::Aot::new(a.compiler.clone());
     let art = aot
         .compile(module, a.memory_mib, features)
-        .map_err(|e| format!("compile: {}", chain(&e)))?;
+        .map_err(|e| format!("compile: {}", error_chain(&e)))?;
     if !a.quiet {
         eprintln!(
             "ember-run: compiled {} KiB of wasm into {} KiB for CPU features {features:#x} in {}",
@@ -239,7 +228,8 @@ fn run_bench(a: &Args) -> Result<bool, String> {
     let mut spec = init_spec(a)?;
     if a.compiled {
         // One unmeasured boot tells the guest's CPU features.
-        let probe = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+        let probe =
+            Environment::launch(&cfg).map_err(|e| format!("launch: {}", error_chain(&e)))?;
         compile_for(a, &probe, &mut spec)?;
         probe.shutdown();
     }
@@ -247,7 +237,7 @@ fn run_bench(a: &Args) -> Result<bool, String> {
     let mut cold = Vec::new();
     for i in 0..a.bench_cold {
         let s = bench::cold_start(&cfg, &spec, payload)
-            .map_err(|e| format!("cold start {i}: {}", chain(&e)))?;
+            .map_err(|e| format!("cold start {i}: {}", error_chain(&e)))?;
         cold.push(s);
     }
     let pick = |f: fn(&bench::ColdSample) -> Duration| Stats::of(cold.iter().map(f).collect());
@@ -259,14 +249,15 @@ fn run_bench(a: &Args) -> Result<bool, String> {
         stat_line("cold_first_invoke", pick(|s| s.first_invoke), true)
     );
     if a.bench_warm > 0 {
-        let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+        let mut env =
+            Environment::launch(&cfg).map_err(|e| format!("launch: {}", error_chain(&e)))?;
         env.init(&spec)
-            .map_err(|e| format!("init: {}", chain(&e)))?;
+            .map_err(|e| format!("init: {}", error_chain(&e)))?;
         // Unmeasured calls first: the guest's first touches of its heap.
         bench::warm(&mut env, payload, a.timeout_ms, 20)
-            .map_err(|e| format!("warm-up: {}", chain(&e)))?;
+            .map_err(|e| format!("warm-up: {}", error_chain(&e)))?;
         let rt = bench::warm(&mut env, payload, a.timeout_ms, a.bench_warm)
-            .map_err(|e| format!("warm: {}", chain(&e)))?;
+            .map_err(|e| format!("warm: {}", error_chain(&e)))?;
         println!("{}", stat_line("warm_round_trip", Stats::of(rt), true));
         env.shutdown();
     }
@@ -281,7 +272,7 @@ fn run(a: Args) -> Result<bool, String> {
     let cfg = launch_config(&a);
     let mut spec = init_spec(&a)?;
     let t0 = Instant::now();
-    let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", chain(&e)))?;
+    let mut env = Environment::launch(&cfg).map_err(|e| format!("launch: {}", error_chain(&e)))?;
     let ready = env.launch_time();
     compile_for(&a, &env, &mut spec)?;
     let init = match env.init(&spec) {
@@ -297,7 +288,7 @@ fn run(a: Args) -> Result<bool, String> {
             }
             return Err(format!("init failed: {error_type}: {message}"));
         }
-        Err(e) => return Err(format!("init: {}", chain(&e))),
+        Err(e) => return Err(format!("init: {}", error_chain(&e))),
     };
     let init_done = t0.elapsed();
     let mut ok = true;
@@ -321,7 +312,7 @@ fn run(a: Args) -> Result<bool, String> {
         };
         let inv = env
             .invoke(&req)
-            .map_err(|e| format!("invoke {i}: {}", chain(&e)))?;
+            .map_err(|e| format!("invoke {i}: {}", error_chain(&e)))?;
         for l in &inv.logs.lines {
             eprintln!("[{}] {}", req.request_id, l.line);
         }

@@ -94,7 +94,7 @@ async fn deliver(
     };
     inv.metrics().async_event_age(&ev.function, &version, age);
     let payload = match events.db.payload(ev.seq) {
-        Ok(Some(p)) => p,
+        Ok(Some(p)) => bytes::Bytes::from(p),
         Ok(None) => {
             eprintln!("emberd: event {} has no payload; dropped", ev.request_id);
             return settle(events, ev, false, None, None).await;

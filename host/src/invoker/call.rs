@@ -11,7 +11,9 @@ use crate::pool::Report;
 pub struct Call {
     /// The request id the function sees (for events: the same on every attempt).
     pub request_id: String,
-    pub payload: Vec<u8>,
+    /// The request body, shared (never copied) until the agent connection
+    /// frames it.
+    pub payload: bytes::Bytes,
     pub client_context: String,
 }
 

@@ -3,7 +3,7 @@
 //! whatever the caller still has to do), the call itself, and its typed
 //! [`Outcome`]. The HTTP `Invoke` path and the asynchronous event workers both
 //! go through here, so everything that observes invocations (metrics, log
-//! streams) has exactly one place to hook: the end of [`Pending::run`] for
+//! streams) has exactly one place to hook: the end of [`Ticket::run`] for
 //! outcomes, [`begin`] for throttles.
 
 pub mod call;
@@ -32,9 +32,9 @@ const HOST_GRACE: Duration = Duration::from_secs(3);
 type Checkout = JoinHandle<Result<(Warm, bool), EnvError>>;
 
 /// An admitted invocation whose environment is being checked out. Dropping
-/// it without [`Pending::run`] gives the environment back once it is ready
+/// it without [`Ticket::run`] gives the environment back once it is ready
 /// and releases the concurrency unit.
-pub struct Pending {
+pub struct Ticket {
     invoker: Arc<Invoker>,
     target: Resolved,
     arn: String,
@@ -84,7 +84,7 @@ impl Invoker {
         self: &Arc<Self>,
         target: Resolved,
         qualifier: Option<&str>,
-    ) -> Result<Pending, Throttle> {
+    ) -> Result<Ticket, Throttle> {
         let admitted = self.pool.admit(&target.name).inspect_err(|_| {
             self.metrics.throttle(&target.name, &target.version);
         })?;
@@ -99,7 +99,7 @@ impl Invoker {
         let pool = self.pool.clone();
         let spec = lazy_spec(&self.store, &target);
         let checkout = tokio::spawn(async move { pool.start(&key, slot, spec).await });
-        Ok(Pending {
+        Ok(Ticket {
             invoker: self.clone(),
             arn: function_arn(&target.name, qualifier),
             target,
@@ -111,7 +111,7 @@ impl Invoker {
     }
 }
 
-impl Pending {
+impl Ticket {
     pub fn target(&self) -> &Resolved {
         &self.target
     }
@@ -255,7 +255,7 @@ fn function_error(error_type: &str, message: String) -> CallResult {
     }
 }
 
-impl Drop for Pending {
+impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(task) = self.checkout.take() {
             give_back(self.invoker.pool.clone(), task);

@@ -39,7 +39,7 @@ pub struct EnvSpec {
 #[derive(Clone, Debug)]
 pub struct InvokeInput {
     pub request_id: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     /// Unix milliseconds after which the function has timed out.
     pub deadline_ms: u64,
     pub invoked_function_arn: String,
@@ -117,14 +117,14 @@ pub enum EnvError {
 /// Starts environments. `launch` returns once the agent has sent `InitDone`;
 /// it tells `on_spawn` the environment's pid as soon as its process exists,
 /// so that a start can be killed (shutdown, crash cleanup) before it is ready.
-pub trait EnvironmentLauncher: Send + Sync + 'static {
-    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn Environment>, EnvError>;
+pub trait EnvLauncher: Send + Sync + 'static {
+    fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn RunningEnv>, EnvError>;
     /// Stops whatever the launcher keeps running on its own (spare VMs).
     fn close(&self) {}
 }
 
 /// One running environment: exactly one invocation at a time (`&mut self`).
-pub trait Environment: Send + 'static {
+pub trait RunningEnv: Send + 'static {
     fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError>;
     /// The `ember-vmm` process id (for the pid file and the timeout backstop).
     fn pid(&self) -> Option<u32>;

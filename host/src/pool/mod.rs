@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use claim::Claims;
 pub use launcher::{
-    EnvError, EnvSpec, Environment, EnvironmentLauncher, InvokeInput, InvokeOutput, OnSpawn, Report,
+    EnvError, EnvLauncher, EnvSpec, InvokeInput, InvokeOutput, OnSpawn, Report, RunningEnv,
 };
 pub use maintain::Target;
 use pidfile::PidFile;
@@ -86,7 +86,7 @@ pub struct EnvInfo {
 /// A running environment while it is out of the idle list.
 pub struct Warm {
     pub id: u64,
-    env: Box<dyn Environment>,
+    env: Box<dyn RunningEnv>,
     key: VersionKey,
     created: Instant,
     last_used: Instant,
@@ -118,7 +118,7 @@ struct Inner {
 }
 
 pub struct Pool {
-    launcher: Arc<dyn EnvironmentLauncher>,
+    launcher: Arc<dyn EnvLauncher>,
     cfg: PoolConfig,
     inner: Mutex<Inner>,
     next_id: AtomicU64,
@@ -142,7 +142,7 @@ impl Drop for Admitted {
 pub type SpecFn = Box<dyn FnOnce(u64, PathBuf) -> Result<EnvSpec, EnvError> + Send>;
 
 impl Pool {
-    pub fn new(launcher: Arc<dyn EnvironmentLauncher>, cfg: PoolConfig) -> Arc<Self> {
+    pub fn new(launcher: Arc<dyn EnvLauncher>, cfg: PoolConfig) -> Arc<Self> {
         let _ = std::fs::create_dir_all(cfg.run_dir.join("envs"));
         let inner = Inner {
             admission: Admission::new(cfg.host_limit),

@@ -19,12 +19,12 @@ struct FakeEnv {
     alive: Arc<AtomicBool>,
 }
 
-impl EnvironmentLauncher for Arc<Fake> {
+impl EnvLauncher for Arc<Fake> {
     fn launch(
         &self,
         spec: &EnvSpec,
         _: &crate::util::OnSpawn,
-    ) -> Result<Box<dyn Environment>, EnvError> {
+    ) -> Result<Box<dyn RunningEnv>, EnvError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if spec.handler == "fail" {
             return Err(EnvError::Launch("boom".into()));
@@ -39,7 +39,7 @@ impl EnvironmentLauncher for Arc<Fake> {
     }
 }
 
-impl Environment for FakeEnv {
+impl RunningEnv for FakeEnv {
     fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
         match input.payload.as_slice() {
             b"die" => {
@@ -126,7 +126,7 @@ fn spec(handler: &'static str) -> SpecFn {
 fn input(p: &[u8]) -> InvokeInput {
     InvokeInput {
         request_id: "r".into(),
-        payload: p.to_vec(),
+        payload: bytes::Bytes::copy_from_slice(p),
         deadline_ms: 0,
         invoked_function_arn: String::new(),
         client_context: String::new(),

@@ -30,8 +30,8 @@ use timeouts::{RequestGuard, Timeouts, Tracked};
 use crate::api::audit;
 use crate::api::invoke::InvokeBody;
 use crate::api::{self, invoke_req, ApiError, App, Reply, Req, Route, REQUEST_ID};
-use crate::auth::sigv4::{self, RequestParts};
-use crate::auth::{self, Caller, Pending};
+use crate::auth::sigv4::RequestParts;
+use crate::auth::{self, Caller, Unverified};
 
 /// Largest request head (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -140,7 +140,7 @@ async fn read_limited(
 /// `x-amz-content-sha256` the signature is checked before the body is
 /// read, and the body must then match that hash.
 async fn authenticated_body(
-    pending: Pending,
+    pending: Unverified,
     signed: &RequestParts<'_>,
     body: Incoming,
     limit: usize,
@@ -151,13 +151,13 @@ async fn authenticated_body(
     if let Some(declared) = pending.declared_sha256.clone() {
         let caller = app.auth.finish(pending, signed, &declared, source)?;
         let body = read_limited(body, limit, too_large).await?;
-        if !declared.eq_ignore_ascii_case(&sigv4::sha256_hex(&body)) {
+        if !declared.eq_ignore_ascii_case(&crate::digest::sha256_hex(&body)) {
             return Err(auth::payload_mismatch().into());
         }
         return Ok((caller, body));
     }
     let body = read_limited(body, limit, too_large).await?;
-    let hash = sigv4::sha256_hex(&body);
+    let hash = crate::digest::sha256_hex(&body);
     Ok((app.auth.finish(pending, signed, &hash, source)?, body))
 }
 
@@ -167,7 +167,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let mut audit = audit::Pending::new(&parts, source);
+    let mut audit = audit::Draft::new(&parts, source);
     let result = async {
         let exempt = app.auth.exempt(&parts.method, parts.uri.path(), &source);
         let pending = if exempt {

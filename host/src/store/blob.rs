@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use sha2::{Digest, Sha256};
 
 /// File header of an encrypted blob (format version 1).
 const MAGIC: &[u8; 4] = b"EMB1";
@@ -44,17 +43,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     }
 }
 
-/// Hex SHA-256 of `data`: the address of a blob.
-pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn valid_address(hex: &str) -> bool {
-    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+use crate::digest::is_hex64 as valid_address;
+/// A blob's address: the hex SHA-256 of its plaintext.
+pub use crate::digest::sha256_hex;
 
 /// The encrypted, content-addressed blob directory.
 pub struct BlobStore {
