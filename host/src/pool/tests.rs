@@ -41,7 +41,7 @@ impl EnvLauncher for Arc<Fake> {
 
 impl RunningEnv for FakeEnv {
     fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
-        match input.payload.as_slice() {
+        match &input.payload[..] {
             b"die" => {
                 self.alive.store(false, Ordering::SeqCst);
                 Err(EnvError::Died("killed".into()))
