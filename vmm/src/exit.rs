@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
+use ember_abi::exit::ExitCode;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Why a VM stopped.
@@ -34,13 +35,13 @@ pub enum VmExit {
 
 impl VmExit {
     /// The process exit code for this exit (see DESIGN.md, "Exit codes").
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            VmExit::Guest(code) => (*code & 0xff) as i32,
-            VmExit::Reset | VmExit::Shutdown => 0,
-            VmExit::Crash { .. } | VmExit::Panic(_) => crate::EXIT_GUEST_CRASH,
-            VmExit::Error(_) => crate::EXIT_VMM_ERROR,
-            VmExit::Timeout(_) => crate::EXIT_TIMEOUT,
+            VmExit::Guest(code) => ExitCode::Guest((*code & 0xff) as u8),
+            VmExit::Reset | VmExit::Shutdown => ExitCode::Guest(0),
+            VmExit::Crash { .. } | VmExit::Panic(_) => ExitCode::GuestCrash,
+            VmExit::Error(_) => ExitCode::VmmError,
+            VmExit::Timeout(_) => ExitCode::Timeout,
         }
     }
 }
@@ -112,7 +113,7 @@ mod tests {
         n.clone().notify(VmExit::Reset);
         assert!(state.is_stopping());
         assert_eq!(state.stop_evt.read().unwrap(), 1);
-        assert_eq!(rx.try_recv().unwrap().exit_code(), 300 & 0xff);
+        assert_eq!(rx.try_recv().unwrap().exit_code().code(), 300 & 0xff);
         assert!(rx.try_recv().is_err());
     }
 }

@@ -5,42 +5,8 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
-/// Log levels (Firecracker's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl Level {
-    /// Parses a level name (case-insensitive; "warning" = "warn").
-    pub fn parse(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "off" => Level::Off,
-            "error" => Level::Error,
-            "warn" | "warning" => Level::Warn,
-            "info" => Level::Info,
-            "debug" => Level::Debug,
-            "trace" => Level::Trace,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Level::Off => "OFF",
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        }
-    }
-}
+/// Log levels (Firecracker's names): `--level` and the config file's `logger.level`.
+pub use ember_abi::vmm_args::LogLevel as Level;
 
 struct Logger {
     level: Level,
@@ -91,9 +57,9 @@ pub fn log(level: Level, args: fmt::Arguments) {
     match LOGGER.get() {
         Some(l) => {
             let mut sink = l.sink.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(sink, "[{}:{}] {} {}", l.id, tname, level.name(), args);
+            let _ = writeln!(sink, "[{}:{}] {} {}", l.id, tname, level.as_str(), args);
         }
-        None => eprintln!("[ember-vmm:{}] {} {}", tname, level.name(), args),
+        None => eprintln!("[ember-vmm:{}] {} {}", tname, level.as_str(), args),
     }
 }
 

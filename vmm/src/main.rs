@@ -20,16 +20,8 @@ mod vm;
 
 use std::time::Instant;
 
+use ember_abi::exit::ExitCode;
 use exit::VmExit;
-
-/// Bad input or a VMM failure.
-pub const EXIT_VMM_ERROR: i32 = 1;
-/// Command-line usage error.
-pub const EXIT_USAGE: i32 = 2;
-/// `--timeout-ms` expired.
-pub const EXIT_TIMEOUT: i32 = 124;
-/// The guest crashed (fault, triple fault, emulation failure).
-pub const EXIT_GUEST_CRASH: i32 = 125;
 
 /// An error and its sources on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
@@ -45,15 +37,7 @@ fn one_line(e: &dyn std::error::Error) -> String {
 
 fn main() {
     let start = Instant::now();
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // Sandbox flags (--no-seccomp, --no-landlock, --test-hook) first: sandbox/mod.rs.
-    match sandbox::Options::take_from(&mut args) {
-        Ok(o) => sandbox::init(o),
-        Err(e) => {
-            eprintln!("ember-vmm: error: {e}");
-            std::process::exit(EXIT_USAGE);
-        }
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let inv = match cli::parse(&args) {
         Ok(cli::Command::Help) => {
             println!("{}", cli::USAGE);
@@ -66,16 +50,17 @@ fn main() {
         Ok(cli::Command::Run(inv)) => inv,
         Err(e) => {
             eprintln!("ember-vmm: error: {}", one_line(&e));
-            std::process::exit(if matches!(e, cli::CliError::Config(_)) {
-                EXIT_VMM_ERROR
-            } else {
-                EXIT_USAGE
-            });
+            let code = match e {
+                cli::CliError::Config(_) => ExitCode::VmmError,
+                _ => ExitCode::Usage,
+            };
+            std::process::exit(code.code());
         }
     };
+    sandbox::init(inv.sandbox.clone());
     if let Err(e) = logger::init(inv.level, inv.log_path.as_deref(), &inv.id) {
         eprintln!("ember-vmm: error: cannot open the log file: {e}");
-        std::process::exit(EXIT_VMM_ERROR);
+        std::process::exit(ExitCode::VmmError.code());
     }
     if let Err(e) = inv.config.validate() {
         fail(&e);
@@ -89,7 +74,7 @@ fn main() {
         Err(e) => fail(&e),
     };
     report(&exit);
-    std::process::exit(exit.exit_code());
+    std::process::exit(exit.exit_code().code());
 }
 
 /// Reports a fatal error as one line on stderr (and in the log file, if any).
@@ -99,7 +84,7 @@ fn fail(e: &dyn std::error::Error) -> ! {
         log_error!("{line}");
     }
     eprintln!("ember-vmm: error: {line}");
-    std::process::exit(EXIT_VMM_ERROR)
+    std::process::exit(ExitCode::VmmError.code())
 }
 
 fn report(exit: &VmExit) {

@@ -94,7 +94,7 @@ mod tests {
                 "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100".into()
             )
         );
-        assert_eq!(exit.exit_code(), crate::EXIT_GUEST_CRASH);
+        assert_eq!(exit.exit_code(), ember_abi::exit::ExitCode::GuestCrash);
     }
 
     #[test]

@@ -376,7 +376,7 @@ mod tests {
             ),
             VmExit::Reset
         );
-        assert_eq!(VmExit::Reset.exit_code(), 0);
+        assert_eq!(VmExit::Reset.exit_code().code(), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, ReadyInfo};
 use super::jail;
-use super::launch::{self, last_log_line, LaunchConfig};
+use super::launch::{self, vm_exited, LaunchConfig};
 use super::AgentError;
 use crate::util::OnSpawn;
 
@@ -56,7 +56,7 @@ impl Environment {
         ) {
             Ok(c) => c,
             Err(e) => {
-                let e = fault_reason(&mut child, &launched.log_path, e);
+                let e = fault_reason(&mut child, &launched.log_path, cfg.jail.is_some(), e);
                 jail::kill(&mut child, cfg.jail.is_some());
                 let _ = child.wait();
                 let _ = fs::remove_dir_all(&launched.dir);
@@ -153,7 +153,12 @@ impl Environment {
                     // The backstop fired: the VM may be spinning; stop it now.
                     jail::kill(&mut self.child, self.jailed);
                 }
-                Err(fault_reason(&mut self.child, &self.log_path, e))
+                Err(fault_reason(
+                    &mut self.child,
+                    &self.log_path,
+                    self.jailed,
+                    e,
+                ))
             }
         }
     }
@@ -166,19 +171,19 @@ const FAULT_STATUS_WAIT: Duration = Duration::from_secs(3);
 
 /// Turns an EOF/broken stream into `VmExited` with the VMM's own reason
 /// when the child has exited (or does so within a moment).
-fn fault_reason(child: &mut Child, log_path: &std::path::Path, e: AgentError) -> AgentError {
+fn fault_reason(
+    child: &mut Child,
+    log_path: &std::path::Path,
+    jailed: bool,
+    e: AgentError,
+) -> AgentError {
     if !matches!(e, AgentError::Closed | AgentError::Io(_)) {
         return e;
     }
     let until = Instant::now() + FAULT_STATUS_WAIT;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => {
-                return AgentError::VmExited {
-                    status: status.to_string(),
-                    reason: last_log_line(log_path),
-                }
-            }
+            Ok(Some(status)) => return vm_exited(status, jailed, log_path),
             Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_micros(500)),
             _ => return e,
         }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use ember_abi::jailer_args::{JailFileArg, JailerArgs};
+
 use super::launch::{pidfd_open, vmm_args, Console, Guest, LaunchConfig};
 use super::AgentError;
 
@@ -83,54 +85,44 @@ pub(crate) fn jailer_args(
 ) -> Result<Vec<String>, AgentError> {
     let mut inner = cfg.clone();
     inner.jail = None;
-    let mut args = vec![
-        "--id".to_string(),
-        id.to_string(),
-        "--exec-file".into(),
-        cfg.vmm.display().to_string(),
-        "--dir-rw".into(),
-        format!("{}:{JAIL_RUN}", src(dir)?),
-        "--mem-limit-mib".into(),
-        cfg.mem_mib
-            .saturating_add(jail.mem_overhead_mib)
-            .to_string(),
-    ];
-    if let Some(base) = &jail.chroot_base {
-        args.extend(["--chroot-base".into(), base.display().to_string()]);
-    }
-    if let Some(q) = jail.cpu_quota_us {
-        args.extend([
-            "--cpu-quota-us".into(),
-            q.to_string(),
-            "--cpu-period-us".into(),
-            CPU_PERIOD_US.to_string(),
-        ]);
-    }
-    let mut file = |host: &Path, in_jail: &str, flag: &str| -> Result<PathBuf, AgentError> {
-        args.extend([flag.to_string(), format!("{}:{in_jail}", src(host)?)]);
+    let mut a = JailerArgs {
+        id: id.to_string(),
+        exec_file: cfg.vmm.display().to_string(),
+        bind_dirs: vec![(src(dir)?, JAIL_RUN.into())],
+        mem_limit_mib: Some(cfg.mem_mib.saturating_add(jail.mem_overhead_mib).into()),
+        chroot_base: jail.chroot_base.as_ref().map(|b| b.display().to_string()),
+        cpu_quota_us: jail.cpu_quota_us.map(u64::from),
+        cpu_period_us: jail.cpu_quota_us.map(|_| CPU_PERIOD_US.into()),
+        ..JailerArgs::default()
+    };
+    let mut file = |host: &Path, in_jail: &str, writable: bool| -> Result<PathBuf, AgentError> {
+        a.files.push(JailFileArg {
+            src: src(host)?,
+            dst: in_jail.into(),
+            writable,
+        });
         Ok(PathBuf::from(in_jail))
     };
     match &mut inner.guest {
-        Guest::Kernelless { elf } => *elf = file(elf, "/agent", "--file")?,
+        Guest::Kernelless { elf } => *elf = file(elf, "/agent", false)?,
         Guest::Linux { kernel, initrd, .. } => {
-            *kernel = file(kernel, "/kernel", "--file")?;
+            *kernel = file(kernel, "/kernel", false)?;
             if let Some(initrd) = initrd {
-                *initrd = file(initrd, "/initrd", "--file")?;
+                *initrd = file(initrd, "/initrd", false)?;
             }
         }
     }
     for (i, d) in inner.drives.iter_mut().enumerate() {
-        *d = file(&d.clone(), &format!("/drive{i}"), "--file")?;
+        *d = file(&d.clone(), &format!("/drive{i}"), false)?;
     }
     if let Console::File(p) = &inner.console {
         // The bind mount needs an existing file; the jailer chowns it to the VM.
         File::create(p).map_err(|e| AgentError::WorkDir(p.clone(), e))?;
-        inner.console = Console::File(file(&p.clone(), "/console", "--file-rw")?);
+        inner.console = Console::File(file(&p.clone(), "/console", true)?);
     }
-    args.push("--".into());
     let uds = Path::new(JAIL_RUN).join("v.sock");
-    args.extend(vmm_args(&inner, &uds, id));
-    Ok(args)
+    a.vmm_args = vmm_args(&inner, &uds, id);
+    Ok(a.to_args())
 }
 
 /// The child processes of `pid` (its jailed VMM, for a jailer).

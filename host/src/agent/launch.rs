@@ -7,12 +7,15 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ember_abi::exit::VmmStatus;
 use ember_abi::protocol::AGENT_PORT;
+use ember_abi::vmm_args::{self, DriveArg, VmmArgs, VsockArg};
 
 use super::jail::{self, JailConfig};
 use super::AgentError;
@@ -125,45 +128,46 @@ fn unique_dir(root: &Path) -> PathBuf {
     root.join(format!("{}-{n}-{nanos:x}", std::process::id()))
 }
 
-/// The `ember-vmm` command line for this config.
+/// The `ember-vmm` command line for this config (`extra_args` last).
 pub(crate) fn vmm_args(cfg: &LaunchConfig, uds: &Path, id: &str) -> Vec<String> {
-    let mut args = vec!["--no-api".to_string(), "--id".into(), id.into()];
+    let path = |p: &Path| p.display().to_string();
+    let mut a = VmmArgs {
+        no_api: true,
+        id: Some(id.into()),
+        mem_mib: Some(cfg.mem_mib.into()),
+        vcpus: Some(cfg.vcpus.into()),
+        vsock: Some(VsockArg {
+            guest_cid: GUEST_CID.into(),
+            uds_path: path(uds),
+        }),
+        console: Some(match &cfg.console {
+            Console::Off => vmm_args::Console::Off,
+            Console::File(p) => vmm_args::Console::File(path(p)),
+        }),
+        drives: (cfg.drives.iter())
+            .map(|d| DriveArg {
+                path: path(d),
+                read_only: true,
+            })
+            .collect(),
+        ..VmmArgs::default()
+    };
     match &cfg.guest {
         Guest::Kernelless { elf } => {
-            args.extend([
-                "--kernel".into(),
-                elf.display().to_string(),
-                "--kernelless".into(),
-            ]);
+            a.kernel = Some(path(elf));
+            a.kernelless = true;
         }
         Guest::Linux {
             kernel,
             initrd,
             cmdline,
         } => {
-            args.extend(["--kernel".into(), kernel.display().to_string()]);
-            if let Some(initrd) = initrd {
-                args.extend(["--initrd".into(), initrd.display().to_string()]);
-            }
-            args.extend(["--cmdline".into(), cmdline.clone()]);
+            a.kernel = Some(path(kernel));
+            a.initrd = initrd.as_deref().map(path);
+            a.cmdline = Some(cmdline.clone());
         }
     }
-    args.extend([
-        "--mem-mib".into(),
-        cfg.mem_mib.to_string(),
-        "--vcpus".into(),
-        cfg.vcpus.to_string(),
-        "--vsock".into(),
-        format!("{GUEST_CID}:{}", uds.display()),
-        "--console".into(),
-        match &cfg.console {
-            Console::Off => "off".into(),
-            Console::File(p) => p.display().to_string(),
-        },
-    ]);
-    for d in &cfg.drives {
-        args.extend(["--drive".into(), format!("{},ro", d.display())]);
-    }
+    let mut args = a.to_args();
     args.extend(cfg.extra_args.iter().cloned());
     args
 }
@@ -227,6 +231,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         pidfd.as_ref(),
         cfg.boot_timeout,
         &log_path,
+        cfg.jail.is_some(),
     ) {
         Ok(stream) => Ok(Launched {
             child,
@@ -249,6 +254,7 @@ fn wait_for_agent(
     pidfd: Option<&OwnedFd>,
     timeout: Duration,
     log_path: &Path,
+    jailed: bool,
 ) -> Result<UnixStream, AgentError> {
     let until = Instant::now() + timeout;
     loop {
@@ -261,10 +267,7 @@ fn wait_for_agent(
             Err(e) => return Err(e.into()),
         }
         if let Some(status) = child.try_wait()? {
-            return Err(AgentError::VmExited {
-                status: status.to_string(),
-                reason: last_log_line(log_path),
-            });
+            return Err(vm_exited(status, jailed, log_path));
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -311,6 +314,17 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
     // SAFETY: the syscall returned a fresh fd that nothing else owns.
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The error for a VMM (or its jailer, `jailed`) that ended with `status`:
+/// how it ended, typed from its exit code (`ember_abi::exit`), plus the one
+/// line its stderr gave as the reason, for display.
+pub(crate) fn vm_exited(status: ExitStatus, jailed: bool, log_path: &Path) -> AgentError {
+    AgentError::VmExited {
+        status: status.to_string(),
+        exit: VmmStatus::from_wait(status.code(), status.signal(), jailed),
+        reason: last_log_line(log_path),
+    }
 }
 
 /// The last non-empty line of `ember-vmm`'s stderr (it reports why a VM

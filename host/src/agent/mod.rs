@@ -14,6 +14,7 @@ mod launch;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ember_abi::exit::VmmStatus;
 use ember_abi::protocol::ProtocolError;
 
 pub use conn::{
@@ -42,8 +43,15 @@ pub enum AgentError {
     Spawn(PathBuf, #[source] std::io::Error),
     #[error("the agent did not connect within {0:?}")]
     BootTimeout(Duration),
+    /// The VMM ended: `status` as the OS says it, `exit` what its exit code
+    /// means (`None`: neither a code nor a signal), `reason` the VMM's own
+    /// last stderr line (display only).
     #[error("the microVM exited ({status}): {reason}")]
-    VmExited { status: String, reason: String },
+    VmExited {
+        status: String,
+        exit: Option<VmmStatus>,
+        reason: String,
+    },
     #[error("the agent did not answer in time")]
     Timeout,
     #[error("the agent closed the connection")]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
+use ember_abi::exit::{ExitCode, VmmStatus};
 use ember_abi::protocol::{read_frame, write_frame, Message, VERSION};
 
 use super::*;
@@ -287,8 +288,13 @@ fn launch_reports_a_missing_vmm_and_a_vmm_that_dies() {
     cfg.work_root = test_root("dies");
     let t = std::time::Instant::now();
     match Environment::launch(&cfg) {
-        Err(AgentError::VmExited { status, reason }) => {
+        Err(AgentError::VmExited {
+            status,
+            exit,
+            reason,
+        }) => {
             assert!(status.contains('3'), "{status}");
+            assert_eq!(exit, Some(VmmStatus::Exited(ExitCode::Guest(3))));
             assert_eq!(reason, "guest fault: #PF at rip 0x1234");
         }
         Err(e) => panic!("{e:?}"),

@@ -7,6 +7,7 @@
 #[path = "../jailer/mod.rs"]
 mod jailer;
 
+use ember_abi::exit::ExitCode;
 use jailer::VmmExit;
 
 fn main() {
@@ -23,7 +24,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ember-jailer: {e}\n{}", jailer::USAGE);
-            std::process::exit(64);
+            std::process::exit(ExitCode::JailerUsage.code());
         }
     };
     match jailer::run(cfg) {
@@ -31,7 +32,7 @@ fn main() {
         Ok(VmmExit::Signal(s)) => die_by(s),
         Err(e) => {
             eprintln!("ember-jailer: {e}");
-            std::process::exit(70);
+            std::process::exit(ExitCode::SetupFailed.code());
         }
     }
 }

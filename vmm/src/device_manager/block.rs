@@ -2,6 +2,7 @@
 //! flag: validates the entries and attaches one virtio-block device per
 //! drive, the root device first (so a Linux guest sees it as /dev/vda).
 
+use ember_abi::vmm_args::DriveArg;
 use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::block::{Block, BlockConfig, CacheType};
 use serde_json::Value;
@@ -101,20 +102,13 @@ pub const SECTION: DeviceSection = DeviceSection {
     attach,
 };
 
-/// A `drives[]` entry from `--drive PATH[,ro]` (the `n`th such flag).
-pub fn from_flag(arg: &str, n: usize) -> Option<Value> {
-    let (path, ro) = match arg.rsplit_once(',') {
-        Some((p, "ro")) => (p, true),
-        Some((p, "rw")) => (p, false),
-        _ => (arg, false),
-    };
-    (!path.is_empty()).then(|| {
-        serde_json::json!({
-            "drive_id": format!("drive{n}"),
-            "path_on_host": path,
-            "is_root_device": n == 0,
-            "is_read_only": ro,
-        })
+/// The section entry for `--drive` number `n` (`drive0` is the root device).
+pub fn from_arg(d: &DriveArg, n: usize) -> Value {
+    serde_json::json!({
+        "drive_id": format!("drive{n}"),
+        "path_on_host": d.path,
+        "is_root_device": n == 0,
+        "is_read_only": d.read_only,
     })
 }
 
@@ -145,6 +139,14 @@ mod tests {
             r#"{"drive_id":"a"}"#,
         ] {
             assert!(parse(&serde_json::from_str(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    /// The entry the flag `--drive s` makes (None: the flag is refused).
+    fn from_flag(s: &str, n: usize) -> Option<Value> {
+        match ember_abi::vmm_args::VmmArgs::parse(&["--drive", s]).ok()? {
+            ember_abi::vmm_args::VmmCommand::Run(a) => Some(from_arg(a.drives.first()?, n)),
+            _ => None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! `network-interfaces[]`) and the `--net` flag: validates the entries and
 //! attaches one virtio-net device per interface, on the named TAP.
 
+use ember_abi::vmm_args::{format_mac, NetArg};
 use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::net::{parse_mac, Net, NetConfig};
 use serde_json::Value;
@@ -89,20 +90,13 @@ pub const SECTION: DeviceSection = DeviceSection {
     attach,
 };
 
-/// A `network-interfaces[]` entry from `--net TAP[,MAC]` (the `n`th such flag).
-pub fn from_flag(arg: &str, n: usize) -> Option<Value> {
-    let (tap, mac) = match arg.split_once(',') {
-        Some((t, m)) => (t, Some(m)),
-        None => (arg, None),
-    };
-    if tap.is_empty() || mac.is_some_and(|m| parse_mac(m).is_none()) {
-        return None;
+/// The section entry for `--net` number `n`.
+pub fn from_arg(a: &NetArg, n: usize) -> Value {
+    let mut v = serde_json::json!({ "iface_id": format!("eth{n}"), "host_dev_name": a.tap });
+    if let Some(m) = &a.mac {
+        v["guest_mac"] = Value::String(format_mac(m));
     }
-    let mut v = serde_json::json!({ "iface_id": format!("eth{n}"), "host_dev_name": tap });
-    if let Some(m) = mac {
-        v["guest_mac"] = Value::String(m.to_string());
-    }
-    Some(v)
+    v
 }
 
 #[cfg(test)]
@@ -129,6 +123,14 @@ mod tests {
             r#"[{"iface_id":"a","host_dev_name":"t","allow_mmds_requests":true}]"#,
         ] {
             assert!(parse(&serde_json::from_str(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    /// The entry the flag `--net s` makes (None: the flag is refused).
+    fn from_flag(s: &str, n: usize) -> Option<Value> {
+        match ember_abi::vmm_args::VmmArgs::parse(&["--net", s]).ok()? {
+            ember_abi::vmm_args::VmmCommand::Run(a) => Some(from_arg(a.nets.first()?, n)),
+            _ => None,
         }
     }
 

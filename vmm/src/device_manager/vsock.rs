@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use ember_abi::vmm_args::VsockArg;
 use ember_devices::virtio::vsock::{check_cid, UnixMuxer, Vsock};
 use serde_json::Value;
 
@@ -70,11 +71,9 @@ pub const SECTION: DeviceSection = DeviceSection {
     attach,
 };
 
-/// The `vsock` section from `--vsock CID:PATH`.
-pub fn from_flag(arg: &str) -> Option<Value> {
-    let (cid, path) = arg.split_once(':')?;
-    let cid: u64 = cid.parse().ok()?;
-    (!path.is_empty()).then(|| serde_json::json!({ "guest_cid": cid, "uds_path": path }))
+/// The section for `--vsock CID:PATH` (checked with the rest of the config).
+pub fn from_arg(a: &VsockArg) -> Value {
+    serde_json::json!({ "guest_cid": a.guest_cid, "uds_path": a.uds_path })
 }
 
 #[cfg(test)]
@@ -109,6 +108,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("uds_path"));
+    }
+
+    /// The entry the flag `--vsock s` makes (None: the flag is refused).
+    fn from_flag(s: &str) -> Option<Value> {
+        match ember_abi::vmm_args::VmmArgs::parse(&["--vsock", s]).ok()? {
+            ember_abi::vmm_args::VmmCommand::Run(a) => Some(from_arg(a.vsock.as_ref()?)),
+            _ => None,
+        }
     }
 
     #[test]

@@ -26,14 +26,8 @@ use std::time::Instant;
 
 pub use args::{parse, USAGE};
 
-/// Which cgroup hierarchy to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupVersion {
-    /// v1 when a v1 memory controller is mounted, else v2.
-    Auto,
-    V1,
-    V2,
-}
+/// Which cgroup hierarchy to use (`--cgroup-version`).
+pub use ember_abi::jailer_args::CgroupVersion;
 
 /// One host file made visible inside the jail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,30 +76,6 @@ pub struct JailConfig {
     pub keep: bool,
     pub timing: bool,
     pub vmm_args: Vec<String>,
-}
-
-impl JailConfig {
-    /// A config with defaults for everything but the id and the binary.
-    pub fn new(id: String, exec_file: PathBuf) -> Self {
-        Self {
-            id,
-            exec_file,
-            uid: None,
-            gid: None,
-            chroot_base: PathBuf::from(DEFAULT_CHROOT_BASE),
-            files: Vec::new(),
-            rw_dirs: Vec::new(),
-            bind_dirs: Vec::new(),
-            tun: false,
-            netns: None,
-            cgroup_version: CgroupVersion::Auto,
-            limits: Limits::default(),
-            pid_file: None,
-            keep: false,
-            timing: false,
-            vmm_args: Vec::new(),
-        }
-    }
 }
 
 /// Where jails live unless `--chroot-base` says otherwise.

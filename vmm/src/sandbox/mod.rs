@@ -5,9 +5,9 @@
 //! process with SIGSYS (SECCOMP_RET_KILL_PROCESS).
 //!
 //! How the VMM uses it (DESIGN.md "Isolation"):
-//! 1. `Options::take_from(&mut args)` first thing in `main` (removes
-//!    `--no-seccomp`, `--no-landlock` and, in test builds, `--test-hook`);
-//!    then `init(options)` (which arms an `ACTION@payload` hook).
+//! 1. `init(options)` first thing in `main`, with the switches the command
+//!    line set (`--no-seccomp`, `--no-landlock`, `--test-hook`): it warns
+//!    about every protection switched off and arms an `ACTION@payload` hook.
 //! 2. after /dev/kvm, the images, the console/log files and device fds are
 //!    open, and before the first thread is spawned: `restrict_filesystem(..)`.
 //! 3. first thing in each vCPU thread: `enter(ThreadKind::Vcpu)`; in the
@@ -85,50 +85,24 @@ impl Default for Options {
     }
 }
 
-impl Options {
-    /// Removes the sandbox flags from `args` (so the rest of the command
-    /// line parser never sees them) and returns them. Warns loudly about
-    /// every protection switched off.
-    pub fn take_from(args: &mut Vec<String>) -> Result<Self, SandboxError> {
-        let mut o = Options::default();
-        let mut rest = Vec::with_capacity(args.len());
-        let mut it = std::mem::take(args).into_iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--no-seccomp" => o.seccomp = false,
-                "--no-landlock" => o.landlock = false,
-                "--test-hook" => {
-                    let v = it
-                        .next()
-                        .ok_or_else(|| SandboxError::Flag("--test-hook needs a value".into()))?;
-                    o.test_hook = Some(TestHook::parse(&v)?);
-                }
-                _ => rest.push(a),
-            }
-        }
-        *args = rest;
-        if !o.seccomp {
-            eprintln!(
-                "ember-vmm: WARNING: --no-seccomp: the VMM runs WITHOUT its syscall filters. \
-                 For debugging only; never in production."
-            );
-        }
-        if !o.landlock {
-            eprintln!(
-                "ember-vmm: WARNING: --no-landlock: the VMM runs WITHOUT its filesystem/network \
-                 sandbox. For debugging only; never in production."
-            );
-        }
-        Ok(o)
-    }
-}
-
 static OPTIONS: OnceLock<Options> = OnceLock::new();
 
 /// Records the options for this process (first call wins). `ember-vmm`'s
 /// `main` always calls it; without it (in-process VM tests of the VMM's unit
 /// test binary) the sandbox stays off, or it would kill the test runner.
 pub fn init(options: Options) {
+    if !options.seccomp {
+        eprintln!(
+            "ember-vmm: WARNING: --no-seccomp: the VMM runs WITHOUT its syscall filters. \
+                 For debugging only; never in production."
+        );
+    }
+    if !options.landlock {
+        eprintln!(
+            "ember-vmm: WARNING: --no-landlock: the VMM runs WITHOUT its filesystem/network \
+                 sandbox. For debugging only; never in production."
+        );
+    }
     if let Some(hook) = &options.test_hook {
         hook.arm();
     }
@@ -154,12 +128,13 @@ pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// [`enter`], or end the process with a one-line error (exit code 70): a
-/// thread that cannot be filtered must not run guest-driven code.
+/// [`enter`], or end the process with a one-line error (exit code 70,
+/// `ExitCode::SetupFailed`): a thread that cannot be filtered must not run
+/// guest-driven code.
 pub fn enter_or_exit(kind: ThreadKind) {
     if let Err(e) = enter(kind) {
         eprintln!("ember-vmm: sandbox: {e}: {}", source_chain(&e));
-        std::process::exit(70);
+        std::process::exit(ember_abi::exit::ExitCode::SetupFailed.code());
     }
 }
 
@@ -177,18 +152,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn takes_only_sandbox_flags() {
-        let mut args: Vec<String> = ["--kernel", "/a", "--no-seccomp", "--mem-mib", "64"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let o = Options::take_from(&mut args).expect("valid");
-        assert!(!o.seccomp);
-        assert!(o.landlock);
-        assert_eq!(args, ["--kernel", "/a", "--mem-mib", "64"]);
-    }
 
     #[test]
     fn payload_hooks_exist_only_in_test_hooks_builds() {

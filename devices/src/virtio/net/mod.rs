@@ -40,16 +40,5 @@ pub struct NetConfig {
     pub tx_rate_limiter: RateLimiterConfig,
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+/// Parses `aa:bb:cc:dd:ee:ff` (the `--net` flag's format and Firecracker's `guest_mac`).
+pub use ember_abi::vmm_args::parse_mac;
