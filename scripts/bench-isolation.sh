@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 N=${1:-20}
 W=${2:-10}
 T=${CARGO_TARGET_DIR:-target}
-cargo build --release -p ember-vmm --bins --quiet
+cargo build --release -p ember-vmm -p ember-jailer --bins --quiet
 bash guest-agent/kernelless/build.sh --bin hello >/dev/null
 GUEST=guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/hello
 python3 - "$N" "$T/release/ember-vmm" "$T/release/ember-jailer" "$GUEST" <<'PY'

@@ -31,6 +31,8 @@ pub enum VmExit {
     Error(String),
     /// `--timeout-ms` passed before the guest ended.
     Timeout(u64),
+    /// The VM's owner stopped it (`Vm::stop`) before the guest ended.
+    Stopped,
 }
 
 impl VmExit {
@@ -38,7 +40,7 @@ impl VmExit {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             VmExit::Guest(code) => ExitCode::Guest((*code & 0xff) as u8),
-            VmExit::Reset | VmExit::Shutdown => ExitCode::Guest(0),
+            VmExit::Reset | VmExit::Shutdown | VmExit::Stopped => ExitCode::Guest(0),
             VmExit::Crash { .. } | VmExit::Panic(_) => ExitCode::GuestCrash,
             VmExit::Error(_) => ExitCode::VmmError,
             VmExit::Timeout(_) => ExitCode::Timeout,

@@ -1,27 +1,13 @@
-//! `ember-vmm`: one KVM microVM per process. Parses the command line, sets up
-//! logging, builds and runs the VM, and turns how it ended into one report line
-//! and an exit code (DESIGN.md, "Exit codes").
-
-mod abi_ports;
-mod boot;
-mod cli;
-mod config;
-mod device_manager;
-mod devices;
-mod event_loop;
-mod exit;
-mod host;
-mod logger;
-mod memory;
-mod panic_watch;
-mod sandbox;
-mod vcpu;
-mod vm;
+//! `ember-vmm`: one KVM microVM per process, a thin wrapper over the
+//! `ember_vmm` library. Parses the command line, sets up logging, builds and
+//! runs the VM, and turns how it ended into one report line and an exit code
+//! (DESIGN.md, "Exit codes").
 
 use std::time::Instant;
 
 use ember_abi::exit::ExitCode;
-use exit::VmExit;
+use ember_vmm::exit::VmExit;
+use ember_vmm::{cli, log_debug, log_error, logger, sandbox, vm};
 
 /// An error and its sources on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
@@ -92,6 +78,7 @@ fn report(exit: &VmExit) {
         VmExit::Guest(code) => log_debug!("guest exited with code {code}"),
         VmExit::Reset => log_debug!("guest reset: VM stopped"),
         VmExit::Shutdown => log_debug!("guest shut down"),
+        VmExit::Stopped => log_debug!("VM stopped"),
         VmExit::Crash { vcpu, reason, rip } => {
             let rip = rip.map_or("unknown".to_string(), |r| format!("{r:#x}"));
             eprintln!("ember-vmm: guest crashed: vCPU {vcpu}: {reason} at RIP {rip}");

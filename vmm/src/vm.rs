@@ -1,16 +1,19 @@
-//! Builds a VM from a validated [`VmConfig`] and runs it to its end: KVM VM and
-//! guest memory, legacy devices on the port-I/O and MMIO buses, the device
-//! manager's devices, the guest image, one thread per vCPU and the event loop;
-//! then waits for the first [`VmExit`] and stops everything.
-//! DESIGN.md "Boot sequence" lists these steps.
+//! The [`Vm`] object: built from a validated [`VmConfig`] (KVM VM and guest
+//! memory, legacy devices on the port-I/O and MMIO buses, the device
+//! manager's devices, the guest image, the vCPUs), then started (one thread
+//! per vCPU and the event loop), paused and resumed, waited for until the
+//! first [`VmExit`], and stopped. DESIGN.md "Boot sequence" lists the steps.
 
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_devices::bus::{Bus, BusError};
 use ember_devices::legacy::{boot_timer, i8042, serial, BootTimer, Console, SerialDevice, I8042};
+use ember_devices::virtio::VirtioDevice;
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
@@ -22,7 +25,7 @@ use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::panic_watch::PanicWatch;
-use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle};
+use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle, VcpuResponse};
 use crate::{event_loop, log_debug, log_info, log_warn};
 
 /// COM1's interrupt line.
@@ -51,6 +54,10 @@ pub enum VmError {
     Linux(#[from] LinuxBootError),
     #[error("kernel-less guests take no initrd")]
     InitrdForKernelless,
+    #[error("cannot {0}: {1}")]
+    State(&'static str, &'static str),
+    #[error("vCPU {0} did not answer {1:?} in time")]
+    VcpuUnresponsive(u8, VcpuResponse),
 }
 
 /// Default command line for Linux guests (Firecracker's, minus what ember
@@ -67,164 +74,310 @@ enum Guest {
     Linux(linux::LinuxEntry),
 }
 
-/// Builds the VM described by `cfg` and runs it until it ends.
+/// A built VM: KVM VM, guest memory, devices on their buses, the guest
+/// loaded, its vCPUs created. [`Vm::start`] runs it; then [`Vm::pause`] and
+/// [`Vm::resume`] hold and release every vCPU, [`Vm::wait`] blocks until the
+/// VM ends, and [`Vm::stop`] stops every thread and flushes the console.
+/// This is the object a snapshot or an API socket holds.
+pub struct Vm {
+    /// Keeps the VM (and its memory registration) alive with the vCPUs.
+    _vm: VmFd,
+    mem: GuestMemoryMmap,
+    exits: ExitNotifier,
+    exit_rx: Receiver<VmExit>,
+    doorbell: Doorbell,
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<SerialDevice>>,
+    panics: PanicWatch,
+    timeout_ms: Option<u64>,
+    start: Instant,
+    state: State,
+}
+
+/// Where a VM is in its life.
+enum State {
+    /// Built; the event manager and vCPU fds wait for [`Vm::start`].
+    Built {
+        em: EventMgr,
+        virtio: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+        fds: Vec<VcpuFd>,
+    },
+    /// Threads running (or paused).
+    Running {
+        vcpus: Vec<VcpuHandle>,
+        drained: Receiver<()>,
+    },
+    /// Stopped (or failed to start): nothing left to run.
+    Stopped,
+}
+
+impl Vm {
+    /// Builds the VM described by a validated `cfg` (steps 3-8 of the boot
+    /// sequence). `start` is the process start (for the boot timer).
+    pub fn build(cfg: &VmConfig, start: Instant) -> Result<Vm, VmError> {
+        let host = host::detect();
+        log_debug!("host: {}", host.describe());
+        let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
+        if is_kernelless && cfg.initrd.is_some() {
+            return Err(VmError::InitrdForKernelless);
+        }
+        if !is_kernelless && host == HostKvm::Pvm {
+            log_warn!("{}", host::PVM_LINUX_WARNING);
+        }
+        let console = match &cfg.console {
+            ConsoleConfig::Stdout => Console::Stdout,
+            ConsoleConfig::Off => Console::Off,
+            ConsoleConfig::File(p) => {
+                Console::file(p).map_err(|e| VmError::Io("cannot open the console file", e))?
+            }
+        };
+
+        let kvm = Kvm::new().map_err(VmError::Kvm)?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| VmError::KvmCall("create VM", e))?;
+        let mem = memory::create(cfg.mem_mib)?;
+        memory::register(&vm, &mem)?;
+        // Kernel-less guests take no interrupts: no irqchip, no PIT.
+        let irqchip = !is_kernelless;
+        if irqchip {
+            create_irqchip(&vm)?;
+        }
+
+        let stop = StopState::new().map_err(|e| VmError::Io("eventfd", e))?;
+        let (exits, exit_rx) = ExitNotifier::new(stop);
+        let doorbell = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        // A Linux guest's panic shows only on its console (panic_watch.rs).
+        let panics = PanicWatch::default();
+        let serial_irq = serial_irq(&vm, irqchip)?;
+        let serial = Arc::new(Mutex::new(if is_kernelless {
+            SerialDevice::new(console, serial_irq)
+        } else {
+            SerialDevice::watched(console, serial_irq, panics.line_watch(exits.clone()))
+        }));
+        pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
+        let reset = exits.clone();
+        let i8042_dev = I8042::new(Box::new(move || reset.notify(VmExit::Reset)));
+        pio.insert(
+            i8042::I8042_BASE,
+            i8042::I8042_LEN,
+            Arc::new(Mutex::new(i8042_dev)),
+        )?;
+        if cfg.boot_timer {
+            let timer =
+                BootTimer::new(start, Box::new(|us| log_info!("Guest-boot-time = {us} us")));
+            mmio.insert(
+                boot_timer::BOOT_TIMER_ADDR,
+                boot_timer::BOOT_TIMER_LEN,
+                Arc::new(Mutex::new(timer)),
+            )?;
+        }
+
+        let mut em = EventMgr::new()
+            .map_err(|e| VmError::Io("event manager", std::io::Error::other(format!("{e:?}"))))?;
+        let mut ctx = DeviceContext::new(
+            &vm,
+            &mem,
+            &mut mmio,
+            &mut pio,
+            &mut em,
+            &doorbell,
+            irqchip,
+            is_kernelless,
+        );
+        devices::attach_all(&mut ctx, &cfg.devices)?;
+        let devices::Attached {
+            mmio_devices,
+            virtio_devices,
+            linux_cmdline: linux_devices,
+        } = ctx.into_attached();
+
+        let vcpu_count = cfg.vcpu_count();
+        let guest = if is_kernelless {
+            Guest::Kernelless(kernelless::load(
+                &mem,
+                &cfg.kernel,
+                cfg.mem_mib << 20,
+                vcpu_count,
+            )?)
+        } else {
+            let cmdline = format!(
+                "{}{linux_devices}",
+                cfg.cmdline.as_deref().unwrap_or(DEFAULT_LINUX_CMDLINE)
+            );
+            let boot = linux::LinuxBootConfig {
+                kernel: &cfg.kernel,
+                initrd: cfg.initrd.as_deref(),
+                cmdline: &cmdline,
+                vcpu_count,
+            };
+            let entry = linux::load(&vm, &mem, &boot)?;
+            log_debug!("Linux: {entry}");
+            Guest::Linux(entry)
+        };
+        let fds = create_vcpus(&kvm, &vm, &guest, vcpu_count)?;
+        if let Guest::Kernelless(image) = &guest {
+            image.write_start_info(
+                &mem,
+                &fds[0],
+                cfg.cmdline.as_deref().unwrap_or(""),
+                &mmio_devices,
+            )?;
+        }
+        Ok(Vm {
+            _vm: vm,
+            mem,
+            exits,
+            exit_rx,
+            doorbell,
+            pio,
+            mmio,
+            serial,
+            panics,
+            timeout_ms: cfg.timeout_ms,
+            start,
+            state: State::Built {
+                em,
+                virtio: virtio_devices,
+                fds,
+            },
+        })
+    }
+
+    /// Starts the VM (step 9): Landlock, then the event loop and one thread
+    /// per vCPU; the calling thread enters its own seccomp filter last.
+    pub fn start(&mut self) -> Result<(), VmError> {
+        let State::Built { em, virtio, fds } = std::mem::replace(&mut self.state, State::Stopped)
+        else {
+            return Err(VmError::State("start", "the VM was already started"));
+        };
+        // Everything the VM needs is open: Landlock before the first thread.
+        crate::sandbox::restrict_filesystem::<&str>(&[]).map_err(|e| {
+            VmError::Io(
+                "cannot apply the Landlock sandbox",
+                std::io::Error::other(e),
+            )
+        })?;
+        let drained = event_loop::start(em, self.exits.clone(), virtio)
+            .map_err(|e| VmError::Io("cannot start the event loop", e))?;
+        let vcpus = start_vcpus(fds, &self.pio, &self.mmio, &self.exits, &self.doorbell)?;
+        self.state = State::Running { vcpus, drained };
+        log_debug!(
+            "VM built and started at {} us",
+            self.start.elapsed().as_micros()
+        );
+        crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Main);
+        Ok(())
+    }
+
+    /// The guest's memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Holds every vCPU outside the guest until [`Vm::resume`]. Devices
+    /// keep serving their host side. A vCPU inside an ABI wait answers
+    /// when the wait ends; one that does not answer within `timeout` is an
+    /// error (the others stay paused).
+    pub fn pause(&self, timeout: Duration) -> Result<(), VmError> {
+        self.control(VcpuEvent::Pause, VcpuResponse::Paused, timeout)
+    }
+
+    /// Lets paused vCPUs run the guest again.
+    pub fn resume(&self, timeout: Duration) -> Result<(), VmError> {
+        self.control(VcpuEvent::Resume, VcpuResponse::Resumed, timeout)
+    }
+
+    fn control(
+        &self,
+        event: VcpuEvent,
+        want: VcpuResponse,
+        timeout: Duration,
+    ) -> Result<(), VmError> {
+        let State::Running { vcpus, .. } = &self.state else {
+            return Err(VmError::State("pause or resume", "the VM is not running"));
+        };
+        for h in vcpus {
+            h.send(event);
+        }
+        let deadline = Instant::now() + timeout;
+        for h in vcpus {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if h.response(left) != Some(want) {
+                return Err(VmError::VcpuUnresponsive(h.index, want));
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until the VM ends (the first [`VmExit`] reported, or
+    /// `--timeout-ms` after this call) and returns how.
+    pub fn wait(&self) -> VmExit {
+        let exit = self
+            .panics
+            .explain(wait_for_exit(&self.exits, &self.exit_rx, self.timeout_ms));
+        log_debug!("VM exit at {} us", self.start.elapsed().as_micros());
+        exit
+    }
+
+    /// Stops the VM: every vCPU leaves KVM_RUN and its thread ends (bounded
+    /// by [`STOP_GRACE`]), the event loop delivers what the guest sent
+    /// before it stopped (bounded), and the console is flushed. Stopping a
+    /// VM that still runs reports [`VmExit::Stopped`] to [`Vm::wait`].
+    pub fn stop(&mut self) {
+        self.exits.notify(VmExit::Stopped);
+        let State::Running { vcpus, drained } = std::mem::replace(&mut self.state, State::Stopped)
+        else {
+            return;
+        };
+        stop_vcpus(&vcpus);
+        log_debug!("vCPUs stopped at {} us", self.start.elapsed().as_micros());
+        let _ = drained.recv_timeout(event_loop::DRAIN_GRACE + Duration::from_millis(100));
+        // try_lock: a vCPU that never stopped may hold the console (blocked on a
+        // full pipe nobody reads); its output is then lost, never waited for.
+        if let Ok(mut console) = self.serial.try_lock() {
+            console.flush();
+        }
+    }
+}
+
+/// Builds the VM described by `cfg`, runs it until it ends and stops it.
 /// `start` is the process start (for the boot timer).
 pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
-    let host = host::detect();
-    log_debug!("host: {}", host.describe());
-    let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
-    if is_kernelless && cfg.initrd.is_some() {
-        return Err(VmError::InitrdForKernelless);
-    }
-    if !is_kernelless && host == HostKvm::Pvm {
-        log_warn!("{}", host::PVM_LINUX_WARNING);
-    }
-    let console = match &cfg.console {
-        ConsoleConfig::Stdout => Console::Stdout,
-        ConsoleConfig::Off => Console::Off,
-        ConsoleConfig::File(p) => {
-            Console::file(p).map_err(|e| VmError::Io("cannot open the console file", e))?
-        }
-    };
+    let mut vm = Vm::build(cfg, start)?;
+    vm.start()?;
+    let exit = vm.wait();
+    vm.stop();
+    Ok(exit)
+}
 
-    let kvm = Kvm::new().map_err(VmError::Kvm)?;
-    let vm = kvm
-        .create_vm()
-        .map_err(|e| VmError::KvmCall("create VM", e))?;
-    let mem = memory::create(cfg.mem_mib)?;
-    memory::register(&vm, &mem)?;
-    // Kernel-less guests take no interrupts: no irqchip, no PIT.
-    let irqchip = !is_kernelless;
-    if irqchip {
-        create_irqchip(&vm)?;
-    }
-
-    let stop = StopState::new().map_err(|e| VmError::Io("eventfd", e))?;
-    let (exits, exit_rx) = ExitNotifier::new(stop);
-    let doorbell = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    // A Linux guest's panic shows only on its console (panic_watch.rs).
-    let panics = PanicWatch::default();
-    let serial_irq = serial_irq(&vm, irqchip)?;
-    let serial_dev = Arc::new(Mutex::new(if is_kernelless {
-        SerialDevice::new(console, serial_irq)
-    } else {
-        SerialDevice::watched(console, serial_irq, panics.line_watch(exits.clone()))
-    }));
-    pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial_dev.clone())?;
-    let reset = exits.clone();
-    let i8042_dev = I8042::new(Box::new(move || reset.notify(VmExit::Reset)));
-    pio.insert(
-        i8042::I8042_BASE,
-        i8042::I8042_LEN,
-        Arc::new(Mutex::new(i8042_dev)),
-    )?;
-    if cfg.boot_timer {
-        let timer = BootTimer::new(start, Box::new(|us| log_info!("Guest-boot-time = {us} us")));
-        mmio.insert(
-            boot_timer::BOOT_TIMER_ADDR,
-            boot_timer::BOOT_TIMER_LEN,
-            Arc::new(Mutex::new(timer)),
-        )?;
-    }
-
-    let mut em = EventMgr::new()
-        .map_err(|e| VmError::Io("event manager", std::io::Error::other(format!("{e:?}"))))?;
-    let mut ctx = DeviceContext::new(
-        &vm,
-        &mem,
-        &mut mmio,
-        &mut pio,
-        &mut em,
-        &doorbell,
-        irqchip,
-        is_kernelless,
-    );
-    devices::attach_all(&mut ctx, &cfg.devices)?;
-    let devices::Attached {
-        mmio_devices,
-        virtio_devices,
-        linux_cmdline: linux_devices,
-    } = ctx.into_attached();
-
-    let vcpu_count = cfg.vcpu_count();
-    let guest = if is_kernelless {
-        Guest::Kernelless(kernelless::load(
-            &mem,
-            &cfg.kernel,
-            cfg.mem_mib << 20,
-            vcpu_count,
-        )?)
-    } else {
-        let cmdline = format!(
-            "{}{linux_devices}",
-            cfg.cmdline.as_deref().unwrap_or(DEFAULT_LINUX_CMDLINE)
-        );
-        let boot = linux::LinuxBootConfig {
-            kernel: &cfg.kernel,
-            initrd: cfg.initrd.as_deref(),
-            cmdline: &cmdline,
-            vcpu_count,
-        };
-        let entry = linux::load(&vm, &mem, &boot)?;
-        log_debug!("Linux: {entry}");
-        Guest::Linux(entry)
-    };
+/// One vCPU fd per index, with its CPUID and entry state.
+fn create_vcpus(kvm: &Kvm, vm: &VmFd, guest: &Guest, count: u8) -> Result<Vec<VcpuFd>, VmError> {
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmError::KvmCall("get CPUID", e))?;
-    let mut fds = Vec::with_capacity(vcpu_count as usize);
-    for index in 0..vcpu_count {
+    let mut fds = Vec::with_capacity(count as usize);
+    for index in 0..count {
         let fd = vm
             .create_vcpu(index as u64)
             .map_err(|e| VmError::KvmCall("create vCPU", e))?;
-        match &guest {
+        match guest {
             Guest::Kernelless(image) => {
-                let entries = linux::cpuid::normalize(supported.as_slice(), index, vcpu_count);
+                let entries = linux::cpuid::normalize(supported.as_slice(), index, count);
                 let cpuid = CpuId::from_entries(&entries)
                     .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
                 fd.set_cpuid2(&cpuid)
                     .map_err(|e| VmError::KvmCall("set CPUID", e))?;
                 image.configure_vcpu(&cpuid, &fd, index)?;
             }
-            Guest::Linux(entry) => linux::configure_vcpu(&kvm, &fd, index, vcpu_count, entry)?,
+            Guest::Linux(entry) => linux::configure_vcpu(kvm, &fd, index, count, entry)?,
         }
         fds.push(fd);
     }
-    if let Guest::Kernelless(image) = &guest {
-        image.write_start_info(
-            &mem,
-            &fds[0],
-            cfg.cmdline.as_deref().unwrap_or(""),
-            &mmio_devices,
-        )?;
-    }
-
-    // Everything the VM needs is open: Landlock before the first thread.
-    crate::sandbox::restrict_filesystem::<&str>(&[]).map_err(|e| {
-        VmError::Io(
-            "cannot apply the Landlock sandbox",
-            std::io::Error::other(e),
-        )
-    })?;
-    let drained = event_loop::start(em, exits.clone(), virtio_devices)
-        .map_err(|e| VmError::Io("cannot start the event loop", e))?;
-    let handles = start_vcpus(fds, &pio, &mmio, &exits, &doorbell)?;
-    log_debug!("VM built and started at {} us", start.elapsed().as_micros());
-    crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Main);
-    let exit = panics.explain(wait_for_exit(&exits, &exit_rx, cfg.timeout_ms));
-    log_debug!("VM exit at {} us", start.elapsed().as_micros());
-    stop_vcpus(&handles);
-    log_debug!("vCPUs stopped at {} us", start.elapsed().as_micros());
-    // The event loop delivers what the guest sent before it stopped (bounded).
-    let _ = drained.recv_timeout(event_loop::DRAIN_GRACE + Duration::from_millis(100));
-    // try_lock: a vCPU that never stopped may hold the console (blocked on a
-    // full pipe nobody reads); its output is then lost, never waited for.
-    if let Ok(mut console) = serial_dev.try_lock() {
-        console.flush();
-    }
-    Ok(exit)
+    Ok(fds)
 }
 
 /// The in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT that
@@ -320,6 +473,7 @@ mod tests {
     //! guest workspace. Needs /dev/kvm.
     use super::*;
     use crate::boot::elf::tests::{build_with_code, temp_file};
+    use vm_memory::{Bytes, GuestAddress};
 
     fn boot(code: &[u8], tag: &str, vcpus: u64, timeout_ms: Option<u64>) -> VmExit {
         let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), code), tag);
@@ -385,6 +539,55 @@ mod tests {
             boot(&[0xeb, 0xfe], "vm-spin", 2, Some(200)),
             VmExit::Timeout(200)
         );
+    }
+
+    #[test]
+    fn pause_holds_the_vcpus_and_resume_lets_them_run() {
+        // L: inc rax; mov [rsp],rax; jmp L  (a counter in the vCPU's stack)
+        let code = [0x48, 0xff, 0xc0, 0x48, 0x89, 0x04, 0x24, 0xeb, 0xf7];
+        let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), &code), "vm-pause");
+        let cfg = VmConfig {
+            kernel: path.clone(),
+            mem_mib: 16,
+            console: ConsoleConfig::Off,
+            ..VmConfig::default()
+        };
+        cfg.validate().unwrap();
+        let mut vm = Vm::build(&cfg, Instant::now()).unwrap();
+        std::fs::remove_file(path).unwrap();
+        // The stack is the top MiB of memory; nothing else writes there.
+        let counter = |vm: &Vm| {
+            (((16 << 20) - (1 << 20))..(16 << 20))
+                .step_by(8)
+                .filter_map(|a| vm.memory().read_obj::<u64>(GuestAddress(a)).ok())
+                .max()
+                .unwrap_or(0)
+        };
+        let grows = |vm: &Vm, from: u64| {
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if counter(vm) > from {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        };
+        assert!(matches!(
+            vm.pause(Duration::from_secs(1)),
+            Err(VmError::State(..))
+        ));
+        vm.start().unwrap();
+        assert!(grows(&vm, 0), "the guest never ran");
+        vm.pause(Duration::from_secs(2)).unwrap();
+        let held = counter(&vm);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(counter(&vm), held, "a paused vCPU ran");
+        vm.resume(Duration::from_secs(2)).unwrap();
+        assert!(grows(&vm, held), "the resumed guest never ran");
+        assert!(matches!(vm.start(), Err(VmError::State(..))));
+        vm.stop();
+        assert_eq!(vm.wait(), VmExit::Stopped);
     }
 
     #[test]

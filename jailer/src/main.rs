@@ -4,11 +4,8 @@
 //! (SIGSYS when seccomp killed it). Setup errors exit with code 70 (EX_SOFTWARE)
 //! after one line on stderr; usage errors with 64 (EX_USAGE).
 
-#[path = "../jailer/mod.rs"]
-mod jailer;
-
 use ember_abi::exit::ExitCode;
-use jailer::VmmExit;
+use ember_jailer::{self as jailer, VmmExit};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,4 +1,6 @@
-//! `ember-jailer`: puts one `ember-vmm` in its own jail, then supervises it.
+//! The jailer as a library (`src/main.rs` is the thin `ember-jailer`
+//! binary): puts one `ember-vmm` in its own jail, then supervises it. Its
+//! own crate: it runs as root and needs nothing of the VMM.
 //!
 //! Steps (DESIGN.md "Isolation" has the why):
 //! 1. close inherited fds, pick a unique unprivileged uid/gid ([`ids`]);
