@@ -224,6 +224,18 @@ def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, 
     assert not os.path.exists(cache)
 
 
+def executable_zip(name, text):
+    """A ZIP whose one file is executable (rwxr-xr-x), as a `provided`
+    runtime's `bootstrap` must be: zipfile's writestr gives rw------- and the
+    agent then rightly answers Runtime.InvalidEntrypoint."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = 0o100755 << 16
+        z.writestr(info, text)
+    return buf.getvalue()
+
+
 # A cold Linux start under the nested test host's TCG: boot + runtime import.
 LINUX_READ_TIMEOUT = 600
 
@@ -268,7 +280,7 @@ def test_linux_functions_run_end_to_end(make_emberd, linux_files):
     e = make_emberd(linux_flags("auto", kernel, images) + linux_boot_flags())
     c = e.client(read_timeout=LINUX_READ_TIMEOUT)
     opt = layer(c, "shared", {"python/shared.py": "GREETING = 'from a layer'\n"})
-    create(c, "sh", code=zipped({"bootstrap": BUSYBOX_BOOTSTRAP}), Runtime="provided.al2023",
+    create(c, "sh", code=executable_zip("bootstrap", BUSYBOX_BOOTSTRAP), Runtime="provided.al2023",
            Handler="unused", Layers=[opt], EphemeralStorage={"Size": 600},
            Timeout=60)  # Lambda's default 3 s is too short for a shell under nested TCG
     create(c, "py", code=zipped({"app.py": PY_APP}), Runtime="python3.11", Handler="app.handler",
