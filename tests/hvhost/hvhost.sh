@@ -97,14 +97,42 @@ if hardware_kvm; then
   layer="direct"
 else
   layer="nested (QEMU TCG + emulated SVM)"
-  # The layer's cap: its boot plus every suite's budget, not a blanket hour.
-  budgets=0
+  # One QEMU boot for every suite, except those whose header says
+  # `# layer: own`: each gets a boot of its own, so that if it takes the
+  # layer's kernel down (the triple fault stopped the whole layer once in
+  # CI) the other suites' results stand. Such a suite whose layer stopped
+  # responding gets one more, fresh layer; both attempts are reported.
+  shared=() own=()
   for s in "${suites[@]}"; do
-    b=$(sed -n 's/^# budget: *\([0-9]*\).*/\1/p' "$here/suite/$s")
-    budgets=$((budgets + ${b:-600}))
+    if grep -q '^# layer: own' "$here/suite/$s"; then own+=("$s"); else shared+=("$s"); fi
   done
-  HVHOST_TIMEOUT_S=${HVHOST_TIMEOUT_S:-$((budgets + 300))} \
-    bash "$here/outer.sh" "$results" "$verbose" || true
+  # Boots the layer for the suites named; its cap is its boot plus their
+  # budgets, not a blanket hour. LABEL names its console and stall files.
+  boot_layer() { # LABEL SUITE...
+    local label=$1 budgets=0 b s
+    shift
+    for s in "$@"; do
+      b=$(sed -n 's/^# budget: *\([0-9]*\).*/\1/p' "$here/suite/$s")
+      budgets=$((budgets + ${b:-600}))
+    done
+    sed -i "s/^HV_SUITES=.*/HV_SUITES='$*'/" "$env_file"
+    rm -f "$results"/{heartbeat,current,layer.ok,stall.txt}
+    HVHOST_TIMEOUT_S=${HVHOST_TIMEOUT_S:-$((budgets + 300))} \
+      bash "$here/outer.sh" "$results" "$verbose" || true
+    mv "$results/console.log" "$results/console-$label.log" 2>/dev/null || true
+    [ ! -f "$results/stall.txt" ] || mv "$results/stall.txt" "$results/stall-$label.txt"
+  }
+  [ ${#shared[@]} -eq 0 ] || boot_layer shared "${shared[@]}"
+  for s in "${own[@]}"; do
+    boot_layer "$s" "$s"
+    if [ -f "$results/stall-$s.txt" ] && [ ! -f "$results/$s.rc" ]; then
+      log "suite $s: the layer stopped responding ($(head -n 1 "$results/stall-$s.txt")); once more in a fresh layer"
+      mv "$results/stall-$s.txt" "$results/stall-$s-attempt1.txt"
+      mv "$results/console-$s.log" "$results/console-$s-attempt1.log" 2>/dev/null || true
+      mv "$results/$s.log" "$results/$s-attempt1.log" 2>/dev/null || true
+      boot_layer "$s" "$s"
+    fi
+  done
 fi
 
 # --- report ------------------------------------------------------------------
@@ -125,13 +153,17 @@ for s in "${suites[@]}"; do
     [ -z "$last" ] || echo "hvhost: suite $s: the last test it started: ${last#test }"
   fi
 done
-if [ -f "$results/stall.txt" ]; then
-  echo "----- why the nested layer was stopped ($results/stall.txt) -----"
-  cat "$results/stall.txt"
-fi
-if [ "$fail" != 0 ] && [ -f "$results/console.log" ]; then
-  echo "----- outer console (last 60 lines of $results/console.log) -----"
-  tail -n 60 "$results/console.log"
+for f in "$results"/stall-*.txt; do
+  [ -f "$f" ] || continue
+  echo "----- why a nested layer was stopped ($f) -----"
+  cat "$f"
+done
+if [ "$fail" != 0 ]; then
+  for f in "$results"/console*.log; do
+    [ -f "$f" ] || continue
+    echo "----- outer console (last 60 lines of $f) -----"
+    tail -n 60 "$f"
+  done
 fi
 echo "hvhost: wall time $(( $(date +%s) - started )) s (layer boot + suites + builds)"
 [ "$fail" = 0 ] || exit 1

@@ -31,7 +31,7 @@ echo linux_full_boot > "$r/current"
 date +%s > "$r/heartbeat"
 touch -d '-100 seconds' "$r/heartbeat"
 t0=$(date +%s)
-timeout 30 bash "$here/watch.sh" "$pid" "$r" 600 60 600 echo "RIP here"
+timeout 30 bash "$here/watch.sh" "$pid" "$r" 600 60 600 echo "RIP here" 2>/dev/null
 rc=$?
 kill -0 "$pid" 2>/dev/null && { echo "hvhost selftest: stale heartbeat: the layer was not killed"; fails=1; kill -9 "$pid"; }
 (($(date +%s) - t0 < 10)) || { echo "hvhost selftest: stale heartbeat: took $(($(date +%s) - t0)) s"; fails=1; }
@@ -42,7 +42,7 @@ rm -rf "$r"
 
 r=$(mktemp -d)
 fake_layer
-timeout 30 bash "$here/watch.sh" "$pid" "$r" 600 60 1
+timeout 30 bash "$here/watch.sh" "$pid" "$r" 600 60 1 2>/dev/null
 check "no heartbeat after the boot allowance" 124 "did not start its suites within 1 s" "$?" "$r"
 kill -9 "$pid" 2>/dev/null
 rm -rf "$r"
@@ -52,7 +52,7 @@ fake_layer
 echo agent-pid1 > "$r/current"
 timeout 30 bash -c "while sleep 0.2; do date +%s > '$r/heartbeat'; done" &
 beat=$!
-timeout 30 bash "$here/watch.sh" "$pid" "$r" 2 60 600
+timeout 30 bash "$here/watch.sh" "$pid" "$r" 2 60 600 2>/dev/null
 check "a fresh heartbeat, past the cap" 124 "hit its cap of 2 s" "$?" "$r"
 kill "$beat"
 rm -rf "$r"
