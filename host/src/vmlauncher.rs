@@ -14,7 +14,8 @@ use crate::agent::{
 };
 use crate::linux::{self, LinuxGuests};
 use crate::pool::{
-    EnvError, EnvLauncher, EnvSpec, InvokeInput, InvokeOutput, OnSpawn, Report, RunningEnv,
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
+    RunningEnv,
 };
 use crate::spares::Spares;
 
@@ -139,10 +140,6 @@ impl VmLauncher {
     }
 }
 
-fn chain(e: &AgentError) -> String {
-    crate::util::error_chain(e)
-}
-
 /// `Init` for `spec` with its code delivered as `code` (a wasm module travels
 /// inline; a Linux guest gets the path of its mounted code image).
 pub(crate) fn init_spec(spec: &EnvSpec, code: Code) -> InitSpec {
@@ -187,10 +184,7 @@ impl VmLauncher {
                 message,
                 document: Vec::new(),
             }),
-            Err(e) => Err(EnvError::Launch(format!(
-                "compiling the module: {}",
-                crate::util::error_chain(&e)
-            ))),
+            Err(e) => Err(EnvError::Launch(LaunchError::Compile(e))),
         }
     }
 
@@ -215,7 +209,7 @@ impl VmLauncher {
                 Ok(env)
             }
             None => agent::Environment::launch_with(&cfg, on_spawn)
-                .map_err(|e| EnvError::Launch(chain(&e))),
+                .map_err(|e| EnvError::Launch(LaunchError::Agent(e))),
         }
     }
 
@@ -226,25 +220,18 @@ impl VmLauncher {
         spec: &EnvSpec,
         on_spawn: &OnSpawn,
     ) -> Result<(agent::Environment, InitSpec), EnvError> {
-        let l = self.linux.as_ref().ok_or_else(|| {
-            EnvError::Launch(format!(
-                "runtime {} needs a Linux guest, which this emberd does not offer",
-                spec.runtime
-            ))
-        })?;
+        let l = self
+            .linux
+            .as_ref()
+            .ok_or_else(|| EnvError::Launch(LaunchError::NoLinux(spec.runtime.clone())))?;
         let drives = l
             .drives(spec)
-            .map_err(|e| EnvError::Launch(crate::util::error_chain(&e)))?;
+            .map_err(|e| EnvError::Launch(LaunchError::Images(e)))?;
         let base = self.config_for(&self.base, spec.memory_mib);
         let cfg = linux::launch::launch_config(&base, l.found(), spec, &drives);
-        let env = agent::Environment::launch_with(&cfg, on_spawn).map_err(|e| {
+        let env = agent::Environment::launch_with(&cfg, on_spawn).map_err(|agent| {
             let console = agent::last_log_line(&spec.work_dir.join("console.log"));
-            let tail = if console.is_empty() {
-                String::new()
-            } else {
-                format!(" (guest console: {console})")
-            };
-            EnvError::Launch(format!("{}{tail}", chain(&e)))
+            EnvError::Launch(LaunchError::LinuxBoot { agent, console })
         })?;
         Ok((env, linux::launch::init_spec(spec)))
     }
@@ -262,7 +249,7 @@ impl EnvLauncher for VmLauncher {
 
     fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn RunningEnv>, EnvError> {
         if let Some(why) = &self.unavailable {
-            return Err(EnvError::Launch(why.clone()));
+            return Err(EnvError::Launch(LaunchError::Unavailable(why.clone())));
         }
         let (mut env, init) = if linux::is_linux_runtime(&spec.runtime) {
             self.launch_linux(spec, on_spawn)?
@@ -305,7 +292,7 @@ impl EnvLauncher for VmLauncher {
                 message,
                 document,
             }),
-            Err(e) => Err(EnvError::Died(chain(&e))),
+            Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
     }
 }
@@ -347,7 +334,7 @@ impl RunningEnv for VmEnv {
                 let timeout = std::time::Duration::from_millis(self.timeout_ms.into());
                 return Ok(InvokeOutput::timed_out(timeout));
             }
-            Err(e) => return Err(EnvError::Died(chain(&e))),
+            Err(e) => return Err(EnvError::Died(Fault::Agent(e))),
         };
         let mut logs = std::mem::take(&mut self.init_logs);
         let init_log_lines = logs.len();

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::client::{Conn, Response};
-use crate::pool::{EnvError, EnvLauncher, EnvSpec, PoolConfig, RunningEnv};
+use crate::pool::{EnvError, EnvLauncher, EnvSpec, LaunchError, PoolConfig, RunningEnv};
 
 struct NoVm;
 impl EnvLauncher for NoVm {
@@ -20,7 +20,9 @@ impl EnvLauncher for NoVm {
         _: &EnvSpec,
         _: &crate::util::OnSpawn,
     ) -> Result<Box<dyn RunningEnv>, EnvError> {
-        Err(EnvError::Launch("no VMs in API unit tests".into()))
+        Err(EnvError::Launch(LaunchError::Unavailable(
+            "no VMs in API unit tests".into(),
+        )))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{resolve, Resolved};
-use crate::pool::{EnvError, EnvSpec, Pool, SpecFn, Target};
+use crate::pool::{EnvError, EnvSpec, LaunchError, Pool, SpecFn, Target};
 use crate::store::{Store, StoreError};
 
 /// Rebuilds the pool's provisioned targets from the store (after any change
@@ -70,7 +70,7 @@ pub fn lazy_spec(store: &Arc<Store>, r: &Resolved) -> SpecFn {
         let code = store
             .blobs
             .get(&blob)
-            .map_err(|e| EnvError::Launch(format!("code blob: {e}")))?;
+            .map_err(|e| EnvError::Launch(LaunchError::CodeBlob(e)))?;
         Ok(EnvSpec {
             env_id,
             work_dir,

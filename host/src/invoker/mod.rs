@@ -19,7 +19,7 @@ use crate::catalog::{lazy_spec, Resolved};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 use crate::pool::policy::Throttle;
-use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, Pool, Report, Warm};
+use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, LaunchError, Pool, Report, Warm};
 use crate::store::Store;
 use crate::util::function_arn;
 
@@ -127,15 +127,16 @@ impl Ticket {
         let joined = match checkout {
             Some(task) => task
                 .await
-                .unwrap_or_else(|e| Err(EnvError::Launch(format!("start task failed: {e}")))),
-            None => Err(EnvError::Launch("no environment checkout".into())),
+                .unwrap_or_else(|e| Err(EnvError::Launch(LaunchError::StartTask(e)))),
+            None => Err(EnvError::Launch(LaunchError::NoCheckout)),
         };
         let (warm, cold) = match joined {
             Ok(x) => x,
             Err(e) => {
                 let result = match e {
-                    EnvError::Launch(m) => CallResult::ServiceError(format!(
-                        "Could not start an execution environment: {m}"
+                    EnvError::Launch(e) => CallResult::ServiceError(format!(
+                        "Could not start an execution environment: {}",
+                        crate::util::error_chain(&e)
                     )),
                     EnvError::Init {
                         error_type,
@@ -146,7 +147,9 @@ impl Ticket {
                         message,
                         document,
                     },
-                    EnvError::Died(m) => function_error("Runtime.ExitError", m),
+                    EnvError::Died(f) => {
+                        function_error("Runtime.ExitError", crate::util::error_chain(&f))
+                    }
                 };
                 return self.finish(request_id, result, vec![], Report::default(), None, false);
             }
@@ -201,11 +204,11 @@ impl Ticket {
                 report,
             ),
             Err(e) => {
-                let m = match e {
-                    EnvError::Died(m) | EnvError::Launch(m) => m,
-                    EnvError::Init { message, .. } => message,
-                };
-                let m = format!("RequestId: {} Error: Runtime exited: {m}", request_id);
+                let m = format!(
+                    "RequestId: {} Error: Runtime exited: {}",
+                    request_id,
+                    e.detail()
+                );
                 (
                     function_error("Runtime.ExitError", m),
                     vec![],

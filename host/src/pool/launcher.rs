@@ -97,11 +97,12 @@ pub struct Report {
     pub init_log_lines: usize,
 }
 
-/// Why an environment could not start or serve.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+/// Why an environment could not start or serve, typed down to the cause;
+/// its text is made once, where it is shown ([`EnvError::detail`]).
+#[derive(Debug, thiserror::Error)]
 pub enum EnvError {
-    #[error("environment failed to start: {0}")]
-    Launch(String),
+    #[error("environment failed to start")]
+    Launch(#[source] LaunchError),
     #[error("{error_type}: {message}")]
     Init {
         error_type: String,
@@ -110,8 +111,78 @@ pub enum EnvError {
         document: Vec<u8>,
     },
     /// The VM exited or the stream broke mid-invocation (`Runtime.ExitError`).
-    #[error("environment died: {0}")]
-    Died(String),
+    #[error("environment died")]
+    Died(#[source] Fault),
+}
+
+impl EnvError {
+    /// The cause, for the caller's error message ("Could not start an
+    /// execution environment: ...", "Runtime exited: ...").
+    pub fn detail(&self) -> String {
+        match self {
+            EnvError::Launch(e) => crate::util::error_chain(e),
+            EnvError::Died(f) => crate::util::error_chain(f),
+            EnvError::Init { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Why no environment could be started (not the function's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// This emberd cannot start environments at all (a binary is missing).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no memory left for an environment")]
+    NoMemory,
+    #[error("emberd is shutting down")]
+    ShuttingDown,
+    #[error("work dir")]
+    WorkDir(#[source] std::io::Error),
+    #[error("launcher panicked")]
+    Panicked(#[source] tokio::task::JoinError),
+    #[error("start task failed")]
+    StartTask(#[source] tokio::task::JoinError),
+    #[error("no environment checkout")]
+    NoCheckout,
+    #[error("code blob")]
+    CodeBlob(#[source] crate::store::blob::BlobError),
+    #[error("compiling the module")]
+    Compile(#[source] crate::aot::AotError),
+    #[error("runtime {0} needs a Linux guest, which this emberd does not offer")]
+    NoLinux(String),
+    /// The Linux function's drive images could not be prepared.
+    #[error(transparent)]
+    Images(crate::linux::LinuxError),
+    #[error(transparent)]
+    Agent(crate::agent::AgentError),
+    /// A Linux guest that did not come up, with its console's last line.
+    #[error("{}{}", crate::util::error_chain(.agent), console_tail(.console))]
+    LinuxBoot {
+        agent: crate::agent::AgentError,
+        console: String,
+    },
+}
+
+fn console_tail(console: &str) -> String {
+    if console.is_empty() {
+        String::new()
+    } else {
+        format!(" (guest console: {console})")
+    }
+}
+
+/// Why a running environment stopped serving mid-invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The VM exited or broke the conversation.
+    #[error(transparent)]
+    Agent(crate::agent::AgentError),
+    #[error("invoke task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// The host's backstop fired (the agent ignored its own deadline).
+    #[error("timed out")]
+    TimedOut,
 }
 
 /// Starts environments. `launch` returns once the agent has sent `InitDone`;
@@ -132,4 +203,33 @@ pub trait RunningEnv: Send + 'static {
     fn is_alive(&mut self) -> bool;
     /// Stops the VM (graceful `Shutdown`, then kill) and reaps it.
     fn shutdown(self: Box<Self>);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::agent::AgentError;
+
+    /// The caller's message is the cause's chain, as the string-typed
+    /// errors carried it before.
+    #[test]
+    fn detail_is_the_cause_chain() {
+        let boot = EnvError::Launch(LaunchError::LinuxBoot {
+            agent: AgentError::BootTimeout(Duration::from_secs(5)),
+            console: "Kernel panic".into(),
+        });
+        assert_eq!(
+            boot.detail(),
+            "the agent did not connect within 5s (guest console: Kernel panic)"
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let died = EnvError::Died(Fault::Agent(AgentError::Io(io)));
+        assert_eq!(died.detail(), "agent connection I/O failed: broken pipe");
+        assert_eq!(
+            crate::util::error_chain(&EnvError::Launch(LaunchError::ShuttingDown)),
+            "environment failed to start: emberd is shutting down"
+        );
+    }
 }

@@ -134,8 +134,10 @@ impl Pool {
                     Ok(w) => pool.checkin(w, true),
                     Err(e) => {
                         eprintln!(
-                            "emberd: provisioned environment for {}:{} failed: {e}",
-                            key.function, key.version
+                            "emberd: provisioned environment for {}:{} failed: {}",
+                            key.function,
+                            key.version,
+                            crate::util::error_chain(&e)
                         );
                         pool.lock().failed_starts.insert(key, Instant::now());
                     }

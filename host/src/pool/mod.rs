@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use claim::Claims;
 pub use launcher::{
-    EnvError, EnvLauncher, EnvSpec, InvokeInput, InvokeOutput, OnSpawn, Report, RunningEnv,
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
+    RunningEnv,
 };
 pub use maintain::Target;
 use pidfile::PidFile;
@@ -199,7 +200,7 @@ impl Pool {
     ) -> Result<(Warm, bool), EnvError> {
         let slot = self
             .reserve(key, memory_mib)
-            .map_err(|_| EnvError::Launch("no memory left for an environment".into()))?;
+            .map_err(|_| EnvError::Launch(LaunchError::NoMemory))?;
         self.start(key, slot, spec).await
     }
 
@@ -235,14 +236,14 @@ impl Pool {
         let stopping = self.lock().stopping;
         let launched = tokio::task::spawn_blocking(move || {
             if stopping {
-                return Err(EnvError::Launch("emberd is shutting down".into()));
+                return Err(EnvError::Launch(LaunchError::ShuttingDown));
             }
-            std::fs::create_dir_all(&wd).map_err(|e| EnvError::Launch(format!("work dir: {e}")))?;
+            std::fs::create_dir_all(&wd).map_err(|e| EnvError::Launch(LaunchError::WorkDir(e)))?;
             let spec = spec(id, wd)?;
             launcher.launch(&spec, &on_spawn)
         })
         .await
-        .unwrap_or_else(|e| Err(EnvError::Launch(format!("launcher panicked: {e}"))));
+        .unwrap_or_else(|e| Err(EnvError::Launch(LaunchError::Panicked(e))));
         match launched {
             Ok(env) => {
                 let pid = env.pid();
@@ -273,7 +274,7 @@ impl Pool {
                 let _ = std::fs::remove_dir_all(&work_dir);
                 // A start killed by shutdown says so, not how its VM died.
                 Err(if stopping {
-                    EnvError::Launch("emberd is shutting down".into())
+                    EnvError::Launch(LaunchError::ShuttingDown)
                 } else {
                     e
                 })
@@ -334,11 +335,7 @@ impl Pool {
         let (w, result, timed_out) = match tokio::time::timeout(timeout, &mut task).await {
             Ok(joined) => match joined {
                 Ok((w, r)) => (Some(w), r, false),
-                Err(e) => (
-                    None,
-                    Err(EnvError::Died(format!("invoke task failed: {e}"))),
-                    false,
-                ),
+                Err(e) => (None, Err(EnvError::Died(Fault::Task(e))), false),
             },
             Err(_) => {
                 // Backstop for an agent that ignores its deadline: kill the
@@ -348,11 +345,12 @@ impl Pool {
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 }
                 let w = task.await.ok().map(|(w, _)| w);
-                (w, Err(EnvError::Died("timed out".into())), true)
+                (w, Err(EnvError::Died(Fault::TimedOut)), true)
             }
         };
         let Some(mut w) = w else { return result };
-        if let Err(EnvError::Died(why)) = &result {
+        if let Err(EnvError::Died(fault)) = &result {
+            let why = crate::util::error_chain(fault);
             // An environment fault (its VM died, e.g. killed by seccomp, or
             // broke the conversation): the caller gets a function error, the
             // operator this line; the environment is discarded below.

@@ -27,7 +27,7 @@ impl EnvLauncher for Arc<Fake> {
     ) -> Result<Box<dyn RunningEnv>, EnvError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if spec.handler == "fail" {
-            return Err(EnvError::Launch("boom".into()));
+            return Err(EnvError::Launch(LaunchError::Unavailable("boom".into())));
         }
         self.launched.fetch_add(1, Ordering::SeqCst);
         let alive = Arc::new(AtomicBool::new(true));
@@ -44,7 +44,9 @@ impl RunningEnv for FakeEnv {
         match &input.payload[..] {
             b"die" => {
                 self.alive.store(false, Ordering::SeqCst);
-                Err(EnvError::Died("killed".into()))
+                Err(EnvError::Died(Fault::Agent(
+                    crate::agent::AgentError::Closed,
+                )))
             }
             b"slow" => {
                 std::thread::sleep(Duration::from_millis(100));
