@@ -436,3 +436,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let _ = std::fs::remove_dir_all(run.join("envs"));
     Ok(())
 }
+
+/// `emberd` and `ember serve`.
+pub fn run(args: ServeArgs) -> std::process::ExitCode {
+    crate::heap::tune();
+    crate::heap::start_trimming();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("emberd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(serve(args));
+    // Blocking threads still running (a launch or an invocation whose VM was
+    // killed, returning) get a moment; the process never waits on them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("emberd: {}", crate::util::error_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

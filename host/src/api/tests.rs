@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::client::{Conn, Response};
+use crate::cli::client::{Conn, Response};
 use crate::pool::{EnvError, EnvLauncher, EnvSpec, LaunchError, PoolConfig, RunningEnv};
 
 struct NoVm;

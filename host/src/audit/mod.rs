@@ -4,9 +4,8 @@
 //! (so changed, removed, inserted or reordered records and a cut tail are
 //! detected by `ember audit verify`). Format: DESIGN.md "Audit trail".
 
-pub mod cli;
 mod group;
-mod reader;
+pub mod reader;
 pub mod record;
 pub mod tasks;
 pub mod verify;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::record;
 use super::verify::{verify_dir, Finding};
 use super::*;
+use crate::cli::audit as cli;
 use crate::store::sha256_hex as sha;
 
 fn cfg(every: u64) -> AuditConfig {

@@ -5,7 +5,6 @@
 //! runs. Verification is two steps so that Invoke can verify the headers,
 //! start its environment and only then read a body whose hash was signed.
 
-pub mod cli;
 pub mod creds;
 pub mod replay;
 pub mod sigv4;

@@ -14,5 +14,5 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    ember_host::cli::run_serve(cli.serve)
+    ember_host::daemon::run(cli.serve)
 }

@@ -10,7 +10,6 @@
 //! is in [`retry`], the record shapes in [`model`], the HTTP routes in
 //! `api::events` and `ember queue` in [`cli`].
 
-pub mod cli;
 pub mod db;
 pub mod dest;
 pub mod model;

@@ -8,7 +8,6 @@
 //! never returned as an error. Read back by `GET /ember/logs/{function}`
 //! (`api::logs`, waits capped by [`follows`]) and `ember logs` ([`cli`]).
 
-pub mod cli;
 pub mod follows;
 pub mod frame;
 pub mod read;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::client::{enc, ClientError, Conn};
+use super::client::{enc, ClientError, Conn};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCmd {

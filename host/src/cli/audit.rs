@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::reader::read_lines;
-use super::verify::verify_dir;
+use crate::audit::reader::read_lines;
+use crate::audit::verify::verify_dir;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
@@ -48,7 +48,7 @@ pub fn run(cmd: AuditCmd, json: bool) -> ExitCode {
 }
 
 fn dir_of(data_dir: Option<PathBuf>) -> PathBuf {
-    super::audit_dir(&data_dir.unwrap_or_else(crate::daemon::default_data_dir))
+    crate::audit::audit_dir(&data_dir.unwrap_or_else(crate::daemon::default_data_dir))
 }
 
 fn verify(data_dir: Option<PathBuf>, json: bool) -> ExitCode {

@@ -1,6 +1,15 @@
 //! The `ember` command line: `serve`, `fn create|update|list|get|delete|publish`,
 //! `invoke`, `env list`, `queue list|read|delete` (and the benchmark's load generator), talking to
 //! emberd's HTTP API. Human-readable output by default, `--json` for scripts.
+//! The CLI is a client: it uses the daemon only for `serve` and its defaults,
+//! and nothing in the daemon uses it.
+
+pub mod audit;
+pub mod bench;
+pub mod client;
+pub mod creds;
+pub mod logs;
+pub mod queue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +19,8 @@ use base64::Engine;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{enc, ClientError, Conn, Response};
 use crate::daemon::ServeArgs;
+use client::{enc, ClientError, Conn, Response};
 
 #[derive(Parser)]
 #[command(
@@ -78,18 +87,18 @@ enum Cmd {
     /// Access keys (edits emberd's credentials file; a running emberd picks
     /// changes up at once).
     #[command(subcommand)]
-    Creds(crate::auth::cli::CredsCmd),
+    Creds(creds::CredsCmd),
     /// Print a function's logs (START/END/REPORT-framed invocations).
-    Logs(crate::logs::cli::LogsArgs),
+    Logs(logs::LogsArgs),
     /// The audit trail (reads the data directory; needs its key).
     #[command(subcommand)]
-    Audit(crate::audit::cli::AuditCmd),
+    Audit(audit::AuditCmd),
     /// emberd's local destination queues (async invocation records).
     #[command(subcommand)]
-    Queue(crate::events::cli::QueueCmd),
+    Queue(queue::QueueCmd),
     /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
     #[command(hide = true)]
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,43 +165,16 @@ enum CliError {
     Api { kind: String, message: String },
 }
 
-/// `emberd` and `ember serve`.
-pub fn run_serve(args: ServeArgs) -> ExitCode {
-    crate::heap::tune();
-    crate::heap::start_trimming();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("emberd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(crate::daemon::serve(args));
-    // Blocking threads still running (a launch or an invocation whose VM was
-    // killed, returning) get a moment; the process never waits on them.
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("emberd: {}", crate::util::error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli = match cli.cmd {
-        Cmd::Serve(args) => return run_serve(*args),
-        Cmd::Audit(cmd) => return crate::audit::cli::run(cmd, cli.json),
+        Cmd::Serve(args) => return crate::daemon::run(*args),
+        Cmd::Audit(cmd) => return audit::run(cmd, cli.json),
         _ => cli,
     };
-    let file = crate::auth::cli::credentials_path(cli.credentials.as_deref());
+    let file = creds::credentials_path(cli.credentials.as_deref());
     if let Cmd::Creds(cmd) = cli.cmd {
-        return match crate::auth::cli::run(cmd, &file, cli.json) {
+        return match creds::run(cmd, &file, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ember: {}", crate::util::error_chain(&e));
@@ -200,19 +182,15 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    crate::client::set_ca_bundle(cli.ca_cert.clone());
-    let creds = crate::auth::cli::signing_credentials(
-        cli.access_key.clone(),
-        cli.secret_key.clone(),
-        &file,
-    );
+    client::set_ca_bundle(cli.ca_cert.clone());
+    let creds = creds::signing_credentials(cli.access_key.clone(), cli.secret_key.clone(), &file);
     if creds.is_none() {
         eprintln!(
             "ember: no credentials (--access-key/--secret-key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a readable {}); requests go unsigned and emberd will refuse them",
             file.display()
         );
     }
-    crate::client::set_default_credentials(creds);
+    client::set_default_credentials(creds);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -298,7 +276,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ep = cli.endpoint.as_str();
     match cli.cmd {
         Cmd::Serve(_) | Cmd::Creds(_) | Cmd::Audit(_) => unreachable!("handled in main"),
-        Cmd::Bench(args) => crate::bench::run(ep, args).await.map_err(CliError::Usage)?,
+        Cmd::Bench(args) => bench::run(ep, args).await.map_err(CliError::Usage)?,
         Cmd::Fn(FnCmd::Create {
             name,
             code,
@@ -430,11 +408,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             log,
         } => return invoke(ep, cli.json, &name, &payload, &qualifier, log).await,
         Cmd::Logs(args) => {
-            return crate::logs::cli::run(ep, cli.json, args)
+            return logs::run(ep, cli.json, args)
                 .await
                 .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))
         }
-        Cmd::Queue(q) => crate::events::cli::run(ep, cli.json, q)
+        Cmd::Queue(q) => queue::run(ep, cli.json, q)
             .await
             .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))?,
         Cmd::Env(EnvCmd::List) => {

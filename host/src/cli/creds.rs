@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::creds::{self, CredError, DEFAULT_ACCOUNT};
-use super::sigv4::Credentials;
+use crate::auth::creds::{self, CredError, DEFAULT_ACCOUNT};
+use crate::auth::sigv4::Credentials;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum CredsCmd {

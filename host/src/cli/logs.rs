@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::client::{enc, ClientError, Conn};
+use super::client::{enc, ClientError, Conn};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogsArgs {

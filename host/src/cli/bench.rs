@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::client::{enc, Conn};
+use super::client::{enc, Conn};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
