@@ -12,7 +12,8 @@ agent="${EMBER_WASM_AGENT:-guest-agent/kernelless/target/x86_64-unknown-linux-gn
 [ -f "$agent" ] || bash guest-agent/kernelless/build.sh >/dev/null
 work=$(mktemp -d "/tmp/${1:-ed}.XXXXXX")
 export EMBER_CREDENTIALS="$work/credentials.json"
-"$bin/emberd" --listen 127.0.0.1:0 --data-dir "$work" --vmm "$bin/ember-vmm" --wasm-agent "$agent" \
+# shellcheck disable=SC2086 # EMBERD_ARGS: extra emberd flags, split on spaces
+"$bin/emberd" --listen 127.0.0.1:0 --data-dir "$work" --vmm "$bin/ember-vmm" --wasm-agent "$agent" ${EMBERD_ARGS:-} \
   >"$work/out" 2>"$work/log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT

@@ -291,6 +291,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let aot = crate::aot::setup(
         &args.wasm_engine,
         args.wasm_compiler.clone(),
+        &store,
         &data.join("store"),
     );
     let launcher = VmLauncher::new(vmm, agent)

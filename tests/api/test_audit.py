@@ -154,7 +154,9 @@ def test_write_failure_refuses_further_calls_and_is_recorded(make_emberd):
         # ...and from then on control-plane calls are refused before they run.
         with pytest.raises(ClientError) as err:
             create(c, "w3")
-        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert err.value.response["Error"]["Code"] == "ServiceException"
+        assert err.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
         assert "audit trail cannot be written" in err.value.response["Error"]["Message"]
     finally:
         subprocess.run(["chattr", "-i", log], check=True)

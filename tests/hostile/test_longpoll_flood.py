@@ -144,6 +144,8 @@ def test_beyond_16_follows_an_account_gets_429_and_others_stay_fast(emberd):
     assert len(held) == 16
     body = next(b for st, b in quick.values() if st == 429)
     assert b"TooManyRequestsException" in body, body
+    # Lambda's model puts the 429's retryAfterSeconds in this header.
+    assert b"\r\nretry-after: 1\r\n" in body.lower(), body
     assert len(during) == 300
     noise = max(p99(clean), p99(clean_after))
     assert p99(during) < max(0.100, 2 * noise), during

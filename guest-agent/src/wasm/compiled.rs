@@ -70,6 +70,31 @@ static ENGINES: [AtomicPtr<Engine>; MAX_ENGINES] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_ENGINES];
 static ENGINE_MIB: [AtomicU32; MAX_ENGINES] = [const { AtomicU32::new(0) }; MAX_ENGINES];
 
+/// Instantiations and calls of compiled code running now: the timer that
+/// calls [`tick`] needs to tick fast only while this is non-zero.
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+
+/// Whether compiled code is running (the epoch timer's fast period applies).
+pub fn running() -> bool {
+    RUNNING.load(Ordering::Acquire) != 0
+}
+
+/// Counts one running instantiation or call for as long as it lives.
+struct Running;
+
+impl Running {
+    fn enter() -> Self {
+        RUNNING.fetch_add(1, Ordering::AcqRel);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Advances every engine's epoch by one: running calls then check their
 /// deadline. Lock-free and allocation-free (the guest's secondary vCPU calls
 /// it before the heap exists).
@@ -180,6 +205,7 @@ fn instantiate(
     // Start sections run under the init timeout.
     store.data_mut().deadline_ms = clock.realtime_ns() / 1_000_000 + u64::from(cfg.timeout_ms);
     store.set_epoch_deadline(1);
+    let _running = Running::enter();
     linker.instantiate(store, module)
 }
 
@@ -200,6 +226,7 @@ fn memory_kib(store: &mut Store<Ctx>, instance: Instance) -> u64 {
 fn call(store: &mut Store<Ctx>, f: Func, _clock: &dyn Clock, deadline_ms: u64) -> CallEnd {
     store.data_mut().deadline_ms = deadline_ms;
     store.set_epoch_deadline(1);
+    let _running = Running::enter();
     match f.call(&mut *store, &[], &mut []) {
         Ok(()) => CallEnd::Finished,
         Err(e) => classify(&e),

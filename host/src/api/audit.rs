@@ -78,7 +78,8 @@ pub async fn admit(app: &Arc<App>, route: &Route) -> Result<(), ApiError> {
         .await
         .map_err(|e| ApiError::Service(format!("audit check failed: {e}")))?
         .map_err(|e| {
-            ApiError::Service(format!(
+            // Retryable: the trail heals by itself when its disk does.
+            ApiError::Unavailable(format!(
                 "The audit trail cannot be written, so control-plane calls are refused: {}",
                 crate::util::error_chain(&e)
             ))

@@ -17,6 +17,7 @@ pub fn reply(app: &App, caller: &Caller) -> Reply {
     let mut view = crate::metrics::HostView::collect(&envs);
     if scope.is_none() {
         view.claims = Some(app.pool.memory());
+        view.wasm_artefacts = app.caps.aot.as_ref().map(|a| a.memory_use());
     }
     Reply {
         status: 200,

@@ -30,6 +30,9 @@ pub struct HostView {
     /// The pool's memory admission: (budget, claimed) bytes (host-wide:
     /// `None` in an account's scoped view).
     pub claims: Option<(u64, u64)>,
+    /// Compiled wasm artefacts held in memory: (bytes, entries) (host-wide,
+    /// with `--wasm-engine wasmtime` only).
+    pub wasm_artefacts: Option<(usize, usize)>,
 }
 
 const STATES: [EnvState; 4] = [
@@ -88,6 +91,7 @@ impl HostView {
             provisioned,
             memory: vec![],
             claims: None,
+            wasm_artefacts: None,
         }
     }
 
@@ -130,6 +134,20 @@ impl HostView {
                 "Memory claimed by existing environments (function memory + overhead each, idle ones included).",
             );
             e.sample("ember_memory_claimed_bytes", &[], claimed as f64);
+        }
+        if let Some((bytes, entries)) = self.wasm_artefacts {
+            e.family(
+                "ember_wasm_artefact_cache_bytes",
+                Kind::Gauge,
+                "Compiled wasm artefacts emberd holds in memory (bounded; artefacts of deleted code are dropped).",
+            );
+            e.sample("ember_wasm_artefact_cache_bytes", &[], bytes as f64);
+            e.family(
+                "ember_wasm_artefact_cache_entries",
+                Kind::Gauge,
+                "Compiled wasm artefacts emberd holds in memory.",
+            );
+            e.sample("ember_wasm_artefact_cache_entries", &[], entries as f64);
         }
         e.family(
             "ember_vmm_rss_bytes",

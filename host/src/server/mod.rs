@@ -92,7 +92,9 @@ fn respond(result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
         Ok(r) => (r.status, r.headers, r.body, r.json),
         Err(e) => {
             let mut header = vec![("X-Amzn-ErrorType", e.error_type().to_string())];
-            if e.status() == 503 {
+            // Lambda's TooManyRequestsException carries `retryAfterSeconds`
+            // in this header; a 503 asks for a retry the same way.
+            if matches!(e.status(), 429 | 503) {
                 header.push(("Retry-After", "1".to_string()));
             }
             (e.status(), header, Bytes::from(e.body().to_string()), true)

@@ -187,6 +187,11 @@ impl BlobStore {
         }
     }
 
+    /// Whether a blob is stored at `hex` (its content is not checked).
+    pub fn exists(&self, hex: &str) -> bool {
+        valid_address(hex) && self.path_of(hex).is_file()
+    }
+
     /// Addresses of every stored blob.
     pub fn list(&self) -> Result<Vec<String>, BlobError> {
         let mut out = Vec::new();

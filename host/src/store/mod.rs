@@ -238,6 +238,11 @@ impl Store {
         Ok(pin)
     }
 
+    /// Whether the code blob `hex` is still stored (not yet collected).
+    pub fn has_blob(&self, hex: &str) -> bool {
+        self.blobs.exists(hex)
+    }
+
     /// Removes blobs that no function, version or layer names and no
     /// in-flight put has pinned.
     pub fn collect_garbage(&self) -> Result<usize> {

@@ -6,7 +6,8 @@
 //! function memory, guest CPU features): in memory, and optionally on disk
 //! encrypted with the store's master key (a `BlobStore` of its own, apart
 //! from the function blobs and their garbage collection), with a plaintext
-//! index of cache key → blob address (hashes only).
+//! index of cache key → artefact blob address and code id (hashes only).
+//! Both caches follow the live code: see [`cache`].
 //!
 //! The guest announces its CPU feature mask in `Ready`
 //! (`agent_version` "… cpu=0x…"); the launcher asks for the artefact of
@@ -25,13 +26,16 @@ use ember_abi::artefact;
 
 use crate::store::blob::{sha256_hex, BlobError, BlobStore};
 
+mod cache;
+use cache::{Liveness, MemoryCache};
+
 /// Wall-clock limit of one compilation (a 5 MB module takes seconds).
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Address-space limit of the compiler process.
 const COMPILE_MAX_AS: u64 = 8 << 30;
-/// Most artefact bytes kept in memory; beyond, the cache is emptied (the
-/// disk cache, when configured, still holds them).
-const MAX_MEMORY_CACHE: usize = 512 << 20;
+/// Most artefact bytes kept in memory; beyond, the least recently used go
+/// (the disk cache, when configured, still holds them).
+const MAX_MEMORY_CACHE: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AotError {
@@ -53,7 +57,9 @@ pub enum AotError {
 pub struct Aot {
     exe: PathBuf,
     disk: Option<(BlobStore, PathBuf)>,
-    memory: Mutex<(HashMap<String, Arc<Vec<u8>>>, usize)>,
+    memory: Mutex<MemoryCache>,
+    /// Which code still exists (None: all of it, as in `ember-run`).
+    live: Option<Liveness>,
     /// One lock per cache key: concurrent cold starts compile once.
     building: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// The last CPU feature mask a guest announced (for background compiles
@@ -100,7 +106,8 @@ impl Aot {
         Aot {
             exe,
             disk: None,
-            memory: Mutex::new((HashMap::new(), 0)),
+            memory: Mutex::new(MemoryCache::new(MAX_MEMORY_CACHE)),
+            live: None,
             building: Mutex::new(HashMap::new()),
             guest_features: AtomicU64::new(u64::MAX),
             compiled: AtomicU64::new(0),
@@ -113,6 +120,39 @@ impl Aot {
         std::fs::create_dir_all(&index).map_err(|e| AotError::Index(index.clone(), e))?;
         self.disk = Some((BlobStore::open(&dir.join("blobs"), key_path)?, index));
         Ok(self)
+    }
+
+    /// Lets the caches forget the artefacts of code for which `live` is false.
+    pub fn with_liveness(mut self, live: Liveness) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Artefact bytes and entries held in memory.
+    pub fn memory_use(&self) -> (usize, usize) {
+        let m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        (m.bytes(), m.len())
+    }
+
+    /// Forgets, in memory and on disk, the artefacts of code that no longer
+    /// exists (deleted or replaced functions).
+    pub fn forget_dead(&self) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain_live(live);
+        let Some((blobs, index)) = &self.disk else {
+            return;
+        };
+        for (path, addr) in cache::dead_index_entries(index, live) {
+            let _ = std::fs::remove_file(&path);
+            if !addr.is_empty() {
+                let _ = blobs.remove(&addr);
+            }
+        }
     }
 
     pub fn compiler(&self) -> &Path {
@@ -246,25 +286,45 @@ impl Aot {
         load: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, AotError> {
         let key = cache_key(code_id, memory_mib, features);
-        if let Some(a) = self.cached(&key) {
+        if let Some(a) = self.cached(&key, code_id) {
             return Ok(a);
         }
         let lock = {
             let mut b = self.building.lock().unwrap_or_else(|e| e.into_inner());
             b.entry(key.clone()).or_default().clone()
         };
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = self.cached(&key) {
+        let held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.build(&key, code_id, memory_mib, features, load);
+        drop(held);
+        // Later callers find the artefact cached (or compile anew if it
+        // was evicted meanwhile): the lock is not kept for every key ever seen.
+        self.building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        result
+    }
+
+    /// [`Self::artefact`] under the key's build lock.
+    fn build(
+        &self,
+        key: &str,
+        code_id: &str,
+        memory_mib: u32,
+        features: u64,
+        load: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<Vec<u8>>, AotError> {
+        if let Some(a) = self.cached(key, code_id) {
             return Ok(a);
         }
         let module = load().map_err(AotError::Load)?;
         let a = Arc::new(self.compile(&module, memory_mib, features)?);
-        self.remember(&key, a.clone());
+        self.remember(key, code_id, a.clone());
         if let Some((blobs, index)) = &self.disk {
             let addr = blobs.put_uncollected(&a)?;
-            let path = index.join(&key);
+            let path = index.join(key);
             let tmp = index.join(format!("{key}.tmp"));
-            std::fs::write(&tmp, addr.as_bytes())
+            std::fs::write(&tmp, cache::index_line(&addr, code_id))
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .map_err(|e| AotError::Index(path, e))?;
         }
@@ -289,58 +349,69 @@ impl Aot {
                     crate::util::error_chain(&e)
                 );
             }
+            // A create or update may have replaced code: drop what is dead.
+            me.forget_dead();
         });
     }
 
-    fn cached(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+    fn cached(&self, key: &str, code_id: &str) -> Option<Arc<Vec<u8>>> {
         if let Some(a) = self
             .memory
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .0
             .get(key)
         {
-            return Some(a.clone());
+            return Some(a);
         }
         let (blobs, index) = self.disk.as_ref()?;
-        let addr = std::fs::read_to_string(index.join(key)).ok()?;
+        let line = std::fs::read_to_string(index.join(key)).ok()?;
         // A missing or damaged blob is a cache miss: compile again.
-        let a = Arc::new(blobs.get(addr.trim()).ok()?);
+        let a = Arc::new(blobs.get(cache::index_addr(&line)?).ok()?);
         artefact::open(&a).ok()?;
-        self.remember(key, a.clone());
+        self.remember(key, code_id, a.clone());
         Some(a)
     }
 
-    fn remember(&self, key: &str, a: Arc<Vec<u8>>) {
+    fn remember(&self, key: &str, code_id: &str, a: Arc<Vec<u8>>) {
         let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if m.1 + a.len() > MAX_MEMORY_CACHE {
-            m.0.clear();
-            m.1 = 0;
+        if let Some(live) = &self.live {
+            m.retain_live(live);
         }
-        m.1 += a.len();
-        m.0.insert(key.to_string(), a);
+        m.insert(key, code_id, a);
     }
 }
 
 /// emberd's compiler for `--wasm-engine` (None: wasmi), with its encrypted
 /// disk cache under `store_dir/aot` (keyed with the store's master key).
-pub fn setup(engine: &str, compiler: Option<PathBuf>, store_dir: &Path) -> Option<Arc<Aot>> {
+/// Its caches forget the artefacts of code the store no longer holds.
+pub fn setup(
+    engine: &str,
+    compiler: Option<PathBuf>,
+    store: &Arc<crate::store::Store>,
+    store_dir: &Path,
+) -> Option<Arc<Aot>> {
     if engine != "wasmtime" {
         eprintln!("emberd: --wasm-engine {engine}: wasm functions are interpreted");
         return None;
     }
     let exe = compiler.unwrap_or_else(default_compiler);
-    let aot = Aot::new(exe.clone());
-    match aot.with_disk_cache(&store_dir.join("aot"), &store_dir.join("master.key")) {
-        Ok(a) => Some(Arc::new(a)),
+    let liveness = || -> Liveness {
+        let store = store.clone();
+        Box::new(move |code: &str| store.has_blob(code))
+    };
+    let aot = Aot::new(exe.clone()).with_liveness(liveness());
+    let aot = match aot.with_disk_cache(&store_dir.join("aot"), &store_dir.join("master.key")) {
+        Ok(a) => a,
         Err(e) => {
             eprintln!(
                 "emberd: WARNING: no disk cache for compiled wasm ({}); compiling into memory only",
                 crate::util::error_chain(&e)
             );
-            Some(Arc::new(Aot::new(exe)))
+            Aot::new(exe).with_liveness(liveness())
         }
-    }
+    };
+    aot.forget_dead();
+    Some(Arc::new(aot))
 }
 
 /// Compiles the wasm code stored at `blob` in the background (create,
