@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::devices::Devices;
 use crate::memory::{MAX_MEM_MIB, MIN_MEM_MIB};
 
 /// Most vCPUs a VM may have.
@@ -16,18 +17,6 @@ pub const MAX_VCPUS: u64 = 32;
 pub const DEFAULT_MEM_MIB: u64 = 128;
 /// Longest command line accepted at all; each boot path has its own, smaller limit.
 pub const MAX_CMDLINE: usize = 64 * 1024;
-
-/// Config sections that only the device manager may accept (see `devices::SECTIONS`).
-const DEVICE_SECTIONS: &[&str] = &[
-    "drives",
-    "network-interfaces",
-    "vsock",
-    "balloon",
-    "entropy",
-    "mmds-config",
-    "metrics",
-    "cpu-config",
-];
 
 /// Errors in the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +73,14 @@ pub struct LoggerConfig {
     pub module: Option<String>,
 }
 
+/// A config that passed [`VmConfig::validate`], with its device sections
+/// typed: what `vm::Vm::build` takes.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub config: VmConfig,
+    pub devices: Devices,
+}
+
 /// Everything needed to build and run one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -98,7 +95,8 @@ pub struct VmConfig {
     pub boot_timer: bool,
     /// Boot as a kernel-less guest even without the ELF note.
     pub force_kernelless: bool,
-    /// Device sections by config key (handled by `devices::SECTIONS`).
+    /// Device sections by config key, as the file and flags gave them
+    /// (typed by `validate`: `devices::Devices`).
     pub devices: BTreeMap<String, Value>,
     /// Stop the VM after this long (exit code 124).
     pub timeout_ms: Option<u64>,
@@ -227,8 +225,9 @@ impl VmConfig {
         Self::from_json(&text, &p)
     }
 
-    /// Checks everything that can be checked without opening files or KVM.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks everything that can be checked without opening files or KVM,
+    /// and parses the device sections (once): what a VM is built from.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         if self.kernel.as_os_str().is_empty() {
             return Err(ConfigError::NoKernel);
         }
@@ -245,16 +244,16 @@ impl VmConfig {
         if cmdline_len > MAX_CMDLINE {
             return Err(ConfigError::CmdlineTooLong(cmdline_len));
         }
+        let mut devices = Devices::default();
         for (name, value) in &self.devices {
-            debug_assert!(
-                DEVICE_SECTIONS.contains(&name.as_str()) || crate::devices::section(name).is_some()
-            );
-            match crate::devices::section(name) {
-                Some(s) => (s.validate)(value)?,
-                None => return Err(ConfigError::UnsupportedSection(name.clone())),
+            if !devices.parse_section(name, value)? {
+                return Err(ConfigError::UnsupportedSection(name.clone()));
             }
         }
-        Ok(())
+        Ok(ValidConfig {
+            config: self.clone(),
+            devices,
+        })
     }
 
     /// The vCPU count as the narrow type KVM code uses (after `validate`).

@@ -1,20 +1,24 @@
 //! The hook between the VM builder and the device manager (virtio devices):
-//! config sections such as `vsock`, `drives`, `network-interfaces` are handled
-//! by an entry in [`SECTIONS`]; a section with no entry is refused by config
-//! validation with a clear message. An entry's `attach` gets a
-//! [`DeviceContext`] with everything needed to wire a device into the VM.
+//! the config sections it handles (`vsock`, `drives`, `network-interfaces`:
+//! [`Devices::parse_section`]) are parsed once into [`Devices`] during validation;
+//! any other section is refused there with a clear message. [`attach_all`]
+//! gives each device module a [`DeviceContext`] with everything needed to
+//! wire its devices into the VM.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ember_abi::guest::MmioDevice;
 use ember_devices::bus::Bus;
+use ember_devices::virtio::net::NetConfig;
 use ember_devices::virtio::VirtioDevice;
 use event_manager::{EventManager, MutEventSubscriber};
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
 use crate::abi_ports::Doorbell;
+use crate::device_manager::block::{self, DriveConfig};
+use crate::device_manager::net;
+use crate::device_manager::vsock::{self, VsockConfig};
 
 /// The VM's event manager (one event-loop thread runs it).
 pub type EventMgr = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
@@ -166,38 +170,38 @@ fn linux_cmdline(devices: &[MmioDevice]) -> String {
         .collect()
 }
 
-/// A config section the device manager handles.
-pub struct DeviceSection {
-    /// Its key in the Firecracker JSON config (e.g. "vsock").
-    pub name: &'static str,
-    /// Checks the section's value without touching the VM (run by config validation).
-    pub validate: fn(&serde_json::Value) -> Result<(), DeviceError>,
-    /// Builds the devices and wires them into the VM.
-    pub attach: fn(&mut DeviceContext, &serde_json::Value) -> Result<(), DeviceError>,
+/// The device sections of a config, typed: parsed and checked once, by
+/// [`Devices::parse_section`] during validation, then attached as they are.
+#[derive(Debug, Clone, Default)]
+pub struct Devices {
+    pub vsock: Option<VsockConfig>,
+    pub drives: Vec<DriveConfig>,
+    pub nets: Vec<NetConfig>,
 }
 
-/// Every section the device manager handles. (vsock, drives,
-/// network-interfaces: added here by the device manager.)
-pub const SECTIONS: &[DeviceSection] = &[
-    crate::device_manager::vsock::SECTION,
-    crate::device_manager::block::SECTION,
-    crate::device_manager::net::SECTION,
-];
-
-/// The handler for `name`, if any.
-pub fn section(name: &str) -> Option<&'static DeviceSection> {
-    SECTIONS.iter().find(|s| s.name == name)
-}
-
-/// Attaches every configured section, in `SECTIONS` order.
-pub fn attach_all(
-    ctx: &mut DeviceContext,
-    sections: &BTreeMap<String, serde_json::Value>,
-) -> Result<(), DeviceError> {
-    for s in SECTIONS {
-        if let Some(value) = sections.get(s.name) {
-            (s.attach)(ctx, value)?;
+impl Devices {
+    /// Parses section `name` into its typed field. `Ok(false)`: not a
+    /// section the device manager handles.
+    pub fn parse_section(
+        &mut self,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<bool, DeviceError> {
+        match name {
+            vsock::NAME => self.vsock = Some(vsock::parse(value)?),
+            block::NAME => self.drives = block::parse(value)?,
+            net::NAME => self.nets = net::parse(value)?,
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-    Ok(())
+}
+
+/// Attaches every configured device: vsock, drives, network interfaces.
+pub fn attach_all(ctx: &mut DeviceContext, devices: &Devices) -> Result<(), DeviceError> {
+    if let Some(v) = &devices.vsock {
+        vsock::attach(ctx, v)?;
+    }
+    block::attach(ctx, &devices.drives)?;
+    net::attach(ctx, &devices.nets)
 }

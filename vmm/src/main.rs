@@ -48,14 +48,15 @@ fn main() {
         eprintln!("ember-vmm: error: cannot open the log file: {e}");
         std::process::exit(ExitCode::VmmError.code());
     }
-    if let Err(e) = inv.config.validate() {
-        fail(&e);
-    }
+    let config = match inv.config.validate() {
+        Ok(c) => c,
+        Err(e) => fail(&e),
+    };
     let start = inv
         .start_time_us
         .and_then(start_from_monotonic_us)
         .unwrap_or(start);
-    let exit = match vm::run(&inv.config, start) {
+    let exit = match vm::run(&config, start) {
         Ok(exit) => exit,
         Err(e) => fail(&e),
     };

@@ -1,4 +1,4 @@
-//! The [`Vm`] object: built from a validated [`VmConfig`] (KVM VM and guest
+//! The [`Vm`] object: built from a [`ValidConfig`] (KVM VM and guest
 //! memory, legacy devices on the port-I/O and MMIO buses, the device
 //! manager's devices, the guest image, the vCPUs), then started (one thread
 //! per vCPU and the event loop), paused and resumed, waited for until the
@@ -19,7 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
 use crate::boot::kernelless::{self, KernellessError};
 use crate::boot::linux::{self, LinuxBootError};
-use crate::config::{ConsoleConfig, VmConfig};
+use crate::config::{ConsoleConfig, ValidConfig};
 use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
 use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
@@ -113,9 +113,10 @@ enum State {
 }
 
 impl Vm {
-    /// Builds the VM described by a validated `cfg` (steps 3-8 of the boot
+    /// Builds the VM described by a validated config (steps 3-8 of the boot
     /// sequence). `start` is the process start (for the boot timer).
-    pub fn build(cfg: &VmConfig, start: Instant) -> Result<Vm, VmError> {
+    pub fn build(valid: &ValidConfig, start: Instant) -> Result<Vm, VmError> {
+        let cfg = &valid.config;
         let host = host::detect();
         log_debug!("host: {}", host.describe());
         let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
@@ -188,7 +189,7 @@ impl Vm {
             irqchip,
             is_kernelless,
         );
-        devices::attach_all(&mut ctx, &cfg.devices)?;
+        devices::attach_all(&mut ctx, &valid.devices)?;
         let devices::Attached {
             mmio_devices,
             virtio_devices,
@@ -344,9 +345,9 @@ impl Vm {
     }
 }
 
-/// Builds the VM described by `cfg`, runs it until it ends and stops it.
-/// `start` is the process start (for the boot timer).
-pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
+/// Builds the VM described by a validated config, runs it until it ends and
+/// stops it. `start` is the process start (for the boot timer).
+pub fn run(cfg: &ValidConfig, start: Instant) -> Result<VmExit, VmError> {
     let mut vm = Vm::build(cfg, start)?;
     vm.start()?;
     let exit = vm.wait();
@@ -473,6 +474,7 @@ mod tests {
     //! guest workspace. Needs /dev/kvm.
     use super::*;
     use crate::boot::elf::tests::{build_with_code, temp_file};
+    use crate::config::VmConfig;
     use vm_memory::{Bytes, GuestAddress};
 
     fn boot(code: &[u8], tag: &str, vcpus: u64, timeout_ms: Option<u64>) -> VmExit {
@@ -485,8 +487,7 @@ mod tests {
             timeout_ms,
             ..VmConfig::default()
         };
-        cfg.validate().unwrap();
-        let exit = run(&cfg, Instant::now());
+        let exit = run(&cfg.validate().unwrap(), Instant::now());
         std::fs::remove_file(path).unwrap();
         exit.unwrap()
     }
@@ -552,8 +553,7 @@ mod tests {
             console: ConsoleConfig::Off,
             ..VmConfig::default()
         };
-        cfg.validate().unwrap();
-        let mut vm = Vm::build(&cfg, Instant::now()).unwrap();
+        let mut vm = Vm::build(&cfg.validate().unwrap(), Instant::now()).unwrap();
         std::fs::remove_file(path).unwrap();
         // The stack is the top MiB of memory; nothing else writes there.
         let counter = |vm: &Vm| {

@@ -7,7 +7,7 @@ use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::block::{Block, BlockConfig, CacheType};
 use serde_json::Value;
 
-use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError};
 
 /// Config key.
 pub const NAME: &str = "drives";
@@ -65,10 +65,6 @@ pub fn parse(value: &Value) -> Result<Vec<DriveConfig>, DeviceError> {
     Ok(drives)
 }
 
-fn validate(value: &Value) -> Result<(), DeviceError> {
-    parse(value).map(|_| ())
-}
-
 /// The device's own config for one drive.
 pub fn to_block_config(d: &DriveConfig) -> BlockConfig {
     BlockConfig {
@@ -80,8 +76,9 @@ pub fn to_block_config(d: &DriveConfig) -> BlockConfig {
     }
 }
 
-fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
-    let mut drives = parse(value)?;
+/// Attaches one virtio-block device per parsed drive.
+pub fn attach(ctx: &mut DeviceContext, drives: &[DriveConfig]) -> Result<(), DeviceError> {
+    let mut drives = drives.to_vec();
     // Root first: it becomes the first virtio-mmio window (/dev/vda).
     drives.sort_by_key(|d| !d.is_root_device);
     for d in &drives {
@@ -94,13 +91,6 @@ fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
     }
     Ok(())
 }
-
-/// The section entry for `devices::SECTIONS`.
-pub const SECTION: DeviceSection = DeviceSection {
-    name: NAME,
-    validate,
-    attach,
-};
 
 /// The section entry for `--drive` number `n` (`drive0` is the root device).
 pub fn from_arg(d: &DriveArg, n: usize) -> Value {

@@ -1,5 +1,6 @@
 //! The device manager: one file per config section (`vsock.rs`, `block.rs`,
-//! `net.rs`), each a [`crate::devices::DeviceSection`], and here the one way
+//! `net.rs`), each with `parse` (JSON to its typed config, once, during
+//! validation) and `attach` (typed config to devices), and here the one way
 //! a virtio device enters the VM ([`attach_virtio`]): a 4 KiB virtio-mmio
 //! window and an interrupt line from the [`DeviceContext`], one ioeventfd
 //! per queue on QueueNotify (datamatch = queue index), an [`IrqLine`] that

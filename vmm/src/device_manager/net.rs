@@ -7,7 +7,7 @@ use ember_devices::rate_limiter::RateLimiterConfig;
 use ember_devices::virtio::net::{parse_mac, Net, NetConfig};
 use serde_json::Value;
 
-use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError};
 
 /// Config key.
 pub const NAME: &str = "network-interfaces";
@@ -67,13 +67,10 @@ pub fn parse(value: &Value) -> Result<Vec<NetConfig>, DeviceError> {
     Ok(out)
 }
 
-fn validate(value: &Value) -> Result<(), DeviceError> {
-    parse(value).map(|_| ())
-}
-
-fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
-    for cfg in parse(value)? {
-        let net = Net::new(&cfg).map_err(|e| DeviceError::Setup {
+/// Attaches one virtio-net device per parsed interface.
+pub fn attach(ctx: &mut DeviceContext, ifaces: &[NetConfig]) -> Result<(), DeviceError> {
+    for cfg in ifaces {
+        let net = Net::new(cfg).map_err(|e| DeviceError::Setup {
             section: NAME.to_string(),
             what: format!("iface {}: {e}", cfg.iface_id),
             source: std::io::Error::other(super::error_chain(&e)),
@@ -82,13 +79,6 @@ fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
     }
     Ok(())
 }
-
-/// The section entry for `devices::SECTIONS`.
-pub const SECTION: DeviceSection = DeviceSection {
-    name: NAME,
-    validate,
-    attach,
-};
 
 /// The section entry for `--net` number `n`.
 pub fn from_arg(a: &NetArg, n: usize) -> Value {

@@ -9,7 +9,7 @@ use ember_abi::vmm_args::VsockArg;
 use ember_devices::virtio::vsock::{check_cid, UnixMuxer, Vsock};
 use serde_json::Value;
 
-use crate::devices::{parse_section, DeviceContext, DeviceError, DeviceSection};
+use crate::devices::{parse_section, DeviceContext, DeviceError};
 
 /// Config key.
 pub const NAME: &str = "vsock";
@@ -48,12 +48,8 @@ pub fn parse(value: &Value) -> Result<VsockConfig, DeviceError> {
     Ok(c)
 }
 
-fn validate(value: &Value) -> Result<(), DeviceError> {
-    parse(value).map(|_| ())
-}
-
-fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
-    let c = parse(value)?;
+/// Attaches the virtio-vsock device with its hybrid Unix-socket backend.
+pub fn attach(ctx: &mut DeviceContext, c: &VsockConfig) -> Result<(), DeviceError> {
     let setup = |e: ember_devices::virtio::vsock::VsockError| DeviceError::Setup {
         section: NAME.to_string(),
         what: e.to_string(),
@@ -63,13 +59,6 @@ fn attach(ctx: &mut DeviceContext, value: &Value) -> Result<(), DeviceError> {
     let device = Vsock::new(c.guest_cid, muxer).map_err(setup)?;
     super::attach_virtio(ctx, NAME, device)
 }
-
-/// The section entry for `devices::SECTIONS`.
-pub const SECTION: DeviceSection = DeviceSection {
-    name: NAME,
-    validate,
-    attach,
-};
 
 /// The section for `--vsock CID:PATH` (checked with the rest of the config).
 pub fn from_arg(a: &VsockArg) -> Value {
