@@ -101,7 +101,8 @@ else
   # `# layer: own`: each gets a boot of its own, so that if it takes the
   # layer's kernel down (the triple fault stopped the whole layer once in
   # CI) the other suites' results stand. Such a suite whose layer stopped
-  # responding gets one more, fresh layer; both attempts are reported.
+  # responding (or ended before the suite did) gets one more, fresh layer;
+  # both attempts are reported.
   shared=() own=()
   for s in "${suites[@]}"; do
     if grep -q '^# layer: own' "$here/suite/$s"; then own+=("$s"); else shared+=("$s"); fi
@@ -125,9 +126,13 @@ else
   [ ${#shared[@]} -eq 0 ] || boot_layer shared "${shared[@]}"
   for s in "${own[@]}"; do
     boot_layer "$s" "$s"
-    if [ -f "$results/stall-$s.txt" ] && [ ! -f "$results/$s.rc" ]; then
-      log "suite $s: the layer stopped responding ($(head -n 1 "$results/stall-$s.txt")); once more in a fresh layer"
-      mv "$results/stall-$s.txt" "$results/stall-$s-attempt1.txt"
+    if [ ! -f "$results/$s.rc" ]; then
+      if [ -f "$results/stall-$s.txt" ]; then
+        log "suite $s: $(head -n 1 "$results/stall-$s.txt"); once more in a fresh layer"
+        mv "$results/stall-$s.txt" "$results/stall-$s-attempt1.txt"
+      else
+        log "suite $s: its layer ended before the suite did (console-$s-attempt1.log); once more in a fresh layer"
+      fi
       mv "$results/console-$s.log" "$results/console-$s-attempt1.log" 2>/dev/null || true
       mv "$results/$s.log" "$results/$s-attempt1.log" 2>/dev/null || true
       boot_layer "$s" "$s"
@@ -149,8 +154,9 @@ for s in "${suites[@]}"; do
     [ ! -f "$results/$s.why" ] || echo "hvhost: suite $s $(cat "$results/$s.why")"
     # The last test it started: a test binary prints `test NAME ... `,
     # pytest -v `path::NAME `.
-    last=$(grep -aoE '^test [^ ]+ |^[^ ]+\.py::[^ ]+ ' "$results/$s.log" 2>/dev/null | tail -n 1)
-    [ -z "$last" ] || echo "hvhost: suite $s: the last test it started: ${last#test }"
+    last=$(grep -aoE '^test [^ ]+ \.\.\.|^[^ ]+\.py::[^ ]+ ' "$results/$s.log" 2>/dev/null | tail -n 1 || true)
+    last=${last#test }
+    [ -z "$last" ] || echo "hvhost: suite $s: the last test it started: ${last% ...}"
   fi
 done
 for f in "$results"/stall-*.txt; do

@@ -93,7 +93,10 @@ flock -u 9
 
 # --- boot --------------------------------------------------------------------
 # Time cap: hvhost.sh sizes it from the suites' budgets. The layer boots with
-# nokaslr so that a stall's RIP can be named from System.map.
+# nokaslr so that a stall's RIP can be named from System.map, and with
+# no_timer_check: on a loaded host TCG ran the kernel's IO-APIC timer check
+# too slowly and the layer panicked at boot ("IO-APIC + timer doesn't work!",
+# nested run C).
 mem=${HVHOST_MEM_MIB:-3072}
 cap=${HVHOST_TIMEOUT_S:-2400}
 stall=${HVHOST_STALL_S:-240}
@@ -104,7 +107,7 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm -m "$mem" -smp 1
   -nographic -nodefaults -no-reboot -serial stdio
   -monitor "unix:$mon,server=on,wait=off"
   -kernel "$vmlinuz" -initrd "$initrd"
-  -append "console=ttyS0 loglevel=4 panic=-1 nokaslr hv.results=$results"
+  -append "console=ttyS0 loglevel=4 panic=-1 nokaslr no_timer_check hv.results=$results"
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
   -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap")
 "${qemu[@]}" < /dev/null > "$results/console.log" 2>&1 &
