@@ -60,9 +60,14 @@ def linux_flags(mode, kernel, images):
 def linux_boot_flags():
     """Under the nested test host (tests/hvhost) every Linux boot is emulated:
     its suites raise the boot and init-phase allowances through
-    EMBER_LINUX_BOOT_TIMEOUT and EMBER_LINUX_INIT_TIMEOUT."""
-    return ["--linux-boot-timeout", os.environ.get("EMBER_LINUX_BOOT_TIMEOUT", "20"),
-            "--linux-init-timeout", os.environ.get("EMBER_LINUX_INIT_TIMEOUT", "10")]
+    EMBER_LINUX_BOOT_TIMEOUT and EMBER_LINUX_INIT_TIMEOUT, and may lift the
+    per-VM CPU quota (EMBER_MIB_PER_VCPU=0: the layer has one emulated core,
+    and half of it per microVM only stretches every boot)."""
+    flags = ["--linux-boot-timeout", os.environ.get("EMBER_LINUX_BOOT_TIMEOUT", "20"),
+             "--linux-init-timeout", os.environ.get("EMBER_LINUX_INIT_TIMEOUT", "10")]
+    if os.environ.get("EMBER_MIB_PER_VCPU"):
+        flags += ["--mib-per-vcpu", os.environ["EMBER_MIB_PER_VCPU"]]
+    return flags
 
 
 def vm_unavailable_reason():

@@ -8,6 +8,7 @@ tests/hvhost (suite emberd-linux), deselected (-m 'not linux_guest') elsewhere.
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -38,9 +39,11 @@ def test_linux_tmp_is_never_shared_between_environments(make_emberd):
            Handler="app.handler", MemorySize=256, Timeout=120)
 
     def call(name, event, out, key=None):
+        t0 = time.monotonic()
         r = e.client(read_timeout=600).invoke(FunctionName=name, Payload=json.dumps(event).encode())
         assert "FunctionError" not in r, r["Payload"].read()
         out[key or name] = json.loads(r["Payload"].read())
+        print(f"{key or name}: {time.monotonic() - t0:.1f} s (nested TCG: functional evidence only)")
 
     # Warm one environment, then two invocations at once: one takes the warm
     # environment, the other must get a second, fresh one.
