@@ -136,9 +136,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// The parent pid in `/proc/<pid>/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::procfs::stat(pid).map(|s| s.ppid)
 }
 
 /// SIGKILLs `pid` if it is (still) a child of `parent`, race-free against
