@@ -345,6 +345,14 @@ impl Vm {
     }
 }
 
+impl Drop for Vm {
+    /// A VM dropped while it runs is stopped first, so no vCPU thread keeps
+    /// running a guest nobody holds.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Builds the VM described by a validated config, runs it until it ends and
 /// stops it. `start` is the process start (for the boot timer).
 pub fn run(cfg: &ValidConfig, start: Instant) -> Result<VmExit, VmError> {
@@ -542,11 +550,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pause_holds_the_vcpus_and_resume_lets_them_run() {
-        // L: inc rax; mov [rsp],rax; jmp L  (a counter in the vCPU's stack)
+    /// A started VM running `L: inc rax; mov [rsp],rax; jmp L` (a counter in
+    /// its vCPU's stack, the top MiB of its 16 MiB).
+    fn counting_vm(tag: &str) -> Vm {
         let code = [0x48, 0xff, 0xc0, 0x48, 0x89, 0x04, 0x24, 0xeb, 0xf7];
-        let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), &code), "vm-pause");
+        let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), &code), tag);
         let cfg = VmConfig {
             kernel: path.clone(),
             mem_mib: 16,
@@ -555,39 +563,58 @@ mod tests {
         };
         let mut vm = Vm::build(&cfg.validate().unwrap(), Instant::now()).unwrap();
         std::fs::remove_file(path).unwrap();
-        // The stack is the top MiB of memory; nothing else writes there.
-        let counter = |vm: &Vm| {
-            (((16 << 20) - (1 << 20))..(16 << 20))
-                .step_by(8)
-                .filter_map(|a| vm.memory().read_obj::<u64>(GuestAddress(a)).ok())
-                .max()
-                .unwrap_or(0)
-        };
-        let grows = |vm: &Vm, from: u64| {
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if counter(vm) > from {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            false
-        };
         assert!(matches!(
             vm.pause(Duration::from_secs(1)),
             Err(VmError::State(..))
         ));
         vm.start().unwrap();
-        assert!(grows(&vm, 0), "the guest never ran");
+        assert!(grows(vm.memory(), 0), "the guest never ran");
+        vm
+    }
+
+    /// The counter: nothing else writes the stack's MiB.
+    fn counter(mem: &GuestMemoryMmap) -> u64 {
+        (((16 << 20) - (1 << 20))..(16 << 20))
+            .step_by(8)
+            .filter_map(|a| mem.read_obj::<u64>(GuestAddress(a)).ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether the counter passes `from` within 5 s.
+    fn grows(mem: &GuestMemoryMmap, from: u64) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if counter(mem) > from {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn pause_holds_the_vcpus_and_resume_lets_them_run() {
+        let mut vm = counting_vm("vm-pause");
         vm.pause(Duration::from_secs(2)).unwrap();
-        let held = counter(&vm);
+        let held = counter(vm.memory());
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(counter(&vm), held, "a paused vCPU ran");
+        assert_eq!(counter(vm.memory()), held, "a paused vCPU ran");
         vm.resume(Duration::from_secs(2)).unwrap();
-        assert!(grows(&vm, held), "the resumed guest never ran");
+        assert!(grows(vm.memory(), held), "the resumed guest never ran");
         assert!(matches!(vm.start(), Err(VmError::State(..))));
         vm.stop();
         assert_eq!(vm.wait(), VmExit::Stopped);
+    }
+
+    #[test]
+    fn dropping_a_running_vm_stops_its_vcpus() {
+        let vm = counting_vm("vm-drop");
+        let mem = vm.memory().clone();
+        drop(vm);
+        let left = counter(&mem);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(counter(&mem), left, "a vCPU of a dropped VM still runs");
     }
 
     #[test]
