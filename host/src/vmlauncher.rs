@@ -279,7 +279,7 @@ impl EnvLauncher for VmLauncher {
                     env,
                     timeout_ms: spec.timeout_ms,
                     init_us: Some(report.init_us),
-                    init_logs: log_lines(report.logs).collect(),
+                    init_logs: log_lines(report.logs.lines).collect(),
                 }))
             }
             Err(AgentError::InitFailed {
@@ -308,12 +308,60 @@ struct VmEnv {
     init_logs: Vec<String>,
 }
 
-/// The lines worth logging (the agent's empty keep-alive lines are not).
-fn log_lines(logs: agent::Logs) -> impl Iterator<Item = String> {
-    logs.lines
+/// The lines worth logging: not the agent's empty keep-alive lines, and
+/// not its own `START`/`END`/`REPORT` lines (the Linux agent prints them;
+/// emberd frames every invocation itself, `logs::frame`, with the init
+/// duration the agent cannot know: kept, they doubled every line and hid
+/// `Init Duration` behind the agent's REPORT).
+fn log_lines(lines: Vec<agent::LogLine>) -> impl Iterator<Item = String> {
+    lines
         .into_iter()
-        .filter(|l| l.stream != LogStream::Agent || !l.line.is_empty())
+        .filter(|l| l.stream != LogStream::Agent || !(l.line.is_empty() || platform_line(&l.line)))
         .map(|l| l.line)
+}
+
+/// Lambda's platform lines, which emberd writes itself.
+fn platform_line(line: &str) -> bool {
+    ["START RequestId: ", "END RequestId: ", "REPORT RequestId: "]
+        .iter()
+        .any(|p| line.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::LogLine;
+
+    #[test]
+    fn the_agents_platform_lines_and_keepalives_are_dropped_the_functions_kept() {
+        let line = |stream, s: &str| LogLine {
+            stream,
+            line: s.to_string(),
+        };
+        let lines = vec![
+            line(LogStream::Agent, "START RequestId: r1 Version: $LATEST"),
+            line(LogStream::Stdout, "py got r1"),
+            line(LogStream::Agent, ""),
+            line(
+                LogStream::Stdout,
+                "REPORT RequestId: printed by the function",
+            ),
+            line(
+                LogStream::Agent,
+                "2026-12-07T00:00:00.000Z r1 Task timed out after 3.00 seconds",
+            ),
+            line(LogStream::Agent, "END RequestId: r1"),
+            line(LogStream::Agent, "REPORT RequestId: r1\tDuration: 1.00 ms"),
+        ];
+        assert_eq!(
+            log_lines(lines).collect::<Vec<_>>(),
+            [
+                "py got r1",
+                "REPORT RequestId: printed by the function",
+                "2026-12-07T00:00:00.000Z r1 Task timed out after 3.00 seconds",
+            ]
+        );
+    }
 }
 
 impl RunningEnv for VmEnv {
@@ -338,7 +386,7 @@ impl RunningEnv for VmEnv {
         };
         let mut logs = std::mem::take(&mut self.init_logs);
         let init_log_lines = logs.len();
-        logs.extend(log_lines(inv.logs));
+        logs.extend(log_lines(inv.logs.lines));
         let report = Report {
             duration_us: Some(inv.duration_us),
             max_memory_kib: Some(inv.max_memory_kib),

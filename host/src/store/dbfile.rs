@@ -158,7 +158,7 @@ impl Write<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableTable, TableDefinition};
+    use redb::TableDefinition;
 
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
 
