@@ -131,6 +131,12 @@ impl Encoder {
         let _ = writeln!(self.out, "{name}{} {}", labels(pairs), number(v));
     }
 
+    /// A family of one unlabelled gauge and its value.
+    pub fn gauge(&mut self, name: &str, help: &str, v: f64) {
+        self.family(name, Kind::Gauge, help);
+        self.sample(name, &[], v);
+    }
+
     /// The `_bucket` (cumulative, ending with `+Inf`), `_sum` and `_count`
     /// lines of one histogram series.
     pub fn histogram(&mut self, name: &str, pairs: &[(&str, &str)], h: &Histogram) {

@@ -122,32 +122,28 @@ impl HostView {
             e.sample("ember_environments", &[("state", state)], *n as f64);
         }
         if let Some((budget, claimed)) = self.claims {
-            e.family(
+            e.gauge(
                 "ember_memory_budget_bytes",
-                Kind::Gauge,
                 "Memory all execution environments together may claim.",
+                budget as f64,
             );
-            e.sample("ember_memory_budget_bytes", &[], budget as f64);
-            e.family(
+            e.gauge(
                 "ember_memory_claimed_bytes",
-                Kind::Gauge,
                 "Memory claimed by existing environments (function memory + overhead each, idle ones included).",
+                claimed as f64,
             );
-            e.sample("ember_memory_claimed_bytes", &[], claimed as f64);
         }
         if let Some((bytes, entries)) = self.wasm_artefacts {
-            e.family(
+            e.gauge(
                 "ember_wasm_artefact_cache_bytes",
-                Kind::Gauge,
                 "Compiled wasm artefacts emberd holds in memory (bounded; artefacts of deleted code are dropped).",
+                bytes as f64,
             );
-            e.sample("ember_wasm_artefact_cache_bytes", &[], bytes as f64);
-            e.family(
+            e.gauge(
                 "ember_wasm_artefact_cache_entries",
-                Kind::Gauge,
                 "Compiled wasm artefacts emberd holds in memory.",
+                entries as f64,
             );
-            e.sample("ember_wasm_artefact_cache_entries", &[], entries as f64);
         }
         e.family(
             "ember_vmm_rss_bytes",
