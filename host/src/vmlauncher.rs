@@ -410,6 +410,10 @@ impl RunningEnv for VmEnv {
         })
     }
 
+    fn deadline_grace(&self) -> std::time::Duration {
+        self.env.deadline_grace()
+    }
+
     fn pid(&self) -> Option<u32> {
         Some(self.env.pid())
     }

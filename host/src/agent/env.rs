@@ -93,6 +93,12 @@ impl Environment {
         self.child.id()
     }
 
+    /// How long past an invocation's deadline this side waits for the
+    /// agent's answer.
+    pub fn deadline_grace(&self) -> Duration {
+        self.deadline_grace
+    }
+
     /// Whether the environment can take another invocation.
     pub fn is_usable(&self) -> bool {
         !self.dead && !self.conn.is_broken()

@@ -25,9 +25,6 @@ use crate::util::function_arn;
 
 /// Lambda's response payload limit (the same for both invocation types).
 pub const MAX_RESPONSE: usize = 6 * 1024 * 1024;
-/// Extra time past the function timeout before the pool kills the VM (the
-/// launcher has its own, shorter backstop).
-const HOST_GRACE: Duration = Duration::from_secs(3);
 
 type Checkout = JoinHandle<Result<(Warm, bool), EnvError>>;
 
@@ -164,11 +161,7 @@ impl Ticket {
             client_context,
         };
         let env_id = warm.id;
-        let out = self
-            .invoker
-            .pool
-            .invoke(warm, input, timeout + HOST_GRACE)
-            .await;
+        let out = self.invoker.pool.invoke(warm, input, timeout).await;
         let (result, logs, report) = match out {
             Ok(InvokeOutput::Success {
                 payload,

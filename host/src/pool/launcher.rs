@@ -197,6 +197,12 @@ pub trait EnvLauncher: Send + Sync + 'static {
 /// One running environment: exactly one invocation at a time (`&mut self`).
 pub trait RunningEnv: Send + 'static {
     fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError>;
+    /// How long past the invocation's deadline the environment itself waits
+    /// for the agent's answer (a timed-out Linux runtime re-initialises
+    /// before it answers); the pool's backstop allows this much and more.
+    fn deadline_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// The `ember-vmm` process id (for the pid file and the timeout backstop).
     fn pid(&self) -> Option<u32>;
     /// Whether the VM is still running (a cheap, non-blocking check).

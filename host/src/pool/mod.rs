@@ -41,6 +41,14 @@ pub struct VersionKey {
     pub revision: String,
 }
 
+/// Extra time past the environment's own backstop before the pool kills the
+/// VM (short under test so that the backstop's tests run quickly).
+const HOST_GRACE: Duration = if cfg!(test) {
+    Duration::from_millis(50)
+} else {
+    Duration::from_secs(3)
+};
+
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     pub idle_timeout: Duration,
@@ -317,9 +325,13 @@ impl Pool {
         }
     }
 
-    /// Runs one invocation on `w`, enforcing `timeout` by killing the VM.
-    /// The environment goes back to the pool if it is healthy, current and
-    /// young enough; otherwise it is discarded.
+    /// Runs one invocation on `w`, whose function has `timeout`. The
+    /// environment enforces the deadline itself; the pool's backstop (for an
+    /// agent that ignores it) kills the VM once the environment's own grace
+    /// and [`HOST_GRACE`] have passed too, and reports Lambda's timeout
+    /// naming the function's `timeout`. The environment goes back to the
+    /// pool if it is healthy, current and young enough; otherwise it is
+    /// discarded.
     pub async fn invoke(
         self: &Arc<Self>,
         mut w: Warm,
@@ -327,12 +339,13 @@ impl Pool {
         timeout: Duration,
     ) -> Result<InvokeOutput, EnvError> {
         let pid = w.env.pid();
+        let backstop = timeout + w.env.deadline_grace() + HOST_GRACE;
         let task = tokio::task::spawn_blocking(move || {
             let r = w.env.invoke(&input);
             (w, r)
         });
         tokio::pin!(task);
-        let (w, result, timed_out) = match tokio::time::timeout(timeout, &mut task).await {
+        let (w, result, timed_out) = match tokio::time::timeout(backstop, &mut task).await {
             Ok(joined) => match joined {
                 Ok((w, r)) => (Some(w), r, false),
                 Err(e) => (None, Err(EnvError::Died(Fault::Task(e))), false),

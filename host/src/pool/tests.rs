@@ -17,6 +17,8 @@ struct Fake {
 struct FakeEnv {
     id: u64,
     alive: Arc<AtomicBool>,
+    /// The environment's own backstop allowance (handler "grace" → 1 s).
+    grace: Duration,
 }
 
 impl EnvLauncher for Arc<Fake> {
@@ -32,9 +34,15 @@ impl EnvLauncher for Arc<Fake> {
         self.launched.fetch_add(1, Ordering::SeqCst);
         let alive = Arc::new(AtomicBool::new(true));
         self.alive.lock().unwrap().push(alive.clone());
+        let grace = if spec.handler == "grace" {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
         Ok(Box::new(FakeEnv {
             id: spec.env_id,
             alive,
+            grace,
         }))
     }
 }
@@ -47,6 +55,14 @@ impl RunningEnv for FakeEnv {
                 Err(EnvError::Died(Fault::Agent(
                     crate::agent::AgentError::Closed,
                 )))
+            }
+            b"sleep300" => {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(InvokeOutput::Success {
+                    payload: b"done".to_vec(),
+                    logs: vec![],
+                    report: Report::default(),
+                })
             }
             b"slow" => {
                 std::thread::sleep(Duration::from_millis(100));
@@ -62,6 +78,9 @@ impl RunningEnv for FakeEnv {
                 report: Report::default(),
             }),
         }
+    }
+    fn deadline_grace(&self) -> Duration {
+        self.grace
     }
     fn pid(&self) -> Option<u32> {
         None
@@ -333,4 +352,40 @@ async fn idle_environments_count_and_the_least_recently_used_make_room() {
     p.checkin(wg, true);
     assert!(eventually(|| p.list().len() == 2).await);
     assert_eq!(fake.launched.load(Ordering::SeqCst), 3);
+}
+
+/// Regression (nested emberd-linux run G): the pool's backstop fired at
+/// timeout + 3 s while a Linux environment still waited, as it should, for
+/// its runtime's re-init (its own grace is 11 s), so every timed-out python
+/// function lost its VM and its logs. The backstop now allows the
+/// environment's grace on top of the function's timeout.
+#[tokio::test]
+async fn backstop_allows_the_environments_own_grace() {
+    let (p, _, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let k = key("1", "a");
+    let (w, _) = p.checkout(&k, 128, spec("grace")).await.unwrap();
+    // 300 ms > timeout (100 ms) + HOST_GRACE (50 ms under test), < + 1 s grace.
+    let out = p.invoke(w, input(b"sleep300"), Duration::from_millis(100));
+    match out.await.unwrap() {
+        InvokeOutput::Success { payload, .. } => assert_eq!(payload, b"done"),
+        other => panic!("the backstop fired inside the environment's grace: {other:?}"),
+    }
+}
+
+/// The backstop's timeout names the function's timeout (it named the
+/// backstop: "Task timed out after 18.00 seconds" for a 15 s function, when
+/// the invoker passed timeout + grace; the pool now adds the graces itself).
+#[tokio::test]
+async fn backstop_timeout_names_the_function_timeout() {
+    let (p, _, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let k = key("1", "a");
+    let (w, _) = p.checkout(&k, 128, spec("h")).await.unwrap();
+    let out = p.invoke(w, input(b"sleep300"), Duration::from_millis(100));
+    match out.await.unwrap() {
+        InvokeOutput::FunctionError { message, fatal, .. } => {
+            assert_eq!(message, "Task timed out after 0.10 seconds");
+            assert!(fatal);
+        }
+        other => panic!("no timeout: {other:?}"),
+    }
 }
