@@ -14,8 +14,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::agent::JailConfig;
-use crate::api::{App, Capabilities};
+use crate::api::App;
 use crate::events::Events;
+use crate::functions::{Capabilities, Functions};
 use crate::invoker::Invoker;
 use crate::pool::{pidfile, Pool, PoolConfig};
 use crate::store::Store;
@@ -362,15 +363,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         metrics.clone(),
     )?);
     let invoker = Invoker::new(store.clone(), pool.clone(), metrics.clone(), logs.clone());
-    let app = Arc::new(App {
+    let functions = Functions::new(
         store,
-        pool: pool.clone(),
-        invoker: invoker.clone(),
-        caps: Capabilities {
+        pool.clone(),
+        metrics.clone(),
+        events.clone(),
+        Capabilities {
             linux: linux_offer,
             linux_guests: linux,
             aot,
         },
+    );
+    let app = Arc::new(App {
+        functions,
+        invoker: invoker.clone(),
         events: events.clone(),
         base_url: format!("{scheme}://{addr}"),
         metrics,
@@ -378,7 +384,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         logs,
         audit: Some(audit.clone()),
     });
-    crate::catalog::reconcile(&app.store, &app.pool)
+    app.functions
+        .reconcile()
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
 
     let (tx, rx) = watch::channel(false);

@@ -11,6 +11,7 @@ pub mod code;
 pub mod daemon;
 pub mod digest;
 pub mod events;
+pub mod functions;
 pub mod heap;
 pub mod invoker;
 pub mod keyfile;

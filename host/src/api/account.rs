@@ -10,18 +10,18 @@ use super::{ApiError, App, Reply, Req};
 const MAX_ZIPPED: usize = super::MAX_CONTROL_BODY / 4 * 3;
 
 pub fn get(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let usage = app.store.account_usage(req.account())?;
+    let usage = app.functions.store().account_usage(req.account())?;
     // With quotas configured they are the account's code storage; without,
     // the storage is what the data directory can still take plus what the
     // account already stores.
-    let total = match app.store.account_quotas() {
+    let total = match app.functions.store().account_quotas() {
         (None, None) => usage
             .total_code_bytes
-            .saturating_add(app.store.writable_bytes()?),
+            .saturating_add(app.functions.store().writable_bytes()?),
         (code, layers) => code.unwrap_or(0).saturating_add(layers.unwrap_or(0)),
     };
-    let limit = app.pool.host_limit();
-    let reserved = app.store.reserved_total("")?;
+    let limit = app.functions.pool().host_limit();
+    let reserved = app.functions.store().reserved_total("")?;
     Ok(Reply::json(
         200,
         json!({

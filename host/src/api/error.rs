@@ -3,6 +3,7 @@
 //! `Reason` for throttles) that the AWS SDKs parse into exceptions.
 
 use crate::catalog::CatalogError;
+use crate::functions::FunctionsError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,20 @@ impl From<CatalogError> for ApiError {
             CatalogError::InvalidQualifier(_)
             | CatalogError::MalformedLayerArn(_)
             | CatalogError::NoSuchLayer(_) => ApiError::InvalidParameter(e.to_string()),
+        }
+    }
+}
+
+impl From<FunctionsError> for ApiError {
+    fn from(e: FunctionsError) -> Self {
+        match e {
+            FunctionsError::Store(e) => e.into(),
+            FunctionsError::Catalog(e) => e.into(),
+            FunctionsError::Package(_)
+            | FunctionsError::ReservedAboveLimit { .. }
+            | FunctionsError::ProvisionedOutOfRange { .. } => {
+                ApiError::InvalidParameter(e.to_string())
+            }
         }
     }
 }

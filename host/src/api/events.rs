@@ -120,7 +120,7 @@ pub async fn accept(
         })?;
     // Below the free-space floor events are refused (503); synchronous
     // invokes go on.
-    app.store.check_space()?;
+    app.functions.store().check_space()?;
     let id = app
         .events
         .accept(&target.name, qualifier, payload)
@@ -205,7 +205,7 @@ fn target(app: &App, req: &Req, raw: &str) -> Result<(String, String), ApiError>
         .map(str::to_string)
         .or(q)
         .unwrap_or_else(|| "$LATEST".into());
-    crate::catalog::resolve(&app.store, &name, Some(&q))?;
+    crate::catalog::resolve(app.functions.store(), &name, Some(&q))?;
     Ok((name, q))
 }
 
@@ -270,7 +270,7 @@ fn delete_config(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 
 fn list_configs(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     let max = match req.q("MaxItems") {
         None => 50,
         Some(m) => m

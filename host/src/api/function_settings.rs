@@ -12,7 +12,7 @@ use crate::util::{function_arn, split_scoped};
 /// GetFunctionCodeSigningConfig: none attached.
 pub fn get_code_signing(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     Ok(Reply::json(
         200,
         json!({ "CodeSigningConfigArn": "", "FunctionName": split_scoped(&name).1 }),
@@ -29,7 +29,7 @@ struct CodeSigningIn {
 /// PutFunctionCodeSigningConfig: whatever config it names does not exist.
 pub fn put_code_signing(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     let input: CodeSigningIn = req.json()?;
     Err(ApiError::CodeSigningConfigNotFound(format!(
         "Code signing config {} not found (emberd verifies no code signatures, so it has no code signing configs)",
@@ -40,7 +40,7 @@ pub fn put_code_signing(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiErr
 /// DeleteFunctionCodeSigningConfig: nothing is attached, so nothing to do.
 pub fn delete_code_signing(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     Ok(Reply::empty(204))
 }
 
@@ -54,7 +54,7 @@ pub fn list_code_signing_configs() -> Reply {
 fn runtime_target(app: &App, req: &Req, raw: &str) -> Result<String, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let q = req.q("Qualifier").map(str::to_string).or(q);
-    crate::catalog::resolve(&app.store, &name, q.as_deref())?;
+    crate::catalog::resolve(app.functions.store(), &name, q.as_deref())?;
     Ok(function_arn(&name, q.as_deref()))
 }
 

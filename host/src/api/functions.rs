@@ -2,15 +2,15 @@
 //! ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration,
 //! DeleteFunction, and the code download emberd's `Code.Location` points at.
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::wire::{self, CreateFunctionIn, EnvironmentIn, UpdateCodeIn, UpdateConfigIn};
 use super::{function_name, versions, ApiError, App, Reply, Req};
-use crate::catalog::{layer_sizes, reconcile, resolve};
+use crate::catalog::{layer_sizes, resolve};
+use crate::functions::{NewFunction, Package};
 use crate::linux;
-use crate::store::{CodeRef, FunctionConfig, FunctionRecord, Pin, StoreError};
-use crate::util::{now_lambda, scoped_name, split_scoped, uuid4};
+use crate::store::{FunctionConfig, FunctionRecord, StoreError};
+use crate::util::{scoped_name, split_scoped};
 
 fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
     if runtime == "wasm" {
@@ -18,7 +18,8 @@ fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
     }
     if linux::is_linux_runtime(runtime) {
         return app
-            .caps
+            .functions
+            .caps()
             .linux
             .check(runtime)
             .map_err(ApiError::InvalidParameter);
@@ -41,20 +42,6 @@ fn check_layers_fit(cfg: &FunctionConfig) -> Result<(), ApiError> {
         )));
     }
     Ok(())
-}
-
-/// Starts building a Linux function's code and layer images, or compiling a
-/// wasm function (no-op when the host offers neither).
-fn prepare_images(app: &App, cfg: &FunctionConfig, code: &CodeRef) {
-    if let (true, Some(g)) = (
-        linux::is_linux_runtime(&cfg.runtime),
-        &app.caps.linux_guests,
-    ) {
-        g.prepare(&code.blob, &cfg.layers);
-    }
-    if let (false, Some(aot)) = (linux::is_linux_runtime(&cfg.runtime), &app.caps.aot) {
-        crate::aot::prepare(aot, &app.store, &code.blob, cfg.memory_size);
-    }
 }
 
 fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
@@ -94,68 +81,16 @@ fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What is stored for `package`: the wasm module it holds, or for Linux
-/// runtimes the checked ZIP itself (turned into a code image at launch).
-fn runnable(package: &[u8], runtime: &str, handler: &str) -> Result<Vec<u8>, ApiError> {
-    let bad = |e: crate::code::CodeError| ApiError::InvalidParameter(e.to_string());
-    if linux::is_linux_runtime(runtime) {
-        if !package.starts_with(b"PK") {
-            return Err(ApiError::InvalidParameter(format!(
-                "The deployment package of a Linux runtime ({runtime}) must be a ZIP file."
-            )));
-        }
-        crate::code::check_archive(package).map_err(bad)?;
-        return Ok(package.to_vec());
-    }
-    crate::code::extract_module(package, handler).map_err(bad)
-}
-
-/// Decodes `ZipFile`, extracts what runs and stores it (the blob is durable
-/// before any metadata names it). The returned pin must live until the
-/// record naming the blob has committed: until then only the pin keeps
-/// another request's garbage collection off the blob.
-fn store_code(
-    app: &App,
-    (account, replaces): (&str, u64),
-    zip_b64: Option<&str>,
-    other_source: bool,
-    cfg: &FunctionConfig,
-) -> Result<(CodeRef, Pin), ApiError> {
-    let Some(b64) = zip_b64 else {
-        let why = if other_source {
-            "S3 and image code locations are not supported by emberd"
-        } else {
-            "Code.ZipFile is required"
-        };
-        return Err(ApiError::InvalidParameter(format!(
-            "{why}; upload the package as ZipFile."
-        )));
-    };
-    let package = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
-    let module = runnable(&package, &cfg.runtime, &cfg.handler)?;
-    // Code beyond the account's storage quota is refused before its blob
-    // is written (the commit checks again, exactly).
-    let grows = (package.len() as u64).saturating_sub(replaces);
-    app.store.precheck_code(account, grows)?;
-    let pin = app.store.put_blob(&module)?;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
-    let code = CodeRef {
-        blob: pin.hex().to_string(),
-        package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
-        size: package.len() as u64,
-    };
-    Ok((code, pin))
-}
-
 /// Layers a configuration newly names (not in `already`) must exist now; a
 /// layer version deleted since a function named it stays usable by that
 /// function (it is retired, see `store::retired`), but is never attached anew.
 fn check_new_layers(app: &App, arns: &[String], already: &[String]) -> Result<(), ApiError> {
     for arn in arns.iter().filter(|a| !already.contains(a)) {
         let found = linux::parse_layer_arn(arn).is_some_and(|(acct, name, v)| {
-            app.store.get_layer(&scoped_name(acct, name), v).is_ok()
+            app.functions
+                .store()
+                .get_layer(&scoped_name(acct, name), v)
+                .is_ok()
         });
         if !found {
             return Err(ApiError::InvalidParameter(format!(
@@ -221,40 +156,18 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
     check_layers_fit(&config)?;
-    let sizes = layer_sizes(&app.store, &config.layers)?;
+    let sizes = layer_sizes(app.functions.store(), &config.layers)?;
     check_new_layers(app, &config.layers, &[])?;
     let tags = input.tags.unwrap_or_default();
     super::tags::check(&tags)?;
-    // Cheap existence check first, so a duplicate create stores no blob.
-    if app.store.get_function(&name).is_ok() {
-        return Err(ApiError::Conflict(format!(
-            "Function already exist: {name}"
-        )));
-    }
-    let (code, pin) = store_code(
-        app,
-        (req.account(), 0),
-        input.code.zip_file.as_deref(),
-        input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
-        &config,
-    )?;
-    let rec = FunctionRecord {
-        name,
-        config,
-        code,
-        revision_id: uuid4(),
-        last_modified: now_lambda(),
-        next_version: 1,
-        reserved_concurrency: None,
-        tags,
-        policy: Vec::new(),
-        policy_revision: String::new(),
+    let package = Package {
+        zip_b64: input.code.zip_file.as_deref(),
+        other_source: input.code.s3_bucket.is_some() || input.code.image_uri.is_some(),
     };
-    let published = app
-        .store
-        .create_function(&rec, input.publish.unwrap_or(false))?;
-    drop(pin);
-    prepare_images(app, &rec.config, &rec.code);
+    let new = NewFunction { name, config, tags };
+    let (rec, published) =
+        app.functions
+            .create(req.account(), new, package, input.publish.unwrap_or(false))?;
     let body = match published {
         Some(v) => wire::version_configuration(&rec.name, &v, &sizes),
         None => wire::latest_configuration(&rec, &sizes),
@@ -265,8 +178,8 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
 pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
-    let r = resolve(&app.store, &name, qualifier.as_deref())?;
-    let f = app.store.get_function(&name)?;
+    let r = resolve(app.functions.store(), &name, qualifier.as_deref())?;
+    let f = app.functions.store().get_function(&name)?;
     let location = format!(
         "{}/ember/code/{}/{}",
         app.base_url,
@@ -287,7 +200,7 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 pub fn get_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let qualifier = req.q("Qualifier").map(str::to_string).or(q);
-    let r = resolve(&app.store, &name, qualifier.as_deref())?;
+    let r = resolve(app.functions.store(), &name, qualifier.as_deref())?;
     Ok(Reply::json(200, versions::configuration(app, &r)))
 }
 
@@ -303,7 +216,10 @@ fn list_own(
     let mut from = marker.map(|m| scoped_name(account, m));
     let mut own = Vec::new();
     loop {
-        let (page, more) = app.store.list_functions(from.as_deref(), max + 1)?;
+        let (page, more) = app
+            .functions
+            .store()
+            .list_functions(from.as_deref(), max + 1)?;
         own.extend(
             page.into_iter()
                 .filter(|f| split_scoped(&f.name).0 == account),
@@ -329,14 +245,14 @@ pub fn list(app: &App, req: &Req) -> Result<Reply, ApiError> {
     for f in &funcs {
         out.push(wire::latest_configuration(
             f,
-            &layer_sizes(&app.store, &f.config.layers).unwrap_or_default(),
+            &layer_sizes(app.functions.store(), &f.config.layers).unwrap_or_default(),
         ));
         if all_versions {
-            for v in app.store.list_versions(&f.name)? {
+            for v in app.functions.store().list_versions(&f.name)? {
                 out.push(wire::version_configuration(
                     &f.name,
                     &v,
-                    &layer_sizes(&app.store, &v.config.layers).unwrap_or_default(),
+                    &layer_sizes(app.functions.store(), &v.config.layers).unwrap_or_default(),
                 ));
             }
         }
@@ -359,48 +275,33 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: UpdateCodeIn = req.json()?;
     let (name, _) = function_name(raw, req.account())?;
     check_arch(&input.architectures, None)?;
-    let current = app.store.get_function(&name)?;
+    let current = app.functions.store().get_function(&name)?;
     check_revision(input.revision_id.as_deref(), &current.revision_id)?;
     let other = input.s3_bucket.is_some() || input.s3_key.is_some() || input.image_uri.is_some();
     if input.dry_run == Some(true) {
-        let b64 = input
-            .zip_file
-            .as_deref()
-            .ok_or_else(|| ApiError::InvalidParameter("ZipFile is required".into()))?;
-        let pkg = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
-        runnable(&pkg, &current.config.runtime, &current.config.handler)?;
+        app.functions
+            .check_code(&current, input.zip_file.as_deref())?;
         return Ok(Reply::json(
             200,
-            wire::latest_configuration(&current, &layer_sizes(&app.store, &current.config.layers)?),
+            wire::latest_configuration(
+                &current,
+                &layer_sizes(app.functions.store(), &current.config.layers)?,
+            ),
         ));
     }
-    let (code, pin) = store_code(
-        app,
-        (req.account(), current.code.size),
-        input.zip_file.as_deref(),
-        other,
-        &current.config,
+    let package = Package {
+        zip_b64: input.zip_file.as_deref(),
+        other_source: other,
+    };
+    let (rec, published) = app.functions.replace_code(
+        req.account(),
+        &current,
+        input.revision_id.clone(),
+        package,
+        input.publish == Some(true),
     )?;
-    let expected = input.revision_id.clone();
-    let rec = app.store.update_function(&name, |r| {
-        if expected.as_deref().is_some_and(|e| e != r.revision_id) {
-            return Err(StoreError::Conflict(
-                "The function changed while the code was being updated".into(),
-            ));
-        }
-        r.code = code;
-        r.revision_id = uuid4();
-        r.last_modified = now_lambda();
-        Ok(())
-    })?;
-    drop(pin);
-    app.pool.retire(&name, Some("$LATEST"));
-    prepare_images(app, &rec.config, &rec.code);
-    let sizes = layer_sizes(&app.store, &rec.config.layers)?;
-    if input.publish == Some(true) {
-        let v = app.store.publish_version(&name, None, None)?;
+    let sizes = layer_sizes(app.functions.store(), &rec.config.layers)?;
+    if let Some(v) = published {
         return Ok(Reply::json(
             200,
             wire::version_configuration(&name, &v, &sizes),
@@ -412,7 +313,7 @@ pub fn update_code(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: UpdateConfigIn = req.json()?;
     let (name, _) = function_name(raw, req.account())?;
-    let current = app.store.get_function(&name)?;
+    let current = app.functions.store().get_function(&name)?;
     check_revision(input.revision_id.as_deref(), &current.revision_id)?;
     let mut cfg = current.config.clone();
     if let Some(v) = input.runtime {
@@ -452,39 +353,16 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
     check_layers_fit(&cfg)?;
-    let sizes = layer_sizes(&app.store, &cfg.layers)?;
+    let sizes = layer_sizes(app.functions.store(), &cfg.layers)?;
     check_new_layers(app, &cfg.layers, &current.config.layers)?;
-    let expected = current.revision_id.clone();
-    let rec = app.store.update_function(&name, |r| {
-        if r.revision_id != expected {
-            return Err(StoreError::Conflict(
-                "The function changed while its configuration was being updated".into(),
-            ));
-        }
-        r.config = cfg;
-        r.revision_id = uuid4();
-        r.last_modified = now_lambda();
-        Ok(())
-    })?;
-    app.pool.retire(&name, Some("$LATEST"));
-    prepare_images(app, &rec.config, &rec.code);
+    let rec = app.functions.reconfigure(&current, cfg)?;
     Ok(Reply::json(200, wire::latest_configuration(&rec, &sizes)))
 }
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     match req.q("Qualifier").map(str::to_string).or(q) {
-        None => {
-            app.store.delete_function(&name)?;
-            app.pool.retire(&name, None);
-            app.pool.set_reserved(&name, None);
-            app.metrics.forget(&name, None);
-            // Its async configs go with it (a new function of the same name
-            // starts from the defaults); failing that is only logged.
-            if let Err(e) = app.events.forget_function(&name) {
-                eprintln!("emberd: {}", crate::util::error_chain(&e));
-            }
-        }
+        None => app.functions.delete(&name)?,
         Some(q) if q == "$LATEST" => {
             return Err(ApiError::InvalidParameter(
                 "$LATEST version cannot be deleted without deleting the function.".into(),
@@ -494,12 +372,9 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             let v = q.parse::<u64>().map_err(|_| {
                 ApiError::InvalidParameter(format!("Qualifier {q} is not a version number"))
             })?;
-            app.store.delete_version(&name, v)?;
-            app.pool.retire(&name, Some(&q));
-            app.metrics.forget(&name, Some(&q));
+            app.functions.delete_version(&name, v)?;
         }
     }
-    reconcile(&app.store, &app.pool)?;
     Ok(Reply::empty(204))
 }
 
@@ -507,9 +382,10 @@ pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 /// a Linux function (verified).
 pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    let r = resolve(&app.store, &name, Some(version))?;
+    let r = resolve(app.functions.store(), &name, Some(version))?;
     let module = app
-        .store
+        .functions
+        .store()
         .blobs
         .get(&r.code.blob)
         .map_err(StoreError::from)?;

@@ -73,7 +73,8 @@ fn invoke_target(app: &App, req: &InvokeReq) -> Result<(String, Option<String>),
     let (name, q) = function_name(&req.function, owner)?;
     let qualifier = req.qualifier.as_deref().or(q.as_deref());
     let allowed = app
-        .store
+        .functions
+        .store()
         .get_function(&name)
         .is_ok_and(|f| super::policy::allows_invoke(&f, account, qualifier));
     if !allowed {
@@ -104,7 +105,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         }
         other => other,
     };
-    let r = crate::catalog::resolve(&app.store, &name, qualifier.as_deref())?;
+    let r = crate::catalog::resolve(app.functions.store(), &name, qualifier.as_deref())?;
     match req.invocation_type.as_deref() {
         None | Some("RequestResponse") => {}
         Some("DryRun") => {
@@ -231,7 +232,8 @@ fn function_error(version: &str, error_type: &str, message: &str, document: &[u8
 /// account's for an operator).
 pub fn list_environments(app: &App, caller: &crate::auth::Caller) -> Reply {
     let envs: Vec<serde_json::Value> = app
-        .pool
+        .functions
+        .pool()
         .list()
         .iter()
         .filter(|e| caller.sees(crate::util::split_scoped(&e.key.function).0))

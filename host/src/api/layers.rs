@@ -57,10 +57,11 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         .decode(b64)
         .map_err(|_| ApiError::InvalidParameter("ZipFile is not valid base64".into()))?;
     crate::code::check_archive(&package).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
-    app.store
+    app.functions
+        .store()
         .precheck_layers(req.account(), package.len() as u64)?;
     // Pinned until the layer version record naming the blob has committed.
-    let pin = app.store.put_blob(&package)?;
+    let pin = app.functions.store().put_blob(&package)?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&package);
     let rec = LayerVersionRecord {
         layer_name: name,
@@ -75,7 +76,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         },
         created: now_lambda(),
     };
-    let rec = app.store.publish_layer(rec)?;
+    let rec = app.functions.store().publish_layer(rec)?;
     drop(pin);
     Ok(Reply::json(
         201,
@@ -94,7 +95,7 @@ fn location(app: &App, l: &LayerVersionRecord) -> String {
 
 pub fn get(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
     let name = layer_name(raw, req.account())?;
-    let rec = app.store.get_layer(&name, version_number(v)?)?;
+    let rec = app.functions.store().get_layer(&name, version_number(v)?)?;
     Ok(Reply::json(
         200,
         wire::layer_version(&rec, &location(app, &rec)),
@@ -105,7 +106,8 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let name = layer_name(raw, req.account())?;
     // Newest first, as Lambda lists them.
     let mut all: Vec<Value> = app
-        .store
+        .functions
+        .store()
         .list_layer_versions(&name)?
         .iter()
         .map(wire::layer_list_item)
@@ -116,7 +118,9 @@ pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 
 pub fn delete(app: &App, req: &Req, raw: &str, v: &str) -> Result<Reply, ApiError> {
     let name = layer_name(raw, req.account())?;
-    app.store.delete_layer(&name, version_number(v)?)?;
+    app.functions
+        .store()
+        .delete_layer(&name, version_number(v)?)?;
     Ok(Reply::empty(204))
 }
 
@@ -128,7 +132,11 @@ pub fn list_layers(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .q("CompatibleArchitecture")
         .is_none_or(|a| a == "x86_64");
     let mut latest: std::collections::BTreeMap<String, LayerVersionRecord> = Default::default();
-    for l in app.store.account_layer_versions(req.account())? {
+    for l in app
+        .functions
+        .store()
+        .account_layer_versions(req.account())?
+    {
         if !arch_ok || runtime.is_some_and(|r| !l.compatible_runtimes.iter().any(|c| c == r)) {
             continue;
         }

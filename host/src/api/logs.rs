@@ -117,7 +117,8 @@ pub async fn get(app: Arc<App>, req: Req, raw: String) -> Result<Reply, ApiError
     let known = {
         let (app, name) = (app.clone(), p.name.clone());
         tokio::task::spawn_blocking(move || {
-            app.logs.root().join(&name).is_dir() || app.store.get_function(&name).is_ok()
+            app.logs.root().join(&name).is_dir()
+                || app.functions.store().get_function(&name).is_ok()
         })
         .await
         .map_err(|e| ApiError::Service(format!("reading logs failed: {e}")))?

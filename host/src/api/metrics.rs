@@ -9,15 +9,16 @@ use crate::auth::Caller;
 pub fn reply(app: &App, caller: &Caller) -> Reply {
     let scope = (!caller.operator).then(|| caller.account());
     let envs: Vec<_> = app
-        .pool
+        .functions
+        .pool()
         .list()
         .into_iter()
         .filter(|e| scope.is_none_or(|a| crate::util::split_scoped(&e.key.function).0 == a))
         .collect();
     let mut view = crate::metrics::HostView::collect(&envs);
     if scope.is_none() {
-        view.claims = Some(app.pool.memory());
-        view.wasm_artefacts = app.caps.aot.as_ref().map(|a| a.memory_use());
+        view.claims = Some(app.functions.pool().memory());
+        view.wasm_artefacts = app.functions.caps().aot.as_ref().map(|a| a.memory_use());
     }
     Reply {
         status: 200,

@@ -31,8 +31,6 @@ pub use error::ApiError;
 pub use query::Query;
 
 use crate::auth::Caller;
-use crate::pool::Pool;
-use crate::store::Store;
 
 /// The response header carrying an invocation's (or any request's) id.
 pub const REQUEST_ID: &str = "x-amzn-RequestId";
@@ -40,27 +38,12 @@ pub const REQUEST_ID: &str = "x-amzn-RequestId";
 /// Largest control-plane request body (a 50 MB ZIP, base64-encoded, plus JSON).
 pub const MAX_CONTROL_BODY: usize = 70 * 1024 * 1024;
 
-/// What the host can run, decided at startup.
-#[derive(Clone, Default)]
-pub struct Capabilities {
-    /// The Linux runtimes this host can boot (none, with the reason, when
-    /// it has no hardware virtualization or no kernel and images).
-    pub linux: crate::linux::Offer,
-    /// The Linux side of the launcher, when offered (images are prepared
-    /// as soon as a function's code or layers change).
-    pub linux_guests: Option<Arc<crate::linux::LinuxGuests>>,
-    /// The wasm compiler (None: wasm runs interpreted), for compiling as
-    /// soon as a function's code or memory changes.
-    pub aot: Option<Arc<crate::aot::Aot>>,
-}
-
-/// Shared state behind every request.
+/// The services HTTP requests reach (each owns its state and operations).
 pub struct App {
-    pub store: Arc<Store>,
-    pub pool: Arc<Pool>,
+    /// Functions, versions, aliases, concurrency: operations and reads.
+    pub functions: Arc<crate::functions::Functions>,
     /// Runs invocations (HTTP `Invoke` and the event workers).
     pub invoker: Arc<crate::invoker::Invoker>,
-    pub caps: Capabilities,
     /// The asynchronous invocation queue.
     pub events: Arc<crate::events::Events>,
     /// Public base URL (code `Location`s point here).

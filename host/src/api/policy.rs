@@ -133,7 +133,7 @@ fn document(f: &FunctionRecord, qualifier: Option<&str>) -> Value {
 fn target(app: &App, req: &Req, raw: &str) -> Result<(String, Option<String>), ApiError> {
     let (name, q) = function_name(raw, req.account())?;
     let q = req.q("Qualifier").map(str::to_string).or(q);
-    crate::catalog::resolve(&app.store, &name, q.as_deref())?;
+    crate::catalog::resolve(app.functions.store(), &name, q.as_deref())?;
     Ok((name, q.filter(|q| q != "$LATEST")))
 }
 
@@ -181,7 +181,7 @@ pub fn add(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         source_arn: input.source_arn,
     };
     let mut refused = None;
-    let updated = app.store.update_function(&name, |f| {
+    let updated = app.functions.store().update_function(&name, |f| {
         check_revision(f, input.revision_id.as_deref())?;
         if f.policy.iter().any(|s| s.sid == st.sid && s.qualifier == st.qualifier) {
             refused = Some(ApiError::Conflict(format!(
@@ -223,7 +223,7 @@ fn revision_error(e: StoreError) -> ApiError {
 pub fn remove(app: &App, req: &Req, raw: &str, sid: &str) -> Result<Reply, ApiError> {
     let (name, qualifier) = target(app, req, raw)?;
     let mut missing = false;
-    let updated = app.store.update_function(&name, |f| {
+    let updated = app.functions.store().update_function(&name, |f| {
         check_revision(f, req.q("RevisionId"))?;
         let before = f.policy.len();
         f.policy
@@ -246,7 +246,7 @@ pub fn remove(app: &App, req: &Req, raw: &str, sid: &str) -> Result<Reply, ApiEr
 
 pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, qualifier) = target(app, req, raw)?;
-    let f = app.store.get_function(&name)?;
+    let f = app.functions.store().get_function(&name)?;
     if !f.policy.iter().any(|s| s.qualifier == qualifier) {
         return Err(ApiError::NotFound(
             "The resource you requested does not exist.".into(),

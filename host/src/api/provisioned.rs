@@ -1,12 +1,11 @@
 //! Concurrency controls: Put/Get/DeleteFunctionConcurrency (reserved) and
 //! Put/Get/Delete/ListProvisionedConcurrencyConfig(s). The pool's targets
-//! follow the stored configs through [`crate::catalog::reconcile`].
+//! follow the stored configs (see [`crate::functions::Functions::provision`]).
 
 use serde_json::json;
 
 use super::wire::{ProvisionedIn, ReservedIn};
 use super::{function_name, ApiError, App, Reply, Req};
-use crate::catalog::{reconcile, resolve};
 use crate::store::ProvisionedRecord;
 use crate::util::now_lambda;
 
@@ -14,17 +13,7 @@ pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
     let input: ReservedIn = req.json()?;
     let (name, _) = function_name(raw, req.account())?;
     let n = input.reserved_concurrent_executions;
-    if !app.pool.can_reserve(&name, n) {
-        return Err(ApiError::InvalidParameter(format!(
-            "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [0] (host limit {}).",
-            app.pool.host_limit()
-        )));
-    }
-    app.store.update_function(&name, |r| {
-        r.reserved_concurrency = Some(n);
-        Ok(())
-    })?;
-    app.pool.set_reserved(&name, Some(n));
+    app.functions.reserve(&name, Some(n))?;
     Ok(Reply::json(
         200,
         json!({ "ReservedConcurrentExecutions": n }),
@@ -33,7 +22,7 @@ pub fn put_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
 
 pub fn get_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    let f = app.store.get_function(&name)?;
+    let f = app.functions.store().get_function(&name)?;
     Ok(Reply::json(
         200,
         match f.reserved_concurrency {
@@ -45,11 +34,7 @@ pub fn get_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
 
 pub fn delete_reserved(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.update_function(&name, |r| {
-        r.reserved_concurrency = None;
-        Ok(())
-    })?;
-    app.pool.set_reserved(&name, None);
+    app.functions.reserve(&name, None)?;
     Ok(Reply::empty(204))
 }
 
@@ -71,10 +56,7 @@ fn qualifier(req: &Req, raw: &str) -> Result<(String, String), ApiError> {
 }
 
 fn status_body(app: &App, rec: &ProvisionedRecord) -> serde_json::Value {
-    let (ready, requested) = app
-        .pool
-        .target_status(&rec.function, &rec.qualifier)
-        .unwrap_or((0, rec.requested));
+    let (ready, requested) = app.functions.provisioned_status(rec);
     let status = if ready >= requested {
         "READY"
     } else {
@@ -92,22 +74,13 @@ fn status_body(app: &App, rec: &ProvisionedRecord) -> serde_json::Value {
 pub fn put(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: ProvisionedIn = req.json()?;
     let (name, q) = qualifier(req, raw)?;
-    let n = input.provisioned_concurrent_executions;
-    if n == 0 || n > app.pool.host_limit() {
-        return Err(ApiError::InvalidParameter(format!(
-            "ProvisionedConcurrentExecutions must be 1..{}",
-            app.pool.host_limit()
-        )));
-    }
-    resolve(&app.store, &name, Some(&q))?;
     let rec = ProvisionedRecord {
         function: name,
         qualifier: q,
-        requested: n,
+        requested: input.provisioned_concurrent_executions,
         last_modified: now_lambda(),
     };
-    app.store.put_provisioned(&rec)?;
-    reconcile(&app.store, &app.pool)?;
+    app.functions.provision(&rec)?;
     Ok(Reply::json(202, status_body(app, &rec)))
 }
 
@@ -117,19 +90,24 @@ pub fn get(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         return list(app, req, raw);
     }
     let (name, q) = qualifier(req, raw)?;
-    app.store.get_function(&name)?;
-    let rec = app.store.get_provisioned(&name, &q)?.ok_or_else(|| {
-        ApiError::NotFound("No Provisioned Concurrency Config found for this function".into())
-    })?;
+    app.functions.store().get_function(&name)?;
+    let rec = app
+        .functions
+        .store()
+        .get_provisioned(&name, &q)?
+        .ok_or_else(|| {
+            ApiError::NotFound("No Provisioned Concurrency Config found for this function".into())
+        })?;
     Ok(Reply::json(200, status_body(app, &rec)))
 }
 
 /// ListProvisionedConcurrencyConfigs: every qualifier of one function.
 fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     let all: Vec<serde_json::Value> = app
-        .store
+        .functions
+        .store()
         .list_provisioned()?
         .iter()
         .filter(|r| r.function == name)
@@ -144,8 +122,6 @@ fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, q) = qualifier(req, raw)?;
-    app.store.get_function(&name)?;
-    app.store.delete_provisioned(&name, &q)?;
-    reconcile(&app.store, &app.pool)?;
+    app.functions.unprovision(&name, &q)?;
     Ok(Reply::empty(204))
 }

@@ -74,7 +74,7 @@ pub fn tag(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {
     // The 50-tag limit counts the tags already there: checked in the same
     // transaction as the write, which a refusal abandons.
     let mut refused = None;
-    let updated = app.store.update_function(&name, |f| {
+    let updated = app.functions.store().update_function(&name, |f| {
         let mut merged = f.tags.clone();
         merged.extend(input.tags);
         if let Err(e) = check(&merged) {
@@ -96,7 +96,7 @@ pub fn untag(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {
     if keys.is_empty() {
         return Err(ApiError::InvalidParameter("tagKeys is required".into()));
     }
-    app.store.update_function(&name, |f| {
+    app.functions.store().update_function(&name, |f| {
         for k in &keys {
             f.tags.remove(*k);
         }
@@ -107,6 +107,6 @@ pub fn untag(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {
 
 pub fn list(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {
     let name = function_of(req, arn)?;
-    let f = app.store.get_function(&name)?;
+    let f = app.functions.store().get_function(&name)?;
     Ok(Reply::json(200, json!({ "Tags": f.tags })))
 }

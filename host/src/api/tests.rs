@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::cli::client::{Conn, Response};
+use crate::functions::Capabilities;
 use crate::pool::{EnvError, EnvLauncher, EnvSpec, LaunchError, PoolConfig, RunningEnv};
+use crate::store::Store;
 
 struct NoVm;
 impl EnvLauncher for NoVm {
@@ -60,6 +62,11 @@ async fn server_with(caps: Capabilities) -> Server {
         crate::logs::Logs::start(dir.path().join("logs"), Default::default(), metrics.clone())
             .unwrap(),
     );
+    let events = crate::events::Events::open(
+        &dir.path().join("events.redb"),
+        &crate::events::EventArgs::default(),
+    )
+    .unwrap();
     let app = Arc::new(App {
         invoker: crate::invoker::Invoker::new(
             store.clone(),
@@ -67,14 +74,14 @@ async fn server_with(caps: Capabilities) -> Server {
             metrics.clone(),
             logs.clone(),
         ),
-        store,
-        pool,
-        caps,
-        events: crate::events::Events::open(
-            &dir.path().join("events.redb"),
-            &crate::events::EventArgs::default(),
-        )
-        .unwrap(),
+        functions: crate::functions::Functions::new(
+            store,
+            pool,
+            metrics.clone(),
+            events.clone(),
+            caps,
+        ),
+        events,
         base_url: format!("http://{addr}"),
         metrics,
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),

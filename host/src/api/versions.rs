@@ -6,13 +6,13 @@ use serde_json::{json, Value};
 use super::paging::page_reply;
 use super::wire::{self, AliasIn, PublishVersionIn};
 use super::{function_name, ApiError, App, Reply, Req};
-use crate::catalog::{layer_sizes, reconcile, Resolved};
+use crate::catalog::{layer_sizes, Resolved};
 use crate::store::AliasRecord;
 use crate::util::{uuid4, valid_name};
 
 /// The `FunctionConfiguration` document of a resolved version.
 pub fn configuration(app: &App, r: &Resolved) -> Value {
-    let sizes = layer_sizes(&app.store, &r.config.layers).unwrap_or_default();
+    let sizes = layer_sizes(app.functions.store(), &r.config.layers).unwrap_or_default();
     wire::function_configuration(
         &r.name,
         &r.version,
@@ -28,18 +28,18 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let input: PublishVersionIn = req.json()?;
     let (name, _) = function_name(raw, req.account())?;
     if let Some(r) = &input.revision_id {
-        if app.store.get_function(&name)?.revision_id != *r {
+        if app.functions.store().get_function(&name)?.revision_id != *r {
             return Err(ApiError::PreconditionFailed(
                 "The Revision Id provided does not match the latest Revision Id.".into(),
             ));
         }
     }
-    let v = app.store.publish_version(
+    let v = app.functions.store().publish_version(
         &name,
         input.description.as_deref(),
         input.code_sha256.as_deref(),
     )?;
-    let sizes = layer_sizes(&app.store, &v.config.layers).unwrap_or_default();
+    let sizes = layer_sizes(app.functions.store(), &v.config.layers).unwrap_or_default();
     Ok(Reply::json(
         201,
         wire::version_configuration(&name, &v, &sizes),
@@ -48,16 +48,16 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
 
 pub fn list(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    let f = app.store.get_function(&name)?;
+    let f = app.functions.store().get_function(&name)?;
     let mut all = vec![wire::latest_configuration(
         &f,
-        &layer_sizes(&app.store, &f.config.layers).unwrap_or_default(),
+        &layer_sizes(app.functions.store(), &f.config.layers).unwrap_or_default(),
     )];
-    for v in app.store.list_versions(&name)? {
+    for v in app.functions.store().list_versions(&name)? {
         all.push(wire::version_configuration(
             &name,
             &v,
-            &layer_sizes(&app.store, &v.config.layers).unwrap_or_default(),
+            &layer_sizes(app.functions.store(), &v.config.layers).unwrap_or_default(),
         ));
     }
     page_reply("Versions", all, req)
@@ -88,25 +88,26 @@ pub fn create_alias(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> 
         description: input.description.unwrap_or_default(),
         revision_id: uuid4(),
     };
-    app.store.put_alias(&name, &rec, true)?;
+    app.functions.store().put_alias(&name, &rec, true)?;
     Ok(Reply::json(201, wire::alias_configuration(&name, &rec)))
 }
 
 pub fn get_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     Ok(Reply::json(
         200,
-        wire::alias_configuration(&name, &app.store.get_alias(&name, alias)?),
+        wire::alias_configuration(&name, &app.functions.store().get_alias(&name, alias)?),
     ))
 }
 
 pub fn list_aliases(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
-    app.store.get_function(&name)?;
+    app.functions.store().get_function(&name)?;
     let all: Vec<Value> = app
-        .store
+        .functions
+        .store()
         .list_aliases(&name)?
         .iter()
         .map(|a| wire::alias_configuration(&name, a))
@@ -118,7 +119,7 @@ pub fn update_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Repl
     let input: AliasIn = req.json()?;
     let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
-    let mut rec = app.store.get_alias(&name, alias)?;
+    let mut rec = app.functions.store().get_alias(&name, alias)?;
     if input
         .revision_id
         .as_deref()
@@ -135,15 +136,13 @@ pub fn update_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Repl
         rec.description = d;
     }
     rec.revision_id = uuid4();
-    app.store.put_alias(&name, &rec, false)?;
-    reconcile(&app.store, &app.pool)?;
+    app.functions.update_alias(&name, &rec)?;
     Ok(Reply::json(200, wire::alias_configuration(&name, &rec)))
 }
 
 pub fn delete_alias(app: &App, req: &Req, raw: &str, alias: &str) -> Result<Reply, ApiError> {
     let (name, _) = function_name(raw, req.account())?;
     check_alias_name(alias)?;
-    app.store.delete_alias(&name, alias)?;
-    reconcile(&app.store, &app.pool)?;
+    app.functions.delete_alias(&name, alias)?;
     Ok(Reply::empty(204))
 }
