@@ -28,7 +28,7 @@ pub const PORT_SERIAL: u16 = 0x3f8;
 /// `StartInfo::magic`: "EMBERSI1".
 pub const START_INFO_MAGIC: u64 = u64::from_le_bytes(*b"EMBERSI1");
 /// Current `StartInfo::version`.
-pub const START_INFO_VERSION: u32 = 1;
+pub const START_INFO_VERSION: u32 = 2;
 /// Most MMIO devices announced in one start-info page.
 pub const MAX_DEVICES: usize = 16;
 /// Most bytes of arguments (the command line) in the start-info page.
@@ -90,6 +90,14 @@ pub struct StartInfo {
     pub devices: [MmioDevice; MAX_DEVICES],
     /// The command line given to `ember-vmm` (`--cmdline`/`boot_args`), UTF-8.
     pub args: [u8; MAX_ARGS],
+    /// 0 at boot. Each time a snapshot is loaded, before any vCPU runs again,
+    /// the VMM sets it to the snapshot's value + 1 and writes a fresh
+    /// `random_seed` and a new `wallclock_ns`/`wallclock_tsc` pair. Clones
+    /// of one snapshot share everything the guest derived before it: a guest
+    /// that hands out randomness or unique ids reads this field (volatile)
+    /// and, when it changed, reseeds from `random_seed` first (DESIGN.md,
+    /// "Snapshots": the clone-distinctness contract).
+    pub generation: u64,
 }
 
 impl StartInfo {
@@ -116,6 +124,7 @@ impl StartInfo {
                 device_id: 0,
             }; MAX_DEVICES],
             args: [0; MAX_ARGS],
+            generation: 0,
         }
     }
 
@@ -129,6 +138,19 @@ impl StartInfo {
     pub fn args(&self) -> &str {
         let n = (self.args_len as usize).min(MAX_ARGS);
         core::str::from_utf8(&self.args[..n]).unwrap_or("")
+    }
+
+    /// A start-info read back from its bytes (the VMM reads the page of a
+    /// snapshot's memory); `None` if `bytes` is too short. The caller checks
+    /// magic, version and every field it uses.
+    pub fn from_bytes(bytes: &[u8]) -> Option<StartInfo> {
+        if bytes.len() < core::mem::size_of::<StartInfo>() {
+            return None;
+        }
+        // SAFETY: `bytes` holds at least size_of::<StartInfo>() bytes;
+        // StartInfo is repr(C) of integers and byte arrays only, so every bit
+        // pattern is a value; read_unaligned has no alignment requirement.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<StartInfo>()) })
     }
 
     /// The bytes of this structure, as written into guest memory.
@@ -152,7 +174,7 @@ mod tests {
     #[test]
     fn start_info_fits_a_page_and_has_no_padding() {
         let size = core::mem::size_of::<StartInfo>();
-        let fields = 8 + 4 + 4 + 8 * 7 + 32 + 4 + 4 + 24 * MAX_DEVICES + MAX_ARGS;
+        let fields = 8 + 4 + 4 + 8 * 7 + 32 + 4 + 4 + 24 * MAX_DEVICES + MAX_ARGS + 8;
         assert_eq!(size, fields);
         assert!(size <= 4096);
         assert_eq!(core::mem::size_of::<MmioDevice>(), 24);

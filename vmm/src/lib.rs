@@ -18,5 +18,6 @@ pub mod logger;
 mod memory;
 mod panic_watch;
 pub mod sandbox;
+pub mod snapshot;
 mod vcpu;
 pub mod vm;

@@ -16,15 +16,17 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::exit::{ExitNotifier, VmExit};
+use crate::snapshot::vcpu_state::{SaveError, VcpuState};
 
 /// Messages to a vCPU thread. `Pause`/`Resume` serve snapshots and an API;
-/// the command-line VMM only stops.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the command-line VMM only stops. `Save` is answered only while paused
+/// (a running vCPU's registers change under the reader).
+#[derive(Debug, Clone)]
 pub enum VcpuEvent {
     Pause,
     Resume,
     Stop,
+    Save(Sender<Result<VcpuState, SaveError>>),
 }
 
 /// Replies from a vCPU thread.
@@ -163,11 +165,31 @@ impl Vcpu {
                     return true;
                 }
                 VcpuEvent::Pause => {
+                    self.complete_pending_exit();
                     let _ = responses.send(VcpuResponse::Paused);
                     event = events.recv().unwrap_or(VcpuEvent::Stop);
+                    while let VcpuEvent::Save(reply) = event {
+                        let _ = reply.send(VcpuState::save(&self.fd));
+                        event = events.recv().unwrap_or(VcpuEvent::Stop);
+                    }
+                }
+                VcpuEvent::Save(reply) => {
+                    let _ = reply.send(Err(SaveError::Running(self.index)));
+                    return true;
                 }
             }
         }
+    }
+
+    /// Finishes the port-I/O or MMIO exit just handled: KVM completes it
+    /// (advancing RIP past the `out`, storing an `in`'s value) only on the
+    /// next KVM_RUN. With `immediate_exit` set that KVM_RUN runs no guest
+    /// instruction, so a paused vCPU's registers are a consistent state
+    /// (KVM API, "KVM_RUN ... immediate_exit").
+    fn complete_pending_exit(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
     }
 
     fn run_once(&mut self) -> Next {

@@ -19,12 +19,13 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
 use crate::boot::kernelless::{self, KernellessError};
 use crate::boot::linux::{self, LinuxBootError};
-use crate::config::{ConsoleConfig, ValidConfig};
+use crate::config::{ConsoleConfig, ValidConfig, VmConfig};
 use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
 use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::panic_watch::PanicWatch;
+use crate::snapshot::{self, Restore, RestoreError, SaveError, VcpuState};
 use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle, VcpuResponse};
 use crate::{event_loop, log_debug, log_info, log_warn};
 
@@ -58,6 +59,10 @@ pub enum VmError {
     State(&'static str, &'static str),
     #[error("vCPU {0} did not answer {1:?} in time")]
     VcpuUnresponsive(u8, VcpuResponse),
+    #[error("cannot save vCPU {0}")]
+    SaveVcpu(u8, #[source] SaveError),
+    #[error("cannot restore the snapshot")]
+    Restore(#[from] RestoreError),
 }
 
 /// Default command line for Linux guests (Firecracker's, minus what ember
@@ -72,6 +77,16 @@ const KVM_TSS_ADDR: usize = 0xfffb_d000;
 enum Guest {
     Kernelless(kernelless::Image),
     Linux(linux::LinuxEntry),
+    /// A kernel-less guest loaded from a snapshot: its saved vCPU states.
+    Snapshot(Vec<VcpuState>),
+}
+
+/// Where a VM's memory and vCPU state come from.
+pub(crate) enum Origin {
+    /// A fresh boot of the configured image.
+    Boot,
+    /// A snapshot being loaded (`snapshot::load`).
+    Snapshot(Restore),
 }
 
 /// A built VM: KVM VM, guest memory, devices on their buses, the guest
@@ -93,6 +108,10 @@ pub struct Vm {
     timeout_ms: Option<u64>,
     start: Instant,
     state: State,
+    /// What the VM was built from, and whether it is kernel-less (snapshots
+    /// save both).
+    pub(crate) config: VmConfig,
+    pub(crate) kernelless: bool,
 }
 
 /// Where a VM is in its life.
@@ -116,10 +135,24 @@ impl Vm {
     /// Builds the VM described by a validated config (steps 3-8 of the boot
     /// sequence). `start` is the process start (for the boot timer).
     pub fn build(valid: &ValidConfig, start: Instant) -> Result<Vm, VmError> {
+        Self::build_from(valid, start, Origin::Boot)
+    }
+
+    /// [`Vm::build`], with memory and vCPU state from `origin`.
+    pub(crate) fn build_from(
+        valid: &ValidConfig,
+        start: Instant,
+        origin: Origin,
+    ) -> Result<Vm, VmError> {
         let cfg = &valid.config;
         let host = host::detect();
         log_debug!("host: {}", host.describe());
-        let is_kernelless = cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
+        let restore = match origin {
+            Origin::Boot => None,
+            Origin::Snapshot(r) => Some(r),
+        };
+        let is_kernelless =
+            restore.is_some() || cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
         if is_kernelless && cfg.initrd.is_some() {
             return Err(VmError::InitrdForKernelless);
         }
@@ -138,7 +171,10 @@ impl Vm {
         let vm = kvm
             .create_vm()
             .map_err(|e| VmError::KvmCall("create VM", e))?;
-        let mem = memory::create(cfg.mem_mib)?;
+        let mem = match &restore {
+            Some(r) => r.memory.clone(),
+            None => memory::create(cfg.mem_mib)?,
+        };
         memory::register(&vm, &mem)?;
         // Kernel-less guests take no interrupts: no irqchip, no PIT.
         let irqchip = !is_kernelless;
@@ -154,10 +190,11 @@ impl Vm {
         // A Linux guest's panic shows only on its console (panic_watch.rs).
         let panics = PanicWatch::default();
         let serial_irq = serial_irq(&vm, irqchip)?;
-        let serial = Arc::new(Mutex::new(if is_kernelless {
-            SerialDevice::new(console, serial_irq)
-        } else {
-            SerialDevice::watched(console, serial_irq, panics.line_watch(exits.clone()))
+        let serial = Arc::new(Mutex::new(match &restore {
+            Some(r) => SerialDevice::from_state(console, serial_irq, &r.serial)
+                .map_err(RestoreError::Serial)?,
+            None if is_kernelless => SerialDevice::new(console, serial_irq),
+            None => SerialDevice::watched(console, serial_irq, panics.line_watch(exits.clone())),
         }));
         pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
         let reset = exits.clone();
@@ -197,7 +234,9 @@ impl Vm {
         } = ctx.into_attached();
 
         let vcpu_count = cfg.vcpu_count();
-        let guest = if is_kernelless {
+        let guest = if let Some(r) = restore {
+            Guest::Snapshot(r.vcpus)
+        } else if is_kernelless {
             Guest::Kernelless(kernelless::load(
                 &mem,
                 &cfg.kernel,
@@ -220,13 +259,15 @@ impl Vm {
             Guest::Linux(entry)
         };
         let fds = create_vcpus(&kvm, &vm, &guest, vcpu_count)?;
-        if let Guest::Kernelless(image) = &guest {
-            image.write_start_info(
+        match &guest {
+            Guest::Kernelless(image) => image.write_start_info(
                 &mem,
                 &fds[0],
                 cfg.cmdline.as_deref().unwrap_or(""),
                 &mmio_devices,
-            )?;
+            )?,
+            Guest::Snapshot(_) => snapshot::renew_start_info(&mem, &fds[0], cfg)?,
+            Guest::Linux(_) => {}
         }
         Ok(Vm {
             _vm: vm,
@@ -245,6 +286,8 @@ impl Vm {
                 virtio: virtio_devices,
                 fds,
             },
+            config: cfg.clone(),
+            kernelless: is_kernelless,
         })
     }
 
@@ -287,6 +330,32 @@ impl Vm {
         self.control(VcpuEvent::Pause, VcpuResponse::Paused, timeout)
     }
 
+    /// The registers of every vCPU of a paused VM, in index order.
+    pub(crate) fn save_vcpus(&self, timeout: Duration) -> Result<Vec<VcpuState>, VmError> {
+        let State::Running { vcpus, .. } = &self.state else {
+            return Err(VmError::State("save the vCPUs", "the VM is not running"));
+        };
+        let mut states = Vec::with_capacity(vcpus.len());
+        for h in vcpus {
+            let (tx, rx) = std::sync::mpsc::channel();
+            h.send(VcpuEvent::Save(tx));
+            match rx.recv_timeout(timeout) {
+                Ok(Ok(s)) => states.push(s),
+                Ok(Err(e)) => return Err(VmError::SaveVcpu(h.index, e)),
+                Err(_) => return Err(VmError::VcpuUnresponsive(h.index, VcpuResponse::Paused)),
+            }
+        }
+        Ok(states)
+    }
+
+    /// The console UART's registers.
+    pub(crate) fn serial_state(&self) -> ember_devices::legacy::serial::SerialState {
+        match self.serial.lock() {
+            Ok(s) => s.state(),
+            Err(poisoned) => poisoned.into_inner().state(),
+        }
+    }
+
     /// Lets paused vCPUs run the guest again.
     pub fn resume(&self, timeout: Duration) -> Result<(), VmError> {
         self.control(VcpuEvent::Resume, VcpuResponse::Resumed, timeout)
@@ -302,7 +371,7 @@ impl Vm {
             return Err(VmError::State("pause or resume", "the VM is not running"));
         };
         for h in vcpus {
-            h.send(event);
+            h.send(event.clone());
         }
         let deadline = Instant::now() + timeout;
         for h in vcpus {
@@ -374,12 +443,17 @@ fn create_vcpus(kvm: &Kvm, vm: &VmFd, guest: &Guest, count: u8) -> Result<Vec<Vc
             .create_vcpu(index as u64)
             .map_err(|e| VmError::KvmCall("create vCPU", e))?;
         match guest {
+            Guest::Snapshot(states) => {
+                set_kernelless_cpuid(&supported, &fd, index, count)?;
+                let state = states
+                    .get(index as usize)
+                    .ok_or(RestoreError::VcpuCount(count, states.len()))?;
+                state
+                    .restore(&fd)
+                    .map_err(|e| RestoreError::Vcpu(index, e))?;
+            }
             Guest::Kernelless(image) => {
-                let entries = linux::cpuid::normalize(supported.as_slice(), index, count);
-                let cpuid = CpuId::from_entries(&entries)
-                    .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
-                fd.set_cpuid2(&cpuid)
-                    .map_err(|e| VmError::KvmCall("set CPUID", e))?;
+                let cpuid = set_kernelless_cpuid(&supported, &fd, index, count)?;
                 image.configure_vcpu(&cpuid, &fd, index)?;
             }
             Guest::Linux(entry) => linux::configure_vcpu(kvm, &fd, index, count, entry)?,
@@ -387,6 +461,22 @@ fn create_vcpus(kvm: &Kvm, vm: &VmFd, guest: &Guest, count: u8) -> Result<Vec<Vc
         fds.push(fd);
     }
     Ok(fds)
+}
+
+/// Gives a kernel-less guest's vCPU the host's CPUID, normalized for its
+/// index (the same at boot and at snapshot load).
+fn set_kernelless_cpuid(
+    supported: &CpuId,
+    fd: &VcpuFd,
+    index: u8,
+    count: u8,
+) -> Result<CpuId, VmError> {
+    let entries = linux::cpuid::normalize(supported.as_slice(), index, count);
+    let cpuid = CpuId::from_entries(&entries)
+        .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
+    fd.set_cpuid2(&cpuid)
+        .map_err(|e| VmError::KvmCall("set CPUID", e))?;
+    Ok(cpuid)
 }
 
 /// The in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT that

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, LineWriter, Write};
 use std::path::Path;
 
+pub use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -140,6 +141,11 @@ impl Trigger for SerialIrq {
     }
 }
 
+/// A UART state that cannot be restored (vm-superio's reason).
+#[derive(Debug, thiserror::Error)]
+#[error("bad UART state: {0}")]
+pub struct SerialStateError(String);
+
 /// The COM1 UART as a bus device.
 pub struct SerialDevice {
     uart: Serial<SerialIrq, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
@@ -165,6 +171,28 @@ impl SerialDevice {
         SerialDevice {
             uart: Serial::new(SerialIrq(irq), Box::new(writer)),
         }
+    }
+
+    /// The UART's registers and receive FIFO, for a snapshot.
+    pub fn state(&self) -> SerialState {
+        self.uart.state()
+    }
+
+    /// A UART like [`SerialDevice::new`] with the registers and FIFO of
+    /// `state` (a snapshot's). A FIFO longer than the UART's is an error.
+    pub fn from_state(
+        console: Console,
+        irq: Option<EventFd>,
+        state: &SerialState,
+    ) -> Result<Self, SerialStateError> {
+        Serial::from_state(
+            state,
+            SerialIrq(irq),
+            vm_superio::serial::NoEvents,
+            console.into_writer(),
+        )
+        .map(|uart| SerialDevice { uart })
+        .map_err(|e| SerialStateError(format!("{e:?}")))
     }
 
     /// Writes out buffered console output.

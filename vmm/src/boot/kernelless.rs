@@ -193,7 +193,7 @@ pub fn load(
     })
 }
 
-fn write_tables(mem: &GuestMemoryMmap, mem_size: u64) -> Result<(), KernellessError> {
+pub(crate) fn write_tables(mem: &GuestMemoryMmap, mem_size: u64) -> Result<(), KernellessError> {
     let gdt: Vec<u8> = cpl3::gdt().iter().flat_map(|d| d.to_le_bytes()).collect();
     mem.write_slice(&gdt, GuestAddress(cpl3::GDT_ADDR))
         .map_err(KernellessError::Memory)?;
@@ -331,7 +331,7 @@ fn xcr0_supported(cpuid: &CpuId) -> u64 {
         .unwrap_or(0x3)
 }
 
-fn guest_tsc(vcpu: &VcpuFd) -> Option<u64> {
+pub(crate) fn guest_tsc(vcpu: &VcpuFd) -> Option<u64> {
     let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
         index: MSR_IA32_TSC,
         ..Default::default()
@@ -340,7 +340,7 @@ fn guest_tsc(vcpu: &VcpuFd) -> Option<u64> {
     (vcpu.get_msrs(&mut msrs).ok()? == 1).then(|| msrs.as_slice()[0].data)
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<(), KernellessError> {
+pub(crate) fn getrandom(buf: &mut [u8]) -> Result<(), KernellessError> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.

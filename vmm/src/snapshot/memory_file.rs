@@ -1,0 +1,295 @@
+//! The memory file: guest RAM as the guest left it, its regions one after
+//! another (the layout the state file records), with holes where the guest
+//! never wrote a page. Written from a paused VM (only the pages the process
+//! has resident, or that the file it was restored from holds, and only those
+//! that are not all zeros); mapped back private and lazily at load, so a
+//! restored guest's resident memory is what it touches, and clones of one
+//! snapshot share the file's page cache.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap,
+};
+
+const PAGE: usize = 4096;
+/// Pages gathered before one write.
+const RUN_MAX: usize = 512;
+
+/// One RAM region and where it lies in the memory file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub guest_addr: u64,
+    pub len: u64,
+    pub file_offset: u64,
+}
+
+/// Why the memory file could not be written or mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryFileError {
+    #[error("cannot write the memory file")]
+    Write(#[source] std::io::Error),
+    #[error("cannot read guest memory at {0:#x}")]
+    Read(u64),
+    #[error("mincore on guest memory")]
+    Mincore(#[source] std::io::Error),
+    #[error("memory file is {actual} bytes, the state file describes {expected}")]
+    Size { actual: u64, expected: u64 },
+    #[error("cannot map the memory file")]
+    Map(#[source] std::io::Error),
+    #[error("bad memory layout: {0}")]
+    Layout(String),
+}
+
+/// What a memory file write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes of data written (the rest of the file is holes).
+    pub data_bytes: u64,
+}
+
+/// The regions of `mem`, laid out back to back.
+pub fn layout(mem: &GuestMemoryMmap) -> Vec<Region> {
+    let mut offset = 0;
+    mem.iter()
+        .map(|r| {
+            let region = Region {
+                guest_addr: r.start_addr().raw_value(),
+                len: r.len(),
+                file_offset: offset,
+            };
+            offset += r.len();
+            region
+        })
+        .collect()
+}
+
+/// Writes `mem` into `file` (truncated first), sparse.
+pub fn write(mem: &GuestMemoryMmap, file: &File) -> Result<Written, MemoryFileError> {
+    let regions = layout(mem);
+    let total: u64 = regions.iter().map(|r| r.len).sum();
+    file.set_len(0).map_err(MemoryFileError::Write)?;
+    file.set_len(total).map_err(MemoryFileError::Write)?;
+    let mut written = Written::default();
+    for (region, r) in mem.iter().zip(&regions) {
+        let wanted = pages_to_save(mem, region)?;
+        let mut run: Vec<u8> = Vec::with_capacity(RUN_MAX * PAGE);
+        let mut run_start = 0usize;
+        let mut page = [0u8; PAGE];
+        for (i, &want) in wanted.iter().enumerate() {
+            let mut keep = false;
+            if want {
+                let addr = GuestAddress(r.guest_addr + (i * PAGE) as u64);
+                mem.read_slice(&mut page, addr)
+                    .map_err(|_| MemoryFileError::Read(addr.0))?;
+                keep = page.iter().any(|&b| b != 0);
+            }
+            let contiguous = run_start + run.len() / PAGE == i;
+            if !run.is_empty() && (!keep || !contiguous || run.len() == RUN_MAX * PAGE) {
+                flush(file, r.file_offset, run_start, &run, &mut written)?;
+                run.clear();
+            }
+            if keep {
+                if run.is_empty() {
+                    run_start = i;
+                }
+                run.extend_from_slice(&page);
+            }
+        }
+        flush(file, r.file_offset, run_start, &run, &mut written)?;
+    }
+    Ok(written)
+}
+
+fn flush(
+    file: &File,
+    region_offset: u64,
+    first_page: usize,
+    run: &[u8],
+    written: &mut Written,
+) -> Result<(), MemoryFileError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    file.write_all_at(run, region_offset + (first_page * PAGE) as u64)
+        .map_err(MemoryFileError::Write)?;
+    written.data_bytes += run.len() as u64;
+    Ok(())
+}
+
+/// Which pages of `region` may hold data: those resident in this process
+/// (touched since the VM was built or loaded) and, for a region mapped from
+/// an earlier memory file, those that file holds data for.
+fn pages_to_save(
+    mem: &GuestMemoryMmap,
+    region: &GuestRegionMmap,
+) -> Result<Vec<bool>, MemoryFileError> {
+    let len = region.len() as usize;
+    let pages = len.div_ceil(PAGE);
+    let host = mem
+        .get_host_address(region.start_addr())
+        .map_err(|_| MemoryFileError::Read(region.start_addr().raw_value()))?;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `host..host+len` is this region's live mapping (page aligned,
+    // from mmap); `vec` has one byte per page of it.
+    let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(MemoryFileError::Mincore(std::io::Error::last_os_error()));
+    }
+    let mut wanted: Vec<bool> = vec.iter().map(|b| b & 1 != 0).collect();
+    if let Some(fo) = region.file_offset() {
+        for (start, end) in data_ranges(fo.file(), fo.start(), len as u64) {
+            let first = (start as usize / PAGE).min(pages);
+            let last = (end as usize).div_ceil(PAGE).min(pages);
+            wanted[first..last].fill(true);
+        }
+    }
+    Ok(wanted)
+}
+
+/// The data (non-hole) ranges of `file` within `[start, start+len)`, as
+/// offsets relative to `start`. A file system without SEEK_DATA: all of it.
+fn data_ranges(file: &File, start: u64, len: u64) -> Vec<(u64, u64)> {
+    let fd = file.as_raw_fd();
+    let end = start + len;
+    let mut out = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        // SAFETY: lseek on an fd we hold; no memory is involved.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENXIO) {
+                out.push((pos - start, len));
+            }
+            break;
+        }
+        let data = data as u64;
+        if data >= end {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
+        out.push((data - start, hole - start));
+        pos = hole;
+    }
+    out
+}
+
+/// Maps `file` as guest memory laid out as `regions`: private (guest writes
+/// never reach the file) and lazy (nothing is read until touched).
+pub fn map_private(file: &File, regions: &[Region]) -> Result<GuestMemoryMmap, MemoryFileError> {
+    let expected: u64 = regions.iter().map(|r| r.len).sum();
+    let actual = file.metadata().map_err(MemoryFileError::Map)?.len();
+    if actual != expected {
+        return Err(MemoryFileError::Size { actual, expected });
+    }
+    let mut mapped = Vec::with_capacity(regions.len());
+    for r in regions {
+        let fo = FileOffset::new(
+            file.try_clone().map_err(MemoryFileError::Map)?,
+            r.file_offset,
+        );
+        let mapping = MmapRegionBuilder::new(r.len as usize)
+            .with_file_offset(fo)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| MemoryFileError::Map(std::io::Error::other(e.to_string())))?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
+            .ok_or_else(|| MemoryFileError::Layout(format!("region at {:#x}", r.guest_addr)))?;
+        mapped.push(region);
+    }
+    GuestMemoryMmap::from_regions(mapped).map_err(|e| MemoryFileError::Layout(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> (File, std::path::PathBuf) {
+        let p = std::env::temp_dir().join(format!("ember-memfile-{tag}-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        (f, p)
+    }
+
+    fn allocated(f: &File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn only_written_pages_take_space_and_the_mapping_reads_them_back() {
+        let mem = crate::memory::create(64).unwrap();
+        mem.write_slice(&[7u8; 3 * PAGE], GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_obj(0xdead_beef_u64, GuestAddress(0x300_0008))
+            .unwrap();
+        // Touched, but zero: a hole too.
+        mem.write_obj(0u64, GuestAddress(0x200_0000)).unwrap();
+        let (f, p) = temp("write");
+        let w = write(&mem, &f).unwrap();
+        assert_eq!(w.data_bytes, 4 * PAGE as u64);
+        assert_eq!(f.metadata().unwrap().len(), 64 << 20);
+        assert!(
+            allocated(&f) <= 64 * 1024,
+            "{} bytes allocated",
+            allocated(&f)
+        );
+
+        let back = map_private(&f, &layout(&mem)).unwrap();
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(0x300_0008)).unwrap(),
+            0xdead_beef
+        );
+        assert_eq!(back.read_obj::<u8>(GuestAddress(0x10_2fff)).unwrap(), 7);
+        assert_eq!(back.read_obj::<u8>(GuestAddress(0x10_3000)).unwrap(), 0);
+        // Private: a write to the restored memory never reaches the file.
+        back.write_obj(1u64, GuestAddress(0x10_0000)).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 0x10_0000).unwrap();
+        assert_eq!(b, [7u8; 8]);
+
+        // Saving the restored memory again keeps the untouched file pages.
+        let (f2, p2) = temp("again");
+        write(&back, &f2).unwrap();
+        let again = map_private(&f2, &layout(&back)).unwrap();
+        assert_eq!(
+            again.read_obj::<u64>(GuestAddress(0x300_0008)).unwrap(),
+            0xdead_beef
+        );
+        assert_eq!(again.read_obj::<u64>(GuestAddress(0x10_0000)).unwrap(), 1);
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(p2).unwrap();
+    }
+
+    #[test]
+    fn a_memory_file_of_the_wrong_size_is_refused() {
+        let mem = crate::memory::create(4).unwrap();
+        let (f, p) = temp("size");
+        write(&mem, &f).unwrap();
+        f.set_len(3 << 20).unwrap();
+        let e = map_private(&f, &layout(&mem)).unwrap_err();
+        assert!(
+            matches!(e, MemoryFileError::Size { actual, expected }
+            if actual == 3 << 20 && expected == 4 << 20),
+            "{e}"
+        );
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -1,0 +1,286 @@
+//! Snapshots of a kernel-less VM: [`create`] writes a paused [`Vm`] to a
+//! state file (`state.rs`: vCPUs, devices, layout; versioned, checksummed,
+//! validated on load) and a sparse memory file (`memory_file.rs`);
+//! [`load`] builds a new `Vm` from them in this process, its memory mapped
+//! private and lazily from the memory file, its start-info renewed
+//! (generation + 1, a fresh seed, the wall clock) so clones differ.
+//! DESIGN.md "Snapshots" has the formats and the clone contract.
+
+pub(crate) mod codec;
+pub mod memory_file;
+pub mod state;
+pub(crate) mod vcpu_state;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ember_abi::guest::{self, StartInfo};
+use ember_devices::legacy::serial::{SerialState, SerialStateError};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::boot::kernelless::{self, KernellessError, STACK_SIZE, START_INFO_ADDR};
+use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::vm::{Origin, Vm, VmError};
+use memory_file::MemoryFileError;
+use state::{GuestKind, SerialRegs, StateError, VmState, MAX_STATE_FILE};
+pub(crate) use vcpu_state::{SaveError, VcpuState};
+
+/// How long a paused vCPU may take to hand over its registers.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a snapshot could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshots of {0} are not supported yet")]
+    Unsupported(&'static str),
+    #[error("cannot {what} {path}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Memory(#[from] MemoryFileError),
+    #[error("snapshot config")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+/// Why a validated snapshot could not be put into a new VM.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Serial(#[from] SerialStateError),
+    #[error("{0} vCPUs configured, {1} saved")]
+    VcpuCount(u8, usize),
+    #[error("cannot restore vCPU {0}")]
+    Vcpu(u8, #[source] SaveError),
+    #[error("the start-info page in the memory file {0}")]
+    StartInfo(&'static str),
+    #[error(transparent)]
+    Kernelless(#[from] KernellessError),
+}
+
+/// What `Vm::build_from` takes from a snapshot.
+pub(crate) struct Restore {
+    pub memory: GuestMemoryMmap,
+    pub vcpus: Vec<VcpuState>,
+    pub serial: SerialState,
+}
+
+/// What [`create`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateReport {
+    pub state_bytes: u64,
+    /// Bytes of guest memory stored (the rest of the memory file is holes).
+    pub memory_data_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Writes a snapshot of `vm`, which must be paused ([`Vm::pause`]), to
+/// `state_path` and `mem_path` (both created or truncated, mode 0600).
+pub fn create(vm: &Vm, state_path: &Path, mem_path: &Path) -> Result<CreateReport, SnapshotError> {
+    let t = Instant::now();
+    if !vm.kernelless {
+        return Err(SnapshotError::Unsupported("Linux guests"));
+    }
+    if !vm.config.devices.is_empty() {
+        return Err(SnapshotError::Unsupported(
+            "VMs with virtio devices (vsock, block, net)",
+        ));
+    }
+    let vcpus = vm.save_vcpus(SAVE_TIMEOUT)?;
+    let state = VmState {
+        kind: GuestKind::Kernelless,
+        mem_size: vm.config.mem_mib << 20,
+        smt: vm.config.smt,
+        regions: memory_file::layout(vm.memory()),
+        vcpus,
+        serial: serial_regs(&vm.serial_state()),
+        device_config: serde_json::to_string(&vm.config.devices)
+            .unwrap_or_else(|_| "{}".to_string()),
+    };
+    let bytes = state.to_bytes();
+    // Never write a snapshot this VMM would refuse to load.
+    VmState::from_bytes(&bytes)?;
+    let mem_file = create_file(mem_path)?;
+    let written = memory_file::write(vm.memory(), &mem_file)?;
+    let mut state_file = create_file(state_path)?;
+    state_file
+        .write_all(&bytes)
+        .map_err(|source| SnapshotError::File {
+            what: "write the state file",
+            path: state_path.to_path_buf(),
+            source,
+        })?;
+    Ok(CreateReport {
+        state_bytes: bytes.len() as u64,
+        memory_data_bytes: written.data_bytes,
+        elapsed: t.elapsed(),
+    })
+}
+
+fn create_file(path: &Path) -> Result<File, SnapshotError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| SnapshotError::File {
+            what: "create",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// What [`load`] needs besides the two files: where the console goes and
+/// how long the restored guest may run.
+#[derive(Debug, Clone)]
+pub struct LoadParams {
+    pub state_path: PathBuf,
+    pub mem_path: PathBuf,
+    pub console: ConsoleConfig,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Reads and validates a snapshot and builds a VM from it (not started:
+/// [`Vm::start`] resumes the guest where it was paused). Its memory is the
+/// memory file mapped private and lazily (`mem_backend` File).
+pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
+    let state = VmState::from_bytes(&read_state_file(&params.state_path)?)?;
+    let mem_file = File::open(&params.mem_path).map_err(|source| SnapshotError::File {
+        what: "open the memory file",
+        path: params.mem_path.clone(),
+        source,
+    })?;
+    let memory = memory_file::map_private(&mem_file, &state.regions)?;
+    let devices: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&state.device_config).unwrap_or_default();
+    let cfg = VmConfig {
+        // Never opened: the guest image is in the memory file.
+        kernel: params.state_path.clone(),
+        vcpus: state.vcpus.len() as u64,
+        mem_mib: state.mem_size >> 20,
+        smt: state.smt,
+        console: params.console.clone(),
+        force_kernelless: true,
+        devices,
+        timeout_ms: params.timeout_ms,
+        ..VmConfig::default()
+    };
+    let valid = cfg.validate()?;
+    let restore = Restore {
+        memory,
+        vcpus: state.vcpus,
+        serial: serial_state(&state.serial),
+    };
+    Ok(Vm::build_from(&valid, start, Origin::Snapshot(restore))?)
+}
+
+fn read_state_file(path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    let err = |source| SnapshotError::File {
+        what: "read the state file",
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    Ok(bytes)
+}
+
+/// At load, before any vCPU runs: checks the start-info page of the memory
+/// file against the config, rewrites the VMM's own structures (page
+/// tables, GDT, TSS: never taken from the file), and renews what must
+/// differ between clones: generation + 1, a fresh random seed, the wall
+/// clock paired with the restored TSC (`vcpu0`'s, set before this).
+pub(crate) fn renew_start_info(
+    mem: &GuestMemoryMmap,
+    vcpu0: &VcpuFd,
+    cfg: &VmConfig,
+) -> Result<(), RestoreError> {
+    let mut page = vec![0u8; std::mem::size_of::<StartInfo>()];
+    mem.read_slice(&mut page, GuestAddress(START_INFO_ADDR))
+        .map_err(|_| RestoreError::StartInfo("cannot be read"))?;
+    let mut info = StartInfo::from_bytes(&page).ok_or(RestoreError::StartInfo("is short"))?;
+    let mem_size = cfg.mem_mib << 20;
+    let heap_end = mem_size.saturating_sub(cfg.vcpus * STACK_SIZE) & !0xfff;
+    if info.magic != guest::START_INFO_MAGIC || info.version != guest::START_INFO_VERSION {
+        return Err(RestoreError::StartInfo("has a bad magic or version"));
+    }
+    if info.mem_size != mem_size || info.vcpu_count as u64 != cfg.vcpus {
+        return Err(RestoreError::StartInfo(
+            "describes another memory size or vCPU count",
+        ));
+    }
+    if info.heap_end != heap_end || info.heap_start > heap_end || info.stack_size != STACK_SIZE {
+        return Err(RestoreError::StartInfo("describes another memory layout"));
+    }
+    if info.device_count != 0 {
+        return Err(RestoreError::StartInfo(
+            "lists devices the VM does not have",
+        ));
+    }
+    kernelless::write_tables(mem, mem_size)?;
+    info.generation = info.generation.saturating_add(1);
+    kernelless::getrandom(&mut info.random_seed)?;
+    info.tsc_khz = vcpu0.get_tsc_khz().map(u64::from).unwrap_or(0);
+    info.wallclock_tsc = kernelless::guest_tsc(vcpu0).unwrap_or(0);
+    info.wallclock_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    mem.write_slice(info.as_bytes(), GuestAddress(START_INFO_ADDR))
+        .map_err(|_| RestoreError::StartInfo("cannot be written"))
+}
+
+fn serial_regs(s: &SerialState) -> SerialRegs {
+    SerialRegs {
+        regs: [
+            s.baud_divisor_low,
+            s.baud_divisor_high,
+            s.interrupt_enable,
+            s.interrupt_identification,
+            s.line_control,
+            s.line_status,
+            s.modem_control,
+            s.modem_status,
+            s.scratch,
+        ],
+        fifo: s.in_buffer.clone(),
+    }
+}
+
+fn serial_state(s: &SerialRegs) -> SerialState {
+    let [dll, dlh, ier, iir, lcr, lsr, mcr, msr, scr] = s.regs;
+    SerialState {
+        baud_divisor_low: dll,
+        baud_divisor_high: dlh,
+        interrupt_enable: ier,
+        interrupt_identification: iir,
+        line_control: lcr,
+        line_status: lsr,
+        modem_control: mcr,
+        modem_status: msr,
+        scratch: scr,
+        in_buffer: s.fifo.clone(),
+    }
+}
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! Snapshots of real kernel-less microVMs (hand-assembled guests, /dev/kvm):
+//! a guest paused mid-computation and loaded into a new VM finishes with the
+//! uninterrupted result; clones of one snapshot see distinct seeds; hostile
+//! state and memory files are refused with a typed error.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use vm_memory::{Bytes, GuestAddress};
+
+use super::state::{StateError, VmState};
+use super::vcpu_state::InvalidVcpu;
+use super::*;
+use crate::boot::elf::tests::{build_with_code, temp_file};
+use crate::config::{ConsoleConfig, VmConfig};
+use crate::exit::VmExit;
+
+const MEM_MIB: u64 = 16;
+const TOP: u64 = MEM_MIB << 20;
+
+/// An LCG of `n` rounds: `mov ecx,n; xor eax,eax; L: imul eax,eax,0x41c64e6d;
+/// add eax,12345; dec ecx; jnz L; mov [rsp],rax; out 0xf4,al; jmp $`.
+fn lcg_code(n: u32) -> Vec<u8> {
+    let mut c = vec![0xb9];
+    c.extend_from_slice(&n.to_le_bytes());
+    c.extend_from_slice(&[0x31, 0xc0]);
+    c.extend_from_slice(&[0x69, 0xc0, 0x6d, 0x4e, 0xc6, 0x41]);
+    c.extend_from_slice(&[0x05, 0x39, 0x30, 0x00, 0x00]);
+    c.extend_from_slice(&[0xff, 0xc9, 0x75, 0xf1]);
+    c.extend_from_slice(&[0x48, 0x89, 0x04, 0x24, 0xe6, 0xf4, 0xeb, 0xfe]);
+    c
+}
+
+fn lcg(n: u32) -> u32 {
+    (0..n).fold(0u32, |x, _| x.wrapping_mul(0x41c6_4e6d).wrapping_add(12345))
+}
+
+/// Spins until `StartInfo::generation` is non-zero (it is a clone), then
+/// stores the generation at top-32 and the first 8 seed bytes at top-24 and
+/// exits with 5.
+fn clone_code() -> Vec<u8> {
+    let gen = std::mem::offset_of!(ember_abi::guest::StartInfo, generation) as u32;
+    let seed = std::mem::offset_of!(ember_abi::guest::StartInfo, random_seed) as u8;
+    let mut c = vec![0x48, 0x89, 0xfb, 0x48, 0x8b, 0x83];
+    c.extend_from_slice(&gen.to_le_bytes());
+    c.extend_from_slice(&[0x48, 0x85, 0xc0, 0x74, 0xf4]);
+    c.extend_from_slice(&[0x48, 0x89, 0x44, 0x24, 0xe8]);
+    c.extend_from_slice(&[0x48, 0x8b, 0x43, seed]);
+    c.extend_from_slice(&[0x48, 0x89, 0x44, 0x24, 0xf0]);
+    c.extend_from_slice(&[0xb0, 0x05, 0xe6, 0xf4, 0xeb, 0xfe]);
+    c
+}
+
+fn started_vm(code: &[u8], tag: &str) -> Vm {
+    let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), code), tag);
+    let cfg = VmConfig {
+        kernel: path.clone(),
+        mem_mib: MEM_MIB,
+        console: ConsoleConfig::Off,
+        timeout_ms: Some(30_000),
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::build(&cfg.validate().unwrap(), Instant::now()).unwrap();
+    std::fs::remove_file(path).unwrap();
+    vm.start().unwrap();
+    vm
+}
+
+struct Files {
+    state: PathBuf,
+    mem: PathBuf,
+}
+
+impl Files {
+    fn new(tag: &str) -> Files {
+        let base = std::env::temp_dir().join(format!("ember-snap-{}-{tag}", std::process::id()));
+        Files {
+            state: base.with_extension("state"),
+            mem: base.with_extension("mem"),
+        }
+    }
+
+    fn params(&self) -> LoadParams {
+        LoadParams {
+            state_path: self.state.clone(),
+            mem_path: self.mem.clone(),
+            console: ConsoleConfig::Off,
+            timeout_ms: Some(30_000),
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.state);
+        let _ = std::fs::remove_file(&self.mem);
+    }
+}
+
+/// A snapshot of the clone guest, spinning before any clone ran.
+fn clone_snapshot(tag: &str) -> Files {
+    let files = Files::new(tag);
+    let vm = started_vm(&clone_code(), tag);
+    std::thread::sleep(Duration::from_millis(5));
+    vm.pause(Duration::from_secs(2)).unwrap();
+    create(&vm, &files.state, &files.mem).unwrap();
+    files
+}
+
+#[test]
+fn a_guest_snapshotted_mid_computation_finishes_with_the_uninterrupted_result() {
+    let n = 300_000_000;
+    let expected = lcg(n);
+    let uninterrupted = started_vm(&lcg_code(n), "lcg-full");
+    assert_eq!(uninterrupted.wait(), VmExit::Guest(expected & 0xff));
+    let full: u64 = uninterrupted
+        .memory()
+        .read_obj(GuestAddress(TOP - 8))
+        .unwrap();
+    assert_eq!(full, expected as u64);
+
+    let files = Files::new("lcg");
+    let mut vm = started_vm(&lcg_code(n), "lcg-snap");
+    std::thread::sleep(Duration::from_millis(30));
+    vm.pause(Duration::from_secs(2)).unwrap();
+    let report = create(&vm, &files.state, &files.mem).unwrap();
+    vm.stop();
+    drop(vm);
+    let saved = VmState::from_bytes(&std::fs::read(&files.state).unwrap()).unwrap();
+    let left = saved.vcpus[0].regs.rcx;
+    assert!(
+        left > 0 && left < n as u64,
+        "not mid-computation: rcx {left}"
+    );
+    assert!(report.memory_data_bytes < 1 << 20, "{report:?}");
+
+    let mut restored = load(&files.params(), Instant::now()).unwrap();
+    restored.start().unwrap();
+    assert_eq!(restored.wait(), VmExit::Guest(expected & 0xff));
+    let result: u64 = restored.memory().read_obj(GuestAddress(TOP - 8)).unwrap();
+    assert_eq!(result, expected as u64);
+    restored.stop();
+}
+
+#[test]
+fn clones_of_one_snapshot_see_a_new_generation_and_distinct_seeds() {
+    let files = clone_snapshot("clones");
+    let mut seeds = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let mut vm = load(&files.params(), Instant::now()).unwrap();
+        vm.start().unwrap();
+        assert_eq!(vm.wait(), VmExit::Guest(5));
+        let gen: u64 = vm.memory().read_obj(GuestAddress(TOP - 32)).unwrap();
+        let seed: u64 = vm.memory().read_obj(GuestAddress(TOP - 24)).unwrap();
+        assert_eq!(gen, 1);
+        assert!(seeds.insert(seed), "two clones drew seed {seed:#x}");
+        vm.stop();
+    }
+}
+
+#[test]
+fn snapshot_needs_a_paused_vm() {
+    let files = Files::new("running");
+    let vm = started_vm(&clone_code(), "running");
+    let e = create(&vm, &files.state, &files.mem).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SnapshotError::Vm(VmError::SaveVcpu(0, SaveError::Running(0)))
+        ),
+        "{e}"
+    );
+}
+
+fn load_with_state(files: &Files, bytes: &[u8]) -> Result<Vm, SnapshotError> {
+    std::fs::write(&files.state, bytes).unwrap();
+    load(&files.params(), Instant::now())
+}
+
+/// An error with its sources, as `ember-vmm` prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// The error of a load that must fail (`Vm` has no Debug for unwrap_err).
+fn err(r: Result<Vm, SnapshotError>) -> SnapshotError {
+    match r {
+        Ok(_) => panic!("a hostile snapshot was loaded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn hostile_state_files_are_refused_with_a_clear_error() {
+    let files = clone_snapshot("hostile");
+    let good = std::fs::read(&files.state).unwrap();
+    let state = VmState::from_bytes(&good).unwrap();
+
+    // Truncated anywhere.
+    for cut in (0..good.len())
+        .step_by(7)
+        .chain([0, 1, 51, 52, good.len() - 1])
+    {
+        let e = err(load_with_state(&files, &good[..cut]));
+        assert!(
+            matches!(
+                e,
+                SnapshotError::State(StateError::Codec(_) | StateError::Length { .. })
+            ),
+            "cut {cut}: {e}"
+        );
+    }
+    // Any flipped bit: header fields or checksum.
+    for bit in (0..good.len() * 8).step_by(61) {
+        let mut b = good.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let e = err(load_with_state(&files, &b));
+        assert!(matches!(e, SnapshotError::State(_)), "bit {bit}: {e}");
+    }
+    let mut b = good.clone();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(matches!(
+        load_with_state(&files, &b),
+        Err(SnapshotError::State(StateError::WrongVersion { found: 2 }))
+    ));
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert!(matches!(
+        load_with_state(&files, &b),
+        Err(SnapshotError::State(StateError::BadMagic))
+    ));
+    let mut b = good.clone();
+    b.push(0);
+    assert!(matches!(
+        load_with_state(&files, &b),
+        Err(SnapshotError::State(StateError::Length { .. }))
+    ));
+
+    // Well-formed, checksummed, but wrong in meaning.
+    let refused = |s: &VmState| err(load_with_state(&files, &s.to_bytes()));
+    let mut s = state.clone();
+    s.mem_size = 32 << 20;
+    let e = refused(&s);
+    assert!(chain(&e).contains("memory regions"), "{e}");
+    s.mem_size = (16 << 20) + 4096;
+    assert!(chain(&refused(&s)).contains("memory size"));
+    let mut s = state.clone();
+    s.vcpus[0].sregs.cs.dpl = 0;
+    assert!(matches!(
+        refused(&s),
+        SnapshotError::State(StateError::Vcpu {
+            index: 0,
+            source: InvalidVcpu::NotEntryState("CS")
+        })
+    ));
+    let mut s = state.clone();
+    s.vcpus[0].sregs.cr3 = 0x5000;
+    assert!(chain(&refused(&s)).contains("CR3"));
+    let mut s = state.clone();
+    s.vcpus[0].regs.rflags |= 1 << 17;
+    assert!(chain(&refused(&s)).contains("RFLAGS"));
+    let mut s = state.clone();
+    s.vcpus[0].regs.rip = 1 << 40;
+    assert!(chain(&refused(&s)).contains("RIP"));
+    let mut s = state.clone();
+    s.vcpus[0].msrs.push((0xc000_0082, 0x1234));
+    assert!(chain(&refused(&s)).contains("MSR"));
+    let mut s = state.clone();
+    s.device_config = r#"{"vsock":{"guest_cid":3,"uds_path":"/tmp/x"}}"#.into();
+    assert!(
+        chain(&refused(&s)).contains("device set"),
+        "{}",
+        refused(&s)
+    );
+    let mut s = state.clone();
+    s.vcpus.push(s.vcpus[0].clone());
+    // Two vCPUs in a state whose memory holds a one-vCPU guest: the
+    // start-info page of the memory file does not match.
+    let e = refused(&s);
+    assert!(chain(&e).contains("cannot restore"), "{e}");
+
+    // The memory file must match the state file's layout.
+    std::fs::write(&files.state, &good).unwrap();
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files.mem)
+        .unwrap();
+    mem.set_len(8 << 20).unwrap();
+    let e = err(load(&files.params(), Instant::now()));
+    assert!(
+        matches!(
+            e,
+            SnapshotError::Memory(MemoryFileError::Size {
+                actual: 0x80_0000,
+                expected: 0x100_0000
+            })
+        ),
+        "{e}"
+    );
+    // A state file of a huge size is refused before it is parsed.
+    let big = vec![0u8; MAX_STATE_FILE + 1];
+    assert!(matches!(
+        load_with_state(&files, &big),
+        Err(SnapshotError::State(StateError::TooLarge(_)))
+    ));
+}
