@@ -4,7 +4,7 @@
 //! (device ↔ guest driver, [`vsock`]), the sealed wasm artefact (`emberd`'s
 //! compiler ↔ the kernel-less agent, [`artefact`]), and the command lines
 //! and exit codes `emberd` and the VMM binaries share ([`vmm_args`],
-//! [`jailer_args`], [`exit`]). `no_std` + `alloc`, so
+//! [`jailer_args`], [`exit`]), and the [`xorshift`] test stream. `no_std` + `alloc`, so
 //! freestanding guests link it as is; depends on nothing of ember.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
@@ -18,3 +18,4 @@ pub mod jailer_args;
 pub mod protocol;
 pub mod vmm_args;
 pub mod vsock;
+pub mod xorshift;

@@ -304,20 +304,7 @@ fn decoder_skips_a_bad_frame_and_goes_on_but_stops_when_out_of_sync() {
     assert_eq!(dec.buffered(), 0);
 }
 
-/// xorshift64*: deterministic randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::xorshift::XorShift64Star as Rng;
 
 /// Feeds `bytes` to both decoders; neither may panic, and whatever the
 /// stateless decoder accepts must re-encode to the same bytes.
@@ -355,31 +342,31 @@ fn fuzz_random_and_mutated_frames() {
         let input = match round % 4 {
             // Pure noise, sometimes with a valid header prefix.
             0 => {
-                let mut v: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
-                if rng.below(2) == 0 && v.len() >= 4 {
+                let mut v: Vec<u8> = (0..rng.index(64)).map(|_| rng.next() as u8).collect();
+                if rng.index(2) == 0 && v.len() >= 4 {
                     v[..3].copy_from_slice(&[MAGIC[0], MAGIC[1], VERSION]);
-                    v[3] = (rng.below(12)) as u8;
+                    v[3] = (rng.index(12)) as u8;
                 }
                 v
             }
             // A valid frame with a few bytes flipped.
             1 => {
-                let mut v = frames[rng.below(frames.len())].clone();
-                for _ in 0..1 + rng.below(4) {
-                    let i = rng.below(v.len());
-                    v[i] ^= 1 << rng.below(8);
+                let mut v = frames[rng.index(frames.len())].clone();
+                for _ in 0..1 + rng.index(4) {
+                    let i = rng.index(v.len());
+                    v[i] ^= 1 << rng.index(8);
                 }
                 v
             }
             // A valid frame truncated, with a lying length patched in.
             2 => {
-                let mut v = frames[rng.below(frames.len())].clone();
-                v.truncate(rng.below(v.len() + 1));
+                let mut v = frames[rng.index(frames.len())].clone();
+                v.truncate(rng.index(v.len() + 1));
                 if v.len() >= HEADER_LEN {
-                    let lie = match rng.below(3) {
+                    let lie = match rng.index(3) {
                         0 => rng.next() as u32,
                         1 => (v.len() - HEADER_LEN) as u32,
-                        _ => rng.below(64) as u32,
+                        _ => rng.index(64) as u32,
                     };
                     v[4..8].copy_from_slice(&lie.to_le_bytes());
                 }
@@ -387,12 +374,12 @@ fn fuzz_random_and_mutated_frames() {
             }
             // Two frames glued, the second corrupted inside a length field.
             _ => {
-                let mut v = frames[rng.below(frames.len())].clone();
-                let second = &frames[rng.below(frames.len())];
+                let mut v = frames[rng.index(frames.len())].clone();
+                let second = &frames[rng.index(frames.len())];
                 let at = v.len();
                 v.extend_from_slice(second);
                 if second.len() > HEADER_LEN + 4 {
-                    let i = at + HEADER_LEN + rng.below(second.len() - HEADER_LEN - 3);
+                    let i = at + HEADER_LEN + rng.index(second.len() - HEADER_LEN - 3);
                     v[i..i + 4].copy_from_slice(&(rng.next() as u32).to_le_bytes());
                 }
                 v

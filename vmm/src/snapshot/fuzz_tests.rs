@@ -16,19 +16,7 @@ use super::state::{GuestKind, SerialRegs, VmState};
 use super::vcpu_state::VcpuState;
 use crate::boot::cpl3;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use ember_abi::xorshift::XorShift64Star as Rng;
 
 /// A valid two-vCPU kernel-less state, built without KVM.
 fn valid_state() -> VmState {

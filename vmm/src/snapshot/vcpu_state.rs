@@ -114,15 +114,7 @@ impl VcpuState {
                 .set_fpu(&self.fpu)
                 .map_err(|e| SaveError::Kvm("set fpu", e))?,
         }
-        let entries: Vec<kvm_msr_entry> = self
-            .msrs
-            .iter()
-            .map(|&(index, data)| kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            })
-            .collect();
+        let entries = crate::boot::linux::msrs::entries(&self.msrs);
         let msrs = Msrs::from_entries(&entries)
             .map_err(|_| SaveError::Kvm("set MSRs", kvm_ioctls::Error::new(libc::E2BIG)))?;
         let set = fd

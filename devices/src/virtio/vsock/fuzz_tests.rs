@@ -14,22 +14,7 @@ use super::test_guest::{TestGuest, BUF_LEN, MEM_SIZE, QSIZE};
 use super::{op, Hdr, HDR_LEN, HOST_CID, TYPE_STREAM};
 use crate::bus::BusDevice;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+use ember_abi::xorshift::XorShift64Star as Rng;
 
 const CID: u64 = 5;
 const SCRATCH: u64 = 0x180_0000;

@@ -41,17 +41,21 @@ pub fn boot_msrs() -> Vec<(u32, u64)> {
     ]
 }
 
-/// Writes [`boot_msrs`]; every one must be accepted.
-pub fn set_boot_msrs(vcpu: &VcpuFd) -> Result<(), LinuxBootError> {
-    let list = boot_msrs();
-    let entries: Vec<kvm_msr_entry> = list
-        .iter()
+/// KVM's entries for (index, value) pairs.
+pub fn entries(list: &[(u32, u64)]) -> Vec<kvm_msr_entry> {
+    list.iter()
         .map(|&(index, data)| kvm_msr_entry {
             index,
             data,
             ..Default::default()
         })
-        .collect();
+        .collect()
+}
+
+/// Writes [`boot_msrs`]; every one must be accepted.
+pub fn set_boot_msrs(vcpu: &VcpuFd) -> Result<(), LinuxBootError> {
+    let list = boot_msrs();
+    let entries = entries(&list);
     let msrs = Msrs::from_entries(&entries).map_err(|_| LinuxBootError::MsrsTooMany)?;
     let written = vcpu.set_msrs(&msrs).map_err(LinuxBootError::Msrs)?;
     if written != list.len() {
