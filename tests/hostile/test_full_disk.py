@@ -23,6 +23,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import create, wait_for, wasm
+ACCOUNT = "000000000000"
 
 pytestmark = pytest.mark.vm
 
@@ -171,3 +172,32 @@ def test_below_the_floor_writes_wait_and_reads_go_on(make_emberd, data_dir):
     create(c, "after", wasm("echo"))
     events.append(event(c, "after", 2))
     nothing_lost(e, c, ["before", "after"], events)
+
+
+def test_deferred_events_resume_within_seconds_of_the_disk_healing(make_emberd, data_dir):
+    # Regression: each failure to record an event's progress doubled its
+    # backoff up to the throttle ceiling (300 s), so after a long outage
+    # delivery resumed minutes after the space returned. With a 100 ms base
+    # the old backoff reaches 12.8 s at 7 failures: a 30 s outage made the
+    # event wait ~20 s past the heal; now it waits at most 5 s.
+    e = make_emberd(["--store-min-free-mib", "0", "--async-backoff-ms", "100,300000"])
+    c = e.client()
+    create(c, "slow", wasm("slow"), Timeout=5)
+    # The on-success record carries the 200 KB request: recording it needs
+    # new pages in the event store, which the full disk refuses.
+    c.put_function_event_invoke_config(FunctionName="slow", DestinationConfig={
+        "OnSuccess": {"Destination": f"arn:aws:sqs:us-east-1:{ACCOUNT}:done"}})
+    r = c.invoke(FunctionName="slow", InvocationType="Event",
+                 Payload=json.dumps({"pad": "x" * 200_000}).encode())
+    rid = r["ResponseMetadata"]["RequestId"]
+    assert wait_for(lambda: json.loads(
+        e.raw("GET", f"/ember/async/attempts?RequestId={rid}")[2])["Attempts"], timeout=30)
+    filler = fill(data_dir)
+    import time
+    time.sleep(30)
+    os.unlink(filler)
+    healed = time.monotonic()
+    ran_once(e, rid)
+    took = time.monotonic() - healed
+    assert took < 9, f"delivered {took:.1f} s after the disk healed\n{e.log()}"
+    assert "retrying in" in e.log()

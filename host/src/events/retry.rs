@@ -7,6 +7,12 @@
 
 use std::time::Duration;
 
+/// The longest an event waits to retry after emberd's own store failed to
+/// record it (a full disk, say): the store heals by itself once space
+/// returns, so delivery resumes within this of it, not after the throttle
+/// backoff's minutes.
+pub const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// The timing knobs (emberd flags; tests shorten them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -78,6 +84,13 @@ impl Timing {
         self.backoff_base
             .saturating_mul(factor)
             .min(self.backoff_max)
+    }
+
+    /// Backoff after the n-th consecutive failure to record the event in
+    /// emberd's own store (n ≥ 1): the throttle backoff, capped at
+    /// [`STORE_RETRY_MAX`].
+    pub fn store_retry(&self, n: u32) -> Duration {
+        self.backoff(n).min(STORE_RETRY_MAX)
     }
 
     /// Delay before the retry that follows the n-th function error (n ≥ 1).
@@ -192,5 +205,18 @@ mod tests {
         );
         assert!(t.fresh(ms(600), 60) && !t.fresh(ms(601), 60));
         assert_eq!(t.retry_delay(7), ms(400), "the last delay repeats");
+    }
+
+    /// Regression (issue 13): after a long full-disk outage event delivery
+    /// resumed only after the throttle backoff's 300 s ceiling; store
+    /// failures now back off to at most STORE_RETRY_MAX.
+    #[test]
+    fn store_failures_back_off_at_most_five_seconds() {
+        let t = Timing::default();
+        assert_eq!(t.store_retry(1), Duration::from_secs(1));
+        assert_eq!(t.store_retry(3), Duration::from_secs(4));
+        assert_eq!(t.store_retry(4), STORE_RETRY_MAX);
+        assert_eq!(t.store_retry(40), STORE_RETRY_MAX);
+        assert_eq!(t.backoff(40), Duration::from_secs(300));
     }
 }

@@ -118,7 +118,8 @@ async fn deliver(
         Ok(id) => id,
         Err(e) => {
             ev.invocations -= 1;
-            return transient(events, ev, None, &format!("logging the attempt: {e}")).await;
+            ev.open_attempt = None;
+            return store_failed(ev, events, &format!("logging the attempt failed ({e})"));
         }
     };
     ev.open_attempt = Some(attempt_id);
@@ -345,15 +346,22 @@ async fn settle(
         Ok(_) => None,
         Err(e) => {
             // Not recorded: try the whole event again later (at-least-once).
-            let mut ev = ev;
-            ev.transient += 1;
-            ev.not_before_ms = now_ms() + events.timing.backoff(ev.transient).as_millis() as u64;
-            eprintln!(
-                "emberd: event {}: settling failed ({}); will retry",
-                ev.request_id,
-                crate::util::error_chain(&e)
-            );
-            Some(ev)
+            let why = format!("settling failed ({})", crate::util::error_chain(&e));
+            store_failed(ev, events, &why)
         }
     }
+}
+
+/// emberd's own store could not record the event's progress: it goes back
+/// on the schedule with the store's short backoff (a healed store resumes
+/// delivery within seconds), without using a retry attempt.
+fn store_failed(mut ev: EventRecord, events: &Events, why: &str) -> Option<EventRecord> {
+    ev.transient += 1;
+    let delay = events.timing.store_retry(ev.transient);
+    ev.not_before_ms = now_ms() + delay.as_millis() as u64;
+    eprintln!(
+        "emberd: event {}: {why}; retrying in {delay:?}",
+        ev.request_id
+    );
+    Some(ev)
 }
