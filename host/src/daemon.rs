@@ -13,14 +13,15 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::agent::JailConfig;
 use crate::api::App;
+use crate::env::launcher::VmLauncher;
+use crate::env::pidfile;
+use crate::env::JailConfig;
 use crate::events::Events;
 use crate::functions::{Capabilities, Functions};
 use crate::invoker::Invoker;
-use crate::pool::{pidfile, Pool, PoolConfig};
+use crate::pool::{Pool, PoolConfig};
 use crate::store::Store;
-use crate::vmlauncher::VmLauncher;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -110,7 +111,7 @@ pub struct ServeArgs {
     /// CPU quota of every jailed VM: one core per this many MiB of function
     /// memory (Lambda's rule: 1,769 MB = 1 vCPU), at least half a core; 0
     /// turns quotas off.
-    #[arg(long, default_value_t = crate::vmlauncher::LAMBDA_MIB_PER_VCPU)]
+    #[arg(long, default_value_t = crate::env::launcher::LAMBDA_MIB_PER_VCPU)]
     pub mib_per_vcpu: u32,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]

@@ -1,6 +1,5 @@
 //! ember's host side: the `emberd` supervisor and the `ember` CLI.
 
-pub mod agent;
 pub mod aot;
 pub mod api;
 pub mod audit;
@@ -10,6 +9,7 @@ pub mod cli;
 pub mod code;
 pub mod daemon;
 pub mod digest;
+pub mod env;
 pub mod events;
 pub mod functions;
 pub mod heap;
@@ -22,8 +22,6 @@ pub mod pool;
 pub mod preflight;
 pub mod procfs;
 pub mod server;
-pub mod spares;
 pub mod store;
 pub mod tls;
 pub mod util;
-pub mod vmlauncher;

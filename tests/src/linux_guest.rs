@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ember_host::agent::AgentConn;
+use ember_host::env::AgentConn;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

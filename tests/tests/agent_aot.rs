@@ -8,7 +8,7 @@ mod agent_common;
 
 use agent_common::*;
 use ember_abi::artefact::{self, Header};
-use ember_host::agent::{AgentError, Code, Environment};
+use ember_host::env::{AgentError, Code, Environment};
 
 /// A deterministic byte stream (xorshift) for the corruption cases.
 fn noise(seed: u64) -> impl FnMut() -> u64 {

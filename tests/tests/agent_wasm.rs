@@ -1,5 +1,5 @@
 //! The kernel-less wasm agent in real microVMs, driven through the host-side
-//! library (`ember_host::agent`): echo (small and 6 MiB), environment
+//! library (`ember_host::env`): echo (small and 6 MiB), environment
 //! variables, reactor state per environment, timeout, traps, oversize
 //! payloads, hostile modules, init errors, memory growth past the VM, and a
 //! VM killed mid-invocation.
@@ -9,16 +9,16 @@ mod agent_common;
 use std::time::{Duration, Instant};
 
 use agent_common::*;
-use ember_host::agent::{AgentError, Environment, MAX_PAYLOAD};
+use ember_host::env::{AgentError, Environment, MAX_PAYLOAD};
 
-fn ok(inv: &ember_host::agent::Invocation) -> &[u8] {
+fn ok(inv: &ember_host::env::InvokeReply) -> &[u8] {
     match &inv.result {
         Ok(p) => p,
         Err(e) => panic!("function error {}: {}", e.error_type, e.message),
     }
 }
 
-fn err(inv: &ember_host::agent::Invocation) -> &ember_host::agent::FunctionError {
+fn err(inv: &ember_host::env::InvokeReply) -> &ember_host::env::FunctionError {
     match &inv.result {
         Ok(p) => panic!("expected an error, got {:?}", String::from_utf8_lossy(p)),
         Err(e) => e,
@@ -28,7 +28,7 @@ fn err(inv: &ember_host::agent::Invocation) -> &ember_host::agent::FunctionError
 #[test]
 fn echo_small_and_six_mib_payloads() {
     let mut env = environment(echo(), 64, 10_000);
-    assert_eq!(env.ready().agent, ember_host::agent::AgentKind::Wasm);
+    assert_eq!(env.ready().agent, ember_host::env::AgentKind::Wasm);
     let inv = env
         .invoke(&request("r1", b"{\"ping\":true}", 5000))
         .unwrap();

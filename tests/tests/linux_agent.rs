@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ember_host::agent::{
-    AgentConn, AgentError, AgentKind, Code, InitSpec, Invocation, InvokeRequest, LogStream,
+use ember_host::env::{
+    AgentConn, AgentError, AgentKind, Code, InitSpec, InvokeReply, InvokeRequest, LogStream,
     MAX_PAYLOAD,
 };
 use ember_tests::linux_guest::{accept_agent, free_port};
@@ -148,7 +148,7 @@ impl Agent {
             .map(|r| r.init_us)
     }
 
-    fn invoke(&mut self, id: &str, payload: &[u8], timeout_ms: u64) -> Invocation {
+    fn invoke(&mut self, id: &str, payload: &[u8], timeout_ms: u64) -> InvokeReply {
         let req = InvokeRequest {
             request_id: id.into(),
             payload: payload.to_vec(),
@@ -189,7 +189,7 @@ impl Drop for Agent {
     }
 }
 
-fn lines(inv: &Invocation, stream: LogStream) -> Vec<&str> {
+fn lines(inv: &InvokeReply, stream: LogStream) -> Vec<&str> {
     inv.logs
         .lines
         .iter()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ember_host::agent::{AgentConn, Code, InitSpec, InvokeRequest, LogStream};
+use ember_host::env::{AgentConn, Code, InitSpec, InvokeRequest, LogStream};
 use ember_tests::linux_guest::{
     accept_agent, build, code_image, free_port, unix_ms, write_zip, BUSYBOX_BOOTSTRAP,
 };

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ember_host::agent::{
+use ember_host::env::{
     AgentError, Code, Console, Environment, Guest, InitSpec, InvokeRequest, LaunchConfig,
     LogStream, MAX_PAYLOAD,
 };
@@ -148,7 +148,7 @@ fn request(id: &str, payload: &[u8], ms: u64) -> InvokeRequest {
     }
 }
 
-fn json(inv: &ember_host::agent::Invocation) -> serde_json::Value {
+fn json(inv: &ember_host::env::InvokeReply) -> serde_json::Value {
     let body = inv
         .result
         .clone()

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ember_host::agent::{AgentConn, AgentKind, Code, InitSpec, InvokeRequest, LogStream};
+use ember_host::env::{AgentConn, AgentKind, Code, InitSpec, InvokeRequest, LogStream};
 use ember_tests::linux_guest::{build, code_image_of, unix_ms, BUSYBOX_BOOTSTRAP};
 
 /// Cap on one TCG boot on a busy 2-core machine (a few seconds normally).
@@ -160,7 +160,7 @@ impl Write for Tcp {
         self.0.flush()
     }
 }
-impl ember_host::agent::Transport for Tcp {
+impl ember_host::env::Transport for Tcp {
     fn set_read_timeout(&mut self, t: Option<Duration>) -> std::io::Result<()> {
         self.0.set_read_timeout(t)
     }

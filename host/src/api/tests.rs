@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::cli::client::{Conn, Response};
+use crate::env::{EnvError, EnvLauncher, EnvSpec, LaunchError, RunningEnv};
 use crate::functions::Capabilities;
-use crate::pool::{EnvError, EnvLauncher, EnvSpec, LaunchError, PoolConfig, RunningEnv};
+use crate::pool::PoolConfig;
 use crate::store::Store;
 
 struct NoVm;

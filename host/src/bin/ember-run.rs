@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ember_host::agent::bench::{self, Stats};
-use ember_host::agent::{
+use ember_host::env::bench::{self, Stats};
+use ember_host::env::{
     vm_memory_mib, AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
 };
 use ember_host::util::error_chain;

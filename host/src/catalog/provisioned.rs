@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::{resolve, Resolved};
-use crate::pool::{EnvError, EnvSpec, LaunchError, Pool, SpecFn, Target};
+use crate::env::{EnvError, EnvSpec, LaunchError};
+use crate::pool::{Pool, SpecFn, Target};
 use crate::store::{Store, StoreError};
 
 /// Rebuilds the pool's provisioned targets from the store (after any change

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::pool::Report;
+use crate::env::Report;
 
 /// What the caller hands to the function.
 pub struct Call {

@@ -16,10 +16,11 @@ use tokio::task::JoinHandle;
 pub use call::{error_payload, Call, CallResult, Outcome};
 
 use crate::catalog::{lazy_spec, Resolved};
+use crate::env::{EnvError, InvokeInput, InvokeOutput, LaunchError, Report};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 use crate::pool::policy::Throttle;
-use crate::pool::{Admitted, EnvError, InvokeInput, InvokeOutput, LaunchError, Pool, Report, Warm};
+use crate::pool::{Admitted, Pool, Warm};
 use crate::store::Store;
 use crate::util::function_arn;
 

@@ -2,16 +2,17 @@
 //! whether this host can boot Linux guests and which runtimes it offers
 //! ([`caps`]), the read-only code and layer images each function needs,
 //! built with `images/code-image.sh` and cached per content ([`images`]),
-//! and the `ember-vmm` launch of one Linux environment ([`launch`]).
+//! and the drives of one environment ([`guests`]); the `ember-vmm` launch
+//! of one Linux environment is [`crate::env::linux`].
 //! DESIGN.md, "Linux guest" and "emberd: Linux environments".
 
 pub mod caps;
+pub mod guests;
 pub mod images;
-pub mod launch;
 
 pub use caps::{LinuxArgs, LinuxMode, Offer};
+pub use guests::{Drives, LinuxGuests};
 pub use images::ImageCache;
-pub use launch::LinuxGuests;
 
 /// Runtime names emberd knows besides `wasm`, with the runtime image each
 /// boots from (a file in the images directory). `python3.12` is a name AWS

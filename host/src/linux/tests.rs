@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use super::caps::{detect, find_files, kvm_refusal, Found, LinuxArgs, LinuxMode};
 use super::images::{code_image_name, ImageCache};
-use super::launch::{init_spec, kernel_cmdline, launch_config, vcpus_for, Drives};
-use crate::agent::{Code, Guest, JailConfig, LaunchConfig};
-use crate::pool::EnvSpec;
+use super::Drives;
+use crate::env::linux::{init_spec, kernel_cmdline, launch_config, vcpus_for};
+use crate::env::EnvSpec;
+use crate::env::{Code, Guest, JailConfig, LaunchConfig};
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -169,7 +170,7 @@ fn linux_environment_command_line_and_drives() {
     assert!(matches!(&cfg.guest, Guest::Linux { initrd: Some(i), .. } if *i == found.initramfs));
 
     // Unjailed: the host paths, in guest order vda, vdb, vdc.
-    let (prog, a) = crate::agent::command(&cfg, &d.join("env"), "id1").unwrap();
+    let (prog, a) = crate::env::command(&cfg, &d.join("env"), "id1").unwrap();
     assert_eq!(prog, PathBuf::from("/opt/ember/ember-vmm"));
     assert_eq!(values(&a, "--kernel"), [found.kernel.display().to_string()]);
     assert_eq!(
@@ -201,7 +202,7 @@ fn linux_environment_command_line_and_drives() {
     // Jailed: every image bind-mounted read-only, in-jail paths for the VMM.
     base.jail = Some(JailConfig::new("/opt/ember/ember-jailer"));
     let cfg = launch_config(&base, &found, &sp, &drives);
-    let (prog, a) = crate::agent::command(&cfg, &d.join("env"), "id1").unwrap();
+    let (prog, a) = crate::env::command(&cfg, &d.join("env"), "id1").unwrap();
     assert_eq!(prog, PathBuf::from("/opt/ember/ember-jailer"));
     let split = a.iter().position(|x| x == "--").unwrap();
     let (jailer, vmm) = (&a[..split], &a[split + 1..]);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::env::Report;
 use crate::invoker::call::Outcome;
-use crate::pool::Report;
 
 /// `X-Amz-Log-Result` carries at most the last 4 KB of the log.
 pub const TAIL_BYTES: usize = 4096;

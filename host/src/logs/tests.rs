@@ -12,8 +12,8 @@ use super::frame::{framed, tail_base64, TAIL_BYTES};
 use super::read::{read, Query};
 use super::writer::{enforce, parse_file_name, Block, Msg, Writer};
 use super::*;
+use crate::env::Report;
 use crate::invoker::call::{CallResult, Outcome};
-use crate::pool::Report;
 
 fn decode(b64: &str) -> String {
     String::from_utf8(

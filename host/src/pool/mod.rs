@@ -9,9 +9,7 @@
 //! are evicted to make room).
 
 pub mod claim;
-pub mod launcher;
 mod maintain;
-pub mod pidfile;
 pub mod policy;
 mod reserve;
 
@@ -21,13 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use claim::Claims;
-pub use launcher::{
-    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
+use crate::env::pidfile::PidFile;
+use crate::env::{
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn,
     RunningEnv,
 };
+use claim::Claims;
 pub use maintain::Target;
-use pidfile::PidFile;
 use policy::{Admission, Throttle};
 pub use reserve::Slot;
 
@@ -301,7 +299,7 @@ impl Pool {
         self.write_pids(&inner);
         if inner.stopping {
             drop(inner);
-            crate::agent::kill_started(pid);
+            crate::env::kill_started(pid);
         }
     }
 
@@ -321,7 +319,7 @@ impl Pool {
                 .collect()
         };
         for pid in starting {
-            crate::agent::kill_started(pid);
+            crate::env::kill_started(pid);
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Mutex as StdMutex;
 
 use super::*;
+use crate::env::Report;
 
 #[derive(Default)]
 struct Fake {
@@ -52,9 +53,7 @@ impl RunningEnv for FakeEnv {
         match &input.payload[..] {
             b"die" => {
                 self.alive.store(false, Ordering::SeqCst);
-                Err(EnvError::Died(Fault::Agent(
-                    crate::agent::AgentError::Closed,
-                )))
+                Err(EnvError::Died(Fault::Agent(crate::env::AgentError::Closed)))
             }
             b"sleep300" => {
                 std::thread::sleep(Duration::from_millis(300));

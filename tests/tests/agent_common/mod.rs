@@ -1,13 +1,13 @@
 //! Shared helpers of the wasm-agent tests (`agent_*.rs`): the agent ELF
 //! (built once per process by build.sh), WAT → wasm via `wat2wasm`, and
-//! launching a real environment through `ember_host::agent`.
+//! launching a real environment through `ember_host::env`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ember_host::agent::{Code, Environment, InitSpec, InvokeRequest, LaunchConfig};
+use ember_host::env::{Code, Environment, InitSpec, InvokeRequest, LaunchConfig};
 
 /// The kernel-less agent ELF, built on first use.
 pub fn agent_elf() -> PathBuf {
@@ -70,7 +70,7 @@ pub fn echo() -> Vec<u8> {
 
 pub fn config(memory_mib: u32) -> LaunchConfig {
     let mut cfg = LaunchConfig::kernelless(ember_tests::probes::ember_vmm(), agent_elf());
-    cfg.mem_mib = ember_host::agent::vm_memory_mib(memory_mib);
+    cfg.mem_mib = ember_host::env::vm_memory_mib(memory_mib);
     cfg.work_root = std::env::temp_dir().join("ember-agent-tests");
     cfg.boot_timeout = Duration::from_secs(20);
     cfg

@@ -154,7 +154,7 @@ pub struct FunctionError {
 
 /// A finished invocation: the function's response or its error, with logs.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub struct InvokeReply {
     pub result: Result<Vec<u8>, FunctionError>,
     pub logs: Logs,
     /// Agent-measured run time of the function.
@@ -231,7 +231,7 @@ impl<T: Transport> AgentConn<T> {
         &mut self,
         req: &InvokeRequest,
         timeout: Duration,
-    ) -> Result<Invocation, AgentError> {
+    ) -> Result<InvokeReply, AgentError> {
         self.guard(|s| s.invoke_inner(req, timeout))
     }
 
@@ -321,7 +321,7 @@ impl<T: Transport> AgentConn<T> {
         &mut self,
         req: &InvokeRequest,
         timeout: Duration,
-    ) -> Result<Invocation, AgentError> {
+    ) -> Result<InvokeReply, AgentError> {
         let msg = Message::Invoke {
             request_id: req.request_id.clone(),
             payload: req.payload.clone(),
@@ -379,7 +379,7 @@ impl<T: Transport> AgentConn<T> {
                 Message::Fatal { message } => return Err(AgentError::AgentFatal(message)),
                 other => return Err(unexpected("Result", &other)),
             };
-            return Ok(Invocation {
+            return Ok(InvokeReply {
                 result,
                 logs,
                 duration_us,

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::conn::{AgentConn, InitReport, InitSpec, Invocation, InvokeRequest, ReadyInfo};
+use super::agent::{AgentConn, InitReport, InitSpec, InvokeReply, InvokeRequest, ReadyInfo};
 use super::jail;
-use super::launch::{self, vm_exited, LaunchConfig};
+use super::spawn::{self, vm_exited, LaunchConfig};
 use super::AgentError;
 use crate::util::OnSpawn;
 
@@ -47,7 +47,7 @@ impl Environment {
     /// kill a starting environment (shutdown, crash cleanup) knows it.
     pub fn launch_with(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Environment, AgentError> {
         let start = Instant::now();
-        let launched = launch::launch(cfg, on_spawn)?;
+        let launched = spawn::launch(cfg, on_spawn)?;
         // From here on, Drop cleans up whatever fails.
         let mut child = launched.child;
         let conn = match AgentConn::handshake(
@@ -116,7 +116,7 @@ impl Environment {
     /// Runs one invocation. `Ok` holds the function's result or error; `Err`
     /// is an environment fault (VM died, host backstop timeout, broken
     /// stream), after which the environment is unusable and should be dropped.
-    pub fn invoke(&mut self, req: &InvokeRequest) -> Result<Invocation, AgentError> {
+    pub fn invoke(&mut self, req: &InvokeRequest) -> Result<InvokeReply, AgentError> {
         let now_ms = crate::util::unix_ms();
         let timeout =
             Duration::from_millis(req.deadline_ms.saturating_sub(now_ms)) + self.deadline_grace;

@@ -73,7 +73,7 @@ fn honest_until_invoke(
 fn invoke(
     conn: &mut AgentConn<impl Transport>,
     timeout: Duration,
-) -> Result<Invocation, AgentError> {
+) -> Result<InvokeReply, AgentError> {
     let req = InvokeRequest {
         request_id: "r".into(),
         payload: b"{}".to_vec(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ember_abi::jailer_args::{JailFileArg, JailerArgs};
 
-use super::launch::{pidfd_open, vmm_args, Console, Guest, LaunchConfig};
+use super::spawn::{pidfd_open, vmm_args, Console, Guest, LaunchConfig};
 use super::AgentError;
 
 /// Where the per-environment work directory appears inside the jail.

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::agent::{self, LaunchConfig};
-use crate::pool::pidfile::PidFile;
+use super::pidfile::PidFile;
+use super::{kill_started, Environment, LaunchConfig};
 use crate::util::OnSpawn;
 
 pub struct Spares {
     cfg: LaunchConfig,
     want: usize,
-    stock: Mutex<Vec<agent::Environment>>,
+    stock: Mutex<Vec<Environment>>,
     wake: Condvar,
     closed: AtomicBool,
     pids: PidFile,
@@ -57,11 +57,11 @@ impl Spares {
         self.cfg.mem_mib
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<agent::Environment>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Environment>> {
         self.stock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_pids(&self, stock: &[agent::Environment]) {
+    fn write_pids(&self, stock: &[Environment]) {
         let starting = *self.starting.lock().unwrap_or_else(|p| p.into_inner());
         let pids: Vec<u32> = stock.iter().map(|e| e.pid()).chain(starting).collect();
         self.pids.write(&pids);
@@ -72,12 +72,12 @@ impl Spares {
         *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
         self.write_pids(&self.lock());
         if self.closed.load(Ordering::Acquire) {
-            agent::kill_started(pid);
+            kill_started(pid);
         }
     }
 
     /// A live spare, if one is ready.
-    pub fn take(&self) -> Option<agent::Environment> {
+    pub fn take(&self) -> Option<Environment> {
         let mut stock = self.lock();
         let mut found = None;
         while let Some(env) = stock.pop() {
@@ -112,7 +112,7 @@ impl Spares {
             }
             let me = self.clone();
             let launched =
-                agent::Environment::launch_with(&self.cfg, &OnSpawn::new(move |p| me.spawned(p)));
+                Environment::launch_with(&self.cfg, &OnSpawn::new(move |p| me.spawned(p)));
             *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = None;
             match launched {
                 Ok(env) => {
@@ -141,9 +141,9 @@ impl Spares {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_all();
         if let Some(pid) = *self.starting.lock().unwrap_or_else(|p| p.into_inner()) {
-            agent::kill_started(pid);
+            kill_started(pid);
         }
-        let stock: Vec<agent::Environment> = std::mem::take(&mut *self.lock());
+        let stock: Vec<Environment> = std::mem::take(&mut *self.lock());
         for env in stock {
             env.shutdown();
         }

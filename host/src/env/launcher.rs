@@ -1,6 +1,6 @@
 //! The production [`EnvLauncher`]: one `ember-vmm` child per
 //! environment (jailed by `ember-jailer` unless emberd runs with --no-jail)
-//! through `host::agent` (spawn → `Ready` → `Init`), adapted to the pool's
+//! through [`super::vm`] (spawn → `Ready` → `Init`), adapted to the pool's
 //! seam. Kernel-less wasm environments (code compiled by [`crate::aot`] for
 //! the guest's CPU, or inline for the interpreter, in `Init`) and Linux
 //! environments ([`crate::linux`]: code from a mounted image) share the
@@ -9,15 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::agent::{
-    self, AgentError, Code, InitSpec, InvokeRequest, JailConfig, LaunchConfig, LogStream,
-};
-use crate::linux::{self, LinuxGuests};
-use crate::pool::{
-    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
+use super::spares::Spares;
+use super::{
+    AgentError, Code, EnvError, EnvLauncher, EnvSpec, Environment, Fault, InitSpec, InvokeInput,
+    InvokeOutput, InvokeRequest, JailConfig, LaunchConfig, LaunchError, LogStream, OnSpawn, Report,
     RunningEnv,
 };
-use crate::spares::Spares;
+use crate::linux::{self, LinuxGuests};
 
 /// Launches kernel-less wasm environments, and Linux ones when offered.
 pub struct VmLauncher {
@@ -70,7 +68,7 @@ impl VmLauncher {
     fn config_for(&self, base: &LaunchConfig, memory_mib: u32) -> LaunchConfig {
         let mut cfg = base.clone();
         if let Some(j) = cfg.jail.as_mut() {
-            j.cpu_quota_us = agent::cpu_quota_us(memory_mib, self.mib_per_vcpu);
+            j.cpu_quota_us = super::cpu_quota_us(memory_mib, self.mib_per_vcpu);
         }
         cfg
     }
@@ -140,30 +138,11 @@ impl VmLauncher {
     }
 }
 
-/// `Init` for `spec` with its code delivered as `code` (a wasm module travels
-/// inline; a Linux guest gets the path of its mounted code image).
-pub(crate) fn init_spec(spec: &EnvSpec, code: Code) -> InitSpec {
-    InitSpec {
-        function_name: spec.function_name.clone(),
-        function_version: spec.function_version.clone(),
-        handler: spec.handler.clone(),
-        code,
-        env: spec
-            .env_vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        memory_mib: spec.memory_mib,
-        timeout_ms: spec.timeout_ms,
-        random_seed: None,
-    }
-}
-
 impl VmLauncher {
     /// What `Init` carries for a wasm function: the artefact compiled for the
     /// CPU features the booted guest announced, or (no compiler, or an old
     /// agent) the module itself for the interpreter.
-    fn wasm_code(&self, spec: &EnvSpec, env: &agent::Environment) -> Result<Code, EnvError> {
+    fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
         let inline = || Code::Inline(spec.code.to_vec());
         let Some(aot) = &self.aot else {
             return Ok(inline());
@@ -189,11 +168,7 @@ impl VmLauncher {
     }
 
     /// A booted kernel-less VM: a spare of the right size, or a new one.
-    fn launch_wasm(
-        &self,
-        spec: &EnvSpec,
-        on_spawn: &OnSpawn,
-    ) -> Result<agent::Environment, EnvError> {
+    fn launch_wasm(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Environment, EnvError> {
         let mut cfg = self.config_for(&self.base, spec.memory_mib);
         cfg.mem_mib = spec.memory_mib;
         cfg.work_root = spec.work_dir.clone();
@@ -208,7 +183,7 @@ impl VmLauncher {
                 on_spawn.call(env.pid());
                 Ok(env)
             }
-            None => agent::Environment::launch_with(&cfg, on_spawn)
+            None => Environment::launch_with(&cfg, on_spawn)
                 .map_err(|e| EnvError::Launch(LaunchError::Agent(e))),
         }
     }
@@ -219,7 +194,7 @@ impl VmLauncher {
         &self,
         spec: &EnvSpec,
         on_spawn: &OnSpawn,
-    ) -> Result<(agent::Environment, InitSpec), EnvError> {
+    ) -> Result<(Environment, InitSpec), EnvError> {
         let l = self
             .linux
             .as_ref()
@@ -228,12 +203,12 @@ impl VmLauncher {
             .drives(spec)
             .map_err(|e| EnvError::Launch(LaunchError::Images(e)))?;
         let base = self.config_for(&self.base, spec.memory_mib);
-        let cfg = linux::launch::launch_config(&base, l.found(), spec, &drives);
-        let env = agent::Environment::launch_with(&cfg, on_spawn).map_err(|agent| {
-            let console = agent::last_log_line(&spec.work_dir.join("console.log"));
+        let cfg = super::linux::launch_config(&base, l.found(), spec, &drives);
+        let env = Environment::launch_with(&cfg, on_spawn).map_err(|agent| {
+            let console = super::last_log_line(&spec.work_dir.join("console.log"));
             EnvError::Launch(LaunchError::LinuxBoot { agent, console })
         })?;
-        Ok((env, linux::launch::init_spec(spec)))
+        Ok((env, super::linux::init_spec(spec)))
     }
 }
 
@@ -256,7 +231,7 @@ impl EnvLauncher for VmLauncher {
         } else {
             let env = self.launch_wasm(spec, on_spawn)?;
             let code = self.wasm_code(spec, &env)?;
-            (env, init_spec(spec, code))
+            (env, spec.init_spec(code))
         };
         // A spare's boot happened earlier; it is counted when it is used.
         if let Some(m) = &self.metrics {
@@ -298,7 +273,7 @@ impl EnvLauncher for VmLauncher {
 }
 
 struct VmEnv {
-    env: agent::Environment,
+    env: Environment,
     /// The function's timeout, for the message of a host-side timeout.
     timeout_ms: u32,
     /// Init phase duration, reported with the first invocation.
@@ -313,7 +288,7 @@ struct VmEnv {
 /// emberd frames every invocation itself, `logs::frame`, with the init
 /// duration the agent cannot know: kept, they doubled every line and hid
 /// `Init Duration` behind the agent's REPORT).
-fn log_lines(lines: Vec<agent::LogLine>) -> impl Iterator<Item = String> {
+fn log_lines(lines: Vec<super::LogLine>) -> impl Iterator<Item = String> {
     lines
         .into_iter()
         .filter(|l| l.stream != LogStream::Agent || !(l.line.is_empty() || platform_line(&l.line)))
@@ -330,7 +305,7 @@ fn platform_line(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::LogLine;
+    use crate::env::LogLine;
 
     #[test]
     fn the_agents_platform_lines_and_keepalives_are_dropped_the_functions_kept() {

@@ -1,12 +1,15 @@
-//! The seam between the pool and whatever starts one execution environment.
-//! Production: H5's `host::agent` launcher (an `ember-vmm` child running the
-//! kernel-less wasm agent, talked to over hybrid vsock). Pool-policy unit
-//! tests use a fake. Calls are blocking (the protocol library is std I/O);
+//! What the pool asks of an environment: the spec it starts from, one
+//! invocation in and its answer out, the `EnvLauncher`/`RunningEnv` traits
+//! and the typed errors. Production: [`super::launcher::VmLauncher`] (an
+//! `ember-vmm` child running an agent, talked to over hybrid vsock).
+//! Pool-policy unit tests use a fake. Calls are blocking (the protocol library is std I/O);
 //! the pool runs them on tokio's blocking threads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::{Code, InitSpec};
 
 pub use crate::util::OnSpawn;
 
@@ -33,6 +36,27 @@ pub struct EnvSpec {
     /// A fresh directory owned by this environment (sockets, images);
     /// emberd removes it after the environment is gone.
     pub work_dir: PathBuf,
+}
+
+impl EnvSpec {
+    /// `Init` for this spec with its code delivered as `code` (a wasm module travels
+    /// inline; a Linux guest gets the path of its mounted code image).
+    pub fn init_spec(&self, code: Code) -> InitSpec {
+        InitSpec {
+            function_name: self.function_name.clone(),
+            function_version: self.function_version.clone(),
+            handler: self.handler.clone(),
+            code,
+            env: self
+                .env_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            memory_mib: self.memory_mib,
+            timeout_ms: self.timeout_ms,
+            random_seed: None,
+        }
+    }
 }
 
 /// One invocation handed to an environment.
@@ -155,11 +179,11 @@ pub enum LaunchError {
     #[error(transparent)]
     Images(crate::linux::LinuxError),
     #[error(transparent)]
-    Agent(crate::agent::AgentError),
+    Agent(super::AgentError),
     /// A Linux guest that did not come up, with its console's last line.
     #[error("{}{}", crate::util::error_chain(.agent), console_tail(.console))]
     LinuxBoot {
-        agent: crate::agent::AgentError,
+        agent: super::AgentError,
         console: String,
     },
 }
@@ -177,7 +201,7 @@ fn console_tail(console: &str) -> String {
 pub enum Fault {
     /// The VM exited or broke the conversation.
     #[error(transparent)]
-    Agent(crate::agent::AgentError),
+    Agent(super::AgentError),
     #[error("invoke task failed")]
     Task(#[source] tokio::task::JoinError),
     /// The host's backstop fired (the agent ignored its own deadline).
@@ -216,7 +240,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::agent::AgentError;
+    use crate::env::AgentError;
 
     /// The caller's message is the cause's chain, as the string-typed
     /// errors carried it before.

@@ -1,15 +1,24 @@
-//! The host side of the host↔agent protocol: launch ONE execution
-//! environment (an `ember-vmm` child running an agent), drive its agent
-//! (`Ready` → `Init` → `Invoke`… → `Shutdown`), and turn every way it can
-//! fail into an [`AgentError`]. `emberd`'s pool builds on [`Environment`];
-//! [`AgentConn`] runs the same protocol over any [`Transport`] (Unix socket
-//! pairs in the Linux agent's tests). DESIGN.md, "Host↔agent protocol".
+//! One execution environment, end to end: what the pool asks of it
+//! ([`seam`]: the spec, the `EnvLauncher`/`RunningEnv` traits, typed
+//! errors), the production launcher ([`launcher`]: wasm and Linux variants,
+//! spare VMs from [`spares`]), starting the `ember-vmm` child ([`spawn`],
+//! jailed by [`jail`]), the running VM with its agent ([`vm`]) and the
+//! host↔agent conversation ([`agent`]: `Ready` → `Init` → `Invoke`… →
+//! `Shutdown`, every failure an [`AgentError`]; it runs over any
+//! [`Transport`], Unix socket pairs in the Linux agent's tests), the Linux
+//! drives and command line ([`linux`]) and the pid files crash cleanup reads
+//! ([`pidfile`]). DESIGN.md, "Host↔agent protocol".
 
+pub mod agent;
 pub mod bench;
-mod conn;
-mod env;
-mod jail;
-mod launch;
+pub mod jail;
+pub mod launcher;
+pub mod linux;
+pub mod pidfile;
+pub mod seam;
+pub mod spares;
+pub mod spawn;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,17 +26,21 @@ use std::time::Duration;
 use ember_abi::exit::VmmStatus;
 use ember_abi::protocol::ProtocolError;
 
-pub use conn::{
-    fresh_seed, AgentConn, FunctionError, InitReport, InitSpec, Invocation, InvokeRequest, LogLine,
-    Logs, ReadyInfo, Transport, MAX_LOG_BYTES,
+pub use agent::{
+    fresh_seed, AgentConn, FunctionError, InitReport, InitSpec, InvokeReply, InvokeRequest,
+    LogLine, Logs, ReadyInfo, Transport, MAX_LOG_BYTES,
 };
 pub use ember_abi::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
-pub use env::Environment;
 pub use jail::{cpu_quota_us, kill_started, JailConfig, CPU_PERIOD_US};
+pub use seam::{
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
+    RunningEnv,
+};
 #[cfg(test)]
-pub(crate) use launch::command;
-pub(crate) use launch::last_log_line;
-pub use launch::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
+pub(crate) use spawn::command;
+pub(crate) use spawn::last_log_line;
+pub use spawn::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
+pub use vm::Environment;
 
 /// Why an environment could not be launched or used. Every variant except
 /// `Request` leaves the environment unusable.

@@ -323,7 +323,7 @@ fn launch_refuses_a_socket_path_that_cannot_fit() {
 fn vmm_command_line_has_vsock_memory_and_console() {
     let mut cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/g/agent");
     cfg.mem_mib = 64;
-    let args = launch::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id1");
+    let args = spawn::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id1");
     let line = args.join(" ");
     assert!(line.contains("--kernel /g/agent"), "{line}");
     assert!(line.contains("--mem-mib 64"), "{line}");
@@ -340,7 +340,7 @@ fn linux_guest_command_line_has_kernel_initrd_and_cmdline() {
         cmdline: "console=ttyS0 init=/init".into(),
     };
     cfg.extra_args = vec!["--drive".into(), "x".into()];
-    let args = launch::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id2");
+    let args = spawn::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id2");
     let at = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
