@@ -27,7 +27,7 @@ mod engine;
 #[cfg(feature = "wasm")]
 mod interp;
 #[cfg(feature = "wasm")]
-mod rng;
+pub mod rng;
 #[cfg(feature = "wasm")]
 mod runtime;
 #[cfg(feature = "wasm")]

@@ -1,9 +1,11 @@
 //! The function's random source for WASI `random_get`: ChaCha20 (RFC 8439)
 //! keyed by the 32-byte seed the host sends in `Init`, fresh for every
-//! environment, so no two environments ever share a stream.
+//! environment, so no two environments ever share a stream; [`ChaCha20::rekey`]
+//! mixes in a snapshot clone's fresh seed, so no two clones share one either.
+//! Also the kernel-less runtime's own source (`ember_rt::random`).
 
 /// A ChaCha20 keystream generator.
-pub(crate) struct ChaCha20 {
+pub struct ChaCha20 {
     key: [u32; 8],
     nonce: [u32; 3],
     counter: u32,
@@ -24,7 +26,7 @@ fn quarter(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
 }
 
 impl ChaCha20 {
-    pub(crate) fn new(seed: &[u8; 32]) -> Self {
+    pub fn new(seed: &[u8; 32]) -> Self {
         Self::with_nonce(seed, [0; 3], 0)
     }
 
@@ -70,8 +72,21 @@ impl ChaCha20 {
         self.used = 0;
     }
 
+    /// Re-keys the generator with the next 32 keystream bytes XOR `seed`:
+    /// the new stream depends on both the old one and `seed`, so generators
+    /// that were identical (clones of one snapshot) diverge when given
+    /// different seeds, and one given a known seed still keeps its secret.
+    pub fn rekey(&mut self, seed: &[u8; 32]) {
+        let mut key = [0u8; 32];
+        self.fill(&mut key);
+        for (k, s) in key.iter_mut().zip(seed) {
+            *k ^= s;
+        }
+        *self = Self::new(&key);
+    }
+
     /// Fills `out` with the next keystream bytes.
-    pub(crate) fn fill(&mut self, out: &mut [u8]) {
+    pub fn fill(&mut self, out: &mut [u8]) {
         let mut done = 0;
         while done < out.len() {
             if self.used == 64 {
@@ -106,6 +121,24 @@ mod tests {
                 0x71, 0xc4
             ]
         );
+    }
+
+    #[test]
+    fn rekeyed_clones_diverge_and_keep_no_common_stream() {
+        let (mut a, mut b) = (ChaCha20::new(&[5; 32]), ChaCha20::new(&[5; 32]));
+        let mut seed_a = [0u8; 32];
+        seed_a[0] = 1;
+        a.rekey(&seed_a);
+        b.rekey(&[0; 32]);
+        let (mut x, mut y) = ([0u8; 64], [0u8; 64]);
+        a.fill(&mut x);
+        b.fill(&mut y);
+        assert_ne!(x, y);
+        let mut c = ChaCha20::new(&[5; 32]);
+        c.rekey(&seed_a);
+        let mut z = [0u8; 64];
+        c.fill(&mut z);
+        assert_eq!(x, z, "rekeying is deterministic");
     }
 
     #[test]
