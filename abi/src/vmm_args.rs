@@ -15,7 +15,8 @@ use alloc::vec::Vec;
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
-usage: ember-vmm [--no-api] --config-file vm.json [flags]
+usage: ember-vmm --api-sock PATH [--config-file vm.json] [flags]
+       ember-vmm [--no-api] --config-file vm.json [flags]
        ember-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem-mib M] [flags]
 flags:
   --console stdout|off|FILE  guest serial console (default stdout)
@@ -27,7 +28,9 @@ flags:
   --vsock CID:PATH           virtio-vsock for guest CID, host side on Unix socket PATH
   --log-path PATH            append log lines there instead of stderr
   --level LEVEL              off|error|warn|info|debug|trace (default info)
-  --id ID                    VM id shown in log lines
+  --id ID                    VM id shown in log lines and GET /
+  --api-sock PATH            serve Firecracker's API on this Unix socket
+  --no-seccomp               run without the syscall filters (debugging only)
   --help, --version";
 
 /// Why a command line was refused.
@@ -39,11 +42,13 @@ pub enum VmmArgsError {
     MissingValue(String),
     #[error("invalid value for {flag}: {value:?}")]
     BadValue { flag: String, value: String },
-    #[error("{0} is not supported: ember-vmm has no API socket; use --no-api --config-file")]
+    #[error("--api-sock and --no-api exclude each other")]
     Api(String),
 }
 
 /// What a command line asks for.
+// Parsed once per process: the size of `Run` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmmCommand {
     Help,
@@ -141,8 +146,10 @@ pub struct VmmArgs {
     pub id: Option<String>,
     /// Process start (µs, CLOCK_MONOTONIC) as measured by a launcher.
     pub start_time_us: Option<u64>,
-    /// `--no-api`: Firecracker's flag for "no API socket", always true here
-    /// (accepted and emitted for compatibility; it changes nothing).
+    /// `--api-sock PATH`: serve Firecracker's API on this Unix socket.
+    pub api_sock: Option<String>,
+    /// `--no-api`: Firecracker's flag for "no API socket" (the default
+    /// without `--api-sock`; refused together with it).
     pub no_api: bool,
     /// `--no-seccomp`: run without the syscall filters (debugging only).
     pub no_seccomp: bool,
@@ -279,7 +286,7 @@ impl VmmArgs {
                 "--start-time-cpu-us" | "--parent-cpu-time-us" => {
                     value()?;
                 }
-                "--api-sock" => return Err(VmmArgsError::Api(flag.into())),
+                "--api-sock" => a.api_sock = Some(value()?.into()),
                 "--no-seccomp" => a.no_seccomp = true,
                 "--no-landlock" => a.no_landlock = true,
                 "--test-hook" => a.test_hook = Some(value()?.into()),
@@ -319,6 +326,9 @@ impl VmmArgs {
                 _ => return Err(VmmArgsError::Unknown(arg.into())),
             }
         }
+        if a.no_api && a.api_sock.is_some() {
+            return Err(VmmArgsError::Api("--api-sock".into()));
+        }
         Ok(VmmCommand::Run(a))
     }
 
@@ -335,6 +345,7 @@ impl VmmArgs {
         let num = |n: Option<u64>| n.map(|n| n.to_string());
         opt("--config-file", self.config_file.clone());
         opt("--id", self.id.clone());
+        opt("--api-sock", self.api_sock.clone());
         opt("--kernel", self.kernel.clone());
         opt("--initrd", self.initrd.clone());
         opt("--cmdline", self.cmdline.clone());
@@ -430,6 +441,7 @@ mod tests {
             level: Some(LogLevel::Debug),
             id: Some("env-1".into()),
             start_time_us: Some(123),
+            api_sock: None,
             no_api: true,
             no_seccomp: true,
             no_landlock: true,
@@ -505,7 +517,7 @@ mod tests {
             Err(VmmArgsError::Unknown("--frobnicate".into()))
         );
         assert_eq!(
-            run(&["--api-sock", "/s"]),
+            run(&["--api-sock", "/s", "--no-api"]),
             Err(VmmArgsError::Api("--api-sock".into()))
         );
         for (flag, v) in [

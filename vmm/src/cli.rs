@@ -44,6 +44,14 @@ pub struct Invocation {
     pub start_time_us: Option<u64>,
     /// The sandbox switches (`--no-seccomp`, `--no-landlock`, `--test-hook`).
     pub sandbox: sandbox::Options,
+    /// `--api-sock`: serve Firecracker's API there.
+    pub api_sock: Option<PathBuf>,
+    /// With the API: start the VM at once (a config file or `--kernel` was
+    /// given) rather than wait for `InstanceStart`.
+    pub boot_now: bool,
+    /// `--level` or `--log-path` was given (with the API, `PUT /logger` may
+    /// set up logging only when neither was).
+    pub log_flags: bool,
 }
 
 /// Parses the arguments (without the program name).
@@ -56,6 +64,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
 }
 
 fn invocation(a: VmmArgs) -> Result<Invocation, CliError> {
+    let boot_now = a.config_file.is_some() || a.kernel.is_some();
+    let log_flags = a.level.is_some() || a.log_path.is_some();
+    let api_sock = a.api_sock.as_ref().map(PathBuf::from);
     let sandbox = sandbox::Options {
         seccomp: !a.no_seccomp,
         landlock: !a.no_landlock,
@@ -119,6 +130,9 @@ fn invocation(a: VmmArgs) -> Result<Invocation, CliError> {
         start_time_us: a.start_time_us,
         sandbox,
         config,
+        api_sock,
+        boot_now,
+        log_flags,
     })
 }
 
@@ -200,9 +214,12 @@ mod tests {
             Err(CliError::Args(VmmArgsError::Unknown(_)))
         ));
         assert!(matches!(
-            run(&["--api-sock", "/s"]),
+            run(&["--api-sock", "/s", "--no-api"]),
             Err(CliError::Args(VmmArgsError::Api(_)))
         ));
+        let inv = run(&["--api-sock", "/s"]).unwrap();
+        assert_eq!(inv.api_sock, Some(PathBuf::from("/s")));
+        assert!(!inv.boot_now);
         assert!(matches!(
             run(&["--level", "loud"]),
             Err(CliError::Args(VmmArgsError::BadValue { .. }))

@@ -37,6 +37,11 @@ pub fn init(level: Level, path: Option<&std::path::Path>, id: &str) -> std::io::
     Ok(())
 }
 
+/// Whether [`init`] ran (the API's `PUT /logger` may only set it up once).
+pub fn initialized() -> bool {
+    LOGGER.get().is_some()
+}
+
 /// Whether log lines go to a file rather than stderr.
 pub fn to_file() -> bool {
     LOGGER.get().is_some_and(|l| l.to_file)

@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use ember_abi::exit::ExitCode;
+use ember_vmm::api::{self, controller::Controller};
 use ember_vmm::exit::VmExit;
-use ember_vmm::{cli, log_debug, log_error, logger, sandbox, vm};
+use ember_vmm::{cli, log_debug, log_error, log_warn, logger, sandbox, vm};
 
 /// An error and its sources on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
@@ -44,18 +45,31 @@ fn main() {
         }
     };
     sandbox::init(inv.sandbox.clone());
-    if let Err(e) = logger::init(inv.level, inv.log_path.as_deref(), &inv.id) {
-        eprintln!("ember-vmm: error: cannot open the log file: {e}");
-        std::process::exit(ExitCode::VmmError.code());
+    // With the API and no logging flags, `PUT /logger` sets logging up.
+    if inv.api_sock.is_none() || inv.log_flags {
+        if let Err(e) = logger::init(inv.level, inv.log_path.as_deref(), &inv.id) {
+            eprintln!("ember-vmm: error: cannot open the log file: {e}");
+            std::process::exit(ExitCode::VmmError.code());
+        }
+    }
+    if !inv.sandbox.seccomp {
+        log_warn!("--no-seccomp: running without the syscall filters");
+    }
+    let start = inv
+        .start_time_us
+        .and_then(start_from_monotonic_us)
+        .unwrap_or(start);
+    if let Some(path) = &inv.api_sock {
+        let listener = api::bind(path).unwrap_or_else(|e| fail(&e));
+        let controller = Controller::new(inv.config, inv.id.clone(), start);
+        let exit = api::run(listener, controller, inv.boot_now).unwrap_or_else(|e| fail(&e));
+        report(&exit);
+        std::process::exit(exit.exit_code().code());
     }
     let config = match inv.config.validate() {
         Ok(c) => c,
         Err(e) => fail(&e),
     };
-    let start = inv
-        .start_time_us
-        .and_then(start_from_monotonic_us)
-        .unwrap_or(start);
     let exit = match vm::run(&config, start) {
         Ok(exit) => exit,
         Err(e) => fail(&e),

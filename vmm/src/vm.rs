@@ -317,6 +317,12 @@ impl Vm {
         Ok(())
     }
 
+    /// Becomes (and stays) readable once the VM ends: for an owner that
+    /// polls other sources too (the API thread's jobs) before [`Vm::wait`].
+    pub fn stop_event(&self) -> &EventFd {
+        &self.exits.state().stop_evt
+    }
+
     /// The guest's memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem

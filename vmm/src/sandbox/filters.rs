@@ -123,6 +123,18 @@ const MAIN: &[i64] = &[
     libc::SYS_getrusage,
 ];
 
+/// The API thread: poll its sockets and eventfd, accept clients, read
+/// requests and write answers. No files (it starts before Landlock, so it
+/// may not unlink either), no KVM.
+const API: &[i64] = &[
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
+];
+
 fn add(list: &mut Allowlist, syscalls: &[i64]) {
     for &s in syscalls {
         list.insert(s, Vec::new());
@@ -218,6 +230,12 @@ pub fn allowlist(kind: ThreadKind) -> Allowlist {
             list.insert(libc::SYS_poll, Vec::new());
             list.insert(libc::SYS_ppoll, Vec::new());
         }
+        ThreadKind::Api => {
+            add(&mut list, API);
+            list.remove(&libc::SYS_unlink);
+            list.remove(&libc::SYS_unlinkat);
+            ioctls(&mut list, &[FIONBIO]);
+        }
     }
     list
 }
@@ -253,7 +271,7 @@ mod tests {
             libc::SYS_bind,
             libc::SYS_listen,
         ];
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+        for kind in super::super::ALL {
             let list = allowlist(kind);
             for s in forbidden {
                 assert!(!list.contains_key(&s), "{} allows syscall {s}", kind.name());

@@ -12,7 +12,8 @@
 //!    open, and before the first thread is spawned: `restrict_filesystem(..)`.
 //! 3. first thing in each vCPU thread: `enter(ThreadKind::Vcpu)`; in the
 //!    event-loop thread: `enter(ThreadKind::EventLoop)`; in the main thread
-//!    once every thread runs: `enter(ThreadKind::Main)`.
+//!    once every thread runs: `enter(ThreadKind::Main)`; in the API thread
+//!    (`--api-sock`) first thing: `enter(ThreadKind::Api)`.
 
 mod filters;
 mod hooks;
@@ -31,9 +32,20 @@ pub enum ThreadKind {
     Vcpu,
     /// Runs the device event loop (virtio queues, vsock, TAP, timers).
     EventLoop,
-    /// Builds the VM, then waits for it to end and tears it down.
+    /// Builds the VM, then waits for it to end and tears it down (and, with
+    /// `--api-sock`, applies the API's actions).
     Main,
+    /// Serves the Firecracker API socket (`api/server.rs`).
+    Api,
 }
+
+/// Every thread kind.
+pub const ALL: [ThreadKind; 4] = [
+    ThreadKind::Vcpu,
+    ThreadKind::EventLoop,
+    ThreadKind::Main,
+    ThreadKind::Api,
+];
 
 impl ThreadKind {
     /// Name used in flags and messages.
@@ -42,13 +54,12 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::EventLoop => "event-loop",
             ThreadKind::Main => "main",
+            ThreadKind::Api => "api",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main]
-            .into_iter()
-            .find(|k| k.name() == s)
+        ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
@@ -162,7 +173,7 @@ mod tests {
 
     #[test]
     fn thread_kind_names_round_trip() {
-        for k in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+        for k in ALL {
             assert_eq!(ThreadKind::parse(k.name()), Some(k));
         }
         assert_eq!(ThreadKind::parse("other"), None);

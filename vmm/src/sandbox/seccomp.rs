@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn every_allowlist_compiles() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+        for kind in super::super::ALL {
             let bpf = compile(&filters::allowlist(kind)).expect("compiles");
             // A BPF program is capped at 4096 instructions by the kernel.
             assert!(
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn forbidden_syscall_kills_with_sigsys() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+        for kind in super::super::ALL {
             let status = in_filtered_child(kind, || {
                 // SAFETY: socket() with constant arguments touches no memory.
                 unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn opening_a_file_fails_with_eacces_without_killing() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main] {
+        for kind in super::super::ALL {
             let status = in_filtered_child(kind, || {
                 // SAFETY: a valid NUL-terminated path; the fd (if any) is not used.
                 let fd = unsafe { libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) };

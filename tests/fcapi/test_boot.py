@@ -1,0 +1,148 @@
+"""A kernel-less guest booted and run only through the API, the way
+Firecracker's users do it: boot-source, machine-config, a drive, vsock,
+logger and metrics, InstanceStart; then the vsock echo guest answers, PATCH
+/vm pauses it (no echo while paused) and resumes it, FlushMetrics writes
+Firecracker-style JSON, and the guest's exit ends the process with its
+code. Also: `--config-file` together with `--api-sock` boots at once and
+keeps serving; `--no-seccomp` is logged; `--version`."""
+import json
+import socket
+import subprocess
+import time
+
+from conftest import bin_dir, fault
+
+NOT_AFTER = "The requested operation is not supported after starting the microVM."
+
+
+def vsock_connect(uds, port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect(uds)
+            s.sendall(f"CONNECT {port}\n".encode())
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = s.recv(1)
+                if not chunk:
+                    raise ConnectionError("closed before OK")
+                line += chunk
+            assert line.startswith(b"OK "), line
+            return s
+        except (OSError, ConnectionError):
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def echo(s, data, timeout):
+    s.settimeout(timeout)
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_full_boot_through_the_api_then_pause_resume_and_exit(vmm, tmp_path, guests):
+    uds = str(tmp_path / "v.sock")
+    drive = tmp_path / "d.img"
+    drive.write_bytes(b"\0" * 65536)
+    metrics = tmp_path / "metrics.json"
+    log = tmp_path / "vmm.log"
+    steps = [
+        ("PUT", "/logger", {"log_path": str(log), "level": "Debug"}),
+        ("PUT", "/metrics", {"metrics_path": str(metrics)}),
+        ("PUT", "/boot-source", {"kernel_image_path": str(guests / "vsock_echo"),
+                                 "boot_args": "52 1"}),
+        ("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 64}),
+        ("PATCH", "/machine-config", {"vcpu_count": 1}),
+        ("PUT", "/drives/scratch", {"drive_id": "scratch", "path_on_host": str(drive),
+                                    "is_root_device": False, "is_read_only": True}),
+        ("PUT", "/vsock", {"guest_cid": 3, "uds_path": uds}),
+        ("PUT", "/serial", {"serial_out_path": str(tmp_path / "serial.out")}),
+    ]
+    for method, path, body in steps:
+        r = vmm.session.request(method, vmm.url(path), json=body, timeout=10)
+        assert r.status_code == 204, (path, r.text)
+    assert vmm.get("/machine-config").json()["vcpu_count"] == 1
+    r = vmm.put("/actions", {"action_type": "InstanceStart"})
+    assert r.status_code == 204, r.text
+    assert vmm.get("/").json()["state"] == "Running"
+
+    conn = vsock_connect(uds, 52)
+    assert echo(conn, b"ping", 5) == b"ping"
+
+    assert vmm.patch("/vm", {"state": "Paused"}).status_code == 204
+    assert vmm.get("/").json()["state"] == "Paused"
+    conn.settimeout(0.3)
+    conn.sendall(b"held")
+    try:
+        early = conn.recv(16)
+    except socket.timeout:
+        early = b""
+    assert early == b"", "a paused guest answered"
+    # Configuration is closed after boot; the API keeps answering.
+    r = vmm.put("/boot-source", {"kernel_image_path": "/k"})
+    assert r.status_code == 400 and fault(r) == NOT_AFTER
+    assert vmm.patch("/vm", {"state": "Resumed"}).status_code == 204
+    conn.settimeout(5)
+    got = b""
+    while len(got) < 4:
+        got += conn.recv(16)
+    assert got == b"held"
+
+    assert vmm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert lines, "FlushMetrics wrote nothing"
+    put = lines[-1]["put_api_requests"]
+    assert put["actions_count"] >= 2 and put["boot_source_count"] >= 1
+    assert lines[-1]["patch_api_requests"]["vm_count"] == 2
+    assert "utc_timestamp_ms" in lines[-1]
+
+    # The guest exits after its one connection closes: so does the VMM.
+    conn.close()
+    assert vmm.wait(10) == 0, vmm.err()
+    assert log.read_text(), "the log file configured through the API stayed empty"
+
+
+def test_config_file_with_the_api_boots_at_once(vmm_factory, tmp_path, guests):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guests / "spin")},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+    }))
+    v = vmm_factory("--config-file", str(cfg), "--id", "from-file", "--no-seccomp")
+    deadline = time.monotonic() + 10
+    while v.get("/").json()["state"] != "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    info = v.get("/").json()
+    assert info["id"] == "from-file"
+    assert v.get("/vm/config").json()["machine-config"]["mem_size_mib"] == 32
+    r = v.put("/actions", {"action_type": "InstanceStart"})
+    assert r.status_code == 400 and fault(r) == NOT_AFTER
+    assert "--no-seccomp" in v.err()
+
+
+def test_flags():
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--version"], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0 and out.stdout.startswith("ember-vmm ")
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--api-sock", "/tmp/x", "--no-api"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and "exclude each other" in out.stderr
+
+
+def test_an_existing_socket_path_is_refused(tmp_path):
+    sock = tmp_path / "taken.sock"
+    sock.write_text("")
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--api-sock", str(sock)],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and "cannot bind the API socket" in out.stderr
