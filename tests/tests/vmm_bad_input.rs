@@ -186,5 +186,9 @@ fn malformed_and_unknown_config() {
 fn bad_flags() {
     refused(&vmm(&["--frobnicate"]), 2, "unknown flag");
     refused(&vmm(&["--kernel"]), 2, "needs a value");
-    refused(&vmm(&["--api-sock", "/tmp/x.sock", "--no-api"]), 2, "exclude each other");
+    refused(
+        &vmm(&["--api-sock", "/tmp/x.sock", "--no-api"]),
+        2,
+        "exclude each other",
+    );
 }

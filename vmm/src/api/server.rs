@@ -61,6 +61,8 @@ struct Conn {
     last_progress: Instant,
     /// When the write side was shut down (closing, everything answered).
     shut: Option<Instant>,
+    /// The client hung up while its request was with the VMM thread.
+    hung_up: bool,
 }
 
 impl Conn {
@@ -109,7 +111,9 @@ pub fn run(listener: UnixListener, ch: Channels) {
         ];
         let ids: Vec<u64> = conns.keys().copied().collect();
         for id in &ids {
-            let Some(c) = conns.get_mut(id) else {
+            let Some(c) = conns.get_mut(id).filter(|c| !c.hung_up) else {
+                // Nothing to wait for (a hung-up socket would wake the loop
+                // until its answer is dropped).
                 fds.push(pollfd(-1, 0));
                 continue;
             };
@@ -137,7 +141,9 @@ pub fn run(listener: UnixListener, ch: Channels) {
             loop {
                 match ch.replies.try_recv() {
                     Ok((id, resp)) => {
-                        if let Some(c) = conns.get_mut(&id) {
+                        if conns.get(&id).is_some_and(|c| c.hung_up) {
+                            conns.remove(&id);
+                        } else if let Some(c) = conns.get_mut(&id) {
                             c.waiting = false;
                             c.outbuf.extend_from_slice(&resp.to_bytes(c.closing));
                             c.last_progress = Instant::now();
@@ -197,14 +203,21 @@ fn accept_all(listener: &UnixListener, conns: &mut BTreeMap<u64, Conn>, next_id:
             continue;
         }
         if conns.len() >= MAX_CONNECTIONS {
-            // Make room: the connection that has waited longest without a
-            // request in flight goes.
-            let oldest = conns
+            // Make room: a connection whose client left, else the one
+            // without a request in flight that has been quiet longest
+            // (clients keep idle keep-alive connections open). None (every
+            // slot has a request with the VMM): the new client is turned away.
+            let victim = conns
                 .iter()
-                .filter(|(_, c)| !c.waiting)
-                .min_by_key(|(_, c)| c.last_progress)
+                .find(|(_, c)| c.hung_up)
+                .or_else(|| {
+                    conns
+                        .iter()
+                        .filter(|(_, c)| !c.waiting)
+                        .min_by_key(|(_, c)| c.last_progress)
+                })
                 .map(|(id, _)| *id);
-            match oldest {
+            match victim {
                 Some(id) => {
                     conns.remove(&id);
                 }
@@ -222,6 +235,7 @@ fn accept_all(listener: &UnixListener, conns: &mut BTreeMap<u64, Conn>, next_id:
                 continue_sent: false,
                 last_progress: Instant::now(),
                 shut: None,
+                hung_up: false,
             },
         );
         *next_id += 1;
@@ -239,6 +253,9 @@ fn service(id: u64, c: &mut Conn, revents: i16, ch: &Channels) -> bool {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(_) => return false,
         }
+    }
+    if c.waiting && revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+        c.hung_up = true;
     }
     let readable = revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
     if readable && c.lingering() {
