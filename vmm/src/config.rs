@@ -63,7 +63,7 @@ pub enum ConsoleConfig {
 /// `show_level`, `show_log_origin` and `module` are accepted for
 /// compatibility and change nothing.
 #[allow(dead_code)]
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggerConfig {
     pub log_path: Option<PathBuf>,

@@ -37,6 +37,19 @@ pub fn init(level: Level, path: Option<&std::path::Path>, id: &str) -> std::io::
     Ok(())
 }
 
+/// An error and its sources on one line (for a log line, stderr or an API
+/// `fault_message`).
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s.replace('\n', " ")
+}
+
 /// Whether [`init`] ran (the API's `PUT /logger` may only set it up once).
 pub fn initialized() -> bool {
     LOGGER.get().is_some()

@@ -10,18 +10,6 @@ use ember_vmm::api::{self, controller::Controller};
 use ember_vmm::exit::VmExit;
 use ember_vmm::{cli, log_debug, log_error, log_warn, logger, sandbox, vm};
 
-/// An error and its sources on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s.replace('\n', " ")
-}
-
 fn main() {
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,7 +24,7 @@ fn main() {
         }
         Ok(cli::Command::Run(inv)) => inv,
         Err(e) => {
-            eprintln!("ember-vmm: error: {}", one_line(&e));
+            eprintln!("ember-vmm: error: {}", logger::error_line(&e));
             let code = match e {
                 cli::CliError::Config(_) => ExitCode::VmmError,
                 _ => ExitCode::Usage,
@@ -80,7 +68,7 @@ fn main() {
 
 /// Reports a fatal error as one line on stderr (and in the log file, if any).
 fn fail(e: &dyn std::error::Error) -> ! {
-    let line = one_line(e);
+    let line = logger::error_line(e);
     if logger::to_file() {
         log_error!("{line}");
     }

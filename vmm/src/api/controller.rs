@@ -13,11 +13,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::metrics::ApiMetrics;
 use super::request::{Action, BootSource, MachineConfig, MachineConfigPatch};
-use crate::config::{ConfigError, ConsoleConfig, VmConfig, MAX_VCPUS};
+use crate::config::{ConfigError, ConsoleConfig, LoggerConfig, VmConfig, MAX_VCPUS};
 use crate::device_manager::{block, net, vsock};
 use crate::devices::DeviceError;
 use crate::exit::VmExit;
-use crate::logger::{self, Level};
+use crate::logger::{self, error_line, Level};
 use crate::memory::{MAX_MEM_MIB, MIN_MEM_MIB};
 use crate::vm::{Vm, VmError};
 
@@ -63,18 +63,6 @@ pub enum ActionError {
     Open(&'static str, String),
     #[error("{0}")]
     Logger(String),
-}
-
-/// An error and its sources on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s.replace('\n', " ")
 }
 
 enum Phase {
@@ -354,7 +342,7 @@ impl Controller {
         Ok(Reply::Empty)
     }
 
-    fn put_logger(&mut self, l: super::request::Logger) -> Result<Reply, ActionError> {
+    fn put_logger(&mut self, l: LoggerConfig) -> Result<Reply, ActionError> {
         let level = match l.level.as_deref() {
             Some(s) => Level::parse(s)
                 .ok_or_else(|| ActionError::Logger(format!("Invalid log level: {s}")))?,
@@ -368,8 +356,7 @@ impl Controller {
                 "The logger was already initialized (--log-path or an earlier PUT /logger).".into(),
             ));
         }
-        let path = l.log_path.as_ref().map(PathBuf::from);
-        logger::init(level, path.as_deref(), &self.id)
+        logger::init(level, l.log_path.as_deref(), &self.id)
             .map_err(|e| ActionError::Open("the log file", e.to_string()))?;
         self.logger = Some(json!({
             "log_path": l.log_path,
@@ -387,11 +374,12 @@ impl Controller {
         }
         let valid = self.config.validate().map_err(|e| match e {
             ConfigError::NoKernel => ActionError::MissingKernel,
-            other => ActionError::Config(chain(&other)),
+            other => ActionError::Config(error_line(&other)),
         })?;
-        let mut vm = Vm::build(&valid, self.start).map_err(|e| ActionError::Start(chain(&e)))?;
+        let mut vm =
+            Vm::build(&valid, self.start).map_err(|e| ActionError::Start(error_line(&e)))?;
         vm.start()
-            .map_err(|e: VmError| ActionError::Start(chain(&e)))?;
+            .map_err(|e: VmError| ActionError::Start(error_line(&e)))?;
         self.phase = Phase::Running {
             vm: Box::new(vm),
             paused: false,
@@ -411,7 +399,7 @@ impl Controller {
         } else {
             ("resume", vm.resume(VCPU_CONTROL_TIMEOUT))
         };
-        r.map_err(|e| ActionError::VmState(verb, chain(&e)))?;
+        r.map_err(|e| ActionError::VmState(verb, error_line(&e)))?;
         *paused = pause;
         Ok(Reply::Empty)
     }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::http::{Method, Request, Response};
+use crate::config::LoggerConfig;
 use crate::device_manager::block::DriveConfig;
 use crate::device_manager::net::NetIfaceConfig;
 use crate::device_manager::vsock::VsockConfig;
@@ -29,7 +30,7 @@ pub enum Action {
     PutNet(Value),
     PatchNet(Value),
     PutVsock(Value),
-    PutLogger(Logger),
+    PutLogger(LoggerConfig),
     PutMetrics(Metrics),
     PutSerial(Serial),
     PutEntropy(Value),
@@ -78,17 +79,6 @@ pub struct MachineConfigPatch {
     pub track_dirty_pages: Option<bool>,
     pub cpu_template: Option<String>,
     pub huge_pages: Option<String>,
-}
-
-/// `Logger`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Logger {
-    pub log_path: Option<String>,
-    pub level: Option<String>,
-    pub show_level: Option<bool>,
-    pub show_log_origin: Option<bool>,
-    pub module: Option<String>,
 }
 
 /// `Metrics`.
