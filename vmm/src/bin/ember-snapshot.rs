@@ -154,10 +154,15 @@ fn create(a: &Args) -> Result<i32, CliError> {
 }
 
 fn run(mut vm: Vm, t: Instant, what: &str, report: bool) -> Result<i32, CliError> {
+    let built = t.elapsed();
     vm.start()?;
     let exit = vm.wait();
     if report {
-        eprintln!("{what}_to_exit_us={}", t.elapsed().as_micros());
+        eprintln!(
+            "{what}_to_exit_us={} built_us={}",
+            t.elapsed().as_micros(),
+            built.as_micros()
+        );
     }
     vm.stop();
     if let VmExit::Crash { reason, .. } | VmExit::Error(reason) = &exit {

@@ -12,13 +12,13 @@ use std::os::unix::fs::FileExt;
 
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, GuestRegionMmap,
+    Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
 };
 
 const PAGE: usize = 4096;
-/// Pages gathered before one write.
-const RUN_MAX: usize = 512;
+/// Most pages written with one pwrite.
+const RUN_MAX: usize = 256;
 
 /// One RAM region and where it lies in the memory file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,9 @@ pub fn layout(mem: &GuestMemoryMmap) -> Vec<Region> {
         .collect()
 }
 
-/// Writes `mem` into `file` (truncated first), sparse.
+/// Writes `mem` into `file` (truncated first), sparse. The VM must be
+/// paused and have no device that writes guest memory (`create` checks
+/// both): the pages are read in place, without a copy.
 pub fn write(mem: &GuestMemoryMmap, file: &File) -> Result<Written, MemoryFileError> {
     let regions = layout(mem);
     let total: u64 = regions.iter().map(|r| r.len).sum();
@@ -77,47 +79,57 @@ pub fn write(mem: &GuestMemoryMmap, file: &File) -> Result<Written, MemoryFileEr
     let mut written = Written::default();
     for (region, r) in mem.iter().zip(&regions) {
         let wanted = pages_to_save(mem, region)?;
-        let mut run: Vec<u8> = Vec::with_capacity(RUN_MAX * PAGE);
-        let mut run_start = 0usize;
-        let mut page = [0u8; PAGE];
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| MemoryFileError::Read(r.guest_addr))?;
+        // SAFETY: `host..host + len` is this region's live mapping, kept by
+        // `mem` for this call; nothing writes it meanwhile (the VM is paused
+        // and has no devices), so reading it as bytes races with nobody.
+        let bytes = unsafe { std::slice::from_raw_parts(host.cast_const(), r.len as usize) };
+        // Runs of consecutive non-zero pages, written with one pwrite each.
+        let mut run: Option<(usize, usize)> = None;
         for (i, &want) in wanted.iter().enumerate() {
-            let mut keep = false;
-            if want {
-                let addr = GuestAddress(r.guest_addr + (i * PAGE) as u64);
-                mem.read_slice(&mut page, addr)
-                    .map_err(|_| MemoryFileError::Read(addr.0))?;
-                keep = page.iter().any(|&b| b != 0);
+            let page = &bytes[i * PAGE..((i + 1) * PAGE).min(bytes.len())];
+            if !want || is_zero(page) {
+                flush(file, r.file_offset, bytes, run.take(), &mut written)?;
+                continue;
             }
-            let contiguous = run_start + run.len() / PAGE == i;
-            if !run.is_empty() && (!keep || !contiguous || run.len() == RUN_MAX * PAGE) {
-                flush(file, r.file_offset, run_start, &run, &mut written)?;
-                run.clear();
-            }
-            if keep {
-                if run.is_empty() {
-                    run_start = i;
+            match run {
+                Some((start, end)) if end == i && end - start < RUN_MAX => {
+                    run = Some((start, end + 1))
                 }
-                run.extend_from_slice(&page);
+                _ => {
+                    flush(file, r.file_offset, bytes, run.take(), &mut written)?;
+                    run = Some((i, i + 1));
+                }
             }
         }
-        flush(file, r.file_offset, run_start, &run, &mut written)?;
+        flush(file, r.file_offset, bytes, run, &mut written)?;
     }
     Ok(written)
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    // SAFETY: u64 is valid for any bit pattern; align_to returns the aligned
+    // middle and the unaligned ends, which are checked bytewise.
+    let (head, words, tail) = unsafe { page.align_to::<u64>() };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
 }
 
 fn flush(
     file: &File,
     region_offset: u64,
-    first_page: usize,
-    run: &[u8],
+    bytes: &[u8],
+    run: Option<(usize, usize)>,
     written: &mut Written,
 ) -> Result<(), MemoryFileError> {
-    if run.is_empty() {
+    let Some((first, end)) = run else {
         return Ok(());
-    }
-    file.write_all_at(run, region_offset + (first_page * PAGE) as u64)
+    };
+    let data = &bytes[first * PAGE..(end * PAGE).min(bytes.len())];
+    file.write_all_at(data, region_offset + (first * PAGE) as u64)
         .map_err(MemoryFileError::Write)?;
-    written.data_bytes += run.len() as u64;
+    written.data_bytes += data.len() as u64;
     Ok(())
 }
 
@@ -215,6 +227,7 @@ pub fn map_private(file: &File, regions: &[Region]) -> Result<GuestMemoryMmap, M
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::Bytes;
 
     fn temp(tag: &str) -> (File, std::path::PathBuf) {
         let p = std::env::temp_dir().join(format!("ember-memfile-{tag}-{}", std::process::id()));
