@@ -107,10 +107,16 @@ enum Next {
 }
 
 impl Vcpu {
-    /// Starts the vCPU thread.
-    pub fn start(self) -> std::io::Result<VcpuHandle> {
+    /// Starts the vCPU thread; `paused`: it answers `Paused` before running
+    /// any guest instruction and waits for `Resume`.
+    pub fn start(self, paused: bool) -> std::io::Result<VcpuHandle> {
         install_kick_handler()?;
         let (events_tx, events_rx) = mpsc::channel();
+        if paused {
+            // Queued before the thread exists: its first look at the channel
+            // comes before its first KVM_RUN.
+            let _ = events_tx.send(VcpuEvent::Pause);
+        }
         let (resp_tx, resp_rx) = mpsc::channel();
         let index = self.index;
         let thread = std::thread::Builder::new()

@@ -294,6 +294,29 @@ impl Vm {
     /// Starts the VM (step 9): Landlock, then the event loop and one thread
     /// per vCPU; the calling thread enters its own seccomp filter last.
     pub fn start(&mut self) -> Result<(), VmError> {
+        self.start_with(false)
+    }
+
+    /// [`Vm::start`] with every vCPU paused before its first guest
+    /// instruction (a snapshot loaded with `resume_vm: false`); returns once
+    /// all of them answered, or an error after `timeout`. [`Vm::resume`]
+    /// lets them run.
+    pub fn start_paused(&mut self, timeout: Duration) -> Result<(), VmError> {
+        self.start_with(true)?;
+        let State::Running { vcpus, .. } = &self.state else {
+            return Err(VmError::State("start paused", "the VM did not start"));
+        };
+        let deadline = Instant::now() + timeout;
+        for h in vcpus {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if h.response(left) != Some(VcpuResponse::Paused) {
+                return Err(VmError::VcpuUnresponsive(h.index, VcpuResponse::Paused));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_with(&mut self, paused: bool) -> Result<(), VmError> {
         let State::Built { em, virtio, fds } = std::mem::replace(&mut self.state, State::Stopped)
         else {
             return Err(VmError::State("start", "the VM was already started"));
@@ -307,7 +330,14 @@ impl Vm {
         })?;
         let drained = event_loop::start(em, self.exits.clone(), virtio)
             .map_err(|e| VmError::Io("cannot start the event loop", e))?;
-        let vcpus = start_vcpus(fds, &self.pio, &self.mmio, &self.exits, &self.doorbell)?;
+        let vcpus = start_vcpus(
+            fds,
+            &self.pio,
+            &self.mmio,
+            &self.exits,
+            &self.doorbell,
+            paused,
+        )?;
         self.state = State::Running { vcpus, drained };
         log_debug!(
             "VM built and started at {} us",
@@ -516,6 +546,7 @@ fn start_vcpus(
     mmio: &Bus,
     exits: &ExitNotifier,
     doorbell: &Doorbell,
+    paused: bool,
 ) -> Result<Vec<VcpuHandle>, VmError> {
     let mut handles = Vec::with_capacity(fds.len());
     for (index, fd) in fds.into_iter().enumerate() {
@@ -531,7 +562,7 @@ fn start_vcpus(
             mmio: mmio.clone(),
             exits: exits.clone(),
         };
-        match vcpu.start() {
+        match vcpu.start(paused) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 stop_vcpus(&handles);

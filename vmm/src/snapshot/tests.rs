@@ -310,3 +310,19 @@ fn hostile_state_files_are_refused_with_a_clear_error() {
         Err(SnapshotError::State(StateError::TooLarge(_)))
     ));
 }
+
+#[test]
+fn a_vm_loaded_paused_runs_nothing_until_resumed() {
+    let files = clone_snapshot("paused");
+    let mut vm = load(&files.params(), Instant::now()).unwrap();
+    vm.start_paused(Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // The clone guest writes its seed at once when it runs.
+    let seed: u64 = vm.memory().read_obj(GuestAddress(TOP - 24)).unwrap();
+    assert_eq!(seed, 0, "a vCPU ran before resume");
+    vm.resume(Duration::from_secs(2)).unwrap();
+    assert_eq!(vm.wait(), VmExit::Guest(5));
+    let seed: u64 = vm.memory().read_obj(GuestAddress(TOP - 24)).unwrap();
+    assert_ne!(seed, 0);
+    vm.stop();
+}
