@@ -151,7 +151,7 @@ impl Agent {
     fn invoke(&mut self, id: &str, payload: &[u8], timeout_ms: u64) -> InvokeReply {
         let req = InvokeRequest {
             request_id: id.into(),
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
             deadline_ms: unix_ms() + timeout_ms,
             invoked_function_arn: "arn:aws:lambda:local:000000000000:function:fn-under-test".into(),
             trace_id: "Root=1-abc-def;Sampled=0".into(),

@@ -94,7 +94,7 @@ fn spec(handler: &str) -> InitSpec {
 fn request(id: &str, payload: &[u8]) -> InvokeRequest {
     InvokeRequest {
         request_id: id.into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: unix_ms() + 20_000,
         ..Default::default()
     }

@@ -141,7 +141,7 @@ fn spec(handler: &str, env: &[(&str, &str)]) -> InitSpec {
 fn request(id: &str, payload: &[u8], ms: u64) -> InvokeRequest {
     InvokeRequest {
         request_id: id.into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: unix_ms() + ms,
         invoked_function_arn: "arn:aws:lambda:local:000000000000:function:vm-fn".into(),
         ..Default::default()

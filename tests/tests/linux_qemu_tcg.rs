@@ -170,7 +170,7 @@ fn request(id: &str, payload: &[u8], timeout_ms: u64) -> InvokeRequest {
     let now = unix_ms();
     InvokeRequest {
         request_id: id.into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: now + timeout_ms,
         ..Default::default()
     }

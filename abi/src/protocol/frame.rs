@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use super::codec::Writer;
-use super::message::kind;
+use super::message::{kind, InvokeRef};
 use super::{
     Message, ProtocolError, MAX_FRAME, MAX_INIT_FRAME, MAX_LOG_FRAME, MAX_SMALL_FRAME, VERSION,
 };
@@ -103,31 +103,7 @@ impl Message {
     /// Appends this message as one frame to `out`. Fails (leaving `out` as it
     /// was) if a payload or the frame exceeds its cap.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        let start = out.len();
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(self.kind());
-        out.extend_from_slice(&[0; 4]);
-        let written = self.write_body(&mut Writer { out: &mut *out });
-        let body_len = out.len() - start - HEADER_LEN;
-        let max = frame_cap(self.kind());
-        let result = match written {
-            Err(e) => Err(e),
-            Ok(()) if body_len > max => Err(ProtocolError::FrameTooLarge { len: body_len, max }),
-            Ok(()) => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                // Cannot truncate: body_len <= MAX_INIT_FRAME < u32::MAX.
-                let len = (body_len as u32).to_le_bytes();
-                out[start + 4..start + HEADER_LEN].copy_from_slice(&len);
-                Ok(())
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
-            }
-        }
+        encode_frame(self.kind(), out, |w| self.write_body(w))
     }
 
     /// This message as a new frame.
@@ -135,6 +111,56 @@ impl Message {
         let mut out = Vec::new();
         self.encode(&mut out)?;
         Ok(out)
+    }
+}
+
+impl InvokeRef<'_> {
+    /// Appends this `Invoke` as one frame to `out`, byte for byte what
+    /// [`Message::Invoke`] with the same fields encodes to.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        encode_frame(kind::INVOKE, out, |w| self.write_body(w))
+    }
+
+    /// This `Invoke` as a new frame, allocated once at its final size (the
+    /// payload's one copy).
+    pub fn to_frame(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.body_len());
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Appends one frame of `kind` whose body `write` produces; checks the
+/// kind's cap and leaves `out` as it was on any error.
+fn encode_frame(
+    kind: u8,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Writer<'_>) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&[0; 4]);
+    let written = write(&mut Writer { out: &mut *out });
+    let body_len = out.len() - start - HEADER_LEN;
+    let max = frame_cap(kind);
+    let result = match written {
+        Err(e) => Err(e),
+        Ok(()) if body_len > max => Err(ProtocolError::FrameTooLarge { len: body_len, max }),
+        Ok(()) => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            // Cannot truncate: body_len <= MAX_INIT_FRAME < u32::MAX.
+            let len = (body_len as u32).to_le_bytes();
+            out[start + 4..start + HEADER_LEN].copy_from_slice(&len);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
     }
 }
 

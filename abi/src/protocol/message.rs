@@ -164,6 +164,50 @@ pub(crate) mod kind {
     pub const FATAL: u8 = 10;
 }
 
+/// The fields of an `Invoke`, borrowed: a sender encodes its own request
+/// without first building a [`Message`] (the payload is copied once, into
+/// the frame). One field order for both: [`Message::Invoke`] encodes
+/// through this.
+#[derive(Debug, Clone, Copy)]
+pub struct InvokeRef<'a> {
+    pub request_id: &'a str,
+    pub payload: &'a [u8],
+    /// Deadline in milliseconds since the Unix epoch.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: &'a str,
+    pub trace_id: &'a str,
+    /// Client context JSON (empty when absent).
+    pub client_context: &'a str,
+    /// Cognito identity JSON (empty when absent).
+    pub cognito_identity: &'a str,
+}
+
+impl InvokeRef<'_> {
+    /// The encoded body's length, so a frame is allocated once.
+    pub(crate) fn body_len(&self) -> usize {
+        let strings = [
+            self.request_id,
+            self.invoked_function_arn,
+            self.trace_id,
+            self.client_context,
+            self.cognito_identity,
+        ];
+        strings.iter().map(|s| 4 + s.len()).sum::<usize>() + 4 + self.payload.len() + 8
+    }
+
+    pub(crate) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), ProtocolError> {
+        check_payload(self.payload)?;
+        w.string(self.request_id);
+        w.bytes(self.payload);
+        w.u64(self.deadline_ms);
+        w.string(self.invoked_function_arn);
+        w.string(self.trace_id);
+        w.string(self.client_context);
+        w.string(self.cognito_identity);
+        Ok(())
+    }
+}
+
 fn check_payload(p: &[u8]) -> Result<(), ProtocolError> {
     if p.len() > MAX_PAYLOAD {
         return Err(ProtocolError::PayloadTooLarge { len: p.len() });
@@ -256,16 +300,16 @@ impl Message {
                 trace_id,
                 client_context,
                 cognito_identity,
-            } => {
-                check_payload(payload)?;
-                w.string(request_id);
-                w.bytes(payload);
-                w.u64(*deadline_ms);
-                w.string(invoked_function_arn);
-                w.string(trace_id);
-                w.string(client_context);
-                w.string(cognito_identity);
+            } => InvokeRef {
+                request_id,
+                payload,
+                deadline_ms: *deadline_ms,
+                invoked_function_arn,
+                trace_id,
+                client_context,
+                cognito_identity,
             }
+            .write_body(w)?,
             Message::Result {
                 request_id,
                 payload,

@@ -21,7 +21,7 @@ mod message;
 pub use frame::{decode, frame_cap, Decode, FrameDecoder, HEADER_LEN, MAGIC};
 #[cfg(feature = "std")]
 pub use io::{read_frame, read_frame_from, write_frame, FrameIoError};
-pub use message::{sender, AgentKind, Code, LogStream, Message, Sender};
+pub use message::{sender, AgentKind, Code, InvokeRef, LogStream, Message, Sender};
 
 /// Protocol version carried in every frame header and in `Ready`.
 pub const VERSION: u8 = 2;

@@ -193,6 +193,54 @@ fn oversize_payloads_are_refused_both_ways() {
     ));
 }
 
+/// A borrowed `Invoke` (what emberd sends without building a `Message`)
+/// encodes to exactly the frame of `Message::Invoke`, and is refused alike
+/// over the payload cap.
+#[test]
+fn a_borrowed_invoke_encodes_as_the_message() {
+    for payload in [Vec::new(), b"{\"a\":1}".to_vec(), vec![7; MAX_PAYLOAD]] {
+        let by_ref = InvokeRef {
+            request_id: "8f5c0c1e-req",
+            payload: &payload,
+            deadline_ms: 1_800_000_000_000,
+            invoked_function_arn: "arn:aws:lambda:local:000000000000:function:hello",
+            trace_id: "Root=1-abc",
+            client_context: "",
+            cognito_identity: "{}",
+        };
+        let message = Message::Invoke {
+            request_id: by_ref.request_id.into(),
+            payload: payload.clone(),
+            deadline_ms: by_ref.deadline_ms,
+            invoked_function_arn: by_ref.invoked_function_arn.into(),
+            trace_id: by_ref.trace_id.into(),
+            client_context: by_ref.client_context.into(),
+            cognito_identity: by_ref.cognito_identity.into(),
+        };
+        let frame = by_ref.to_frame().unwrap();
+        assert_eq!(frame, message.to_frame().unwrap());
+        assert_eq!(frame.capacity(), frame.len(), "allocated once, at its size");
+    }
+    let big = vec![0; MAX_PAYLOAD + 1];
+    let by_ref = InvokeRef {
+        request_id: "r",
+        payload: &big,
+        deadline_ms: 0,
+        invoked_function_arn: "",
+        trace_id: "",
+        client_context: "",
+        cognito_identity: "",
+    };
+    let mut out = vec![1, 2, 3];
+    assert_eq!(
+        by_ref.encode(&mut out),
+        Err(ProtocolError::PayloadTooLarge {
+            len: MAX_PAYLOAD + 1
+        })
+    );
+    assert_eq!(out, vec![1, 2, 3]);
+}
+
 fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&MAGIC);

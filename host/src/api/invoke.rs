@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::error::{REASON_ACCOUNT, REASON_RESERVED};
 use super::{function_name, ApiError, App, Reply};
-use crate::invoker::{self, Call, CallResult};
+use crate::env::InvokeRequest;
+use crate::invoker::{self, CallResult};
 use crate::pool::policy::Throttle;
 use crate::util::uuid4;
 
@@ -133,10 +134,11 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         .map_err(throttled)?;
     let payload = read_payload(body, MAX_PAYLOAD).await?;
     let out = pending
-        .run(Call {
+        .run(InvokeRequest {
             request_id: uuid4(),
             payload,
             client_context: req.client_context.unwrap_or_default(),
+            ..Default::default()
         })
         .await;
     let mut reply = match &out.result {

@@ -302,7 +302,7 @@ fn run(a: Args) -> Result<bool, String> {
             .unwrap_or(0);
         let req = InvokeRequest {
             request_id: format!("ember-run-{i}"),
-            payload,
+            payload: payload.into(),
             deadline_ms: now_ms + u64::from(a.timeout_ms),
             invoked_function_arn: format!(
                 "arn:aws:lambda:local:000000000000:function:{}",

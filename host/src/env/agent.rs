@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use ember_abi::protocol::{
-    read_frame_from, AgentKind, Code, FrameIoError, LogStream, Message, Sender,
+    read_frame_from, AgentKind, Code, FrameIoError, InvokeRef, LogStream, Message, Sender,
 };
 
 use super::AgentError;
@@ -100,17 +100,34 @@ pub struct InitSpec {
     pub random_seed: Option<[u8; 32]>,
 }
 
-/// One invocation request.
+/// One invocation request: the one type from the invoker through the pool
+/// and the environment to the agent connection, which frames it.
 #[derive(Debug, Clone, Default)]
 pub struct InvokeRequest {
     pub request_id: String,
-    pub payload: Vec<u8>,
+    /// The request body, shared (never copied) until it is framed.
+    pub payload: bytes::Bytes,
     /// Deadline in ms since the Unix epoch.
     pub deadline_ms: u64,
     pub invoked_function_arn: String,
     pub trace_id: String,
     pub client_context: String,
     pub cognito_identity: String,
+}
+
+impl InvokeRequest {
+    /// The `Invoke` frame's fields, borrowed from this request.
+    pub fn as_frame(&self) -> InvokeRef<'_> {
+        InvokeRef {
+            request_id: &self.request_id,
+            payload: &self.payload,
+            deadline_ms: self.deadline_ms,
+            invoked_function_arn: &self.invoked_function_arn,
+            trace_id: &self.trace_id,
+            client_context: &self.client_context,
+            cognito_identity: &self.cognito_identity,
+        }
+    }
 }
 
 /// One line of function output.
@@ -322,18 +339,9 @@ impl<T: Transport> AgentConn<T> {
         req: &InvokeRequest,
         timeout: Duration,
     ) -> Result<InvokeReply, AgentError> {
-        let msg = Message::Invoke {
-            request_id: req.request_id.clone(),
-            payload: req.payload.clone(),
-            deadline_ms: req.deadline_ms,
-            invoked_function_arn: req.invoked_function_arn.clone(),
-            trace_id: req.trace_id.clone(),
-            client_context: req.client_context.clone(),
-            cognito_identity: req.cognito_identity.clone(),
-        };
-        // Refuse an oversize request before touching the stream, so the
-        // environment stays usable.
-        let frame = msg.to_frame().map_err(AgentError::Request)?;
+        // The payload's one copy: into the frame. An oversize request is
+        // refused before touching the stream, so the environment stays usable.
+        let frame = req.as_frame().to_frame().map_err(AgentError::Request)?;
         let start = Instant::now();
         let until = start + timeout;
         self.send(&frame, until)?;

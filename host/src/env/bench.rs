@@ -55,7 +55,7 @@ fn deadline_ms(timeout_ms: u32) -> u64 {
 fn request(id: String, payload: &[u8], timeout_ms: u32) -> InvokeRequest {
     InvokeRequest {
         request_id: id,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: deadline_ms(timeout_ms),
         ..Default::default()
     }

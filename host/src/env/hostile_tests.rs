@@ -76,7 +76,7 @@ fn invoke(
 ) -> Result<InvokeReply, AgentError> {
     let req = InvokeRequest {
         request_id: "r".into(),
-        payload: b"{}".to_vec(),
+        payload: b"{}".to_vec().into(),
         ..Default::default()
     };
     conn.invoke(&req, timeout)

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use super::spares::Spares;
 use super::{
-    AgentError, Code, EnvError, EnvLauncher, EnvSpec, Environment, Fault, InitSpec, InvokeInput,
-    InvokeOutput, InvokeRequest, JailConfig, LaunchConfig, LaunchError, LogStream, OnSpawn, Report,
-    RunningEnv,
+    AgentError, Code, EnvError, EnvLauncher, EnvSpec, Environment, Fault, InitSpec, InvokeOutput,
+    InvokeRequest, JailConfig, LaunchConfig, LaunchError, LogStream, OnSpawn, Report, RunningEnv,
 };
 use crate::linux::{self, LinuxGuests};
 
@@ -340,16 +339,8 @@ mod tests {
 }
 
 impl RunningEnv for VmEnv {
-    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
-        let req = InvokeRequest {
-            request_id: input.request_id.clone(),
-            payload: input.payload.to_vec(),
-            deadline_ms: input.deadline_ms,
-            invoked_function_arn: input.invoked_function_arn.clone(),
-            client_context: input.client_context.clone(),
-            ..Default::default()
-        };
-        let inv = match self.env.invoke(&req) {
+    fn invoke(&mut self, req: &InvokeRequest) -> Result<InvokeOutput, EnvError> {
+        let inv = match self.env.invoke(req) {
             Ok(inv) => inv,
             // The host's deadline fired (the agent ignored its own, or
             // trickled its answer): Lambda's timeout, and a new environment.

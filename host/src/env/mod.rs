@@ -33,8 +33,7 @@ pub use agent::{
 pub use ember_abi::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
 pub use jail::{cpu_quota_us, kill_started, JailConfig, CPU_PERIOD_US};
 pub use seam::{
-    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn, Report,
-    RunningEnv,
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeOutput, LaunchError, OnSpawn, Report, RunningEnv,
 };
 #[cfg(test)]
 pub(crate) use spawn::command;

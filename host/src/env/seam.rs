@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Code, InitSpec};
+use super::{Code, InitSpec, InvokeRequest};
 
 pub use crate::util::OnSpawn;
 
@@ -57,17 +57,6 @@ impl EnvSpec {
             random_seed: None,
         }
     }
-}
-
-/// One invocation handed to an environment.
-#[derive(Clone, Debug)]
-pub struct InvokeInput {
-    pub request_id: String,
-    pub payload: bytes::Bytes,
-    /// Unix milliseconds after which the function has timed out.
-    pub deadline_ms: u64,
-    pub invoked_function_arn: String,
-    pub client_context: String,
 }
 
 /// What the agent answered.
@@ -220,7 +209,7 @@ pub trait EnvLauncher: Send + Sync + 'static {
 
 /// One running environment: exactly one invocation at a time (`&mut self`).
 pub trait RunningEnv: Send + 'static {
-    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError>;
+    fn invoke(&mut self, req: &InvokeRequest) -> Result<InvokeOutput, EnvError>;
     /// How long past the invocation's deadline the environment itself waits
     /// for the agent's answer (a timed-out Linux runtime re-initialises
     /// before it answers); the pool's backstop allows this much and more.

@@ -38,7 +38,7 @@ fn spec() -> InitSpec {
 fn request(id: &str, payload: &[u8]) -> InvokeRequest {
     InvokeRequest {
         request_id: id.into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: 0,
         ..Default::default()
     }
@@ -194,7 +194,7 @@ fn eof_wrong_ids_and_garbage_are_faults() {
         let _ = read_frame(&mut s);
         let wrong = Message::Result {
             request_id: "other".into(),
-            payload: vec![],
+            payload: Default::default(),
             duration_us: 0,
             max_memory_kib: 0,
         };

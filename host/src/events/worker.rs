@@ -16,7 +16,8 @@ use super::retry::{Attempt, History, Next};
 use super::sched::Take;
 use super::{dest, now_ms, Events};
 use crate::catalog::CatalogError;
-use crate::invoker::{Call, CallResult, Invoker, Outcome};
+use crate::env::InvokeRequest;
+use crate::invoker::{CallResult, Invoker, Outcome};
 use crate::store::StoreError;
 
 /// Longest idle wait before a worker looks again (a safety net; pushes wake it).
@@ -124,10 +125,10 @@ async fn deliver(
     };
     ev.open_attempt = Some(attempt_id);
     let out = pending
-        .run(Call {
+        .run(InvokeRequest {
             request_id: ev.request_id.clone(),
             payload: payload.clone(),
-            client_context: String::new(),
+            ..Default::default()
         })
         .await;
     let success = matches!(out.result, CallResult::Success(_));

@@ -1,21 +1,11 @@
-//! What an invocation carries in ([`Call`]) and what it ends as
-//! ([`Outcome`], its [`CallResult`]): the types the invoker's observers
-//! (metrics, log streams) and callers (the HTTP `Invoke`, the event
-//! workers) share.
+//! What an invocation ends as ([`Outcome`], its [`CallResult`]): the types
+//! the invoker's observers (metrics, log streams) and callers (the HTTP
+//! `Invoke`, the event workers) share. What it carries in is
+//! [`crate::env::InvokeRequest`], the one request type down to the agent.
 
 use std::time::Duration;
 
 use crate::env::Report;
-
-/// What the caller hands to the function.
-pub struct Call {
-    /// The request id the function sees (for events: the same on every attempt).
-    pub request_id: String,
-    /// The request body, shared (never copied) until the agent connection
-    /// frames it.
-    pub payload: bytes::Bytes,
-    pub client_context: String,
-}
 
 /// How an invocation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

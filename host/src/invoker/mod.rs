@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-pub use call::{error_payload, Call, CallResult, Outcome};
+pub use call::{error_payload, CallResult, Outcome};
 
 use crate::catalog::{lazy_spec, Resolved};
-use crate::env::{EnvError, InvokeInput, InvokeOutput, LaunchError, Report};
+use crate::env::{EnvError, InvokeOutput, InvokeRequest, LaunchError, Report};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 use crate::pool::policy::Throttle;
@@ -114,13 +114,12 @@ impl Ticket {
         &self.target
     }
 
-    /// Waits for the environment and runs `call` on it.
-    pub async fn run(mut self, call: Call) -> Outcome {
-        let Call {
-            request_id,
-            payload,
-            client_context,
-        } = call;
+    /// Waits for the environment and runs `req` on it. The caller fills the
+    /// request id, payload and client context; the ticket sets the deadline
+    /// (from the function's timeout, when the environment is ready) and the
+    /// invoked ARN.
+    pub async fn run(mut self, mut req: InvokeRequest) -> Outcome {
+        let request_id = req.request_id.clone();
         let checkout = self.checkout.take();
         let joined = match checkout {
             Some(task) => task
@@ -154,15 +153,10 @@ impl Ticket {
         };
         let timeout = Duration::from_secs(self.target.config.timeout.into());
         let now_ms = crate::util::unix_ms();
-        let input = InvokeInput {
-            request_id: request_id.clone(),
-            payload,
-            deadline_ms: now_ms + timeout.as_millis() as u64,
-            invoked_function_arn: self.arn.clone(),
-            client_context,
-        };
+        req.deadline_ms = now_ms + timeout.as_millis() as u64;
+        req.invoked_function_arn = self.arn.clone();
         let env_id = warm.id;
-        let out = self.invoker.pool.invoke(warm, input, timeout).await;
+        let out = self.invoker.pool.invoke(warm, req, timeout).await;
         let (result, logs, report) = match out {
             Ok(InvokeOutput::Success {
                 payload,

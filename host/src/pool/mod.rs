@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::env::pidfile::PidFile;
 use crate::env::{
-    EnvError, EnvLauncher, EnvSpec, Fault, InvokeInput, InvokeOutput, LaunchError, OnSpawn,
+    EnvError, EnvLauncher, EnvSpec, Fault, InvokeOutput, InvokeRequest, LaunchError, OnSpawn,
     RunningEnv,
 };
 use claim::Claims;
@@ -333,7 +333,7 @@ impl Pool {
     pub async fn invoke(
         self: &Arc<Self>,
         mut w: Warm,
-        input: InvokeInput,
+        input: InvokeRequest,
         timeout: Duration,
     ) -> Result<InvokeOutput, EnvError> {
         let pid = w.env.pid();

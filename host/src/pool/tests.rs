@@ -49,7 +49,7 @@ impl EnvLauncher for Arc<Fake> {
 }
 
 impl RunningEnv for FakeEnv {
-    fn invoke(&mut self, input: &InvokeInput) -> Result<InvokeOutput, EnvError> {
+    fn invoke(&mut self, input: &InvokeRequest) -> Result<InvokeOutput, EnvError> {
         match &input.payload[..] {
             b"die" => {
                 self.alive.store(false, Ordering::SeqCst);
@@ -71,6 +71,13 @@ impl RunningEnv for FakeEnv {
                     report: Report::default(),
                 })
             }
+            // Where the payload's bytes live (the request reaches the
+            // environment without a copy).
+            p if p.starts_with(b"addr") => Ok(InvokeOutput::Success {
+                payload: format!("{:p}", p.as_ptr()).into_bytes(),
+                logs: vec![],
+                report: Report::default(),
+            }),
             _ => Ok(InvokeOutput::Success {
                 payload: self.id.to_string().into_bytes(),
                 logs: vec![],
@@ -143,13 +150,12 @@ fn spec(handler: &'static str) -> SpecFn {
     })
 }
 
-fn input(p: &[u8]) -> InvokeInput {
-    InvokeInput {
+fn input(p: &[u8]) -> InvokeRequest {
+    InvokeRequest {
         request_id: "r".into(),
         payload: bytes::Bytes::copy_from_slice(p),
         deadline_ms: 0,
-        invoked_function_arn: String::new(),
-        client_context: String::new(),
+        ..Default::default()
     }
 }
 
@@ -386,5 +392,27 @@ async fn backstop_timeout_names_the_function_timeout() {
             assert!(fatal);
         }
         other => panic!("no timeout: {other:?}"),
+    }
+}
+
+/// The payload the caller hands the pool is the one the environment sees:
+/// the same bytes, not a copy (the agent connection copies it once, into
+/// the frame).
+#[tokio::test]
+async fn the_payload_reaches_the_environment_uncopied() {
+    let (p, _, _d) = pool(Duration::from_secs(60), Duration::from_secs(600));
+    let k = key("f", "1");
+    let (w, _) = p.checkout(&k, 128, spec("h")).await.unwrap();
+    let payload = bytes::Bytes::from(b"addr of this payload".to_vec());
+    let at = format!("{:p}", payload.as_ptr());
+    let req = InvokeRequest {
+        payload,
+        ..input(b"")
+    };
+    match p.invoke(w, req, Duration::from_secs(5)).await.unwrap() {
+        InvokeOutput::Success { payload, .. } => {
+            assert_eq!(String::from_utf8(payload).unwrap(), at)
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -51,20 +51,39 @@ async fn next_frame(
 /// Collects a body of at most `limit` bytes. An oversized body is drained
 /// (up to [`DRAIN_CAP`]) before `TooLarge` is returned.
 pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    use hyper::body::Body as _;
+    // A body that arrives in one data frame is kept as hyper handed it (no
+    // copy); one in several frames is joined once into a buffer sized by
+    // its Content-Length (when declared), so joining never regrows it.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
     while let Some(frame) = next_frame(&mut body).await? {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                let seen = buf.len() + data.len();
-                drop(buf);
+            if seen + data.len() > limit {
+                let seen = seen + data.len();
+                drop((first, buf));
                 drain(body, DRAIN_CAP.saturating_sub(seen)).await;
                 return Err(BodyError::TooLarge);
             }
-            buf.extend_from_slice(&data);
+            seen += data.len();
+            match first.take() {
+                None if buf.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        // hyper's hint is what is still to come.
+                        let rest = body.size_hint().exact().unwrap_or(0);
+                        let total = (seen as u64).saturating_add(rest);
+                        buf.reserve(total.min(limit as u64) as usize);
+                        buf.extend_from_slice(&earlier);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Reads and discards up to `cap` bytes of `body` (stopping at a stall).

@@ -132,7 +132,7 @@ pub fn request(id: &str, payload: &[u8], timeout_ms: u64) -> InvokeRequest {
         .as_millis() as u64;
     InvokeRequest {
         request_id: id.into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
         deadline_ms: now + timeout_ms,
         invoked_function_arn: "arn:aws:lambda:local:000000000000:function:test-fn".into(),
         trace_id: "Root=1-test".into(),
