@@ -100,6 +100,9 @@ pub struct VmConfig {
     pub devices: BTreeMap<String, Value>,
     /// Stop the VM after this long (exit code 124).
     pub timeout_ms: Option<u64>,
+    /// KVM logs the pages the guest writes (Firecracker's
+    /// `track_dirty_pages`): what a diff snapshot saves.
+    pub track_dirty_pages: bool,
     pub logger: LoggerConfig,
 }
 
@@ -117,6 +120,7 @@ impl Default for VmConfig {
             force_kernelless: false,
             devices: BTreeMap::new(),
             timeout_ms: None,
+            track_dirty_pages: false,
             logger: LoggerConfig::default(),
         }
     }
@@ -179,9 +183,6 @@ impl VmConfig {
             ..VmConfig::default()
         };
         if let Some(m) = file.machine_config {
-            if m.track_dirty_pages {
-                return Err(ConfigError::UnsupportedMachine("track_dirty_pages"));
-            }
             if m.huge_pages.as_deref().is_some_and(|h| h != "None") {
                 return Err(ConfigError::UnsupportedMachine("huge_pages"));
             }
@@ -191,6 +192,7 @@ impl VmConfig {
             cfg.vcpus = m.vcpu_count;
             cfg.mem_mib = m.mem_size_mib;
             cfg.smt = m.smt;
+            cfg.track_dirty_pages = m.track_dirty_pages;
         }
         let sections = [
             ("drives", file.drives),
@@ -297,11 +299,11 @@ mod tests {
             "t"
         )
         .is_err());
-        let e = VmConfig::from_json(
+        let c = VmConfig::from_json(
             r#"{"boot-source":{"kernel_image_path":"/k"},"machine-config":{"vcpu_count":1,"mem_size_mib":8,"track_dirty_pages":true}}"#,
             "t",
         );
-        assert!(matches!(e, Err(ConfigError::UnsupportedMachine(_))));
+        assert!(c.unwrap().track_dirty_pages);
     }
 
     #[test]

@@ -54,15 +54,20 @@ pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
         .map_err(|source| MemoryError::Map { mib, source })
 }
 
-/// Registers every region of `mem` with the VM, one KVM slot each.
-pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+/// Registers every region of `mem` with the VM, one KVM slot each (slot i
+/// = region i); `log_dirty`: KVM logs the pages the guest writes.
+pub fn register(vm: &VmFd, mem: &GuestMemoryMmap, log_dirty: bool) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
             .map_err(|_| MemoryError::Register(kvm_ioctls::Error::new(libc::EFAULT)))?;
         let desc = kvm_userspace_memory_region {
             slot: slot as u32,
-            flags: 0,
+            flags: if log_dirty {
+                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
             guest_phys_addr: region.start_addr().raw_value(),
             memory_size: region.len(),
             userspace_addr: host as u64,

@@ -175,7 +175,7 @@ impl Vm {
             Some(r) => r.memory.clone(),
             None => memory::create(cfg.mem_mib)?,
         };
-        memory::register(&vm, &mem)?;
+        memory::register(&vm, &mem, cfg.track_dirty_pages)?;
         // Kernel-less guests take no interrupts: no irqchip, no PIT.
         let irqchip = !is_kernelless;
         if irqchip {
@@ -382,6 +382,22 @@ impl Vm {
             }
         }
         Ok(states)
+    }
+
+    /// Per memory region (slot), the bitmap of pages the guest wrote since
+    /// the last call (or since the VM was built); clears the log. Needs
+    /// `track_dirty_pages`.
+    pub(crate) fn dirty_log(&self) -> Result<Vec<Vec<u64>>, VmError> {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        self.mem
+            .iter()
+            .enumerate()
+            .map(|(slot, r)| {
+                self._vm
+                    .get_dirty_log(slot as u32, r.len() as usize)
+                    .map_err(|e| VmError::KvmCall("get the dirty log", e))
+            })
+            .collect()
     }
 
     /// The console UART's registers.

@@ -177,6 +177,7 @@ fn load(a: &Args) -> Result<i32, CliError> {
         mem_path: need(&a.mem_file, "--mem-file")?,
         console: console(a),
         timeout_ms: a.timeout_ms,
+        track_dirty_pages: false,
     };
     let t = Instant::now();
     let vm = snapshot::load(&params, t)?;

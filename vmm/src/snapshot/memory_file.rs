@@ -72,13 +72,68 @@ pub fn layout(mem: &GuestMemoryMmap) -> Vec<Region> {
 /// paused and have no device that writes guest memory (`create` checks
 /// both): the pages are read in place, without a copy.
 pub fn write(mem: &GuestMemoryMmap, file: &File) -> Result<Written, MemoryFileError> {
-    let regions = layout(mem);
-    let total: u64 = regions.iter().map(|r| r.len).sum();
+    let total: u64 = layout(mem).iter().map(|r| r.len).sum();
     file.set_len(0).map_err(MemoryFileError::Write)?;
     file.set_len(total).map_err(MemoryFileError::Write)?;
+    let wanted = mem
+        .iter()
+        .map(|region| pages_to_save(mem, region))
+        .collect::<Result<Vec<_>, _>>()?;
+    write_pages(mem, file, &wanted, true)
+}
+
+/// Writes the pages of `mem` that `dirty` marks (one KVM dirty bitmap per
+/// region, bit i = page i), plus the pages in `always` (guest-physical,
+/// what the VMM itself wrote), over the memory file `file` of an earlier
+/// snapshot of this VM: a diff snapshot. Zero pages are written too (the
+/// file below may hold data there). An empty `file` becomes a sparse file
+/// holding only these pages.
+pub fn write_diff(
+    mem: &GuestMemoryMmap,
+    file: &File,
+    dirty: &[Vec<u64>],
+    always: std::ops::Range<u64>,
+) -> Result<Written, MemoryFileError> {
+    let regions = layout(mem);
+    let total: u64 = regions.iter().map(|r| r.len).sum();
+    match file.metadata().map_err(MemoryFileError::Write)?.len() {
+        0 => file.set_len(total).map_err(MemoryFileError::Write)?,
+        n if n == total => {}
+        actual => {
+            return Err(MemoryFileError::Size {
+                actual,
+                expected: total,
+            })
+        }
+    }
+    let wanted: Vec<Vec<bool>> = regions
+        .iter()
+        .enumerate()
+        .map(|(slot, r)| {
+            let bits = dirty.get(slot).map_or(&[][..], Vec::as_slice);
+            (0..r.len.div_ceil(PAGE as u64))
+                .map(|i| {
+                    let gpa = r.guest_addr + i * PAGE as u64;
+                    let word = bits.get(i as usize / 64).copied().unwrap_or(0);
+                    word >> (i % 64) & 1 == 1 || always.contains(&gpa)
+                })
+                .collect()
+        })
+        .collect();
+    write_pages(mem, file, &wanted, false)
+}
+
+/// Writes the `wanted` pages of each region at their place in `file`, in
+/// runs of up to [`RUN_MAX`] pages; `skip_zero`: all-zero pages are left
+/// as holes.
+fn write_pages(
+    mem: &GuestMemoryMmap,
+    file: &File,
+    wanted: &[Vec<bool>],
+    skip_zero: bool,
+) -> Result<Written, MemoryFileError> {
     let mut written = Written::default();
-    for (region, r) in mem.iter().zip(&regions) {
-        let wanted = pages_to_save(mem, region)?;
+    for ((region, r), wanted) in mem.iter().zip(layout(mem)).zip(wanted) {
         let host = mem
             .get_host_address(region.start_addr())
             .map_err(|_| MemoryFileError::Read(r.guest_addr))?;
@@ -86,11 +141,11 @@ pub fn write(mem: &GuestMemoryMmap, file: &File) -> Result<Written, MemoryFileEr
         // `mem` for this call; nothing writes it meanwhile (the VM is paused
         // and has no devices), so reading it as bytes races with nobody.
         let bytes = unsafe { std::slice::from_raw_parts(host.cast_const(), r.len as usize) };
-        // Runs of consecutive non-zero pages, written with one pwrite each.
+        // Runs of consecutive pages to keep, written with one pwrite each.
         let mut run: Option<(usize, usize)> = None;
         for (i, &want) in wanted.iter().enumerate() {
             let page = &bytes[i * PAGE..((i + 1) * PAGE).min(bytes.len())];
-            if !want || is_zero(page) {
+            if !want || (skip_zero && is_zero(page)) {
                 flush(file, r.file_offset, bytes, run.take(), &mut written)?;
                 continue;
             }

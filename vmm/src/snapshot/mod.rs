@@ -23,6 +23,7 @@ use ember_devices::legacy::serial::{SerialState, SerialStateError};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::boot::cpl3;
 use crate::boot::kernelless::{self, KernellessError, STACK_SIZE, START_INFO_ADDR};
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
 use crate::vm::{Origin, Vm, VmError};
@@ -38,6 +39,8 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum SnapshotError {
     #[error("snapshots of {0} are not supported yet")]
     Unsupported(&'static str),
+    #[error("a diff snapshot needs a VM built or loaded with track_dirty_pages")]
+    DiffWithoutDirtyTracking,
     #[error("cannot {what} {path}")]
     File {
         what: &'static str,
@@ -86,10 +89,35 @@ pub struct CreateReport {
     pub elapsed: Duration,
 }
 
-/// Writes a snapshot of `vm`, which must be paused ([`Vm::pause`]), to
-/// `state_path` and `mem_path` (both created or truncated, mode 0600).
+/// Full or diff (Firecracker's `snapshot_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotType {
+    /// All of guest memory (sparse).
+    Full,
+    /// Only the pages written since the last snapshot (or load), written
+    /// over that snapshot's memory file.
+    Diff,
+}
+
+/// Writes a full snapshot of `vm`, which must be paused ([`Vm::pause`]),
+/// to `state_path` and `mem_path` (both created or truncated, mode 0600).
 pub fn create(vm: &Vm, state_path: &Path, mem_path: &Path) -> Result<CreateReport, SnapshotError> {
+    create_typed(vm, state_path, mem_path, SnapshotType::Full)
+}
+
+/// [`create`], full or diff. A diff needs `track_dirty_pages` and goes over
+/// the memory file of this VM's last snapshot (or the one it was loaded
+/// from: copy that first if it must stay); the state file is always whole.
+pub fn create_typed(
+    vm: &Vm,
+    state_path: &Path,
+    mem_path: &Path,
+    kind: SnapshotType,
+) -> Result<CreateReport, SnapshotError> {
     let t = Instant::now();
+    if kind == SnapshotType::Diff && !vm.config.track_dirty_pages {
+        return Err(SnapshotError::DiffWithoutDirtyTracking);
+    }
     if !vm.kernelless {
         return Err(SnapshotError::Unsupported("Linux guests"));
     }
@@ -112,8 +140,34 @@ pub fn create(vm: &Vm, state_path: &Path, mem_path: &Path) -> Result<CreateRepor
     let bytes = state.to_bytes();
     // Never write a snapshot this VMM would refuse to load.
     VmState::from_bytes(&bytes)?;
-    let mem_file = create_file(mem_path)?;
-    let written = memory_file::write(vm.memory(), &mem_file)?;
+    // The dirty log restarts at every snapshot: a later diff holds what
+    // the guest wrote after this one.
+    let dirty = if vm.config.track_dirty_pages {
+        vm.dirty_log()?
+    } else {
+        Vec::new()
+    };
+    let written = match kind {
+        SnapshotType::Full => memory_file::write(vm.memory(), &create_file(mem_path)?)?,
+        SnapshotType::Diff => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(mem_path)
+                .map_err(|source| SnapshotError::File {
+                    what: "open the memory file",
+                    path: mem_path.to_path_buf(),
+                    source,
+                })?;
+            // The pages the VMM itself wrote at load (tables, start-info)
+            // are not in KVM's log.
+            let vmm_pages = cpl3::GDT_ADDR..START_INFO_ADDR + 0x1000;
+            memory_file::write_diff(vm.memory(), &file, &dirty, vmm_pages)?
+        }
+    };
     let mut state_file = create_file(state_path)?;
     state_file
         .write_all(&bytes)
@@ -152,6 +206,9 @@ pub struct LoadParams {
     pub mem_path: PathBuf,
     pub console: ConsoleConfig,
     pub timeout_ms: Option<u64>,
+    /// Log the pages the guest writes, for diff snapshots of the loaded VM
+    /// (Firecracker's `enable_diff_snapshots` / `track_dirty_pages`).
+    pub track_dirty_pages: bool,
 }
 
 /// Reads and validates a snapshot and builds a VM from it (not started:
@@ -177,6 +234,7 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
         force_kernelless: true,
         devices,
         timeout_ms: params.timeout_ms,
+        track_dirty_pages: params.track_dirty_pages,
         ..VmConfig::default()
     };
     let valid = cfg.validate()?;

@@ -86,6 +86,7 @@ impl Files {
             mem_path: self.mem.clone(),
             console: ConsoleConfig::Off,
             timeout_ms: Some(30_000),
+            track_dirty_pages: false,
         }
     }
 }
@@ -325,4 +326,103 @@ fn a_vm_loaded_paused_runs_nothing_until_resumed() {
     let seed: u64 = vm.memory().read_obj(GuestAddress(TOP - 24)).unwrap();
     assert_ne!(seed, 0);
     vm.stop();
+}
+
+/// `rounds` passes of an LCG over one u32 in each of the 512 pages of
+/// [8 MiB, 10 MiB), each adding to what the page holds; then their sum at
+/// [rsp] and as the exit code.
+fn page_lcg_code(rounds: u32) -> Vec<u8> {
+    let mut c = vec![0xb9];
+    c.extend_from_slice(&rounds.to_le_bytes());
+    c.extend_from_slice(&[0x31, 0xc0]); // xor eax,eax
+    c.extend_from_slice(&[0xbf, 0x00, 0x00, 0x80, 0x00]); // outer: mov edi,0x800000
+    c.extend_from_slice(&[0x69, 0xc0, 0x6d, 0x4e, 0xc6, 0x41]); // inner: imul
+    c.extend_from_slice(&[0x05, 0x39, 0x30, 0x00, 0x00]); // add eax,12345
+    c.extend_from_slice(&[0x01, 0x07]); // add [rdi],eax
+    c.extend_from_slice(&[0x81, 0xc7, 0x00, 0x10, 0x00, 0x00]); // add edi,4096
+    c.extend_from_slice(&[0x81, 0xff, 0x00, 0x00, 0xa0, 0x00]); // cmp edi,0xa00000
+    c.extend_from_slice(&[0x72, 0xe5, 0xff, 0xc9, 0x75, 0xdc]); // jb inner; dec ecx; jnz outer
+    c.extend_from_slice(&[0xbf, 0x00, 0x00, 0x80, 0x00, 0x31, 0xd2]); // mov edi,..; xor edx,edx
+    c.extend_from_slice(&[0x03, 0x17]); // sum: add edx,[rdi]
+    c.extend_from_slice(&[0x81, 0xc7, 0x00, 0x10, 0x00, 0x00]);
+    c.extend_from_slice(&[0x81, 0xff, 0x00, 0x00, 0xa0, 0x00]);
+    c.extend_from_slice(&[0x72, 0xf0]); // jb sum
+    c.extend_from_slice(&[0x48, 0x89, 0x14, 0x24, 0x89, 0xd0, 0xe6, 0xf4, 0xeb, 0xfe]);
+    c
+}
+
+fn page_lcg(rounds: u32) -> u32 {
+    let mut pages = [0u32; 512];
+    let mut x = 0u32;
+    for _ in 0..rounds {
+        for p in pages.iter_mut() {
+            x = x.wrapping_mul(0x41c6_4e6d).wrapping_add(12345);
+            *p = p.wrapping_add(x);
+        }
+    }
+    pages.iter().fold(0u32, |a, &p| a.wrapping_add(p))
+}
+
+#[test]
+fn a_diff_snapshot_over_a_full_one_restores_the_later_state() {
+    let rounds = 300_000;
+    let expected = page_lcg(rounds);
+    let (_, path) = temp_file(
+        &build_with_code(Some((b"EMBER", 1)), &page_lcg_code(rounds)),
+        "diff",
+    );
+    let cfg = VmConfig {
+        kernel: path.clone(),
+        mem_mib: MEM_MIB,
+        console: ConsoleConfig::Off,
+        timeout_ms: Some(30_000),
+        track_dirty_pages: true,
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::build(&cfg.validate().unwrap(), Instant::now()).unwrap();
+    std::fs::remove_file(path).unwrap();
+    vm.start().unwrap();
+    let (full, diff) = (Files::new("full"), Files::new("diff"));
+    std::thread::sleep(Duration::from_millis(20));
+    vm.pause(Duration::from_secs(2)).unwrap();
+    create(&vm, &full.state, &full.mem).unwrap();
+    let at_full = VmState::from_bytes(&std::fs::read(&full.state).unwrap()).unwrap();
+    vm.resume(Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    vm.pause(Duration::from_secs(2)).unwrap();
+    std::fs::copy(&full.mem, &diff.mem).unwrap();
+    let r = create_typed(&vm, &diff.state, &diff.mem, SnapshotType::Diff).unwrap();
+    vm.stop();
+    drop(vm);
+    let at_diff = VmState::from_bytes(&std::fs::read(&diff.state).unwrap()).unwrap();
+    let (c1, c2) = (at_full.vcpus[0].regs.rcx, at_diff.vcpus[0].regs.rcx);
+    assert!(c2 > 0 && c2 < c1, "not mid-loop twice: rcx {c1} then {c2}");
+    // 512 buffer pages, the VMM's 12, the stack: nothing else was written.
+    assert!(r.memory_data_bytes <= 530 * 4096, "{r:?}");
+
+    let mut restored = load(&diff.params(), Instant::now()).unwrap();
+    restored.start().unwrap();
+    assert_eq!(restored.wait(), VmExit::Guest(expected & 0xff));
+    let sum: u64 = restored.memory().read_obj(GuestAddress(TOP - 8)).unwrap();
+    assert_eq!(sum, expected as u64);
+    restored.stop();
+
+    // The later registers over the earlier memory give another sum: the
+    // diff is what carried the pages.
+    std::fs::copy(&full.mem, &diff.mem).unwrap();
+    let mut mixed = load(&diff.params(), Instant::now()).unwrap();
+    mixed.start().unwrap();
+    assert!(matches!(mixed.wait(), VmExit::Guest(_)));
+    let sum: u64 = mixed.memory().read_obj(GuestAddress(TOP - 8)).unwrap();
+    assert_ne!(sum, expected as u64);
+    mixed.stop();
+}
+
+#[test]
+fn a_diff_snapshot_needs_dirty_tracking() {
+    let files = Files::new("nodirty");
+    let vm = started_vm(&clone_code(), "nodirty");
+    vm.pause(Duration::from_secs(2)).unwrap();
+    let e = create_typed(&vm, &files.state, &files.mem, SnapshotType::Diff).unwrap_err();
+    assert!(matches!(e, SnapshotError::DiffWithoutDirtyTracking), "{e}");
 }
