@@ -216,11 +216,7 @@ pub struct LoadParams {
 /// memory file mapped private and lazily (`mem_backend` File).
 pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
     let state = VmState::from_bytes(&read_state_file(&params.state_path)?)?;
-    let mem_file = File::open(&params.mem_path).map_err(|source| SnapshotError::File {
-        what: "open the memory file",
-        path: params.mem_path.clone(),
-        source,
-    })?;
+    let mem_file = open_regular(&params.mem_path, "open the memory file")?;
     let memory = memory_file::map_private(&mem_file, &state.regions)?;
     let devices: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&state.device_config).unwrap_or_default();
@@ -246,13 +242,33 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
     Ok(Vm::build_from(&valid, start, Origin::Snapshot(restore))?)
 }
 
+/// Opens a snapshot file for reading; it must be a regular file (a FIFO or
+/// a device there would block or stream forever). O_NONBLOCK keeps the open
+/// itself from waiting on a FIFO's writer.
+fn open_regular(path: &Path, what: &'static str) -> Result<File, SnapshotError> {
+    let err = |source| SnapshotError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
+    }
+    Ok(file)
+}
+
 fn read_state_file(path: &Path) -> Result<Vec<u8>, SnapshotError> {
     let err = |source| SnapshotError::File {
         what: "read the state file",
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(err)?;
+    let file = open_regular(path, "read the state file")?;
     let mut bytes = Vec::new();
     file.take(MAX_STATE_FILE as u64 + 1)
         .read_to_end(&mut bytes)

@@ -304,6 +304,26 @@ fn hostile_state_files_are_refused_with_a_clear_error() {
         ),
         "{e}"
     );
+    // A FIFO (or a device) in place of a file: refused, never waited on.
+    let fifo = files.state.with_extension("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (state, mem) in [(&fifo, &files.mem), (&files.state, &fifo)] {
+        let p = LoadParams {
+            state_path: state.clone(),
+            mem_path: mem.clone(),
+            ..files.params()
+        };
+        let e = err(load(&p, Instant::now()));
+        assert!(chain(&e).contains("not a regular file"), "{}", chain(&e));
+    }
+    std::fs::remove_file(&fifo).unwrap();
+    let p = LoadParams {
+        state_path: "/dev/zero".into(),
+        ..files.params()
+    };
+    assert!(chain(&err(load(&p, Instant::now()))).contains("not a regular file"));
     // A state file of a huge size is refused before it is parsed.
     let big = vec![0u8; MAX_STATE_FILE + 1];
     assert!(matches!(
