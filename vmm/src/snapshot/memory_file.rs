@@ -52,6 +52,21 @@ pub struct Written {
     pub data_bytes: u64,
 }
 
+/// Whether `path` is the file some region of `mem` is mapped from (a VM
+/// loaded from a snapshot): truncating it would pull the pages the guest
+/// has not touched out from under the mapping (SIGBUS, lost memory).
+pub fn backs(mem: &GuestMemoryMmap, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(path) else {
+        return false;
+    };
+    mem.iter().any(|r| {
+        r.file_offset()
+            .and_then(|fo| fo.file().metadata().ok())
+            .is_some_and(|m| (m.dev(), m.ino()) == (target.dev(), target.ino()))
+    })
+}
+
 /// The regions of `mem`, laid out back to back.
 pub fn layout(mem: &GuestMemoryMmap) -> Vec<Region> {
     let mut offset = 0;

@@ -41,6 +41,8 @@ pub enum SnapshotError {
     Unsupported(&'static str),
     #[error("a diff snapshot needs a VM built or loaded with track_dirty_pages")]
     DiffWithoutDirtyTracking,
+    #[error("{0} is the memory file this VM runs from: a full snapshot must go to another file")]
+    MemoryFileInUse(PathBuf),
     #[error("cannot {what} {path}")]
     File {
         what: &'static str,
@@ -117,6 +119,11 @@ pub fn create_typed(
     let t = Instant::now();
     if kind == SnapshotType::Diff && !vm.config.track_dirty_pages {
         return Err(SnapshotError::DiffWithoutDirtyTracking);
+    }
+    // A diff over that file is fine: it writes only pages the guest (or the
+    // VMM) wrote, which the private mapping holds as its own copies.
+    if kind == SnapshotType::Full && memory_file::backs(vm.memory(), mem_path) {
+        return Err(SnapshotError::MemoryFileInUse(mem_path.to_path_buf()));
     }
     if !vm.kernelless {
         return Err(SnapshotError::Unsupported("Linux guests"));

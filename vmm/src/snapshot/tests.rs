@@ -137,6 +137,13 @@ fn a_guest_snapshotted_mid_computation_finishes_with_the_uninterrupted_result() 
 
     let mut restored = load(&files.params(), Instant::now()).unwrap();
     restored.start().unwrap();
+    // A full snapshot over the file the VM runs from would truncate it under
+    // the guest: refused, and the guest runs on.
+    restored.pause(Duration::from_secs(2)).unwrap();
+    let again = Files::new("lcg-again");
+    let e = create(&restored, &again.state, &files.mem).unwrap_err();
+    assert!(matches!(e, SnapshotError::MemoryFileInUse(_)), "{e}");
+    restored.resume(Duration::from_secs(2)).unwrap();
     assert_eq!(restored.wait(), VmExit::Guest(expected & 0xff));
     let result: u64 = restored.memory().read_obj(GuestAddress(TOP - 8)).unwrap();
     assert_eq!(result, expected as u64);
