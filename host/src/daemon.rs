@@ -51,10 +51,9 @@ pub struct ServeArgs {
     #[arg(long, env = "EMBER_WASM_AGENT")]
     pub wasm_agent: Option<PathBuf>,
     /// How wasm functions run: `wasmtime` (compiled ahead of time by
-    /// `ember-wasm-compile`; opt-in until the hostile suite and the soak
-    /// pass with it: its in-memory artefact cache grows with every function
-    /// and its epoch vCPU loads a busy host) or `wasmi` (interpreted).
-    #[arg(long, default_value = "wasmi", value_parser = ["wasmtime", "wasmi"])]
+    /// `ember-wasm-compile` at create, at native speed) or `wasmi`
+    /// (interpreted: no compile step, 10-40x slower on compute).
+    #[arg(long, default_value = "wasmtime", value_parser = ["wasmtime", "wasmi"])]
     pub wasm_engine: String,
     /// The wasm compiler (default: `ember-wasm-compile` beside emberd).
     #[arg(long, env = "EMBER_WASM_COMPILE")]

@@ -64,3 +64,26 @@ def test_compiled_functions_run_and_the_caches_forget_deleted_code(make_emberd):
         assert json.loads(r["Payload"].read()) == {"who": n}
     e.stop()
     assert "compiling code" not in e.log(), e.log()
+
+
+def test_wasmtime_is_the_default_and_wasmi_stays_available(make_emberd):
+    # Without --wasm-engine the code is compiled at create (issue 15).
+    e = make_emberd([])
+    c = e.client()
+    create(c, "d", unique(wasm("echo"), "default"))
+    assert wait_for(lambda: artefacts(e)[1] == 1, timeout=120, interval=0.2), (artefacts(e), e.log())
+    r = c.invoke(FunctionName="d", Payload=b'{"engine": "default"}')
+    assert "FunctionError" not in r, r
+    assert json.loads(r["Payload"].read()) == {"engine": "default"}
+    assert "interpreted" not in e.log(), e.log()
+    e.stop()
+    # The interpreter, chosen by name: nothing is compiled, the call works.
+    i = make_emberd(["--wasm-engine", "wasmi"])
+    c = i.client()
+    create(c, "i", unique(wasm("echo"), "wasmi"))
+    r = c.invoke(FunctionName="i", Payload=b'{"engine": "wasmi"}')
+    assert "FunctionError" not in r, r
+    assert json.loads(r["Payload"].read()) == {"engine": "wasmi"}
+    assert "--wasm-engine wasmi: wasm functions are interpreted" in i.log(), i.log()
+    # (Same data directory: the first daemon's one artefact, no new one.)
+    assert len(index_files(i)) == 1, index_files(i)
