@@ -176,10 +176,14 @@ def test_2000_hostile_connections_leave_signed_calls_fast_and_are_closed(emberd)
               f"server closed {attacker.closed_by_server}")
         assert len(attacked) == 400
         assert attacker.opened >= 2000, (attacker.opened, attacker.connect_failures)
-        # 100 ms, or twice the clean p99 of this same run when the machine
-        # itself is slower than that (CI shares its cores): without the fix
-        # the signed client cannot even connect.
-        bound = max(0.100, 2 * p99(clean))
+        # 250 ms, or three times the clean p99 of this same run when the
+        # machine itself is slower than that: without the fix the signed
+        # client cannot even connect (15 s timeouts), so the bound is a
+        # regression guard, not a speed target (those are benchmarks). At
+        # load 8-11 here (other builds sharing the 2 cores) the attacked p99
+        # was 35-151 ms with a clean p99 of 24-76 ms, for either wasm engine:
+        # the old 100 ms / 2x bound failed on load alone.
+        bound = max(0.250, 3 * p99(clean))
         assert p99(attacked) < bound, \
             f"p99 {p99(attacked) * 1000:.1f} ms (clean {p99(clean) * 1000:.1f} ms)"
         # The attacker stops reconnecting (but keeps trickling): the server
