@@ -17,6 +17,10 @@ fn main() {
         println!("{}", jailer::USAGE);
         return;
     }
+    if args.first().is_some_and(|a| a == "--version" || a == "-V") {
+        println!("ember-jailer {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
     let cfg = match jailer::parse(args) {
         Ok(c) => c,
         Err(e) => {

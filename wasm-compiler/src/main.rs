@@ -32,6 +32,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--print-features" => return Ok(None),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("ember-wasm-compile {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
             "--memory-mib" => {
                 let v = it.next().ok_or("--memory-mib needs a value")?;
                 mib = Some(

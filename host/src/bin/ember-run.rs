@@ -110,7 +110,14 @@ fn parse_args() -> Result<Args, String> {
             "--quiet" => a.quiet = true,
             "--bench-cold" => a.bench_cold = value()?.parse().map_err(|_| "bad --bench-cold")?,
             "--bench-warm" => a.bench_warm = value()?.parse().map_err(|_| "bad --bench-warm")?,
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("ember-run {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             s => module = Some(PathBuf::from(s)),
         }

@@ -5,6 +5,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     name = "emberd",
+    version,
     about = "ember's host supervisor: the Lambda-compatible API over microVMs"
 )]
 struct Cli {

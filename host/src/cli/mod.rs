@@ -25,6 +25,7 @@ use client::{enc, ClientError, Conn, Response};
 #[derive(Parser)]
 #[command(
     name = "ember",
+    version,
     about = "ember: run functions in microVMs, Lambda-style"
 )]
 pub struct Cli {
