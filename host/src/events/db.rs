@@ -20,6 +20,7 @@ use super::model::{AttemptRecord, EventRecord, InvokeConfig, QueueMessage};
 use crate::store::dbfile::DbFile;
 use crate::util::split_scoped;
 use queued::Queued;
+pub use queued::Reservation;
 
 mod queued;
 use crate::store::{scan_prefix, StoreError};
@@ -316,6 +317,21 @@ impl Db {
         Ok(id)
     }
 
+    /// Admits a destination record for `queue` under its account's quota:
+    /// its bytes are held until the settle that writes it commits
+    /// ([`Db::kept`]) or the returned reservation is dropped. Refused with
+    /// [`StoreError::QueueQuota`] when the account's queued events and
+    /// unread records would exceed it.
+    pub fn admit_record(&self, queue: &str, msg: &QueueMessage) -> Result<Reservation<'_>> {
+        let bytes = to_vec(msg)?.len() as u64;
+        self.queued.reserve(split_scoped(queue).0, bytes)
+    }
+
+    /// The admitted record was committed.
+    pub fn kept(&self, r: Reservation<'_>) {
+        self.queued.kept(r);
+    }
+
     /// Sets the per-account quota on queued payload bytes (None: none).
     pub fn with_queue_quota(mut self, bytes: Option<u64>) -> Self {
         self.queued = Queued::new(bytes);
@@ -335,6 +351,16 @@ impl Db {
             for item in t.iter()? {
                 let (_, v) = item?;
                 events.push(serde_json::from_slice(v.value())?);
+            }
+        }
+        {
+            // Unread destination records count against their account too.
+            let messages = w.open_table(MESSAGES)?;
+            for item in messages.iter()? {
+                let (k, v) = item?;
+                let queue = k.value().rsplit_once('/').map_or(k.value(), |(q, _)| q);
+                self.queued
+                    .restore_records(split_scoped(queue).0, v.value().len() as u64);
             }
         }
         {
@@ -499,6 +525,7 @@ impl Db {
     /// Returns how many were removed.
     pub fn delete_messages(&self, queue: &str, message_id: Option<&str>) -> Result<u64> {
         let w = self.db.begin_write()?;
+        let mut freed = 0u64;
         let removed = {
             let mut t = w.open_table(MESSAGES)?;
             let prefix = format!("{queue}/");
@@ -511,6 +538,7 @@ impl Db {
                 let m: QueueMessage = serde_json::from_slice(v.value())?;
                 if message_id.is_none_or(|id| m.message_id == id) {
                     victims.push(k.value().to_string());
+                    freed += v.value().len() as u64;
                 }
             }
             for k in &victims {
@@ -527,6 +555,7 @@ impl Db {
             victims.len() as u64
         };
         w.commit()?;
+        self.queued.release(split_scoped(queue).0, freed);
         Ok(removed)
     }
 }

@@ -184,6 +184,7 @@ async fn deliver(
     match next {
         Next::Done => {
             let msg = record(&cfg.on_success, &ev, Condition::Success, &payload, resp);
+            let msg = admit(events, inv, &version, &ev, msg);
             settle(events, ev, false, Some(end), msg).await
         }
         Next::RetryAfter(d) => {
@@ -224,6 +225,41 @@ fn result_label(r: &CallResult) -> String {
         CallResult::Success(_) => "Success".into(),
         CallResult::FunctionError { error_type, .. } => format!("FunctionError:{error_type}"),
         CallResult::ServiceError(_) => "ServiceError".into(),
+    }
+}
+
+/// A destination record admitted under its account's quota, which holds
+/// its bytes until the settle that writes it commits.
+struct Admitted<'a> {
+    queue: String,
+    msg: model::QueueMessage,
+    held: db::Reservation<'a>,
+}
+
+/// Admits `record` (for `ev` of `version`) under its account's quota. A
+/// refused record is not delivered (Lambda's DestinationDeliveryFailures:
+/// the event itself is settled as it would be): logged and counted.
+fn admit<'a>(
+    events: &'a Events,
+    inv: &Invoker,
+    version: &str,
+    ev: &EventRecord,
+    record: Option<(String, model::QueueMessage)>,
+) -> Option<Admitted<'a>> {
+    let (queue, msg) = record?;
+    match events.db.admit_record(&queue, &msg) {
+        Ok(held) => Some(Admitted { queue, msg, held }),
+        Err(e) => {
+            inv.metrics()
+                .destination_delivery_failure(&ev.function, version);
+            eprintln!(
+                "emberd: destination record for event {} of {} not delivered to {}: {e}",
+                ev.request_id,
+                ev.function,
+                dest::queue_arn(&queue)
+            );
+            None
+        }
     }
 }
 
@@ -283,6 +319,7 @@ async fn give_up(
         None => events.db.payload(ev.seq).ok().flatten().unwrap_or_default(),
     };
     let msg = record(&cfg.on_failure, &ev, condition, &payload, resp);
+    let msg = admit(events, inv, version, &ev, msg);
     inv.metrics().async_event_dropped(&ev.function, version);
     if msg.is_none() && cfg.on_failure.is_some() {
         inv.metrics().dead_letter_error(&ev.function, version);
@@ -330,19 +367,29 @@ async fn settle(
     ev: EventRecord,
     keep: bool,
     end: Option<AttemptEnd>,
-    message: Option<(String, model::QueueMessage)>,
+    record: Option<Admitted<'_>>,
 ) -> Option<EventRecord> {
     let event = if keep {
         Settled::Keep(ev.clone())
     } else {
         Settled::Remove(ev.seq)
     };
+    let (message, held) = match record {
+        Some(r) => (Some((r.queue, r.msg)), Some(r.held)),
+        None => (None, None),
+    };
     let op = Op::Settle {
         event,
         end,
         message,
     };
-    match events.db.submit(op).await {
+    let r = events.db.submit(op).await;
+    if r.is_ok() {
+        if let Some(held) = held {
+            events.db.kept(held);
+        }
+    }
+    match r {
         Ok(_) if keep => Some(ev),
         Ok(_) => None,
         Err(e) => {

@@ -57,6 +57,7 @@ struct Series {
     async_age: Histogram,
     async_dropped: u64,
     dead_letter_errors: u64,
+    destination_failures: u64,
 }
 
 impl Default for Series {
@@ -72,6 +73,7 @@ impl Default for Series {
             async_age: Histogram::new(AGE_BUCKETS),
             async_dropped: 0,
             dead_letter_errors: 0,
+            destination_failures: 0,
         }
     }
 }
@@ -214,6 +216,12 @@ impl Metrics {
     /// Delivering a failed event to its on-failure destination failed.
     pub fn dead_letter_error(&self, function: &str, version: &str) {
         self.with(function, version, |s| s.dead_letter_errors += 1);
+    }
+
+    /// A destination record was not delivered (its account's queue quota
+    /// was full): Lambda's `DestinationDeliveryFailures`.
+    pub fn destination_delivery_failure(&self, function: &str, version: &str) {
+        self.with(function, version, |s| s.destination_failures += 1);
     }
 
     /// An `ember-vmm` took `d` from spawn to its agent's Ready.
@@ -369,6 +377,11 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         "ember_dead_letter_errors_total",
         "Failed deliveries of dropped events to their on-failure destination.",
         |s| s.dead_letter_errors,
+    ),
+    (
+        "ember_destination_delivery_failures_total",
+        "Destination records not delivered (the account's queue quota was full).",
+        |s| s.destination_failures,
     ),
 ];
 

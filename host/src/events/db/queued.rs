@@ -1,9 +1,10 @@
-//! Bytes of event payloads each account has queued (stored, not yet
-//! settled for good), and the per-account quota on them
+//! Bytes each account holds in the event store — payloads of queued events
+//! (stored, not yet settled for good) and destination records not yet read
+//! from its queues — and the per-account quota on them
 //! (`--account-queue-mib`): one tenant cannot fill the disk through the
-//! async queue. An event's bytes are reserved before its commit (so
-//! concurrent invokes cannot overshoot together) and released when the
-//! commit fails or the event is removed.
+//! async queue or its destinations. Bytes are reserved before their commit
+//! (so concurrent writers cannot overshoot together) and released when the
+//! commit fails, the event is removed or the record is deleted.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -71,7 +72,7 @@ impl Queued {
         if let Some(limit) = self.limit {
             if used.saturating_add(bytes) > limit {
                 return Err(StoreError::QueueQuota(format!(
-                    "Too many bytes of asynchronous events queued for account {account}: {used} of its {limit} are waiting for delivery. Retry later."
+                    "Too many bytes queued for account {account}: {used} of its {limit} are held by asynchronous events waiting for delivery and destination records not yet read. Retry later."
                 )));
             }
         }
@@ -90,6 +91,26 @@ impl Queued {
         self.lock()
             .by_seq
             .insert(seq, (std::mem::take(&mut r.account), r.bytes));
+    }
+
+    /// The reserved destination record committed: its bytes stay counted
+    /// until [`Queued::release`].
+    pub fn kept(&self, mut r: Reservation<'_>) {
+        r.done = true;
+    }
+
+    /// Destination records of `account` (`bytes` in all) were deleted.
+    pub fn release(&self, account: &str, bytes: u64) {
+        self.sub(&mut self.lock(), account, bytes);
+    }
+
+    /// Destination records of `account` found in the store at open.
+    pub fn restore_records(&self, account: &str, bytes: u64) {
+        *self
+            .lock()
+            .by_account
+            .entry(account.to_string())
+            .or_default() += bytes;
     }
 
     /// An event found in the store at open.

@@ -192,3 +192,71 @@ fn queue_pages_and_config_prefixes_stay_within_their_owner() {
     assert_eq!(db.delete_configs("f", None).unwrap(), 2);
     assert!(db.get_config("f2", "$LATEST").unwrap().is_some());
 }
+
+/// Regression (issue 13): destination records counted against no quota, so
+/// a tenant whose queues nobody read could fill the disk through them. Now
+/// unread records share the account's queue quota with its queued events:
+/// a record over it is refused, deleting records frees their bytes, and the
+/// count survives a reopen.
+#[test]
+fn unread_destination_records_count_against_the_accounts_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let rt = rt();
+    let settle_with = |db: &Db, queue: &str, msg: &QueueMessage| {
+        let held = db.admit_record(queue, msg)?;
+        let op = Op::Settle {
+            event: Settled::Remove(999),
+            end: None,
+            message: Some((queue.to_string(), msg.clone())),
+        };
+        rt.block_on(db.submit(op)).unwrap();
+        db.kept(held);
+        Ok::<(), StoreError>(())
+    };
+    // Each record its own message id, all of one size.
+    let big = || message(json!({"pad": "x".repeat(600)}));
+    let size = serde_json::to_vec(&big()).unwrap().len() as u64;
+    {
+        let db = Db::open(&path)
+            .unwrap()
+            .with_queue_quota(Some(2 * size + size / 2));
+        settle_with(&db, "111111111111:q", &big()).unwrap();
+        settle_with(&db, "111111111111:q", &big()).unwrap();
+        // The third would exceed 2.5 records' worth: refused, not written.
+        let refused = settle_with(&db, "111111111111:q", &big());
+        assert!(
+            matches!(refused, Err(StoreError::QueueQuota(_))),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(
+            db.queues().unwrap(),
+            vec![("111111111111:q".to_string(), 2)]
+        );
+        // Another account is not affected, and neither are its events.
+        settle_with(&db, "222222222222:q", &big()).unwrap();
+        // Records held also refuse the account's new events.
+        let mut ev = event("e");
+        ev.function = "111111111111:f".into();
+        let payload = bytes::Bytes::from(vec![b'1'; size as usize]);
+        let r = rt.block_on(db.submit(Op::Enqueue(ev, payload)));
+        assert!(matches!(r, Err(DbError::Store(StoreError::QueueQuota(_)))));
+    }
+    // Reopened: the two unread records still count.
+    let db = Db::open(&path)
+        .unwrap()
+        .with_queue_quota(Some(2 * size + size / 2));
+    db.recover(1).unwrap();
+    assert!(settle_with(&db, "111111111111:q", &big()).is_err());
+    // Reading does not free them; deleting one does.
+    let (msgs, _) = db.read_queue("111111111111:q", None, 10).unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert!(settle_with(&db, "111111111111:q", &big()).is_err());
+    assert_eq!(
+        db.delete_messages("111111111111:q", Some(&msgs[0].message_id))
+            .unwrap(),
+        1
+    );
+    settle_with(&db, "111111111111:q", &big()).unwrap();
+}
