@@ -122,3 +122,54 @@ def test_queued_event_quota(make_emberd):
     assert wait_for(lambda: json.loads(e.raw("GET", "/ember/async")[2])["Stored"] == 0, timeout=10)
     event(a, "failing")
     assert e.proc.poll() is None
+
+
+def test_unread_destination_records_count_against_the_quota(make_emberd):
+    # Each success record carries the 200 KiB request (and the echo): a
+    # 1 MiB quota holds a few unread records, then the next event still
+    # runs but its record does not fit.
+    quota = 1 << 20
+    e = make_emberd(["--account-queue-mib", "1"])
+    c = e.client()
+    create(c, "echo", wasm("echo"))
+    c.put_function_event_invoke_config(FunctionName="echo", DestinationConfig={
+        "OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:ok"}})
+    payload = json.dumps({"pad": "x" * (200 * KIB)}).encode()
+
+    def event():
+        r = c.invoke(FunctionName="echo", InvocationType="Event", Payload=payload)
+        assert r["StatusCode"] == 202
+        return r["ResponseMetadata"]["RequestId"]
+
+    def queue():
+        status, _, body = e.raw("GET", "/ember/queues/ok?MaxItems=100")
+        assert status == 200, body
+        return json.loads(body)["Messages"]
+
+    def failures():
+        text = e.raw("GET", "/metrics")[2].decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("ember_destination_delivery_failures_total{"))
+
+    # One event at a time, each settled (record delivered or refused)
+    # before the next, until a record is refused.
+    rid = None
+    for sent in range(1, 11):
+        rid = event()
+        assert wait_for(lambda: len(queue()) + failures() == sent, timeout=60), \
+            (sent, len(queue()), failures(), e.log())
+        if failures():
+            break
+    assert failures() == 1, (len(queue()), e.log())
+    held = queue()
+    assert 1 <= len(held) < sent
+    assert sum(len(json.dumps(m["Body"])) for m in held) <= quota
+    # The refused record is logged with its event (the event itself ran).
+    assert f"destination record for event {rid}" in e.log(), e.log()
+    # Deleting the unread records frees the quota: records flow again.
+    for m in held:
+        assert e.raw("DELETE", f"/ember/queues/ok?MessageId={m['MessageId']}")[0] in (200, 204)
+    event()
+    assert wait_for(lambda: len(queue()) == 1, timeout=60), (queue(), e.log())
+    assert failures() == 1
+    assert e.proc.poll() is None

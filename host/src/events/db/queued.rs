@@ -72,7 +72,7 @@ impl Queued {
         if let Some(limit) = self.limit {
             if used.saturating_add(bytes) > limit {
                 return Err(StoreError::QueueQuota(format!(
-                    "Too many bytes queued for account {account}: {used} of its {limit} are held by asynchronous events waiting for delivery and destination records not yet read. Retry later."
+                    "Too many bytes queued for account {account}: {used} of its {limit} are held by asynchronous events queued for delivery and by destination records not yet read. Retry later."
                 )));
             }
         }
