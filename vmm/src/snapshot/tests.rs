@@ -66,6 +66,26 @@ fn started_vm(code: &[u8], tag: &str) -> Vm {
     vm
 }
 
+/// Pauses `vm` once its loop counter (rcx, counting down from `from`) has
+/// moved below `below` and is not yet 0: mid-loop, however late the vCPU
+/// thread got the CPU on a loaded machine.
+fn pause_mid_loop(vm: &Vm, below: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        vm.pause(Duration::from_secs(2)).unwrap();
+        let rcx = vm.save_vcpus(Duration::from_secs(2)).unwrap()[0].regs.rcx;
+        if rcx > 0 && rcx < below {
+            return rcx;
+        }
+        assert!(
+            Instant::now() < until,
+            "the guest loop never moved: rcx {rcx}"
+        );
+        vm.resume(Duration::from_secs(2)).unwrap();
+    }
+}
+
 struct Files {
     state: PathBuf,
     mem: PathBuf,
@@ -122,8 +142,7 @@ fn a_guest_snapshotted_mid_computation_finishes_with_the_uninterrupted_result() 
 
     let files = Files::new("lcg");
     let mut vm = started_vm(&lcg_code(n), "lcg-snap");
-    std::thread::sleep(Duration::from_millis(30));
-    vm.pause(Duration::from_secs(2)).unwrap();
+    pause_mid_loop(&vm, n as u64);
     let report = create(&vm, &files.state, &files.mem).unwrap();
     vm.stop();
     drop(vm);
@@ -410,17 +429,15 @@ fn a_diff_snapshot_over_a_full_one_restores_the_later_state() {
     std::fs::remove_file(path).unwrap();
     vm.start().unwrap();
     let (full, diff) = (Files::new("full"), Files::new("diff"));
-    std::thread::sleep(Duration::from_millis(20));
-    vm.pause(Duration::from_secs(2)).unwrap();
+    let c1 = pause_mid_loop(&vm, rounds as u64);
     create(&vm, &full.state, &full.mem).unwrap();
-    let at_full = VmState::from_bytes(&std::fs::read(&full.state).unwrap()).unwrap();
     vm.resume(Duration::from_secs(2)).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
-    vm.pause(Duration::from_secs(2)).unwrap();
+    pause_mid_loop(&vm, c1);
     std::fs::copy(&full.mem, &diff.mem).unwrap();
     let r = create_typed(&vm, &diff.state, &diff.mem, SnapshotType::Diff).unwrap();
     vm.stop();
     drop(vm);
+    let at_full = VmState::from_bytes(&std::fs::read(&full.state).unwrap()).unwrap();
     let at_diff = VmState::from_bytes(&std::fs::read(&diff.state).unwrap()).unwrap();
     let (c1, c2) = (at_full.vcpus[0].regs.rcx, at_diff.vcpus[0].regs.rcx);
     assert!(c2 > 0 && c2 < c1, "not mid-loop twice: rcx {c1} then {c2}");

@@ -1,5 +1,6 @@
 //! Snapshot test guest (tests/tests/snapshot.rs). Command line:
-//! - `compute N`: draws a random number, runs N rounds of an LCG, then
+//! - `compute N`: draws a random number, prints `computing`, runs N rounds
+//!   of an LCG, then
 //!   prints `result=<hex> random=<hex> generation=<n>` (the draw after the
 //!   loop, so a snapshot taken mid-loop shows whether clones reseed);
 //! - `ready [quiet]`: draws a random number, prints `ready`, spins until a
@@ -39,6 +40,7 @@ fn main(info: &'static StartInfo) -> i32 {
 fn compute(rounds: u64) -> i32 {
     let mut rng = Random::new();
     let before = rng.u64();
+    println!("computing");
     let mut x = 0u32;
     for _ in 0..rounds {
         x = x.wrapping_mul(0x41c6_4e6d).wrapping_add(12345);
