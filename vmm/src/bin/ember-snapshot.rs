@@ -175,6 +175,7 @@ fn load(a: &Args) -> Result<i32, CliError> {
     let params = LoadParams {
         state_path: need(&a.state, "--state")?,
         mem_path: need(&a.mem_file, "--mem-file")?,
+        backend: snapshot::MemBackend::File,
         console: console(a),
         timeout_ms: a.timeout_ms,
         track_dirty_pages: false,

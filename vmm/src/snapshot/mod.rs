@@ -9,6 +9,7 @@
 pub(crate) mod codec;
 pub mod memory_file;
 pub mod state;
+pub mod uffd;
 pub(crate) mod vcpu_state;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub enum SnapshotError {
     State(#[from] StateError),
     #[error(transparent)]
     Memory(#[from] MemoryFileError),
+    #[error(transparent)]
+    Uffd(#[from] uffd::UffdError),
     #[error("snapshot config")]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -205,12 +208,25 @@ fn create_file(path: &Path) -> Result<File, SnapshotError> {
         })
 }
 
+/// Where a loaded guest's memory comes from (Firecracker's
+/// `mem_backend.backend_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemBackend {
+    /// `mem_path` is the memory file, mapped private and lazily.
+    File,
+    /// `mem_path` is the Unix socket of a page-fault handler that gets a
+    /// userfaultfd for the guest's memory (`uffd.rs`).
+    Uffd,
+}
+
 /// What [`load`] needs besides the two files: where the console goes and
 /// how long the restored guest may run.
 #[derive(Debug, Clone)]
 pub struct LoadParams {
     pub state_path: PathBuf,
+    /// The memory file, or the handler's socket (`backend`).
     pub mem_path: PathBuf,
+    pub backend: MemBackend,
     pub console: ConsoleConfig,
     pub timeout_ms: Option<u64>,
     /// Log the pages the guest writes, for diff snapshots of the loaded VM
@@ -223,8 +239,13 @@ pub struct LoadParams {
 /// memory file mapped private and lazily (`mem_backend` File).
 pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
     let state = VmState::from_bytes(&read_state_file(&params.state_path)?)?;
-    let mem_file = open_regular(&params.mem_path, "open the memory file")?;
-    let memory = memory_file::map_private(&mem_file, &state.regions)?;
+    let memory = match params.backend {
+        MemBackend::File => {
+            let mem_file = open_regular(&params.mem_path, "open the memory file")?;
+            memory_file::map_private(&mem_file, &state.regions)?
+        }
+        MemBackend::Uffd => uffd::map(&params.mem_path, state.mem_size >> 20, &state.regions)?,
+    };
     let devices: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&state.device_config).unwrap_or_default();
     let cfg = VmConfig {
@@ -365,3 +386,5 @@ fn serial_state(s: &SerialRegs) -> SerialState {
 mod fuzz_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uffd_tests;

@@ -16,7 +16,7 @@ use crate::config::{ConsoleConfig, VmConfig};
 use crate::exit::VmExit;
 
 const MEM_MIB: u64 = 16;
-const TOP: u64 = MEM_MIB << 20;
+pub(super) const TOP: u64 = MEM_MIB << 20;
 
 /// An LCG of `n` rounds: `mov ecx,n; xor eax,eax; L: imul eax,eax,0x41c64e6d;
 /// add eax,12345; dec ecx; jnz L; mov [rsp],rax; out 0xf4,al; jmp $`.
@@ -86,9 +86,9 @@ fn pause_mid_loop(vm: &Vm, below: u64) -> u64 {
     }
 }
 
-struct Files {
-    state: PathBuf,
-    mem: PathBuf,
+pub(super) struct Files {
+    pub state: PathBuf,
+    pub mem: PathBuf,
 }
 
 impl Files {
@@ -100,10 +100,11 @@ impl Files {
         }
     }
 
-    fn params(&self) -> LoadParams {
+    pub fn params(&self) -> LoadParams {
         LoadParams {
             state_path: self.state.clone(),
             mem_path: self.mem.clone(),
+            backend: MemBackend::File,
             console: ConsoleConfig::Off,
             timeout_ms: Some(30_000),
             track_dirty_pages: false,
@@ -119,7 +120,7 @@ impl Drop for Files {
 }
 
 /// A snapshot of the clone guest, spinning before any clone ran.
-fn clone_snapshot(tag: &str) -> Files {
+pub(super) fn clone_snapshot(tag: &str) -> Files {
     let files = Files::new(tag);
     let vm = started_vm(&clone_code(), tag);
     std::thread::sleep(Duration::from_millis(5));
