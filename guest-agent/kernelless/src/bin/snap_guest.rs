@@ -1,8 +1,8 @@
 //! Snapshot test guest (tests/tests/snapshot.rs). Command line:
 //! - `compute N`: draws a random number, prints `computing`, runs N rounds
-//!   of an LCG, then
-//!   prints `result=<hex> random=<hex> generation=<n>` (the draw after the
-//!   loop, so a snapshot taken mid-loop shows whether clones reseed);
+//!   of an LCG, then prints `result=<hex> random=<hex> generation=<n>` (the
+//!   draw after the loop, so a snapshot taken mid-loop shows whether clones
+//!   reseed);
 //! - `ready [quiet]`: draws a random number, prints `ready`, spins until a
 //!   snapshot load bumps the generation, then prints `random=<hex>
 //!   generation=<n>` (`quiet`: exits at once with code 7 instead: the first
@@ -10,7 +10,8 @@
 //! - `exit`: exits with code 7 at once (the same guest's fresh-boot peer);
 //! - `touch MIB`: writes MIB MiB of heap, prints `touched`, spins until a
 //!   load, reads the same pages back (no writes: they stay shared with the
-//!   memory file), prints `resumed sum=<n>`, sleeps 5 s, exits 0.
+//!   memory file), prints `resumed sum=<n>`, sleeps 20 s (the test measures
+//!   it meanwhile, then kills it), exits 0.
 #![no_std]
 #![no_main]
 
@@ -92,6 +93,6 @@ fn touch(info: &StartInfo, mib: u64) -> i32 {
         sum = sum.wrapping_add(unsafe { core::ptr::read_volatile(addr as *const u64) });
     }
     println!("resumed sum={sum}");
-    ember_rt::sleep(5_000_000);
+    ember_rt::sleep(20_000_000);
     0
 }
