@@ -33,7 +33,7 @@ need_apt=()
 for pair in qemu-system-x86_64:qemu-system-x86 clang:clang ld.lld:lld wat2wasm:wabt \
             mksquashfs:squashfs-tools mkfs.ext4:e2fsprogs \
             as:binutils objcopy:binutils \
-            ip:iproute2 openssl:openssl; do
+            ip:iproute2 openssl:openssl prometheus:prometheus; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// (every other request, and /metrics from elsewhere, must be signed).
     #[arg(long)]
     pub metrics_no_auth_on_loopback: bool,
+    /// Serve `GET /metrics` (the host-wide view) to clients that send
+    /// `Authorization: Bearer TOKEN` with the token in this file (16+
+    /// printable characters; the file must not be readable by others), for
+    /// scrapers that cannot sign requests, such as Prometheus.
+    #[arg(long)]
+    pub metrics_token_file: Option<PathBuf>,
     /// Refuse a request whose signature was already accepted (a replay
     /// within the 5-minute clock window). Off by default: it keeps every
     /// signature of the last 10 minutes in memory.
@@ -147,6 +153,8 @@ pub enum DaemonError {
     Preflight(Vec<crate::preflight::Problem>),
     #[error("credentials")]
     Credentials(#[from] crate::auth::creds::CredError),
+    #[error("metrics token")]
+    MetricsToken(#[from] crate::auth::bearer::TokenError),
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
     #[error("function logs")]
@@ -256,6 +264,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
     let mut auth = crate::auth::Authenticator::new(creds_path.clone());
     auth.metrics_open_on_loopback = args.metrics_no_auth_on_loopback;
+    if let Some(path) = &args.metrics_token_file {
+        auth.metrics_token = Some(crate::auth::bearer::MetricsToken::load(path)?);
+    }
     if args.replay_cache {
         auth.replay = Some(crate::auth::replay::ReplayCache::new());
     }

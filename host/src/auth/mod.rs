@@ -5,6 +5,7 @@
 //! runs. Verification is two steps so that Invoke can verify the headers,
 //! start its environment and only then read a body whose hash was signed.
 
+pub mod bearer;
 pub mod creds;
 pub mod replay;
 pub mod sigv4;
@@ -102,6 +103,8 @@ pub struct Authenticator {
     keys: KeyRing,
     /// Serve `GET /metrics` without a signature to loopback peers.
     pub metrics_open_on_loopback: bool,
+    /// Serve `GET /metrics` to a client presenting this bearer token.
+    pub metrics_token: Option<bearer::MetricsToken>,
     /// Refuse a second request with an already accepted signature.
     pub replay: Option<replay::ReplayCache>,
 }
@@ -154,6 +157,7 @@ impl Authenticator {
         Authenticator {
             keys: KeyRing::new(credentials_file),
             metrics_open_on_loopback: false,
+            metrics_token: None,
             replay: None,
         }
     }
@@ -162,12 +166,27 @@ impl Authenticator {
         self.keys.path()
     }
 
-    /// Whether this request may skip authentication.
-    pub fn exempt(&self, method: &hyper::Method, path: &str, source: &SocketAddr) -> bool {
-        self.metrics_open_on_loopback
-            && method == hyper::Method::GET
-            && path == "/metrics"
-            && source.ip().is_loopback()
+    /// Whether this request may skip the signature: `GET /metrics` from
+    /// loopback when the operator opened it, or with the metrics bearer
+    /// token.
+    pub fn exempt(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        source: &SocketAddr,
+        headers: &hyper::HeaderMap,
+    ) -> bool {
+        if method != hyper::Method::GET || path != "/metrics" {
+            return false;
+        }
+        let token = || {
+            let header = headers.get("authorization").map(|v| v.as_bytes());
+            self.metrics_token
+                .as_ref()
+                .zip(header)
+                .is_some_and(|(t, h)| t.accepts(h))
+        };
+        (self.metrics_open_on_loopback && source.ip().is_loopback()) || token()
     }
 
     /// Step one: the `Authorization` header parsed, the key known, the scope

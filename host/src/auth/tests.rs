@@ -147,9 +147,37 @@ fn metrics_exemption_is_loopback_get_only_and_off_by_default() {
     let (_d, mut a, _) = setup();
     let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let remote: SocketAddr = "10.0.0.2:1".parse().unwrap();
-    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &lo));
+    let none = hyper::HeaderMap::new();
+    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &lo, &none));
     a.metrics_open_on_loopback = true;
-    assert!(a.exempt(&hyper::Method::GET, "/metrics", &lo));
-    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &remote));
-    assert!(!a.exempt(&hyper::Method::GET, "/2015-03-31/functions", &lo));
+    assert!(a.exempt(&hyper::Method::GET, "/metrics", &lo, &none));
+    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &remote, &none));
+    assert!(!a.exempt(&hyper::Method::GET, "/2015-03-31/functions", &lo, &none));
+}
+
+#[test]
+fn metrics_bearer_token_opens_get_metrics_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, mut a, _) = setup();
+    let path = d.path().join("metrics.token");
+    std::fs::write(&path, "prometheus-scrape-token\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let remote: SocketAddr = "10.0.0.2:1".parse().unwrap();
+    let mut good = hyper::HeaderMap::new();
+    good.insert(
+        "authorization",
+        "Bearer prometheus-scrape-token".parse().unwrap(),
+    );
+    let mut bad = hyper::HeaderMap::new();
+    bad.insert(
+        "authorization",
+        "Bearer prometheus-scrape-tokem".parse().unwrap(),
+    );
+    // No token configured: a bearer header is no exemption.
+    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &remote, &good));
+    a.metrics_token = Some(crate::auth::bearer::MetricsToken::load(&path).unwrap());
+    assert!(a.exempt(&hyper::Method::GET, "/metrics", &remote, &good));
+    assert!(!a.exempt(&hyper::Method::GET, "/metrics", &remote, &bad));
+    assert!(!a.exempt(&hyper::Method::POST, "/metrics", &remote, &good));
+    assert!(!a.exempt(&hyper::Method::GET, "/2015-03-31/functions", &remote, &good));
 }

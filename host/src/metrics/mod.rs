@@ -12,6 +12,7 @@
 
 pub mod expo;
 pub mod host;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -318,6 +319,8 @@ impl Metrics {
             &[],
             inner.audit_write_errors as f64,
         );
+        process::Usage::collect().render(&mut e);
+        process::render_build_info(&mut e);
         e.finish()
     }
 }

@@ -171,7 +171,9 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let mut audit = audit::Draft::new(&parts, source);
     let result = async {
-        let exempt = app.auth.exempt(&parts.method, parts.uri.path(), &source);
+        let exempt = app
+            .auth
+            .exempt(&parts.method, parts.uri.path(), &source, &parts.headers);
         let pending = if exempt {
             None
         } else {
@@ -191,7 +193,8 @@ async fn handle(
             .and_then(|(segs, query)| Ok((api::route(&parts.method, &segs)?, segs, query)));
         let (caller, body, routed) = match (pending, routed) {
             // Exempt: `GET /metrics` from loopback, which the operator
-            // opened with --metrics-no-auth-on-loopback for a local scraper.
+            // opened with --metrics-no-auth-on-loopback for a local scraper,
+            // or with the --metrics-token-file bearer token.
             (None, routed) => (
                 Caller {
                     operator: true,
