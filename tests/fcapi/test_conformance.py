@@ -78,7 +78,7 @@ PRE_BOOT = {
     "patchGuestNetworkInterfaceByID": NOT_BEFORE,
     "createSnapshot": NOT_BEFORE,
     "patchVm": NOT_BEFORE,
-    "loadSnapshot": "snapshots",
+    "loadSnapshot": "after configuring boot-specific resources",
     "putEntropyDevice": "entropy",
 }
 
@@ -92,7 +92,7 @@ POST_BOOT = {
     "loadSnapshot": NOT_AFTER,
     "patchGuestDriveByID": "updating a drive after boot",
     "patchGuestNetworkInterfaceByID": "updating a network interface after boot",
-    "createSnapshot": "snapshots",
+    "createSnapshot": "must be paused",
     "patchVm": None,
 }
 

@@ -71,6 +71,10 @@ fn invocation(a: VmmArgs) -> Result<Invocation, CliError> {
         seccomp: !a.no_seccomp,
         landlock: !a.no_landlock,
         test_hook: a.test_hook.as_deref().map(TestHook::parse).transpose()?,
+        api_dir: api_sock.as_ref().map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }),
     };
     let mut config = match &a.config_file {
         Some(path) => VmConfig::from_file(path.as_ref())?,

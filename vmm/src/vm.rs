@@ -322,7 +322,7 @@ impl Vm {
             return Err(VmError::State("start", "the VM was already started"));
         };
         // Everything the VM needs is open: Landlock before the first thread.
-        crate::sandbox::restrict_filesystem::<&str>(&[]).map_err(|e| {
+        crate::sandbox::restrict_filesystem(&crate::sandbox::writable_dirs()).map_err(|e| {
             VmError::Io(
                 "cannot apply the Landlock sandbox",
                 std::io::Error::other(e),

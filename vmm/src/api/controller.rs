@@ -5,20 +5,24 @@
 //! [`ActionError`]. It knows nothing of HTTP (the server turns both into
 //! responses).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::metrics::ApiMetrics;
-use super::request::{Action, BootSource, MachineConfig, MachineConfigPatch};
+use super::request::{
+    Action, BackendType, BootSource, MachineConfig, MachineConfigPatch, SnapshotCreate,
+    SnapshotLoad, SnapshotType,
+};
 use crate::config::{ConfigError, ConsoleConfig, LoggerConfig, VmConfig, MAX_VCPUS};
 use crate::device_manager::{block, net, vsock};
 use crate::devices::DeviceError;
 use crate::exit::VmExit;
 use crate::logger::{self, error_line, Level};
 use crate::memory::{MAX_MEM_MIB, MIN_MEM_MIB};
+use crate::snapshot::{self, LoadParams};
 use crate::vm::{Vm, VmError};
 
 /// How long pausing or resuming the vCPUs may take.
@@ -63,6 +67,8 @@ pub enum ActionError {
     Open(&'static str, String),
     #[error("{0}")]
     Logger(String),
+    #[error("Snapshot: {0}")]
+    Snapshot(String),
 }
 
 enum Phase {
@@ -79,6 +85,8 @@ pub struct Controller {
     phase: Phase,
     logger: Option<Value>,
     metrics: ApiMetrics,
+    /// A boot-specific resource was configured (a snapshot load is then refused).
+    configured: bool,
 }
 
 impl Controller {
@@ -92,6 +100,7 @@ impl Controller {
             phase: Phase::NotStarted,
             logger: None,
             metrics: ApiMetrics::default(),
+            configured: false,
         }
     }
 
@@ -144,6 +153,24 @@ impl Controller {
     }
 
     fn apply(&mut self, action: Action) -> Result<Reply, ActionError> {
+        // Boot-specific resources (a snapshot load is refused after them).
+        let configures = matches!(
+            action,
+            Action::PutBootSource(_)
+                | Action::PutMachineConfig(_)
+                | Action::PatchMachineConfig(_)
+                | Action::PutDrive(_)
+                | Action::PutNet(_)
+                | Action::PutVsock(_)
+        );
+        let result = self.apply_inner(action);
+        if result.is_ok() && configures {
+            self.configured = true;
+        }
+        result
+    }
+
+    fn apply_inner(&mut self, action: Action) -> Result<Reply, ActionError> {
         use Action::*;
         let pre_boot_only = matches!(
             action,
@@ -176,6 +203,7 @@ impl Controller {
         if post_boot_only && !self.booted() {
             return Err(ActionError::NotSupportedPreBoot);
         }
+
         match action {
             DescribeInstance => Ok(Reply::Json(json!({
                 "id": self.id,
@@ -227,7 +255,8 @@ impl Controller {
             }
             Pause => self.set_paused(true),
             Resume => self.set_paused(false),
-            CreateSnapshot(_) | LoadSnapshot(_) => Err(unsupported("snapshots yet")),
+            CreateSnapshot(c) => self.create_snapshot(c),
+            LoadSnapshot(l) => self.load_snapshot(l),
             Unsupported(what) => Err(unsupported(what)),
         }
     }
@@ -380,6 +409,82 @@ impl Controller {
             Vm::build(&valid, self.start).map_err(|e| ActionError::Start(error_line(&e)))?;
         vm.start()
             .map_err(|e: VmError| ActionError::Start(error_line(&e)))?;
+        self.phase = Phase::Running {
+            vm: Box::new(vm),
+            paused: false,
+        };
+        Ok(Reply::Empty)
+    }
+
+    /// `PUT /snapshot/create`: a full snapshot of the paused VM
+    /// (`snapshot::create`).
+    fn create_snapshot(&mut self, c: SnapshotCreate) -> Result<Reply, ActionError> {
+        if c.snapshot_type == Some(SnapshotType::Diff) {
+            return Err(unsupported("Diff snapshots"));
+        }
+        let Phase::Running { vm, paused } = &self.phase else {
+            return Err(ActionError::NotSupportedPreBoot);
+        };
+        if !paused {
+            return Err(ActionError::Snapshot(
+                "the microVM must be paused (PATCH /vm Paused) first".into(),
+            ));
+        }
+        let report = snapshot::create(vm, Path::new(&c.snapshot_path), Path::new(&c.mem_file_path))
+            .map_err(|e| ActionError::Snapshot(error_line(&e)))?;
+        crate::log_info!(
+            "snapshot created in {} us: state {} bytes, memory data {} bytes",
+            report.elapsed.as_micros(),
+            report.state_bytes,
+            report.memory_data_bytes
+        );
+        Ok(Reply::Empty)
+    }
+
+    /// `PUT /snapshot/load`: only on a fresh VMM (nothing configured but
+    /// logger and metrics), memory from a file (`File` backend or
+    /// `mem_file_path`), resumed at once (`resume_vm: true`).
+    fn load_snapshot(&mut self, l: SnapshotLoad) -> Result<Reply, ActionError> {
+        if self.configured {
+            return Err(ActionError::Snapshot(
+                "Loading a microVM snapshot not allowed after configuring boot-specific resources."
+                    .into(),
+            ));
+        }
+        let mem_path = match (&l.mem_file_path, &l.mem_backend) {
+            (Some(p), None) => p.clone(),
+            (None, Some(b)) if b.backend_type == BackendType::File => b.backend_path.clone(),
+            (None, Some(_)) => return Err(unsupported("the Uffd memory backend")),
+            _ => {
+                return Err(ActionError::Snapshot(
+                    "exactly one of mem_backend and mem_file_path must be given".into(),
+                ))
+            }
+        };
+        if l.track_dirty_pages == Some(true) || l.enable_diff_snapshots == Some(true) {
+            return Err(unsupported("track_dirty_pages (dirty page tracking)"));
+        }
+        if l.network_overrides.as_ref().is_some_and(|n| !n.is_empty()) || l.vsock_override.is_some()
+        {
+            return Err(unsupported("device overrides on snapshot load"));
+        }
+        if l.clock_realtime == Some(true) {
+            return Err(unsupported("clock_realtime"));
+        }
+        if l.resume_vm != Some(true) {
+            return Err(unsupported(
+                "loading a snapshot without resume_vm (a paused load)",
+            ));
+        }
+        let params = LoadParams {
+            state_path: PathBuf::from(&l.snapshot_path),
+            mem_path: PathBuf::from(mem_path),
+            console: self.config.console.clone(),
+            timeout_ms: None,
+        };
+        let mut vm = snapshot::load(&params, self.start)
+            .map_err(|e| ActionError::Snapshot(error_line(&e)))?;
+        vm.start().map_err(|e| ActionError::Start(error_line(&e)))?;
         self.phase = Phase::Running {
             vm: Box::new(vm),
             paused: false,

@@ -39,8 +39,8 @@ pub enum Action {
     FlushMetrics,
     Pause,
     Resume,
-    CreateSnapshot(Value),
-    LoadSnapshot(Value),
+    CreateSnapshot(SnapshotCreate),
+    LoadSnapshot(SnapshotLoad),
     /// An operation of the description ember does not implement: answered
     /// 400 naming the feature.
     Unsupported(&'static str),
@@ -94,6 +94,52 @@ pub struct Metrics {
 pub struct Serial {
     pub serial_out_path: Option<String>,
     pub rate_limiter: Option<Value>,
+}
+
+/// `SnapshotCreateParams`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    pub snapshot_path: String,
+    pub mem_file_path: String,
+    pub snapshot_type: Option<SnapshotType>,
+}
+
+/// `SnapshotCreateParams.snapshot_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SnapshotType {
+    Full,
+    Diff,
+}
+
+/// `MemoryBackend`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryBackend {
+    pub backend_type: BackendType,
+    pub backend_path: String,
+}
+
+/// `MemoryBackend.backend_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BackendType {
+    File,
+    Uffd,
+}
+
+/// `SnapshotLoadParams`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLoad {
+    pub snapshot_path: String,
+    pub mem_file_path: Option<String>,
+    pub mem_backend: Option<MemoryBackend>,
+    pub enable_diff_snapshots: Option<bool>,
+    pub track_dirty_pages: Option<bool>,
+    pub resume_vm: Option<bool>,
+    pub network_overrides: Option<Vec<Value>>,
+    pub vsock_override: Option<Value>,
+    pub clock_realtime: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,15 @@ pub const KVM_RUN: u64 = io(0x80);
 pub const KVM_GET_REGS: u64 = ior(0x81, std::mem::size_of::<kvm_bindings::kvm_regs>());
 /// `KVM_GET_SREGS` (the crash report reads CR2).
 pub const KVM_GET_SREGS: u64 = ior(0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+/// What a paused vCPU thread reads for a snapshot (`VcpuState::save`):
+/// `KVM_GET_FPU`, `KVM_GET_XCRS`, `KVM_GET_XSAVE`, `KVM_GET_MSRS`.
+pub const KVM_GET_FPU: u64 = ior(0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu>());
+pub const KVM_GET_XCRS: u64 = ior(0xa6, std::mem::size_of::<kvm_bindings::kvm_xcrs>());
+pub const KVM_GET_XSAVE: u64 = ior(0xa4, std::mem::size_of::<kvm_bindings::kvm_xsave>());
+pub const KVM_GET_MSRS: u64 = (3 << 30)
+    | ((std::mem::size_of::<kvm_bindings::kvm_msrs>() as u64) << 16)
+    | (KVMIO << 8)
+    | 0x88;
 /// `KVM_IRQ_LINE` (a device raising a line of the in-kernel irqchip).
 pub const KVM_IRQ_LINE: u64 = iow(0x61, std::mem::size_of::<kvm_bindings::kvm_irq_level>());
 /// `TUNSETOFFLOAD` = _IOW('T', 208, int): virtio-net applies the guest's
@@ -135,6 +144,25 @@ const API: &[i64] = &[
     libc::SYS_shutdown,
 ];
 
+/// The main thread of an API-driven VMM writing a snapshot
+/// (`snapshot::create`): create the two files, size the memory file, write
+/// it at offsets, find the resident guest pages.
+const SNAPSHOT_FILES: &[i64] = &[
+    libc::SYS_openat,
+    libc::SYS_ftruncate,
+    libc::SYS_pwrite64,
+    libc::SYS_lseek,
+    libc::SYS_mincore,
+    libc::SYS_fstat,
+    libc::SYS_statx,
+    libc::SYS_fsync,
+];
+
+/// Adds [`SNAPSHOT_FILES`] to an allowlist.
+pub fn add_snapshot_files(list: &mut Allowlist) {
+    add(list, SNAPSHOT_FILES);
+}
+
 fn add(list: &mut Allowlist, syscalls: &[i64]) {
     for &s in syscalls {
         list.insert(s, Vec::new());
@@ -207,6 +235,10 @@ pub fn allowlist(kind: ThreadKind) -> Allowlist {
                     KVM_RUN,
                     KVM_GET_REGS,
                     KVM_GET_SREGS,
+                    KVM_GET_FPU,
+                    KVM_GET_XCRS,
+                    KVM_GET_XSAVE,
+                    KVM_GET_MSRS,
                     KVM_IRQ_LINE,
                     TUNSETOFFLOAD,
                     TUNSETVNETHDRSZ,
@@ -251,6 +283,10 @@ mod tests {
         assert_eq!(KVM_GET_REGS, 0x8090_AE81);
         assert_eq!(KVM_GET_SREGS, 0x8138_AE83);
         assert_eq!(KVM_IRQ_LINE, 0x4008_AE61);
+        assert_eq!(KVM_GET_FPU, 0x81A0_AE8C);
+        assert_eq!(KVM_GET_XCRS, 0x8188_AEA6);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_AEA4);
+        assert_eq!(KVM_GET_MSRS, 0xC008_AE88);
         assert_eq!(TUNSETOFFLOAD, 0x4004_54D0);
         assert_eq!(TUNSETVNETHDRSZ, 0x4004_54D8);
     }

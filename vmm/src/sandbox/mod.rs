@@ -84,6 +84,11 @@ pub struct Options {
     pub landlock: bool,
     /// Test builds only: a forbidden action one thread performs on purpose.
     pub test_hook: Option<TestHook>,
+    /// With `--api-sock`: the API socket's directory, the one place the VMM
+    /// thread may create files once the VM runs (snapshot files), as
+    /// Firecracker under its jailer writes inside its chroot. Landlock
+    /// allows it; the main thread's filter then allows opening files.
+    pub api_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -92,6 +97,7 @@ impl Default for Options {
             seccomp: true,
             landlock: true,
             test_hook: None,
+            api_dir: None,
         }
     }
 }
@@ -124,6 +130,14 @@ fn options() -> Option<&'static Options> {
     OPTIONS.get()
 }
 
+/// The directories Landlock leaves writable once the VM runs.
+pub fn writable_dirs() -> Vec<std::path::PathBuf> {
+    options()
+        .and_then(|o| o.api_dir.clone())
+        .into_iter()
+        .collect()
+}
+
 /// Installs `kind`'s seccomp filter on the calling thread (unless
 /// `--no-seccomp`), then runs the test hook if it targets this kind.
 pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
@@ -131,7 +145,7 @@ pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
         return Ok(());
     };
     if o.seccomp {
-        seccomp::install(kind)?;
+        seccomp::install(kind, o.api_dir.is_some())?;
     }
     if let Some(hook) = &o.test_hook {
         hook.run_if(kind);

@@ -78,11 +78,20 @@ pub fn compile_open_denial() -> Result<BpfProgram, seccompiler::BackendError> {
 }
 
 /// Builds and installs `kind`'s filters on the calling thread.
-pub fn install(kind: ThreadKind) -> Result<(), SandboxError> {
-    let list = filters::allowlist(kind);
+/// `api_files`: the main thread of an API-driven VMM, which creates
+/// snapshot files (Landlock confines them to the API socket's directory):
+/// its allowlist gains file creation and the open denial is left out.
+pub fn install(kind: ThreadKind, api_files: bool) -> Result<(), SandboxError> {
+    let mut list = filters::allowlist(kind);
+    let files = api_files && kind == ThreadKind::Main;
+    if files {
+        filters::add_snapshot_files(&mut list);
+    }
     let bpf = compile(&list).map_err(|e| SandboxError::Build(kind.name(), e))?;
-    let deny_open = compile_open_denial().map_err(|e| SandboxError::Build(kind.name(), e))?;
-    seccompiler::apply_filter(&deny_open).map_err(|e| SandboxError::Install(kind.name(), e))?;
+    if !files {
+        let deny_open = compile_open_denial().map_err(|e| SandboxError::Build(kind.name(), e))?;
+        seccompiler::apply_filter(&deny_open).map_err(|e| SandboxError::Install(kind.name(), e))?;
+    }
     seccompiler::apply_filter(&bpf).map_err(|e| SandboxError::Install(kind.name(), e))
 }
 

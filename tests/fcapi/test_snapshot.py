@@ -1,0 +1,88 @@
+"""Snapshots through the API (PUT /snapshot/create, PUT /snapshot/load) of a
+kernel-less guest, with the VMM's sandbox on: boot `snap_guest ready`
+through the API, pause, create; load in a new `ember-vmm --api-sock` and
+the restored guest runs on (it sees the generation the load bumped) and
+exits 0. Plus Firecracker's rules around them: create needs a paused VM,
+load needs a fresh VMM, paths outside the API socket's directory are
+refused by the sandbox and the VMM keeps serving."""
+import time
+
+from conftest import fault
+
+
+def wait_for(path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return path.read_text(errors="replace")
+        time.sleep(0.01)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def boot_ready_guest(vmm, tmp_path, guests, serial):
+    assert vmm.put("/serial", {"serial_out_path": str(serial)}).status_code == 204
+    assert vmm.put("/boot-source", {"kernel_image_path": str(guests / "snap_guest"),
+                                    "boot_args": "ready"}).status_code == 204
+    assert vmm.put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}).status_code == 204
+    r = vmm.put("/actions", {"action_type": "InstanceStart"})
+    assert r.status_code == 204, r.text
+    wait_for(serial, "ready before=")
+
+
+def test_create_then_load_in_a_new_vmm(vmm_factory, tmp_path, guests):
+    v1 = vmm_factory(name="first")
+    boot_ready_guest(v1, tmp_path, guests, tmp_path / "first.serial")
+    state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
+    body = {"snapshot_path": str(state), "mem_file_path": str(mem), "snapshot_type": "Full"}
+    r = v1.put("/snapshot/create", body)
+    assert r.status_code == 400 and "must be paused" in fault(r), r.text
+    assert v1.patch("/vm", {"state": "Paused"}).status_code == 204
+    r = v1.put("/snapshot/create", {**body, "snapshot_type": "Diff"})
+    assert r.status_code == 400 and "Diff snapshots" in fault(r)
+    # Outside the API socket's directory: the sandbox refuses, the VMM serves on.
+    r = v1.put("/snapshot/create", {"snapshot_path": "/var/tmp/fcapi-escape.state",
+                                    "mem_file_path": "/var/tmp/fcapi-escape.mem"})
+    assert r.status_code == 400 and "Snapshot:" in fault(r), r.text
+    assert v1.alive(), v1.err()
+    r = v1.put("/snapshot/create", body)
+    assert r.status_code == 204, r.text
+    assert state.stat().st_size > 0 and mem.exists()
+    assert v1.get("/").json()["state"] == "Paused"
+    v1.close()
+
+    v2 = vmm_factory(name="second")
+    serial2 = tmp_path / "second.serial"
+    assert v2.put("/serial", {"serial_out_path": str(serial2)}).status_code == 204
+    load = {"snapshot_path": str(state), "mem_backend": {"backend_type": "File",
+                                                          "backend_path": str(mem)},
+            "resume_vm": True}
+    r = v2.put("/snapshot/load", {**load, "resume_vm": False})
+    assert r.status_code == 400 and "resume_vm" in fault(r)
+    r = v2.put("/snapshot/load", {**load, "mem_backend": {"backend_type": "Uffd",
+                                                          "backend_path": str(mem)}})
+    assert r.status_code == 400 and "Uffd" in fault(r)
+    r = v2.put("/snapshot/load", {**load, "mem_file_path": str(mem)})
+    assert r.status_code == 400 and "exactly one of" in fault(r)
+    r = v2.put("/snapshot/load", load)
+    assert r.status_code == 204, r.text
+    out = wait_for(serial2, "generation=")
+    assert "generation=1" in out, out
+    assert v2.wait(10) == 0, v2.err()
+
+
+def test_load_needs_a_fresh_vmm_and_good_files(vmm, tmp_path, guests):
+    (tmp_path / "bad.state").write_bytes(b"not a snapshot")
+    (tmp_path / "bad.mem").write_bytes(b"")
+    load = {"snapshot_path": str(tmp_path / "bad.state"),
+            "mem_file_path": str(tmp_path / "bad.mem"), "resume_vm": True}
+    r = vmm.put("/snapshot/load", load)
+    assert r.status_code == 400 and fault(r).startswith("Snapshot: "), r.text
+    assert vmm.get("/").json()["state"] == "Not started"
+    r = vmm.put("/snapshot/load", {**load, "snapshot_path": str(tmp_path / "missing")})
+    assert r.status_code == 400 and "missing" in fault(r)
+    assert vmm.put("/boot-source", {"kernel_image_path": str(guests / "spin")}).status_code == 204
+    r = vmm.put("/snapshot/load", load)
+    assert r.status_code == 400 and "after configuring boot-specific resources" in fault(r)
+    r = vmm.put("/snapshot/load", {**load, "bogus": 1})
+    assert r.status_code == 400 and "unknown field `bogus`" in fault(r)
+    assert vmm.alive()
