@@ -146,3 +146,26 @@ def test_an_existing_socket_path_is_refused(tmp_path):
     out = subprocess.run([str(bin_dir() / "ember-vmm"), "--api-sock", str(sock)],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode != 0 and "cannot bind the API socket" in out.stderr
+
+
+def test_config_file_metrics_and_serial_sections(tmp_path, guests):
+    cfg = tmp_path / "vm.json"
+    metrics, serial = tmp_path / "metrics.json", tmp_path / "serial.out"
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guests / "hello"), "boot_args": "from file"},
+        "metrics": {"metrics_path": str(metrics)},
+        "serial": {"serial_out_path": str(serial)},
+    }))
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--no-api", "--config-file", str(cfg)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "args=[from file]" in serial.read_text()
+    assert "hello from ember" not in out.stdout
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert len(lines) == 1 and "utc_timestamp_ms" in lines[0]
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guests / "hello")},
+        "entropy": {}}))
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--no-api", "--config-file", str(cfg)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "entropy" in out.stderr

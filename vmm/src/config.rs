@@ -104,6 +104,8 @@ pub struct VmConfig {
     /// `track_dirty_pages`): what a diff snapshot saves.
     pub track_dirty_pages: bool,
     pub logger: LoggerConfig,
+    /// Firecracker's `metrics` section: where the metrics lines go.
+    pub metrics_path: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -122,6 +124,7 @@ impl Default for VmConfig {
             timeout_ms: None,
             track_dirty_pages: false,
             logger: LoggerConfig::default(),
+            metrics_path: None,
         }
     }
 }
@@ -142,9 +145,24 @@ struct ConfigFile {
     entropy: Option<Value>,
     #[serde(rename = "mmds-config")]
     mmds_config: Option<Value>,
-    metrics: Option<Value>,
+    metrics: Option<MetricsSection>,
+    serial: Option<SerialSection>,
     #[serde(rename = "cpu-config")]
     cpu_config: Option<Value>,
+}
+
+/// Firecracker's `metrics` section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    metrics_path: PathBuf,
+}
+
+/// Firecracker's `serial` section (no rate limiter here).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SerialSection {
+    serial_out_path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -180,8 +198,12 @@ impl VmConfig {
             initrd: file.boot_source.initrd_path,
             cmdline: file.boot_source.boot_args,
             logger: file.logger.unwrap_or_default(),
+            metrics_path: file.metrics.map(|m| m.metrics_path),
             ..VmConfig::default()
         };
+        if let Some(p) = file.serial.and_then(|s| s.serial_out_path) {
+            cfg.console = ConsoleConfig::File(p);
+        }
         if let Some(m) = file.machine_config {
             if m.huge_pages.as_deref().is_some_and(|h| h != "None") {
                 return Err(ConfigError::UnsupportedMachine("huge_pages"));
@@ -201,7 +223,6 @@ impl VmConfig {
             ("balloon", file.balloon),
             ("entropy", file.entropy),
             ("mmds-config", file.mmds_config),
-            ("metrics", file.metrics),
             ("cpu-config", file.cpu_config),
         ];
         for (name, value) in sections {
@@ -304,6 +325,28 @@ mod tests {
             "t",
         );
         assert!(c.unwrap().track_dirty_pages);
+    }
+
+    #[test]
+    fn metrics_and_serial_sections() {
+        let c = VmConfig::from_json(
+            r#"{"boot-source":{"kernel_image_path":"/k"},"metrics":{"metrics_path":"/m"},
+                "serial":{"serial_out_path":"/s"}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.metrics_path, Some(PathBuf::from("/m")));
+        assert_eq!(c.console, ConsoleConfig::File("/s".into()));
+        let e = VmConfig::from_json(
+            r#"{"boot-source":{"kernel_image_path":"/k"},"serial":{"rate_limiter":{}}}"#,
+            "t",
+        );
+        assert!(matches!(e, Err(ConfigError::Json { .. })));
+        let e = VmConfig::from_json(
+            r#"{"boot-source":{"kernel_image_path":"/k"},"metrics":{}}"#,
+            "t",
+        );
+        assert!(matches!(e, Err(ConfigError::Json { .. })));
     }
 
     #[test]

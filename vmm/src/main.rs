@@ -58,10 +58,22 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(&e),
     };
+    // The config file's `metrics` section: opened before the sandbox, one
+    // line written when the VM ends.
+    let mut metrics = api::metrics::ApiMetrics::default();
+    if let Some(p) = &config.config.metrics_path {
+        if let Err(e) = metrics.open(&p.display().to_string()) {
+            eprintln!("ember-vmm: error: cannot open the metrics file: {e}");
+            std::process::exit(ExitCode::VmmError.code());
+        }
+    }
     let exit = match vm::run(&config, start) {
         Ok(exit) => exit,
         Err(e) => fail(&e),
     };
+    if let Err(e) = metrics.flush() {
+        log_warn!("cannot write metrics: {e}");
+    }
     report(&exit);
     std::process::exit(exit.exit_code().code());
 }

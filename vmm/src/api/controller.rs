@@ -104,6 +104,17 @@ impl Controller {
         }
     }
 
+    /// Opens the config file's metrics file (`metrics` section), if any.
+    pub fn open_config_metrics(&mut self) -> Result<(), ActionError> {
+        match self.config.metrics_path.clone() {
+            Some(p) => self
+                .metrics
+                .open(&p.display().to_string())
+                .map_err(|e| ActionError::Open("the metrics file", e)),
+            None => Ok(()),
+        }
+    }
+
     /// The running VM's stop event (readable once it ended), if it runs.
     pub fn stop_event(&self) -> Option<&EventFd> {
         match &self.phase {

@@ -15,7 +15,7 @@
 
 pub mod controller;
 pub mod http;
-mod metrics;
+pub mod metrics;
 pub mod request;
 mod server;
 
@@ -47,7 +47,7 @@ pub enum ApiError {
     Poll(#[source] std::io::Error),
     #[error("the API thread ended")]
     ServerGone,
-    #[error("cannot start the VM from the configuration: {0}")]
+    #[error("cannot apply the configuration: {0}")]
     Boot(#[source] ActionError),
 }
 
@@ -91,6 +91,7 @@ pub fn run(
             server::run(listener, channels);
         })
         .map_err(ApiError::Spawn)?;
+    controller.open_config_metrics().map_err(ApiError::Boot)?;
     if boot_now {
         controller.instance_start().map_err(ApiError::Boot)?;
     }
