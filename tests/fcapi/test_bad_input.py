@@ -59,7 +59,6 @@ def test_malformed_json(vmm, body):
     ({"vcpu_count": 33, "mem_size_mib": 64}, "vCPU number is invalid"),
     ({"vcpu_count": 3, "mem_size_mib": 64, "smt": True}, "vCPU number is invalid"),
     ({"vcpu_count": 1, "mem_size_mib": 0}, "memory size (MiB) is invalid"),
-    ({"vcpu_count": 1, "mem_size_mib": 64, "track_dirty_pages": True}, "track_dirty_pages"),
     ({"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}, "huge_pages"),
     ({"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": "T2"}, "CPU templates"),
     ({"vcpu_count": -1, "mem_size_mib": 64}, "deserializing"),

@@ -22,7 +22,7 @@ use crate::devices::DeviceError;
 use crate::exit::VmExit;
 use crate::logger::{self, error_line, Level};
 use crate::memory::{MAX_MEM_MIB, MIN_MEM_MIB};
-use crate::snapshot::{self, LoadParams};
+use crate::snapshot::{self, LoadParams, MemBackend};
 use crate::vm::{Vm, VmError};
 
 /// How long pausing or resuming the vCPUs may take.
@@ -277,7 +277,7 @@ impl Controller {
             "vcpu_count": self.config.vcpus,
             "mem_size_mib": self.config.mem_mib,
             "smt": self.config.smt,
-            "track_dirty_pages": false,
+            "track_dirty_pages": self.config.track_dirty_pages,
             "huge_pages": "None",
         })
     }
@@ -329,9 +329,6 @@ impl Controller {
     }
 
     fn patch_machine_config(&mut self, p: MachineConfigPatch) -> Result<Reply, ActionError> {
-        if p.track_dirty_pages == Some(true) {
-            return Err(unsupported("track_dirty_pages (dirty page tracking)"));
-        }
         if p.huge_pages.as_deref().is_some_and(|h| h != "None") {
             return Err(unsupported("huge_pages"));
         }
@@ -350,6 +347,9 @@ impl Controller {
         self.config.vcpus = vcpus;
         self.config.mem_mib = mem;
         self.config.smt = smt;
+        if let Some(t) = p.track_dirty_pages {
+            self.config.track_dirty_pages = t;
+        }
         Ok(Reply::Empty)
     }
 
@@ -430,9 +430,10 @@ impl Controller {
     /// `PUT /snapshot/create`: a full snapshot of the paused VM
     /// (`snapshot::create`).
     fn create_snapshot(&mut self, c: SnapshotCreate) -> Result<Reply, ActionError> {
-        if c.snapshot_type == Some(SnapshotType::Diff) {
-            return Err(unsupported("Diff snapshots"));
-        }
+        let kind = match c.snapshot_type {
+            Some(SnapshotType::Diff) => snapshot::SnapshotType::Diff,
+            _ => snapshot::SnapshotType::Full,
+        };
         let Phase::Running { vm, paused } = &self.phase else {
             return Err(ActionError::NotSupportedPreBoot);
         };
@@ -441,8 +442,13 @@ impl Controller {
                 "the microVM must be paused (PATCH /vm Paused) first".into(),
             ));
         }
-        let report = snapshot::create(vm, Path::new(&c.snapshot_path), Path::new(&c.mem_file_path))
-            .map_err(|e| ActionError::Snapshot(error_line(&e)))?;
+        let report = snapshot::create_typed(
+            vm,
+            Path::new(&c.snapshot_path),
+            Path::new(&c.mem_file_path),
+            kind,
+        )
+        .map_err(|e| ActionError::Snapshot(error_line(&e)))?;
         crate::log_info!(
             "snapshot created in {} us: state {} bytes, memory data {} bytes",
             report.elapsed.as_micros(),
@@ -462,19 +468,21 @@ impl Controller {
                     .into(),
             ));
         }
-        let mem_path = match (&l.mem_file_path, &l.mem_backend) {
-            (Some(p), None) => p.clone(),
-            (None, Some(b)) if b.backend_type == BackendType::File => b.backend_path.clone(),
-            (None, Some(_)) => return Err(unsupported("the Uffd memory backend")),
+        let (mem_path, backend) = match (&l.mem_file_path, &l.mem_backend) {
+            (Some(p), None) => (p.clone(), MemBackend::File),
+            (None, Some(b)) => (
+                b.backend_path.clone(),
+                match b.backend_type {
+                    BackendType::File => MemBackend::File,
+                    BackendType::Uffd => MemBackend::Uffd,
+                },
+            ),
             _ => {
                 return Err(ActionError::Snapshot(
                     "exactly one of mem_backend and mem_file_path must be given".into(),
                 ))
             }
         };
-        if l.track_dirty_pages == Some(true) || l.enable_diff_snapshots == Some(true) {
-            return Err(unsupported("track_dirty_pages (dirty page tracking)"));
-        }
         if l.network_overrides.as_ref().is_some_and(|n| !n.is_empty()) || l.vsock_override.is_some()
         {
             return Err(unsupported("device overrides on snapshot load"));
@@ -490,8 +498,11 @@ impl Controller {
         let params = LoadParams {
             state_path: PathBuf::from(&l.snapshot_path),
             mem_path: PathBuf::from(mem_path),
+            backend,
             console: self.config.console.clone(),
             timeout_ms: None,
+            track_dirty_pages: l.track_dirty_pages == Some(true)
+                || l.enable_diff_snapshots == Some(true),
         };
         let mut vm = snapshot::load(&params, self.start)
             .map_err(|e| ActionError::Snapshot(error_line(&e)))?;

@@ -158,9 +158,14 @@ const SNAPSHOT_FILES: &[i64] = &[
     libc::SYS_fsync,
 ];
 
-/// Adds [`SNAPSHOT_FILES`] to an allowlist.
+/// `KVM_GET_DIRTY_LOG`: a diff snapshot reads the pages written since the
+/// last one (main thread, VM fd).
+pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, std::mem::size_of::<kvm_bindings::kvm_dirty_log>());
+
+/// Adds [`SNAPSHOT_FILES`] and the dirty-log read to an allowlist.
 pub fn add_snapshot_files(list: &mut Allowlist) {
     add(list, SNAPSHOT_FILES);
+    ioctls(list, &[KVM_GET_DIRTY_LOG]);
 }
 
 fn add(list: &mut Allowlist, syscalls: &[i64]) {
@@ -287,6 +292,7 @@ mod tests {
         assert_eq!(KVM_GET_XCRS, 0x8188_AEA6);
         assert_eq!(KVM_GET_XSAVE, 0x9000_AEA4);
         assert_eq!(KVM_GET_MSRS, 0xC008_AE88);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_AE42);
         assert_eq!(TUNSETOFFLOAD, 0x4004_54D0);
         assert_eq!(TUNSETVNETHDRSZ, 0x4004_54D8);
     }
