@@ -31,3 +31,25 @@ def test_version_and_help_exit_zero_on_stdout(name):
     # A usage error stays distinct from success and from a function error.
     bad = subprocess.run([exe, "--no-such-option"], capture_output=True, text=True, timeout=10)
     assert bad.returncode not in (0, 1), (name, bad.returncode, bad.stderr)
+
+
+@pytest.mark.vm
+def test_ember_exit_codes_are_distinct(emberd):
+    from conftest import create, wasm
+    c = emberd.client()
+    create(c, "ok", wasm("echo"))
+    create(c, "bad", wasm("fail"))
+    ok = emberd.ember("invoke", "ok", "--payload", '{"a": 1}')
+    assert ok.returncode == 0, ok.stderr
+    # The function ran and failed: its own code, not clap's usage code 2.
+    failed = emberd.ember("invoke", "bad", "--payload", "{}")
+    assert failed.returncode == 3, (failed.returncode, failed.stdout, failed.stderr)
+    assert "errorMessage" in failed.stdout, failed.stdout
+    # The request failed (no such function): 1.
+    missing = emberd.ember("invoke", "nope", "--payload", "{}")
+    assert missing.returncode == 1, (missing.returncode, missing.stderr)
+    assert "ResourceNotFoundException" in missing.stderr, missing.stderr
+    # A usage error: 2.
+    usage = emberd.ember("invoke")
+    assert usage.returncode == 2, (usage.returncode, usage.stderr)
+    assert "Exit codes:" in emberd.ember("--help").stdout

@@ -61,7 +61,7 @@ fn verify(data_dir: Option<PathBuf>, json: bool) -> ExitCode {
                 dir.display(),
                 crate::util::error_chain(&e)
             );
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     if json {
@@ -113,7 +113,7 @@ fn list(data_dir: Option<PathBuf>, since: Option<&str>, all: bool, json: bool) -
         Ok(l) => l,
         Err(e) => {
             eprintln!("ember audit list: {}", crate::util::error_chain(&e));
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let records: Vec<Value> = lines

@@ -26,7 +26,10 @@ use client::{enc, ClientError, Conn, Response};
 #[command(
     name = "ember",
     version,
-    about = "ember: run functions in microVMs, Lambda-style"
+    about = "ember: run functions in microVMs, Lambda-style",
+    after_help = "Exit codes: 0 success; 1 the request failed (emberd unreachable, an API error, \
+a broken audit chain); 2 usage error (bad arguments); 3 `ember invoke`: the function ran and \
+returned an error (its error document is printed as the payload)."
 )]
 pub struct Cli {
     /// emberd's address.
@@ -165,6 +168,10 @@ enum CliError {
     #[error("{kind}: {message}")]
     Api { kind: String, message: String },
 }
+
+/// `ember invoke`'s exit code when the function ran and returned an error
+/// (distinct from 1, a failed request, and 2, clap's usage error).
+pub const EXIT_FUNCTION_ERROR: u8 = 3;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -519,7 +526,7 @@ async fn invoke(
         }
     }
     Ok(if func_err.is_some() {
-        ExitCode::from(2)
+        ExitCode::from(EXIT_FUNCTION_ERROR)
     } else {
         ExitCode::SUCCESS
     })
