@@ -169,3 +169,13 @@ def test_config_file_metrics_and_serial_sections(tmp_path, guests):
     out = subprocess.run([str(bin_dir() / "ember-vmm"), "--no-api", "--config-file", str(cfg)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "entropy" in out.stderr
+
+
+def test_boot_timer_through_the_api_logs_to_stderr(vmm_factory, guests):
+    # No --level/--log-path: PUT /logger stays possible, and until then
+    # Info lines (the boot timer's) go to stderr, as Firecracker's do.
+    v = vmm_factory("--boot-timer")
+    assert v.put("/boot-source", {"kernel_image_path": str(guests / "null")}).status_code == 204
+    assert v.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+    assert v.wait(10) == 0
+    assert "Guest-boot-time = " in v.err(), v.err()

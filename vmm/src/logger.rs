@@ -60,9 +60,21 @@ pub fn to_file() -> bool {
     LOGGER.get().is_some_and(|l| l.to_file)
 }
 
+/// The level of lines written (to stderr) before [`init`]: warnings,
+/// unless [`set_fallback_level`] said otherwise.
+static FALLBACK: OnceLock<Level> = OnceLock::new();
+
+/// Sets the level used until [`init`] runs: with `--api-sock` and no
+/// logging flags, `PUT /logger` may set logging up later, and until then
+/// lines at `--level` (default Info, e.g. the boot timer's) go to stderr.
+pub fn set_fallback_level(level: Level) {
+    let _ = FALLBACK.set(level);
+}
+
 /// Whether messages at `level` are written.
 pub fn enabled(level: Level) -> bool {
-    level <= LOGGER.get().map_or(Level::Warn, |l| l.level)
+    let fallback = FALLBACK.get().copied().unwrap_or(Level::Warn);
+    level <= LOGGER.get().map_or(fallback, |l| l.level)
 }
 
 /// Writes one log line (use the `log_*!` macros).

@@ -34,6 +34,7 @@ fn main() {
     };
     sandbox::init(inv.sandbox.clone());
     // With the API and no logging flags, `PUT /logger` sets logging up.
+    logger::set_fallback_level(inv.level);
     if inv.api_sock.is_none() || inv.log_flags {
         if let Err(e) = logger::init(inv.level, inv.log_path.as_deref(), &inv.id) {
             eprintln!("ember-vmm: error: cannot open the log file: {e}");
