@@ -4,7 +4,8 @@
 //! (device ↔ guest driver, [`vsock`]), the sealed wasm artefact (`emberd`'s
 //! compiler ↔ the kernel-less agent, [`artefact`]), and the command lines
 //! and exit codes `emberd` and the VMM binaries share ([`vmm_args`],
-//! [`jailer_args`], [`exit`]), and the [`xorshift`] test stream. `no_std` + `alloc`, so
+//! [`jailer_args`], [`exit`]), the one-line error format they print
+//! ([`error`]), and the [`xorshift`] test stream. `no_std` + `alloc`, so
 //! freestanding guests link it as is; depends on nothing of ember.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
@@ -12,6 +13,7 @@ extern crate alloc;
 
 pub mod artefact;
 pub mod civil;
+pub mod error;
 pub mod exit;
 pub mod guest;
 pub mod jailer_args;

@@ -134,17 +134,9 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// An error and its sources on one line ("a: b: c"), for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// An error and its sources on one line ("a: b: c"), for logs: the one
+/// format every ember binary prints (`ember_abi::error`).
+pub use ember_abi::error::chain as error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -40,14 +40,7 @@ pub fn init(level: Level, path: Option<&std::path::Path>, id: &str) -> std::io::
 /// An error and its sources on one line (for a log line, stderr or an API
 /// `fault_message`).
 pub fn error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s.replace('\n', " ")
+    ember_abi::error::chain(e).replace('\n', " ")
 }
 
 /// Whether [`init`] ran (the API's `PUT /logger` may only set it up once).

@@ -42,27 +42,20 @@ fn main_process(started: Instant) -> i32 {
     match run(cfg.clone(), transport(&cfg).as_ref(), started, Vec::new()) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ember-agent: {e}: {}", error_chain(&e));
+            eprintln!("ember-agent: {e}: {}", ember_abi::error::sources(&e));
             1
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 fn main_pid1(started: Instant) -> i32 {
     let mut timings = Vec::new();
     let t = Instant::now();
     if let Err(e) = pid1::early_mounts() {
-        eprintln!("ember-agent: early mounts: {e}: {}", error_chain(&e));
+        eprintln!(
+            "ember-agent: early mounts: {e}: {}",
+            ember_abi::error::sources(&e)
+        );
     }
     eprintln!(
         "ember-agent: started as PID 1 (ember-agent {})",
@@ -74,7 +67,7 @@ fn main_pid1(started: Instant) -> i32 {
     match pid1::enter_runtime(&cfg.devices, &found) {
         Ok(mounted) => eprintln!("ember-agent: mounted: {}", mounted.join("; ")),
         Err(e) => {
-            eprintln!("ember-agent: FATAL: {e}: {}", error_chain(&e));
+            eprintln!("ember-agent: FATAL: {e}: {}", ember_abi::error::sources(&e));
             pid1::power_off();
         }
     }
@@ -100,7 +93,7 @@ fn main_pid1(started: Instant) -> i32 {
         .and_then(|us| Instant::now().checked_sub(Duration::from_micros(us)))
         .unwrap_or(started);
     if let Err(e) = run(cfg.clone(), transport(&cfg).as_ref(), started, timings) {
-        eprintln!("ember-agent: FATAL: {e}: {}", error_chain(&e));
+        eprintln!("ember-agent: FATAL: {e}: {}", ember_abi::error::sources(&e));
     }
     pid1::power_off();
 }

@@ -227,7 +227,7 @@ impl Session {
                     })
                     .map_err(|e| InitFailure {
                         error_type: "Runtime.InvalidEntrypoint".into(),
-                        message: with_sources(&e),
+                        message: ember_abi::error::chain(&e),
                         document: Vec::new(),
                     })
             }
@@ -355,7 +355,7 @@ impl Session {
             Err(e) => {
                 return Ok(Err(InitFailure {
                     error_type: "Runtime.InvalidEntrypoint".into(),
-                    message: with_sources(&e),
+                    message: ember_abi::error::chain(&e),
                     document: Vec::new(),
                 }))
             }
@@ -528,17 +528,4 @@ impl Session {
         ));
         self.link.set_request_id("");
     }
-}
-
-/// An error and its sources on one line ("cannot start x: Permission denied"),
-/// for messages that go to the host and on to the function's owner.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

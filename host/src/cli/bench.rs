@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::client::{enc, Conn};
+use super::client::{function_path, Conn};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -57,14 +57,14 @@ async fn one(
 }
 
 pub async fn run(ep: &str, a: BenchArgs) -> Result<(), String> {
-    let path = format!("/2015-03-31/functions/{}/invocations", enc(&a.name));
+    let path = function_path(&a.name, "/invocations");
     let payload = a.payload.clone().into_bytes();
     let mut lat = Vec::with_capacity(a.requests);
     let started = Instant::now();
     match a.mode.as_str() {
         "cold" => {
             let mut c = Conn::connect(ep).await.map_err(|e| e.to_string())?;
-            let cfg_path = format!("/2015-03-31/functions/{}/configuration", enc(&a.name));
+            let cfg_path = function_path(&a.name, "/configuration");
             for i in 0..a.requests {
                 let body =
                     json!({"Environment": {"Variables": {"BENCH_ITERATION": i.to_string()}}})

@@ -182,6 +182,12 @@ impl Conn {
     }
 }
 
+/// The API path of function `name` followed by `tail` (a sub-resource,
+/// a query).
+pub fn function_path(name: &str, tail: &str) -> String {
+    format!("/2015-03-31/functions/{}{tail}", enc(name))
+}
+
 /// Percent-encodes one path segment or query value.
 pub fn enc(s: &str) -> String {
     s.bytes()

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::daemon::ServeArgs;
-use client::{enc, ClientError, Conn, Response};
+use client::{enc, function_path, ClientError, Conn, Response};
 
 #[derive(Parser)]
 #[command(
@@ -316,14 +316,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             publish,
         }) => {
             let body = json!({"ZipFile": zip_b64(&code)?, "Publish": publish});
-            let r = call(
-                ep,
-                "PUT",
-                &format!("/2015-03-31/functions/{}/code", enc(&name)),
-                &[],
-                body,
-            )
-            .await?;
+            let r = call(ep, "PUT", &function_path(&name, "/code"), &[], body).await?;
             output(cli.json, &json_of(&r), print_config);
         }
         Cmd::Fn(FnCmd::List) => {
@@ -362,11 +355,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let r = call(
                 ep,
                 "GET",
-                &format!(
-                    "/2015-03-31/functions/{}{}",
-                    enc(&name),
-                    qualifier_query(&qualifier)
-                ),
+                &function_path(&name, &qualifier_query(&qualifier)),
                 &[],
                 Value::Null,
             )
@@ -379,11 +368,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             call(
                 ep,
                 "DELETE",
-                &format!(
-                    "/2015-03-31/functions/{}{}",
-                    enc(&name),
-                    qualifier_query(&qualifier)
-                ),
+                &function_path(&name, &qualifier_query(&qualifier)),
                 &[],
                 Value::Null,
             )
@@ -394,14 +379,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Cmd::Fn(FnCmd::Publish { name, description }) => {
             let body = json!({"Description": description});
-            let r = call(
-                ep,
-                "POST",
-                &format!("/2015-03-31/functions/{}/versions", enc(&name)),
-                &[],
-                body,
-            )
-            .await?;
+            let r = call(ep, "POST", &function_path(&name, "/versions"), &[], body).await?;
             output(cli.json, &json_of(&r), |v| {
                 println!(
                     "published {name} version {}",
@@ -477,11 +455,7 @@ async fn invoke(
         None => payload.as_bytes().to_vec(),
     };
     let mut c = Conn::connect(ep).await?;
-    let path = format!(
-        "/2015-03-31/functions/{}/invocations{}",
-        enc(name),
-        qualifier_query(qualifier)
-    );
+    let path = function_path(name, &format!("/invocations{}", qualifier_query(qualifier)));
     let headers: &[(&str, &str)] = if log {
         &[("x-amz-log-type", "Tail")]
     } else {

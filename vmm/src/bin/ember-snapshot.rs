@@ -207,14 +207,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let mut line = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                line.push_str(": ");
-                line.push_str(&s.to_string());
-                src = s.source();
-            }
-            eprintln!("ember-snapshot: error: {line}");
+            eprintln!("ember-snapshot: error: {}", ember_abi::error::chain(&e));
             std::process::exit(match e {
                 CliError::Usage(_) => 64,
                 _ => 1,

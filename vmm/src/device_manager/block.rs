@@ -85,7 +85,7 @@ pub fn attach(ctx: &mut DeviceContext, drives: &[DriveConfig]) -> Result<(), Dev
         let block = Block::new(&to_block_config(d)).map_err(|e| DeviceError::Setup {
             section: NAME.to_string(),
             what: format!("drive {}: {e}", d.drive_id),
-            source: std::io::Error::other(super::error_chain(&e)),
+            source: std::io::Error::other(ember_abi::error::chain(&e)),
         })?;
         super::attach_virtio(ctx, NAME, block)?;
     }

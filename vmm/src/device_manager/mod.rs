@@ -44,18 +44,6 @@ impl IrqLine for VirtioIrq {
     }
 }
 
-/// The text of an error and its sources, for wrapping in an `io::Error`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
-}
-
 fn setup_err(section: &str, what: &str, source: std::io::Error) -> DeviceError {
     DeviceError::Setup {
         section: section.to_string(),
@@ -98,7 +86,7 @@ where
         setup_err(
             section,
             "virtio-mmio transport",
-            std::io::Error::other(error_chain(&e)),
+            std::io::Error::other(ember_abi::error::chain(&e)),
         )
     })?;
     for (i, evt) in transport.queue_evts().iter().enumerate() {

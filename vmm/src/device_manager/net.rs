@@ -73,7 +73,7 @@ pub fn attach(ctx: &mut DeviceContext, ifaces: &[NetConfig]) -> Result<(), Devic
         let net = Net::new(cfg).map_err(|e| DeviceError::Setup {
             section: NAME.to_string(),
             what: format!("iface {}: {e}", cfg.iface_id),
-            source: std::io::Error::other(super::error_chain(&e)),
+            source: std::io::Error::other(ember_abi::error::chain(&e)),
         })?;
         super::attach_virtio(ctx, NAME, net)?;
     }

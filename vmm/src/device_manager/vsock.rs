@@ -53,7 +53,7 @@ pub fn attach(ctx: &mut DeviceContext, c: &VsockConfig) -> Result<(), DeviceErro
     let setup = |e: ember_devices::virtio::vsock::VsockError| DeviceError::Setup {
         section: NAME.to_string(),
         what: e.to_string(),
-        source: std::io::Error::other(super::error_chain(&e)),
+        source: std::io::Error::other(ember_abi::error::chain(&e)),
     };
     let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path).map_err(setup)?;
     let device = Vsock::new(c.guest_cid, muxer).map_err(setup)?;

@@ -158,20 +158,9 @@ pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
 /// guest-driven code.
 pub fn enter_or_exit(kind: ThreadKind) {
     if let Err(e) = enter(kind) {
-        eprintln!("ember-vmm: sandbox: {e}: {}", source_chain(&e));
+        eprintln!("ember-vmm: sandbox: {e}: {}", ember_abi::error::sources(&e));
         std::process::exit(ember_abi::exit::ExitCode::SetupFailed.code());
     }
-}
-
-/// The `source()` chain of an error as one line.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ember_abi::error::chain;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::state::{StateError, VmState};
@@ -203,17 +204,6 @@ fn snapshot_needs_a_paused_vm() {
 fn load_with_state(files: &Files, bytes: &[u8]) -> Result<Vm, SnapshotError> {
     std::fs::write(&files.state, bytes).unwrap();
     load(&files.params(), Instant::now())
-}
-
-/// An error with its sources, as `ember-vmm` prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s = format!("{s}: {c}");
-        src = c.source();
-    }
-    s
 }
 
 /// The error of a load that must fail (`Vm` has no Debug for unwrap_err).
