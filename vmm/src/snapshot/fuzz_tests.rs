@@ -70,10 +70,13 @@ fn mutate(r: &mut Rng, good: &[u8]) -> Vec<u8> {
             }
             1 => {
                 // A random 1/2/4/8-byte value (counts, lengths, sizes).
+                // (An earlier cut may have left fewer than `w` bytes.)
                 let w = 1usize << r.below(4);
-                let i = r.below(len.saturating_sub(w as u64)) as usize;
-                let v = r.next().to_le_bytes();
-                b[i..i + w].copy_from_slice(&v[..w]);
+                if b.len() >= w {
+                    let i = r.below((b.len() - w + 1) as u64) as usize;
+                    let v = r.next().to_le_bytes();
+                    b[i..i + w].copy_from_slice(&v[..w]);
+                }
             }
             2 => b.truncate(r.below(len + 1) as usize),
             3 => b.extend((0..r.below(64)).map(|_| r.next() as u8)),
