@@ -8,12 +8,16 @@ pub struct Stat {
     pub ppid: u32,
 }
 
-/// `pid`'s stat line, parsed (None: gone, or unreadable). The command name
+/// The fields of a stat line from field 3 (`state`) on. The command name
 /// may hold spaces and parentheses, so fields are counted after the last `)`.
+pub fn fields_after_comm(line: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(line.rsplit_once(')')?.1.split_whitespace())
+}
+
+/// `pid`'s stat line, parsed (None: gone, or unreadable).
 pub fn stat(pid: u32) -> Option<Stat> {
     let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = line.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
+    let mut fields = fields_after_comm(&line)?;
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     Some(Stat { state, ppid })

@@ -90,12 +90,12 @@ impl Usage {
 /// `btime` line of `/proc/stat`.
 fn parse_stat(stat: &str, proc_stat: &str, ticks: f64, page: u64) -> Usage {
     let mut u = Usage::default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
+    let Some(fields) = crate::procfs::fields_after_comm(stat) else {
         return u;
     };
-    // `rest` starts at field 3 (state): utime is field 14, stime 15,
+    // The fields start at field 3 (state): utime is field 14, stime 15,
     // starttime 22, vsize 23, rss (pages) 24.
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f: Vec<&str> = fields.collect();
     let num = |field: usize| f.get(field - 3).and_then(|v| v.parse::<u64>().ok());
     if ticks > 0.0 {
         u.cpu_seconds = num(14).zip(num(15)).map(|(a, b)| (a + b) as f64 / ticks);
