@@ -17,8 +17,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::log_limit::LogLimiter;
 use super::{
-    int_status, status, ActivationContext, ActiveQueue, VirtioDevice, VirtioInterrupt,
-    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    int_status, status, ActivateError, ActivationContext, ActiveQueue, VirtioDevice,
+    VirtioInterrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::bus::BusDevice;
 use crate::irq::IrqLine;
@@ -431,55 +431,51 @@ impl MmioTransport {
         true
     }
 
-    fn build_queue(&self, regs: &QueueRegs) -> Option<Queue> {
-        let size_ok =
-            regs.size != 0 && regs.size.is_power_of_two() && regs.size <= u32::from(regs.max_size);
-        // §2.7: descriptor table 16-byte aligned, driver area 2, device area 4.
-        let align_ok = regs.desc.is_multiple_of(16)
-            && regs.avail.is_multiple_of(2)
-            && regs.used.is_multiple_of(4);
-        if !regs.ready || !size_ok || !align_ok {
-            return None;
+    /// The queue `regs` describe, or why it cannot run: size, alignment
+    /// (§2.7: descriptor table 16, driver area 2, device area 4), rings
+    /// inside guest memory.
+    fn queue_from(&self, regs: &QueueRegs) -> Result<Queue, &'static str> {
+        if !regs.ready {
+            return Err("not ready");
         }
-        let mut q = Queue::new(regs.max_size).ok()?;
-        q.try_set_size(regs.size as u16).ok()?;
+        if regs.size == 0 || !regs.size.is_power_of_two() || regs.size > u32::from(regs.max_size) {
+            return Err("size is not a power of two up to the maximum");
+        }
+        if !(regs.desc.is_multiple_of(16)
+            && regs.avail.is_multiple_of(2)
+            && regs.used.is_multiple_of(4))
+        {
+            return Err("misaligned ring");
+        }
+        let mut q = Queue::new(regs.max_size).map_err(|_| "bad maximum size")?;
+        q.try_set_size(regs.size as u16).map_err(|_| "bad size")?;
         q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
         q.set_avail_ring_address(Some(regs.avail as u32), Some((regs.avail >> 32) as u32));
         q.set_used_ring_address(Some(regs.used as u32), Some((regs.used >> 32) as u32));
         q.set_event_idx(self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0);
         q.set_ready(true);
-        q.is_valid(&self.mem).then_some(q)
+        if !q.is_valid(&self.mem) {
+            return Err("rings outside guest memory");
+        }
+        Ok(q)
     }
 
     fn activate(&mut self) {
         let mut queues = Vec::with_capacity(self.queues.len());
-        for (i, (regs, evt)) in self.queues.iter().zip(&self.queue_evts).enumerate() {
-            let Some(queue) = self.build_queue(regs) else {
-                warn_limited!(
-                    self.complaints.bad_queue,
-                    "virtio-mmio: queue {i} is not ready or invalid: {regs:?}"
-                );
-                self.interrupt.set_needs_reset();
-                return;
-            };
-            let notify = match evt.try_clone() {
-                Ok(fd) => fd,
-                Err(e) => {
-                    warn!("virtio-mmio: cannot clone queue eventfd: {e}");
+        for (i, regs) in self.queues.iter().enumerate() {
+            match self.queue_from(regs) {
+                Ok(q) => queues.push(q),
+                Err(why) => {
+                    warn_limited!(
+                        self.complaints.bad_queue,
+                        "virtio-mmio: queue {i} is {why}: {regs:?}"
+                    );
                     self.interrupt.set_needs_reset();
                     return;
                 }
-            };
-            queues.push(ActiveQueue { queue, notify });
+            }
         }
-        let ctx = ActivationContext {
-            mem: self.mem.clone(),
-            queues,
-            interrupt: self.interrupt.clone(),
-            acked_features: self.driver_features,
-        };
-        let result = self.lock_device().activate(ctx);
-        match result {
+        match self.start_device(queues) {
             Ok(()) => self.activated = true,
             Err(e) => {
                 warn!(
@@ -489,6 +485,22 @@ impl MmioTransport {
                 self.interrupt.set_needs_reset();
             }
         }
+    }
+
+    /// Hands the device its queues (one per notify eventfd, in order).
+    fn start_device(&mut self, queues: Vec<Queue>) -> Result<(), ActivateError> {
+        let mut active = Vec::with_capacity(queues.len());
+        for (queue, evt) in queues.into_iter().zip(&self.queue_evts) {
+            let notify = evt.try_clone().map_err(ActivateError::EventFd)?;
+            active.push(ActiveQueue { queue, notify });
+        }
+        let ctx = ActivationContext {
+            mem: self.mem.clone(),
+            queues: active,
+            interrupt: self.interrupt.clone(),
+            acked_features: self.driver_features,
+        };
+        self.lock_device().activate(ctx)
     }
 
     /// Device reset (status 0 written), §2.4: everything back to its initial value.
@@ -571,6 +583,9 @@ impl BusDevice for MmioTransport {
         self.write_reg(offset, u32::from_le_bytes(bytes));
     }
 }
+
+#[path = "mmio_state.rs"]
+mod snapshot;
 
 #[cfg(test)]
 #[path = "mmio_tests.rs"]

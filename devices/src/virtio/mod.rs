@@ -15,11 +15,14 @@ pub mod block;
 pub mod log_limit;
 pub mod mmio;
 pub mod net;
+pub mod state;
 pub mod vsock;
 
 use std::sync::Arc;
 
 use virtio_queue::Queue;
+
+use state::{DeviceState, RingPosition, StateError};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -101,6 +104,9 @@ pub enum ActivateError {
     /// Signalling the event loop failed.
     #[error("cannot signal the event loop")]
     Signal(#[source] std::io::Error),
+    /// A queue notify eventfd could not be duplicated for the device.
+    #[error("cannot clone a queue eventfd")]
+    EventFd(#[source] std::io::Error),
     /// A device-specific failure.
     #[error("{0}")]
     Device(String),
@@ -131,6 +137,18 @@ pub trait VirtioDevice: Send {
     /// no device has any, so bytes the device accepted are not dropped.
     fn has_undelivered_output(&self) -> bool {
         false
+    }
+    /// For a snapshot (the VM paused, the caller holding this device's lock
+    /// so the event loop cannot move its rings): the device's own state
+    /// and, while it is active, where it stands in each queue. `None`: this
+    /// device cannot be snapshotted.
+    fn save_state(&self) -> Option<(DeviceState, Vec<RingPosition>)> {
+        None
+    }
+    /// Puts saved state into this freshly built device, before the
+    /// transport activates it again. Validates before changing anything.
+    fn restore_state(&mut self, _state: &DeviceState) -> Result<(), StateError> {
+        Err(StateError::Unsupported(self.device_type()))
     }
 }
 

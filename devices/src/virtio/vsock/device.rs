@@ -4,7 +4,10 @@
 //! activate eventfd, on the event-loop thread); TX chains are parsed by
 //! `packet.rs` and handed to the backend; backend packets fill RX chains.
 //! A ring the guest broke (avail index ahead by more than the queue size)
-//! stops the device with DEVICE_NEEDS_RESET.
+//! stops the device with DEVICE_NEEDS_RESET. Snapshots keep the CID and
+//! acked features (`VsockState`); a restored device, once active again,
+//! posts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (as soon as
+//! the driver has a buffer there): no host connection survives a snapshot.
 
 use std::num::Wrapping;
 use std::os::fd::AsRawFd;
@@ -13,7 +16,7 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::packet::{collect, read_tx, write_rx, MAX_PKT_LEN};
@@ -22,6 +25,7 @@ use super::{
     TX_QUEUE,
 };
 use crate::virtio::log_limit::LogLimiter;
+use crate::virtio::state::{DeviceState, RingPosition, StateError, VsockState};
 use crate::virtio::{
     device_type, ActivateError, ActivateEvent, ActivationContext, VirtioDevice, VirtioInterrupt,
     VIRTIO_F_VERSION_1,
@@ -33,6 +37,9 @@ use crate::warn_limited;
 /// stops at the budget re-arms the queue's eventfd, so the rest is taken on
 /// the next turn, after every other ready fd had its own.
 pub(crate) const TX_BUDGET: usize = 32;
+/// `struct virtio_vsock_event { le32 id; }` id: every connection is gone
+/// (virtio 1.x §5.10.6.7).
+pub const EVENT_TRANSPORT_RESET: u32 = 0;
 
 struct Active {
     mem: GuestMemoryMmap,
@@ -58,6 +65,8 @@ pub struct Vsock<B: VsockBackend> {
     queues_registered: bool,
     retired: Vec<EventFd>,
     reset_pending: bool,
+    /// Restored from a snapshot: tell the driver its connections are gone.
+    transport_reset_pending: bool,
     backend: B,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
@@ -86,6 +95,7 @@ impl<B: VsockBackend> Vsock<B> {
             queues_registered: false,
             retired: Vec::new(),
             reset_pending: false,
+            transport_reset_pending: false,
             backend,
             rx_buf: vec![0; MAX_PKT_LEN],
             tx_buf: Vec::with_capacity(MAX_PKT_LEN),
@@ -249,6 +259,51 @@ impl<B: VsockBackend> Vsock<B> {
         }
     }
 
+    /// Posts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in the driver's next
+    /// event buffer; stays pending while the driver has none posted.
+    fn send_transport_reset(&mut self) {
+        let Some(a) = self.active.as_mut().filter(|a| !a.broken) else {
+            return;
+        };
+        if !self.transport_reset_pending {
+            return;
+        }
+        if !ring_sane(&a.queues[EVENT_QUEUE], &a.mem) {
+            self.mark_broken("event");
+            return;
+        }
+        let Some(chain) = a.queues[EVENT_QUEUE].pop_descriptor_chain(&a.mem) else {
+            return;
+        };
+        self.transport_reset_pending = false;
+        let head = chain.head_index();
+        let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let written = match collect(chain, true, &mut self.descs) {
+            Ok(_) => match self.descs.first() {
+                Some(&(addr, len)) if len >= event.len() => match a.mem.write_slice(&event, addr) {
+                    Ok(()) => event.len() as u32,
+                    Err(_) => 0,
+                },
+                _ => 0,
+            },
+            Err(_) => 0,
+        };
+        if written == 0 {
+            warn_limited!(
+                self.complaints.bad_packet,
+                "vsock: event buffer cannot hold the transport reset event"
+            );
+        }
+        if a.queues[EVENT_QUEUE]
+            .add_used(&a.mem, head, written)
+            .is_err()
+        {
+            self.mark_broken("event");
+            return;
+        }
+        a.interrupt.signal_used_queue(EVENT_QUEUE as u16);
+    }
+
     /// On the event-loop thread: apply a reset and/or an activation.
     fn handle_activate(&mut self, ops: &mut EventOps) {
         self.activate_evt.drain();
@@ -273,6 +328,7 @@ impl<B: VsockBackend> Vsock<B> {
         }
         self.queues_registered = true;
         self.backend.activate(ops);
+        self.send_transport_reset();
         self.process_tx(ops);
         self.process_rx(ops);
     }
@@ -335,7 +391,44 @@ impl<B: VsockBackend> VirtioDevice for Vsock<B> {
         self.activate_evt.signal().map_err(ActivateError::Signal)
     }
 
+    fn save_state(&self) -> Option<(DeviceState, Vec<RingPosition>)> {
+        let positions = self.active.as_ref().map_or_else(Vec::new, |a| {
+            a.queues
+                .iter()
+                .map(|q| RingPosition {
+                    next_avail: q.next_avail(),
+                    next_used: q.next_used(),
+                })
+                .collect()
+        });
+        let state = VsockState {
+            guest_cid: self.cid,
+            acked_features: self.acked,
+        };
+        Some((DeviceState::Vsock(state), positions))
+    }
+
+    fn restore_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Vsock(v) = state;
+        if v.guest_cid != self.cid {
+            return Err(StateError::Cid {
+                saved: v.guest_cid,
+                actual: self.cid,
+            });
+        }
+        if v.acked_features & !self.avail_features() != 0 {
+            return Err(StateError::Features {
+                acked: v.acked_features,
+                offered: self.avail_features(),
+            });
+        }
+        self.acked = v.acked_features;
+        self.transport_reset_pending = true;
+        Ok(())
+    }
+
     fn reset(&mut self) {
+        self.transport_reset_pending = false;
         if let Some(a) = self.active.take() {
             if self.queues_registered {
                 self.retired.extend(a.evts);
@@ -377,7 +470,7 @@ impl<B: VsockBackend> MutEventSubscriber for Vsock<B> {
                     self.process_rx(ops);
                 }
                 RX_QUEUE => self.process_rx(ops),
-                EVENT_QUEUE => {} // buffers for events we have none of
+                EVENT_QUEUE => self.send_transport_reset(),
                 _ => {}
             }
             return;

@@ -9,30 +9,16 @@ use std::time::Duration;
 
 use super::muxer_conn::CONN_TX_BUF;
 use super::test_guest::TestGuest;
-use super::{op, shut, Hdr, HOST_CID, TYPE_STREAM};
+use super::{op, shut, Hdr, HOST_CID};
 
 const CID: u64 = 42;
 
 fn tmp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-vsock-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("v.sock")
+    super::test_guest::tmp_uds(name)
 }
 
 fn from_guest(src_port: u32, dst_port: u32, op: u16, len: u32) -> Hdr {
-    Hdr {
-        src_cid: CID,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        len,
-        type_: TYPE_STREAM,
-        op,
-        flags: 0,
-        buf_alloc: 1 << 20,
-        fwd_cnt: 0,
-    }
+    super::test_guest::guest_hdr(CID, src_port, dst_port, op, len)
 }
 
 fn host_stream(uds: &PathBuf) -> UnixStream {

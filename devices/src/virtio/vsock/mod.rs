@@ -83,4 +83,6 @@ mod device_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 pub(crate) mod test_guest;

@@ -9,16 +9,19 @@ use std::sync::{Arc, Mutex};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{Hdr, UnixMuxer, Vsock, HDR_LEN};
+use super::{Hdr, UnixMuxer, Vsock, HDR_LEN, HOST_CID, TYPE_STREAM};
 use crate::bus::BusDevice;
 use crate::irq::IrqLine;
 use crate::virtio::mmio::MmioTransport;
+use crate::virtio::state::{StateError, VirtioState};
 
 pub const MEM_SIZE: u64 = 32 << 20;
 pub const QSIZE: u16 = 64;
 const RING_BASE: u64 = 0x1000;
 const RX_BUFS: u64 = 0x10_0000;
 const TX_BUFS: u64 = 0x90_0000;
+/// Event buffers (8 bytes each, as the kernel-less driver posts them).
+pub const EVENT_BUFS: u64 = 0x8f_0000;
 pub const BUF_LEN: u64 = HDR_LEN as u64 + 64 * 1024;
 
 /// Counts interrupts.
@@ -61,15 +64,29 @@ impl TestGuest {
     pub fn new(cid: u64, uds: &std::path::Path) -> TestGuest {
         let mem: GuestMemoryMmap =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+        let mut g = Self::build(mem, cid, uds, |_| Ok(())).unwrap();
+        g.init();
+        g
+    }
+
+    /// A guest over `mem` with a new device and transport, `prepare`d
+    /// before the device joins the event loop; no rings yet.
+    fn build(
+        mem: GuestMemoryMmap,
+        cid: u64,
+        uds: &std::path::Path,
+        prepare: impl FnOnce(&mut MmioTransport) -> Result<(), StateError>,
+    ) -> Result<TestGuest, StateError> {
         let dev: Device = Arc::new(Mutex::new(
             Vsock::new(cid, UnixMuxer::new(cid, uds).unwrap()).unwrap(),
         ));
         let wire = Arc::new(Wire::default());
-        let transport = MmioTransport::new(mem.clone(), dev.clone(), wire.clone()).unwrap();
+        let mut transport = MmioTransport::new(mem.clone(), dev.clone(), wire.clone()).unwrap();
+        prepare(&mut transport)?;
         let mut em = EventManager::new().unwrap();
         let sub: Arc<Mutex<dyn MutEventSubscriber + Send>> = dev.clone();
         em.add_subscriber(sub);
-        let mut g = TestGuest {
+        Ok(TestGuest {
             mem,
             transport,
             em,
@@ -77,9 +94,7 @@ impl TestGuest {
             wire,
             rings: Vec::new(),
             tx_next: 0,
-        };
-        g.init();
-        g
+        })
     }
 
     /// Resets the device and runs the driver initialisation again (§3.1.1),
@@ -230,7 +245,75 @@ impl TestGuest {
     }
 }
 
+/// A fresh directory for one test's sockets, and the `uds_path` in it.
+pub fn tmp_uds(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-vsock-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("v.sock")
+}
+
+/// A stream packet header from guest `cid` to the host (1 MiB of credit).
+pub fn guest_hdr(cid: u64, src_port: u32, dst_port: u32, op: u16, len: u32) -> Hdr {
+    Hdr {
+        src_cid: cid,
+        dst_cid: HOST_CID,
+        src_port,
+        dst_port,
+        len,
+        type_: TYPE_STREAM,
+        op,
+        flags: 0,
+        buf_alloc: 1 << 20,
+        fwd_cnt: 0,
+    }
+}
+
 impl TestGuest {
+    /// Posts `n` 8-byte event buffers on the event queue (filled with 0xff).
+    pub fn post_event_buffers(&mut self, n: u16) {
+        for i in 0..n {
+            let addr = EVENT_BUFS + 8 * u64::from(i);
+            self.mem_write(addr, &[0xff; 8]);
+            self.put_desc(2, i, addr, 8, 2, 0);
+            self.publish(2, i);
+        }
+        self.pump();
+    }
+
+    /// What a snapshot of this guest restores: a copy of its memory and
+    /// ring bookkeeping, with a new device (listening on `uds`) and
+    /// transport built from `state` (`Err`: the transport refused it).
+    pub fn restored(
+        &self,
+        uds: &std::path::Path,
+        state: &VirtioState,
+    ) -> Result<TestGuest, StateError> {
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+        let mut page = vec![0u8; 1 << 20];
+        for off in (0..MEM_SIZE).step_by(page.len()) {
+            self.mem.read_slice(&mut page, GuestAddress(off)).unwrap();
+            mem.write_slice(&page, GuestAddress(off)).unwrap();
+        }
+        let cid = self.dev.lock().unwrap().cid();
+        let mut g = Self::build(mem, cid, uds, |t| t.restore_state(state))?;
+        g.rings = self
+            .rings
+            .iter()
+            .map(|r| Ring {
+                desc: r.desc,
+                avail: r.avail,
+                used: r.used,
+                avail_idx: r.avail_idx,
+                last_used: r.last_used,
+            })
+            .collect();
+        g.tx_next = self.tx_next;
+        g.pump();
+        Ok(g)
+    }
+
     /// Writes raw bytes into guest memory.
     pub fn mem_write(&self, addr: u64, data: &[u8]) {
         self.mem.write_slice(data, GuestAddress(addr)).unwrap();
