@@ -55,6 +55,11 @@ if [ -f guest-agent/kernelless/Cargo.toml ]; then
   step "building the kernel-less guests" bash guest-agent/kernelless/build.sh
 fi
 
+# CPython for wasm32-wasi, the kernel-less guest's python3.11 (issue 19):
+# built from Debian's sources once into $cache/python-wasm (~2-4 min on 2
+# cores the first time, instant after).
+step "CPython 3.11 for wasm32-wasi (cached; 2-4 min the first time)" bash scripts/build-python-wasm.sh
+
 # The Linux guest (kernel-config/, images/): test tools, then the kernel
 # (cached; ~7 min on 2 busy cores the first time, instant after) and the
 # images (static ember-agent, initramfs, `provided` runtime, and the
