@@ -26,17 +26,17 @@ print(f"{label:<24} p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  {r['th
 PY
 }
 echo "emberd benchmark ($(nproc) CPUs, $n warm requests per row, $cold_n cold)"
-floor1=$("$bin/ember" --endpoint "$ep" bench noop --mode dryrun --requests "$n" --concurrency 1)
-cold=$("$bin/ember" --endpoint "$ep" bench noop --mode cold --requests "$cold_n" --pause-ms 300)
+floor1=$("$bin/ember" --endpoint "$ep" bench load noop --mode dryrun --requests "$n" --concurrency 1)
+cold=$("$bin/ember" --endpoint "$ep" bench load noop --mode cold --requests "$cold_n" --pause-ms 300)
 row "cold, spare VM (c=1)" "$cold" "$floor1"
-scratch=$("$bin/ember" --endpoint "$ep" bench noop256 --mode cold --requests "$cold_n")
+scratch=$("$bin/ember" --endpoint "$ep" bench load noop256 --mode cold --requests "$cold_n")
 row "cold, VM boot (c=1)" "$scratch" "$floor1"
 for c in 1 4 16; do
-  floor=$("$bin/ember" --endpoint "$ep" bench noop --mode dryrun --requests "$n" --concurrency "$c")
-  warm=$("$bin/ember" --endpoint "$ep" bench noop --mode warm --requests "$n" --concurrency "$c")
+  floor=$("$bin/ember" --endpoint "$ep" bench load noop --mode dryrun --requests "$n" --concurrency "$c")
+  warm=$("$bin/ember" --endpoint "$ep" bench load noop --mode warm --requests "$n" --concurrency "$c")
   row "warm invoke (c=$c)" "$warm" "$floor"
 done
-python3 - "$cold" "$("$bin/ember" --endpoint "$ep" bench noop --mode warm --requests "$n" --concurrency 1)" "$scratch" <<'PY'
+python3 - "$cold" "$("$bin/ember" --endpoint "$ep" bench load noop --mode warm --requests "$n" --concurrency 1)" "$scratch" <<'PY'
 import json, sys
 cold, warm, scratch = (json.loads(a) for a in sys.argv[1:4])
 print(f"targets: warm p50 {warm['p50_ms']:.3f} ms (<= 1 ms: {'met' if warm['p50_ms'] <= 1 else 'MISSED'}), "

@@ -33,7 +33,8 @@ need_apt=()
 for pair in qemu-system-x86_64:qemu-system-x86 clang:clang ld.lld:lld wat2wasm:wabt \
             mksquashfs:squashfs-tools mkfs.ext4:e2fsprogs \
             as:binutils objcopy:binutils \
-            ip:iproute2 openssl:openssl prometheus:prometheus; do
+            ip:iproute2 openssl:openssl prometheus:prometheus \
+            chromium:chromium /usr/bin/time:time; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -42,6 +43,9 @@ done
 # compiler-rt builtins for wasm32 (examples/json-c links them)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_apt+=(libclang-rt-14-dev-wasm32)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+# `ember bench` plots draw their text with a TrueType font read at run time;
+# tests/bench renders report.html in headless chromium (above).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q && apt-get install -y -q "$@"

@@ -39,6 +39,15 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -p no:cacheprovider tests/fcapi
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || exit "$rc"
+# `ember bench` (issue 20): a short run of each scenario (vmm-boot with QEMU
+# and a Firecracker-compatible peer, function and ramp through a throw-away
+# emberd, compare, bad peers, emberd unreachable); files checked, PNGs
+# decoded, report.html rendered by headless Chromium. About 2 minutes.
+set +e
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -p no:cacheprovider tests/bench
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || exit "$rc"
 # The hostile suite (issue 13): attacks by clients, tenants and guests against a
 # real emberd on loopback. Its own pytest run for the same conftest reason.
 set +e

@@ -4,6 +4,7 @@ pub mod aot;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod code;

@@ -1,11 +1,10 @@
 //! The `ember` command line: `serve`, `fn create|update|list|get|delete|publish`,
-//! `invoke`, `env list`, `queue list|read|delete` (and the benchmark's load generator), talking to
+//! `invoke`, `env list`, `queue list|read|delete`, `bench` (crate::bench), talking to
 //! emberd's HTTP API. Human-readable output by default, `--json` for scripts.
 //! The CLI is a client: it uses the daemon only for `serve` and its defaults,
 //! and nothing in the daemon uses it.
 
 pub mod audit;
-pub mod bench;
 pub mod client;
 pub mod creds;
 pub mod logs;
@@ -100,9 +99,10 @@ enum Cmd {
     /// emberd's local destination queues (async invocation records).
     #[command(subcommand)]
     Queue(queue::QueueCmd),
-    /// Load generator for scripts/bench-emberd.sh (prints JSON stats).
-    #[command(hide = true)]
-    Bench(bench::BenchArgs),
+    /// Cold-start benchmarks: VMMs side by side, functions through emberd,
+    /// ramps; raw records, summary, plots and report.html in --out DIR.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
 }
 
 #[derive(Subcommand)]
@@ -192,7 +192,8 @@ pub fn main() -> ExitCode {
     }
     client::set_ca_bundle(cli.ca_cert.clone());
     let creds = creds::signing_credentials(cli.access_key.clone(), cli.secret_key.clone(), &file);
-    if creds.is_none() {
+    let needs_key = !matches!(&cli.cmd, Cmd::Bench(b) if !b.needs_emberd());
+    if creds.is_none() && needs_key {
         eprintln!(
             "ember: no credentials (--access-key/--secret-key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a readable {}); requests go unsigned and emberd will refuse them",
             file.display()
@@ -284,7 +285,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ep = cli.endpoint.as_str();
     match cli.cmd {
         Cmd::Serve(_) | Cmd::Creds(_) | Cmd::Audit(_) => unreachable!("handled in main"),
-        Cmd::Bench(args) => bench::run(ep, args).await.map_err(CliError::Usage)?,
+        Cmd::Bench(cmd) => {
+            return crate::bench::run(ep, cmd)
+                .await
+                .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))
+        }
         Cmd::Fn(FnCmd::Create {
             name,
             code,

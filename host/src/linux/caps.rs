@@ -121,20 +121,54 @@ pub struct Found {
 /// Why KVM on this host (`root` = `/` outside tests) cannot boot a stock
 /// Linux guest, if so. Same rule as ember-vmm's host detection.
 pub fn kvm_refusal(root: &Path) -> Option<String> {
-    if !root.join("dev/kvm").exists() {
-        return Some("no /dev/kvm".into());
-    }
-    let module = |m: &str| root.join("sys/module").join(m).exists();
-    if module("kvm_pvm") {
-        return Some(
+    match KvmKind::detect(root) {
+        KvmKind::None => Some("no /dev/kvm".into()),
+        KvmKind::Pvm => Some(
             "host KVM is PVM (software virtualization): a stock Linux guest kernel cannot boot on it"
                 .into(),
-        );
+        ),
+        KvmKind::Unknown => {
+            Some("KVM is neither kvm_intel nor kvm_amd (not hardware-backed)".into())
+        }
+        KvmKind::HardwareVmx | KvmKind::HardwareSvm => None,
     }
-    if !module("kvm_intel") && !module("kvm_amd") {
-        return Some("KVM is neither kvm_intel nor kvm_amd (not hardware-backed)".into());
+}
+
+/// What `/dev/kvm` is backed by (also recorded with every `ember bench`
+/// result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvmKind {
+    /// PVM: software virtualization without VMX/SVM (guest CPL0 code is
+    /// emulated, so only CPL3 guests run at native speed).
+    Pvm,
+    /// Hardware virtualization (kvm_intel).
+    HardwareVmx,
+    /// Hardware virtualization (kvm_amd).
+    HardwareSvm,
+    /// `/dev/kvm` exists but no known module is loaded.
+    Unknown,
+    /// No `/dev/kvm`.
+    None,
+}
+
+impl KvmKind {
+    /// Detects the kind under `root` (`/` on a live system) from the loaded
+    /// KVM module (`/sys/module/kvm_pvm`, `kvm_intel`, `kvm_amd`).
+    pub fn detect(root: &Path) -> KvmKind {
+        let module = |m: &str| root.join("sys/module").join(m).exists();
+        if !root.join("dev/kvm").exists() {
+            KvmKind::None
+        } else if module("kvm_pvm") {
+            KvmKind::Pvm
+        } else if module("kvm_intel") {
+            KvmKind::HardwareVmx
+        } else if module("kvm_amd") {
+            KvmKind::HardwareSvm
+        } else {
+            KvmKind::Unknown
+        }
     }
-    None
 }
 
 /// `$EMBER_CACHE`, else `~/.cache/ember` (where the build scripts cache).

@@ -1,4 +1,5 @@
-//! The benchmark's load generator (`ember bench`, hidden): warm invoke
+//! The load generator (`ember bench load`, hidden; scripts/bench-emberd.sh
+//! drives it): warm invoke
 //! latency and throughput at a given concurrency, cold invoke latency (each
 //! call after a configuration change, so no environment can be reused), and
 //! DryRun (the HTTP + routing floor, the peer the others are compared with).
@@ -7,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::client::{function_path, Conn};
+use crate::cli::client::{function_path, Conn};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub struct LoadArgs {
     name: String,
     #[arg(long, default_value = "warm")]
     mode: String,
@@ -26,12 +27,15 @@ pub struct BenchArgs {
     pause_ms: u64,
 }
 
+/// Nearest-rank percentile of sorted durations, in ms.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+    let ms: Vec<f64> = sorted.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let v = super::stats::percentile(&ms, p * 100.0);
+    if v.is_nan() {
+        0.0
+    } else {
+        v
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 async fn one(
@@ -56,7 +60,7 @@ async fn one(
     Ok(d)
 }
 
-pub async fn run(ep: &str, a: BenchArgs) -> Result<(), String> {
+pub async fn run(ep: &str, a: LoadArgs) -> Result<(), String> {
     let path = function_path(&a.name, "/invocations");
     let payload = a.payload.clone().into_bytes();
     let mut lat = Vec::with_capacity(a.requests);
