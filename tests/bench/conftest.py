@@ -57,7 +57,8 @@ def bench(tmp_path, guests):
         if args and args[0] != "compare":
             cmd += ["--out", str(d)]
         e = dict(os.environ, EMBER_NULL_KERNELLESS=str(guests / "null"),
-                 EMBER_WASM_AGENT=str(guests / "ember-wasm-agent"))
+                 EMBER_WASM_AGENT=str(guests / "ember-wasm-agent"),
+                 EMBER_SNAP_GUEST=str(guests / "snap_guest"))
         e.update(env or {})
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e,
                            cwd=tmp_path)

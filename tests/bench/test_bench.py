@@ -165,6 +165,17 @@ def test_ramp_through_a_throwaway_emberd(bench):
     check_plot(run.out / "ramp")
 
 
+def test_snapshot_restore_through_the_api_socket(bench):
+    run = bench("snapshot-restore", "--runs", "3", "--warmup", "1")
+    assert run.rc == 0, run
+    recs, s = check_data_files(run)
+    for name in ("ember-vmm, snapshot load → exit", "ember-vmm, fresh boot via API → exit"):
+        c = run.case(name)
+        assert c["ok"] == 3 and c["failed"] == 0, (c, run)
+        assert [p[0] for p in c["phase_medians_ms"]] == ["api", "run"]
+    check_plot(run.out / "phases")
+
+
 def test_emberd_unreachable_is_a_clear_error_with_results_kept(bench):
     run = bench("function", "--runs", "1", env={"EMBER_ENDPOINT": "http://127.0.0.1:9"})
     assert run.rc == 1, run

@@ -287,7 +287,7 @@ impl Chart for Bars {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..top)
+            .build_cartesian_2d((0..n.saturating_sub(1)).into_segmented(), 0f64..top)
             .map_err(s)?;
         chart
             .configure_mesh()
@@ -322,13 +322,16 @@ impl Chart for Bars {
                     let k = parts.iter().position(|(p, _)| p == part)?;
                     let below: f64 = parts[..k].iter().map(|p| p.1.max(0.0)).sum();
                     let h = parts[k].1.max(0.0);
-                    Some(Rectangle::new(
+                    let mut r = Rectangle::new(
                         [
                             (SegmentValue::Exact(i), below),
                             (SegmentValue::Exact(i + 1), below + h),
                         ],
                         c.filled(),
-                    ))
+                    );
+                    // Gaps between the bars (pixels).
+                    r.set_margin(0, 0, 14, 14);
+                    Some(r)
                 })
                 .collect();
             chart
@@ -419,5 +422,69 @@ impl Chart for RampCurve {
             .border_style(BLACK)
             .draw()
             .map_err(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::record::Phase;
+    use crate::bench::runner::Plan;
+
+    fn rec(case: &str, ms: f64, step: Option<u32>) -> Record {
+        Record {
+            scenario: "t".into(),
+            case: case.into(),
+            round: 0,
+            seq: 0,
+            warmup: false,
+            ok: true,
+            start_ms: 0.0,
+            wall_ms: Some(ms),
+            peak_rss_kib: Some(2048),
+            boot_timer_ms: None,
+            phases: vec![
+                Phase {
+                    name: "a".into(),
+                    ms: ms / 2.0,
+                },
+                Phase {
+                    name: "b".into(),
+                    ms: ms / 2.0,
+                },
+            ],
+            step,
+            batch_ms: step.map(|_| ms * 2.0),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn every_plot_renders_with_one_case_and_with_several() {
+        let plan = Plan {
+            runs: 3,
+            warmup: 0,
+            seed: 1,
+        };
+        for cases in [vec!["only"], vec!["x", "y", "z"]] {
+            let d = tempfile::tempdir().unwrap();
+            let records: Vec<Record> = cases
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| (1..=3).map(move |k| rec(c, (i + k) as f64, Some(1 << i))))
+                .collect();
+            let labels: Vec<String> = cases.iter().map(|c| c.to_string()).collect();
+            let ctx = crate::bench::context::Context::capture();
+            let s = Summary::build("t", ctx, plan, &labels, &records, None, vec![], vec![]);
+            let plots = write_all(d.path(), &s, &records).unwrap();
+            let names: Vec<&str> = plots.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["latency-cdf", "phases", "peak-rss", "ramp"]);
+            for p in &plots {
+                let png = std::fs::read(&p.png).unwrap();
+                assert_eq!(&png[1..4], b"PNG");
+                let svg = std::fs::read_to_string(&p.svg).unwrap();
+                assert!(svg.contains("<svg") && svg.contains("<text"), "{svg}");
+            }
+        }
     }
 }

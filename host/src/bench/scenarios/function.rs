@@ -95,6 +95,10 @@ impl FunctionBench {
         if payloads.is_empty() {
             payloads.push(b"{}".to_vec());
         }
+        // The warm function's environment exists before the first run (its
+        // cold start is not a warm run, warm-up or not).
+        let mut c = emberd.conn().await?;
+        invoke(&mut c, WARM_FN, b"{}".to_vec(), false, true).await?;
         Ok(FunctionBench {
             emberd,
             conn: None,
