@@ -7,6 +7,7 @@ fails to start, emberd unreachable) gives a clear error and keeps the
 partial results.
 """
 import csv
+import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -111,6 +112,21 @@ def test_vmm_boot_side_by_side_with_a_firecracker_compatible_peer(bench, tmp_pat
     assert len(rows) == len(cases), cmp
     assert all("no significant change" in l for l in rows), cmp.stdout
     assert "Overall: no significant change in any case." in cmp.stdout
+
+    # The same runs each made slower than every original run: a significant
+    # change in every case (4 runs a side: complete separation gives p = 0.03).
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    with open(slow / "raw.jsonl", "w") as f:
+        top = max(r["wall_ms"] or 0 for r in recs)
+        for r in recs:
+            if r["wall_ms"] is not None:
+                r["wall_ms"] += top
+            f.write(json.dumps(r) + "\n")
+    cmp = bench("compare", str(run.out), str(slow))
+    assert cmp.rc == 0, cmp
+    rows = [l for l in cmp.stdout.splitlines() if l.startswith("| ") and "verdict" not in l]
+    assert len(rows) == len(cases) and all("| significant: B is" in l and "slower" in l for l in rows), cmp.stdout
 
 
 def test_unknown_and_failing_peers_are_reported_and_the_rest_kept(bench):
