@@ -5,6 +5,7 @@
 //! gives each device module a [`DeviceContext`] with everything needed to
 //! wire its devices into the VM.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use ember_abi::guest::MmioDevice;
@@ -19,6 +20,7 @@ use crate::abi_ports::Doorbell;
 use crate::device_manager::block::{self, DriveConfig};
 use crate::device_manager::net;
 use crate::device_manager::vsock::{self, VsockConfig};
+use crate::device_manager::{SavedVirtio, VirtioSlot};
 
 /// The VM's event manager (one event-loop thread runs it).
 pub type EventMgr = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
@@ -45,6 +47,14 @@ pub enum DeviceError {
     },
     #[error("out of {0} for devices")]
     Exhausted(&'static str),
+    #[error("snapshot: the saved `{0}` device does not match the devices the config builds")]
+    RestoreMismatch(String),
+    #[error("config section `{section}`: cannot restore the saved device state")]
+    Restore {
+        section: &'static str,
+        #[source]
+        source: ember_devices::virtio::state::StateError,
+    },
 }
 
 impl DeviceError {
@@ -85,6 +95,10 @@ pub struct DeviceContext<'a> {
     pub mmio_devices: Vec<MmioDevice>,
     /// Every virtio device, for the final drain when the VM stops.
     pub virtio_devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    /// Every virtio device with its transport, for snapshots.
+    pub slots: Vec<VirtioSlot>,
+    /// At a snapshot load: the saved states, one per device in attach order.
+    pub restore: Option<VecDeque<SavedVirtio>>,
     next_window: u64,
     next_irq: u32,
 }
@@ -113,6 +127,8 @@ impl<'a> DeviceContext<'a> {
             kernelless,
             mmio_devices: Vec::new(),
             virtio_devices: Vec::new(),
+            slots: Vec::new(),
+            restore: None,
             next_window: MMIO_WINDOWS_START,
             next_irq: FIRST_DEVICE_IRQ,
         }
@@ -135,12 +151,17 @@ impl<'a> DeviceContext<'a> {
     /// Ends attaching: the device lists and the Linux command-line fragment
     /// built from the same list (one step, so the fragment can never be
     /// built from a list already moved out).
-    pub fn into_attached(self) -> Attached {
-        Attached {
+    pub fn into_attached(self) -> Result<Attached, DeviceError> {
+        if let Some(left) = self.restore.as_ref().and_then(|r| r.front()) {
+            // A saved device the config did not rebuild.
+            return Err(DeviceError::RestoreMismatch(left.section.clone()));
+        }
+        Ok(Attached {
             linux_cmdline: linux_cmdline(&self.mmio_devices),
             mmio_devices: self.mmio_devices,
             virtio_devices: self.virtio_devices,
-        }
+            slots: self.slots,
+        })
     }
 }
 
@@ -150,6 +171,8 @@ pub struct Attached {
     pub mmio_devices: Vec<MmioDevice>,
     /// Every virtio device, for the final drain.
     pub virtio_devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    /// Every virtio device with its transport, for snapshots.
+    pub slots: Vec<VirtioSlot>,
     /// ` virtio_mmio.device=<len>K@<base>:<irq>` per device, for a Linux
     /// command line (Linux finds virtio-mmio devices only through it here).
     pub linux_cmdline: String,

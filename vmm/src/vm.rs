@@ -20,6 +20,7 @@ use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
 use crate::boot::kernelless::{self, KernellessError};
 use crate::boot::linux::{self, LinuxBootError};
 use crate::config::{ConsoleConfig, ValidConfig, VmConfig};
+use crate::device_manager::VirtioSlot;
 use crate::devices::{self, DeviceContext, DeviceError, EventMgr};
 use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
@@ -108,6 +109,8 @@ pub struct Vm {
     timeout_ms: Option<u64>,
     start: Instant,
     state: State,
+    /// Every virtio device with its transport (snapshots lock and save them).
+    virtio_slots: Vec<VirtioSlot>,
     /// What the VM was built from, and whether it is kernel-less (snapshots
     /// save both).
     pub(crate) config: VmConfig,
@@ -147,7 +150,7 @@ impl Vm {
         let cfg = &valid.config;
         let host = host::detect();
         log_debug!("host: {}", host.describe());
-        let restore = match origin {
+        let mut restore = match origin {
             Origin::Boot => None,
             Origin::Snapshot(r) => Some(r),
         };
@@ -226,12 +229,16 @@ impl Vm {
             irqchip,
             is_kernelless,
         );
+        ctx.restore = restore
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.virtio).into());
         devices::attach_all(&mut ctx, &valid.devices)?;
         let devices::Attached {
             mmio_devices,
             virtio_devices,
+            slots,
             linux_cmdline: linux_devices,
-        } = ctx.into_attached();
+        } = ctx.into_attached()?;
 
         let vcpu_count = cfg.vcpu_count();
         let guest = if let Some(r) = restore {
@@ -266,7 +273,7 @@ impl Vm {
                 cfg.cmdline.as_deref().unwrap_or(""),
                 &mmio_devices,
             )?,
-            Guest::Snapshot(_) => snapshot::renew_start_info(&mem, &fds[0], cfg)?,
+            Guest::Snapshot(_) => snapshot::renew_start_info(&mem, &fds[0], cfg, &mmio_devices)?,
             Guest::Linux(_) => {}
         }
         Ok(Vm {
@@ -286,6 +293,7 @@ impl Vm {
                 virtio: virtio_devices,
                 fds,
             },
+            virtio_slots: slots,
             config: cfg.clone(),
             kernelless: is_kernelless,
         })
@@ -356,6 +364,11 @@ impl Vm {
     /// The guest's memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
+    }
+
+    /// Every virtio device with its transport, in attach order.
+    pub(crate) fn virtio_slots(&self) -> &[VirtioSlot] {
+        &self.virtio_slots
     }
 
     /// Holds every vCPU outside the guest until [`Vm::resume`]. Devices

@@ -483,9 +483,8 @@ impl Controller {
                 ))
             }
         };
-        if l.network_overrides.as_ref().is_some_and(|n| !n.is_empty()) || l.vsock_override.is_some()
-        {
-            return Err(unsupported("device overrides on snapshot load"));
+        if l.network_overrides.as_ref().is_some_and(|n| !n.is_empty()) {
+            return Err(unsupported("network_overrides on snapshot load"));
         }
         if l.clock_realtime == Some(true) {
             return Err(unsupported("clock_realtime"));
@@ -503,6 +502,7 @@ impl Controller {
             timeout_ms: None,
             track_dirty_pages: l.track_dirty_pages == Some(true)
                 || l.enable_diff_snapshots == Some(true),
+            vsock_uds_override: l.vsock_override.map(|v| PathBuf::from(v.uds_path)),
         };
         let mut vm = snapshot::load(&params, self.start)
             .map_err(|e| ActionError::Snapshot(error_line(&e)))?;

@@ -138,8 +138,15 @@ pub struct SnapshotLoad {
     pub track_dirty_pages: Option<bool>,
     pub resume_vm: Option<bool>,
     pub network_overrides: Option<Vec<Value>>,
-    pub vsock_override: Option<Value>,
+    pub vsock_override: Option<VsockOverride>,
     pub clock_realtime: Option<bool>,
+}
+
+/// `VsockOverride`: where the restored vsock device listens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockOverride {
+    pub uds_path: String,
 }
 
 #[derive(Deserialize)]

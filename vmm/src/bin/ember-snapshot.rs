@@ -179,6 +179,7 @@ fn load(a: &Args) -> Result<i32, CliError> {
         console: console(a),
         timeout_ms: a.timeout_ms,
         track_dirty_pages: false,
+        vsock_uds_override: None,
     };
     let t = Instant::now();
     let vm = snapshot::load(&params, t)?;

@@ -7,6 +7,9 @@
 //! fires the line's irqfd (Linux guests) and rings the kernel-less doorbell,
 //! the transport on the MMIO bus, the device on the event loop, and an entry
 //! in the guest's device list (StartInfo `devices[]` / Linux command line).
+//! For snapshots it keeps a [`VirtioSlot`] per device (transport and device,
+//! to lock and save together) and, at a load, puts each saved state
+//! ([`SavedVirtio`]) into the device rebuilt for it, in attach order.
 
 pub mod block;
 pub mod net;
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, Once};
 use ember_abi::guest::MmioDevice;
 use ember_devices::irq::IrqLine;
 use ember_devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, NOTIFY_OFFSET};
+use ember_devices::virtio::state::VirtioState;
 use ember_devices::virtio::VirtioDevice;
 use event_manager::{MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::IoEventAddress;
@@ -44,6 +48,23 @@ impl IrqLine for VirtioIrq {
     }
 }
 
+/// One virtio device of a snapshot: the config section it was built from
+/// and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedVirtio {
+    pub section: String,
+    pub state: VirtioState,
+}
+
+/// A virtio device as snapshots see it: its section, its transport and the
+/// device (locked together, transport first, as a vCPU's MMIO access does).
+#[derive(Clone)]
+pub struct VirtioSlot {
+    pub section: &'static str,
+    pub transport: Arc<Mutex<MmioTransport>>,
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
+}
+
 fn setup_err(section: &str, what: &str, source: std::io::Error) -> DeviceError {
     DeviceError::Setup {
         section: section.to_string(),
@@ -55,7 +76,7 @@ fn setup_err(section: &str, what: &str, source: std::io::Error) -> DeviceError {
 /// Puts `device` in the VM behind a new virtio-mmio window.
 pub fn attach_virtio<D>(
     ctx: &mut DeviceContext,
-    section: &str,
+    section: &'static str,
     device: D,
 ) -> Result<(), DeviceError>
 where
@@ -82,13 +103,24 @@ where
     let line = Arc::new(VirtioIrq { irqfd, doorbell });
     let dev = Arc::new(Mutex::new(device));
     ctx.virtio_devices.push(dev.clone());
-    let transport = MmioTransport::new(ctx.mem.clone(), dev.clone(), line).map_err(|e| {
+    let mut transport = MmioTransport::new(ctx.mem.clone(), dev.clone(), line).map_err(|e| {
         setup_err(
             section,
             "virtio-mmio transport",
             std::io::Error::other(ember_abi::error::chain(&e)),
         )
     })?;
+    if let Some(saved) = ctx.restore.as_mut() {
+        let s = saved
+            .pop_front()
+            .ok_or_else(|| DeviceError::RestoreMismatch(section.to_string()))?;
+        if s.section != section {
+            return Err(DeviceError::RestoreMismatch(s.section));
+        }
+        transport
+            .restore_state(&s.state)
+            .map_err(|source| DeviceError::Restore { section, source })?;
+    }
     for (i, evt) in transport.queue_evts().iter().enumerate() {
         ctx.vm
             .register_ioevent(evt, &IoEventAddress::Mmio(base + NOTIFY_OFFSET), i as u32)
@@ -100,8 +132,14 @@ where
                 )
             })?;
     }
+    let transport = Arc::new(Mutex::new(transport));
+    ctx.slots.push(VirtioSlot {
+        section,
+        transport: transport.clone(),
+        device: dev.clone(),
+    });
     ctx.mmio_bus
-        .insert(base, MMIO_WINDOW, Arc::new(Mutex::new(transport)))
+        .insert(base, MMIO_WINDOW, transport)
         .map_err(|e| setup_err(section, "MMIO bus", std::io::Error::other(e.to_string())))?;
     let sub: Arc<Mutex<dyn MutEventSubscriber + Send>> = dev;
     ctx.event_manager.add_subscriber(sub);

@@ -14,7 +14,11 @@ use sha2::{Digest, Sha256};
 use super::memory_file::Region;
 use super::state::{GuestKind, SerialRegs, VmState};
 use super::vcpu_state::VcpuState;
+use super::virtio_state::SavedVirtio;
 use crate::boot::cpl3;
+use ember_devices::virtio::state::{
+    DeviceState, QueueState, TransportState, VirtioState, VsockState,
+};
 
 use ember_abi::xorshift::XorShift64Star as Rng;
 
@@ -48,7 +52,34 @@ fn valid_state() -> VmState {
             regs: [12, 0, 0, 1, 3, 0x60, 8, 0xb0, 0],
             fifo: vec![1, 2, 3],
         },
-        device_config: "{}".into(),
+        device_config: r#"{"vsock":{"guest_cid":3,"uds_path":"/tmp/v.sock"}}"#.into(),
+        virtio: vec![SavedVirtio {
+            section: "vsock".into(),
+            state: VirtioState {
+                transport: TransportState {
+                    device_type: 19,
+                    status: 15,
+                    activated: true,
+                    driver_features: 1 << 32,
+                    queues: (0..3u64)
+                        .map(|i| QueueState {
+                            size: 4,
+                            ready: true,
+                            desc: 0x10000 + i * 0x1000,
+                            avail: 0x10400 + i * 0x1000,
+                            used: 0x10800 + i * 0x1000,
+                            next_avail: 2,
+                            next_used: 1,
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+                device: DeviceState::Vsock(VsockState {
+                    guest_cid: 3,
+                    acked_features: 1 << 32,
+                }),
+            },
+        }],
     }
 }
 

@@ -11,6 +11,7 @@ pub mod memory_file;
 pub mod state;
 pub mod uffd;
 pub(crate) mod vcpu_state;
+pub mod virtio_state;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -19,8 +20,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ember_abi::guest::{self, StartInfo};
+use ember_abi::guest::{self, MmioDevice, StartInfo};
 use ember_devices::legacy::serial::{SerialState, SerialStateError};
+use ember_devices::virtio::device_type;
+use ember_devices::virtio::state::StateError as DeviceStateError;
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -31,6 +34,7 @@ use crate::vm::{Origin, Vm, VmError};
 use memory_file::MemoryFileError;
 use state::{GuestKind, SerialRegs, StateError, VmState, MAX_STATE_FILE};
 pub(crate) use vcpu_state::{SaveError, VcpuState};
+use virtio_state::SavedVirtio;
 
 /// How long a paused vCPU may take to hand over its registers.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +63,10 @@ pub enum SnapshotError {
     Uffd(#[from] uffd::UffdError),
     #[error("snapshot config")]
     Config(#[from] ConfigError),
+    #[error("cannot save a virtio device")]
+    Device(#[source] DeviceStateError),
+    #[error("the vsock override needs the snapshot to have a vsock device")]
+    NoVsockToOverride,
     #[error(transparent)]
     Vm(#[from] VmError),
 }
@@ -83,6 +91,8 @@ pub(crate) struct Restore {
     pub memory: GuestMemoryMmap,
     pub vcpus: Vec<VcpuState>,
     pub serial: SerialState,
+    /// The virtio devices' states, put into the rebuilt devices.
+    pub virtio: Vec<SavedVirtio>,
 }
 
 /// What [`create`] wrote.
@@ -131,12 +141,36 @@ pub fn create_typed(
     if !vm.kernelless {
         return Err(SnapshotError::Unsupported("Linux guests"));
     }
-    if !vm.config.devices.is_empty() {
-        return Err(SnapshotError::Unsupported(
-            "VMs with virtio devices (vsock, block, net)",
-        ));
-    }
     let vcpus = vm.save_vcpus(SAVE_TIMEOUT)?;
+    // Quiesce the devices: hold every transport and device lock until guest
+    // memory is written. The event loop blocks at its next device event, so
+    // no ring moves between the saved state and the saved memory (the
+    // vCPUs are paused: nothing else touches a transport).
+    let held: Vec<_> = vm
+        .virtio_slots()
+        .iter()
+        .map(|slot| {
+            let t = slot.transport.lock().unwrap_or_else(|e| e.into_inner());
+            let d = slot.device.lock().unwrap_or_else(|e| e.into_inner());
+            (slot.section, t, d)
+        })
+        .collect();
+    let mut virtio = Vec::with_capacity(held.len());
+    for (section, t, d) in &held {
+        let state = t.save_state(&**d).map_err(|e| match e {
+            DeviceStateError::Unsupported(device_type::BLOCK) => {
+                SnapshotError::Unsupported("VMs with virtio-block devices")
+            }
+            DeviceStateError::Unsupported(device_type::NET) => {
+                SnapshotError::Unsupported("VMs with virtio-net devices")
+            }
+            other => SnapshotError::Device(other),
+        })?;
+        virtio.push(SavedVirtio {
+            section: section.to_string(),
+            state,
+        });
+    }
     let state = VmState {
         kind: GuestKind::Kernelless,
         mem_size: vm.config.mem_mib << 20,
@@ -146,6 +180,7 @@ pub fn create_typed(
         serial: serial_regs(&vm.serial_state()),
         device_config: serde_json::to_string(&vm.config.devices)
             .unwrap_or_else(|_| "{}".to_string()),
+        virtio,
     };
     let bytes = state.to_bytes();
     // Never write a snapshot this VMM would refuse to load.
@@ -178,6 +213,8 @@ pub fn create_typed(
             memory_file::write_diff(vm.memory(), &file, &dirty, vmm_pages)?
         }
     };
+    // Memory is written: the event loop may move the rings again.
+    drop(held);
     let mut state_file = create_file(state_path)?;
     state_file
         .write_all(&bytes)
@@ -232,6 +269,10 @@ pub struct LoadParams {
     /// Log the pages the guest writes, for diff snapshots of the loaded VM
     /// (Firecracker's `enable_diff_snapshots` / `track_dirty_pages`).
     pub track_dirty_pages: bool,
+    /// Where the restored vsock device listens instead of the snapshot's
+    /// `uds_path` (Firecracker's `vsock_override`): clones of one snapshot
+    /// each need their own.
+    pub vsock_uds_override: Option<PathBuf>,
 }
 
 /// Reads and validates a snapshot and builds a VM from it (not started:
@@ -246,8 +287,15 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
         }
         MemBackend::Uffd => uffd::map(&params.mem_path, state.mem_size >> 20, &state.regions)?,
     };
-    let devices: BTreeMap<String, serde_json::Value> =
+    let mut devices: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&state.device_config).unwrap_or_default();
+    if let Some(uds) = &params.vsock_uds_override {
+        let section = devices
+            .get_mut(crate::device_manager::vsock::NAME)
+            .and_then(|v| v.as_object_mut())
+            .ok_or(SnapshotError::NoVsockToOverride)?;
+        section.insert("uds_path".into(), uds.to_string_lossy().into_owned().into());
+    }
     let cfg = VmConfig {
         // Never opened: the guest image is in the memory file.
         kernel: params.state_path.clone(),
@@ -266,6 +314,7 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
         memory,
         vcpus: state.vcpus,
         serial: serial_state(&state.serial),
+        virtio: state.virtio,
     };
     Ok(Vm::build_from(&valid, start, Origin::Snapshot(restore))?)
 }
@@ -313,6 +362,7 @@ pub(crate) fn renew_start_info(
     mem: &GuestMemoryMmap,
     vcpu0: &VcpuFd,
     cfg: &VmConfig,
+    devices: &[MmioDevice],
 ) -> Result<(), RestoreError> {
     let mut page = vec![0u8; std::mem::size_of::<StartInfo>()];
     mem.read_slice(&mut page, GuestAddress(START_INFO_ADDR))
@@ -331,9 +381,11 @@ pub(crate) fn renew_start_info(
     if info.heap_end != heap_end || info.heap_start > heap_end || info.stack_size != STACK_SIZE {
         return Err(RestoreError::StartInfo("describes another memory layout"));
     }
-    if info.device_count != 0 {
+    if info.device_count as usize != devices.len()
+        || info.devices.get(..devices.len()) != Some(devices)
+    {
         return Err(RestoreError::StartInfo(
-            "lists devices the VM does not have",
+            "lists other devices than the VM has",
         ));
     }
     kernelless::write_tables(mem, mem_size)?;

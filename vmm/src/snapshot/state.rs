@@ -8,6 +8,9 @@
 //!       | vCPU states | COM1 state | device config (JSON) | virtio device states
 //! ```
 //!
+//! Version 2 added the virtio device states (`virtio_state.rs`); version 1
+//! files (no devices) are refused by version like any other.
+//!
 //! [`VmState::from_bytes`] checks the envelope (length, magic, version,
 //! checksum), decodes every field with bounds, then validates what the
 //! fields mean (memory layout, vCPU entry state, device set) before anything
@@ -18,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::codec::{CodecError, Reader, Writer};
 use super::memory_file::Region;
 use super::vcpu_state::{InvalidVcpu, VcpuState};
+use super::virtio_state::{self, SavedVirtio};
 use crate::boot::kernelless::STACK_SIZE;
 use crate::config::MAX_VCPUS;
 use crate::memory::{self, MAX_MEM_MIB, MIN_MEM_MIB, MMIO_GAP_START};
@@ -25,11 +29,13 @@ use crate::memory::{self, MAX_MEM_MIB, MIN_MEM_MIB, MMIO_GAP_START};
 /// First bytes of every state file.
 pub const MAGIC: [u8; 8] = *b"EMBERSNP";
 /// The format this VMM writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// magic + version + body length + checksum.
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Largest state file accepted (a 32-vCPU state with XSAVE areas is ~200 KiB).
 pub const MAX_STATE_FILE: usize = 4 << 20;
+/// The config section of the vsock device (`device_manager::vsock::NAME`).
+const VSOCK_SECTION: &str = crate::device_manager::vsock::NAME;
 /// Most bytes of device configuration JSON.
 const MAX_DEVICE_CONFIG: usize = 64 * 1024;
 /// Most bytes waiting in the UART's receive FIFO (vm-superio's FIFO size).
@@ -70,7 +76,7 @@ pub enum StateError {
     },
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> StateError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StateError {
     StateError::Invalid {
         field,
         reason: reason.into(),
@@ -98,6 +104,8 @@ pub struct VmState {
     /// The device sections of the VM's config (`VmConfig::devices`) as JSON:
     /// what the host side of every device is rebuilt from.
     pub device_config: String,
+    /// The virtio devices' states, in the order the VM attached them.
+    pub virtio: Vec<SavedVirtio>,
 }
 
 impl VmState {
@@ -120,8 +128,7 @@ impl VmState {
         w.fixed(&self.serial.regs);
         w.bytes(&self.serial.fifo);
         w.bytes(self.device_config.as_bytes());
-        // Virtio device states: none yet (devices are refused at create).
-        w.u32(0);
+        virtio_state::encode(&mut w, &self.virtio);
         let body = w.into_bytes();
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
@@ -157,7 +164,9 @@ impl VmState {
         if Sha256::digest(body).as_slice() != sum {
             return Err(StateError::Checksum);
         }
-        let state = Self::decode(&mut Reader::new(body))?;
+        let mut r = Reader::new(body);
+        let state = Self::decode(&mut r)?;
+        r.finish()?;
         state.validate()?;
         Ok(state)
     }
@@ -195,9 +204,7 @@ impl VmState {
         let device_config = std::str::from_utf8(r.bytes("device config", MAX_DEVICE_CONFIG)?)
             .map_err(|_| invalid("device config", "not UTF-8"))?
             .to_string();
-        // Virtio device states: this version saves none (create refuses
-        // VMs with virtio devices), so any count is a malformed file.
-        r.count("virtio device count", 0)?;
+        let virtio = virtio_state::decode(r)?;
         Ok(VmState {
             kind,
             mem_size,
@@ -206,6 +213,7 @@ impl VmState {
             vcpus,
             serial: SerialRegs { regs, fifo },
             device_config,
+            virtio,
         })
     }
 
@@ -259,12 +267,26 @@ impl VmState {
                 &self.device_config,
             )
             .map_err(|e| invalid("device config", e.to_string()))?;
-        // The device set: this version saves no virtio device state, so a
-        // config naming devices does not match the (empty) saved set.
-        if let Some(name) = devices.keys().next() {
+        // The device set: each config section has its saved devices (only
+        // vsock can be saved so far), and each saved device its section.
+        for name in devices.keys() {
+            if name != VSOCK_SECTION {
+                return Err(invalid(
+                    "device set",
+                    format!("the config lists `{name}` but no device state was saved"),
+                ));
+            }
+        }
+        let want = usize::from(devices.contains_key(VSOCK_SECTION));
+        let saved = self.virtio.len();
+        let all_vsock = self.virtio.iter().all(|d| {
+            d.section == VSOCK_SECTION
+                && d.state.transport.device_type == ember_devices::virtio::device_type::VSOCK
+        });
+        if saved != want || !all_vsock {
             return Err(invalid(
                 "device set",
-                format!("the config lists `{name}` but no device state was saved"),
+                format!("{saved} saved virtio device states do not match the config's devices"),
             ));
         }
         Ok(())
