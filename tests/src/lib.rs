@@ -1,6 +1,8 @@
 //! Shared helpers for ember's integration tests: locating binaries and guest ELFs.
 
+pub mod agent_snapshot;
 pub mod blknet;
+pub mod fc_api;
 pub mod guests;
 pub mod initramfs;
 pub mod linux_guest;

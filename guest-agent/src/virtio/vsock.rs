@@ -26,6 +26,9 @@ const RX_Q: u16 = 0;
 const TX_Q: u16 = 1;
 const EVT_Q: u16 = 2;
 const EVENT_BUFS: usize = 4;
+/// `virtio_vsock_event.id`: the device lost every connection (after a
+/// snapshot restore); listeners stay, the CID is read again (§5.10.6.7).
+const EVENT_TRANSPORT_RESET: u32 = 0;
 const FIRST_EPHEMERAL_PORT: u32 = 49152;
 
 /// Sizes of the driver's buffers.
@@ -162,6 +165,9 @@ pub struct Vsock {
     tx_free: Vec<u16>,
     tx_head_to_slot: Vec<u16>,
     ev_bufs: Vec<&'static mut [u8]>,
+    ev_head_to_buf: Vec<u16>,
+    /// Transport resets seen (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET).
+    resets: u64,
     conns: Vec<Option<Conn>>,
     by_ports: BTreeMap<(u32, u32), usize>,
     listeners: BTreeMap<u32, VecDeque<ConnId>>,
@@ -203,6 +209,8 @@ impl Vsock {
             cfg,
             rx_head_to_buf: alloc::vec![0; rxq.size() as usize],
             tx_head_to_slot: alloc::vec![0; txq.size() as usize],
+            ev_head_to_buf: alloc::vec![0; evq.size() as usize],
+            resets: 0,
             rxq,
             txq,
             evq,
@@ -224,15 +232,9 @@ impl Vsock {
             v.tx_slots.push(leak_zeroed(buf_len, 64)?);
             v.tx_free.push(i);
         }
-        for _ in 0..EVENT_BUFS {
-            let b = leak_zeroed(8, 8)?;
-            let buf = Buf {
-                addr: b.as_ptr() as u64,
-                len: 8,
-                device_writes: true,
-            };
-            v.ev_bufs.push(b);
-            v.evq.add(&[buf])?;
+        for i in 0..EVENT_BUFS {
+            v.ev_bufs.push(leak_zeroed(8, 8)?);
+            v.post_event(i as u16);
         }
         v.t.notify(RX_Q);
         v.t.notify(EVT_Q);
@@ -247,6 +249,57 @@ impl Vsock {
     /// The transport (e.g. to ack interrupts).
     pub fn transport(&self) -> &MmioTransport {
         &self.t
+    }
+
+    /// Transport resets seen so far: a change means every connection
+    /// (not the listeners) is gone, e.g. after a snapshot restore, and a
+    /// client must connect again.
+    pub fn transport_resets(&self) -> u64 {
+        self.resets
+    }
+
+    fn post_event(&mut self, buf: u16) {
+        let Some(b) = self.ev_bufs.get_mut(buf as usize) else {
+            return;
+        };
+        b.fill(0xff);
+        let d = Buf {
+            addr: b.as_ptr() as u64,
+            len: b.len() as u32,
+            device_writes: true,
+        };
+        if let Ok(head) = self.evq.add(&[d]) {
+            if let Some(slot) = self.ev_head_to_buf.get_mut(head as usize) {
+                *slot = buf;
+            }
+        }
+    }
+
+    /// A device event: on TRANSPORT_RESET every connection is reset, no
+    /// control packet for them is sent any more, and the CID is re-read.
+    fn handle_event(&mut self, buf: u16, len: usize) {
+        let id = self
+            .ev_bufs
+            .get(buf as usize)
+            .filter(|_| len >= 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if id != Some(EVENT_TRANSPORT_RESET) {
+            return;
+        }
+        // Closing ones waited only for the peer's RST: done. The rest wait
+        // for their owner's `close`.
+        let closing: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.state(ConnId(i)) == Some(ConnState::Closing))
+            .collect();
+        for i in closing {
+            self.free(i);
+        }
+        for c in self.conns.iter_mut().flatten() {
+            c.state = ConnState::Reset;
+        }
+        self.ctrl.clear();
+        self.cid = self.t.config_u64(0);
+        self.resets += 1;
     }
 
     fn post_rx(&mut self, buf: u16) {
@@ -514,20 +567,15 @@ impl Vsock {
         if reposted && self.rxq.should_notify() {
             self.t.notify(RX_Q);
         }
-        while let Some((head, _)) = self.evq.pop_used() {
-            // The only event is TRANSPORT_RESET (e.g. after a snapshot
-            // restore): every connection is gone.
-            for c in self.conns.iter_mut().flatten() {
-                c.state = ConnState::Reset;
-            }
-            if let Some(b) = self.ev_bufs.get(head as usize % EVENT_BUFS) {
-                let d = Buf {
-                    addr: b.as_ptr() as u64,
-                    len: 8,
-                    device_writes: true,
-                };
-                let _ = self.evq.add(&[d]);
-            }
+        let mut events = false;
+        while let Some((head, len)) = self.evq.pop_used() {
+            let buf = self.ev_head_to_buf.get(head as usize).copied().unwrap_or(0);
+            self.handle_event(buf, len as usize);
+            self.post_event(buf);
+            events = true;
+        }
+        if events {
+            self.t.notify(EVT_Q);
             progress = true;
         }
         self.flush_ctrl();

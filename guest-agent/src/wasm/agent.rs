@@ -34,6 +34,11 @@ impl WasmAgent {
         }
     }
 
+    /// Whether Init succeeded (a restored agent says so in its `Ready`).
+    pub fn is_initialized(&self) -> bool {
+        self.runtime.is_some()
+    }
+
     /// The `Ready` message announcing this agent.
     pub fn ready(boot_us: u64, timings: Vec<(String, u64)>) -> Message {
         Message::Ready {

@@ -6,9 +6,16 @@
 //!   path: `ember-snapshot boot`), alternating, plus exec-to-exit wall time;
 //! - create of a 128 MiB guest that touched 16 MiB (`snap_guest touch 16`):
 //!   time inside `snapshot::create` (to new files) and the memory file's
-//!   size on disk.
+//!   size on disk;
+//! - with `--agent-module M` (a wasm module answering `{"hello": <event>}`):
+//!   the wasm agent with its vsock device, through the API socket, from
+//!   spawning `ember-vmm` to the first invocation's answer: `PUT
+//!   /snapshot/load` of the agent snapshotted after Init (the agent
+//!   reconnects after the transport reset, no Init) against a fresh boot +
+//!   Init of the same agent and module, alternating.
 //!
-//! Usage: `bench_snapshot [RUNS]` (scripts/bench-snapshot.sh builds and runs it).
+//! Usage: `bench_snapshot [RUNS] [--agent-module M]` (scripts/bench-snapshot.sh
+//! builds and runs it).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -62,10 +69,13 @@ fn path(p: &Path) -> &str {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let module = args
+        .iter()
+        .position(|a| a == "--agent-module")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     let guest = ember_tests::guests::guest("snap_guest");
     let dir = std::env::temp_dir().join(format!("ember-bench-snapshot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -192,4 +202,77 @@ fn main() {
         &mut create_ms,
     );
     summary("memory file on disk", "MiB", &mut file_mib);
+    if let Some(m) = module {
+        agent_case(runs, &m);
+    }
+}
+
+/// Spawn → first answer of the wasm agent: restored from a snapshot taken
+/// after Init vs booted and Init'ed, alternating.
+fn agent_case(runs: usize, module: &Path) {
+    use ember_host::env::{Code, InitSpec, InvokeRequest};
+    use ember_tests::agent_snapshot as snap;
+    let code = std::fs::read(module).expect("the agent module");
+    let dir = std::env::temp_dir().join(format!("ember-bench-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let elf = ember_tests::guests::guest("ember-wasm-agent");
+    let fn_mib = 16;
+    let mem = ember_host::env::vm_memory_mib(fn_mib);
+    let spec = InitSpec {
+        function_name: "bench".into(),
+        function_version: "1".into(),
+        handler: "handle".into(),
+        code: Code::Inline(code),
+        env: Vec::new(),
+        memory_mib: fn_mib,
+        timeout_ms: 10_000,
+        random_seed: None,
+    };
+    let req = |i: usize| InvokeRequest {
+        request_id: format!("r{i}"),
+        payload: format!("\"{i}\"").into_bytes().into(),
+        deadline_ms: ember_tests::linux_guest::unix_ms() + 10_000,
+        ..Default::default()
+    };
+    let answer = |i: usize| format!("{{\"hello\":\"{i}\"}}").into_bytes();
+    let mut source = snap::boot(&dir, "source", &elf, mem);
+    snap::init(&mut source.conn, &spec);
+    assert_eq!(snap::invoke(&mut source.conn, &req(0)), answer(0));
+    let shot = snap::take(&source, &dir, "snap");
+    drop(source);
+    let (mut restored_ms, mut booted_ms, mut ready_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let t = Instant::now();
+        let mut clone = snap::restore(&shot, &format!("clone{i}"));
+        assert_eq!(snap::invoke(&mut clone.conn, &req(i)), answer(i));
+        restored_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        ready_ms.push(clone.ready_after.as_secs_f64() * 1000.0);
+        drop(clone);
+        let t = Instant::now();
+        let mut fresh = snap::boot(&dir, &format!("boot{i}"), &elf, mem);
+        snap::init(&mut fresh.conn, &spec);
+        assert_eq!(snap::invoke(&mut fresh.conn, &req(i)), answer(i));
+        booted_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "wasm agent with vsock ({mem} MiB VM, {} module), spawn -> first answer, {runs} runs each (alternating)",
+        module.display()
+    );
+    let r = summary(
+        "load snapshot taken after Init -> answer",
+        "ms",
+        &mut restored_ms,
+    );
+    summary(
+        "  of which load -> agent reconnected (Ready)",
+        "ms",
+        &mut ready_ms,
+    );
+    let b = summary("fresh boot + Init -> answer", "ms", &mut booted_ms);
+    println!(
+        "{:<44} {:.2}x",
+        "ratio restored / fresh boot + Init (medians)",
+        r / b
+    );
 }

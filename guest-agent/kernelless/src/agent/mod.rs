@@ -2,6 +2,10 @@
 //! (CID 2, port `protocol::AGENT_PORT`), frames in through the streaming
 //! decoder, replies out, the `WasmAgent` state machine in between. Idle time
 //! is spent in PORT_WAIT (the vCPU sleeps until the vsock device interrupts).
+//! After a snapshot restore the device resets the transport (every
+//! connection gone): the agent connects again and sends a new `Ready`
+//! whose timings say it was restored (`restored_generation`) and whether
+//! Init already ran (`initialized`); its Init state is kept, never re-run.
 
 pub mod clock;
 
@@ -98,7 +102,55 @@ pub fn run(info: &'static ember_rt::StartInfo) -> i32 {
     if conn.send(&[WasmAgent::ready(boot_us, timings)]).is_err() {
         return exit::IO;
     }
-    serve(&mut conn, WasmAgent::new(clock))
+    let mut agent = WasmAgent::new(clock.clone());
+    loop {
+        let resets = conn.vsock.transport_resets();
+        match serve(&mut conn, &mut agent, resets) {
+            Served::Exit(code) => return code,
+            Served::TransportReset => {
+                if let Err(code) = reconnect(&mut conn, &agent, &clock) {
+                    return code;
+                }
+            }
+        }
+    }
+}
+
+/// After a transport reset: a new connection to the host and a `Ready`
+/// saying this agent was restored and whether it is initialised.
+fn reconnect(conn: &mut Conn, agent: &WasmAgent, clock: &TscClock) -> Result<(), i32> {
+    let t0 = clock.since_entry_us();
+    let _ = conn.vsock.close(conn.id);
+    let mut w = waiter();
+    conn.id = match conn.vsock.connect_blocking(AGENT_PORT, &mut w) {
+        Ok(id) => id,
+        Err(e) => {
+            ember_rt::println!("ember-wasm-agent: reconnect to host port {AGENT_PORT} failed: {e}");
+            return Err(exit::CONNECT_FAILED);
+        }
+    };
+    let reconnect_us = clock.since_entry_us().saturating_sub(t0);
+    let timings = vec![
+        (
+            String::from("restored_generation"),
+            ember_rt::random::generation(),
+        ),
+        (
+            String::from("initialized"),
+            u64::from(agent.is_initialized()),
+        ),
+        (String::from("reconnect_us"), reconnect_us),
+    ];
+    conn.send(&[WasmAgent::ready(reconnect_us, timings)])
+        .map_err(|_| exit::IO)
+}
+
+/// How a conversation ended.
+enum Served {
+    /// The VM should exit with this code.
+    Exit(i32),
+    /// The device reset the transport (a snapshot restore): connect again.
+    TransportReset,
 }
 
 struct Conn {
@@ -132,16 +184,25 @@ impl Conn {
     }
 }
 
-fn serve(conn: &mut Conn, mut agent: WasmAgent) -> i32 {
+fn serve(conn: &mut Conn, agent: &mut WasmAgent, resets: u64) -> Served {
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut replies = Vec::new();
     let mut w = waiter();
+    // An end of stream or a failure caused by a transport reset is not the
+    // host's doing: reconnect instead of exiting.
+    let ended = |conn: &Conn, code: i32| {
+        if conn.vsock.transport_resets() != resets {
+            Served::TransportReset
+        } else {
+            Served::Exit(code)
+        }
+    };
     loop {
         let n = match conn.vsock.recv_blocking(conn.id, &mut buf, &mut w) {
-            Ok(0) => return exit::OK, // the host hung up
+            Ok(0) => return ended(conn, exit::OK), // the host hung up
             Ok(n) => n,
-            Err(_) => return exit::IO,
+            Err(_) => return ended(conn, exit::IO),
         };
         decoder.push(&buf[..n]);
         loop {
@@ -162,22 +223,22 @@ fn serve(conn: &mut Conn, mut agent: WasmAgent) -> i32 {
                         message: format!("protocol error: {e}"),
                     }]);
                     conn.close();
-                    return exit::PROTOCOL;
+                    return Served::Exit(exit::PROTOCOL);
                 }
             };
             if agent.handle(msg, &mut replies) == Control::Shutdown {
                 let _ = conn.send(&replies);
                 conn.close();
-                return exit::OK;
+                return Served::Exit(exit::OK);
             }
             if conn.send(&replies).is_err() {
-                return exit::IO;
+                return ended(conn, exit::IO);
             }
             replies.clear();
         }
         if !replies.is_empty() {
             if conn.send(&replies).is_err() {
-                return exit::IO;
+                return ended(conn, exit::IO);
             }
             replies.clear();
         }
