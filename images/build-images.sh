@@ -137,7 +137,8 @@ cached() {
 }
 agent_inputs() {
   cat "$root/Cargo.lock" "$root/guest-agent/Cargo.toml"
-  find "$root/guest-agent/src" -type f -name '*.rs' | sort | xargs cat
+  # abi/: the protocol the agent speaks (a version bump must rebuild it)
+  find "$root/guest-agent/src" "$root/abi/src" -type f -name '*.rs' | sort | xargs cat
 }
 provided_inputs() { echo "busybox-static $(pkgver busybox-static) libc6 $(pkgver libc6)"; }
 python_inputs() {

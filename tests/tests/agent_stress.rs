@@ -131,6 +131,8 @@ fn init(code: Vec<u8>) -> Message {
         memory_mib: 8,
         timeout_ms: 2000,
         random_seed: [5; 32],
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 

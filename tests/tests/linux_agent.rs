@@ -142,6 +142,8 @@ impl Agent {
             memory_mib: 256,
             timeout_ms,
             random_seed: None,
+            trees: Vec::new(),
+            ephemeral_mib: 0,
         };
         self.conn
             .init(&spec, Duration::from_secs(20))
@@ -553,6 +555,8 @@ fn init_errors_are_reported() {
         memory_mib: 128,
         timeout_ms: 3000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     };
     match a.conn.init(&inline, Duration::from_secs(20)) {
         Err(AgentError::InitFailed {

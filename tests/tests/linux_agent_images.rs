@@ -88,6 +88,8 @@ fn spec(handler: &str) -> InitSpec {
         memory_mib: 128,
         timeout_ms: 20_000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 

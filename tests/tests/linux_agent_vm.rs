@@ -135,6 +135,8 @@ fn spec(handler: &str, env: &[(&str, &str)]) -> InitSpec {
         memory_mib: 256,
         timeout_ms: 60_000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 

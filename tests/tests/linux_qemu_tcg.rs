@@ -223,6 +223,8 @@ fn agent_as_pid1_serves_invocations_under_qemu_tcg() {
         memory_mib: 128,
         timeout_ms: 2_000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     };
     conn.init(&spec, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("init: {e}; console:\n{}", console()));

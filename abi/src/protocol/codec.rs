@@ -5,7 +5,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::ProtocolError;
+use super::{ProtocolError, Tree};
 
 /// Reads fields from one complete frame body.
 pub(crate) struct Reader<'a> {
@@ -104,6 +104,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    pub(crate) fn trees(&mut self) -> Result<Vec<Tree>, ProtocolError> {
+        let n = self.count(8)?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mount = self.string()?;
+            let archive = self.bytes()?;
+            out.push(Tree { mount, archive });
+        }
+        Ok(out)
+    }
+
     pub(crate) fn timings(&mut self) -> Result<Vec<(String, u64)>, ProtocolError> {
         let n = self.count(12)?;
         let mut out = Vec::new();
@@ -171,6 +182,14 @@ impl Writer<'_> {
         for (k, val) in v {
             self.string(k);
             self.string(val);
+        }
+    }
+
+    pub(crate) fn trees(&mut self, v: &[Tree]) {
+        self.count(v.len());
+        for t in v {
+            self.string(&t.mount);
+            self.bytes(&t.archive);
         }
     }
 

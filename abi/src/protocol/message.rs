@@ -30,6 +30,17 @@ pub enum Code {
     Compiled(Vec<u8>),
 }
 
+/// A read-only file tree for the kernel-less agent's WASI file system: a ZIP
+/// archive mounted at `mount` (`/var/runtime`, `/var/task`, `/opt`; several
+/// trees at one mount merge in order, a later file replacing an earlier
+/// one, as Lambda extracts layers). The Linux agent reads its trees from
+/// drives and gets none here. DESIGN.md, "File system for wasm functions".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    pub mount: String,
+    pub archive: Vec<u8>,
+}
+
 /// Which stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
@@ -67,6 +78,11 @@ pub enum Message {
         timeout_ms: u32,
         /// Seed for the function's random source; fresh for each environment.
         random_seed: [u8; 32],
+        /// Read-only trees mounted for a wasm function, in merge order.
+        trees: Vec<Tree>,
+        /// The writable `/tmp`'s size cap (`EphemeralStorage`), in MiB;
+        /// 0 = no `/tmp`.
+        ephemeral_mib: u32,
     },
     /// Init succeeded.
     InitDone { init_us: u64 },
@@ -257,6 +273,8 @@ impl Message {
                 memory_mib,
                 timeout_ms,
                 random_seed,
+                trees,
+                ephemeral_mib,
             } => {
                 w.string(function_name);
                 w.string(function_version);
@@ -279,6 +297,8 @@ impl Message {
                 w.u32(*memory_mib);
                 w.u32(*timeout_ms);
                 w.raw(random_seed);
+                w.trees(trees);
+                w.u32(*ephemeral_mib);
             }
             Message::InitDone { init_us } => w.u64(*init_us),
             Message::InitError {
@@ -393,6 +413,8 @@ impl Message {
                 memory_mib: r.u32()?,
                 timeout_ms: r.u32()?,
                 random_seed: r.seed()?,
+                trees: r.trees()?,
+                ephemeral_mib: r.u32()?,
             },
             kind::INIT_DONE => Message::InitDone { init_us: r.u64()? },
             kind::INIT_ERROR => Message::InitError {

@@ -21,10 +21,10 @@ mod message;
 pub use frame::{decode, frame_cap, Decode, FrameDecoder, HEADER_LEN, MAGIC};
 #[cfg(feature = "std")]
 pub use io::{read_frame, read_frame_from, write_frame, FrameIoError};
-pub use message::{sender, AgentKind, Code, InvokeRef, LogStream, Message, Sender};
+pub use message::{sender, AgentKind, Code, InvokeRef, LogStream, Message, Sender, Tree};
 
 /// Protocol version carried in every frame header and in `Ready`.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The vsock port the agent connects to on the host (CID 2). The host listens
 /// on `<uds_path>_9000` (Firecracker hybrid vsock).
 pub const AGENT_PORT: u32 = 9000;

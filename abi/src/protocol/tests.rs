@@ -25,6 +25,8 @@ fn samples() -> Vec<Message> {
             memory_mib: 128,
             timeout_ms: 3000,
             random_seed: [7; 32],
+            trees: vec![],
+            ephemeral_mib: 0,
         },
         Message::Init {
             function_name: "py".into(),
@@ -35,6 +37,17 @@ fn samples() -> Vec<Message> {
             memory_mib: 512,
             timeout_ms: 900_000,
             random_seed: [0; 32],
+            trees: vec![
+                Tree {
+                    mount: "/var/task".into(),
+                    archive: b"PK\x05\x06".to_vec(),
+                },
+                Tree {
+                    mount: "/opt".into(),
+                    archive: vec![],
+                },
+            ],
+            ephemeral_mib: 512,
         },
         Message::Init {
             function_name: "fast".into(),
@@ -45,6 +58,8 @@ fn samples() -> Vec<Message> {
             memory_mib: 128,
             timeout_ms: 1000,
             random_seed: [3; 32],
+            trees: vec![],
+            ephemeral_mib: 10_240,
         },
         Message::InitDone { init_us: 42 },
         Message::InitError {

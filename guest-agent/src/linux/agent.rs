@@ -179,6 +179,9 @@ impl Session {
             memory_mib,
             timeout_ms,
             random_seed,
+            // The Linux guest's trees come on drives; its /tmp is the
+            // image's own.
+            ..
         } = init
         else {
             return None;

@@ -68,6 +68,8 @@ impl WasmAgent {
                 memory_mib,
                 timeout_ms,
                 random_seed,
+                trees,
+                ephemeral_mib,
             } => {
                 let start = self.clock.monotonic_ns();
                 let elapsed = |c: &Arc<dyn Clock>| c.monotonic_ns().saturating_sub(start) / 1000;
@@ -88,6 +90,8 @@ impl WasmAgent {
                     timeout_ms,
                     env,
                     random_seed,
+                    trees: trees.into_iter().map(|t| (t.mount, t.archive)).collect(),
+                    ephemeral_mib,
                 };
                 match Runtime::new(&code, cfg, self.clock.clone()) {
                     Ok((rt, logs)) => {

@@ -20,10 +20,11 @@ use wasmtime::{
 use super::aot;
 use ember_abi::artefact;
 
+use super::fs::Files;
 use super::rng::ChaCha20;
 use super::runtime::{
-    env_for, fail, finish, module_kind, CallEnd, FunctionConfig, InitFailure, InvokeContext,
-    InvokeOutput, ModuleKind,
+    env_for, fail, files_for, finish, module_kind, CallEnd, FunctionConfig, InitFailure,
+    InvokeContext, InvokeOutput, ModuleKind,
 };
 use super::wasi::{self, WASI};
 use super::Clock;

@@ -7,7 +7,7 @@
 
 /// Defines the engine struct `$name`. In scope at the call site: the
 /// engine's `Engine`, `Module`, `Linker`, `Store`, `Instance`, `Error`,
-/// `ExternType`, `StoreLimitsBuilder`; `Ctx`; the WASI module `wasi_impl`;
+/// `ExternType`, `StoreLimitsBuilder`; `Ctx`; `Files`, `files_for`; the WASI module `wasi_impl`;
 /// and the engine-specific functions `load`, `new_store`, `instantiate`,
 /// `get_func`, `call`, `classify`, `memory_kib`.
 macro_rules! define_engine {
@@ -28,7 +28,8 @@ macro_rules! define_engine {
             clock: Arc<dyn Clock>,
             /// Reactor instance (None for commands, or after a reactor exited).
             resident: Option<Resident>,
-            /// State carried between command invocations (the random stream).
+            /// State carried between command invocations (the random
+            /// stream, the file system).
             spare: Option<Ctx>,
         }
 
@@ -40,6 +41,7 @@ macro_rules! define_engine {
                 cfg: FunctionConfig,
                 clock: Arc<dyn Clock>,
             ) -> Result<($name, Vec<(LogStream, String)>), InitFailure> {
+                let mut cfg = cfg;
                 let (engine, module) = load(code, &cfg)?;
                 let mut linker = Linker::new(&engine);
                 wasi_impl::add_to_linker(&mut linker)
@@ -47,7 +49,8 @@ macro_rules! define_engine {
                 let mut defined: Vec<String> = Vec::new();
                 for import in module.imports() {
                     let (m, name) = (import.module(), import.name());
-                    let known = wasi::IMPLEMENTED.contains(&name);
+                    let known = wasi::IMPLEMENTED.contains(&name)
+                        || $crate::wasm::wasi_fs::IMPLEMENTED.contains(&name);
                     if m != WASI {
                         return Err(fail(
                             "Runtime.InvalidModule",
@@ -73,6 +76,7 @@ macro_rules! define_engine {
                         .any(|e| e.name() == n && matches!(e.ty(), ExternType::Func(_)))
                 };
                 let kind = module_kind(&cfg, exports)?;
+                let files = files_for(&mut cfg)?;
                 let mut rt = $name {
                     engine,
                     module,
@@ -83,7 +87,7 @@ macro_rules! define_engine {
                     clock,
                     cfg,
                 };
-                let ctx = rt.new_ctx(ChaCha20::new(&rt.cfg.random_seed));
+                let ctx = rt.new_ctx(ChaCha20::new(&rt.cfg.random_seed), files);
                 // Instantiate once now: link errors and oversized memories surface at
                 // init, and a reactor's instance is the one it keeps.
                 let mut store = rt.new_store(ctx);
@@ -129,7 +133,9 @@ macro_rules! define_engine {
                 &self.kind
             }
 
-            fn new_ctx(&self, rng: ChaCha20) -> Ctx {
+            /// A context for a new instance: `files` keeps its trees and
+            /// `/tmp`, but no file stays open.
+            fn new_ctx(&self, rng: ChaCha20, mut files: Files) -> Ctx {
                 let limits = StoreLimitsBuilder::new()
                     .memory_size((self.cfg.memory_mib as usize).saturating_mul(1024 * 1024))
                     .instances(1)
@@ -138,6 +144,8 @@ macro_rules! define_engine {
                     .table_elements(1 << 20)
                     .build();
                 let mut ctx = Ctx::new(rng, self.clock.clone(), limits);
+                files.close_all();
+                ctx.fs = files;
                 let name = if self.cfg.handler.is_empty() {
                     &self.cfg.function_name
                 } else {
@@ -181,11 +189,11 @@ macro_rules! define_engine {
                 req: &InvokeContext<'_>,
                 env: Vec<Vec<u8>>,
             ) -> (CallEnd, Ctx, u64) {
-                let rng = match self.spare.take() {
-                    Some(old) => old.rng,
-                    None => ChaCha20::new(&self.cfg.random_seed),
+                let (rng, files) = match self.spare.take() {
+                    Some(old) => (old.rng, old.fs),
+                    None => (ChaCha20::new(&self.cfg.random_seed), Files::default()),
                 };
-                let mut ctx = self.new_ctx(rng);
+                let mut ctx = self.new_ctx(rng, files);
                 ctx.start_invocation(req.payload, env);
                 let mut store = self.new_store(ctx);
                 let (end, mem) = match self.instantiate(&mut store) {
@@ -210,11 +218,11 @@ macro_rules! define_engine {
                 if self.resident.is_none() {
                     // The previous instance called proc_exit: start a fresh one, as
                     // Lambda re-inits a runtime that exited.
-                    let rng = match self.spare.take() {
-                        Some(old) => old.rng,
-                        None => ChaCha20::new(&self.cfg.random_seed),
+                    let (rng, files) = match self.spare.take() {
+                        Some(old) => (old.rng, old.fs),
+                        None => (ChaCha20::new(&self.cfg.random_seed), Files::default()),
                     };
-                    let mut store = self.new_store(self.new_ctx(rng));
+                    let mut store = self.new_store(self.new_ctx(rng, files));
                     match self.instantiate(&mut store) {
                         Ok(instance) => self.resident = Some(Resident { store, instance }),
                         Err(e) => return (classify(&e), store.into_data(), 0),
@@ -223,7 +231,7 @@ macro_rules! define_engine {
                 let Some(mut res) = self.resident.take() else {
                     return (
                         CallEnd::Trap("no instance".into()),
-                        self.new_ctx(ChaCha20::new(&[0; 32])),
+                        self.new_ctx(ChaCha20::new(&[0; 32]), Files::default()),
                         0,
                     );
                 };

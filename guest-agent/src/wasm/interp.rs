@@ -12,10 +12,11 @@ use wasmi::{
     ResumableCall, Store, StoreLimits, StoreLimitsBuilder,
 };
 
+use super::fs::Files;
 use super::rng::ChaCha20;
 use super::runtime::{
-    env_for, fail, finish, module_kind, CallEnd, FunctionConfig, InitFailure, InvokeContext,
-    InvokeOutput, ModuleKind,
+    env_for, fail, files_for, finish, module_kind, CallEnd, FunctionConfig, InitFailure,
+    InvokeContext, InvokeOutput, ModuleKind,
 };
 use super::wasi::{self, WASI};
 use super::Clock;

@@ -25,6 +25,8 @@ pub mod compiled;
 #[cfg(feature = "wasm")]
 mod engine;
 #[cfg(feature = "wasm")]
+pub mod fs;
+#[cfg(feature = "wasm")]
 mod interp;
 #[cfg(feature = "wasm")]
 pub mod rng;
@@ -32,6 +34,8 @@ pub mod rng;
 mod runtime;
 #[cfg(feature = "wasm")]
 mod wasi;
+#[cfg(feature = "wasm")]
+mod wasi_fs;
 
 #[cfg(feature = "wasm")]
 pub use agent::{Control, WasmAgent};

@@ -8,6 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::compiled::Compiled;
+use super::fs::Files;
 use super::interp::Interp;
 use super::wasi;
 use super::Clock;
@@ -23,6 +24,11 @@ pub struct FunctionConfig {
     pub timeout_ms: u32,
     pub env: Vec<(String, String)>,
     pub random_seed: [u8; 32],
+    /// Read-only trees (mount path, ZIP archive), merged in order; taken
+    /// by the engine at init.
+    pub trees: Vec<(String, Vec<u8>)>,
+    /// `/tmp`'s cap in MiB (`EphemeralStorage`); 0 = no `/tmp`.
+    pub ephemeral_mib: u32,
 }
 
 /// Why init failed, as reported in `InitError`.
@@ -76,6 +82,15 @@ pub(crate) enum CallEnd {
     Exit(i32),
     Trap(String),
     Timeout,
+}
+
+/// The function's file system from its configuration (the trees are moved
+/// out of `cfg`). `/tmp` lives in guest memory, so its cap is also bounded
+/// by the function's memory size.
+pub(crate) fn files_for(cfg: &mut FunctionConfig) -> Result<Files, InitFailure> {
+    let trees = core::mem::take(&mut cfg.trees);
+    let tmp_mib = cfg.ephemeral_mib.min(cfg.memory_mib) as usize;
+    Files::new(trees, tmp_mib * 1024 * 1024).map_err(|e| fail("Runtime.InvalidCode", e))
 }
 
 pub(crate) fn fail(error_type: &'static str, message: impl ToString) -> InitFailure {

@@ -133,6 +133,8 @@ fn config(memory_mib: u32) -> FunctionConfig {
         timeout_ms: 300,
         env: vec![("GREETING".into(), "hi".into())],
         random_seed: [9; 32],
+        trees: vec![],
+        ephemeral_mib: 0,
     }
 }
 
@@ -435,19 +437,24 @@ fn hostile_pointers_get_efault_not_agent_memory() {
 fn unknown_wasi_calls_get_enosys_and_other_imports_are_refused() {
     let code = module_with(
         r#"
+  (import "wasi_snapshot_preview1" "sock_accept"
+    (func $accept (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
 "#,
         r#"
   (func (export "_start")
     (i32.store (i32.const 64)
+      (call $accept (i32.const 3) (i32.const 0) (i32.const 0)))
+    ;; path_open is implemented; with no trees there is no preopen (EBADF).
+    (i32.store (i32.const 68)
       (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
                   (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0)))
-    (drop (call $write (i32.const 1) (i32.const 64) (i32.const 4))))
+    (drop (call $write (i32.const 1) (i32.const 64) (i32.const 8))))
 "#,
     );
     let mut rt = runtime(&code);
-    assert_eq!(response(&invoke(&mut rt, b"")), 52i32.to_le_bytes());
+    assert_eq!(response(&invoke(&mut rt, b"")), [52, 0, 0, 0, 8, 0, 0, 0]);
     let bad = wat::parse_str(r#"(module (import "env" "system" (func)) (func (export "_start")))"#)
         .unwrap();
     let err = load(&bad, config(16), clock()).err().unwrap();
@@ -542,6 +549,8 @@ fn agent_state_machine_handles_the_protocol_and_a_confused_host() {
         memory_mib: 16,
         timeout_ms: 1000,
         random_seed: [3; 32],
+        trees: vec![],
+        ephemeral_mib: 0,
     };
     let init = |code: Vec<u8>| init_with(code_of(&code, 16).unwrap());
     agent.handle(init(module(ECHO)), &mut out);
@@ -584,4 +593,70 @@ fn each_copy_of_these_tests_runs_its_own_engine() {
     let rt = runtime(&module(ECHO));
     assert_eq!(matches!(rt, Runtime::Compiled(_)), AOT);
     assert_eq!(AOT, module_path!().ends_with("::tests_compiled"));
+}
+
+/// The file-system probe module (fs/probe.wat): its imports and its body.
+fn fs_probe() -> Vec<u8> {
+    let wat = include_str!("fs/probe.wat");
+    let (imports, body) = wat.split_once(";; --- body ---").unwrap();
+    module_with(imports, body)
+}
+
+/// The trees the probe expects: a function ZIP and two layers.
+pub(crate) fn probe_trees() -> Vec<(String, Vec<u8>)> {
+    use super::fs::tests::{zip, Member};
+    vec![
+        (
+            "/var/task".into(),
+            zip(&[Member("data.txt", b"task-data;", true, false)]),
+        ),
+        (
+            "/opt".into(),
+            zip(&[Member("python/layer.txt", b"layer-1;", false, false)]),
+        ),
+        (
+            "/opt".into(),
+            zip(&[Member("python/layer.txt", b"layer-2;", true, false)]),
+        ),
+    ]
+}
+
+#[test]
+fn files_from_trees_and_tmp_through_wasi() {
+    let mut cfg = config(16);
+    cfg.trees = probe_trees();
+    cfg.ephemeral_mib = 512;
+    let code = fs_probe();
+    let (mut rt, _) = load(&code, cfg, clock()).unwrap();
+    // /tmp persists across this environment's invocations (a fresh
+    // instance each time); the escape is ENOTCAPABLE (76), the wild
+    // pointer EFAULT (21).
+    assert_eq!(
+        response(&invoke(&mut rt, b"")),
+        b"task-data;layer-2;1\x4c\x15"
+    );
+    assert_eq!(
+        response(&invoke(&mut rt, b"")),
+        b"task-data;layer-2;2\x4c\x15"
+    );
+    // Another environment starts with an empty /tmp.
+    let mut cfg = config(16);
+    cfg.trees = probe_trees();
+    cfg.ephemeral_mib = 512;
+    let (mut other, _) = load(&code, cfg, clock()).unwrap();
+    assert_eq!(
+        response(&invoke(&mut other, b"")),
+        b"task-data;layer-2;1\x4c\x15"
+    );
+}
+
+#[test]
+fn a_malformed_tree_fails_init() {
+    let mut cfg = config(16);
+    cfg.trees = vec![("/var/task".into(), b"PK not really".to_vec())];
+    let Err(e) = load(&module(ECHO), cfg, clock()) else {
+        panic!("a bad archive was mounted");
+    };
+    assert_eq!(e.error_type, "Runtime.InvalidCode");
+    assert!(e.message.contains("ZIP"), "{}", e.message);
 }

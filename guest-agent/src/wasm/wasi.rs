@@ -1,6 +1,7 @@
 //! The WASI preview 1 (`wasi_snapshot_preview1`) subset a function gets:
 //! stdin = the event, stdout = the response, stderr = log lines, environment,
-//! arguments, clocks, seeded randomness, `proc_exit`; every other WASI import
+//! arguments, clocks, seeded randomness, `proc_exit`, and the file system
+//! (`wasi_fs` over `fs`: preopened trees and `/tmp`); every other WASI import
 //! returns ENOSYS. All guest pointers are checked against the linear memory
 //! slice, so a module can never make the agent touch memory outside it.
 
@@ -8,6 +9,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use super::fs::Files;
 use super::rng::ChaCha20;
 use super::Clock;
 use ember_abi::protocol::{LogStream, MAX_PAYLOAD};
@@ -19,7 +21,7 @@ pub(crate) const ESUCCESS: i32 = 0;
 pub(crate) const EBADF: i32 = 8;
 pub(crate) const EFAULT: i32 = 21;
 const EFBIG: i32 = 22;
-const EINVAL: i32 = 28;
+pub(crate) const EINVAL: i32 = 28;
 pub(crate) const ENOSYS: i32 = 52;
 
 /// Most log bytes kept per invocation; later lines are counted as dropped.
@@ -50,6 +52,8 @@ pub(crate) struct Ctx<L> {
     /// The running call's deadline (ms since the Unix epoch), for engines
     /// that check it from a callback.
     pub deadline_ms: u64,
+    /// The function's file system (kept across the environment's instances).
+    pub fs: Files,
 }
 
 impl<L> Ctx<L> {
@@ -69,6 +73,7 @@ impl<L> Ctx<L> {
             clock,
             limits,
             deadline_ms: 0,
+            fs: Files::default(),
         }
     }
 
@@ -133,7 +138,7 @@ pub(crate) fn range(mem: &[u8], ptr: u32, len: u32) -> Result<core::ops::Range<u
     Ok(start..end)
 }
 
-fn read_u32(mem: &[u8], ptr: u32) -> Result<u32, i32> {
+pub(crate) fn read_u32(mem: &[u8], ptr: u32) -> Result<u32, i32> {
     let r = range(mem, ptr, 4)?;
     let b = &mem[r];
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -146,7 +151,7 @@ pub(crate) fn write_bytes(mem: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
-fn write_u32(mem: &mut [u8], ptr: u32, v: u32) -> Result<(), i32> {
+pub(crate) fn write_u32(mem: &mut [u8], ptr: u32, v: u32) -> Result<(), i32> {
     write_bytes(mem, ptr, &v.to_le_bytes())
 }
 
@@ -155,7 +160,7 @@ pub(crate) fn write_u64(mem: &mut [u8], ptr: u32, v: u64) -> Result<(), i32> {
 }
 
 /// The (ptr, len) pairs of an iovec array.
-fn iovecs(mem: &[u8], iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
+pub(crate) fn iovecs(mem: &[u8], iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
     if count > MAX_IOVS {
         return Err(EINVAL);
     }
@@ -210,6 +215,9 @@ pub(crate) fn fd_write<L>(
     count: u32,
     nwritten: u32,
 ) -> Result<(), i32> {
+    if fd > 2 {
+        return super::wasi_fs::file_write(mem, ctx, fd, iovs, count, None, nwritten);
+    }
     if fd != 1 && fd != 2 {
         return Err(EBADF);
     }
@@ -238,6 +246,9 @@ pub(crate) fn fd_read<L>(
     count: u32,
     nread: u32,
 ) -> Result<(), i32> {
+    if fd > 2 {
+        return super::wasi_fs::file_read(mem, ctx, fd, iovs, count, None, nread);
+    }
     if fd != 0 {
         return Err(EBADF);
     }
@@ -291,9 +302,10 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
 macro_rules! define_wasi {
     ($exit:expr, $msg:expr) => {
         use $crate::wasm::wasi::{
-            clock_ns, fd_read, fd_write, put_sizes, put_strings, range, write_bytes, write_u64,
-            EBADF, EFAULT, ENOSYS, ESUCCESS, WASI,
+            clock_ns, fd_read, fd_write, put_sizes, put_strings, range, write_u64, EFAULT, ENOSYS,
+            ESUCCESS, WASI,
         };
+        $crate::wasm::wasi_fs::define_wasi_fs!();
 
         /// Runs `f` on the caller's exported memory and state; returns the errno.
         fn with_mem(
@@ -400,30 +412,22 @@ macro_rules! define_wasi {
                 WASI,
                 "fd_fdstat_get",
                 |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                    if !(0..=2).contains(&fd) {
-                        return EBADF;
-                    }
-                    // filetype = character device (2), no flags, all rights.
-                    let mut stat = [0u8; 24];
-                    stat[0] = 2;
-                    stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-                    with_mem(&mut c, |m, _| write_bytes(m, out as u32, &stat))
+                    with_mem(&mut c, |m, ctx| fsw::fdstat_get(m, ctx, fd, out as u32))
                 },
             )?;
-            // No preopened directories: EBADF ends wasi-libc's preopen scan cleanly
-            // (any other errno makes it abort).
+            // Past the last preopen EBADF ends wasi-libc's preopen scan
+            // cleanly (any other errno makes it abort).
             linker.func_wrap(
                 WASI,
                 "fd_prestat_get",
-                |_: Caller<'_, Ctx>, _fd: i32, _out: i32| EBADF,
+                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+                    with_mem(&mut c, |m, ctx| fsw::prestat_get(m, ctx, fd, out as u32))
+                },
             )?;
-            linker.func_wrap(WASI, "fd_close", |_: Caller<'_, Ctx>, fd: i32| {
-                if (0..=2).contains(&fd) {
-                    ESUCCESS
-                } else {
-                    EBADF
-                }
+            linker.func_wrap(WASI, "fd_close", |mut c: Caller<'_, Ctx>, fd: i32| {
+                with_mem(&mut c, |_, ctx| fsw::fd_close(ctx, fd))
             })?;
+            add_fs_to_linker(linker)?;
             linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
             linker.func_wrap(
                 WASI,

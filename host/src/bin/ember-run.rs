@@ -23,7 +23,10 @@ use ember_host::util::error_chain;
 const USAGE: &str = "usage: ember-run [--vmm PATH] [--agent PATH] [--memory-mib N] [--timeout-ms N]
                  [--engine wasmtime|wasmi] [--compiler PATH]
                  [--handler NAME] [--env KEY=VALUE]... [--console FILE] [--whole] [--quiet]
+                 [--tree MOUNT=ZIP]... [--tmp-mib N]
                  module.wasm < events
+       (--tree mounts a ZIP read-only at MOUNT, e.g. /var/task=function.zip;
+        trees at one MOUNT merge in order; --tmp-mib gives a writable /tmp)
        ember-run --bench-cold N [--bench-warm M] [OPTIONS] module.wasm
                  (N cold starts, then M warm invocations; prints median/p99)";
 
@@ -35,6 +38,9 @@ struct Args {
     timeout_ms: u32,
     handler: String,
     env: Vec<(String, String)>,
+    /// Read-only trees: (mount, ZIP file).
+    trees: Vec<(String, PathBuf)>,
+    tmp_mib: u32,
     console: Console,
     whole: bool,
     quiet: bool,
@@ -74,6 +80,8 @@ fn parse_args() -> Result<Args, String> {
         timeout_ms: 3000,
         handler: "handle".into(),
         env: Vec::new(),
+        trees: Vec::new(),
+        tmp_mib: 0,
         console: Console::Off,
         whole: false,
         quiet: false,
@@ -97,6 +105,12 @@ fn parse_args() -> Result<Args, String> {
                 let (k, v) = kv.split_once('=').ok_or("--env wants KEY=VALUE")?;
                 a.env.push((k.into(), v.into()));
             }
+            "--tree" => {
+                let mz = value()?;
+                let (m, z) = mz.split_once('=').ok_or("--tree wants MOUNT=ZIP")?;
+                a.trees.push((m.into(), z.into()));
+            }
+            "--tmp-mib" => a.tmp_mib = value()?.parse().map_err(|_| "bad --tmp-mib")?,
             "--console" => a.console = Console::File(value()?.into()),
             "--whole" => a.whole = true,
             "--engine" => {
@@ -166,6 +180,14 @@ fn init_spec(a: &Args) -> Result<InitSpec, String> {
         .module
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned());
+    let mut trees = Vec::new();
+    for (mount, zip) in &a.trees {
+        let archive = std::fs::read(zip).map_err(|e| format!("{}: {e}", zip.display()))?;
+        trees.push(ember_abi::protocol::Tree {
+            mount: mount.clone(),
+            archive,
+        });
+    }
     Ok(InitSpec {
         function_name: name.unwrap_or_default(),
         function_version: "$LATEST".into(),
@@ -175,6 +197,8 @@ fn init_spec(a: &Args) -> Result<InitSpec, String> {
         memory_mib: a.memory_mib,
         timeout_ms: a.timeout_ms,
         random_seed: None,
+        trees,
+        ephemeral_mib: a.tmp_mib,
     })
 }
 

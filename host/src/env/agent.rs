@@ -98,6 +98,11 @@ pub struct InitSpec {
     /// Seed of the function's random source; `None` draws a fresh one from
     /// the host's CSPRNG (the normal case: never shared between environments).
     pub random_seed: Option<[u8; 32]>,
+    /// Read-only trees for a wasm function's file system (`/var/runtime`,
+    /// `/var/task`, `/opt`), in merge order; empty for Linux guests.
+    pub trees: Vec<ember_abi::protocol::Tree>,
+    /// The writable `/tmp`'s cap in MiB (`EphemeralStorage`).
+    pub ephemeral_mib: u32,
 }
 
 /// One invocation request: the one type from the invoker through the pool
@@ -305,6 +310,8 @@ impl<T: Transport> AgentConn<T> {
             memory_mib: spec.memory_mib,
             timeout_ms: spec.timeout_ms,
             random_seed,
+            trees: spec.trees.clone(),
+            ephemeral_mib: spec.ephemeral_mib,
         };
         let frame = msg.to_frame().map_err(AgentError::Request)?;
         let until = Instant::now() + timeout;

@@ -34,6 +34,8 @@ fn spec() -> InitSpec {
         memory_mib: 128,
         timeout_ms: 1000,
         random_seed: Some([1; 32]),
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 

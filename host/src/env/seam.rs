@@ -55,6 +55,8 @@ impl EnvSpec {
             memory_mib: self.memory_mib,
             timeout_ms: self.timeout_ms,
             random_seed: None,
+            trees: Vec::new(),
+            ephemeral_mib: self.ephemeral_mib,
         }
     }
 }

@@ -32,6 +32,8 @@ fn spec() -> InitSpec {
         memory_mib: 128,
         timeout_ms: 1000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 

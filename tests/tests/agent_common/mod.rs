@@ -86,6 +86,8 @@ pub fn spec(code: Vec<u8>, memory_mib: u32, timeout_ms: u32) -> InitSpec {
         memory_mib,
         timeout_ms,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     }
 }
 
