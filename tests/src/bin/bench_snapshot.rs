@@ -227,6 +227,8 @@ fn agent_case(runs: usize, module: &Path) {
         memory_mib: fn_mib,
         timeout_ms: 10_000,
         random_seed: None,
+        trees: Vec::new(),
+        ephemeral_mib: 0,
     };
     let req = |i: usize| InvokeRequest {
         request_id: format!("r{i}"),
