@@ -2,7 +2,12 @@
 # Builds CPython 3.11 for wasm32-wasi (the `python3.11` runtime of the
 # kernel-less guest, issue 19) from Debian's sources, once, into
 #   ${EMBER_CACHE:-$HOME/.cache/ember}/python-wasm/<key>/
-#     python.wasm                        the interpreter (stripped)
+#     python.wasm                        the interpreter (stripped), a command
+#     python-reactor.wasm                the same as a reactor: the interpreter
+#                                        starts once (_initialize), `handle`
+#                                        serves one invocation (images/python-wasm/)
+#     runtime.zip                        /var/runtime for the kernel-less guest:
+#                                        lib/ below + ember_bootstrap.py, stored
 #     lib/python311.zip                  the stdlib, precompiled .pyc, zipped
 #     lib/python3.11/os.py               the landmark CPython's getpath looks for
 #     lib/python3.11/lib-dynload/.empty  (site wants the directory)
@@ -22,10 +27,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache="${EMBER_CACHE:-$HOME/.cache/ember}"
-key=$(sha256sum "$here/build-python-wasm.sh" | cut -c1-12)
+pyw="$here/../images/python-wasm"
+key=$(cat "$here/build-python-wasm.sh" "$pyw/reactor.c" "$pyw/ember_bootstrap.py" | sha256sum | cut -c1-12)
 root="$cache/python-wasm"
 out="$root/3.11-$key"
-if [ -f "$out/BUILD-INFO" ] && [ -f "$out/python.wasm" ] && [ -f "$out/lib/python311.zip" ]; then
+if [ -f "$out/BUILD-INFO" ] && [ -f "$out/python-reactor.wasm" ] && [ -f "$out/runtime.zip" ]; then
   echo "$out"
   exit 0
 fi
@@ -191,6 +197,17 @@ stdlib() {
   make wasm_stdlib
 }
 step "zipping the precompiled stdlib" stdlib
+reactor() {
+  cd "$cpython/builddir/wasi"
+  $wasm_cc -O2 -I. -I../../Include -c "$pyw/reactor.c" -o ember_reactor.o
+  # The link line of python.wasm (Makefile), as a reactor around our entry.
+  $wasm_cc -mexec-model=reactor -z stack-size=524288 -Wl,--stack-first \
+    -Wl,--initial-memory=10485760 -o python-reactor.wasm ember_reactor.o \
+    libpython3.11.a Modules/_decimal/libmpdec/libmpdec.a Modules/expat/libexpat.a \
+    -L"$work/zlib/lib" -lz -lwasi-emulated-signal -lwasi-emulated-getpid \
+    -lwasi-emulated-process-clocks -lm
+}
+step "linking the reactor (images/python-wasm/reactor.c)" reactor
 
 # --- install into the cache ----------------------------------------------------------
 install_out() {
@@ -199,7 +216,11 @@ install_out() {
   rm -rf "$stage"
   mkdir -p "$stage/lib"
   llvm-strip -o "$stage/python.wasm" "$b/python.wasm"
+  llvm-strip -o "$stage/python-reactor.wasm" "$b/python-reactor.wasm"
   cp -a "$b/usr/local/lib/." "$stage/lib/"
+  cp "$pyw/ember_bootstrap.py" "$stage/"
+  # Stored (-0): a file read from the runtime tree is a slice of the archive.
+  (cd "$stage" && "$build_py" -m zipfile -c runtime.zip lib ember_bootstrap.py >/dev/null)
   {
     echo "cpython $src_version for wasm32-wasi, built $(date -u +%FT%TZ) by scripts/build-python-wasm.sh ($key)"
     echo "sources: $(basename "$py_tar") $(basename "$zlib_tar") (Debian, unpatched)"

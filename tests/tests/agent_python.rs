@@ -105,3 +105,75 @@ fn cpython_reads_its_stdlib_and_task_and_writes_tmp_in_a_microvm() {
     );
     assert_eq!(env.shutdown(), "exit status: 0");
 }
+
+const HANDLER: &str = r#"
+import hashlib
+COUNT = 0
+def lambda_handler(event, context):
+    global COUNT
+    COUNT += 1
+    print("log line", COUNT)
+    return {"count": COUNT, "event": event, "rid": context.aws_request_id,
+            "fn": context.function_name, "version": context.function_version,
+            "mem": context.memory_limit_in_mb,
+            "arn": context.invoked_function_arn,
+            "left": 0 < context.get_remaining_time_in_millis() <= 60000,
+            "sha": hashlib.sha256(b"a").hexdigest()[:8]}
+"#;
+
+/// The reactor build (python-reactor.wasm + runtime.zip with the bootstrap):
+/// the interpreter starts and imports the handler once, at Init; each
+/// invocation calls `lambda_handler(event, context)` with that invocation's
+/// context; module state persists across warm invocations; print → logs.
+#[test]
+fn the_reactor_imports_the_handler_once_and_serves_warm_invocations() {
+    let py = python_dir();
+    let task_dir = std::env::temp_dir().join(format!("ember-py-rtask-{}", std::process::id()));
+    std::fs::create_dir_all(&task_dir).unwrap();
+    std::fs::write(task_dir.join("lambda_function.py"), HANDLER).unwrap();
+    let task = zip_dir(&task_dir, "lambda_function.py", false, "rtask");
+    let _ = std::fs::remove_dir_all(&task_dir);
+    let code = std::fs::read(py.join("python-reactor.wasm")).unwrap();
+    let mut env = Environment::launch(&config(256)).expect("launch");
+    let mut s = spec(code, 256, 60_000);
+    s.handler = "lambda_function.lambda_handler".into();
+    s.env = vec![
+        ("PYTHONHOME".into(), "/var/runtime".into()),
+        ("PYTHONPATH".into(), "/var/runtime:/var/task".into()),
+    ];
+    s.trees = vec![
+        Tree {
+            mount: "/var/runtime".into(),
+            archive: std::fs::read(py.join("runtime.zip")).unwrap(),
+        },
+        Tree {
+            mount: "/var/task".into(),
+            archive: task,
+        },
+    ];
+    s.ephemeral_mib = 64;
+    let s = compiled(&env, s);
+    env.init(&s).expect("init");
+    for i in 1..=3 {
+        let id = format!("req-{i}");
+        let inv = env
+            .invoke(&request(&id, format!("{{\"n\": {i}}}").as_bytes(), 60_000))
+            .unwrap();
+        let out = match inv.result {
+            Ok(p) => String::from_utf8(p).unwrap(),
+            Err(e) => panic!("{}: {}", e.error_type, e.message),
+        };
+        let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+        assert_eq!(v["count"], i, "{out}");
+        assert_eq!(v["event"]["n"], i, "{out}");
+        assert_eq!(v["rid"], id.as_str(), "{out}");
+        assert_eq!(v["fn"], "test-fn", "{out}");
+        assert_eq!(v["version"], "3", "{out}");
+        assert_eq!(v["mem"], "256", "{out}");
+        assert_eq!(v["left"], true, "{out}");
+        assert_eq!(v["sha"], "ca978112", "{out}");
+        let logs = format!("{:?}", inv.logs);
+        assert!(logs.contains(&format!("log line {i}")), "{logs}");
+    }
+    assert_eq!(env.shutdown(), "exit status: 0");
+}

@@ -1,0 +1,68 @@
+/* ember's reactor entry for CPython on wasm32-wasi: the interpreter starts
+ * once (a constructor, run by the reactor's _initialize), imports the
+ * bootstrap and the handler; `handle` serves one invocation. */
+#include "Python.h"
+#include <wasi/api.h>
+#include <stdlib.h>
+#include <string.h>
+
+static PyObject *invoke_fn;
+
+__attribute__((constructor)) static void ember_python_init(void) {
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    config.install_signal_handlers = 0;
+    PyStatus st = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(st)) {
+        Py_ExitStatusException(st);
+    }
+    PyObject *m = PyImport_ImportModule("ember_bootstrap");
+    if (m == NULL) {
+        PyErr_Print();
+        exit(70);
+    }
+    invoke_fn = PyObject_GetAttrString(m, "invoke");
+    PyObject *r = PyObject_CallMethod(m, "init", NULL);
+    if (r == NULL || invoke_fn == NULL) {
+        PyErr_Print();
+        exit(71);
+    }
+    Py_DECREF(r);
+}
+
+/* The environment of this invocation, read from WASI each time (wasi-libc
+ * caches `environ` at its first use). */
+static PyObject *env_now(void) {
+    __wasi_size_t count = 0, size = 0;
+    if (__wasi_environ_sizes_get(&count, &size) != 0) return PyDict_New();
+    uint8_t **ptrs = malloc(sizeof(uint8_t *) * (count + 1));
+    uint8_t *buf = malloc(size + 1);
+    PyObject *d = PyDict_New();
+    if (ptrs && buf && __wasi_environ_get(ptrs, buf) == 0) {
+        for (__wasi_size_t i = 0; i < count; i++) {
+            char *kv = (char *)ptrs[i];
+            char *eq = strchr(kv, '=');
+            if (!eq) continue;
+            PyObject *k = PyUnicode_DecodeUTF8(kv, eq - kv, "surrogateescape");
+            PyObject *v = PyUnicode_DecodeUTF8(eq + 1, strlen(eq + 1), "surrogateescape");
+            if (k && v) PyDict_SetItem(d, k, v);
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+        }
+    }
+    free(ptrs);
+    free(buf);
+    return d;
+}
+
+__attribute__((export_name("handle"))) void handle(void) {
+    PyObject *env = env_now();
+    PyObject *r = PyObject_CallOneArg(invoke_fn, env);
+    Py_XDECREF(env);
+    if (r == NULL) {
+        PyErr_Print();
+        exit(72);
+    }
+    Py_DECREF(r);
+}
