@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::error::{REASON_ACCOUNT, REASON_RESERVED};
 use super::{function_name, ApiError, App, Reply};
-use crate::env::InvokeRequest;
-use crate::invoker::{self, CallResult};
+use crate::env::{FunctionError, InvokeRequest};
+use crate::invoker::CallResult;
 use crate::pool::policy::Throttle;
 use crate::util::uuid4;
 
@@ -154,11 +154,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
                 .push(("X-Amz-Executed-Version", out.version.clone()));
             reply
         }
-        CallResult::FunctionError {
-            error_type,
-            message,
-            document,
-        } => function_error(&out.version, error_type, message, document),
+        CallResult::FunctionError(f) => function_error(&out.version, f),
         CallResult::ServiceError(m) => return Err(ApiError::Service(m.clone())),
     };
     reply
@@ -214,11 +210,11 @@ pub async fn read_payload(body: InvokeBody, limit: usize) -> Result<bytes::Bytes
 
 /// 200 with `X-Amz-Function-Error: Unhandled` and the error payload: the
 /// runtime's own document unchanged, or Lambda's shape made from the error.
-fn function_error(version: &str, error_type: &str, message: &str, document: &[u8]) -> Reply {
+fn function_error(version: &str, f: &FunctionError) -> Reply {
     let mut reply = Reply {
         status: 200,
         headers: vec![],
-        body: invoker::error_payload(error_type, message, document).into(),
+        body: f.payload().into(),
         json: true,
     };
     reply

@@ -174,6 +174,44 @@ pub struct FunctionError {
     pub document: Vec<u8>,
 }
 
+impl FunctionError {
+    /// An error emberd or the agent made (no runtime document), which
+    /// leaves the environment usable.
+    pub fn new(error_type: &str, message: String) -> Self {
+        FunctionError {
+            error_type: error_type.to_string(),
+            message,
+            fatal: false,
+            document: Vec::new(),
+        }
+    }
+
+    /// Lambda's timeout error: the function ran past `timeout` and its
+    /// environment is replaced.
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        let secs = timeout.as_secs_f64();
+        FunctionError {
+            fatal: true,
+            ..FunctionError::new(
+                "Sandbox.Timedout",
+                format!("Task timed out after {secs:.2} seconds"),
+            )
+        }
+    }
+
+    /// The payload a caller gets: the runtime's own error document
+    /// unchanged when it sent one (as AWS returns it), else Lambda's
+    /// `{"errorMessage", "errorType"}` made from what the agent or emberd saw.
+    pub fn payload(&self) -> Vec<u8> {
+        if !self.document.is_empty() {
+            return self.document.clone();
+        }
+        serde_json::json!({ "errorMessage": self.message, "errorType": self.error_type })
+            .to_string()
+            .into_bytes()
+    }
+}
+
 /// A finished invocation: the function's response or its error, with logs.
 #[derive(Debug, Clone)]
 pub struct InvokeReply {

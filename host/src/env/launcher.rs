@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use super::spares::Spares;
 use super::{
-    AgentError, Code, EnvError, EnvLauncher, EnvSpec, Environment, Fault, InitSpec, InvokeOutput,
-    InvokeRequest, JailConfig, LaunchConfig, LaunchError, LogStream, OnSpawn, Report, RunningEnv,
+    AgentError, Code, EnvError, EnvLauncher, EnvSpec, Environment, Fault, FunctionError, InitSpec,
+    InvokeOutput, InvokeRequest, JailConfig, LaunchConfig, LaunchError, LogStream, OnSpawn, Report,
+    RunningEnv,
 };
 use crate::linux::{self, LinuxGuests};
 
@@ -157,11 +158,10 @@ impl VmLauncher {
         };
         match aot.artefact(&id, spec.memory_mib, features, || Ok(spec.code.to_vec())) {
             Ok(a) => Ok(Code::Compiled(a.to_vec())),
-            Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init {
-                error_type: "Runtime.InvalidModule".into(),
+            Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init(FunctionError::new(
+                "Runtime.InvalidModule",
                 message,
-                document: Vec::new(),
-            }),
+            ))),
             Err(e) => Err(EnvError::Launch(LaunchError::Compile(e))),
         }
     }
@@ -261,11 +261,10 @@ impl EnvLauncher for VmLauncher {
                 message,
                 document,
                 ..
-            }) => Err(EnvError::Init {
-                error_type,
-                message,
+            }) => Err(EnvError::Init(FunctionError {
                 document,
-            }),
+                ..FunctionError::new(&error_type, message)
+            })),
             Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
     }
@@ -359,20 +358,10 @@ impl RunningEnv for VmEnv {
             init_us: self.init_us.take(),
             init_log_lines,
         };
-        Ok(match inv.result {
-            Ok(payload) => InvokeOutput::Success {
-                payload,
-                logs,
-                report,
-            },
-            Err(f) => InvokeOutput::FunctionError {
-                error_type: f.error_type,
-                message: f.message,
-                fatal: f.fatal,
-                document: f.document,
-                logs,
-                report,
-            },
+        Ok(InvokeOutput {
+            result: inv.result,
+            logs,
+            report,
         })
     }
 

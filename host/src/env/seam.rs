@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Code, InitSpec, InvokeRequest};
+use super::{Code, FunctionError, InitSpec, InvokeRequest};
 
 pub use crate::util::OnSpawn;
 
@@ -61,40 +61,29 @@ impl EnvSpec {
     }
 }
 
-/// What the agent answered.
+/// What the environment answered: the function's response or its error
+/// (a `fatal` one means the environment must be replaced), with the
+/// invocation's log lines and the agent's measurements.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InvokeOutput {
-    Success {
-        payload: Vec<u8>,
-        logs: Vec<String>,
-        report: Report,
-    },
-    /// The function failed; `fatal` means the environment must be replaced.
-    FunctionError {
-        error_type: String,
-        message: String,
-        fatal: bool,
-        /// The runtime's own error document, returned to the caller
-        /// unchanged (empty when the agent or emberd made the error).
-        document: Vec<u8>,
-        logs: Vec<String>,
-        report: Report,
-    },
+pub struct InvokeOutput {
+    pub result: Result<Vec<u8>, FunctionError>,
+    pub logs: Vec<String>,
+    pub report: Report,
 }
 
 impl InvokeOutput {
-    /// Lambda's timeout error: the function ran past `timeout` and its
-    /// environment is replaced.
+    /// Lambda's timeout error, with no logs or measurements.
     pub fn timed_out(timeout: std::time::Duration) -> Self {
-        let secs = timeout.as_secs_f64();
-        InvokeOutput::FunctionError {
-            error_type: "Sandbox.Timedout".into(),
-            message: format!("Task timed out after {secs:.2} seconds"),
-            fatal: true,
-            document: Vec::new(),
+        InvokeOutput {
+            result: Err(FunctionError::timed_out(timeout)),
             logs: vec![],
             report: Report::default(),
         }
+    }
+
+    /// Whether the environment may serve again.
+    pub fn reusable(&self) -> bool {
+        !matches!(&self.result, Err(f) if f.fatal)
     }
 }
 
@@ -118,13 +107,8 @@ pub struct Report {
 pub enum EnvError {
     #[error("environment failed to start")]
     Launch(#[source] LaunchError),
-    #[error("{error_type}: {message}")]
-    Init {
-        error_type: String,
-        message: String,
-        /// The runtime's own error document (empty when none).
-        document: Vec<u8>,
-    },
+    #[error("{}: {}", .0.error_type, .0.message)]
+    Init(FunctionError),
     /// The VM exited or the stream broke mid-invocation (`Runtime.ExitError`).
     #[error("environment died")]
     Died(#[source] Fault),
@@ -137,7 +121,7 @@ impl EnvError {
         match self {
             EnvError::Launch(e) => crate::util::error_chain(e),
             EnvError::Died(f) => crate::util::error_chain(f),
-            EnvError::Init { message, .. } => message.clone(),
+            EnvError::Init(f) => f.message.clone(),
         }
     }
 }

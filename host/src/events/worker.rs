@@ -146,16 +146,9 @@ async fn deliver(
     ev.open_attempt = None;
     let (kind, response) = match &out.result {
         CallResult::Success(p) => (Attempt::Success, model::payload_value(p)),
-        CallResult::FunctionError {
-            error_type,
-            message,
-            document,
-        } => (
-            Attempt::FunctionError,
-            model::payload_value(&crate::invoker::error_payload(
-                error_type, message, document,
-            )),
-        ),
+        CallResult::FunctionError(f) => {
+            (Attempt::FunctionError, model::payload_value(&f.payload()))
+        }
         CallResult::ServiceError(m) => {
             return transient(events, ev, Some(end), m).await;
         }
@@ -223,7 +216,7 @@ async fn deliver(
 fn result_label(r: &CallResult) -> String {
     match r {
         CallResult::Success(_) => "Success".into(),
-        CallResult::FunctionError { error_type, .. } => format!("FunctionError:{error_type}"),
+        CallResult::FunctionError(f) => format!("FunctionError:{}", f.error_type),
         CallResult::ServiceError(_) => "ServiceError".into(),
     }
 }

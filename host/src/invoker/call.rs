@@ -5,19 +5,14 @@
 
 use std::time::Duration;
 
-use crate::env::Report;
+use crate::env::{FunctionError, Report};
 
 /// How an invocation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallResult {
     Success(Vec<u8>),
     /// The function (or its environment) failed: Lambda's `Unhandled` error.
-    FunctionError {
-        error_type: String,
-        message: String,
-        /// The runtime's own error document (empty when none).
-        document: Vec<u8>,
-    },
+    FunctionError(FunctionError),
     /// No environment could be started; not the function's fault (HTTP 500,
     /// retried with backoff for events).
     ServiceError(String),
@@ -39,16 +34,4 @@ pub struct Outcome {
     pub report: Report,
     /// From admission to outcome, as the caller experienced it.
     pub elapsed: Duration,
-}
-
-/// The payload a caller gets for a function error: the runtime's own error
-/// document unchanged when it sent one (as AWS returns it), else Lambda's
-/// `{"errorMessage", "errorType"}` made from what the agent or emberd saw.
-pub fn error_payload(error_type: &str, message: &str, document: &[u8]) -> Vec<u8> {
-    if !document.is_empty() {
-        return document.to_vec();
-    }
-    serde_json::json!({ "errorMessage": message, "errorType": error_type })
-        .to_string()
-        .into_bytes()
 }

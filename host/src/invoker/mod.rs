@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-pub use call::{error_payload, CallResult, Outcome};
+pub use call::{CallResult, Outcome};
 
 use crate::catalog::{lazy_spec, Resolved};
-use crate::env::{EnvError, InvokeOutput, InvokeRequest, LaunchError, Report};
+use crate::env::{EnvError, FunctionError, InvokeOutput, InvokeRequest, LaunchError, Report};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 use crate::pool::policy::Throttle;
@@ -135,15 +135,7 @@ impl Ticket {
                         "Could not start an execution environment: {}",
                         crate::util::error_chain(&e)
                     )),
-                    EnvError::Init {
-                        error_type,
-                        message,
-                        document,
-                    } => CallResult::FunctionError {
-                        error_type,
-                        message,
-                        document,
-                    },
+                    EnvError::Init(f) => CallResult::FunctionError(f),
                     EnvError::Died(f) => {
                         function_error("Runtime.ExitError", crate::util::error_chain(&f))
                     }
@@ -158,39 +150,21 @@ impl Ticket {
         let env_id = warm.id;
         let out = self.invoker.pool.invoke(warm, req, timeout).await;
         let (result, logs, report) = match out {
-            Ok(InvokeOutput::Success {
-                payload,
+            Ok(InvokeOutput {
+                result,
                 logs,
                 report,
-            }) if payload.len() > MAX_RESPONSE => {
-                let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).", payload.len());
-                (
-                    function_error("Function.ResponseSizeTooLarge", m),
-                    logs,
-                    report,
-                )
+            }) => {
+                let result = match result {
+                    Ok(payload) if payload.len() > MAX_RESPONSE => {
+                        let m = format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).", payload.len());
+                        function_error("Function.ResponseSizeTooLarge", m)
+                    }
+                    Ok(payload) => CallResult::Success(payload),
+                    Err(f) => CallResult::FunctionError(f),
+                };
+                (result, logs, report)
             }
-            Ok(InvokeOutput::Success {
-                payload,
-                logs,
-                report,
-            }) => (CallResult::Success(payload), logs, report),
-            Ok(InvokeOutput::FunctionError {
-                error_type,
-                message,
-                document,
-                logs,
-                report,
-                ..
-            }) => (
-                CallResult::FunctionError {
-                    error_type,
-                    message,
-                    document,
-                },
-                logs,
-                report,
-            ),
             Err(e) => {
                 let m = format!(
                     "RequestId: {} Error: Runtime exited: {}",
@@ -239,11 +213,7 @@ impl Ticket {
 }
 
 fn function_error(error_type: &str, message: String) -> CallResult {
-    CallResult::FunctionError {
-        error_type: error_type.to_string(),
-        message,
-        document: Vec::new(),
-    }
+    CallResult::FunctionError(FunctionError::new(error_type, message))
 }
 
 impl Drop for Ticket {

@@ -375,8 +375,7 @@ impl Pool {
             i.invocations += 1;
         }
         let healthy = match &result {
-            Ok(InvokeOutput::Success { .. }) => true,
-            Ok(InvokeOutput::FunctionError { fatal, .. }) => !fatal,
+            Ok(out) => out.reusable(),
             Err(_) => false,
         };
         self.checkin(w, healthy);

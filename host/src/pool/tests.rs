@@ -48,6 +48,14 @@ impl EnvLauncher for Arc<Fake> {
     }
 }
 
+fn success(payload: Vec<u8>) -> InvokeOutput {
+    InvokeOutput {
+        result: Ok(payload),
+        logs: vec![],
+        report: Report::default(),
+    }
+}
+
 impl RunningEnv for FakeEnv {
     fn invoke(&mut self, input: &InvokeRequest) -> Result<InvokeOutput, EnvError> {
         match &input.payload[..] {
@@ -57,32 +65,16 @@ impl RunningEnv for FakeEnv {
             }
             b"sleep300" => {
                 std::thread::sleep(Duration::from_millis(300));
-                Ok(InvokeOutput::Success {
-                    payload: b"done".to_vec(),
-                    logs: vec![],
-                    report: Report::default(),
-                })
+                Ok(success(b"done".to_vec()))
             }
             b"slow" => {
                 std::thread::sleep(Duration::from_millis(100));
-                Ok(InvokeOutput::Success {
-                    payload: self.id.to_string().into_bytes(),
-                    logs: vec![],
-                    report: Report::default(),
-                })
+                Ok(success(self.id.to_string().into_bytes()))
             }
             // Where the payload's bytes live (the request reaches the
             // environment without a copy).
-            p if p.starts_with(b"addr") => Ok(InvokeOutput::Success {
-                payload: format!("{:p}", p.as_ptr()).into_bytes(),
-                logs: vec![],
-                report: Report::default(),
-            }),
-            _ => Ok(InvokeOutput::Success {
-                payload: self.id.to_string().into_bytes(),
-                logs: vec![],
-                report: Report::default(),
-            }),
+            p if p.starts_with(b"addr") => Ok(success(format!("{:p}", p.as_ptr()).into_bytes())),
+            _ => Ok(success(self.id.to_string().into_bytes())),
         }
     }
     fn deadline_grace(&self) -> Duration {
@@ -163,9 +155,10 @@ fn input(p: &[u8]) -> InvokeRequest {
 async fn call(p: &Arc<Pool>, k: &VersionKey, payload: &[u8]) -> Result<u64, EnvError> {
     let (w, _) = p.checkout(k, 128, spec("h")).await?;
     match p.invoke(w, input(payload), Duration::from_secs(5)).await? {
-        InvokeOutput::Success { payload, .. } => {
-            Ok(String::from_utf8(payload).unwrap().parse().unwrap())
-        }
+        InvokeOutput {
+            result: Ok(payload),
+            ..
+        } => Ok(String::from_utf8(payload).unwrap().parse().unwrap()),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -372,7 +365,10 @@ async fn backstop_allows_the_environments_own_grace() {
     // 300 ms > timeout (100 ms) + HOST_GRACE (50 ms under test), < + 1 s grace.
     let out = p.invoke(w, input(b"sleep300"), Duration::from_millis(100));
     match out.await.unwrap() {
-        InvokeOutput::Success { payload, .. } => assert_eq!(payload, b"done"),
+        InvokeOutput {
+            result: Ok(payload),
+            ..
+        } => assert_eq!(payload, b"done"),
         other => panic!("the backstop fired inside the environment's grace: {other:?}"),
     }
 }
@@ -387,9 +383,9 @@ async fn backstop_timeout_names_the_function_timeout() {
     let (w, _) = p.checkout(&k, 128, spec("h")).await.unwrap();
     let out = p.invoke(w, input(b"sleep300"), Duration::from_millis(100));
     match out.await.unwrap() {
-        InvokeOutput::FunctionError { message, fatal, .. } => {
-            assert_eq!(message, "Task timed out after 0.10 seconds");
-            assert!(fatal);
+        InvokeOutput { result: Err(f), .. } => {
+            assert_eq!(f.message, "Task timed out after 0.10 seconds");
+            assert!(f.fatal);
         }
         other => panic!("no timeout: {other:?}"),
     }
@@ -410,9 +406,10 @@ async fn the_payload_reaches_the_environment_uncopied() {
         ..input(b"")
     };
     match p.invoke(w, req, Duration::from_secs(5)).await.unwrap() {
-        InvokeOutput::Success { payload, .. } => {
-            assert_eq!(String::from_utf8(payload).unwrap(), at)
-        }
+        InvokeOutput {
+            result: Ok(payload),
+            ..
+        } => assert_eq!(String::from_utf8(payload).unwrap(), at),
         other => panic!("{other:?}"),
     }
 }
