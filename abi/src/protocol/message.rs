@@ -184,7 +184,7 @@ pub(crate) mod kind {
 /// without first building a [`Message`] (the payload is copied once, into
 /// the frame). One field order for both: [`Message::Invoke`] encodes
 /// through this.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct InvokeRef<'a> {
     pub request_id: &'a str,
     pub payload: &'a [u8],

@@ -116,7 +116,7 @@ impl WasmAgent {
                 invoked_function_arn,
                 trace_id,
                 client_context,
-                ..
+                cognito_identity,
             } => {
                 let Some(rt) = self.runtime.as_mut() else {
                     out.push(Message::Error {
@@ -137,6 +137,7 @@ impl WasmAgent {
                     invoked_function_arn: &invoked_function_arn,
                     trace_id: &trace_id,
                     client_context: &client_context,
+                    cognito_identity: &cognito_identity,
                 };
                 let r = rt.invoke(&req);
                 push_logs(out, &request_id, r.logs);

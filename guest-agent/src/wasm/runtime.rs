@@ -45,16 +45,9 @@ pub enum ModuleKind {
     Reactor { handler: String },
 }
 
-/// The invocation's request data.
-#[derive(Debug, Clone, Default)]
-pub struct InvokeContext<'a> {
-    pub request_id: &'a str,
-    pub payload: &'a [u8],
-    pub deadline_ms: u64,
-    pub invoked_function_arn: &'a str,
-    pub trace_id: &'a str,
-    pub client_context: &'a str,
-}
+/// The invocation's request data: the `Invoke` message's fields, borrowed
+/// from the frame (the protocol's own [`InvokeRef`]).
+pub use ember_abi::protocol::InvokeRef as InvokeContext;
 
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
