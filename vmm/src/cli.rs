@@ -203,40 +203,24 @@ mod tests {
         assert_eq!(inv.level, Level::Debug);
     }
 
+    /// What this module adds to `ember_abi::vmm_args` (whose own tests
+    /// cover every flag's typed error): its errors surface as `Args`, a
+    /// config file that cannot be read as `Config`, and `--api-sock` alone
+    /// waits for the API instead of booting.
     #[test]
     fn bad_flags() {
         assert!(matches!(
-            run(&["--kernel"]),
-            Err(CliError::Args(VmmArgsError::MissingValue(_)))
-        ));
-        assert!(matches!(
             run(&["--vcpus", "two"]),
             Err(CliError::Args(VmmArgsError::BadValue { .. }))
-        ));
-        assert!(matches!(
-            run(&["--frobnicate"]),
-            Err(CliError::Args(VmmArgsError::Unknown(_)))
-        ));
-        assert!(matches!(
-            run(&["--api-sock", "/s", "--no-api"]),
-            Err(CliError::Args(VmmArgsError::Api(_)))
         ));
         let inv = run(&["--api-sock", "/s"]).unwrap();
         assert_eq!(inv.api_sock, Some(PathBuf::from("/s")));
         assert!(!inv.boot_now);
         assert!(matches!(
-            run(&["--level", "loud"]),
-            Err(CliError::Args(VmmArgsError::BadValue { .. }))
-        ));
-        assert!(matches!(
             run(&["--config-file", "/nonexistent/vm.json"]),
             Err(CliError::Config(_))
         ));
         assert!(matches!(parse(&["--help".to_string()]), Ok(Command::Help)));
-        assert!(matches!(
-            run(&["--vsock", "nope"]),
-            Err(CliError::Args(VmmArgsError::BadValue { .. }))
-        ));
     }
 
     #[test]
