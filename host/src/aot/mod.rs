@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ember_abi::artefact;
@@ -29,6 +29,9 @@ use crate::store::blob::{sha256_hex, BlobError, BlobStore};
 mod cache;
 use cache::{Liveness, MemoryCache};
 
+/// How long a background compile waits for the first guest to announce its
+/// CPU features before guessing with the host's (see `Aot::default_features`).
+const GUEST_WAIT: Duration = Duration::from_secs(5);
 /// Wall-clock limit of one compilation (a 5 MB module takes seconds).
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Address-space limit of the compiler process.
@@ -62,9 +65,10 @@ pub struct Aot {
     live: Option<Liveness>,
     /// One lock per cache key: concurrent cold starts compile once.
     building: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// The last CPU feature mask a guest announced (for background compiles
-    /// before any guest has booted: this host's own mask).
-    guest_features: AtomicU64,
+    /// The last CPU feature mask a guest announced (None until one has):
+    /// background compiles wait a little for it, see [`Aot::default_features`].
+    guest_features: Mutex<Option<u64>>,
+    announced: Condvar,
     pub compiled: AtomicU64,
 }
 
@@ -109,7 +113,8 @@ impl Aot {
             memory: Mutex::new(MemoryCache::new(MAX_MEMORY_CACHE)),
             live: None,
             building: Mutex::new(HashMap::new()),
-            guest_features: AtomicU64::new(u64::MAX),
+            guest_features: Mutex::new(None),
+            announced: Condvar::new(),
             compiled: AtomicU64::new(0),
         }
     }
@@ -159,26 +164,40 @@ impl Aot {
         &self.exe
     }
 
-    /// The mask to compile for when no guest said: the last one announced,
-    /// else this host CPU's (asked of the compiler).
+    /// The mask to compile for ahead of a launch: the last one a guest
+    /// announced. Before any guest has booted (a create right after emberd
+    /// started), wait up to `GUEST_WAIT` for the first one (emberd boots its
+    /// spares at start), then fall back to this host CPU's mask (asked of the
+    /// compiler). The host's mask is only a guess: the guest's differs where
+    /// the VMM does not pass a feature on (on PVM hosts: AVX and LZCNT), and
+    /// an artefact compiled for it would be compiled again at the launch.
     pub fn default_features(&self) -> u64 {
-        let f = self.guest_features.load(Ordering::Relaxed);
-        if f != u64::MAX {
+        let seen = self
+            .guest_features
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (seen, _) = self
+            .announced
+            .wait_timeout_while(seen, GUEST_WAIT, |f| f.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = *seen {
             return f;
         }
+        drop(seen);
         let out = Command::new(&self.exe).arg("--print-features").output();
-        let mask = out
-            .ok()
+        out.ok()
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0);
-        self.guest_features.store(mask, Ordering::Relaxed);
-        mask
+            .unwrap_or(0)
     }
 
     /// Records the mask a booted guest announced.
     pub fn saw_guest(&self, features: u64) {
-        self.guest_features.store(features, Ordering::Relaxed);
+        *self
+            .guest_features
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(features);
+        self.announced.notify_all();
     }
 
     /// Runs the compiler on `module`. The module and the artefact travel
@@ -438,6 +457,23 @@ mod tests {
         );
         assert_eq!(guest_features("ember-wasm-agent 0.1.0"), None);
         assert_eq!(guest_features("x cpu=0xzz"), None);
+    }
+
+    /// A create right after start compiled for the host's mask, and the
+    /// first launch compiled again for the guest's (on PVM hosts the guest
+    /// lacks AVX): the background compile now waits for the first guest.
+    #[test]
+    fn background_compiles_wait_for_the_first_guests_features() {
+        let aot = Arc::new(Aot::new("/nonexistent/ember-wasm-compile".into()));
+        let waiter = {
+            let aot = aot.clone();
+            std::thread::spawn(move || aot.default_features())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        aot.saw_guest(0x63f);
+        assert_eq!(waiter.join().unwrap(), 0x63f);
+        aot.saw_guest(0x1f);
+        assert_eq!(aot.default_features(), 0x1f);
     }
 
     #[test]

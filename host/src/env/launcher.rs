@@ -123,12 +123,22 @@ impl VmLauncher {
         self
     }
 
-    /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]).
+    /// Keeps `n` booted spare VMs of `mem_mib` MiB (see [`Spares`]). Call
+    /// after [`Self::with_aot`]: the spares tell the compiler their CPU features.
     pub fn with_spares(mut self, n: usize, mem_mib: u32, run_dir: &Path) -> Self {
         if n > 0 && self.unavailable.is_none() {
             let mut cfg = self.config_for(&self.base, mem_mib);
             cfg.mem_mib = mem_mib;
-            self.spares = Some(Spares::start(cfg, n, run_dir));
+            // The compiler learns the guest's CPU features from the first
+            // spare, so code created right after start is compiled for them.
+            let on_ready = self.aot.clone().map(|aot| {
+                Box::new(move |env: &Environment| {
+                    if let Some(f) = crate::aot::guest_features(&env.ready().agent_version) {
+                        aot.saw_guest(f);
+                    }
+                }) as super::spares::OnReady
+            });
+            self.spares = Some(Spares::start(cfg, n, run_dir, on_ready));
         }
         self
     }

@@ -25,12 +25,23 @@ pub struct Spares {
     /// The pid of the spare being booted, from its spawn until it joins the
     /// stock (so close and crash cleanup see it too).
     starting: Mutex<Option<u32>>,
+    /// Told of every spare that booted (the AOT compiler learns the guest's
+    /// CPU features from its `Ready` before any function launches).
+    on_ready: Option<OnReady>,
 }
+
+/// What [`Spares`] calls with each booted spare.
+pub type OnReady = Box<dyn Fn(&Environment) + Send + Sync>;
 
 impl Spares {
     /// Starts keeping `want` spares booted with `base` (their memory size is
     /// `base.mem_mib`; only functions of that size use them).
-    pub fn start(mut base: LaunchConfig, want: usize, run_dir: &Path) -> Arc<Self> {
+    pub fn start(
+        mut base: LaunchConfig,
+        want: usize,
+        run_dir: &Path,
+        on_ready: Option<OnReady>,
+    ) -> Arc<Self> {
         base.work_root = run_dir.join("spares");
         let s = Arc::new(Self {
             cfg: base,
@@ -40,6 +51,7 @@ impl Spares {
             closed: AtomicBool::new(false),
             pids: PidFile::named(run_dir, "spare.pids"),
             starting: Mutex::new(None),
+            on_ready,
         });
         if want > 0 {
             let me = s.clone();
@@ -116,6 +128,9 @@ impl Spares {
             *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = None;
             match launched {
                 Ok(env) => {
+                    if let Some(f) = &self.on_ready {
+                        f(&env);
+                    }
                     let mut stock = self.lock();
                     if self.closed.load(Ordering::Acquire) {
                         drop(stock);
