@@ -21,6 +21,7 @@ need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -43,6 +44,11 @@ fi
 kver=$(basename "$kdir"); kver=${kver#linux-image-}
 vmlinuz="$kdir/root/boot/vmlinuz-$kver"
 moddir="$kdir/root/lib/modules/$kver"
+# Newer packages (6.1.0-57) ship no modules.dep: the postinst's depmod makes
+# it on an installed system; make it here, in the extracted tree.
+if [ -f "$vmlinuz" ] && [ -d "$moddir/kernel" ] && [ ! -f "$moddir/modules.dep" ]; then
+  depmod -b "$kdir/root" "$kver" || { log "depmod failed in $kdir"; exit 1; }
+fi
 [ -f "$vmlinuz" ] && [ -f "$moddir/modules.dep" ] || { log "incomplete kernel package in $kdir"; exit 1; }
 
 # --- the outer initramfs -----------------------------------------------------
