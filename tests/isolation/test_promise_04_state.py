@@ -7,10 +7,10 @@ storage is not accessible or shared across execution environments").
 Kernel-less wasm environments: a reactor module keeps one instance per
 environment, so its linear memory (`stash.wat`) and globals (`counter.wat`) are the
 environment's memory and process state; below that, each microVM's guest RAM
-starts as zeros (the `memscan` guest). They have no filesystem at all (no
-WASI preopens), so there is no `/tmp` to cross; `/tmp` is a Linux-guest
-matter (README "Isolation": each Linux environment's /tmp lives in its own
-microVM's guest memory or scratch disk)."""
+starts as zeros (the `memscan` guest). Their only writable file system is
+an in-memory `/tmp` in the environment's own guest (`tmpmark.wat`: seen
+within the environment, never across); Linux environments' /tmp lives in
+their own microVM's guest memory or scratch disk (README "Isolation")."""
 import concurrent.futures as cf
 import json
 import os
@@ -83,11 +83,28 @@ def test_process_state_never_crosses_environments(emberd):
     assert json.loads(r["Payload"].read()) == {"calls": "01"}, "twin saw state's counter"
 
 
-def test_wasm_environments_have_no_filesystem_to_share(emberd):
+def test_wasm_environments_share_no_filesystem(emberd):
+    """A wasm function's only writable file system is its environment's
+    in-memory /tmp (the first preopen): a mark one call leaves there is seen
+    by the next call in the same environment, never by another function's
+    environment nor by the function's next environment."""
     c = emberd.client()
-    create(c, "nofs", iso_wasm("nofs"))
-    r = c.invoke(FunctionName="nofs", Payload=b"{}")
-    assert r["Payload"].read() == b"prestat errno=08", "a WASI preopen (filesystem) exists"
+    create(c, "tmpa", iso_wasm("tmpmark"))
+    create(c, "tmpb", iso_wasm("tmpmark"))
+
+    def call(name):
+        r = c.invoke(FunctionName=name, Payload=b"{}")
+        return r["Payload"].read(), env_of(r)
+
+    first, env = call("tmpa")
+    assert first == b"open errno=44", first  # ENOENT: a fresh /tmp
+    again, env_again = call("tmpa")
+    assert env_again == env and again == b"open errno=00", (again, env, env_again)
+    other, env_other = call("tmpb")
+    assert env_other != env and other == b"open errno=44", "another function saw tmpa's /tmp"
+    c.update_function_configuration(FunctionName="tmpa", Description="new")
+    fresh, env_new = call("tmpa")
+    assert env_new != env and fresh == b"open errno=44", "a new environment saw the old one's /tmp"
 
 
 def memscan(guests, run):
