@@ -46,8 +46,8 @@ print(f"targets: warm p50 {warm['p50_ms']:.3f} ms (<= 1 ms: {'met' if warm['p50_
 PY
 # The soak (issue 13): BENCH_SOAK_SECONDS (default 600) of mixed load from two
 # tenants, a hostile client and a hostile guest against a fresh emberd; fails
-# on any lost acknowledgement or when emberd's RSS still climbs over the
-# second half (> 256 KiB/min). BENCH_SOAK_SECONDS=0 skips it.
+# on any lost acknowledgement or when emberd's heap in use or RSS still
+# climbs over the second half (> 256 KiB/min). BENCH_SOAK_SECONDS=0 skips it.
 soak="${BENCH_SOAK_SECONDS:-600}"
 if [ "$soak" != 0 ]; then
   bash scripts/soak-emberd.sh "$soak" --flat-kib-per-min 256

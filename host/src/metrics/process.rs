@@ -13,6 +13,8 @@ pub struct Usage {
     pub virtual_bytes: Option<u64>,
     pub open_fds: Option<u64>,
     pub max_fds: Option<u64>,
+    /// Heap bytes in use (`crate::heap::in_use_bytes`).
+    pub heap_bytes: Option<u64>,
 }
 
 impl Usage {
@@ -36,6 +38,7 @@ impl Usage {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
             u.max_fds = Some(lim.rlim_cur);
         }
+        u.heap_bytes = crate::heap::in_use_bytes();
         u
     }
 
@@ -82,6 +85,12 @@ impl Usage {
             Kind::Gauge,
             "Maximum number of open file descriptors.",
             f(self.max_fds),
+        );
+        one(
+            "ember_process_heap_bytes",
+            Kind::Gauge,
+            "Heap bytes emberd's allocator has handed out and not taken back (RSS minus freed pages, stacks and code).",
+            f(self.heap_bytes),
         );
     }
 }
@@ -151,6 +160,7 @@ mod tests {
         let text = e.finish();
         assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
         assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains("ember_process_heap_bytes "));
         assert!(text.contains(&format!(
             "ember_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
