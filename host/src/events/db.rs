@@ -62,6 +62,23 @@ pub enum Settled {
     Remove(u64),
 }
 
+/// A destination record on its way to its queue, serialised once: the
+/// quota is reserved on these bytes and the same bytes are stored.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub queue: String,
+    bytes: Vec<u8>,
+}
+
+impl Record {
+    pub fn new(queue: String, msg: &QueueMessage) -> Result<Self> {
+        Ok(Self {
+            queue,
+            bytes: to_vec(msg)?,
+        })
+    }
+}
+
 /// The end of an attempt-log entry.
 #[derive(Clone, Debug)]
 pub struct AttemptEnd {
@@ -85,7 +102,7 @@ pub enum Op {
     Settle {
         event: Settled,
         end: Option<AttemptEnd>,
-        message: Option<(String, QueueMessage)>,
+        message: Option<Record>,
     },
 }
 
@@ -183,10 +200,10 @@ fn apply(w: &WriteTransaction, op: &Op) -> Result<u64> {
                     w.open_table(PAYLOADS)?.remove(seq)?;
                 }
             }
-            if let Some((queue, msg)) = message {
+            if let Some(Record { queue, bytes }) = message {
                 let id = next(w, "next_message")?;
                 w.open_table(MESSAGES)?
-                    .insert(message_key(queue, id).as_str(), to_vec(msg)?.as_slice())?;
+                    .insert(message_key(queue, id).as_str(), bytes.as_slice())?;
                 let mut q = w.open_table(QUEUES)?;
                 let n = q.get(queue.as_str())?.map(|g| g.value()).unwrap_or(0);
                 q.insert(queue.as_str(), n + 1)?;
@@ -322,9 +339,9 @@ impl Db {
     /// ([`Db::kept`]) or the returned reservation is dropped. Refused with
     /// [`StoreError::QueueQuota`] when the account's queued events and
     /// unread records would exceed it.
-    pub fn admit_record(&self, queue: &str, msg: &QueueMessage) -> Result<Reservation<'_>> {
-        let bytes = to_vec(msg)?.len() as u64;
-        self.queued.reserve(split_scoped(queue).0, bytes)
+    pub fn admit_record(&self, record: &Record) -> Result<Reservation<'_>> {
+        self.queued
+            .reserve(split_scoped(&record.queue).0, record.bytes.len() as u64)
     }
 
     /// The admitted record was committed.

@@ -224,8 +224,7 @@ fn result_label(r: &CallResult) -> String {
 /// A destination record admitted under its account's quota, which holds
 /// its bytes until the settle that writes it commits.
 struct Admitted<'a> {
-    queue: String,
-    msg: model::QueueMessage,
+    record: db::Record,
     held: db::Reservation<'a>,
 }
 
@@ -240,8 +239,12 @@ fn admit<'a>(
     record: Option<(String, model::QueueMessage)>,
 ) -> Option<Admitted<'a>> {
     let (queue, msg) = record?;
-    match events.db.admit_record(&queue, &msg) {
-        Ok(held) => Some(Admitted { queue, msg, held }),
+    let admitted = db::Record::new(queue.clone(), &msg).and_then(|record| {
+        let held = events.db.admit_record(&record)?;
+        Ok(Admitted { record, held })
+    });
+    match admitted {
+        Ok(a) => Some(a),
         Err(e) => {
             inv.metrics()
                 .destination_delivery_failure(&ev.function, version);
@@ -368,7 +371,7 @@ async fn settle(
         Settled::Remove(ev.seq)
     };
     let (message, held) = match record {
-        Some(r) => (Some((r.queue, r.msg)), Some(r.held)),
+        Some(r) => (Some(r.record), Some(r.held)),
         None => (None, None),
     };
     let op = Op::Settle {

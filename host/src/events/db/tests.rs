@@ -141,7 +141,7 @@ fn settle_removes_the_event_ends_the_attempt_and_sends_one_record_atomically() {
             env_id: Some(3),
             result: "Success".into(),
         }),
-        message: Some(("ok".into(), msg.clone())),
+        message: Some(Record::new("ok".into(), &msg).unwrap()),
     };
     rt.block_on(db.submit(settle)).unwrap();
     assert_eq!(db.pending_count().unwrap(), 0);
@@ -166,7 +166,7 @@ fn queue_pages_and_config_prefixes_stay_within_their_owner() {
             let op = Op::Settle {
                 event: Settled::Remove(0),
                 end: None,
-                message: Some((q.into(), message(json!(i)))),
+                message: Some(Record::new(q.into(), &message(json!(i))).unwrap()),
             };
             rt.block_on(db.submit(op)).unwrap();
         }
@@ -204,11 +204,12 @@ fn unread_destination_records_count_against_the_accounts_quota() {
     let path = dir.path().join("events.redb");
     let rt = rt();
     let settle_with = |db: &Db, queue: &str, msg: &QueueMessage| {
-        let held = db.admit_record(queue, msg)?;
+        let record = Record::new(queue.to_string(), msg)?;
+        let held = db.admit_record(&record)?;
         let op = Op::Settle {
             event: Settled::Remove(999),
             end: None,
-            message: Some((queue.to_string(), msg.clone())),
+            message: Some(record),
         };
         rt.block_on(db.submit(op)).unwrap();
         db.kept(held);
