@@ -58,7 +58,7 @@ impl Draft {
 
     fn recorded(&self, status: u16) -> bool {
         match &self.route {
-            Some(Route::Invoke(_)) => status == 403,
+            Some(Route::Invoke(..)) => status == 403,
             Some(Route::Metrics) => false,
             _ => true,
         }
@@ -71,7 +71,7 @@ pub async fn admit(app: &Arc<App>, route: &Route) -> Result<(), ApiError> {
     let Some(log) = app.audit.clone() else {
         return Ok(());
     };
-    if matches!(route, Route::Invoke(_) | Route::Metrics) || !log.failing() {
+    if matches!(route, Route::Invoke(..) | Route::Metrics) || !log.failing() {
         return Ok(());
     }
     tokio::task::spawn_blocking(move || log.ready())

@@ -1,5 +1,5 @@
-//! Invoke (RequestResponse and DryRun; Event is handed to [`crate::events`])
-//! and emberd's environment listing.
+//! Invoke and InvokeWithResponseStream (RequestResponse and DryRun; Event
+//! is handed to [`crate::events`]) and emberd's environment listing.
 //! The environment is checked out (warm, or started cold) in a task that
 //! runs while the request body is still being read, so a cold start
 //! overlaps the upload.
@@ -19,6 +19,14 @@ use crate::util::uuid4;
 /// Lambda's synchronous payload limit (request and response).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 
+/// How the response goes back: whole (`Invoke`) or as an event stream
+/// (`InvokeWithResponseStream`, see [`super::stream`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Whole,
+    Stream,
+}
+
 pub struct InvokeReq {
     pub function: String,
     pub qualifier: Option<String>,
@@ -28,6 +36,7 @@ pub struct InvokeReq {
     pub content_length: Option<u64>,
     /// Who sent it.
     pub caller: crate::auth::Caller,
+    pub answer: Answer,
 }
 
 fn throttled(t: Throttle) -> ApiError {
@@ -116,14 +125,18 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
                 .push(("X-Amz-Executed-Version", r.version.clone()));
             return Ok(reply);
         }
-        Some("Event") => {
+        Some("Event") if req.answer == Answer::Whole => {
             let q = qualifier.as_deref();
             return super::events::accept(&app, &r, q, req.content_length, body).await;
         }
         Some(other) => {
+            let allowed = match req.answer {
+                Answer::Whole => "RequestResponse, Event or DryRun",
+                Answer::Stream => "RequestResponse or DryRun",
+            };
             return Err(ApiError::InvalidParameter(format!(
-                "InvocationType {other:?} must be RequestResponse, Event or DryRun"
-            )))
+                "InvocationType {other:?} must be {allowed}"
+            )));
         }
     }
     // The environment starts while the payload is still being read; an
@@ -141,21 +154,15 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
             ..Default::default()
         })
         .await;
-    let mut reply = match &out.result {
-        CallResult::Success(payload) => {
-            let mut reply = Reply {
-                status: 200,
-                headers: vec![],
-                body: payload.clone().into(),
-                json: true,
-            };
-            reply
-                .headers
-                .push(("X-Amz-Executed-Version", out.version.clone()));
-            reply
+    let mut reply = match (&out.result, req.answer) {
+        (CallResult::ServiceError(m), _) => return Err(ApiError::Service(m.clone())),
+        (result, Answer::Stream) => {
+            let tail =
+                tail.then(|| crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)));
+            super::stream::reply(&out.version, result, tail)
         }
-        CallResult::FunctionError(f) => function_error(&out.version, f),
-        CallResult::ServiceError(m) => return Err(ApiError::Service(m.clone())),
+        (CallResult::Success(payload), Answer::Whole) => success(&out.version, payload),
+        (CallResult::FunctionError(f), Answer::Whole) => function_error(&out.version, f),
     };
     reply
         .headers
@@ -170,13 +177,27 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     reply
         .headers
         .push(("X-Amz-Ember-Cold-Start", out.cold.to_string()));
-    if tail {
+    if tail && req.answer == Answer::Whole {
         reply.headers.push((
             "X-Amz-Log-Result",
             crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)),
         ));
     }
     Ok(reply)
+}
+
+/// `Invoke`'s answer to a success: the response as the body.
+fn success(version: &str, payload: &[u8]) -> Reply {
+    let mut reply = Reply {
+        status: 200,
+        headers: vec![],
+        body: bytes::Bytes::copy_from_slice(payload),
+        json: true,
+    };
+    reply
+        .headers
+        .push(("X-Amz-Executed-Version", version.to_string()));
+    reply
 }
 
 /// The payload, capped at `limit`; non-empty payloads must be JSON.

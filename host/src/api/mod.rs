@@ -18,6 +18,7 @@ pub mod policy;
 pub mod provisioned;
 pub mod query;
 mod redact;
+mod stream;
 mod tags;
 pub mod versions;
 pub mod wire;
@@ -155,7 +156,8 @@ pub enum Route {
     GetAlias(String, String),
     UpdateAlias(String, String),
     DeleteAlias(String, String),
-    Invoke(String),
+    /// `Invoke` (2015-03-31) or `InvokeWithResponseStream` (2021-11-15).
+    Invoke(String, invoke::Answer),
     PutConcurrency(String),
     GetConcurrency(String),
     DeleteConcurrency(String),
@@ -216,7 +218,12 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::DELETE, ["2015-03-31", "functions", _, "aliases", _]) => {
             Route::DeleteAlias(f(2), f(4))
         }
-        (&M::POST, ["2015-03-31", "functions", _, "invocations"]) => Route::Invoke(f(2)),
+        (&M::POST, ["2015-03-31", "functions", _, "invocations"]) => {
+            Route::Invoke(f(2), invoke::Answer::Whole)
+        }
+        (&M::POST, ["2021-11-15", "functions", _, "response-streaming-invocations"]) => {
+            Route::Invoke(f(2), invoke::Answer::Stream)
+        }
         (&M::PUT, ["2017-10-31", "functions", _, "concurrency"]) => Route::PutConcurrency(f(2)),
         (&M::DELETE, ["2017-10-31", "functions", _, "concurrency"]) => {
             Route::DeleteConcurrency(f(2))
@@ -376,7 +383,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::Metrics => Ok(metrics::reply(app, &req.caller)),
         Route::GetLogs(_) => Err(ApiError::Service("GetLogs is served asynchronously".into())),
         Route::Events(r) => crate::api::events::dispatch(app, r, req),
-        Route::Invoke(_) => Err(ApiError::Service(
+        Route::Invoke(..) => Err(ApiError::Service(
             "Invoke is not a control-plane operation".into(),
         )),
     }
@@ -385,6 +392,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
 /// The Invoke parameters carried in the query and headers.
 pub fn invoke_req(
     function: String,
+    answer: invoke::Answer,
     query: &Query,
     headers: &hyper::HeaderMap,
     caller: Caller,
@@ -403,6 +411,7 @@ pub fn invoke_req(
         client_context: h("x-amz-client-context"),
         content_length: h("content-length").and_then(|v| v.parse().ok()),
         caller,
+        answer,
     }
 }
 

@@ -42,7 +42,8 @@ pub fn operation(route: &Route) -> (String, Option<String>) {
         R::CreateAlias(f) | R::GetAlias(f, _) | R::UpdateAlias(f, _) | R::DeleteAlias(f, _) => {
             (alias_op(route), Some(f))
         }
-        R::Invoke(f) => ("Invoke", Some(f)),
+        R::Invoke(f, super::invoke::Answer::Whole) => ("Invoke", Some(f)),
+        R::Invoke(f, super::invoke::Answer::Stream) => ("InvokeWithResponseStream", Some(f)),
         R::PutConcurrency(f) => ("PutFunctionConcurrency", Some(f)),
         R::GetConcurrency(f) => ("GetFunctionConcurrency", Some(f)),
         R::DeleteConcurrency(f) => ("DeleteFunctionConcurrency", Some(f)),

@@ -154,7 +154,10 @@ fn routes_and_targets() {
     .unwrap();
     assert_eq!(
         route(&hyper::Method::POST, &segs).unwrap(),
-        Route::Invoke("arn:aws:lambda:us-east-1:0:function:f".into())
+        Route::Invoke(
+            "arn:aws:lambda:us-east-1:0:function:f".into(),
+            invoke::Answer::Whole
+        )
     );
     assert_eq!(q["Qualifier"], "$LATEST");
     let (segs, _) = parse_target("/2015-03-31/functions/", None).unwrap();

@@ -203,7 +203,7 @@ async fn handle(
                 read_limited(body, api::MAX_CONTROL_BODY, control_too_large).await?,
                 routed,
             ),
-            (Some(p), Ok((Route::Invoke(function), _, query))) => {
+            (Some(p), Ok((Route::Invoke(function, answer), _, query))) => {
                 // A signed payload hash lets the signature be checked before
                 // the body arrives, so the environment starts during the
                 // upload; the body is checked against the hash as it is read.
@@ -226,7 +226,7 @@ async fn handle(
                         (c, InvokeBody::Read(b))
                     }
                 };
-                let ireq = invoke_req(function, &query, &parts.headers, caller);
+                let ireq = invoke_req(function, answer, &query, &parts.headers, caller);
                 return api::invoke::handle(app.clone(), ireq, body).await;
             }
             (Some(p), routed) => {
