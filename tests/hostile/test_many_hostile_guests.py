@@ -45,7 +45,11 @@ def raw_invoke(e, name):
 
 def test_fifty_mixed_hostile_guests_leave_emberd_small_and_clean(hostile):
     # Init of a trickling start is cut at max(Timeout, boot timeout) + 1 s.
-    e = hostile(["--max-concurrency", "64", "--boot-timeout", "5"])
+    # 15 s, not less: 50 VMs booting at once on 2 shared cores can take
+    # more than 5 s to connect (seen at load 39: "did not connect within
+    # 5s", a 500 instead of the guest's own error); what is tested is that
+    # each hostile guest ends with its error, not how fast 50 boot.
+    e = hostile(["--max-concurrency", "64", "--boot-timeout", "15"])
     c = e.client()
     make_function(c, "honest", "honest")
     for kind in KINDS:
