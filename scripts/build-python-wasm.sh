@@ -7,13 +7,14 @@
 #                                        starts once (_initialize), `handle`
 #                                        serves one invocation (images/python-wasm/)
 #     runtime.zip                        /var/runtime for the kernel-less guest:
-#                                        lib/ below + ember_bootstrap.py, stored
+#                                        lib/ below, stored (emberd adds its
+#                                        ember_bootstrap.py as a second tree)
 #     lib/python311.zip                  the stdlib, precompiled .pyc, zipped
 #     lib/python3.11/os.py               the landmark CPython's getpath looks for
 #     lib/python3.11/lib-dynload/.empty  (site wants the directory)
 #     BUILD-INFO                         sources, versions, modules in and out
 # and prints that directory on stdout (progress goes to stderr). <key> hashes
-# this script, so a changed recipe builds anew and an unchanged one is
+# this script and reactor.c, so a changed recipe builds anew and an unchanged one is
 # instant. Idempotent; a fresh machine needs the Debian mirror only.
 #
 # Recipe (issue 19): Debian's python3.11 and zlib *source* packages (the
@@ -28,7 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache="${EMBER_CACHE:-$HOME/.cache/ember}"
 pyw="$here/../images/python-wasm"
-key=$(cat "$here/build-python-wasm.sh" "$pyw/reactor.c" "$pyw/ember_bootstrap.py" | sha256sum | cut -c1-12)
+key=$(cat "$here/build-python-wasm.sh" "$pyw/reactor.c" | sha256sum | cut -c1-12)
 root="$cache/python-wasm"
 out="$root/3.11-$key"
 if [ -f "$out/BUILD-INFO" ] && [ -f "$out/python-reactor.wasm" ] && [ -f "$out/runtime.zip" ]; then
@@ -218,14 +219,13 @@ install_out() {
   llvm-strip -o "$stage/python.wasm" "$b/python.wasm"
   llvm-strip -o "$stage/python-reactor.wasm" "$b/python-reactor.wasm"
   cp -a "$b/usr/local/lib/." "$stage/lib/"
-  cp "$pyw/ember_bootstrap.py" "$stage/"
   # Stored: a file read from the runtime tree is a slice of the archive.
   # (`python -m zipfile -c` deflates, and zipimport reopens python311.zip
   # for every module: each open inflated 4 MiB, Init took 0.6 s, not 0.12 s.)
   (cd "$stage" && "$build_py" - <<'PY'
 import os, zipfile
 with zipfile.ZipFile("runtime.zip", "w", zipfile.ZIP_STORED) as z:
-    for top in ("lib", "ember_bootstrap.py"):
+    for top in ("lib",):
         z.write(top)
         for d, dirs, files in os.walk(top):
             for n in sorted(dirs) + sorted(files):

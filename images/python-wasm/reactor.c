@@ -1,6 +1,13 @@
 /* ember's reactor entry for CPython on wasm32-wasi: the interpreter starts
- * once (a constructor, run by the reactor's _initialize), imports the
- * bootstrap and the handler; `handle` serves one invocation. */
+ * once (a constructor, run by the reactor's _initialize) and imports the
+ * bootstrap (ember_bootstrap.py, sent by emberd in /var/runtime), which
+ * imports the handler; `handle` serves one invocation.
+ *
+ * The guest ABI for reactors that report Lambda errors (DESIGN.md, "Wasm
+ * functions"): `handle` returns 0 when stdout holds the response, non-zero
+ * when stdout holds Lambda's error document ({errorMessage, errorType,
+ * requestId, stackTrace}); `_initialize` exits with a non-zero status after
+ * writing an init error's document to stdout. */
 #include "Python.h"
 #include <wasi/api.h>
 #include <stdlib.h>
@@ -28,7 +35,12 @@ __attribute__((constructor)) static void ember_python_init(void) {
         PyErr_Print();
         exit(71);
     }
+    long status = PyLong_AsLong(r);
     Py_DECREF(r);
+    if (status != 0) {
+        /* The bootstrap wrote the init error's document to stdout. */
+        exit(1);
+    }
 }
 
 /* The environment of this invocation, read from WASI each time (wasi-libc
@@ -39,7 +51,7 @@ static PyObject *env_now(void) {
     uint8_t **ptrs = malloc(sizeof(uint8_t *) * (count + 1));
     uint8_t *buf = malloc(size + 1);
     PyObject *d = PyDict_New();
-    if (ptrs && buf && __wasi_environ_get(ptrs, buf) == 0) {
+    if (ptrs && buf && d && __wasi_environ_get(ptrs, buf) == 0) {
         for (__wasi_size_t i = 0; i < count; i++) {
             char *kv = (char *)ptrs[i];
             char *eq = strchr(kv, '=');
@@ -56,7 +68,8 @@ static PyObject *env_now(void) {
     return d;
 }
 
-__attribute__((export_name("handle"))) void handle(void) {
+/* One invocation: 0 = stdout is the response, 1 = stdout is an error document. */
+__attribute__((export_name("handle"))) int handle(void) {
     PyObject *env = env_now();
     PyObject *r = PyObject_CallOneArg(invoke_fn, env);
     Py_XDECREF(env);
@@ -64,5 +77,7 @@ __attribute__((export_name("handle"))) void handle(void) {
         PyErr_Print();
         exit(72);
     }
+    long status = PyLong_AsLong(r);
     Py_DECREF(r);
+    return status != 0;
 }

@@ -105,7 +105,7 @@ impl WasmAgent {
                         error_type: f.error_type.into(),
                         message: f.message,
                         init_us: elapsed(&self.clock),
-                        document: Vec::new(),
+                        document: f.document,
                     }),
                 }
             }
@@ -152,6 +152,7 @@ impl WasmAgent {
                         error_type,
                         message,
                         fatal,
+                        document,
                     } => Message::Error {
                         request_id,
                         error_type: error_type.into(),
@@ -159,7 +160,7 @@ impl WasmAgent {
                         fatal,
                         duration_us: r.duration_us,
                         max_memory_kib: r.max_memory_kib,
-                        document: Vec::new(),
+                        document,
                     },
                 });
             }

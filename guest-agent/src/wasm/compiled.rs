@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use wasmtime::{
     Engine, Error, ExternType, Func, Instance, Linker, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    StoreLimitsBuilder, Trap, UpdateDeadline, Val,
 };
 
 use super::aot;
@@ -228,8 +228,12 @@ fn call(store: &mut Store<Ctx>, f: Func, _clock: &dyn Clock, deadline_ms: u64) -
     store.data_mut().deadline_ms = deadline_ms;
     store.set_epoch_deadline(1);
     let _running = Running::enter();
-    match f.call(&mut *store, &[], &mut []) {
-        Ok(()) => CallEnd::Finished,
+    // A reactor's handler may return an i32 status (0: stdout is the
+    // response; non-zero: stdout is the function's error document).
+    let mut out = [Val::I32(0)];
+    let n = f.ty(&*store).results().len().min(1);
+    match f.call(&mut *store, &[], &mut out[..n]) {
+        Ok(()) => CallEnd::returned(out[..n].first().and_then(Val::i32)),
         Err(e) => classify(&e),
     }
 }

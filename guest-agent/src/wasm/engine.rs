@@ -110,12 +110,16 @@ macro_rules! define_engine {
                             store.data_mut().flush_stderr();
                             logs = core::mem::take(&mut store.data_mut().logs);
                             match end {
-                                CallEnd::Finished | CallEnd::Exit(0) => {}
+                                CallEnd::Finished | CallEnd::Exit(0) | CallEnd::Failed => {}
                                 CallEnd::Exit(n) => {
-                                    return Err(fail(
+                                    // A runtime's init error: its document on
+                                    // stdout (the reactor ABI, DESIGN.md).
+                                    let mut f = fail(
                                         "Runtime.ExitError",
                                         format!("_initialize exited with status {n}"),
-                                    ))
+                                    );
+                                    f.document = core::mem::take(&mut store.data_mut().stdout);
+                                    return Err(f);
                                 }
                                 CallEnd::Trap(m) => return Err(fail("Runtime.InitError", m)),
                                 CallEnd::Timeout => {

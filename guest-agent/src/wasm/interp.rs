@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use wasmi::{
     CompilationMode, Config, Engine, Error, ExternType, Func, Instance, Linker, Module,
-    ResumableCall, Store, StoreLimits, StoreLimitsBuilder,
+    ResumableCall, Store, StoreLimits, StoreLimitsBuilder, Val,
 };
 
 use super::fs::Files;
@@ -85,10 +85,15 @@ fn call(store: &mut Store<Ctx>, f: Func, clock: &dyn Clock, deadline_ms: u64) ->
     if store.set_fuel(FUEL_SLICE).is_err() {
         return CallEnd::Trap("fuel metering unavailable".into());
     }
-    let mut state = f.call_resumable(&mut *store, &[], &mut []);
+    // A reactor's handler may return an i32 status (see compiled.rs).
+    let mut out = [Val::I32(0)];
+    let n = f.ty(&*store).results().len().min(1);
+    let mut state = f.call_resumable(&mut *store, &[], &mut out[..n]);
     loop {
         match state {
-            Ok(ResumableCall::Finished) => return CallEnd::Finished,
+            Ok(ResumableCall::Finished) => {
+                return CallEnd::returned(out[..n].first().and_then(Val::i32))
+            }
             Ok(ResumableCall::OutOfFuel(pending)) => {
                 if clock.realtime_ns() / 1_000_000 >= deadline_ms {
                     return CallEnd::Timeout;
@@ -99,7 +104,7 @@ fn call(store: &mut Store<Ctx>, f: Func, clock: &dyn Clock, deadline_ms: u64) ->
                 {
                     return CallEnd::Trap("fuel metering unavailable".into());
                 }
-                state = pending.resume(&mut *store, &mut []);
+                state = pending.resume(&mut *store, &mut out[..n]);
             }
             Ok(ResumableCall::HostTrap(pending)) => return classify(pending.host_error()),
             Err(e) => return classify(&e),

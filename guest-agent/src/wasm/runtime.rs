@@ -36,6 +36,9 @@ pub struct FunctionConfig {
 pub struct InitFailure {
     pub error_type: &'static str,
     pub message: String,
+    /// The runtime's own error document (a reactor's `_initialize` that
+    /// exited non-zero after writing one to stdout); empty otherwise.
+    pub document: Vec<u8>,
 }
 
 /// How the module is run.
@@ -57,6 +60,9 @@ pub enum Outcome {
         error_type: &'static str,
         message: String,
         fatal: bool,
+        /// The function's own error document (see [`CallEnd::Failed`]);
+        /// empty when the agent made the error.
+        document: Vec<u8>,
     },
 }
 
@@ -72,9 +78,22 @@ pub struct InvokeOutput {
 /// How a guest call ended.
 pub(crate) enum CallEnd {
     Finished,
+    /// A reactor's handler returned non-zero: stdout holds its error
+    /// document (Lambda's `{errorMessage, errorType, ...}`), not a response.
+    Failed,
     Exit(i32),
     Trap(String),
     Timeout,
+}
+
+impl CallEnd {
+    /// How a call that returned ended, from its i32 status if it has one.
+    pub(crate) fn returned(status: Option<i32>) -> CallEnd {
+        match status {
+            Some(s) if s != 0 => CallEnd::Failed,
+            _ => CallEnd::Finished,
+        }
+    }
 }
 
 /// The function's file system from its configuration (the trees are moved
@@ -90,6 +109,7 @@ pub(crate) fn fail(error_type: &'static str, message: impl ToString) -> InitFail
     InitFailure {
         error_type,
         message: message.to_string(),
+        document: Vec::new(),
     }
 }
 
@@ -165,6 +185,7 @@ fn outcome<L>(cfg: &FunctionConfig, end: CallEnd, ctx: &mut wasi::Ctx<L>) -> Out
         error_type,
         message,
         fatal,
+        document: Vec::new(),
     };
     match end {
         _ if ctx.stdout_overflow => err(
@@ -176,6 +197,12 @@ fn outcome<L>(cfg: &FunctionConfig, end: CallEnd, ctx: &mut wasi::Ctx<L>) -> Out
             false,
         ),
         CallEnd::Finished | CallEnd::Exit(0) => Outcome::Response(core::mem::take(&mut ctx.stdout)),
+        CallEnd::Failed => Outcome::Error {
+            error_type: "Unhandled",
+            message: "the function reported an error".into(),
+            fatal: false,
+            document: core::mem::take(&mut ctx.stdout),
+        },
         CallEnd::Exit(n) => {
             // What the function printed before failing explains it best
             // (e.g. a JSON error object); keep the first KiB.

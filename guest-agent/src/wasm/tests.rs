@@ -65,10 +65,7 @@ fn code_of(module: &[u8], memory_mib: u32) -> Result<Code, InitFailure> {
     let features = super::aot::features::detected();
     super::aot::compile::compile(module, memory_mib, features, [0; 32])
         .map(Code::Compiled)
-        .map_err(|e| InitFailure {
-            error_type: "Runtime.InvalidModule",
-            message: format!("{e:#}"),
-        })
+        .map_err(|e| super::runtime::fail("Runtime.InvalidModule", format!("{e:#}")))
 }
 
 /// Loads `module` as the agent would (compiled first when AOT).
@@ -165,6 +162,7 @@ fn error_of(out: &InvokeOutput) -> (&'static str, String, bool) {
             error_type,
             message,
             fatal,
+            ..
         } => (error_type, message.clone(), *fatal),
         other => panic!("expected an error, got {other:?}"),
     }
@@ -659,4 +657,52 @@ fn a_malformed_tree_fails_init() {
     };
     assert_eq!(e.error_type, "Runtime.InvalidCode");
     assert!(e.message.contains("ZIP"), "{}", e.message);
+}
+
+/// The reactor error ABI: `handle` returning non-zero makes stdout the
+/// function's error document (not a response) and keeps the instance; an
+/// `_initialize` that exits non-zero after writing a document reports it.
+#[test]
+fn a_reactor_reports_its_own_error_documents() {
+    let code = module(
+        r#"
+  (data (i32.const 256) "{\"errorType\":\"E\"}")
+  (global $n (mut i32) (i32.const 0))
+  (func (export "handle") (result i32)
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (drop (call $write (i32.const 1) (i32.const 256) (i32.const 17)))
+    (i32.and (global.get $n) (i32.const 1)))
+"#,
+    );
+    let mut rt = runtime(&code);
+    match invoke(&mut rt, b"").outcome {
+        Outcome::Error {
+            error_type,
+            document,
+            fatal,
+            ..
+        } => {
+            assert_eq!(error_type, "Unhandled");
+            assert_eq!(document, br#"{"errorType":"E"}"#);
+            assert!(!fatal);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(response(&invoke(&mut rt, b"")), br#"{"errorType":"E"}"#);
+    assert!(matches!(
+        invoke(&mut rt, b"").outcome,
+        Outcome::Error { .. }
+    ));
+    let init = module(
+        r#"
+  (data (i32.const 256) "{\"errorType\":\"I\"}")
+  (func (export "_initialize")
+    (drop (call $write (i32.const 1) (i32.const 256) (i32.const 17)))
+    (call $proc_exit (i32.const 1)))
+  (func (export "handle"))
+"#,
+    );
+    let err = load(&init, config(16), clock()).err().unwrap();
+    assert_eq!(err.error_type, "Runtime.ExitError");
+    assert_eq!(err.document, br#"{"errorType":"I"}"#);
 }
