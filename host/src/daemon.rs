@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// (interpreted: no compile step, 10-40x slower on compute).
     #[arg(long, default_value = "wasmtime", value_parser = ["wasmtime", "wasmi"])]
     pub wasm_engine: String,
+    /// Which guest runs `python3.11` functions: `auto` (a Linux guest where
+    /// this host can run one and the ZIP holds native extensions, else the
+    /// kernel-less guest), `wasm` or `linux`.
+    #[arg(long, value_enum, default_value = "auto", env = "EMBER_PYTHON_GUEST")]
+    pub python_guest: crate::python::Setting,
+    /// CPython for the kernel-less guest (a `scripts/build-python-wasm.sh`
+    /// output; default: the newest under ${EMBER_CACHE:-~/.cache/ember}/python-wasm).
+    #[arg(long, env = "EMBER_PYTHON_WASM_DIR")]
+    pub python_wasm_dir: Option<PathBuf>,
     /// The wasm compiler (default: `ember-wasm-compile` beside emberd).
     #[arg(long, env = "EMBER_WASM_COMPILE")]
     pub wasm_compiler: Option<PathBuf>,
@@ -306,8 +315,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         &store,
         &data.join("store"),
     );
+    let python = Arc::new(python_setup(&args, &linux_offer));
     let launcher = VmLauncher::new(vmm, agent)
         .with_aot(aot.clone())
+        .with_python(python.clone(), store.clone())
         .with_metrics(metrics.clone())
         .with_jail(jail)
         .with_linux(linux.clone())
@@ -383,6 +394,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             linux: linux_offer,
             linux_guests: linux,
             aot,
+            python: Some(python),
         },
     );
     let app = Arc::new(App {
@@ -480,5 +492,40 @@ pub fn run(args: ServeArgs) -> std::process::ExitCode {
             eprintln!("emberd: {}", crate::util::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// emberd's python3.11 policy: the operator's setting, CPython for the
+/// kernel-less guest when its files are found, and whether a Linux guest can
+/// run python3.11 here.
+fn python_setup(args: &ServeArgs, linux: &crate::linux::Offer) -> crate::python::Python {
+    use crate::python::{Python, Setting, WasmRuntime};
+    let wasm = match (
+        args.python_guest,
+        WasmRuntime::find(args.python_wasm_dir.as_deref()),
+    ) {
+        (Setting::Linux, _) => None,
+        (_, None) => {
+            eprintln!("emberd: no CPython for the kernel-less guest (scripts/build-python-wasm.sh builds it; --python-wasm-dir names it): python3.11 needs a Linux guest");
+            None
+        }
+        (_, Some(dir)) => match WasmRuntime::load(&dir) {
+            Ok(rt) => {
+                eprintln!(
+                    "emberd: python3.11 on the kernel-less guest from {}",
+                    dir.display()
+                );
+                Some(Arc::new(rt))
+            }
+            Err(e) => {
+                eprintln!("emberd: WARNING: {e}");
+                None
+            }
+        },
+    };
+    Python {
+        setting: args.python_guest,
+        wasm,
+        linux: linux.check(crate::python::RUNTIME),
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pool;
 pub mod preflight;
 pub mod procfs;
+pub mod python;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -112,13 +112,11 @@ def test_layers(emberd):
     assert (l1["Version"], l2["Version"]) == (1, 2)
     assert c.get_layer_version(LayerName="shared", VersionNumber=1)["Content"]["CodeSize"] == len(content)
     assert [v["Version"] for v in c.list_layer_versions(LayerName="shared")["LayerVersions"]] == [2, 1]
-    # A wasm function has no file system for a layer: refused, nothing stored
-    # (Linux functions take layers: test_linux.py).
-    with pytest.raises(ClientError) as e:
-        create(c, "layered", Layers=[l1["LayerVersionArn"]])
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert "Layers are available to Linux runtimes only" in e.value.response["Error"]["Message"]
-    assert c.list_functions()["Functions"] == []
+    # A wasm function takes a layer: its environments see it at /opt
+    # (test_python_wasm.py reads one; Linux functions: test_linux.py).
+    f = create(c, "layered", Layers=[l1["LayerVersionArn"]])
+    assert [l["Arn"] for l in f["Layers"]] == [l1["LayerVersionArn"]]
+    c.delete_function(FunctionName="layered")
     c.delete_layer_version(LayerName="shared", VersionNumber=2)
     assert [v["Version"] for v in c.list_layer_versions(LayerName="shared")["LayerVersions"]] == [1]
 

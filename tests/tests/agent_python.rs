@@ -121,7 +121,7 @@ def lambda_handler(event, context):
             "sha": hashlib.sha256(b"a").hexdigest()[:8]}
 "#;
 
-/// The reactor build (python-reactor.wasm + runtime.zip with the bootstrap):
+/// The reactor build (python-reactor.wasm, runtime.zip + the bootstrap):
 /// the interpreter starts and imports the handler once, at Init; each
 /// invocation calls `lambda_handler(event, context)` with that invocation's
 /// context; module state persists across warm invocations; print → logs.
@@ -145,6 +145,16 @@ fn the_reactor_imports_the_handler_once_and_serves_warm_invocations() {
         Tree {
             mount: "/var/runtime".into(),
             archive: std::fs::read(py.join("runtime.zip")).unwrap(),
+        },
+        // emberd sends the bootstrap as a second archive at /var/runtime.
+        Tree {
+            mount: "/var/runtime".into(),
+            archive: zip_dir(
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../images/python-wasm"),
+                "ember_bootstrap.py",
+                true,
+                "boot",
+            ),
         },
         Tree {
             mount: "/var/task".into(),

@@ -416,7 +416,9 @@ pub fn setup(
     let exe = compiler.unwrap_or_else(default_compiler);
     let liveness = || -> Liveness {
         let store = store.clone();
-        Box::new(move |code: &str| store.has_blob(code))
+        // Runtime artefacts (`runtime:` ids: python3.11's reactor) belong
+        // to the host, not to a function: never dead.
+        Box::new(move |code: &str| code.starts_with("runtime:") || store.has_blob(code))
     };
     let aot = Aot::new(exe.clone()).with_liveness(liveness());
     let aot = match aot.with_disk_cache(&store_dir.join("aot"), &store_dir.join("master.key")) {

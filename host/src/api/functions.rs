@@ -17,31 +17,20 @@ fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     if linux::is_linux_runtime(runtime) {
+        // Some guest must run it; python3.11's ZIP is checked for native
+        // extensions when it is stored (`functions::code`).
         return app
             .functions
             .caps()
-            .linux
-            .check(runtime)
-            .map_err(ApiError::InvalidParameter);
+            .guest(runtime, &[])
+            .map(|_| ())
+            .map_err(|e| ApiError::InvalidParameter(e.to_string()));
     }
     let known: Vec<&str> = linux::LINUX_RUNTIMES.iter().map(|(r, _)| *r).collect();
     Err(ApiError::InvalidParameter(format!(
         "Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, {}]",
         known.join(", ")
     )))
-}
-
-/// Layers are files extracted to `/opt` of a Linux guest; a wasm function
-/// has no file system to put them in (the kernel-less runtime has no
-/// preopened directories), so it is refused rather than silently ignored.
-fn check_layers_fit(cfg: &FunctionConfig) -> Result<(), ApiError> {
-    if !cfg.layers.is_empty() && !linux::is_linux_runtime(&cfg.runtime) {
-        return Err(ApiError::InvalidParameter(format!(
-            "Layers are available to Linux runtimes only (extracted to /opt); the {} runtime has no file system to hold them. Remove Layers, or use a Linux runtime.",
-            cfg.runtime
-        )));
-    }
-    Ok(())
 }
 
 fn check_limits(cfg: &FunctionConfig) -> Result<(), ApiError> {
@@ -155,7 +144,6 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     check_runtime(app, &config.runtime)?;
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
-    check_layers_fit(&config)?;
     let sizes = layer_sizes(app.functions.store(), &config.layers)?;
     check_new_layers(app, &config.layers, &[])?;
     let tags = input.tags.unwrap_or_default();
@@ -168,10 +156,11 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let (rec, published) =
         app.functions
             .create(req.account(), new, package, input.publish.unwrap_or(false))?;
-    let body = match published {
+    let mut body = match published {
         Some(v) => wire::version_configuration(&rec.name, &v, &sizes),
         None => wire::latest_configuration(&rec, &sizes),
     };
+    versions::with_guest(app, &mut body, &rec.config.runtime, &rec.code.native);
     Ok(Reply::json(201, body))
 }
 
@@ -352,7 +341,6 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     }
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
-    check_layers_fit(&cfg)?;
     let sizes = layer_sizes(app.functions.store(), &cfg.layers)?;
     check_new_layers(app, &cfg.layers, &current.config.layers)?;
     let rec = app.functions.reconfigure(&current, cfg)?;

@@ -73,6 +73,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             blob: pin.hex().to_string(),
             package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
             size: package.len() as u64,
+            native: Vec::new(),
         },
         created: now_lambda(),
     };

@@ -560,16 +560,17 @@ async fn layers_publish_get_list_delete() {
     );
     let (_, v) = req(&s, "GET", "/2018-10-31/layers/L/versions", Value::Null).await;
     assert_eq!(v["LayerVersions"][0]["Version"], 2);
-    // A wasm function has no file system for layers: refused, not ignored.
+    // A wasm function takes layers (its environments see them at /opt).
     let mut body = create_body("withlayer", MODULE);
     body["Layers"] = json!(["arn:aws:lambda:us-east-1:000000000000:layer:L:1"]);
     let (r, v) = req(&s, "POST", "/2015-03-31/functions", body.clone()).await;
-    assert_error(&r, &v, 400, "InvalidParameterValueException");
-    assert!(v["message"]
-        .as_str()
-        .unwrap()
-        .contains("Linux runtimes only"));
-    // A Linux function takes them (its code is a ZIP).
+    assert_eq!(
+        (r.status, v["Layers"][0]["CodeSize"].as_u64()),
+        (201, Some(zip.len() as u64)),
+        "{v}"
+    );
+    // So does a Linux function (its code is a ZIP).
+    body["FunctionName"] = json!("withlayer-linux");
     body["Runtime"] = json!("provided.al2023");
     body["Code"] = json!({"ZipFile": b64(&zip)});
     let (r, v) = req(&s, "POST", "/2015-03-31/functions", body.clone()).await;

@@ -13,7 +13,7 @@ use crate::util::{uuid4, valid_name};
 /// The `FunctionConfiguration` document of a resolved version.
 pub fn configuration(app: &App, r: &Resolved) -> Value {
     let sizes = layer_sizes(app.functions.store(), &r.config.layers).unwrap_or_default();
-    wire::function_configuration(
+    let mut c = wire::function_configuration(
         &r.name,
         &r.version,
         &r.config,
@@ -21,7 +21,18 @@ pub fn configuration(app: &App, r: &Resolved) -> Value {
         &r.revision_id,
         &r.last_modified,
         &sizes,
-    )
+    );
+    with_guest(app, &mut c, &r.config.runtime, &r.code.native);
+    c
+}
+
+/// Adds `EmberGuest` to a `FunctionConfiguration`: which guest runs the
+/// function here (`wasm`: the kernel-less guest; `linux`; `none` when no
+/// guest can, e.g. emberd restarted with another `--python-guest`). Not an
+/// AWS member: SDKs parse by shape and skip it (botocore does).
+pub fn with_guest(app: &App, c: &mut Value, runtime: &str, native: &[String]) {
+    let guest = app.functions.caps().guest(runtime, native);
+    c["EmberGuest"] = json!(guest.map(|g| g.name()).unwrap_or("none"));
 }
 
 pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {

@@ -9,7 +9,7 @@ pub mod layers;
 pub mod provisioned;
 pub mod resolve;
 
-pub use layers::layer_sizes;
+pub use layers::{layer_blobs, layer_sizes};
 pub use provisioned::{lazy_spec, reconcile, spec_template};
 pub use resolve::{resolve, Resolved};
 

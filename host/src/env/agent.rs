@@ -186,6 +186,31 @@ impl FunctionError {
         }
     }
 
+    /// An error the agent reported with the runtime's own `document` (a
+    /// Lambda error document, `{errorMessage, errorType, ...}`): its
+    /// `errorType` and `errorMessage` name the error when it has them, as
+    /// AWS reads them; else `error_type` and `message` do.
+    pub fn with_document(
+        error_type: &str,
+        message: String,
+        fatal: bool,
+        document: Vec<u8>,
+    ) -> Self {
+        let doc: Option<serde_json::Value> = serde_json::from_slice(&document).ok();
+        let field = |k: &str| {
+            doc.as_ref()
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        FunctionError {
+            error_type: field("errorType").unwrap_or_else(|| error_type.to_string()),
+            message: field("errorMessage").unwrap_or(message),
+            fatal,
+            document,
+        }
+    }
+
     /// Lambda's timeout error: the function ran past `timeout` and its
     /// environment is replaced.
     pub fn timed_out(timeout: std::time::Duration) -> Self {
@@ -420,12 +445,12 @@ impl<T: Transport> AgentConn<T> {
                     max_memory_kib,
                     document,
                 } if request_id == req.request_id => (
-                    Err(FunctionError {
-                        error_type,
+                    Err(FunctionError::with_document(
+                        &error_type,
                         message,
                         fatal,
                         document,
-                    }),
+                    )),
                     duration_us,
                     max_memory_kib,
                 ),

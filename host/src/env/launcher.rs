@@ -31,6 +31,10 @@ pub struct VmLauncher {
     mib_per_vcpu: u32,
     /// The wasm compiler (None: wasm functions are interpreted).
     aot: Option<Arc<crate::aot::Aot>>,
+    /// Where python3.11 runs, and its kernel-less runtime.
+    python: Option<Arc<crate::python::Python>>,
+    /// Where wasm functions' layers are read from.
+    store: Option<Arc<crate::store::Store>>,
 }
 
 /// Lambda's CPU-per-memory rule: 1,769 MB of memory buy one vCPU.
@@ -53,6 +57,8 @@ impl VmLauncher {
             linux: None,
             mib_per_vcpu: LAMBDA_MIB_PER_VCPU,
             aot: None,
+            python: None,
+            store: None,
         }
     }
 
@@ -82,6 +88,18 @@ impl VmLauncher {
     /// Runs wasm functions compiled ahead of time (`None`: interpreted).
     pub fn with_aot(mut self, aot: Option<Arc<crate::aot::Aot>>) -> Self {
         self.aot = aot;
+        self
+    }
+
+    /// Runs python3.11 where `python` says, and gives wasm functions their
+    /// layers (read from `store`) at `/opt`.
+    pub fn with_python(
+        mut self,
+        python: Arc<crate::python::Python>,
+        store: Arc<crate::store::Store>,
+    ) -> Self {
+        self.python = Some(python);
+        self.store = Some(store);
         self
     }
 
@@ -153,7 +171,24 @@ impl VmLauncher {
     /// CPU features the booted guest announced, or (no compiler, or an old
     /// agent) the module itself for the interpreter.
     fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
-        let inline = || Code::Inline(spec.code.to_vec());
+        let id = if spec.code_blob.is_empty() {
+            crate::store::blob::sha256_hex(&spec.code)
+        } else {
+            spec.code_blob.clone()
+        };
+        self.compiled(&id, &spec.code, spec.memory_mib, env)
+    }
+
+    /// `module` (known to the compiler's caches as `id`) as `Init` carries
+    /// it: compiled for the booted guest's CPU, or inline for the interpreter.
+    fn compiled(
+        &self,
+        id: &str,
+        module: &Arc<Vec<u8>>,
+        memory_mib: u32,
+        env: &Environment,
+    ) -> Result<Code, EnvError> {
+        let inline = || Code::Inline(module.to_vec());
         let Some(aot) = &self.aot else {
             return Ok(inline());
         };
@@ -161,12 +196,7 @@ impl VmLauncher {
             return Ok(inline());
         };
         aot.saw_guest(features);
-        let id = if spec.code_blob.is_empty() {
-            crate::store::blob::sha256_hex(&spec.code)
-        } else {
-            spec.code_blob.clone()
-        };
-        match aot.artefact(&id, spec.memory_mib, features, || Ok(spec.code.to_vec())) {
+        match aot.artefact(id, memory_mib, features, || Ok(module.to_vec())) {
             Ok(a) => Ok(Code::Compiled(a.to_vec())),
             Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init(FunctionError::new(
                 "Runtime.InvalidModule",
@@ -176,15 +206,85 @@ impl VmLauncher {
         }
     }
 
+    /// `Init` for a wasm environment: its code, and its trees (python3.11:
+    /// the runtime at `/var/runtime` and the ZIP at `/var/task`; every wasm
+    /// function: its layers merged in order at `/opt`).
+    fn wasm_init(&self, spec: &EnvSpec, env: &Environment) -> Result<InitSpec, EnvError> {
+        let mut init = if spec.runtime == crate::python::RUNTIME {
+            let rt = self
+                .python
+                .as_ref()
+                .and_then(|p| p.wasm.clone())
+                .ok_or_else(|| {
+                    EnvError::Launch(LaunchError::Unavailable(
+                        "python3.11 for the kernel-less guest is not installed on this host".into(),
+                    ))
+                })?;
+            let code = self.compiled(&rt.code_id, &rt.reactor, spec.memory_mib, env)?;
+            let mut init = spec.init_spec(code);
+            init.trees = rt.trees(&spec.code);
+            init.env =
+                crate::python::init_env(&spec.function_name, &spec.function_version, &init.env);
+            init
+        } else {
+            spec.init_spec(self.wasm_code(spec, env)?)
+        };
+        init.trees.extend(self.layer_trees(&spec.layers)?);
+        Ok(init)
+    }
+
+    /// The layer ZIPs of `arns`, in order, as trees at `/opt`.
+    fn layer_trees(&self, arns: &[String]) -> Result<Vec<ember_abi::protocol::Tree>, EnvError> {
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.as_ref().ok_or_else(|| {
+            EnvError::Launch(LaunchError::Unavailable("no store for layers".into()))
+        })?;
+        let blobs = crate::catalog::layer_blobs(store, arns)
+            .map_err(|e| EnvError::Launch(LaunchError::Layers(e)))?;
+        blobs
+            .iter()
+            .map(|b| {
+                let archive = store
+                    .blobs
+                    .get(b)
+                    .map_err(|e| EnvError::Launch(LaunchError::CodeBlob(e)))?;
+                Ok(ember_abi::protocol::Tree {
+                    mount: "/opt".into(),
+                    archive,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `spec` runs in a Linux guest (python3.11: as [`crate::python`] decides).
+    fn runs_on_linux(&self, spec: &EnvSpec) -> bool {
+        match &self.python {
+            Some(p) if spec.runtime == crate::python::RUNTIME => {
+                let native = crate::python::native_extensions(&spec.code);
+                p.choose(&native) == Ok(crate::python::Guest::Linux)
+            }
+            _ => linux::is_linux_runtime(&spec.runtime),
+        }
+    }
+
     /// A booted kernel-less VM: a spare of the right size, or a new one.
     fn launch_wasm(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Environment, EnvError> {
         let mut cfg = self.config_for(&self.base, spec.memory_mib);
-        cfg.mem_mib = spec.memory_mib;
+        // python3.11's Init carries the compiled interpreter and its stdlib
+        // (~30 MB) beside the function's linear-memory reservation.
+        cfg.mem_mib = match spec.runtime == crate::python::RUNTIME {
+            true => spec
+                .memory_mib
+                .saturating_add(crate::python::GUEST_OVERHEAD_MIB),
+            false => spec.memory_mib,
+        };
         cfg.work_root = spec.work_dir.clone();
         let spare = self
             .spares
             .as_ref()
-            .filter(|s| s.mem_mib() == spec.memory_mib)
+            .filter(|s| s.mem_mib() == cfg.mem_mib)
             .and_then(|s| s.take());
         match spare {
             Some(env) => {
@@ -235,12 +335,12 @@ impl EnvLauncher for VmLauncher {
         if let Some(why) = &self.unavailable {
             return Err(EnvError::Launch(LaunchError::Unavailable(why.clone())));
         }
-        let (mut env, init) = if linux::is_linux_runtime(&spec.runtime) {
+        let (mut env, init) = if self.runs_on_linux(spec) {
             self.launch_linux(spec, on_spawn)?
         } else {
             let env = self.launch_wasm(spec, on_spawn)?;
-            let code = self.wasm_code(spec, &env)?;
-            (env, spec.init_spec(code))
+            let init = self.wasm_init(spec, &env)?;
+            (env, init)
         };
         // A spare's boot happened earlier; it is counted when it is used.
         if let Some(m) = &self.metrics {
@@ -271,10 +371,12 @@ impl EnvLauncher for VmLauncher {
                 message,
                 document,
                 ..
-            }) => Err(EnvError::Init(FunctionError {
+            }) => Err(EnvError::Init(FunctionError::with_document(
+                &error_type,
+                message,
+                false,
                 document,
-                ..FunctionError::new(&error_type, message)
-            })),
+            ))),
             Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
     }

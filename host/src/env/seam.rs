@@ -146,6 +146,8 @@ pub enum LaunchError {
     NoCheckout,
     #[error("code blob")]
     CodeBlob(#[source] crate::store::blob::BlobError),
+    #[error("layers")]
+    Layers(#[source] crate::catalog::CatalogError),
     #[error("compiling the module")]
     Compile(#[source] crate::aot::AotError),
     #[error("runtime {0} needs a Linux guest, which this emberd does not offer")]

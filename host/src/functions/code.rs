@@ -29,6 +29,9 @@ pub enum PackageError {
     NotZip { runtime: String },
     #[error(transparent)]
     Code(#[from] CodeError),
+    /// No guest on this host can run the package (native extensions).
+    #[error(transparent)]
+    Guest(crate::python::PythonError),
 }
 
 fn decode(b64: &str) -> Result<Vec<u8>, PackageError> {
@@ -77,6 +80,15 @@ impl Functions {
         })?;
         let package = decode(b64)?;
         let module = runnable(&package, &cfg.runtime, &cfg.handler)?;
+        let native = if cfg.runtime == crate::python::RUNTIME {
+            crate::python::native_extensions(&package)
+        } else {
+            Vec::new()
+        };
+        // A package no guest here can run is refused before it is stored.
+        self.caps
+            .guest(&cfg.runtime, &native)
+            .map_err(PackageError::Guest)?;
         // Code beyond the account's storage quota is refused before its blob
         // is written (the commit checks again, exactly).
         let grows = (package.len() as u64).saturating_sub(replaces);
@@ -87,6 +99,7 @@ impl Functions {
             blob: pin.hex().to_string(),
             package_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
             size: package.len() as u64,
+            native,
         };
         Ok((code, pin))
     }

@@ -34,6 +34,29 @@ pub struct Capabilities {
     /// The wasm compiler (None: wasm runs interpreted), for compiling as
     /// soon as a function's code or memory changes.
     pub aot: Option<Arc<crate::aot::Aot>>,
+    /// Where python3.11 runs (None: on a Linux guest only, as offered).
+    pub python: Option<Arc<crate::python::Python>>,
+}
+
+impl Capabilities {
+    /// The guest of a function of `runtime` whose ZIP holds the native
+    /// extensions `native`, or why it cannot run here.
+    pub fn guest(
+        &self,
+        runtime: &str,
+        native: &[String],
+    ) -> Result<crate::python::Guest, crate::python::PythonError> {
+        use crate::python::{Guest, PythonError, RUNTIME};
+        match &self.python {
+            Some(p) if runtime == RUNTIME => p.choose(native),
+            _ if crate::linux::is_linux_runtime(runtime) => self
+                .linux
+                .check(runtime)
+                .map(|_| Guest::Linux)
+                .map_err(PythonError::Linux),
+            _ => Ok(Guest::Wasm),
+        }
+    }
 }
 
 /// Why an operation on a function failed.
@@ -251,12 +274,22 @@ impl Functions {
     /// Starts building a Linux function's code and layer images, or compiling a
     /// wasm function (no-op when the host offers neither).
     fn prepare_images(&self, cfg: &FunctionConfig, code: &CodeRef) {
-        let linux = crate::linux::is_linux_runtime(&cfg.runtime);
+        let guest = self.caps.guest(&cfg.runtime, &code.native);
+        let linux = guest == Ok(crate::python::Guest::Linux);
         if let (true, Some(g)) = (linux, &self.caps.linux_guests) {
             g.prepare(&code.blob, &cfg.layers);
         }
-        if let (false, Some(aot)) = (linux, &self.caps.aot) {
-            crate::aot::prepare(aot, &self.store, &code.blob, cfg.memory_size);
+        let python = self.caps.python.as_ref().and_then(|p| p.wasm.clone());
+        match (&self.caps.aot, python) {
+            (Some(aot), Some(py)) if !linux && cfg.runtime == crate::python::RUNTIME => {
+                // The runtime's artefact, shared by every python function of this size.
+                let reactor = py.reactor.clone();
+                aot.prepare(&py.code_id, cfg.memory_size, move || Ok(reactor.to_vec()));
+            }
+            (Some(aot), _) if guest == Ok(crate::python::Guest::Wasm) => {
+                crate::aot::prepare(aot, &self.store, &code.blob, cfg.memory_size);
+            }
+            _ => {}
         }
     }
 }

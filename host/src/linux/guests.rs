@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::caps::Found;
-use super::{parse_layer_arn, runtime_image, ImageCache, LinuxError};
+use super::{runtime_image, ImageCache, LinuxError};
 use crate::env::EnvSpec;
 use crate::store::{Store, StoreError};
 
@@ -54,17 +54,11 @@ impl LinuxGuests {
 
     /// The blob addresses of the layer versions `arns`, in order.
     fn layer_blobs(&self, arns: &[String]) -> Result<Vec<String>, LinuxError> {
-        arns.iter()
-            .map(|arn| {
-                let (account, name, v) =
-                    parse_layer_arn(arn).ok_or_else(|| LinuxError::Layer(arn.clone()))?;
-                let l = self
-                    .store
-                    .get_layer_for_use(&crate::util::scoped_name(account, name), v)
-                    .map_err(|_| LinuxError::Layer(arn.clone()))?;
-                Ok(l.code.blob)
-            })
-            .collect()
+        crate::catalog::layer_blobs(&self.store, arns).map_err(|e| match e {
+            crate::catalog::CatalogError::MalformedLayerArn(a)
+            | crate::catalog::CatalogError::NoSuchLayer(a) => LinuxError::Layer(a),
+            other => LinuxError::Layer(other.to_string()),
+        })
     }
 
     /// Builds the images of a function that was just created or changed in

@@ -33,6 +33,10 @@ pub struct CodeRef {
     pub package_sha256: String,
     /// Bytes of the uploaded package.
     pub size: u64,
+    /// The package's native extension modules (`*.so`; python3.11 only):
+    /// they decide which guest runs it (`crate::python`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<String>,
 }
 
 /// A function and its `$LATEST`.

@@ -23,6 +23,7 @@ pub(super) fn record(name: &str, blob: &str) -> FunctionRecord {
             blob: blob.into(),
             package_sha256: "pkg".into(),
             size: 1,
+            native: Vec::new(),
         },
         revision_id: crate::util::uuid4(),
         last_modified: crate::util::now_lambda(),
@@ -53,6 +54,7 @@ pub(super) fn layer_record(blob: &str) -> LayerVersionRecord {
             blob: blob.into(),
             package_sha256: "p".into(),
             size: 1,
+            native: Vec::new(),
         },
         created: crate::util::now_lambda(),
     }
