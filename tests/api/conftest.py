@@ -52,9 +52,12 @@ def built(script, *args):
 
 
 def linux_flags(mode, kernel, images):
-    """emberd flags for Linux guests from these files (`mode`: auto|force|off)."""
+    """emberd flags for Linux guests from these files (`mode`: auto|force|off).
+    python3.11 is kept on Linux guests (--python-guest linux): these tests are
+    about the Linux path, not the kernel-less one (test_python_wasm.py)."""
     return ["--linux-guests", mode, "--linux-kernel", kernel, "--linux-images", images,
-            "--code-image-tool", str(REPO / "images/code-image.sh"), "--spare-vms", "0"]
+            "--code-image-tool", str(REPO / "images/code-image.sh"), "--spare-vms", "0",
+            "--python-guest", "linux"]
 
 
 def linux_boot_flags():
