@@ -39,6 +39,19 @@ impl WasmAgent {
         self.runtime.is_some()
     }
 
+    /// After a snapshot restore, before the first invocation: re-keys the
+    /// function's random streams with the clone's fresh `seed` and runs its
+    /// `ember_after_restore` hook. `Err` carries the hook's failure; the
+    /// host then discards the environment. Nothing to do before Init.
+    pub fn after_restore(&mut self, seed: &[u8; 32]) -> Result<Vec<(LogStream, String)>, String> {
+        match self.runtime.as_mut() {
+            Some(rt) => rt
+                .after_restore(seed)
+                .map_err(|f| format!("{}: {}", f.error_type, f.message)),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The `Ready` message announcing this agent.
     pub fn ready(boot_us: u64, timings: Vec<(String, u64)>) -> Message {
         Message::Ready {

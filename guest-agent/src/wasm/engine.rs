@@ -98,34 +98,14 @@ macro_rules! define_engine {
                 match &rt.kind {
                     ModuleKind::Command => rt.spare = Some(store.into_data()),
                     ModuleKind::Reactor { .. } => {
-                        if let Some(init) = get_func(&mut store, instance, "_initialize") {
-                            let deadline =
-                                rt.clock.realtime_ns() / 1_000_000 + u64::from(rt.cfg.timeout_ms);
-                            let env = rt.env_for(&InvokeContext {
-                                deadline_ms: deadline,
-                                ..Default::default()
-                            });
-                            store.data_mut().start_invocation(&[], env);
-                            let end = call(&mut store, init, &*rt.clock, deadline);
-                            store.data_mut().flush_stderr();
-                            logs = core::mem::take(&mut store.data_mut().logs);
-                            match end {
-                                CallEnd::Finished | CallEnd::Exit(0) | CallEnd::Failed => {}
-                                CallEnd::Exit(n) => {
-                                    // A runtime's init error: its document on
-                                    // stdout (the reactor ABI, DESIGN.md).
-                                    let mut f = fail(
-                                        "Runtime.ExitError",
-                                        format!("_initialize exited with status {n}"),
-                                    );
-                                    f.document = core::mem::take(&mut store.data_mut().stdout);
-                                    return Err(f);
-                                }
-                                CallEnd::Trap(m) => return Err(fail("Runtime.InitError", m)),
-                                CallEnd::Timeout => {
-                                    return Err(fail("Sandbox.Timedout", "init timed out"))
-                                }
-                            }
+                        logs = rt.hook(&mut store, instance, "_initialize")?;
+                        // SnapStart: the environment is about to be snapshotted.
+                        if $crate::wasm::runtime::snap_start(&rt.cfg) {
+                            logs.extend(rt.hook(
+                                &mut store,
+                                instance,
+                                $crate::wasm::runtime::BEFORE_SNAPSHOT,
+                            )?);
                         }
                         rt.resident = Some(Resident { store, instance });
                     }
@@ -135,6 +115,74 @@ macro_rules! define_engine {
 
             pub fn kind(&self) -> &ModuleKind {
                 &self.kind
+            }
+
+            /// Runs the reactor export `name` (if the module has it) with
+            /// the init phase's environment and deadline; its log lines, or
+            /// why it failed.
+            fn hook(
+                &self,
+                store: &mut Store<Ctx>,
+                instance: Instance,
+                name: &str,
+            ) -> Result<Vec<(LogStream, String)>, InitFailure> {
+                let Some(f) = get_func(store, instance, name) else {
+                    return Ok(Vec::new());
+                };
+                let deadline =
+                    self.clock.realtime_ns() / 1_000_000 + u64::from(self.cfg.timeout_ms);
+                let env = self.env_for(&InvokeContext {
+                    deadline_ms: deadline,
+                    ..Default::default()
+                });
+                store.data_mut().start_invocation(&[], env);
+                let end = call(store, f, &*self.clock, deadline);
+                store.data_mut().flush_stderr();
+                let logs = core::mem::take(&mut store.data_mut().logs);
+                match end {
+                    CallEnd::Finished | CallEnd::Exit(0) | CallEnd::Failed => Ok(logs),
+                    CallEnd::Exit(n) => {
+                        // A runtime's init error: its document on stdout
+                        // (the reactor ABI, DESIGN.md).
+                        let mut f = fail(
+                            "Runtime.ExitError",
+                            format!("{name} exited with status {n}"),
+                        );
+                        f.document = core::mem::take(&mut store.data_mut().stdout);
+                        Err(f)
+                    }
+                    // `_initialize`'s failures keep their old wording.
+                    CallEnd::Trap(m) if name == "_initialize" => Err(fail("Runtime.InitError", m)),
+                    CallEnd::Trap(m) => Err(fail("Runtime.InitError", format!("{name}: {m}"))),
+                    CallEnd::Timeout if name == "_initialize" => {
+                        Err(fail("Sandbox.Timedout", "init timed out"))
+                    }
+                    CallEnd::Timeout => Err(fail("Sandbox.Timedout", format!("{name} timed out"))),
+                }
+            }
+
+            /// After a snapshot restore: every random stream this
+            /// environment keeps is re-keyed with the clone's fresh `seed`
+            /// (so clones never share WASI `random_get` output), then the
+            /// reactor's `ember_after_restore` export runs if it has one.
+            pub fn after_restore(
+                &mut self,
+                seed: &[u8; 32],
+            ) -> Result<Vec<(LogStream, String)>, InitFailure> {
+                if let Some(ctx) = self.spare.as_mut() {
+                    ctx.rng.rekey(seed);
+                }
+                let Some(mut res) = self.resident.take() else {
+                    return Ok(Vec::new());
+                };
+                res.store.data_mut().rng.rekey(seed);
+                let r = self.hook(
+                    &mut res.store,
+                    res.instance,
+                    $crate::wasm::runtime::AFTER_RESTORE,
+                );
+                self.resident = Some(res);
+                r
             }
 
             /// A context for a new instance: `files` keeps its trees and

@@ -31,6 +31,20 @@ pub struct FunctionConfig {
     pub ephemeral_mib: u32,
 }
 
+/// The reactor export run just before a SnapStart snapshot is taken.
+pub const BEFORE_SNAPSHOT: &str = "ember_before_snapshot";
+/// The reactor export run in every environment restored from a snapshot,
+/// after its random streams were re-keyed and before its first invocation.
+pub const AFTER_RESTORE: &str = "ember_after_restore";
+
+/// Whether this Init prepares a SnapStart snapshot: the host sets Lambda's
+/// `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, as Lambda does.
+pub fn snap_start(cfg: &FunctionConfig) -> bool {
+    cfg.env
+        .iter()
+        .any(|(k, v)| k == "AWS_LAMBDA_INITIALIZATION_TYPE" && v == "snap-start")
+}
+
 /// Why init failed, as reported in `InitError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitFailure {
@@ -264,6 +278,18 @@ impl Runtime {
         match self {
             Runtime::Compiled(r) => r.kind(),
             Runtime::Interp(r) => r.kind(),
+        }
+    }
+
+    /// After a snapshot restore: re-keys the function's random streams with
+    /// the clone's `seed` and runs its `ember_after_restore` hook, if any.
+    pub fn after_restore(
+        &mut self,
+        seed: &[u8; 32],
+    ) -> Result<Vec<(LogStream, String)>, InitFailure> {
+        match self {
+            Runtime::Compiled(r) => r.after_restore(seed),
+            Runtime::Interp(r) => r.after_restore(seed),
         }
     }
 

@@ -6,6 +6,9 @@
 //! connection gone): the agent connects again and sends a new `Ready`
 //! whose timings say it was restored (`restored_generation`) and whether
 //! Init already ran (`initialized`); its Init state is kept, never re-run.
+//! Before that `Ready` the function's random streams are re-keyed with the
+//! clone's fresh seed and its `ember_after_restore` hook runs (SnapStart),
+//! so no two restored environments share a secret drawn after restore.
 
 pub mod clock;
 
@@ -103,12 +106,13 @@ pub fn run(info: &'static ember_rt::StartInfo) -> i32 {
         return exit::IO;
     }
     let mut agent = WasmAgent::new(clock.clone());
+    let mut generation = ember_rt::random::generation();
     loop {
         let resets = conn.vsock.transport_resets();
         match serve(&mut conn, &mut agent, resets) {
             Served::Exit(code) => return code,
             Served::TransportReset => {
-                if let Err(code) = reconnect(&mut conn, &agent, &clock) {
+                if let Err(code) = reconnect(&mut conn, &mut agent, &clock, &mut generation) {
                     return code;
                 }
             }
@@ -118,8 +122,35 @@ pub fn run(info: &'static ember_rt::StartInfo) -> i32 {
 
 /// After a transport reset: a new connection to the host and a `Ready`
 /// saying this agent was restored and whether it is initialised.
-fn reconnect(conn: &mut Conn, agent: &WasmAgent, clock: &TscClock) -> Result<(), i32> {
+fn reconnect(
+    conn: &mut Conn,
+    agent: &mut WasmAgent,
+    clock: &TscClock,
+    generation: &mut u64,
+) -> Result<(), i32> {
     let t0 = clock.since_entry_us();
+    // A restored clone: a fresh seed from the VMM. Re-key and run the hook
+    // before the host can send the first invocation.
+    let mut hook_logs = Vec::new();
+    let mut after_restore = Vec::new();
+    if let Some(seed) = ember_rt::random::new_generation(generation) {
+        let h0 = clock.since_entry_us();
+        let failed = match agent.after_restore(&seed) {
+            Ok(logs) => {
+                hook_logs = logs;
+                0
+            }
+            Err(why) => {
+                hook_logs.push((LogStream::Agent, why));
+                1
+            }
+        };
+        after_restore.push((
+            String::from("after_restore_us"),
+            clock.since_entry_us().saturating_sub(h0),
+        ));
+        after_restore.push((String::from("after_restore_failed"), failed));
+    }
     let _ = conn.vsock.close(conn.id);
     let mut w = waiter();
     conn.id = match conn.vsock.connect_blocking(AGENT_PORT, &mut w) {
@@ -130,7 +161,7 @@ fn reconnect(conn: &mut Conn, agent: &WasmAgent, clock: &TscClock) -> Result<(),
         }
     };
     let reconnect_us = clock.since_entry_us().saturating_sub(t0);
-    let timings = vec![
+    let mut timings = vec![
         (
             String::from("restored_generation"),
             ember_rt::random::generation(),
@@ -141,8 +172,15 @@ fn reconnect(conn: &mut Conn, agent: &WasmAgent, clock: &TscClock) -> Result<(),
         ),
         (String::from("reconnect_us"), reconnect_us),
     ];
-    conn.send(&[WasmAgent::ready(reconnect_us, timings)])
-        .map_err(|_| exit::IO)
+    timings.extend(after_restore);
+    // The hook's lines go after `Ready`, as init-phase logs (no request id).
+    let mut msgs = vec![WasmAgent::ready(reconnect_us, timings)];
+    msgs.extend(hook_logs.into_iter().map(|(stream, line)| Message::Log {
+        request_id: String::new(),
+        stream,
+        line,
+    }));
+    conn.send(&msgs).map_err(|_| exit::IO)
 }
 
 /// How a conversation ended.
