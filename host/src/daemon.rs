@@ -316,7 +316,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         &data.join("store"),
     );
     let python = Arc::new(python_setup(&args, &linux_offer));
+    let vault = open_vault(&data.join("store"), &run)?;
     let launcher = VmLauncher::new(vmm, agent)
+        .with_snapstart(Some(vault.clone()))
         .with_aot(aot.clone())
         .with_python(python.clone(), store.clone())
         .with_metrics(metrics.clone())
@@ -353,7 +355,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             << 20,
         run_dir: run.clone(),
     };
-    let pool = Pool::new(Arc::new(launcher), cfg);
+    let launcher: Arc<dyn crate::env::EnvLauncher> = Arc::new(launcher);
+    let pool = Pool::new(launcher.clone(), cfg);
+    let snapstart = crate::snapstart::SnapStart::new(store.clone(), launcher, vault.clone());
     let (funcs, _) = store.list_functions(None, usize::MAX)?;
     for f in funcs.iter().filter(|f| f.reserved_concurrency.is_some()) {
         pool.set_reserved(&f.name, f.reserved_concurrency);
@@ -395,6 +399,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             linux_guests: linux,
             aot,
             python: Some(python),
+            snapstart: Some(snapstart.clone()),
         },
     );
     let app = Arc::new(App {
@@ -410,6 +415,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     app.functions
         .reconcile()
         .map_err(|e| DaemonError::Config(format!("provisioned concurrency: {e}")))?;
+    snapstart.resume_pending();
 
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
@@ -465,7 +471,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let _ = std::fs::remove_dir_all(run.join("envs"));
+    vault.close();
     Ok(())
+}
+
+/// The SnapStart vault: sealed snapshots beside the code blobs, decrypted
+/// copies in tmpfs (`/dev/shm`, else the run directory), never on disk.
+fn open_vault(
+    store_dir: &std::path::Path,
+    run: &std::path::Path,
+) -> Result<Arc<crate::snapstart::vault::Vault>, DaemonError> {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm } else { run };
+    let plain = base.join(format!("ember-ss-{}", std::process::id()));
+    crate::snapstart::vault::sweep_stale(base);
+    crate::snapstart::vault::Vault::open(store_dir, &plain)
+        .map(Arc::new)
+        .map_err(|e| {
+            DaemonError::Config(format!("SnapStart vault: {}", crate::util::error_chain(&e)))
+        })
 }
 
 /// `emberd` and `ember serve`.

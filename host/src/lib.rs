@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod procfs;
 pub mod python;
 pub mod server;
+pub mod snapstart;
 pub mod store;
 pub mod tls;
 pub mod util;

@@ -12,6 +12,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An invoke of a SnapStart version whose snapshot is still being taken.
+    #[error("{0}")]
+    SnapStartNotReady(String),
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -63,7 +66,7 @@ impl ApiError {
             ApiError::NotFound(_)
             | ApiError::UnknownOperation(_)
             | ApiError::CodeSigningConfigNotFound(_) => 404,
-            ApiError::Conflict(_) => 409,
+            ApiError::Conflict(_) | ApiError::SnapStartNotReady(_) => 409,
             ApiError::InvalidParameter(_)
             | ApiError::InvalidRequestContent(_)
             | ApiError::CodeStorageExceeded(_)
@@ -81,6 +84,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => "ResourceNotFoundException",
             ApiError::Conflict(_) => "ResourceConflictException",
+            ApiError::SnapStartNotReady(_) => "SnapStartNotReadyException",
             ApiError::InvalidParameter(_) => "InvalidParameterValueException",
             ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
             ApiError::TooLarge(_) => "RequestTooLargeException",

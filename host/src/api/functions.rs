@@ -9,7 +9,7 @@ use super::{function_name, versions, ApiError, App, Reply, Req};
 use crate::catalog::{layer_sizes, resolve};
 use crate::functions::{NewFunction, Package};
 use crate::linux;
-use crate::store::{FunctionConfig, FunctionRecord, StoreError};
+use crate::store::{FunctionConfig, FunctionRecord, SnapStartApplyOn, StoreError};
 use crate::util::{scoped_name, split_scoped};
 
 fn check_runtime(app: &App, runtime: &str) -> Result<(), ApiError> {
@@ -107,6 +107,27 @@ fn env_vars(e: Option<EnvironmentIn>) -> std::collections::BTreeMap<String, Stri
     e.and_then(|e| e.variables).unwrap_or_default()
 }
 
+/// `SnapStart.ApplyOn` from a request (absent: `None`).
+fn snap_start(input: Option<&wire::SnapStartIn>) -> Result<SnapStartApplyOn, ApiError> {
+    input
+        .map(|s| s.apply_on())
+        .transpose()
+        .map(|a| a.unwrap_or_default())
+        .map_err(ApiError::InvalidParameter)
+}
+
+/// SnapStart snapshots kernel-less (wasm) environments only: Linux guests'
+/// device and interrupt state is not in ember-vmm's snapshots yet.
+fn check_snap_start(cfg: &FunctionConfig) -> Result<(), ApiError> {
+    if cfg.snap_start == SnapStartApplyOn::PublishedVersions && cfg.runtime != "wasm" {
+        return Err(ApiError::InvalidParameter(format!(
+            "SnapStart is not supported for runtime {} (only runtime wasm can be snapshotted on this host)",
+            cfg.runtime
+        )));
+    }
+    Ok(())
+}
+
 fn check_arch(a: &Option<Vec<String>>, package_type: Option<&str>) -> Result<(), ApiError> {
     if a.as_ref().is_some_and(|a| a.iter().any(|x| x != "x86_64")) {
         return Err(ApiError::InvalidParameter(
@@ -140,8 +161,10 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         environment: env_vars(input.environment),
         ephemeral_storage: input.ephemeral_storage.map(|e| e.size).unwrap_or(512),
         layers: input.layers.unwrap_or_default(),
+        snap_start: snap_start(input.snap_start.as_ref())?,
     };
     check_runtime(app, &config.runtime)?;
+    check_snap_start(&config)?;
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
     let sizes = layer_sizes(app.functions.store(), &config.layers)?;
@@ -339,6 +362,10 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     if let Some(v) = input.layers {
         cfg.layers = v;
     }
+    if let Some(v) = &input.snap_start {
+        cfg.snap_start = snap_start(Some(v))?;
+    }
+    check_snap_start(&cfg)?;
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
     let sizes = layer_sizes(app.functions.store(), &cfg.layers)?;

@@ -116,6 +116,20 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         other => other,
     };
     let r = crate::catalog::resolve(app.functions.store(), &name, qualifier.as_deref())?;
+    match &r.state {
+        crate::store::VersionState::Active => {}
+        crate::store::VersionState::Pending => {
+            return Err(ApiError::SnapStartNotReady(format!(
+                "Lambda is initializing your function. It will be ready to invoke once your function state is Active: {}",
+                crate::util::function_arn(&name, Some(&r.version))
+            )))
+        }
+        crate::store::VersionState::Failed { .. } => {
+            return Err(ApiError::Conflict(
+                "The operation cannot be performed at this time. The function is currently in the following state: Failed".into(),
+            ))
+        }
+    }
     match req.invocation_type.as_deref() {
         None | Some("RequestResponse") => {}
         Some("DryRun") => {

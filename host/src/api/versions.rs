@@ -20,6 +20,7 @@ pub fn configuration(app: &App, r: &Resolved) -> Value {
         &r.code,
         &r.revision_id,
         &r.last_modified,
+        &r.state,
         &sizes,
     );
     with_guest(app, &mut c, &r.config.runtime, &r.code.native);
@@ -45,7 +46,7 @@ pub fn publish(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
             ));
         }
     }
-    let v = app.functions.store().publish_version(
+    let v = app.functions.publish(
         &name,
         input.description.as_deref(),
         input.code_sha256.as_deref(),

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::store::{
-    AliasRecord, CodeRef, FunctionConfig, FunctionRecord, LayerVersionRecord, VersionRecord,
+    AliasRecord, CodeRef, FunctionConfig, FunctionRecord, LayerVersionRecord, SnapStartApplyOn,
+    VersionRecord, VersionState,
 };
 use crate::util::{function_arn, layer_arn};
 
@@ -34,6 +35,25 @@ pub struct EphemeralStorageIn {
     pub size: u32,
 }
 
+/// Lambda's `SnapStart` request member.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct SnapStartIn {
+    pub apply_on: Option<String>,
+}
+
+impl SnapStartIn {
+    /// The setting, or why it is invalid (Lambda's validation message).
+    pub fn apply_on(&self) -> Result<SnapStartApplyOn, String> {
+        match self.apply_on.as_deref() {
+            None => Ok(SnapStartApplyOn::None),
+            Some(s) => SnapStartApplyOn::parse(s).ok_or_else(|| {
+                format!("1 validation error detected: Value '{s}' at 'snapStart.applyOn' failed to satisfy constraint: Member must satisfy enum value set: [PublishedVersions, None]")
+            }),
+        }
+    }
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct CreateFunctionIn {
@@ -52,6 +72,7 @@ pub struct CreateFunctionIn {
     pub package_type: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub tags: Option<BTreeMap<String, String>>,
+    pub snap_start: Option<SnapStartIn>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -82,6 +103,7 @@ pub struct UpdateConfigIn {
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
     pub ephemeral_storage: Option<EphemeralStorageIn>,
+    pub snap_start: Option<SnapStartIn>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -141,9 +163,12 @@ pub fn function_configuration(
     code: &CodeRef,
     revision: &str,
     modified: &str,
+    state: &VersionState,
     layer_sizes: &[(String, u64)],
 ) -> Value {
     let qualifier = (version != "$LATEST").then_some(version);
+    // Lambda: SnapStart is on for published versions only, never $LATEST.
+    let optimized = qualifier.is_some() && cfg.snap_start == SnapStartApplyOn::PublishedVersions;
     let layers: Vec<Value> = layer_sizes
         .iter()
         .map(|(arn, size)| json!({"Arn": arn, "CodeSize": size}))
@@ -164,6 +189,10 @@ pub fn function_configuration(
         "RevisionId": revision,
         "State": "Active",
         "LastUpdateStatus": "Successful",
+        "SnapStart": {
+            "ApplyOn": cfg.snap_start.as_str(),
+            "OptimizationStatus": if optimized { "On" } else { "Off" },
+        },
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
         "EphemeralStorage": {"Size": cfg.ephemeral_storage},
@@ -171,6 +200,19 @@ pub fn function_configuration(
     });
     if !cfg.environment.is_empty() {
         v["Environment"] = json!({"Variables": cfg.environment});
+    }
+    match state {
+        VersionState::Active => {}
+        VersionState::Pending => {
+            v["State"] = json!("Pending");
+            v["StateReason"] = json!("Lambda is creating the SnapStart snapshot of this version.");
+            v["StateReasonCode"] = json!("Creating");
+        }
+        VersionState::Failed { code, reason } => {
+            v["State"] = json!("Failed");
+            v["StateReason"] = json!(reason);
+            v["StateReasonCode"] = json!(code);
+        }
     }
     v
 }
@@ -183,6 +225,7 @@ pub fn latest_configuration(f: &FunctionRecord, layer_sizes: &[(String, u64)]) -
         &f.code,
         &f.revision_id,
         &f.last_modified,
+        &VersionState::Active,
         layer_sizes,
     )
 }
@@ -199,6 +242,7 @@ pub fn version_configuration(
         &v.code,
         &v.revision_id,
         &v.last_modified,
+        &v.state,
         layer_sizes,
     )
 }

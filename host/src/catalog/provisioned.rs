@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::{resolve, Resolved};
 use crate::env::{EnvError, EnvSpec, LaunchError};
 use crate::pool::{Pool, SpecFn, Target};
-use crate::store::{Store, StoreError};
+use crate::snapstart::vault::SnapKey;
+use crate::store::{Store, StoreError, VersionState};
 
 /// Rebuilds the pool's provisioned targets from the store (after any change
 /// to provisioned configs, aliases or versions). The code is loaded and
@@ -58,6 +59,12 @@ pub fn spec_template(r: &Resolved, code: Arc<Vec<u8>>) -> EnvSpec {
         memory_mib: r.config.memory_size,
         timeout_ms: r.config.timeout.saturating_mul(1000),
         work_dir: Default::default(),
+        // A SnapStart version restores its snapshot once it is stored.
+        snapshot: (r.snap_start() && r.state == VersionState::Active).then(|| SnapKey {
+            function: r.name.clone(),
+            version: r.version.clone(),
+            revision: r.revision_id.clone(),
+        }),
     }
 }
 

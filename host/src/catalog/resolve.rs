@@ -3,7 +3,7 @@
 
 use super::CatalogError;
 use crate::pool::VersionKey;
-use crate::store::{CodeRef, FunctionConfig, Store};
+use crate::store::{CodeRef, FunctionConfig, Store, VersionState};
 use crate::util::valid_name;
 
 /// A qualifier resolved to the version it runs.
@@ -15,10 +15,19 @@ pub struct Resolved {
     pub code: CodeRef,
     pub revision_id: String,
     pub last_modified: String,
+    /// `Active` for `$LATEST`; a version's own state (SnapStart).
+    pub state: VersionState,
 }
 
 impl Resolved {
     /// The pool key: environments are reused only within this exact revision.
+    /// Whether environments of this version start from its SnapStart
+    /// snapshot (a published version of a SnapStart function).
+    pub fn snap_start(&self) -> bool {
+        self.version != "$LATEST"
+            && self.config.snap_start == crate::store::SnapStartApplyOn::PublishedVersions
+    }
+
     pub fn key(&self) -> VersionKey {
         VersionKey {
             function: self.name.clone(),
@@ -44,6 +53,7 @@ pub fn resolve(
             code: f.code,
             revision_id: f.revision_id,
             last_modified: f.last_modified,
+            state: VersionState::Active,
         });
     }
     let version = match q.parse::<u64>() {
@@ -69,5 +79,6 @@ pub fn resolve(
         code: v.code,
         revision_id: v.revision_id,
         last_modified: v.last_modified,
+        state: v.state,
     })
 }

@@ -16,6 +16,14 @@ use super::AgentError;
 
 /// Where the per-environment work directory appears inside the jail.
 const JAIL_RUN: &str = "/run";
+/// Where a restored environment's snapshot files appear inside the jail.
+pub(crate) const JAIL_SNAP_STATE: &str = "/snap.state";
+pub(crate) const JAIL_SNAP_MEM: &str = "/snap.mem";
+
+/// The VMM's vsock socket path inside the jail.
+pub(crate) fn jail_uds() -> String {
+    Path::new(JAIL_RUN).join("v.sock").display().to_string()
+}
 /// How long a jailer gets to reap its killed VMM and clean up before it is
 /// killed too (its jail is then swept by the next jailer).
 const JAILER_EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -103,7 +111,13 @@ pub(crate) fn jailer_args(
         });
         Ok(PathBuf::from(in_jail))
     };
+    if let Some(r) = &mut inner.restore {
+        // Read-only binds of the decrypted files (mapped private by the VMM).
+        r.state = file(&r.state.clone(), JAIL_SNAP_STATE, false)?;
+        r.mem = file(&r.mem.clone(), JAIL_SNAP_MEM, false)?;
+    }
     match &mut inner.guest {
+        Guest::Kernelless { .. } if inner.restore.is_some() => {}
         Guest::Kernelless { elf } => *elf = file(elf, "/agent", false)?,
         Guest::Linux { kernel, initrd, .. } => {
             *kernel = file(kernel, "/kernel", false)?;

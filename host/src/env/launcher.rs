@@ -35,6 +35,8 @@ pub struct VmLauncher {
     python: Option<Arc<crate::python::Python>>,
     /// Where wasm functions' layers are read from.
     store: Option<Arc<crate::store::Store>>,
+    /// SnapStart snapshots (None: versions always boot + Init).
+    vault: Option<Arc<crate::snapstart::vault::Vault>>,
 }
 
 /// Lambda's CPU-per-memory rule: 1,769 MB of memory buy one vCPU.
@@ -59,6 +61,7 @@ impl VmLauncher {
             aot: None,
             python: None,
             store: None,
+            vault: None,
         }
     }
 
@@ -76,6 +79,30 @@ impl VmLauncher {
         if let Some(j) = cfg.jail.as_mut() {
             j.cpu_quota_us = super::cpu_quota_us(memory_mib, self.mib_per_vcpu);
         }
+        cfg
+    }
+
+    /// Restores SnapStart versions from the snapshots in `vault`.
+    pub fn with_snapstart(mut self, vault: Option<Arc<crate::snapstart::vault::Vault>>) -> Self {
+        self.vault = vault;
+        self
+    }
+
+    pub(super) fn vault(&self) -> Option<&Arc<crate::snapstart::vault::Vault>> {
+        self.vault.as_ref()
+    }
+
+    /// The launch config of a kernel-less VM for `spec`'s function.
+    pub(super) fn config_for_spec(&self, spec: &EnvSpec) -> LaunchConfig {
+        let mut cfg = self.config_for(&self.base, spec.memory_mib);
+        // python3.11's Init carries the compiled interpreter and its stdlib
+        // (~30 MB) beside the function's linear-memory reservation.
+        cfg.mem_mib = match spec.runtime == crate::python::RUNTIME {
+            true => spec
+                .memory_mib
+                .saturating_add(crate::python::GUEST_OVERHEAD_MIB),
+            false => spec.memory_mib,
+        };
         cfg
     }
 
@@ -170,7 +197,7 @@ impl VmLauncher {
     /// What `Init` carries for a wasm function: the artefact compiled for the
     /// CPU features the booted guest announced, or (no compiler, or an old
     /// agent) the module itself for the interpreter.
-    fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
+    pub(super) fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
         let id = if spec.code_blob.is_empty() {
             crate::store::blob::sha256_hex(&spec.code)
         } else {
@@ -271,15 +298,7 @@ impl VmLauncher {
 
     /// A booted kernel-less VM: a spare of the right size, or a new one.
     fn launch_wasm(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Environment, EnvError> {
-        let mut cfg = self.config_for(&self.base, spec.memory_mib);
-        // python3.11's Init carries the compiled interpreter and its stdlib
-        // (~30 MB) beside the function's linear-memory reservation.
-        cfg.mem_mib = match spec.runtime == crate::python::RUNTIME {
-            true => spec
-                .memory_mib
-                .saturating_add(crate::python::GUEST_OVERHEAD_MIB),
-            false => spec.memory_mib,
-        };
+        let mut cfg = self.config_for_spec(spec);
         cfg.work_root = spec.work_dir.clone();
         let spare = self
             .spares
@@ -331,9 +350,56 @@ impl EnvLauncher for VmLauncher {
         }
     }
 
+    fn take_snapshot(&self, spec: &EnvSpec, out_dir: &Path) -> Result<(), EnvError> {
+        if let Some(why) = &self.unavailable {
+            return Err(EnvError::Launch(LaunchError::Unavailable(why.clone())));
+        }
+        self.snapshot_into(spec, out_dir)
+    }
+
     fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn RunningEnv>, EnvError> {
         if let Some(why) = &self.unavailable {
             return Err(EnvError::Launch(LaunchError::Unavailable(why.clone())));
+        }
+        if let Some(key) = &spec.snapshot {
+            match self.restore(spec, key, on_spawn) {
+                Ok(env) => {
+                    let restore = env.launch_time();
+                    if let Some(m) = &self.metrics {
+                        m.snapstart_restored(restore);
+                    }
+                    return Ok(Box::new(VmEnv {
+                        env,
+                        timeout_ms: spec.timeout_ms,
+                        init_us: None,
+                        restore_us: Some(restore.as_micros() as u64),
+                        init_logs: Vec::new(),
+                    }));
+                }
+                Err(super::snapstart::RestoreError::Hook) => {
+                    return Err(EnvError::Init(FunctionError::new(
+                        "SnapStartException",
+                        "the function's ember_after_restore hook failed".to_string(),
+                    )))
+                }
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.snapstart_restore_failed();
+                    }
+                    let kind = match &e {
+                        super::snapstart::RestoreError::Vault(v) if v.is_integrity() => {
+                            "integrity error: "
+                        }
+                        _ => "",
+                    };
+                    eprintln!(
+                        "emberd: ERROR: SnapStart restore of {}:{} failed ({kind}{}); booting the environment instead",
+                        key.function,
+                        key.version,
+                        crate::util::error_chain(&e)
+                    );
+                }
+            }
         }
         let (mut env, init) = if self.runs_on_linux(spec) {
             self.launch_linux(spec, on_spawn)?
@@ -363,6 +429,7 @@ impl EnvLauncher for VmLauncher {
                     env,
                     timeout_ms: spec.timeout_ms,
                     init_us: Some(report.init_us),
+                    restore_us: None,
                     init_logs: log_lines(report.logs.lines).collect(),
                 }))
             }
@@ -388,6 +455,8 @@ struct VmEnv {
     timeout_ms: u32,
     /// Init phase duration, reported with the first invocation.
     init_us: Option<u64>,
+    /// SnapStart restore duration, reported with the first invocation.
+    restore_us: Option<u64>,
     /// What the function printed during init, logged before the first
     /// invocation's `START`.
     init_logs: Vec<String>,
@@ -468,6 +537,7 @@ impl RunningEnv for VmEnv {
             duration_us: Some(inv.duration_us),
             max_memory_kib: Some(inv.max_memory_kib),
             init_us: self.init_us.take(),
+            restore_us: self.restore_us.take(),
             init_log_lines,
         };
         Ok(InvokeOutput {

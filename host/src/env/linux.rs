@@ -65,6 +65,8 @@ pub fn launch_config(
         drives: drives.in_order(),
         extra_args: Vec::new(),
         jail: base.jail.clone(),
+        api: false,
+        restore: None,
     }
 }
 

@@ -16,9 +16,11 @@ pub mod launcher;
 pub mod linux;
 pub mod pidfile;
 pub mod seam;
+pub mod snapstart;
 pub mod spares;
 pub mod spawn;
 pub mod vm;
+pub mod vmm_api;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +40,7 @@ pub use seam::{
 #[cfg(test)]
 pub(crate) use spawn::command;
 pub(crate) use spawn::last_log_line;
-pub use spawn::{vm_memory_mib, Console, Guest, LaunchConfig, GUEST_CID};
+pub use spawn::{vm_memory_mib, Console, Guest, LaunchConfig, RestoreFrom, GUEST_CID};
 pub use vm::Environment;
 
 /// Why an environment could not be launched or used. Every variant except
@@ -95,6 +97,9 @@ pub enum AgentError {
     Broken,
     #[error("cannot draw a random seed: {0}")]
     Random(String),
+    /// A call on the VMM's API socket failed (SnapStart snapshot or restore).
+    #[error("VMM API")]
+    VmmApi(#[source] vmm_api::VmmApiError),
 }
 
 impl From<ember_abi::protocol::FrameIoError> for AgentError {

@@ -36,6 +36,9 @@ pub struct EnvSpec {
     /// A fresh directory owned by this environment (sockets, images);
     /// emberd removes it after the environment is gone.
     pub work_dir: PathBuf,
+    /// Start from this SnapStart snapshot instead of boot + Init (falls
+    /// back to boot + Init when it cannot be restored).
+    pub snapshot: Option<crate::snapstart::vault::SnapKey>,
 }
 
 impl EnvSpec {
@@ -95,6 +98,9 @@ pub struct Report {
     /// The environment's init phase, on its first invocation only (Lambda
     /// prints `Init Duration` on cold starts).
     pub init_us: Option<u64>,
+    /// The SnapStart restore of the environment, on its first invocation
+    /// only (Lambda prints `Restore Duration` instead of `Init Duration`).
+    pub restore_us: Option<u64>,
     /// How many of the invocation's leading log lines the function printed
     /// during its init phase (first invocation only): they belong before
     /// `START`, as in Lambda's log stream.
@@ -193,6 +199,16 @@ pub trait EnvLauncher: Send + Sync + 'static {
     fn launch(&self, spec: &EnvSpec, on_spawn: &OnSpawn) -> Result<Box<dyn RunningEnv>, EnvError>;
     /// Stops whatever the launcher keeps running on its own (spare VMs).
     fn close(&self) {}
+    /// SnapStart: starts a fresh environment for `spec`, initialises it
+    /// (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, so the function's
+    /// `ember_before_snapshot` hook runs) and snapshots it into `out_dir`
+    /// as `state` and `mem`.
+    fn take_snapshot(&self, spec: &EnvSpec, out_dir: &std::path::Path) -> Result<(), EnvError> {
+        let _ = (spec, out_dir);
+        Err(EnvError::Launch(LaunchError::Unavailable(
+            "this launcher takes no snapshots".into(),
+        )))
+    }
 }
 
 /// One running environment: exactly one invocation at a time (`&mut self`).

@@ -24,6 +24,8 @@ use crate::util::OnSpawn;
 /// The guest CID every environment uses (each VM has its own vsock device,
 /// so CIDs need not differ between VMs).
 pub const GUEST_CID: u32 = 3;
+/// The VMM's API socket in its work directory (`--api-sock`).
+pub const API_SOCK: &str = "api.sock";
 /// Longest path a Unix socket address can hold (sun_path, NUL included).
 const SUN_PATH_MAX: usize = 108;
 
@@ -84,6 +86,20 @@ pub struct LaunchConfig {
     pub extra_args: Vec<String>,
     /// Run the VMM through `ember-jailer` (`None`: a plain child process).
     pub jail: Option<JailConfig>,
+    /// Serve Firecracker's API on `<work dir>/api.sock` too (SnapStart
+    /// snapshots an environment through it).
+    pub api: bool,
+    /// Boot nothing: load this snapshot through the API socket instead
+    /// (SnapStart restore); the agent then connects as after a boot.
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A decrypted snapshot to restore (host paths; under a jail each file is
+/// bound into it read-only).
+#[derive(Debug, Clone)]
+pub struct RestoreFrom {
+    pub state: PathBuf,
+    pub mem: PathBuf,
 }
 
 impl LaunchConfig {
@@ -103,6 +119,8 @@ impl LaunchConfig {
             drives: Vec::new(),
             extra_args: Vec::new(),
             jail: None,
+            api: false,
+            restore: None,
         }
     }
 }
@@ -131,8 +149,22 @@ fn unique_dir(root: &Path) -> PathBuf {
 /// The `ember-vmm` command line for this config (`extra_args` last).
 pub(crate) fn vmm_args(cfg: &LaunchConfig, uds: &Path, id: &str) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
+    let api_sock = uds.parent().map(|d| path(&d.join(API_SOCK)));
+    if cfg.restore.is_some() {
+        // A fresh VMM with nothing configured: `PUT /snapshot/load` builds it.
+        let mut args = VmmArgs {
+            no_api: false,
+            api_sock,
+            id: Some(id.into()),
+            ..VmmArgs::default()
+        }
+        .to_args();
+        args.extend(cfg.extra_args.iter().cloned());
+        return args;
+    }
     let mut a = VmmArgs {
-        no_api: true,
+        no_api: !cfg.api,
+        api_sock: if cfg.api { api_sock } else { None },
         id: Some(id.into()),
         mem_mib: Some(cfg.mem_mib.into()),
         vcpus: Some(cfg.vcpus.into()),
@@ -225,6 +257,13 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         .map_err(|e| AgentError::Spawn(program, e))?;
     on_spawn.call(child.id());
     let pidfd = pidfd_open(child.id());
+    if let Some(r) = &cfg.restore {
+        if let Err(e) = load_snapshot(cfg, r, dir, &mut child) {
+            jail::kill(&mut child, cfg.jail.is_some());
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
     match wait_for_agent(
         &listener,
         &mut child,
@@ -246,6 +285,39 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
             Err(e)
         }
     }
+}
+
+/// `PUT /snapshot/load` on the new VMM's API socket: the snapshot's files
+/// and its vsock moved to this environment's socket (`vsock_override`, so
+/// the agent's reconnect reaches this environment's listener).
+fn load_snapshot(
+    cfg: &LaunchConfig,
+    r: &RestoreFrom,
+    dir: &Path,
+    child: &mut Child,
+) -> Result<(), AgentError> {
+    let until = Instant::now() + cfg.boot_timeout;
+    let (state, mem, uds) = match &cfg.jail {
+        Some(_) => (
+            jail::JAIL_SNAP_STATE.to_string(),
+            jail::JAIL_SNAP_MEM.to_string(),
+            jail::jail_uds(),
+        ),
+        None => (
+            r.state.display().to_string(),
+            r.mem.display().to_string(),
+            dir.join("v.sock").display().to_string(),
+        ),
+    };
+    let mut s =
+        super::vmm_api::connect(&dir.join(API_SOCK), child, until).map_err(AgentError::VmmApi)?;
+    let body = serde_json::json!({
+        "snapshot_path": state,
+        "mem_backend": {"backend_type": "File", "backend_path": mem},
+        "resume_vm": true,
+        "vsock_override": {"uds_path": uds},
+    });
+    super::vmm_api::call(&mut s, "PUT", "/snapshot/load", &body, until).map_err(AgentError::VmmApi)
 }
 
 fn wait_for_agent(

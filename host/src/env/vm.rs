@@ -129,6 +129,44 @@ impl Environment {
         self.after(r)
     }
 
+    /// Pauses the VM and writes a full snapshot into its work directory
+    /// through the VMM's API socket (the VMM must have been started with
+    /// [`LaunchConfig::api`]). Returns the host paths of the state and
+    /// memory files; the VM stays paused (drop it when done).
+    pub fn snapshot(&mut self, timeout: Duration) -> Result<(PathBuf, PathBuf), AgentError> {
+        let until = Instant::now() + timeout;
+        let api = self.dir.join(spawn::API_SOCK);
+        let mut s =
+            super::vmm_api::connect(&api, &mut self.child, until).map_err(AgentError::VmmApi)?;
+        let call = |s: &mut UnixStream, m, p, b: serde_json::Value| {
+            super::vmm_api::call(s, m, p, &b, until).map_err(AgentError::VmmApi)
+        };
+        call(
+            &mut s,
+            "PATCH",
+            "/vm",
+            serde_json::json!({"state": "Paused"}),
+        )?;
+        // The VMM writes inside its own directory (Landlock allows the API
+        // socket's directory); under a jail that directory is `/run`.
+        let inside = |n: &str| match self.jailed {
+            true => format!("/run/{n}"),
+            false => self.dir.join(n).display().to_string(),
+        };
+        call(
+            &mut s,
+            "PUT",
+            "/snapshot/create",
+            serde_json::json!({
+                "snapshot_type": "Full",
+                "snapshot_path": inside("snap.state"),
+                "mem_file_path": inside("snap.mem"),
+            }),
+        )?;
+        self.dead = true;
+        Ok((self.dir.join("snap.state"), self.dir.join("snap.mem")))
+    }
+
     /// Asks the agent to stop, waits briefly, then kills and reaps the VM.
     /// Returns the VM's exit status as text.
     pub fn shutdown(mut self) -> String {

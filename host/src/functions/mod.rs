@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::store::{
     AliasRecord, CodeRef, FunctionConfig, FunctionRecord, Store, StoreError, VersionRecord,
+    VersionState,
 };
 use crate::util::{now_lambda, uuid4};
 
@@ -34,6 +35,8 @@ pub struct Capabilities {
     /// The wasm compiler (None: wasm runs interpreted), for compiling as
     /// soon as a function's code or memory changes.
     pub aot: Option<Arc<crate::aot::Aot>>,
+    /// SnapStart (None: versions published with SnapStart fail, `InternalError`).
+    pub snapstart: Option<Arc<crate::snapstart::SnapStart>>,
     /// Where python3.11 runs (None: on a Linux guest only, as offered).
     pub python: Option<Arc<crate::python::Python>>,
 }
@@ -161,6 +164,9 @@ impl Functions {
         let published = self.store.create_function(&rec, publish)?;
         drop(pin);
         self.prepare_images(&rec.config, &rec.code);
+        if let Some(v) = &published {
+            self.after_publish(&rec.name, v);
+        }
         Ok((rec, published))
     }
 
@@ -205,10 +211,45 @@ impl Functions {
         self.pool.retire(name, Some("$LATEST"));
         self.prepare_images(&rec.config, &rec.code);
         let published = match publish {
-            true => Some(self.store.publish_version(name, None, None)?),
+            true => Some(self.publish(name, None, None)?),
             false => None,
         };
         Ok((rec, published))
+    }
+
+    /// Publishes `$LATEST` as a version (see `Store::publish_version`); a
+    /// new SnapStart version is `Pending` and its snapshot is taken now.
+    pub fn publish(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        expected_sha: Option<&str>,
+    ) -> Result<VersionRecord, FunctionsError> {
+        let v = self
+            .store
+            .publish_version(name, description, expected_sha)?;
+        self.after_publish(name, &v);
+        Ok(v)
+    }
+
+    /// Starts the snapshot of a version that is `Pending` (a version
+    /// returned again because nothing changed is left as it is).
+    fn after_publish(&self, name: &str, v: &VersionRecord) {
+        if v.state != VersionState::Pending {
+            return;
+        }
+        match &self.caps.snapstart {
+            Some(s) => s.start(name, v),
+            None => {
+                let failed = VersionState::Failed {
+                    code: "InternalError".into(),
+                    reason: "This emberd cannot take SnapStart snapshots (no vault)".into(),
+                };
+                let _ = self
+                    .store
+                    .set_version_state(name, v.version, &v.revision_id, failed);
+            }
+        }
     }
 
     /// Replaces the configuration of `current`'s `$LATEST`, if nobody
@@ -238,7 +279,13 @@ impl Functions {
     /// Deletes a function with everything that follows it: its
     /// environments, reservation, metrics and async configs.
     pub fn delete(&self, name: &str) -> Result<(), FunctionsError> {
+        let versions = self.store.list_versions(name).unwrap_or_default();
         self.store.delete_function(name)?;
+        if let Some(s) = &self.caps.snapstart {
+            for v in versions {
+                s.vault().remove(name, &v.version.to_string());
+            }
+        }
         self.pool.retire(name, None);
         self.pool.set_reserved(name, None);
         self.metrics.forget(name, None);
@@ -254,6 +301,9 @@ impl Functions {
     pub fn delete_version(&self, name: &str, version: u64) -> Result<(), FunctionsError> {
         self.store.delete_version(name, version)?;
         let q = version.to_string();
+        if let Some(s) = &self.caps.snapstart {
+            s.vault().remove(name, &q);
+        }
         self.pool.retire(name, Some(&q));
         self.metrics.forget(name, Some(&q));
         Ok(self.reconcile()?)

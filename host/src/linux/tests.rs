@@ -127,6 +127,7 @@ fn spec(dir: &Path, layers: usize) -> EnvSpec {
         memory_mib: 2048,
         timeout_ms: 5000,
         work_dir: dir.to_path_buf(),
+        snapshot: None,
     }
 }
 

@@ -61,6 +61,14 @@ pub fn framed(
     if let Some(us) = report.init_us {
         report_line.push_str(&format!("Init Duration: {:.2} ms\t", us as f64 / 1000.0));
     }
+    if let Some(us) = report.restore_us {
+        // Lambda's SnapStart REPORT: the restore, and what it bills.
+        report_line.push_str(&format!(
+            "Restore Duration: {:.2} ms\tBilled Restore Duration: {} ms\t",
+            us as f64 / 1000.0,
+            us.div_ceil(1000)
+        ));
+    }
     out.push(report_line);
     out
 }

@@ -43,6 +43,7 @@ fn tail_is_bounded_base64_of_the_framed_lines() {
         duration_us: Some(2_500),
         max_memory_kib: Some(3_000),
         init_us: Some(1_250),
+        restore_us: None,
         init_log_lines: 0,
     };
     let lines = framed(
@@ -75,6 +76,7 @@ fn tail_is_bounded_base64_of_the_framed_lines() {
     // stream order); a count past the lines is clamped.
     let cold = Report {
         init_us: Some(900),
+        restore_us: None,
         init_log_lines: 1,
         ..Default::default()
     };

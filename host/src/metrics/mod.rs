@@ -85,6 +85,8 @@ type Key = (String, String);
 struct Inner {
     series: BTreeMap<Key, Series>,
     vmm_boot: Histogram,
+    snapstart_restore: Histogram,
+    snapstart_restore_failures: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -121,6 +123,8 @@ impl Metrics {
             inner: Mutex::new(Inner {
                 series: BTreeMap::new(),
                 vmm_boot: Histogram::new(STARTUP_BUCKETS),
+                snapstart_restore: Histogram::new(STARTUP_BUCKETS),
+                snapstart_restore_failures: 0,
                 log_lines_dropped: 0,
                 log_write_errors: 0,
                 audit_write_errors: 0,
@@ -230,6 +234,17 @@ impl Metrics {
         self.lock().vmm_boot.observe_duration(d);
     }
 
+    /// An environment was restored from its SnapStart snapshot in `d`
+    /// (spawn of the VMM to the restored agent's Ready).
+    pub fn snapstart_restored(&self, d: Duration) {
+        self.lock().snapstart_restore.observe_duration(d);
+    }
+
+    /// A SnapStart restore failed (the environment booted instead).
+    pub fn snapstart_restore_failed(&self) {
+        self.lock().snapstart_restore_failures += 1;
+    }
+
     /// Log lines the writer could not keep up with.
     pub fn log_lines_dropped(&self, n: u64) {
         self.lock().log_lines_dropped += n;
@@ -290,6 +305,26 @@ impl Metrics {
         );
         e.histogram("ember_vmm_boot_seconds", &[], &inner.vmm_boot);
         e.family(
+            "ember_snapstart_restore_seconds",
+            Kind::Histogram,
+            "SnapStart restores: spawn of an ember-vmm to the restored agent's Ready (the count is the number of restores).",
+        );
+        e.histogram(
+            "ember_snapstart_restore_seconds",
+            &[],
+            &inner.snapstart_restore,
+        );
+        e.family(
+            "ember_snapstart_restore_failures_total",
+            Kind::Counter,
+            "SnapStart restores that failed (missing, corrupt or unloadable snapshot); the environment booted instead.",
+        );
+        e.sample(
+            "ember_snapstart_restore_failures_total",
+            &[],
+            inner.snapstart_restore_failures as f64,
+        );
+        e.family(
             "ember_log_lines_dropped_total",
             Kind::Counter,
             "Function log lines not written because the log writer was behind.",
@@ -330,6 +365,8 @@ impl Metrics {
 struct Snapshot {
     series: BTreeMap<Key, Series>,
     vmm_boot: Histogram,
+    snapstart_restore: Histogram,
+    snapstart_restore_failures: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -340,6 +377,8 @@ impl Inner {
         Snapshot {
             series: self.series.clone(),
             vmm_boot: self.vmm_boot.clone(),
+            snapstart_restore: self.snapstart_restore.clone(),
+            snapstart_restore_failures: self.snapstart_restore_failures,
             log_lines_dropped: self.log_lines_dropped,
             log_write_errors: self.log_write_errors,
             audit_write_errors: self.audit_write_errors,

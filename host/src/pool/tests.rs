@@ -138,6 +138,7 @@ fn spec(handler: &'static str) -> SpecFn {
             memory_mib: 128,
             timeout_ms: 1000,
             work_dir,
+            snapshot: None,
         })
     })
 }

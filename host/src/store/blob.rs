@@ -116,28 +116,8 @@ impl BlobStore {
                 },
             )
             .map_err(|_| BlobError::Integrity(hex.clone()))?;
-        let tmp = self.dir.join("tmp").join(crate::util::uuid4());
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(MAGIC)?;
-                f.write_all(&nonce)?;
-                f.write_all(&ct)?;
-                f.sync_all()
-            })
-            .map_err(io(&tmp))
-            .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
-        if let Err(e) = written {
-            // A full disk must not keep the half-written copy.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        write_durably(&self.dir, &path, &[MAGIC, &nonce, &ct])
+            .map_err(|(path, source)| BlobError::Io { path, source })?;
         Ok(())
     }
 
@@ -209,6 +189,38 @@ impl BlobStore {
     pub fn file_path(&self, hex: &str) -> PathBuf {
         self.path_of(hex)
     }
+}
+
+/// Writes `parts` to `path` (in `dir`) durably: a temporary file in
+/// `dir/tmp`, fsync'd, renamed into place, the directory fsync'd; a failed
+/// write leaves no half-written copy. The error names the file it concerns.
+pub fn write_durably(
+    dir: &Path,
+    path: &Path,
+    parts: &[&[u8]],
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let tmp = dir.join("tmp").join(crate::util::uuid4());
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            for p in parts {
+                f.write_all(p)?;
+            }
+            f.sync_all()
+        })
+        .map_err(|e| (tmp.clone(), e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e)));
+    if let Err(e) = written {
+        // A full disk must not keep the half-written copy.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| (dir.to_path_buf(), e))
 }
 
 /// emberd's shared key-file rules, with the errors blob callers expect.

@@ -477,6 +477,33 @@ impl Store {
             .read(|r| scan_prefix(&r.open_table(VERSIONS)?, &child_key(name, "")))
     }
 
+    /// Sets a version's `State` (its SnapStart snapshot is stored, or its
+    /// Init failed). A version deleted meanwhile is `NotFound`; one
+    /// published anew (another revision) is left alone.
+    pub fn set_version_state(
+        &self,
+        name: &str,
+        version: u64,
+        revision_id: &str,
+        state: VersionState,
+    ) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(VERSIONS)?;
+            let key = version_key(name, version);
+            let mut v: VersionRecord = get_json(&t, &key)?.ok_or_else(|| {
+                StoreError::NotFound(format!("Function not found: {name}:{version}"))
+            })?;
+            if v.revision_id != revision_id {
+                return Ok(());
+            }
+            v.state = state;
+            put_json(&mut t, &key, &v)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
     /// Deletes one published version; refused while an alias points at it.
     pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
         let w = self.db.begin_write()?;
@@ -723,6 +750,11 @@ fn version_from(rec: &FunctionRecord) -> VersionRecord {
         code: rec.code.clone(),
         revision_id: crate::util::uuid4(),
         last_modified: crate::util::now_lambda(),
+        // A SnapStart version serves once its snapshot is stored.
+        state: match rec.config.snap_start {
+            SnapStartApplyOn::PublishedVersions => VersionState::Pending,
+            SnapStartApplyOn::None => VersionState::Active,
+        },
     }
 }
 

@@ -22,6 +22,51 @@ pub struct FunctionConfig {
     pub ephemeral_storage: u32,
     /// Layer version ARNs.
     pub layers: Vec<String>,
+    /// Lambda's `SnapStart.ApplyOn`: snapshot published versions.
+    #[serde(default)]
+    pub snap_start: SnapStartApplyOn,
+}
+
+/// Lambda's `SnapStartApplyOn`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapStartApplyOn {
+    #[default]
+    None,
+    PublishedVersions,
+}
+
+impl SnapStartApplyOn {
+    /// Lambda's spelling (`None`, `PublishedVersions`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapStartApplyOn::None => "None",
+            SnapStartApplyOn::PublishedVersions => "PublishedVersions",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "None" => Some(SnapStartApplyOn::None),
+            "PublishedVersions" => Some(SnapStartApplyOn::PublishedVersions),
+            _ => None,
+        }
+    }
+}
+
+/// A published version's `State`: SnapStart versions are `Pending` until
+/// their snapshot is stored, `Failed` when their Init failed; all others
+/// are `Active` from the start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionState {
+    #[default]
+    Active,
+    Pending,
+    Failed {
+        /// Lambda's `StateReasonCode`.
+        code: String,
+        /// `StateReason`.
+        reason: String,
+    },
 }
 
 /// Where a function's (or layer's) code lives.
@@ -83,6 +128,8 @@ pub struct VersionRecord {
     pub code: CodeRef,
     pub revision_id: String,
     pub last_modified: String,
+    #[serde(default)]
+    pub state: VersionState,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

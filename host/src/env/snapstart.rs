@@ -1,0 +1,120 @@
+//! SnapStart in the launcher: taking a version's snapshot (a fresh
+//! kernel-less VM with its API socket, `Init` with
+//! `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, pause, `PUT
+//! /snapshot/create`) and restoring it for a cold start (a fresh jailed
+//! `ember-vmm` in API mode, `PUT /snapshot/load` with the decrypted files
+//! and `vsock_override` to this environment's socket, the agent's `Ready`
+//! saying it was restored and initialised). A restore that fails for any
+//! reason but the function's own hook is the caller's cue to boot + Init.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::launcher::VmLauncher;
+use super::{
+    AgentError, EnvError, EnvSpec, Environment, Fault, FunctionError, LaunchError, OnSpawn,
+    RestoreFrom,
+};
+use crate::snapstart::vault::{SnapKey, VaultError};
+
+/// The environment variable Lambda sets to tell a runtime how it was
+/// initialised; `snap-start` makes the agent run `ember_before_snapshot`.
+pub const INIT_TYPE_VAR: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+/// How long the VMM may take to pause and write a snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a restore did not give an environment.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no snapshot vault")]
+    NoVault,
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("restored VM")]
+    Agent(#[source] AgentError),
+    #[error("the restored agent was not initialised (timings: {0})")]
+    NotInitialized(String),
+    /// The function's `ember_after_restore` hook failed: the function's
+    /// error, not the snapshot's (no fallback).
+    #[error("the ember_after_restore hook failed")]
+    Hook,
+}
+
+/// A timing the agent reported in its `Ready`.
+fn timing(env: &Environment, name: &str) -> Option<u64> {
+    env.ready()
+        .timings
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+}
+
+impl VmLauncher {
+    /// A fresh environment restored from `key`'s snapshot.
+    pub(super) fn restore(
+        &self,
+        spec: &EnvSpec,
+        key: &SnapKey,
+        on_spawn: &OnSpawn,
+    ) -> Result<Environment, RestoreError> {
+        let vault = self.vault().ok_or(RestoreError::NoVault)?;
+        let plain = vault.open_plain(key)?;
+        let mut cfg = self.config_for_spec(spec);
+        cfg.work_root = spec.work_dir.clone();
+        // The jail's memory limit follows the snapshot's guest memory.
+        cfg.mem_mib = plain.mem_mib.max(spec.memory_mib);
+        cfg.restore = Some(RestoreFrom {
+            state: plain.state.clone(),
+            mem: plain.mem.clone(),
+        });
+        let env = Environment::launch_with(&cfg, on_spawn).map_err(RestoreError::Agent)?;
+        if timing(&env, "initialized") != Some(1) {
+            let t = format!("{:?}", env.ready().timings);
+            return Err(RestoreError::NotInitialized(t));
+        }
+        if timing(&env, "after_restore_failed") == Some(1) {
+            return Err(RestoreError::Hook);
+        }
+        Ok(env)
+    }
+
+    /// See [`super::EnvLauncher::take_snapshot`].
+    pub(super) fn snapshot_into(&self, spec: &EnvSpec, out: &Path) -> Result<(), EnvError> {
+        if spec.runtime != "wasm" {
+            return Err(EnvError::Launch(LaunchError::Unavailable(
+                "SnapStart snapshots functions of runtime wasm only".into(),
+            )));
+        }
+        let mut cfg = self.config_for_spec(spec);
+        cfg.work_root = spec.work_dir.clone();
+        cfg.api = true;
+        let mut env = Environment::launch_with(&cfg, &OnSpawn::default())
+            .map_err(|e| EnvError::Launch(LaunchError::Agent(e)))?;
+        let code = self.wasm_code(spec, &env)?;
+        let mut init = spec.init_spec(code);
+        init.env.retain(|(k, _)| k != INIT_TYPE_VAR);
+        init.env.push((INIT_TYPE_VAR.into(), "snap-start".into()));
+        match env.init(&init) {
+            Ok(_) => {}
+            Err(AgentError::InitFailed {
+                error_type,
+                message,
+                document,
+                ..
+            }) => {
+                return Err(EnvError::Init(FunctionError {
+                    document,
+                    ..FunctionError::new(&error_type, message)
+                }))
+            }
+            Err(e) => return Err(EnvError::Died(Fault::Agent(e))),
+        }
+        let (state, mem) = env
+            .snapshot(SNAPSHOT_TIMEOUT)
+            .map_err(|e| EnvError::Died(Fault::Agent(e)))?;
+        let moved = std::fs::rename(&state, out.join("state"))
+            .and_then(|()| std::fs::rename(&mem, out.join("mem")));
+        drop(env);
+        moved.map_err(|e| EnvError::Launch(LaunchError::WorkDir(e)))
+    }
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""SnapStart benchmark (issue 18): one emberd, one heavy-init module
+(tests/api/wat/heavyinit.wat, 250 ms in `_initialize`), four peers measured
+in alternating rounds of the same run, at the boto3 client:
+
+  snapstart  cold invoke of a SnapStart version (restore of its snapshot)
+  spare      cold invoke of the same module without SnapStart, 128 MiB
+             (a pre-booted spare VM takes it: Init on the critical path)
+  boot       the same at 256 MiB (no spare of that size: VM boot + Init)
+  warm       a second invoke right after a cold one (same environment)
+
+emberd runs with --idle-timeout 0, so an environment left idle is reaped
+by the next maintenance pass (200 ms) and each round's first invoke is
+cold; the REPORT line of every cold invoke is checked (Restore Duration vs
+Init Duration), so a round that was not cold fails the run instead of
+flattering a median. Prints medians, p90 and ratios, and the load average.
+Usage: scripts/bench-snapstart.py [ROUNDS]   (default 15)"""
+import base64
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests/api"))
+from conftest import Emberd, create  # noqa: E402
+
+
+def module(name):
+    out = os.path.join(tempfile.mkdtemp(), "m.wasm")
+    subprocess.run(["wat2wasm", str(REPO / f"tests/api/wat/{name}.wat"), "-o", out], check=True)
+    return open(out, "rb").read()
+
+
+def timed(c, name, qualifier=None):
+    args = dict(FunctionName=name, Payload=b"{}", LogType="Tail")
+    if qualifier:
+        args["Qualifier"] = qualifier
+    t = time.perf_counter()
+    r = c.invoke(**args)
+    r["Payload"].read()
+    ms = (time.perf_counter() - t) * 1000
+    assert "FunctionError" not in r, r
+    report = [l for l in base64.b64decode(r["LogResult"]).decode().splitlines()
+              if l.startswith("REPORT")][-1]
+    return ms, report
+
+
+def stats(xs):
+    xs = sorted(xs)
+    return statistics.median(xs), xs[min(len(xs) - 1, int(len(xs) * 0.9))]
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    d = tempfile.mkdtemp(prefix="eb", dir="/tmp")
+    e = Emberd(d, ["--idle-timeout", "0", "--spare-vms", "2", "--spare-mib", "128"]).start()
+    try:
+        c = e.client()
+        heavy = module("heavyinit")
+        create(c, "snap", heavy, SnapStart={"ApplyOn": "PublishedVersions"})
+        v = c.publish_version(FunctionName="snap")["Version"]
+        c.get_waiter("published_version_active").wait(
+            FunctionName="snap", Qualifier=v, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+        create(c, "spare", heavy)
+        create(c, "boot", heavy, MemorySize=256)
+        times = {k: [] for k in ("snapstart", "spare", "boot", "warm")}
+        restore_ms = []
+        timed(c, "snap", v)  # first restore decrypts the snapshot into tmpfs
+        time.sleep(0.5)
+        for _ in range(rounds):
+            ms, rep = timed(c, "snap", v)
+            assert "Restore Duration" in rep, rep
+            times["snapstart"].append(ms)
+            restore_ms.append(float(rep.split("Restore Duration: ")[1].split(" ms")[0]))
+            ms, rep = timed(c, "snap", v)
+            assert "Restore Duration" not in rep and "Init Duration" not in rep, rep
+            times["warm"].append(ms)
+            time.sleep(0.5)
+            ms, rep = timed(c, "spare", None)
+            assert "Init Duration" in rep, rep
+            times["spare"].append(ms)
+            time.sleep(0.5)
+            ms, rep = timed(c, "boot", None)
+            assert "Init Duration" in rep, rep
+            times["boot"].append(ms)
+            time.sleep(0.5)
+        load = os.getloadavg()
+        print(f"SnapStart benchmark: {rounds} alternating rounds, heavy-init module "
+              f"(250 ms _initialize), boto3 client latency; {os.cpu_count()} CPUs, "
+              f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        snap50, _ = stats(times["snapstart"])
+        for k, label in (("snapstart", "cold, SnapStart restore"), ("spare", "cold, spare VM + Init"),
+                         ("boot", "cold, VM boot + Init (256 MiB)"), ("warm", "warm")):
+            p50, p90 = stats(times[k])
+            print(f"  {label:<32} p50 {p50:8.2f} ms  p90 {p90:8.2f} ms  "
+                  f"vs SnapStart {p50 / snap50:6.2f}x")
+        r50, r90 = stats(restore_ms)
+        print(f"  emberd's Restore Duration (spawn -> restored agent's Ready): p50 {r50:.2f} ms, p90 {r90:.2f} ms")
+    finally:
+        e.stop()
+
+
+if __name__ == "__main__":
+    main()
