@@ -108,6 +108,8 @@ fn launch(images: &Path, runtime: &str, code: &Path, dir: &Path) -> Environment 
         ],
         extra_args: vec![],
         jail: None,
+        api: false,
+        restore: None,
     };
     let env = Environment::launch(&cfg).unwrap_or_else(|e| {
         panic!(
