@@ -705,6 +705,7 @@ fn a_reactor_reports_its_own_error_documents() {
     let err = load(&init, config(16), clock()).err().unwrap();
     assert_eq!(err.error_type, "Runtime.ExitError");
     assert_eq!(err.document, br#"{"errorType":"I"}"#);
+}
 
 /// SnapStart: with `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start` the reactor's
 /// `ember_before_snapshot` runs after `_initialize`; `after_restore` re-keys
