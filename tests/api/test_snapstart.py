@@ -194,3 +194,18 @@ def test_tampered_snapshot_falls_back_to_boot(emberd):
     assert json.loads(body)["na"] == 0
     assert metric(emberd, "ember_snapstart_restore_failures_total") == failures + 1
     assert wait_for(lambda: "integrity error" in emberd.log(), timeout=5), emberd.log()
+
+
+def test_a_restarted_emberd_restores_from_the_sealed_snapshot(make_emberd):
+    e = make_emberd()
+    c = e.client()
+    create(c, "ss-restart", wasm("snapstart"), SnapStart=SNAP)
+    version = publish_active(c, "ss-restart")
+    assert e.stop() == 0
+    # The decrypted copy went with the old emberd; the sealed file stays.
+    assert not os.path.exists(f"/dev/shm/ember-ss-{e.proc.pid}")
+    e2 = make_emberd()
+    r, body, log = invoke(e2.client(), "ss-restart", version)
+    assert "FunctionError" not in r, (body, log)
+    assert "Restore Duration" in report(log), log
+    assert json.loads(body)["na"] == 1
