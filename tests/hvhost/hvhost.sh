@@ -100,9 +100,7 @@ else
   # One QEMU boot for every suite, except those whose header says
   # `# layer: own`: each gets a boot of its own, so that if it takes the
   # layer's kernel down (the triple fault stopped the whole layer once in
-  # CI) the other suites' results stand. Such a suite whose layer stopped
-  # responding (or ended before the suite did) gets one more, fresh layer;
-  # both attempts are reported.
+  # CI) the other suites' results stand.
   shared=() own=()
   for s in "${suites[@]}"; do
     if grep -q '^# layer: own' "$here/suite/$s"; then own+=("$s"); else shared+=("$s"); fi
@@ -123,20 +121,34 @@ else
     mv "$results/console.log" "$results/console-$label.log" 2>/dev/null || true
     [ ! -f "$results/stall.txt" ] || mv "$results/stall.txt" "$results/stall-$label.txt"
   }
-  [ ${#shared[@]} -eq 0 ] || boot_layer shared "${shared[@]}"
+  # Suites of LABEL's layer that have no result because the layer stopped
+  # responding (or ended before them) get one more, fresh layer of their own
+  # kind; suites that finished keep their results, and a suite that failed
+  # is never rerun. Both attempts' consoles and stall reports are kept.
+  retry_unfinished() { # LABEL SUITE...
+    local label=$1 s missing=()
+    shift
+    for s in "$@"; do [ -f "$results/$s.rc" ] || missing+=("$s"); done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    if [ -f "$results/stall-$label.txt" ]; then
+      log "${missing[*]}: $(head -n 1 "$results/stall-$label.txt"); once more in a fresh layer"
+      mv "$results/stall-$label.txt" "$results/stall-$label-attempt1.txt"
+    else
+      log "${missing[*]}: the layer ended before them (console-$label-attempt1.log); once more in a fresh layer"
+    fi
+    mv "$results/console-$label.log" "$results/console-$label-attempt1.log" 2>/dev/null || true
+    for s in "${missing[@]}"; do
+      mv "$results/$s.log" "$results/$s-attempt1.log" 2>/dev/null || true
+    done
+    boot_layer "$label" "${missing[@]}"
+  }
+  if [ ${#shared[@]} -gt 0 ]; then
+    boot_layer shared "${shared[@]}"
+    retry_unfinished shared "${shared[@]}"
+  fi
   for s in "${own[@]}"; do
     boot_layer "$s" "$s"
-    if [ ! -f "$results/$s.rc" ]; then
-      if [ -f "$results/stall-$s.txt" ]; then
-        log "suite $s: $(head -n 1 "$results/stall-$s.txt"); once more in a fresh layer"
-        mv "$results/stall-$s.txt" "$results/stall-$s-attempt1.txt"
-      else
-        log "suite $s: its layer ended before the suite did (console-$s-attempt1.log); once more in a fresh layer"
-      fi
-      mv "$results/console-$s.log" "$results/console-$s-attempt1.log" 2>/dev/null || true
-      mv "$results/$s.log" "$results/$s-attempt1.log" 2>/dev/null || true
-      boot_layer "$s" "$s"
-    fi
+    retry_unfinished "$s" "$s"
   done
 fi
 
