@@ -168,13 +168,11 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
             ..Default::default()
         })
         .await;
+    let mut log_tail =
+        tail.then(|| crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)));
     let mut reply = match (&out.result, req.answer) {
         (CallResult::ServiceError(m), _) => return Err(ApiError::Service(m.clone())),
-        (result, Answer::Stream) => {
-            let tail =
-                tail.then(|| crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)));
-            super::stream::reply(&out.version, result, tail)
-        }
+        (result, Answer::Stream) => super::stream::reply(&out.version, result, log_tail.take()),
         (CallResult::Success(payload), Answer::Whole) => success(&out.version, payload),
         (CallResult::FunctionError(f), Answer::Whole) => function_error(&out.version, f),
     };
@@ -191,11 +189,8 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     reply
         .headers
         .push(("X-Amz-Ember-Cold-Start", out.cold.to_string()));
-    if tail && req.answer == Answer::Whole {
-        reply.headers.push((
-            "X-Amz-Log-Result",
-            crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)),
-        ));
+    if let (Some(t), Answer::Whole) = (log_tail, req.answer) {
+        reply.headers.push(("X-Amz-Log-Result", t));
     }
     Ok(reply)
 }
