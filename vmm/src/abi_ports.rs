@@ -1,7 +1,10 @@
 //! The kernel-less ABI ports as one bus device per vCPU (`guest::PORT_EXIT`,
 //! `PORT_WAIT`, `PORT_PARK`, `PORT_SLEEP`), and the [`Doorbell`] that device interrupts ring
 //! to end a `PORT_WAIT`. One instance per vCPU, so a vCPU blocked in wait or
-//! park holds only its own device lock.
+//! park holds only its own device lock. Every sleep also ends when the
+//! vCPU's own kick bell rings (a control message is waiting for it): the kick
+//! signal alone can land between the vCPU loop's look at its messages and
+//! the `ppoll`, and then the sleep would outlast a pause.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -39,35 +42,48 @@ impl Doorbell {
     pub fn ring(&self) -> std::io::Result<()> {
         self.0.write(1)
     }
+
+    /// Forgets the rings so far (never blocks).
+    pub fn clear(&self) {
+        let _ = self.0.read();
+    }
 }
 
 /// The ABI ports of one vCPU.
 pub struct AbiPorts {
     exits: ExitNotifier,
     doorbell: Doorbell,
+    /// This vCPU's kick bell: rung with every control message, cleared by
+    /// the vCPU loop when it reads them; it ends any sleep here.
+    kick: Doorbell,
 }
 
 impl AbiPorts {
     /// The ports for one vCPU.
-    pub fn new(exits: ExitNotifier, doorbell: Doorbell) -> Self {
-        AbiPorts { exits, doorbell }
+    pub fn new(exits: ExitNotifier, doorbell: Doorbell, kick: Doorbell) -> Self {
+        AbiPorts {
+            exits,
+            doorbell,
+            kick,
+        }
     }
 
-    /// Sleeps until the doorbell rings, the VM stops, or `timeout_us` passes
-    /// (0 = no timeout). A signal (the vCPU kick) also ends the sleep.
+    fn pollfd(fd: &EventFd) -> libc::pollfd {
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }
+    }
+
+    /// Sleeps until the doorbell rings, the VM stops, the vCPU is kicked,
+    /// or `timeout_us` passes (0 = no timeout).
     fn wait(&self, timeout_us: u32) {
         let stop = &self.exits.state().stop_evt;
         let mut fds = [
-            libc::pollfd {
-                fd: self.doorbell.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            Self::pollfd(&self.doorbell.0),
+            Self::pollfd(stop),
+            Self::pollfd(&self.kick.0),
         ];
         let ts = libc::timespec {
             tv_sec: (timeout_us / 1_000_000) as libc::time_t,
@@ -78,22 +94,22 @@ impl AbiPorts {
         } else {
             &ts as *const libc::timespec
         };
-        // SAFETY: `fds` is a valid array of 2 pollfds and `tsp` is null or
+        // SAFETY: `fds` is a valid array of 3 pollfds and `tsp` is null or
         // points to `ts`; both outlive the call.
-        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 3, tsp, std::ptr::null()) };
         if n > 0 && fds[0].revents & libc::POLLIN != 0 {
             // Consume the rings; another vCPU may have raced us to it (EAGAIN).
             let _ = self.doorbell.0.read();
         }
     }
 
-    /// Sleeps until the VM stops (or a kick signal arrives).
+    /// Sleeps until the VM stops (or the vCPU is kicked).
     fn park(&self) {
         self.sleep_until_stop(None);
     }
 
-    /// Sleeps `us` microseconds, or until the VM stops (or a kick signal
-    /// arrives); the doorbell is left alone.
+    /// Sleeps `us` microseconds, or until the VM stops (or the vCPU is
+    /// kicked); the doorbell is left alone.
     fn sleep(&self, us: u32) {
         if us > 0 {
             self.sleep_until_stop(Some(us));
@@ -102,11 +118,7 @@ impl AbiPorts {
 
     fn sleep_until_stop(&self, timeout_us: Option<u32>) {
         let stop = &self.exits.state().stop_evt;
-        let mut fd = libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut fds = [Self::pollfd(stop), Self::pollfd(&self.kick.0)];
         let ts = timeout_us.map(|us| libc::timespec {
             tv_sec: (us / 1_000_000) as libc::time_t,
             tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
@@ -114,9 +126,9 @@ impl AbiPorts {
         let tsp = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: one valid pollfd; `tsp` is null or points to `ts`, which
-        // outlives the call; no signal mask change.
-        unsafe { libc::ppoll(&mut fd, 1, tsp, std::ptr::null()) };
+        // SAFETY: `fds` is a valid array of 2 pollfds; `tsp` is null or
+        // points to `ts`, which outlives the call; no signal mask change.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
     }
 }
 
@@ -152,7 +164,28 @@ mod tests {
     fn ports() -> (AbiPorts, Doorbell, std::sync::mpsc::Receiver<VmExit>) {
         let (n, rx) = ExitNotifier::new(StopState::new().unwrap());
         let d = Doorbell::new().unwrap();
-        (AbiPorts::new(n, d.clone()), d, rx)
+        (AbiPorts::new(n, d.clone(), Doorbell::new().unwrap()), d, rx)
+    }
+
+    #[test]
+    fn a_kick_rung_before_the_sleep_ends_wait_park_and_sleep() {
+        let (mut p, _, _rx) = ports();
+        p.kick.ring().unwrap();
+        let t = Instant::now();
+        p.write(1, &0u32.to_le_bytes());
+        p.write(2, &[0]);
+        p.write(3, &10_000_000u32.to_le_bytes());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a sleep missed the kick"
+        );
+        p.kick.clear();
+        let t = Instant::now();
+        p.write(3, &20_000u32.to_le_bytes());
+        assert!(
+            t.elapsed() >= Duration::from_millis(20),
+            "a cleared kick still ended the sleep"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! buses, turns faults into a [`VmExit::Crash`] report, and obeys typed control
 //! messages ([`VcpuEvent`]) delivered with a kick: a real-time signal whose
 //! handler sets `kvm_run.immediate_exit`, so the vCPU leaves (or never enters)
-//! KVM_RUN and reads its messages.
+//! KVM_RUN and reads its messages, and a ring of the vCPU's kick bell, which
+//! ends a sleep in the ABI ports even when the signal came just before it.
 
 use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -15,6 +16,7 @@ use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::abi_ports::Doorbell;
 use crate::exit::{ExitNotifier, VmExit};
 use crate::snapshot::vcpu_state::{SaveError, VcpuState};
 
@@ -73,6 +75,8 @@ pub struct Vcpu {
     pub pio: Bus,
     pub mmio: Bus,
     pub exits: ExitNotifier,
+    /// Rung with every control message; the ABI ports' sleeps watch it.
+    pub kick: Doorbell,
 }
 
 /// The main thread's handle on a running vCPU.
@@ -80,6 +84,7 @@ pub struct VcpuHandle {
     pub index: u8,
     events: Sender<VcpuEvent>,
     responses: Receiver<VcpuResponse>,
+    kick: Doorbell,
     thread: JoinHandle<()>,
 }
 
@@ -88,6 +93,9 @@ impl VcpuHandle {
     pub fn send(&self, event: VcpuEvent) {
         // A vCPU that has already stopped has dropped its receiver: nothing to do.
         if self.events.send(event).is_ok() {
+            // Bell first: a vCPU between reading its messages and sleeping
+            // in an ABI port would sleep through the signal, not the bell.
+            let _ = self.kick.ring();
             let _ = self.thread.kill(SIGRTMIN());
         }
     }
@@ -119,6 +127,7 @@ impl Vcpu {
         }
         let (resp_tx, resp_rx) = mpsc::channel();
         let index = self.index;
+        let kick = self.kick.clone();
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .stack_size(256 * 1024)
@@ -127,6 +136,7 @@ impl Vcpu {
             index,
             events: events_tx,
             responses: resp_rx,
+            kick,
             thread,
         })
     }
@@ -145,6 +155,9 @@ impl Vcpu {
                 if !self.control(event, &events, &responses) {
                     break;
                 }
+                // The rings of the messages just read; a message sent after
+                // this is found by the next look at the channel.
+                self.kick.clear();
                 continue;
             }
             match self.run_once() {

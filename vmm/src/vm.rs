@@ -582,7 +582,8 @@ fn start_vcpus(
         // Each vCPU gets its own ABI ports, so one blocked in wait/park does
         // not hold a lock another vCPU needs.
         let mut own_pio = pio.clone();
-        let ports = AbiPorts::new(exits.clone(), doorbell.clone());
+        let kick = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
+        let ports = AbiPorts::new(exits.clone(), doorbell.clone(), kick.clone());
         own_pio.insert(ABI_PORT_BASE, ABI_PORT_LEN, Arc::new(Mutex::new(ports)))?;
         let vcpu = Vcpu {
             index: index as u8,
@@ -590,6 +591,7 @@ fn start_vcpus(
             pio: own_pio,
             mmio: mmio.clone(),
             exits: exits.clone(),
+            kick,
         };
         match vcpu.start(paused) {
             Ok(h) => handles.push(h),
