@@ -120,6 +120,11 @@ def sleep(event, context):
     time.sleep(10)
     return "never"
 
+def nap(event, context):
+    t = time.monotonic()
+    time.sleep(0.2)
+    return time.monotonic() - t
+
 def spin(event, context):
     while True:
         pass
@@ -288,15 +293,21 @@ def test_results_are_marshalled_as_awslambdaric_does(lam):
     assert err is None and body == b"raw \x00 bytes", body
 
 
-def test_a_timeout_ends_the_invocation_with_lambdas_message(lam):
-    # (time.sleep is not available yet: WASI poll_oneoff is ENOSYS here.)
-    handler, name = "probe.spin", "timeout-spin"
+@pytest.mark.parametrize("handler", ["probe.sleep", "probe.spin"])
+def test_a_timeout_ends_the_invocation_with_lambdas_message(lam, handler):
+    name = handler.replace("probe.", "timeout-")
     create(lam, name, zip_bytes({"probe.py": PROBE}), handler, Timeout=2)
     t = time.monotonic()
     err, body, _ = invoke(lam, name)
     assert time.monotonic() - t < 15
     doc = json.loads(body)
     assert err == "Unhandled" and doc["errorMessage"] == "Task timed out after 2.00 seconds", doc
+
+
+def test_time_sleep_waits(lam):
+    create(lam, "nap", zip_bytes({"probe.py": PROBE}), "probe.nap")
+    err, body, _ = invoke(lam, "nap")
+    assert err is None and 0.2 <= json.loads(body) < 1.0, body
 
 
 def test_tmp_persists_within_an_environment_and_never_across(ember, lam, probe):

@@ -82,6 +82,8 @@ fn memory_kib(store: &mut Store<Ctx>, instance: Instance) -> u64 {
 /// Calls `f` with fuel slices until it finishes, traps, exits, or the clock
 /// passes `deadline_ms`.
 fn call(store: &mut Store<Ctx>, f: Func, clock: &dyn Clock, deadline_ms: u64) -> CallEnd {
+    // WASI calls that wait (poll_oneoff) stop at the deadline too.
+    store.data_mut().deadline_ms = deadline_ms;
     if store.set_fuel(FUEL_SLICE).is_err() {
         return CallEnd::Trap("fuel metering unavailable".into());
     }

@@ -36,6 +36,8 @@ mod runtime;
 mod wasi;
 #[cfg(feature = "wasm")]
 mod wasi_fs;
+#[cfg(feature = "wasm")]
+mod wasi_poll;
 
 #[cfg(feature = "wasm")]
 pub use agent::{Control, WasmAgent};

@@ -760,3 +760,36 @@ fn snapstart_hooks_run_and_restores_rekey_the_random_stream() {
     assert_eq!(e.error_type, "Runtime.InitError");
     assert!(e.message.contains("ember_after_restore"), "{}", e.message);
 }
+
+/// `poll_oneoff` with one relative clock subscription (what `time.sleep`
+/// becomes) waits that long and reports the clock event.
+#[test]
+fn poll_oneoff_sleeps_on_a_clock() {
+    let code = module_with(
+        r#"
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+"#,
+        r#"
+  (func (export "_start")
+    ;; subscription at 512: userdata 7, tag 0 (clock), id 1, timeout 30 ms
+    (i64.store (i32.const 512) (i64.const 7))
+    (i32.store8 (i32.const 520) (i32.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 536) (i64.const 30000000))
+    (i32.store (i32.const 64) (call $poll (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 68)))
+    ;; errno, nevents, the event's userdata (low 4 bytes)
+    (i32.store (i32.const 72) (i32.load (i32.const 640)))
+    (drop (call $write (i32.const 1) (i32.const 64) (i32.const 12))))
+"#,
+    );
+    let mut rt = runtime(&code);
+    let t = std::time::Instant::now();
+    let out = invoke(&mut rt, b"");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(30),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(response(&out), [0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0]);
+}

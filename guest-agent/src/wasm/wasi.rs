@@ -290,6 +290,7 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "fd_prestat_get",
     "fd_close",
     "sched_yield",
+    "poll_oneoff",
     "proc_exit",
 ];
 
@@ -429,6 +430,22 @@ macro_rules! define_wasi {
             })?;
             add_fs_to_linker(linker)?;
             linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
+            linker.func_wrap(
+                WASI,
+                "poll_oneoff",
+                |mut c: Caller<'_, Ctx>, subs: i32, out: i32, n: i32, nevents: i32| {
+                    with_mem(&mut c, |m, ctx| {
+                        $crate::wasm::wasi_poll::poll_oneoff(
+                            m,
+                            ctx,
+                            subs as u32,
+                            out as u32,
+                            n as u32,
+                            nevents as u32,
+                        )
+                    })
+                },
+            )?;
             linker.func_wrap(
                 WASI,
                 "proc_exit",
