@@ -294,14 +294,14 @@ def test_results_are_marshalled_as_awslambdaric_does(lam):
 
 
 @pytest.mark.parametrize("handler", ["probe.sleep", "probe.spin"])
-def test_a_timeout_ends_the_invocation_with_lambdas_message(lam, handler):
+def test_a_timeout_ends_the_invocation_with_lambdas_message(ember, lam, handler):
     name = handler.replace("probe.", "timeout-")
     create(lam, name, zip_bytes({"probe.py": PROBE}), handler, Timeout=2)
     t = time.monotonic()
     err, body, _ = invoke(lam, name)
     took = time.monotonic() - t
     doc = json.loads(body)
-    assert took < 15, (took, doc)
+    assert took < 15, (took, doc, ember.log()[-1500:])
     assert err == "Unhandled" and doc["errorMessage"] == "Task timed out after 2.00 seconds", doc
 
 

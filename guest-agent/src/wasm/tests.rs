@@ -793,3 +793,32 @@ fn poll_oneoff_sleeps_on_a_clock() {
     );
     assert_eq!(response(&out), [0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0]);
 }
+
+/// A sleep past the invocation's deadline ends at the deadline as a timeout.
+#[test]
+fn poll_oneoff_stops_at_the_deadline() {
+    let code = module_with(
+        r#"
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+"#,
+        r#"
+  (func (export "_start")
+    (i32.store8 (i32.const 520) (i32.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 536) (i64.const 10000000000))
+    (loop $l
+      (drop (call $poll (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 68)))
+      (br $l)))
+"#,
+    );
+    let mut rt = runtime(&code);
+    let t = std::time::Instant::now();
+    let out = invoke(&mut rt, b"");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(error_of(&out).0, "Sandbox.Timedout");
+}
