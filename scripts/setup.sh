@@ -34,7 +34,7 @@ for pair in qemu-system-x86_64:qemu-system-x86 clang:clang ld.lld:lld wat2wasm:w
             mksquashfs:squashfs-tools mkfs.ext4:e2fsprogs \
             as:binutils objcopy:binutils \
             ip:iproute2 openssl:openssl prometheus:prometheus \
-            chromium:chromium /usr/bin/time:time; do
+            chromium:chromium /usr/bin/time:time nats-server:nats-server; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -48,6 +48,13 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -p no:cacheprovider tests/bench
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || exit "$rc"
+# The fleet suite (issue 21): 3 clustered nats-server with JetStream and 3
+# emberd hosts joined with --cluster, all on loopback; about 15 s.
+set +e
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -q -p no:cacheprovider tests/fleet
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || exit "$rc"
 # The hostile suite (issue 13): attacks by clients, tenants and guests against a
 # real emberd on loopback. Its own pytest run for the same conftest reason.
 set +e

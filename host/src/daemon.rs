@@ -140,6 +140,8 @@ pub struct ServeArgs {
     pub events: crate::events::EventArgs,
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,8 @@ pub enum DaemonError {
     Logs(#[from] crate::logs::LogError),
     #[error("opening the audit trail")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("joining the fleet")]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// `/var/lib/ember` for root, `~/.local/share/ember` otherwise.
@@ -258,6 +262,39 @@ fn lock_run_dir(run: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     Ok(f)
 }
 
+/// The single-host store, or with `--cluster` a fleet host's store over the
+/// shared buckets (code sealed with the operator's key file, which must exist).
+fn open_store(
+    args: &ServeArgs,
+    data: &std::path::Path,
+    fleet: Option<&crate::fleet::Fleet>,
+) -> Result<Store, DaemonError> {
+    let dir = data.join("store");
+    let Some(fleet) = fleet else {
+        return Ok(Store::open(&dir)?.with_limits((&args.store).into()));
+    };
+    let key = fleet_key(args, data)?;
+    let shared = crate::fleet::FleetRecords::new(fleet.bridge.clone(), fleet.buckets.clone());
+    Ok(Store::open_shared(&dir, &key, Arc::new(shared))?.with_limits((&args.store).into()))
+}
+
+/// The fleet's code key file: `--cluster-key` or the store's own key,
+/// which must exist (a fleet never creates one: every host needs the same).
+fn fleet_key(args: &ServeArgs, data: &std::path::Path) -> Result<PathBuf, DaemonError> {
+    let key = args
+        .fleet
+        .cluster_key
+        .clone()
+        .unwrap_or_else(|| data.join("store").join("master.key"));
+    if !key.is_file() {
+        return Err(DaemonError::Config(format!(
+            "--cluster needs the fleet's code key: {} does not exist (one 32-byte file, mode 0600, the same on every host; --cluster-key names it)",
+            key.display()
+        )));
+    }
+    Ok(key)
+}
+
 /// Runs emberd until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -268,7 +305,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     if killed > 0 {
         eprintln!("emberd: killed {killed} ember-vmm/ember-jailer left over from a previous run");
     }
-    let store = Arc::new(Store::open(&data.join("store"))?.with_limits((&args.store).into()));
+    let fleet = match args.fleet.enabled() {
+        true => {
+            fleet_key(&args, &data)?;
+            Some(crate::fleet::Fleet::connect(&args.fleet)?)
+        }
+        false => None,
+    };
+    let store = Arc::new(open_store(&args, &data, fleet.as_ref())?);
     let creds_path = data.join(crate::auth::creds::FILE_NAME);
     let first_key = crate::auth::creds::ensure_initial(&creds_path)?;
     let mut auth = crate::auth::Authenticator::new(creds_path.clone());
@@ -388,6 +432,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         args.logs.config(),
         metrics.clone(),
     )?);
+    let members = fleet
+        .as_ref()
+        .map(|f| Arc::new(crate::fleet::Members::new(f, format!("{scheme}://{addr}"))));
     let invoker = Invoker::new(store.clone(), pool.clone(), metrics.clone(), logs.clone());
     let functions = Functions::new(
         store,
@@ -411,6 +458,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         auth: Arc::new(auth),
         logs,
         audit: Some(audit.clone()),
+        fleet: members.clone(),
     });
     app.functions
         .reconcile()
@@ -435,6 +483,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         pool.clone()
             .run_maintenance(Duration::from_millis(200), rx.clone()),
     );
+    if let Some(m) = &members {
+        m.start(rx.clone())?;
+        eprintln!("emberd: joined the fleet as {}", m.node_id());
+    }
     tokio::spawn(crate::audit::tasks::digest_timer(audit.clone(), rx.clone()));
     tokio::spawn(crate::audit::tasks::watch_credentials(
         audit.clone(),

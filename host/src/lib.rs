@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod digest;
 pub mod env;
 pub mod events;
+pub mod fleet;
 pub mod functions;
 pub mod heap;
 pub mod invoker;

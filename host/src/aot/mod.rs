@@ -441,8 +441,7 @@ pub fn prepare(aot: &Arc<Aot>, store: &Arc<crate::store::Store>, blob: &str, mem
     let (store, id) = (store.clone(), blob.to_string());
     aot.prepare(blob, memory_mib, move || {
         store
-            .blobs
-            .get(&id)
+            .read_blob(&id)
             .map_err(|e| crate::util::error_chain(&e))
     });
 }

@@ -126,6 +126,13 @@ impl From<StoreError> for ApiError {
                 message: m,
             },
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ StoreError::Shared(_) => {
+                let detail = crate::util::error_chain(&e);
+                eprintln!("emberd: fleet store: {detail}");
+                ApiError::Unavailable(format!(
+                    "The fleet's shared store (NATS JetStream) did not answer: {detail}. Retry later."
+                ))
+            }
             other if other.is_storage() => {
                 // The disk failed (full, say): the store reopens by itself;
                 // the client may retry.

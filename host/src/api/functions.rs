@@ -401,8 +401,7 @@ pub fn download(app: &App, req: &Req, raw: &str, version: &str) -> Result<Reply,
     let module = app
         .functions
         .store()
-        .blobs
-        .get(&r.code.blob)
+        .read_blob(&r.code.blob)
         .map_err(StoreError::from)?;
     Ok(Reply {
         status: 200,

@@ -7,6 +7,7 @@ mod account;
 pub mod audit;
 pub mod error;
 pub mod events;
+mod fleet;
 mod function_settings;
 mod functions;
 pub mod invoke;
@@ -58,6 +59,8 @@ pub struct App {
     /// The audit trail every control-plane call is recorded in (None in
     /// in-process tests that do not exercise it).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// This host's fleet membership (None: a single host, no `--cluster`).
+    pub fleet: Option<Arc<crate::fleet::Members>>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.
@@ -191,6 +194,8 @@ pub enum Route {
     Metrics,
     /// emberd's own: `GET /ember/logs/{function}` (for `ember logs`).
     GetLogs(String),
+    /// emberd's own: `GET /ember/fleet` (the live hosts, for `ember fleet`).
+    FleetStatus,
     /// Event invoke configs, destination queues, the async queue's state.
     Events(crate::api::events::Route),
 }
@@ -274,6 +279,7 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
         (&M::GET, ["ember", "logs", _]) => Route::GetLogs(f(2)),
+        (&M::GET, ["ember", "fleet"]) => Route::FleetStatus,
         (m, rest) => match crate::api::events::route(m, rest) {
             Some(r) => Route::Events(r),
             None => {
@@ -381,6 +387,7 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         }
         Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
         Route::Metrics => Ok(metrics::reply(app, &req.caller)),
+        Route::FleetStatus => fleet::status(app),
         Route::GetLogs(_) => Err(ApiError::Service("GetLogs is served asynchronously".into())),
         Route::Events(r) => crate::api::events::dispatch(app, r, req),
         Route::Invoke(..) => Err(ApiError::Service(

@@ -88,6 +88,7 @@ async fn server_with(caps: Capabilities) -> Server {
         auth: Arc::new(crate::auth::Authenticator::new(creds_file)),
         logs,
         audit: None,
+        fleet: None,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(

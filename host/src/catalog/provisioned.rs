@@ -19,7 +19,7 @@ pub fn reconcile(store: &Store, pool: &Pool) -> Result<(), StoreError> {
         let Ok(r) = resolve(store, &rec.function, Some(&rec.qualifier)) else {
             continue;
         };
-        let code = Arc::new(store.blobs.get(&r.code.blob).map_err(StoreError::from)?);
+        let code = Arc::new(store.read_blob(&r.code.blob).map_err(StoreError::from)?);
         let template = spec_template(&r, code);
         targets.push(Target {
             function: rec.function.clone(),
@@ -76,8 +76,7 @@ pub fn lazy_spec(store: &Arc<Store>, r: &Resolved) -> SpecFn {
     let blob = r.code.blob.clone();
     Box::new(move |env_id, work_dir| {
         let code = store
-            .blobs
-            .get(&blob)
+            .read_blob(&blob)
             .map_err(|e| EnvError::Launch(LaunchError::CodeBlob(e)))?;
         Ok(EnvSpec {
             env_id,

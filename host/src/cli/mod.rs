@@ -99,6 +99,8 @@ enum Cmd {
     /// emberd's local destination queues (async invocation records).
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// The live hosts of this emberd's fleet (`emberd --cluster`).
+    Fleet,
     /// Cold-start benchmarks: VMMs side by side, functions through emberd,
     /// ramps; raw records, summary, plots and report.html in --out DIR.
     #[command(subcommand)]
@@ -406,6 +408,20 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Cmd::Queue(q) => queue::run(ep, cli.json, q)
             .await
             .map_err(|e| CliError::Usage(crate::util::error_chain(&e)))?,
+        Cmd::Fleet => {
+            let r = call(ep, "GET", "/ember/fleet", &[], Value::Null).await?;
+            output(cli.json, &json_of(&r), |v| {
+                println!("{:<20} {:<32} {:>10}", "NODE", "URL", "LAST BEAT");
+                for h in v["Hosts"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<20} {:<32} {:>8}ms",
+                        h["NodeId"].as_str().unwrap_or(""),
+                        h["Url"].as_str().unwrap_or(""),
+                        h["LastBeatAgeMs"].as_u64().unwrap_or(0)
+                    );
+                }
+            });
+        }
         Cmd::Env(EnvCmd::List) => {
             let r = call(ep, "GET", "/ember/environments", &[], Value::Null).await?;
             output(cli.json, &json_of(&r), |v| {

@@ -70,8 +70,7 @@ impl LinuxGuests {
         std::thread::spawn(move || {
             let load = || {
                 me.store
-                    .blobs
-                    .get(&blob)
+                    .read_blob(&blob)
                     .map_err(|e| LinuxError::Blob(e.into()))
             };
             let built = me
@@ -95,8 +94,7 @@ impl LinuxGuests {
         let blobs = self.layer_blobs(arns)?;
         let load = |b: &str| {
             self.store
-                .blobs
-                .get(b)
+                .read_blob(b)
                 .map_err(|e| LinuxError::Blob(StoreError::from(e)))
         };
         self.cache.layers_image(&blobs, load).map(Some)

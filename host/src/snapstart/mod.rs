@@ -131,8 +131,7 @@ impl SnapStart {
     fn take(&self, function: &str, v: &VersionRecord) -> Result<(), TakeError> {
         let code = self
             .store
-            .blobs
-            .get(&v.code.blob)
+            .read_blob(&v.code.blob)
             .map_err(TakeError::Code)?;
         let r = Resolved {
             name: function.into(),

@@ -34,6 +34,9 @@ pub enum BlobError {
     BadAddress(String),
     #[error("no entropy for a nonce")]
     Entropy,
+    /// Fetching the blob from a fleet's shared code store failed.
+    #[error("fetching the blob from the fleet's code store")]
+    Remote(#[source] Box<super::StoreError>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -68,6 +71,19 @@ impl BlobStore {
                 let _ = fs::remove_file(e.path());
             }
         }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cipher,
+        })
+    }
+
+    /// Opens `dir` with the operator's existing key file (a fleet: every
+    /// host must use the same key, so none is ever created here).
+    pub fn open_with_existing_key(dir: &Path, key_path: &Path) -> Result<Self, BlobError> {
+        fs::create_dir_all(dir.join("tmp")).map_err(io(dir))?;
+        let key = crate::keyfile::load(key_path).map_err(key_error)?;
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|_| BlobError::BadKey(key_path.into()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             cipher,
@@ -121,6 +137,40 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Writes a sealed blob durably at `path` ([`write_durably`]).
+    fn write_file(&self, path: &Path, sealed: &[u8]) -> Result<(), BlobError> {
+        write_durably(&self.dir, path, &[sealed])
+            .map_err(|(path, source)| BlobError::Io { path, source })
+    }
+
+    /// The sealed bytes of blob `hex` as stored (what a fleet uploads: code
+    /// leaves the host encrypted exactly as it is on disk).
+    pub fn sealed(&self, hex: &str) -> Result<Vec<u8>, BlobError> {
+        if !valid_address(hex) {
+            return Err(BlobError::BadAddress(hex.into()));
+        }
+        let path = self.path_of(hex);
+        match fs::read(&path) {
+            Ok(raw) => Ok(raw),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(BlobError::Missing(hex.into()))
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Stores sealed bytes fetched from elsewhere at `hex`, after checking
+    /// they open under this host's key to content with that address (a
+    /// tampered or foreign blob is refused and never written).
+    pub fn put_sealed(&self, hex: &str, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
+        if !valid_address(hex) {
+            return Err(BlobError::BadAddress(hex.into()));
+        }
+        let plain = self.open_sealed(hex, sealed)?;
+        self.write_file(&self.path_of(hex), sealed)?;
+        Ok(plain)
+    }
+
     /// Loads and decrypts blob `hex`, checking the GCM tag (bound to the
     /// address) and the plaintext's SHA-256.
     pub fn get(&self, hex: &str) -> Result<Vec<u8>, BlobError> {
@@ -136,6 +186,12 @@ impl BlobStore {
             }
             Err(e) => return Err(io(&path)(e)),
         };
+        self.open_sealed(hex, &raw)
+    }
+
+    /// Decrypts sealed bytes claimed to be blob `hex`, checking the GCM tag
+    /// (bound to the address) and the plaintext's SHA-256.
+    fn open_sealed(&self, hex: &str, raw: &[u8]) -> Result<Vec<u8>, BlobError> {
         if raw.len() < MAGIC.len() + NONCE_LEN || &raw[..4] != MAGIC {
             return Err(BlobError::Integrity(hex.into()));
         }
@@ -225,12 +281,16 @@ pub fn write_durably(
 
 /// emberd's shared key-file rules, with the errors blob callers expect.
 fn load_or_create_key(path: &Path) -> Result<[u8; 32], BlobError> {
+    crate::keyfile::load_or_create(path).map_err(key_error)
+}
+
+fn key_error(e: crate::keyfile::KeyFileError) -> BlobError {
     use crate::keyfile::KeyFileError;
-    crate::keyfile::load_or_create(path).map_err(|e| match e {
+    match e {
         KeyFileError::Io { path, source } => BlobError::Io { path, source },
         KeyFileError::Bad(p) => BlobError::BadKey(p),
         KeyFileError::Entropy => BlobError::Entropy,
-    })
+    }
 }
 
 #[cfg(test)]

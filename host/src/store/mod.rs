@@ -8,14 +8,17 @@
 
 pub mod blob;
 pub mod dbfile;
+mod layers;
 pub mod limits;
 pub mod model;
 pub mod pins;
 mod retired;
+pub mod shared;
 pub mod usage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -25,6 +28,7 @@ pub use blob::{sha256_hex, BlobError, BlobStore};
 pub use limits::{Limits, StoreArgs};
 pub use model::*;
 pub use pins::Pin;
+pub use shared::SharedBackend;
 
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
@@ -56,6 +60,9 @@ pub enum StoreError {
     /// An account's quota of queued async event bytes.
     #[error("{0}")]
     QueueQuota(String),
+    /// A fleet's shared backend failed (unreachable, timed out): retryable.
+    #[error("the fleet's shared store")]
+    Shared(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
@@ -138,6 +145,8 @@ pub struct Store {
     pins: pins::Pins,
     dir: PathBuf,
     limits: Limits,
+    /// A fleet's shared records and code (None: this host's own store).
+    shared: Option<Arc<dyn SharedBackend>>,
 }
 
 impl Store {
@@ -156,15 +165,57 @@ impl Store {
         w.open_table(PROVISIONED)?;
         w.open_table(retired::LAYERS_RETIRED)?;
         w.commit()?;
+        Self::assemble(dir, db, blobs, None)
+    }
+
+    fn assemble(
+        dir: &Path,
+        db: dbfile::DbFile,
+        blobs: BlobStore,
+        shared: Option<Arc<dyn SharedBackend>>,
+    ) -> Result<Self> {
         let store = Self {
             db,
             blobs,
             pins: pins::Pins::default(),
             dir: dir.to_path_buf(),
             limits: Limits::default(),
+            shared,
         };
         store.collect_garbage()?;
         Ok(store)
+    }
+
+    /// A fleet host's store: records in `shared`, code blobs cached under
+    /// `dir/blobs` sealed with the operator's key file `key` (which must
+    /// exist: every host of a fleet uses the same one). The local database
+    /// is still opened (it holds nothing the fleet shares).
+    pub fn open_shared(dir: &Path, key: &Path, shared: Arc<dyn SharedBackend>) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.into(), e))?;
+        let blobs = BlobStore::open_with_existing_key(&dir.join("blobs"), key)?;
+        let db = dbfile::DbFile::open(&dir.join("meta.redb"))?;
+        Self::assemble(dir, db, blobs, Some(shared))
+    }
+
+    /// Whether this store is a fleet's (records shared with other hosts).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The plaintext of code blob `hex`, verified. A fleet host fetches a
+    /// blob it has not seen from the shared code store on first use and
+    /// keeps it (sealed) in its blob directory.
+    pub fn read_blob(&self, hex: &str) -> std::result::Result<Vec<u8>, BlobError> {
+        match (self.blobs.get(hex), &self.shared) {
+            (Err(BlobError::Missing(_)), Some(shared)) => {
+                let sealed = shared
+                    .download_code(hex)
+                    .map_err(|e| BlobError::Remote(Box::new(e)))?
+                    .ok_or_else(|| BlobError::Missing(hex.into()))?;
+                self.blobs.put_sealed(hex, &sealed)
+            }
+            (r, _) => r,
+        }
     }
 
     /// The same store enforcing `limits` (free-space floor, quotas).
@@ -181,6 +232,10 @@ impl Store {
     /// Refuses (before any blob is written) code that would take `account`
     /// over its code storage quota with `add` more bytes.
     pub fn precheck_code(&self, account: &str, add: u64) -> Result<()> {
+        if self.shared.is_some() {
+            // Per-account quotas are not enforced across a fleet yet.
+            return Ok(());
+        }
         if self.limits.account_code.is_none() {
             return Ok(());
         }
@@ -197,6 +252,10 @@ impl Store {
 
     /// [`Self::precheck_code`] for layers.
     pub fn precheck_layers(&self, account: &str, add: u64) -> Result<()> {
+        if self.shared.is_some() {
+            // Per-account quotas are not enforced across a fleet yet.
+            return Ok(());
+        }
         if self.limits.account_layers.is_none() {
             return Ok(());
         }
@@ -235,6 +294,10 @@ impl Store {
         let hex = sha256_hex(data);
         let pin = self.pins.pin(&hex);
         self.blobs.put_as(&hex, data)?;
+        if let Some(shared) = &self.shared {
+            // Uploaded before any record names it, as on disk.
+            shared.upload_code(&hex, &self.blobs.sealed(&hex)?)?;
+        }
         Ok(pin)
     }
 
@@ -246,6 +309,14 @@ impl Store {
     /// Removes blobs that no function, version or layer names and no
     /// in-flight put has pinned.
     pub fn collect_garbage(&self) -> Result<usize> {
+        if let Some(shared) = &self.shared {
+            // A fleet host's blob directory is a cache of the shared code:
+            // what no shared record names goes (the shared copy is not
+            // collected yet).
+            let held = self.pins.hold();
+            let live = shared::live_blobs(shared.as_ref())?;
+            return self.remove_blobs_except(&live, &held);
+        }
         self.drop_unnamed_retired()?;
         // Pin set locked before the snapshot and until the removals are done
         // (see `Pins::hold`): pins and unpins wait, so "named or pinned" is
@@ -266,6 +337,11 @@ impl Store {
             }
             Ok(live)
         })?;
+        self.remove_blobs_except(&live, &held)
+    }
+
+    /// Removes every blob neither `live` nor `held` names.
+    fn remove_blobs_except(&self, live: &HashSet<String>, held: &pins::Held<'_>) -> Result<usize> {
         let mut removed = 0;
         for b in self.blobs.list()? {
             if !live.contains(&b) && !held.contains(&b) {
@@ -308,6 +384,9 @@ impl Store {
         rec: &FunctionRecord,
         publish: bool,
     ) -> Result<Option<VersionRecord>> {
+        if let Some(shared) = &self.shared {
+            return shared.create_function(rec, publish);
+        }
         self.check_space()?;
         let w = self.db.begin_write()?;
         let mut published = None;
@@ -338,6 +417,9 @@ impl Store {
     }
 
     pub fn get_function(&self, name: &str) -> Result<FunctionRecord> {
+        if let Some(shared) = &self.shared {
+            return shared.get_function(name);
+        }
         self.db
             .read(|r| get_json(&r.open_table(FUNCTIONS)?, name)?.ok_or_else(|| not_found_fn(name)))
     }
@@ -347,6 +429,9 @@ impl Store {
     where
         F: FnOnce(&mut FunctionRecord) -> Result<()>,
     {
+        if let Some(shared) = &self.shared {
+            return shared.update_function(name, &mut shared::once(edit));
+        }
         self.check_space()?;
         let w = self.db.begin_write()?;
         let (rec, grew) = {
@@ -371,6 +456,16 @@ impl Store {
         marker: Option<&str>,
         max: usize,
     ) -> Result<(Vec<FunctionRecord>, Option<String>)> {
+        if let Some(shared) = &self.shared {
+            let mut all = shared.list_functions()?;
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            let page: Vec<_> = all
+                .into_iter()
+                .filter(|f| marker.is_none_or(|m| f.name.as_str() > m))
+                .take(max.saturating_add(1))
+                .collect();
+            return Ok(page_of(page, max));
+        }
         self.db.read(|r| {
             let t = r.open_table(FUNCTIONS)?;
             let mut out = Vec::new();
@@ -392,6 +487,9 @@ impl Store {
     /// Deletes a function with all its versions, aliases and provisioned
     /// concurrency, then collects its blobs.
     pub fn delete_function(&self, name: &str) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.delete_function(name);
+        }
         let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(FUNCTIONS)?;
@@ -428,6 +526,9 @@ impl Store {
         description: Option<&str>,
         expected_sha: Option<&str>,
     ) -> Result<VersionRecord> {
+        if let Some(shared) = &self.shared {
+            return shared.publish_version(name, description, expected_sha);
+        }
         self.check_space()?;
         let w = self.db.begin_write()?;
         let v = {
@@ -462,6 +563,9 @@ impl Store {
     }
 
     pub fn get_version(&self, name: &str, version: u64) -> Result<VersionRecord> {
+        if let Some(shared) = &self.shared {
+            return shared.get_version(name, version);
+        }
         self.db.read(|r| {
             get_json(&r.open_table(VERSIONS)?, &version_key(name, version))?.ok_or_else(|| {
                 StoreError::NotFound(format!(
@@ -473,6 +577,9 @@ impl Store {
     }
 
     pub fn list_versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
+        if let Some(shared) = &self.shared {
+            return shared.list_versions(name);
+        }
         self.db
             .read(|r| scan_prefix(&r.open_table(VERSIONS)?, &child_key(name, "")))
     }
@@ -506,19 +613,14 @@ impl Store {
 
     /// Deletes one published version; refused while an alias points at it.
     pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.delete_version(name, version);
+        }
         let w = self.db.begin_write()?;
         {
             let aliases: Vec<AliasRecord> =
                 scan_prefix(&w.open_table(ALIASES)?, &child_key(name, ""))?;
-            if let Some(a) = aliases
-                .iter()
-                .find(|a| a.function_version == version.to_string())
-            {
-                return Err(StoreError::Conflict(format!(
-                    "Unable to delete version because the following aliases reference it: [{}]",
-                    a.name
-                )));
-            }
+            version_unreferenced(&aliases, version)?;
             if w.open_table(VERSIONS)?
                 .remove(version_key(name, version).as_str())?
                 .is_none()
@@ -540,6 +642,9 @@ impl Store {
 
     /// Creates (`create`) or replaces an alias after checking its version exists.
     pub fn put_alias(&self, function: &str, alias: &AliasRecord, create: bool) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.put_alias(function, alias, create);
+        }
         self.check_space()?;
         let w = self.db.begin_write()?;
         {
@@ -579,6 +684,9 @@ impl Store {
     }
 
     pub fn get_alias(&self, function: &str, alias: &str) -> Result<AliasRecord> {
+        if let Some(shared) = &self.shared {
+            return shared.get_alias(function, alias);
+        }
         self.db.read(|r| {
             get_json(&r.open_table(ALIASES)?, &child_key(function, alias))?
                 .ok_or_else(|| not_found_alias(function, alias))
@@ -586,11 +694,17 @@ impl Store {
     }
 
     pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>> {
+        if let Some(shared) = &self.shared {
+            return shared.list_aliases(function);
+        }
         self.db
             .read(|r| scan_prefix(&r.open_table(ALIASES)?, &child_key(function, "")))
     }
 
     pub fn delete_alias(&self, function: &str, alias: &str) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.delete_alias(function, alias);
+        }
         let w = self.db.begin_write()?;
         {
             w.open_table(ALIASES)?
@@ -601,134 +715,15 @@ impl Store {
         w.commit()?;
         Ok(())
     }
+}
 
-    // ---- layers ----------------------------------------------------------
-
-    /// Publishes the next version of layer `rec.layer_name` (its number is
-    /// assigned here) and returns the stored record.
-    pub fn publish_layer(&self, mut rec: LayerVersionRecord) -> Result<LayerVersionRecord> {
-        self.check_space()?;
-        let w = self.db.begin_write()?;
-        {
-            let mut next = w.open_table(LAYER_NEXT)?;
-            let n = next
-                .get(rec.layer_name.as_str())?
-                .map(|g| g.value())
-                .unwrap_or(1);
-            next.insert(rec.layer_name.as_str(), n + 1)?;
-            rec.version = n;
-            put_json(
-                &mut w.open_table(LAYERS)?,
-                &version_key(&rec.layer_name, n),
-                &rec,
-            )?;
-        }
-        if self.limits.account_layers.is_some() {
-            let account = crate::util::split_scoped(&rec.layer_name).0;
-            let used = limits::layer_bytes(
-                &w.open_table(LAYERS)?,
-                &w.open_table(retired::LAYERS_RETIRED)?,
-                account,
-            )?;
-            limits::within(used, self.limits.account_layers, account, "layers")?;
-        }
-        w.commit()?;
-        Ok(rec)
+/// A page of at most `max` of `items` (one more than `max` means more follow).
+fn page_of(mut items: Vec<FunctionRecord>, max: usize) -> (Vec<FunctionRecord>, Option<String>) {
+    if items.len() > max {
+        items.truncate(max);
+        return (items, None).map_marker();
     }
-
-    pub fn get_layer(&self, layer: &str, version: u64) -> Result<LayerVersionRecord> {
-        self.db.read(|r| {
-            get_json(&r.open_table(LAYERS)?, &version_key(layer, version))?.ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "Layer version {} does not exist.",
-                    crate::util::layer_arn(layer, Some(version))
-                ))
-            })
-        })
-    }
-
-    pub fn list_layer_versions(&self, layer: &str) -> Result<Vec<LayerVersionRecord>> {
-        self.db
-            .read(|r| scan_prefix(&r.open_table(LAYERS)?, &child_key(layer, "")))
-    }
-
-    /// Deletes a layer version (idempotent, as in Lambda). If a function or
-    /// version still names it, it is retired instead (see [`retired`]).
-    pub fn delete_layer(&self, layer: &str, version: u64) -> Result<()> {
-        let key = version_key(layer, version);
-        let w = self.db.begin_write()?;
-        {
-            let mut t = w.open_table(LAYERS)?;
-            let rec: Option<LayerVersionRecord> = get_json(&t, &key)?;
-            t.remove(key.as_str())?;
-            if let Some(rec) = rec {
-                let named =
-                    retired::named_layers(&w.open_table(FUNCTIONS)?, &w.open_table(VERSIONS)?)?;
-                if named.contains(&retired::arn_of(&rec)) {
-                    put_json(&mut w.open_table(retired::LAYERS_RETIRED)?, &key, &rec)?;
-                }
-            }
-        }
-        w.commit()?;
-        self.collect_garbage()?;
-        Ok(())
-    }
-
-    // ---- provisioned concurrency ----------------------------------------
-
-    pub fn put_provisioned(&self, rec: &ProvisionedRecord) -> Result<()> {
-        self.check_space()?;
-        let w = self.db.begin_write()?;
-        {
-            if get_json::<FunctionRecord>(&w.open_table(FUNCTIONS)?, &rec.function)?.is_none() {
-                return Err(not_found_fn(&rec.function));
-            }
-            put_json(
-                &mut w.open_table(PROVISIONED)?,
-                &child_key(&rec.function, &rec.qualifier),
-                rec,
-            )?;
-        }
-        w.commit()?;
-        Ok(())
-    }
-
-    pub fn get_provisioned(
-        &self,
-        function: &str,
-        qualifier: &str,
-    ) -> Result<Option<ProvisionedRecord>> {
-        self.db
-            .read(|r| get_json(&r.open_table(PROVISIONED)?, &child_key(function, qualifier)))
-    }
-
-    pub fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool> {
-        let w = self.db.begin_write()?;
-        let existed = w
-            .open_table(PROVISIONED)?
-            .remove(child_key(function, qualifier).as_str())?
-            .is_some();
-        w.commit()?;
-        Ok(existed)
-    }
-
-    pub fn list_provisioned(&self) -> Result<Vec<ProvisionedRecord>> {
-        self.db
-            .read(|r| scan_prefix(&r.open_table(PROVISIONED)?, ""))
-    }
-
-    /// Sum of reserved concurrency over all functions except `except`.
-    pub fn reserved_total(&self, except: &str) -> Result<u64> {
-        self.db.read(|r| {
-            let all: Vec<FunctionRecord> = scan_prefix(&r.open_table(FUNCTIONS)?, "")?;
-            Ok(all
-                .iter()
-                .filter(|f| f.name != except)
-                .filter_map(|f| f.reserved_concurrency)
-                .map(u64::from)
-                .sum())
-        })
-    }
+    (items, None)
 }
 
 trait MapMarker {
@@ -743,7 +738,7 @@ impl MapMarker for (Vec<FunctionRecord>, Option<String>) {
     }
 }
 
-fn version_from(rec: &FunctionRecord) -> VersionRecord {
+pub(crate) fn version_from(rec: &FunctionRecord) -> VersionRecord {
     VersionRecord {
         version: rec.next_version,
         config: rec.config.clone(),
@@ -758,14 +753,28 @@ fn version_from(rec: &FunctionRecord) -> VersionRecord {
     }
 }
 
-fn not_found_fn(name: &str) -> StoreError {
+/// Refuses to delete `version` while one of `aliases` points at it.
+pub(crate) fn version_unreferenced(aliases: &[AliasRecord], version: u64) -> Result<()> {
+    match aliases
+        .iter()
+        .find(|a| a.function_version == version.to_string())
+    {
+        Some(a) => Err(StoreError::Conflict(format!(
+            "Unable to delete version because the following aliases reference it: [{}]",
+            a.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn not_found_fn(name: &str) -> StoreError {
     StoreError::NotFound(format!(
         "Function not found: {}",
         crate::util::function_arn(name, None)
     ))
 }
 
-fn not_found_alias(function: &str, alias: &str) -> StoreError {
+pub(crate) fn not_found_alias(function: &str, alias: &str) -> StoreError {
     StoreError::NotFound(format!(
         "Alias not found: {}",
         crate::util::function_arn(function, Some(alias))

@@ -38,6 +38,10 @@ pub(super) fn arn_of(l: &LayerVersionRecord) -> String {
 impl Store {
     /// A layer version for a function that names it: live, or retired.
     pub fn get_layer_for_use(&self, layer: &str, version: u64) -> Result<LayerVersionRecord> {
+        if self.shared.is_some() {
+            // A fleet keeps no retired layer versions yet: live ones only.
+            return self.get_layer(layer, version);
+        }
         self.db.read(|r| {
             let key = super::version_key(layer, version);
             if let Some(l) = get_json(&r.open_table(LAYERS)?, &key)? {

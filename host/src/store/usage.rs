@@ -16,6 +16,9 @@ pub struct Usage {
 impl Store {
     /// What `account` stores, read in one snapshot.
     pub fn account_usage(&self, account: &str) -> Result<Usage> {
+        if let Some(shared) = &self.shared {
+            return shared_usage(shared.as_ref(), account);
+        }
         self.db.read(|r| {
             let functions = r.open_table(FUNCTIONS)?;
             let code = limits::code_bytes(&functions, &r.open_table(VERSIONS)?, account)?;
@@ -37,8 +40,10 @@ impl Store {
 
     /// Every live layer version of `account`, by layer name then version.
     pub fn account_layer_versions(&self, account: &str) -> Result<Vec<LayerVersionRecord>> {
-        let all: Vec<LayerVersionRecord> =
-            self.db.read(|r| scan_prefix(&r.open_table(LAYERS)?, ""))?;
+        let all: Vec<LayerVersionRecord> = match &self.shared {
+            Some(shared) => shared.list_layers(None)?,
+            None => self.db.read(|r| scan_prefix(&r.open_table(LAYERS)?, ""))?,
+        };
         Ok(all
             .into_iter()
             .filter(|l| split_scoped(&l.layer_name).0 == account)
@@ -56,4 +61,25 @@ impl Store {
             .map_err(|e| super::StoreError::Io(self.dir.clone(), e))?;
         Ok(free.saturating_sub(self.limits.min_free))
     }
+}
+
+/// [`Store::account_usage`] from a fleet's shared records.
+fn shared_usage(shared: &dyn super::SharedBackend, account: &str) -> Result<Usage> {
+    let mut usage = Usage::default();
+    for f in shared.list_functions()? {
+        if split_scoped(&f.name).0 != account {
+            continue;
+        }
+        usage.function_count += 1;
+        usage.total_code_bytes = usage.total_code_bytes.saturating_add(f.code.size);
+        for v in shared.list_versions(&f.name)? {
+            usage.total_code_bytes = usage.total_code_bytes.saturating_add(v.code.size);
+        }
+    }
+    for l in shared.list_layers(None)? {
+        if split_scoped(&l.layer_name).0 == account {
+            usage.total_code_bytes = usage.total_code_bytes.saturating_add(l.code.size);
+        }
+    }
+    Ok(usage)
 }

@@ -1,0 +1,133 @@
+//! Fleet membership: every host puts a heartbeat into the `ember-hosts` KV
+//! bucket each second; the bucket's maximum age ([`super::buckets::MEMBER_TTL`])
+//! drops a host that stopped beating (killed, cut off), and a host that
+//! shuts down deletes its entry at once. `GET /ember/fleet` lists the live
+//! hosts.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{Bridge, Fleet, FleetError};
+
+/// How often a host beats.
+const BEAT: Duration = Duration::from_secs(1);
+
+/// One host's heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: String,
+    /// Where its API answers.
+    pub url: String,
+    /// Unix milliseconds of its start and of this beat.
+    pub started_ms: u64,
+    pub beat_ms: u64,
+}
+
+/// This host's membership: its heartbeat task and the fleet's view.
+pub struct Members {
+    bridge: Arc<Bridge>,
+    hosts: kv::Store,
+    me: Member,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Members {
+    pub fn new(fleet: &Fleet, url: String) -> Self {
+        let now = now_ms();
+        Self {
+            bridge: fleet.bridge.clone(),
+            hosts: fleet.buckets.hosts.clone(),
+            me: Member {
+                node_id: fleet.node_id.clone(),
+                url,
+                started_ms: now,
+                beat_ms: now,
+            },
+        }
+    }
+
+    /// Beats once now (so the host is listed as soon as it serves), then
+    /// every second until `shutdown`, when its entry is deleted.
+    pub fn start(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), FleetError> {
+        let (hosts, me) = (self.hosts.clone(), self.me.clone());
+        self.bridge.call(beat(hosts.clone(), me.clone()))??;
+        self.bridge.spawn(async move {
+            let mut tick = tokio::time::interval(BEAT);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = beat(hosts.clone(), me.clone()).await {
+                            eprintln!("emberd: fleet heartbeat: {}", crate::util::error_chain(&e));
+                        }
+                    }
+                    _ = shutdown.changed() => {
+                        let _ = hosts.delete(&me.node_id).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The live hosts, by node id.
+    pub fn list(&self) -> Result<Vec<Member>, FleetError> {
+        let hosts = self.hosts.clone();
+        self.bridge.call(list(hosts))?
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.me.node_id
+    }
+}
+
+async fn beat(hosts: kv::Store, mut me: Member) -> Result<(), FleetError> {
+    me.beat_ms = now_ms();
+    let v = serde_json::to_vec(&me).map_err(|e| FleetError::Json(me.node_id.clone(), e))?;
+    hosts
+        .put(&me.node_id, Bytes::from(v))
+        .await
+        .map_err(|e| FleetError::Kv {
+            op: "put",
+            key: me.node_id.clone(),
+            source: Box::new(e),
+        })?;
+    Ok(())
+}
+
+async fn list(hosts: kv::Store) -> Result<Vec<Member>, FleetError> {
+    let err = |op, e: Box<dyn std::error::Error + Send + Sync>| FleetError::Kv {
+        op,
+        key: "*".into(),
+        source: e,
+    };
+    let mut out = Vec::new();
+    let mut keys = hosts.keys().await.map_err(|e| err("keys", Box::new(e)))?;
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(|e| err("keys", Box::new(e)))?;
+        // A member that expired between the listing and the read is gone.
+        if let Some(v) = hosts
+            .get(k.as_str())
+            .await
+            .map_err(|e| err("get", Box::new(e)))?
+        {
+            if let Ok(m) = serde_json::from_slice::<Member>(&v) {
+                out.push(m);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(out)
+}
