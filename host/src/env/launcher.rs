@@ -274,8 +274,7 @@ impl VmLauncher {
             .iter()
             .map(|b| {
                 let archive = store
-                    .blobs
-                    .get(b)
+                    .read_blob(b)
                     .map_err(|e| EnvError::Launch(LaunchError::CodeBlob(e)))?;
                 Ok(ember_abi::protocol::Tree {
                     mount: "/opt".into(),
