@@ -110,7 +110,9 @@ class Cluster:
             except OSError as e:
                 seen[:] = [repr(e)]
                 return False
-        assert wait_for(ready, timeout, 0.2), f"JetStream cluster elected no meta leader: {seen}"
+        if not wait_for(ready, timeout, 0.2):
+            self.stop()
+            raise AssertionError(f"JetStream cluster elected no meta leader: {seen}")
         return self
 
     @property
@@ -142,8 +144,12 @@ class Fleet:
         self.key = key_file(os.path.join(self.root, "fleet.key"))
         self.hosts = []
         self.extra = list(extra)
-        for i in range(n):
-            self.add(f"host{chr(ord('a') + i)}")
+        try:
+            for i in range(n):
+                self.add(f"host{chr(ord('a') + i)}")
+        except BaseException:
+            self.stop()  # the hosts that did start
+            raise
 
     def add(self, node_id):
         d = tempfile.mkdtemp(prefix="fe", dir="/tmp")
@@ -152,8 +158,12 @@ class Fleet:
         e = Emberd(d, ["--cluster", self.cluster.urls, "--node-id", node_id,
                        "--cluster-key", self.key, "--spare-vms", "0", *self.extra])
         e.node_id = node_id
-        e.start()
         self.hosts.append(e)
+        try:
+            e.start()
+        except BaseException:
+            e.kill()
+            raise
         return e
 
     def stop(self):
