@@ -38,6 +38,7 @@ pub const MAX_ARGS: usize = 2048;
 pub mod device_id {
     pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
+    pub const RNG: u32 = 4;
     pub const VSOCK: u32 = 19;
 }
 

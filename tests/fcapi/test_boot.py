@@ -163,12 +163,45 @@ def test_config_file_metrics_and_serial_sections(tmp_path, guests):
     assert "hello from ember" not in out.stdout
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert len(lines) == 1 and "utc_timestamp_ms" in lines[0]
+    # The entropy section as Firecracker spells it: accepted, the device
+    # attached (the rng guest reads from it); a bad one refused by name.
     cfg.write_text(json.dumps({
-        "boot-source": {"kernel_image_path": str(guests / "hello")},
-        "entropy": {}}))
+        "boot-source": {"kernel_image_path": str(guests / "rng_test"), "boot_args": "read 64 4"},
+        "entropy": {"rate_limiter": {"bandwidth": {"size": 4096, "refill_time": 100}}}}))
     out = subprocess.run([str(bin_dir() / "ember-vmm"), "--no-api", "--config-file", str(cfg)],
                          capture_output=True, text=True, timeout=30)
-    assert out.returncode != 0 and "entropy" in out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rng: read requests=4 bytes=256 zero_requests=0 repeats=0" in out.stdout, out.stdout
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guests / "hello")},
+        "entropy": {"rate_limiter": {"bandwidth": {"size": "big", "refill_time": 1}}}}))
+    out = subprocess.run([str(bin_dir() / "ember-vmm"), "--no-api", "--config-file", str(cfg)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "entropy" in out.stderr, out.stderr
+
+
+def test_entropy_device_through_the_api(vmm, guests):
+    for body in [{"rate": 1}, {"rate_limiter": {"bandwidth": {"size": -1, "refill_time": 1}}},
+                 {"rate_limiter": {"bandwidth": {"refill_time": 100}}}]:
+        r = vmm.put("/entropy", body)
+        assert r.status_code == 400, r.text
+        assert fault(r).startswith("An error occurred when deserializing the json body"), r.text
+    assert vmm.get("/vm/config").json()["entropy"] is None
+    limiter = {"bandwidth": {"size": 8192, "one_time_burst": 0, "refill_time": 100}}
+    assert vmm.put("/entropy", {"rate_limiter": limiter}).status_code == 204
+    # A second PUT replaces the first (one device).
+    assert vmm.put("/entropy", {}).status_code == 204
+    assert vmm.get("/vm/config").json()["entropy"] == {}
+    assert vmm.put("/entropy", {"rate_limiter": limiter}).status_code == 204
+    assert vmm.get("/vm/config").json()["entropy"] == {"rate_limiter": limiter}
+    r = vmm.put("/boot-source", {"kernel_image_path": str(guests / "rng_test"),
+                                 "boot_args": "read 1024 16"})
+    assert r.status_code == 204
+    assert vmm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+    r = vmm.put("/entropy", {})
+    assert r.status_code == 400 and fault(r) == NOT_AFTER
+    assert vmm.wait(30) == 0, vmm.err()
+    assert "rng: read requests=16 bytes=16384 zero_requests=0 repeats=0" in vmm.out(), vmm.out()
 
 
 def test_boot_timer_through_the_api_logs_to_stderr(vmm_factory, guests):
@@ -179,3 +212,22 @@ def test_boot_timer_through_the_api_logs_to_stderr(vmm_factory, guests):
     assert v.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
     assert v.wait(10) == 0
     assert "Guest-boot-time = " in v.err(), v.err()
+
+
+def test_send_ctrl_alt_del_types_into_the_i8042(vmm, guests):
+    # Before boot: Firecracker's pre-boot refusal.
+    r = vmm.put("/actions", {"action_type": "SendCtrlAltDel"})
+    assert r.status_code == 400 and "before starting" in fault(r)
+    r = vmm.put("/boot-source", {"kernel_image_path": str(guests / "spin")})
+    assert r.status_code == 204
+    assert vmm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+    # The kernel-less guest never reads the keyboard: four sequences (4
+    # bytes each) fill the controller's 16-byte buffer, the fifth is refused
+    # whole with the i8042's error, and the VMM serves on.
+    for _ in range(4):
+        r = vmm.put("/actions", {"action_type": "SendCtrlAltDel"})
+        assert r.status_code == 204, r.text
+    r = vmm.put("/actions", {"action_type": "SendCtrlAltDel"})
+    assert r.status_code == 400
+    assert fault(r) == "Failed to send CTRL+ALT+DEL: i8042 internal buffer full.", r.text
+    assert vmm.alive() and vmm.get("/").json()["state"] == "Running"

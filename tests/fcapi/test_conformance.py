@@ -41,7 +41,7 @@ REQUESTS = {
     "patchMmds": ("/mmds", {"latest": {}}),
     "getMmds": ("/mmds", None),
     "putMmdsConfig": ("/mmds/config", {"network_interfaces": ["eth0"]}),
-    "putEntropyDevice": ("/entropy", {}),
+    "putEntropyDevice": ("/entropy", {"rate_limiter": {"ops": {"size": 100, "refill_time": 100}}}),
     "putSerialDevice": ("/serial", "SERIAL"),
     "putMemoryHotplug": ("/hotplug/memory", {"total_size_mib": 1024}),
     "patchMemoryHotplug": ("/hotplug/memory", {"requested_size_mib": 128}),
@@ -79,7 +79,6 @@ PRE_BOOT = {
     "createSnapshot": NOT_BEFORE,
     "patchVm": NOT_BEFORE,
     "loadSnapshot": "after configuring boot-specific resources",
-    "putEntropyDevice": "entropy",
 }
 
 # After boot.
@@ -159,10 +158,16 @@ def test_every_operation_before_and_after_boot(vmm, tmp_path, guests):
     walk(vmm, PRE_BOOT, tmp_path, guests)
     # What the walk configured is what the VM reports.
     cfg = vmm.get("/vm/config").json()
+    # FullVmConfiguration's keys, all of them (what ember lacks is empty).
+    assert set(cfg) == {"balloon", "drives", "boot-source", "cpu-config", "logger",
+                        "machine-config", "metrics", "memory-hotplug", "mmds-config",
+                        "network-interfaces", "pmem", "vsock", "entropy"}, set(cfg)
+    assert cfg["pmem"] == [] and cfg["memory-hotplug"] is None and cfg["balloon"] is None
     assert cfg["machine-config"]["mem_size_mib"] == 64
     assert cfg["boot-source"]["kernel_image_path"].endswith("/spin")
     assert [d["drive_id"] for d in cfg["drives"]] == ["scratch"]
     assert cfg["metrics"]["metrics_path"].endswith("metrics.json")
+    assert cfg["entropy"] == {"rate_limiter": {"ops": {"size": 100, "refill_time": 100}}}
     # (InstanceStart creates the interface's TAP: the tests run as root.)
     r = vmm.put("/actions", {"action_type": "InstanceStart"})
     assert r.status_code == 204, r.text

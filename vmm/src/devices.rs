@@ -1,5 +1,6 @@
 //! The hook between the VM builder and the device manager (virtio devices):
-//! the config sections it handles (`vsock`, `drives`, `network-interfaces`:
+//! the config sections it handles (`vsock`, `drives`, `network-interfaces`,
+//! `entropy`:
 //! [`Devices::parse_section`]) are parsed once into [`Devices`] during validation;
 //! any other section is refused there with a clear message. [`attach_all`]
 //! gives each device module a [`DeviceContext`] with everything needed to
@@ -18,6 +19,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::abi_ports::Doorbell;
 use crate::device_manager::block::{self, DriveConfig};
+use crate::device_manager::entropy::{self, EntropyConfig};
 use crate::device_manager::net;
 use crate::device_manager::vsock::{self, VsockConfig};
 use crate::device_manager::{SavedVirtio, VirtioSlot};
@@ -200,6 +202,7 @@ pub struct Devices {
     pub vsock: Option<VsockConfig>,
     pub drives: Vec<DriveConfig>,
     pub nets: Vec<NetConfig>,
+    pub entropy: Option<EntropyConfig>,
 }
 
 impl Devices {
@@ -214,17 +217,23 @@ impl Devices {
             vsock::NAME => self.vsock = Some(vsock::parse(value)?),
             block::NAME => self.drives = block::parse(value)?,
             net::NAME => self.nets = net::parse(value)?,
+            entropy::NAME => self.entropy = Some(entropy::parse(value)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
 }
 
-/// Attaches every configured device: vsock, drives, network interfaces.
+/// Attaches every configured device: vsock, drives, network interfaces,
+/// entropy (in this order: a snapshot load rebuilds them the same way).
 pub fn attach_all(ctx: &mut DeviceContext, devices: &Devices) -> Result<(), DeviceError> {
     if let Some(v) = &devices.vsock {
         vsock::attach(ctx, v)?;
     }
     block::attach(ctx, &devices.drives)?;
-    net::attach(ctx, &devices.nets)
+    net::attach(ctx, &devices.nets)?;
+    if let Some(e) = &devices.entropy {
+        entropy::attach(ctx, e)?;
+    }
+    Ok(())
 }

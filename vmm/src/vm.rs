@@ -105,6 +105,8 @@ pub struct Vm {
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<SerialDevice>>,
+    /// The keyboard controller (`SendCtrlAltDel` types into it).
+    i8042: Arc<Mutex<I8042>>,
     panics: PanicWatch,
     timeout_ms: Option<u64>,
     start: Instant,
@@ -201,12 +203,12 @@ impl Vm {
         }));
         pio.insert(serial::COM1_BASE, serial::COM1_LEN, serial.clone())?;
         let reset = exits.clone();
-        let i8042_dev = I8042::new(Box::new(move || reset.notify(VmExit::Reset)));
-        pio.insert(
-            i8042::I8042_BASE,
-            i8042::I8042_LEN,
-            Arc::new(Mutex::new(i8042_dev)),
-        )?;
+        let kbd_irq = irq_line(&vm, irqchip, i8042::KBD_IRQ, "register keyboard irqfd")?;
+        let i8042_dev = Arc::new(Mutex::new(I8042::with_irq(
+            Box::new(move || reset.notify(VmExit::Reset)),
+            kbd_irq,
+        )));
+        pio.insert(i8042::I8042_BASE, i8042::I8042_LEN, i8042_dev.clone())?;
         if cfg.boot_timer {
             let timer =
                 BootTimer::new(start, Box::new(|us| log_info!("Guest-boot-time = {us} us")));
@@ -285,6 +287,7 @@ impl Vm {
             pio,
             mmio,
             serial,
+            i8042: i8042_dev,
             panics,
             timeout_ms: cfg.timeout_ms,
             start,
@@ -369,6 +372,16 @@ impl Vm {
     /// Every virtio device with its transport, in attach order.
     pub(crate) fn virtio_slots(&self) -> &[VirtioSlot] {
         &self.virtio_slots
+    }
+
+    /// Types Ctrl+Alt+Del on the keyboard controller (Firecracker's
+    /// `SendCtrlAltDel`): a Linux guest with the i8042 and atkbd drivers
+    /// reboots (or signals its init), and `reboot=k` ends the VM.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), i8042::I8042Error> {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .trigger_ctrl_alt_del()
     }
 
     /// Holds every vCPU outside the guest until [`Vm::resume`]. Devices
@@ -560,12 +573,22 @@ fn create_irqchip(vm: &VmFd) -> Result<(), VmError> {
 }
 
 fn serial_irq(vm: &VmFd, irqchip: bool) -> Result<Option<EventFd>, VmError> {
+    irq_line(vm, irqchip, SERIAL_IRQ, "register serial irqfd")
+}
+
+/// An eventfd registered as the irqfd of `gsi` (None without an irqchip).
+fn irq_line(
+    vm: &VmFd,
+    irqchip: bool,
+    gsi: u32,
+    what: &'static str,
+) -> Result<Option<EventFd>, VmError> {
     if !irqchip {
         return Ok(None);
     }
     let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Io("eventfd", e))?;
-    vm.register_irqfd(&evt, SERIAL_IRQ)
-        .map_err(|e| VmError::KvmCall("register serial irqfd", e))?;
+    vm.register_irqfd(&evt, gsi)
+        .map_err(|e| VmError::KvmCall(what, e))?;
     Ok(Some(evt))
 }
 

@@ -1,5 +1,5 @@
 //! Legacy (non-virtio) devices, each a [`crate::bus::BusDevice`]: the 8250
-//! serial console, the i8042 controller (reset only), and Firecracker's
+//! serial console, the i8042 controller (reset and Ctrl+Alt+Del), and Firecracker's
 //! boot-timer MMIO byte. Owner: the VMM core.
 
 pub mod boot_timer;

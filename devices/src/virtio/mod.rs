@@ -15,6 +15,7 @@ pub mod block;
 pub mod log_limit;
 pub mod mmio;
 pub mod net;
+pub mod rng;
 pub mod state;
 pub mod vsock;
 
@@ -54,6 +55,7 @@ pub mod int_status {
 pub mod device_type {
     pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
+    pub const RNG: u32 = 4;
     pub const VSOCK: u32 = 19;
 }
 

@@ -1,6 +1,6 @@
 //! Snapshot state of a virtio device behind its transport: the virtio-mmio
 //! registers and per-queue state ([`TransportState`], [`QueueState`]) and
-//! the device's own state ([`DeviceState`], e.g. [`VsockState`]). Typed and
+//! the device's own state ([`DeviceState`], e.g. [`VsockState`], [`EntropyState`]). Typed and
 //! versioned ([`STATE_VERSION`]); the VMM encodes it into its state file.
 //! Restoring validates every field against the device (type, queue count,
 //! each queue's maximum size, offered features) and guest memory (every
@@ -60,10 +60,18 @@ pub struct VsockState {
     pub acked_features: u64,
 }
 
+/// What an entropy (virtio-rng) device keeps: the features the driver
+/// accepted. The rate limiter starts full again, as a fresh device's would.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntropyState {
+    pub acked_features: u64,
+}
+
 /// A device's own state, by device type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceState {
     Vsock(VsockState),
+    Entropy(EntropyState),
 }
 
 /// Everything a virtio device behind virtio-mmio needs to resume.
@@ -96,6 +104,8 @@ pub enum StateError {
     InterruptStatus(u32),
     #[error("saved guest CID {saved}, the device is configured with {actual}")]
     Cid { saved: u64, actual: u64 },
+    #[error("the saved device state is of another device kind")]
+    DeviceKind,
     #[error("the device refused to activate: {0}")]
     Activate(String),
 }

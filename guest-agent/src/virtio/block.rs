@@ -189,18 +189,7 @@ impl BlockDevice {
     /// addresses, lengths and directions) and waits for the device to
     /// return the chain. Returns the length the device reported.
     pub fn raw_chain(&mut self, bufs: &[Buf], wait: &mut dyn Wait) -> Result<u32, BlockError> {
-        self.q.add(bufs)?;
-        self.t.notify(0);
-        loop {
-            if let Some((_, len)) = self.q.pop_used() {
-                return Ok(len);
-            }
-            let st = self.t.status();
-            if st & (super::mmio::status::DEVICE_NEEDS_RESET | super::mmio::status::FAILED) != 0 {
-                return Err(DriverError::DeviceFailed(st).into());
-            }
-            wait.wait();
-        }
+        Ok(super::send_chain(&self.t, &mut self.q, 0, bufs, wait)?)
     }
 
     fn request(

@@ -1,6 +1,7 @@
 //! The guest-side virtio driver for kernel-less guests (`no_std`): probing a
 //! virtio-mmio window ([`mmio`]), split virtqueues in memory the caller
-//! provides ([`queue`]), and the vsock driver on top ([`vsock`]).
+//! provides ([`queue`]), and the drivers on top ([`vsock`], [`block`],
+//! [`net`], [`rng`]).
 //!
 //! Kernel-less guests are identity-mapped, so a buffer's address is its
 //! guest-physical address: the driver hands pointers to the device as is.
@@ -13,6 +14,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+pub mod rng;
 pub mod vsock;
 
 /// Feature bit: virtio 1.x device (required by ember's transport).
@@ -28,6 +30,30 @@ pub trait Wait {
 impl<F: FnMut()> Wait for F {
     fn wait(&mut self) {
         self()
+    }
+}
+
+/// Puts `bufs` on queue `index` exactly as given (tests of a hostile
+/// guest: any addresses, lengths and directions), notifies, and waits for
+/// the device to return a chain. Returns the length the device reported.
+pub fn send_chain(
+    t: &mmio::MmioTransport,
+    q: &mut queue::VirtQueue,
+    index: u16,
+    bufs: &[queue::Buf],
+    wait: &mut dyn Wait,
+) -> Result<u32, DriverError> {
+    q.add(bufs)?;
+    t.notify(index);
+    loop {
+        if let Some((_, len)) = q.pop_used() {
+            return Ok(len);
+        }
+        let st = t.status();
+        if st & (mmio::status::DEVICE_NEEDS_RESET | mmio::status::FAILED) != 0 {
+            return Err(DriverError::DeviceFailed(st));
+        }
+        wait.wait();
     }
 }
 

@@ -17,7 +17,7 @@ use super::request::{
     SnapshotLoad, SnapshotType,
 };
 use crate::config::{ConfigError, ConsoleConfig, LoggerConfig, VmConfig, MAX_VCPUS};
-use crate::device_manager::{block, net, vsock};
+use crate::device_manager::{block, entropy, net, vsock};
 use crate::devices::DeviceError;
 use crate::exit::VmExit;
 use crate::logger::{self, error_line, Level};
@@ -69,6 +69,8 @@ pub enum ActionError {
     Logger(String),
     #[error("Snapshot: {0}")]
     Snapshot(String),
+    #[error("Failed to send CTRL+ALT+DEL: {0}")]
+    CtrlAltDel(#[source] ember_devices::legacy::i8042::I8042Error),
 }
 
 enum Phase {
@@ -255,9 +257,13 @@ impl Controller {
                 }
                 Ok(Reply::Empty)
             }
-            PutEntropy(_) => Err(unsupported("the entropy device (virtio-rng)")),
+            PutEntropy(v) => {
+                entropy::parse(&v)?;
+                self.config.devices.insert(entropy::NAME.into(), v);
+                Ok(Reply::Empty)
+            }
             InstanceStart => self.instance_start(),
-            SendCtrlAltDel => Err(unsupported("SendCtrlAltDel")),
+            SendCtrlAltDel => self.send_ctrl_alt_del(),
             FlushMetrics => {
                 self.metrics
                     .flush()
@@ -300,10 +306,12 @@ impl Controller {
             "logger": self.logger,
             "machine-config": self.machine_json(),
             "metrics": self.metrics.path().map(|p| json!({ "metrics_path": p })),
+            "memory-hotplug": null,
             "mmds-config": null,
             "network-interfaces": list(net::NAME),
+            "pmem": [],
             "vsock": c.devices.get(vsock::NAME),
-            "entropy": null,
+            "entropy": c.devices.get(entropy::NAME),
         })
     }
 
@@ -511,6 +519,16 @@ impl Controller {
             vm: Box::new(vm),
             paused: false,
         };
+        Ok(Reply::Empty)
+    }
+
+    /// `SendCtrlAltDel`: the key sequence through the i8042 (x86_64, after
+    /// boot; the guest decides what it means).
+    fn send_ctrl_alt_del(&mut self) -> Result<Reply, ActionError> {
+        let Phase::Running { vm, .. } = &self.phase else {
+            return Err(ActionError::NotSupportedPreBoot);
+        };
+        vm.send_ctrl_alt_del().map_err(ActionError::CtrlAltDel)?;
         Ok(Reply::Empty)
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::http::{Method, Request, Response};
 use crate::config::LoggerConfig;
 use crate::device_manager::block::DriveConfig;
+use crate::device_manager::entropy::EntropyConfig;
 use crate::device_manager::net::NetIfaceConfig;
 use crate::device_manager::vsock::VsockConfig;
 
@@ -33,6 +34,7 @@ pub enum Action {
     PutLogger(LoggerConfig),
     PutMetrics(Metrics),
     PutSerial(Serial),
+    /// `PUT /entropy` (the body checked as `EntropyDeviceConfig`).
     PutEntropy(Value),
     InstanceStart,
     SendCtrlAltDel,
@@ -335,7 +337,11 @@ pub fn route(req: &Request) -> Result<Action, RouteError> {
         (Method::Put, "logger") if one => Ok(Action::PutLogger(body(b)?)),
         (Method::Put, "metrics") if one => Ok(Action::PutMetrics(body(b)?)),
         (Method::Put, "serial") if one => Ok(Action::PutSerial(body(b)?)),
-        (Method::Put, "entropy") if one => Ok(Action::PutEntropy(body(b)?)),
+        (Method::Put, "entropy") if one => {
+            let v: Value = body(b)?;
+            serde_json::from_value::<EntropyConfig>(v.clone()).map_err(RouteError::Json)?;
+            Ok(Action::PutEntropy(v))
+        }
         (Method::Put, "actions") if one => {
             let info: ActionInfo = body(b)?;
             Ok(match info.action_type {

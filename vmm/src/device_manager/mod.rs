@@ -1,5 +1,5 @@
 //! The device manager: one file per config section (`vsock.rs`, `block.rs`,
-//! `net.rs`), each with `parse` (JSON to its typed config, once, during
+//! `net.rs`, `entropy.rs`), each with `parse` (JSON to its typed config, once, during
 //! validation) and `attach` (typed config to devices), and here the one way
 //! a virtio device enters the VM ([`attach_virtio`]): a 4 KiB virtio-mmio
 //! window and an interrupt line from the [`DeviceContext`], one ioeventfd
@@ -12,6 +12,7 @@
 //! ([`SavedVirtio`]) into the device rebuilt for it, in attach order.
 
 pub mod block;
+pub mod entropy;
 pub mod net;
 pub mod vsock;
 

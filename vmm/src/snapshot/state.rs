@@ -35,7 +35,18 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Largest state file accepted (a 32-vCPU state with XSAVE areas is ~200 KiB).
 pub const MAX_STATE_FILE: usize = 4 << 20;
 /// The config section of the vsock device (`device_manager::vsock::NAME`).
-const VSOCK_SECTION: &str = crate::device_manager::vsock::NAME;
+/// The config sections whose devices a snapshot holds, in the order
+/// `devices::attach_all` attaches them, with their virtio device type.
+const SAVEABLE: [(&str, u32); 2] = [
+    (
+        crate::device_manager::vsock::NAME,
+        ember_devices::virtio::device_type::VSOCK,
+    ),
+    (
+        crate::device_manager::entropy::NAME,
+        ember_devices::virtio::device_type::RNG,
+    ),
+];
 /// Most bytes of device configuration JSON.
 const MAX_DEVICE_CONFIG: usize = 64 * 1024;
 /// Most bytes waiting in the UART's receive FIFO (vm-superio's FIFO size).
@@ -267,26 +278,34 @@ impl VmState {
                 &self.device_config,
             )
             .map_err(|e| invalid("device config", e.to_string()))?;
-        // The device set: each config section has its saved devices (only
-        // vsock can be saved so far), and each saved device its section.
+        // The device set: each config section has its saved device (only
+        // vsock and entropy can be saved so far, one device each), and each
+        // saved device its section, in attach order.
+        let mut want = Vec::new();
         for name in devices.keys() {
-            if name != VSOCK_SECTION {
-                return Err(invalid(
-                    "device set",
-                    format!("the config lists `{name}` but no device state was saved"),
-                ));
+            match SAVEABLE.iter().find(|(s, _)| s == name) {
+                Some(&(section, kind)) => want.push((section, kind)),
+                None => {
+                    return Err(invalid(
+                        "device set",
+                        format!("the config lists `{name}` but no device state was saved"),
+                    ))
+                }
             }
         }
-        let want = usize::from(devices.contains_key(VSOCK_SECTION));
-        let saved = self.virtio.len();
-        let all_vsock = self.virtio.iter().all(|d| {
-            d.section == VSOCK_SECTION
-                && d.state.transport.device_type == ember_devices::virtio::device_type::VSOCK
-        });
-        if saved != want || !all_vsock {
+        want.sort_by_key(|(s, _)| SAVEABLE.iter().position(|(t, _)| t == s));
+        let saved: Vec<(&str, u32)> = self
+            .virtio
+            .iter()
+            .map(|d| (d.section.as_str(), d.state.transport.device_type))
+            .collect();
+        if saved != want {
             return Err(invalid(
                 "device set",
-                format!("{saved} saved virtio device states do not match the config's devices"),
+                format!(
+                    "{} saved virtio device states do not match the config's devices",
+                    saved.len()
+                ),
             ));
         }
         Ok(())

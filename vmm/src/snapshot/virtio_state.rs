@@ -6,7 +6,7 @@
 //! guest memory by `MmioTransport::restore_state` at load.
 
 use ember_devices::virtio::state::{
-    DeviceState, QueueState, TransportState, VirtioState, VsockState, STATE_VERSION,
+    DeviceState, EntropyState, QueueState, TransportState, VirtioState, VsockState, STATE_VERSION,
 };
 
 use super::codec::{Reader, Writer};
@@ -21,6 +21,7 @@ const MAX_QUEUES: usize = 8;
 const MAX_SECTION: usize = 64;
 /// Device-state kinds.
 const KIND_VSOCK: u8 = 1;
+const KIND_ENTROPY: u8 = 2;
 
 /// Appends `devices` (count, then each record).
 pub fn encode(w: &mut Writer, devices: &[SavedVirtio]) {
@@ -54,6 +55,10 @@ pub fn encode(w: &mut Writer, devices: &[SavedVirtio]) {
                 w.u8(KIND_VSOCK);
                 w.u64(v.guest_cid);
                 w.u64(v.acked_features);
+            }
+            DeviceState::Entropy(e) => {
+                w.u8(KIND_ENTROPY);
+                w.u64(e.acked_features);
             }
         }
     }
@@ -103,6 +108,9 @@ pub fn decode(r: &mut Reader) -> Result<Vec<SavedVirtio>, StateError> {
             KIND_VSOCK => DeviceState::Vsock(VsockState {
                 guest_cid: r.u64("vsock guest CID")?,
                 acked_features: r.u64("vsock acked features")?,
+            }),
+            KIND_ENTROPY => DeviceState::Entropy(EntropyState {
+                acked_features: r.u64("entropy acked features")?,
             }),
             k => return Err(invalid("virtio device kind", format!("unknown kind {k}"))),
         };

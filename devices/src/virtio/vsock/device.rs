@@ -409,7 +409,9 @@ impl<B: VsockBackend> VirtioDevice for Vsock<B> {
     }
 
     fn restore_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
-        let DeviceState::Vsock(v) = state;
+        let DeviceState::Vsock(v) = state else {
+            return Err(StateError::DeviceKind);
+        };
         if v.guest_cid != self.cid {
             return Err(StateError::Cid {
                 saved: v.guest_cid,
