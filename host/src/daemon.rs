@@ -401,7 +401,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     };
     let launcher: Arc<dyn crate::env::EnvLauncher> = Arc::new(launcher);
     let pool = Pool::new(launcher.clone(), cfg);
-    let snapstart = crate::snapstart::SnapStart::new(store.clone(), launcher, vault.clone());
+    let snapstart =
+        crate::snapstart::SnapStart::new(store.clone(), launcher, pool.clone(), vault.clone());
     let (funcs, _) = store.list_functions(None, usize::MAX)?;
     for f in funcs.iter().filter(|f| f.reserved_concurrency.is_some()) {
         pool.set_reserved(&f.name, f.reserved_concurrency);

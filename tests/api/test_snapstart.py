@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 
 import botocore.exceptions
 import pytest
@@ -215,3 +216,114 @@ def test_a_restarted_emberd_restores_from_the_sealed_snapshot(make_emberd):
     assert "FunctionError" not in r, (body, log)
     assert "Restore Duration" in report(log), log
     assert json.loads(body)["na"] == 1
+
+
+def env_of(r):
+    return r["ResponseMetadata"]["HTTPHeaders"]["x-amz-ember-environment"]
+
+
+def test_events_never_start_a_pending_version(make_emberd):
+    """Invoke(Event) of a Pending version is refused as Lambda refuses it
+    (SnapStartNotReadyException, nothing queued); an event queued for an
+    alias that then moves to a Pending version waits for the snapshot and
+    runs restored, never booted + initialised beside it."""
+    e = make_emberd(["--async-backoff-ms", "50,100"])
+    c = e.client()
+    create(c, "ss-async", wasm("heavyinit"), SnapStart=SNAP)
+    v1 = publish_active(c, "ss-async")
+    c.create_alias(FunctionName="ss-async", Name="live", FunctionVersion=v1)
+    c.update_function_configuration(FunctionName="ss-async", Description="v2")
+    c.get_waiter("function_updated_v2").wait(FunctionName="ss-async")
+    v2 = c.publish_version(FunctionName="ss-async")
+    assert v2["State"] == "Pending"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        c.invoke(FunctionName="ss-async", Qualifier=v2["Version"], InvocationType="Event",
+                 Payload=b"{}")
+    assert err.value.response["Error"]["Code"] == "SnapStartNotReadyException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    c.get_waiter("published_version_active").wait(
+        FunctionName="ss-async", Qualifier=v2["Version"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    # An event for `live` waits behind reserved concurrency 0 ...
+    c.put_function_concurrency(FunctionName="ss-async", ReservedConcurrentExecutions=0)
+    c.invoke(FunctionName="ss-async", Qualifier="live", InvocationType="Event", Payload=b"{}")
+    c.update_function_configuration(FunctionName="ss-async", Description="v3")
+    c.get_waiter("function_updated_v2").wait(FunctionName="ss-async")
+    v3 = c.publish_version(FunctionName="ss-async")
+    assert v3["State"] == "Pending"
+    # ... then `live` moves to the Pending v3 and the event may run.
+    c.update_alias(FunctionName="ss-async", Name="live", FunctionVersion=v3["Version"])
+    c.delete_function_concurrency(FunctionName="ss-async")
+    restores = metric(e, "ember_snapstart_restore_seconds_count")
+    assert wait_for(lambda: metric(e, "ember_snapstart_restore_seconds_count") == restores + 1,
+                    timeout=60), e.log()
+    assert c.get_function_configuration(FunctionName="ss-async", Qualifier=v3["Version"])["State"] == "Active"
+    time.sleep(0.5)
+    logs = e.ember("logs", "ss-async").stdout
+    reports = [l for l in logs.splitlines() if "REPORT RequestId:" in l]
+    assert len(reports) == 1 and "Restore Duration" in reports[0], logs
+    assert "Init Duration" not in logs, logs
+
+
+def test_the_after_restore_hooks_lines_are_logged_before_start(emberd):
+    c = emberd.client()
+    create(c, "ss-hooklog", wasm("snapstart"), SnapStart=SNAP)
+    version = publish_active(c, "ss-hooklog")
+    r, body, log = invoke(c, "ss-hooklog", version)
+    assert "FunctionError" not in r, (body, log)
+    lines = log.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("START RequestId:"))
+    # The restore phase's line, before START, as Init's lines are.
+    assert "after-restore: re-drew a" in lines[:start], log
+    assert "Restore Duration" in report(log)
+    # Warm: no restore, no hook line.
+    r, body, log = invoke(c, "ss-hooklog", version)
+    assert "after-restore" not in log, log
+    time.sleep(0.5)
+    out = emberd.ember("logs", "ss-hooklog")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("after-restore: re-drew a") == 1, out.stdout
+
+
+def test_a_timeout_after_restore_is_a_timeout(emberd):
+    c = emberd.client()
+    create(c, "ss-late", wasm("snapstart"), SnapStart=SNAP, Timeout=1)
+    version = publish_active(c, "ss-late")
+    r, body, log = invoke(c, "ss-late", version, b"true")  # spins past its timeout
+    assert r.get("FunctionError") == "Unhandled", (body, log)
+    doc = json.loads(body)
+    assert doc["errorType"] == "Sandbox.Timedout", doc
+    assert "Task timed out after 1.00 seconds" in doc["errorMessage"], doc
+    assert "Restore Duration" in report(log), log
+    first = env_of(r)
+    # The timed-out environment is gone; the next call restores a new one.
+    r, body, log = invoke(c, "ss-late", version)
+    assert "FunctionError" not in r, (body, log)
+    assert "Restore Duration" in report(log), log
+    assert env_of(r) != first, "a timed-out environment was reused"
+    assert json.loads(body)["na"] == 1
+
+
+def test_the_snapshot_environment_counts_in_the_memory_budget(make_emberd):
+    """The VM a snapshot is taken from holds a claim on the memory budget
+    like any environment: with room for one 128 MB environment, a publish
+    waits while another function's call holds it, then evicts that idle
+    environment, and gives its claim back once Active."""
+    e = make_emberd(["--memory-budget-mib", "144"])
+    one = 144 << 20
+    c = e.client()
+    create(c, "ss-hold", wasm("slow"))  # 1.5 s per call
+    create(c, "ss-budget", wasm("heavyinit"), SnapStart=SNAP)
+    held = threading.Thread(target=lambda: e.client().invoke(FunctionName="ss-hold"))
+    held.start()
+    assert wait_for(lambda: metric(e, "ember_memory_claimed_bytes") == one, timeout=30), e.log()
+    v = c.publish_version(FunctionName="ss-budget")["Version"]
+    held.join()
+    # The busy environment held the budget: no snapshot VM could start.
+    g = c.get_function_configuration(FunctionName="ss-budget", Qualifier=v)
+    assert g["State"] == "Pending", g
+    c.get_waiter("published_version_active").wait(
+        FunctionName="ss-budget", Qualifier=v, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    assert "to make room for the SnapStart snapshot of ss-budget:" in e.log(), e.log()
+    assert wait_for(lambda: metric(e, "ember_memory_claimed_bytes") == 0, timeout=10), e.log()
+    r, body, log = invoke(c, "ss-budget", v)
+    assert "Restore Duration" in report(log), log

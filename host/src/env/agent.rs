@@ -242,6 +242,10 @@ impl FunctionError {
 pub struct InvokeReply {
     pub result: Result<Vec<u8>, FunctionError>,
     pub logs: Logs,
+    /// Init-phase lines (no request id) that arrived before the result: a
+    /// restored agent sends its after-restore hook's lines right after its
+    /// `Ready`, so the first invocation carries them, before its `START`.
+    pub init_phase: Logs,
     /// Agent-measured run time of the function.
     pub duration_us: u64,
     pub max_memory_kib: u64,
@@ -416,6 +420,7 @@ impl<T: Transport> AgentConn<T> {
         let until = start + timeout;
         self.send(&frame, until)?;
         let mut logs = Logs::default();
+        let mut init_phase = Logs::default();
         loop {
             let msg = read_until(&mut self.stream, until)?;
             let (result, duration_us, max_memory_kib) = match msg {
@@ -427,6 +432,8 @@ impl<T: Transport> AgentConn<T> {
                     // Lines of an earlier, abandoned request are not this one's.
                     if request_id == req.request_id {
                         logs.push(stream, line);
+                    } else if request_id.is_empty() {
+                        init_phase.push(stream, line);
                     }
                     continue;
                 }
@@ -460,6 +467,7 @@ impl<T: Transport> AgentConn<T> {
             return Ok(InvokeReply {
                 result,
                 logs,
+                init_phase,
                 duration_us,
                 max_memory_kib,
                 round_trip: start.elapsed(),

@@ -530,6 +530,8 @@ impl RunningEnv for VmEnv {
             Err(e) => return Err(EnvError::Died(Fault::Agent(e))),
         };
         let mut logs = std::mem::take(&mut self.init_logs);
+        // A restored environment's after-restore hook lines come here.
+        logs.extend(log_lines(inv.init_phase.lines));
         let init_log_lines = logs.len();
         logs.extend(log_lines(inv.logs.lines));
         let report = Report {

@@ -146,6 +146,42 @@ fn full_conversation_with_logs_and_errors() {
     agent.join().unwrap();
 }
 
+/// A restored agent sends its after-restore hook's lines (no request id)
+/// right after its `Ready`: the next invocation carries them apart from
+/// its own lines; another request's lines are still dropped.
+#[test]
+fn init_phase_lines_after_ready_reach_the_next_invocation() {
+    let (host, agent) = with_agent(|mut s| {
+        let log = |id: &str, line: &str| Message::Log {
+            request_id: id.into(),
+            stream: LogStream::Stderr,
+            line: line.into(),
+        };
+        write_frame(&mut s, &ready()).unwrap();
+        write_frame(&mut s, &log("", "after-restore hook ran")).unwrap();
+        let Message::Invoke { request_id, .. } = read_frame(&mut s).unwrap() else {
+            panic!("no invoke")
+        };
+        write_frame(&mut s, &log("old", "an abandoned call's line")).unwrap();
+        write_frame(&mut s, &log(&request_id, "handled")).unwrap();
+        let reply = Message::Result {
+            request_id,
+            payload: b"{}".to_vec(),
+            duration_us: 1,
+            max_memory_kib: 1,
+        };
+        write_frame(&mut s, &reply).unwrap();
+    });
+    let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+    let inv = conn
+        .invoke(&request("r1", b"{}"), Duration::from_secs(5))
+        .unwrap();
+    let lines = |l: &Logs| l.lines.iter().map(|l| l.line.clone()).collect::<Vec<_>>();
+    assert_eq!(lines(&inv.init_phase), ["after-restore hook ran"]);
+    assert_eq!(lines(&inv.logs), ["handled"]);
+    agent.join().unwrap();
+}
+
 #[test]
 fn silent_agent_times_out_and_connection_stays_broken() {
     let (host, agent) = with_agent(|mut s| {

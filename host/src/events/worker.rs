@@ -89,6 +89,14 @@ async fn deliver(
         )
         .await;
     }
+    // A SnapStart version whose snapshot is not ready (an alias moved to it
+    // after the event was queued) is not started by boot + Init: the event
+    // waits, as a throttled one does, until the version is Active or the
+    // event is too old (then its on-failure destination hears why).
+    if target.state != crate::store::VersionState::Active {
+        let why = format!("version {version} is not Active ({:?})", target.state);
+        return transient(events, ev, None, &why).await;
+    }
     let pending = match inv.begin(target, ev.qualifier.as_deref()) {
         Ok(p) => p,
         Err(_throttled) => return transient(events, ev, None, "throttled").await,

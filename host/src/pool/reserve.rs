@@ -103,14 +103,8 @@ impl Pool {
         discard: &mut Vec<Warm>,
     ) -> Result<Slot, Throttle> {
         let bytes = claim_bytes(memory_mib);
-        let evicted = make_room(inner, bytes).ok_or(Throttle::Memory)?;
-        for w in evicted {
-            eprintln!(
-                "emberd: evicting idle environment {} ({}:{}) to make room for {}:{}",
-                w.id, w.key.function, w.key.version, key.function, key.version
-            );
-            discard.push(w);
-        }
+        let what = format!("{}:{}", key.function, key.version);
+        evict_for(inner, bytes, &what, discard)?;
         let id = self.register(inner, key, provisioned);
         if !inner.claims.claim(id, bytes) {
             // make_room just freed enough; unreachable unless the budget is
@@ -120,6 +114,67 @@ impl Pool {
         }
         Ok(Slot::Cold(id))
     }
+}
+
+/// Memory claimed for a VM the pool does not keep (the environment a
+/// SnapStart snapshot is taken from); given back when dropped.
+pub struct Aside {
+    pool: Arc<Pool>,
+    id: u64,
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        self.pool.lock().claims.release(self.id);
+    }
+}
+
+impl Pool {
+    /// Claims room for a VM of a `memory_mib` function that is not one of
+    /// the pool's environments, evicting idle ones as a cold start would.
+    /// `Throttle::Memory` when even that leaves no room.
+    pub fn claim_aside(self: &Arc<Self>, memory_mib: u32, what: &str) -> Result<Aside, Throttle> {
+        let mut discard = Vec::new();
+        let claimed = {
+            let mut inner = self.lock();
+            let bytes = claim_bytes(memory_mib);
+            evict_for(&mut inner, bytes, what, &mut discard).and_then(|()| {
+                let id = self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match inner.claims.claim(id, bytes) {
+                    true => Ok(Aside {
+                        pool: self.clone(),
+                        id,
+                    }),
+                    false => Err(Throttle::Memory),
+                }
+            })
+        };
+        for w in discard {
+            self.discard(w);
+        }
+        claimed
+    }
+}
+
+/// [`make_room`] for `bytes`, the evicted environments (logged, as making
+/// room for `what`) into `discard`.
+fn evict_for(
+    inner: &mut Inner,
+    bytes: u64,
+    what: &str,
+    discard: &mut Vec<Warm>,
+) -> Result<(), Throttle> {
+    let evicted = make_room(inner, bytes).ok_or(Throttle::Memory)?;
+    for w in evicted {
+        eprintln!(
+            "emberd: evicting idle environment {} ({}:{}) to make room for {what}",
+            w.id, w.key.function, w.key.version
+        );
+        discard.push(w);
+    }
+    Ok(())
 }
 
 /// Frees at least `bytes` of the budget by taking idle, unprovisioned

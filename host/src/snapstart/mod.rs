@@ -4,17 +4,21 @@
 //! and the version becomes `Active` (or `Failed` with the reason when its
 //! Init fails). Cold starts of the version then restore the snapshot
 //! (`env::snapstart`). This module owns the lifecycle: taking snapshots in
-//! the background, resuming the ones an earlier emberd left `Pending`, and
-//! deleting snapshots with their versions. DESIGN.md, "emberd: SnapStart".
+//! the background (the snapshotting VM holds a claim on the pool's memory
+//! budget like any environment, waiting for room), resuming the ones an
+//! earlier emberd left `Pending`, and deleting snapshots with their
+//! versions. DESIGN.md, "emberd: SnapStart".
 
 pub mod vault;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::catalog::{spec_template, Resolved};
 use crate::env::{EnvError, EnvLauncher};
+use crate::pool::Pool;
 use crate::store::{Store, VersionRecord, VersionState};
 use vault::{SnapKey, Vault};
 
@@ -29,7 +33,15 @@ pub enum TakeError {
     Env(EnvError),
     #[error("sealing the snapshot")]
     Seal(#[source] vault::VaultError),
+    #[error("no room in this host's memory budget for its environment within {0:?}")]
+    NoMemory(Duration),
 }
+
+/// How long a snapshot waits for room in the memory budget (busy
+/// environments finishing, idle ones evicted) before its version fails.
+const ROOM_WAIT: Duration = Duration::from_secs(120);
+/// How often it looks again meanwhile.
+const ROOM_POLL: Duration = Duration::from_millis(100);
 
 impl TakeError {
     /// Lambda's `StateReasonCode` and `StateReason` for a failed version.
@@ -68,15 +80,23 @@ impl TakeError {
 pub struct SnapStart {
     store: Arc<Store>,
     launcher: Arc<dyn EnvLauncher>,
+    /// Whose memory budget the snapshotting VMs count in.
+    pool: Arc<Pool>,
     vault: Arc<Vault>,
     next: AtomicU64,
 }
 
 impl SnapStart {
-    pub fn new(store: Arc<Store>, launcher: Arc<dyn EnvLauncher>, vault: Arc<Vault>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        launcher: Arc<dyn EnvLauncher>,
+        pool: Arc<Pool>,
+        vault: Arc<Vault>,
+    ) -> Arc<Self> {
         Arc::new(SnapStart {
             store,
             launcher,
+            pool,
             vault,
             next: AtomicU64::new(0),
         })
@@ -144,6 +164,8 @@ impl SnapStart {
         };
         let mut spec = spec_template(&r, Arc::new(code));
         spec.snapshot = None;
+        let what = format!("the SnapStart snapshot of {function}:{}", v.version);
+        let _room = self.room(spec.memory_mib, &what)?;
         // Short: the environment's vsock socket path lives below it.
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = self.vault.plain_root().join(format!("t{n}"));
@@ -165,6 +187,19 @@ impl SnapStart {
             });
         let _ = std::fs::remove_dir_all(&dir);
         sealed
+    }
+
+    /// A claim on the pool's memory budget for the snapshotting VM of a
+    /// `memory_mib` function, waiting up to [`ROOM_WAIT`] for room.
+    fn room(&self, memory_mib: u32, what: &str) -> Result<crate::pool::Aside, TakeError> {
+        let start = Instant::now();
+        loop {
+            match self.pool.claim_aside(memory_mib, what) {
+                Ok(claim) => return Ok(claim),
+                Err(_) if start.elapsed() < ROOM_WAIT => std::thread::sleep(ROOM_POLL),
+                Err(_) => return Err(TakeError::NoMemory(ROOM_WAIT)),
+            }
+        }
     }
 
     /// Starts again the snapshots an earlier emberd left `Pending`.

@@ -5,7 +5,10 @@
 ;; draws 8 more bytes per call and answers
 ;; {"r":"<call draw>","i":"<init draw>","a":"<after-restore draw>","nb":B,"na":A}
 ;; (hex). An event starting with '-' traps (a function error); one starting
-;; with a digit d first spins d x 100 ms (to hold environments busy).
+;; with a digit d first spins d x 100 ms (to hold environments busy); one
+;; that is `true` spins until the function's timeout stops it. The
+;; after-restore hook prints "after-restore: re-drew a" to stderr (a log
+;; line of the restore phase).
 (module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -35,13 +38,17 @@
   (data (i32.const 620) "\",\"a\":\"")
   (data (i32.const 630) "\",\"nb\":")
   (data (i32.const 640) ",\"na\":")
+  (data (i32.const 660) "after-restore: re-drew a\n")
   (func (export "_initialize")
     (drop (call $random_get (i32.const 1024) (i32.const 8))))
   (func (export "ember_before_snapshot")
     (global.set $nb (i32.add (global.get $nb) (i32.const 1))))
   (func (export "ember_after_restore")
     (global.set $na (i32.add (global.get $na) (i32.const 1)))
-    (drop (call $random_get (i32.const 1040) (i32.const 8))))
+    (drop (call $random_get (i32.const 1040) (i32.const 8)))
+    (i32.store (i32.const 32) (i32.const 660))
+    (i32.store (i32.const 36) (i32.const 25))
+    (drop (call $fd_write (i32.const 2) (i32.const 32) (i32.const 1) (i32.const 48))))
   (func $now (result i64)
     (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 64)))
     (i64.load (i32.const 64)))
@@ -53,6 +60,7 @@
     (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
     (local.set $n (i32.load8_u (i32.const 700)))
     (if (i32.eq (local.get $n) (i32.const 45)) (then unreachable))
+    (if (i32.eq (local.get $n) (i32.const 116)) (then (loop $forever (br $forever))))
     (if (i32.and (i32.ge_u (local.get $n) (i32.const 48)) (i32.le_u (local.get $n) (i32.const 57)))
       (then
         (local.set $end (i64.add (call $now)
