@@ -5,7 +5,10 @@ stdlib; the reactor (images/python-wasm/reactor.c) calls `init()` once in
 _initialize and `invoke(env)` per invocation with that invocation's
 environment. The event is stdin; stdout is the response (status 0) or
 Lambda's error document (status 1); print and logging go to stderr, one log
-line per line, as Lambda's log stream shows them."""
+line per line, as Lambda's log stream shows them. With SnapStart the reactor
+also calls `before_snapshot()` (after init, before the snapshot) and
+`after_restore()` (in each restored environment): the hooks registered with
+snapshot_restore_py, with the same status and document convention."""
 import decimal
 import importlib
 import json
@@ -228,6 +231,15 @@ def _write_out(data):
         view = view[n:]
 
 
+def _report(error_result):
+    """Logs an error as awslambdaric does and writes its document to stdout;
+    the status that says so (1)."""
+    log_error(error_result)
+    sys.stderr.flush()
+    _write_out(to_json(error_result).encode())
+    return 1
+
+
 def init():
     """Imports the handler. 0 = ready; 1 = the init error's document is on stdout."""
     global _handler
@@ -244,10 +256,35 @@ def init():
     if error_result is None:
         return 0
     logging.warning(UNHANDLED_WARNING)
-    log_error(error_result)
+    return _report(error_result)
+
+
+def _run_hooks(hooks):
+    """Runs (func, args, kwargs) hooks in order. 0 = all ran; 1 = one raised:
+    its error is logged and its document is on stdout (the rest are skipped)."""
+    try:
+        for func, args, kwargs in hooks:
+            func(*args, **kwargs)
+        return 0
+    except Exception:
+        error_result = _fault_result(sys.exc_info())
+    return _report(error_result)
+
+
+def before_snapshot():
+    """SnapStart: the before-snapshot hooks, last registered first."""
+    import snapshot_restore_py
+    status = _run_hooks(list(reversed(snapshot_restore_py.get_before_snapshot())))
     sys.stderr.flush()
-    _write_out(to_json(error_result).encode())
-    return 1
+    return status
+
+
+def after_restore():
+    """SnapStart: the after-restore hooks, in order of registration."""
+    import snapshot_restore_py
+    status = _run_hooks(list(snapshot_restore_py.get_after_restore()))
+    sys.stderr.flush()
+    return status
 
 
 def _read_event():
@@ -293,9 +330,6 @@ def invoke(env):
                                   traceback.format_list(_user_frames(tb)), _request_id)
     sys.stderr.flush()
     if error_result is not None:
-        log_error(error_result)
-        sys.stderr.flush()
-        _write_out(to_json(error_result).encode())
-        return 1
+        return _report(error_result)
     _write_out(result)
     return 0

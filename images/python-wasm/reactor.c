@@ -7,13 +7,21 @@
  * functions"): `handle` returns 0 when stdout holds the response, non-zero
  * when stdout holds Lambda's error document ({errorMessage, errorType,
  * requestId, stackTrace}); `_initialize` exits with a non-zero status after
- * writing an init error's document to stdout. */
+ * writing an init error's document to stdout.
+ *
+ * SnapStart (Lambda's runtime hooks): the agent calls the exports
+ * `ember_before_snapshot` (after _initialize, before the snapshot) and
+ * `ember_after_restore` (in each restored clone, before its first
+ * invocation); they run the hooks registered with snapshot_restore_py
+ * (the bootstrap's before_snapshot/after_restore) and, like _initialize,
+ * exit non-zero after writing the failure's document to stdout. */
 #include "Python.h"
 #include <wasi/api.h>
 #include <stdlib.h>
 #include <string.h>
 
 static PyObject *invoke_fn;
+static PyObject *bootstrap;
 
 __attribute__((constructor)) static void ember_python_init(void) {
     PyConfig config;
@@ -29,6 +37,7 @@ __attribute__((constructor)) static void ember_python_init(void) {
         PyErr_Print();
         exit(70);
     }
+    bootstrap = m;
     invoke_fn = PyObject_GetAttrString(m, "invoke");
     PyObject *r = PyObject_CallMethod(m, "init", NULL);
     if (r == NULL || invoke_fn == NULL) {
@@ -80,4 +89,28 @@ __attribute__((export_name("handle"))) int handle(void) {
     long status = PyLong_AsLong(r);
     Py_DECREF(r);
     return status != 0;
+}
+
+/* Runs the bootstrap's hook runner `name` (absent in an older bootstrap:
+ * nothing to run); a non-zero status exits after its document. */
+static void run_hooks(const char *name) {
+    if (bootstrap == NULL || !PyObject_HasAttrString(bootstrap, name)) return;
+    PyObject *r = PyObject_CallMethod(bootstrap, name, NULL);
+    if (r == NULL) {
+        PyErr_Print();
+        exit(73);
+    }
+    long status = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (status != 0) {
+        exit(1);
+    }
+}
+
+__attribute__((export_name("ember_before_snapshot"))) void ember_before_snapshot(void) {
+    run_hooks("before_snapshot");
+}
+
+__attribute__((export_name("ember_after_restore"))) void ember_after_restore(void) {
+    run_hooks("after_restore");
 }

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -47,6 +48,14 @@ def built(script, *args):
     """Runs a cached build script of the repository (kernel-config/build.sh,
     images/build-images.sh); the path it printed last."""
     out = subprocess.run(["bash", str(REPO / script), *args], check=True,
+                         stdout=subprocess.PIPE, text=True, timeout=1800).stdout
+    return out.strip().splitlines()[-1]
+
+
+def python_wasm_dir() -> str:
+    """CPython for the kernel-less guest (scripts/build-python-wasm.sh: built
+    once per recipe, then cached); its directory."""
+    out = subprocess.run(["bash", str(REPO / "scripts/build-python-wasm.sh")], check=True,
                          stdout=subprocess.PIPE, text=True, timeout=1800).stdout
     return out.strip().splitlines()[-1]
 
@@ -291,6 +300,27 @@ def vmm_alive(pid: int) -> bool:
         return state not in ("Z", "X") and is_env
     except (OSError, IndexError):
         return False
+
+
+def at_once(calls):
+    """Runs each callable on its own thread, all released together (a
+    barrier); returns (their results, the repr of what any raised)."""
+    outs, errors = [], []
+    together = threading.Barrier(len(calls))
+
+    def one(f):
+        try:
+            together.wait(timeout=60)
+            outs.append(f())
+        except Exception as x:  # noqa: BLE001 - returned to the caller
+            errors.append(repr(x))
+
+    threads = [threading.Thread(target=one, args=(f,)) for f in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outs, errors
 
 
 def wait_for(cond, timeout=30.0, interval=0.05):

@@ -22,7 +22,7 @@ import zipfile
 
 import pytest
 
-from conftest import Emberd, wait_for
+from conftest import Emberd, python_wasm_dir, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -139,18 +139,10 @@ def zip_bytes(files):
     return buf.getvalue()
 
 
-def python_dir():
-    import subprocess
-    from conftest import REPO
-    out = subprocess.run(["bash", str(REPO / "scripts/build-python-wasm.sh")], check=True,
-                         stdout=subprocess.PIPE, text=True, timeout=1800).stdout
-    return out.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def ember():
     d = tempfile.mkdtemp(prefix="epy", dir="/tmp")
-    e = Emberd(d, ["--python-wasm-dir", python_dir(), "--spare-vms", "0"]).start()
+    e = Emberd(d, ["--python-wasm-dir", python_wasm_dir(), "--spare-vms", "0"]).start()
     yield e
     e.stop()
     shutil.rmtree(d, ignore_errors=True)

@@ -16,7 +16,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import create, wait_for, wasm
+from conftest import at_once, create, wait_for, wasm
 
 pytestmark = pytest.mark.vm
 
@@ -149,28 +149,18 @@ def test_twenty_restored_environments_draw_distinct_randoms(make_emberd):
     create(c, "ss-rand", wasm("snapstart"), SnapStart=SNAP)
     version = publish_active(c, "ss-rand")
     before = metric(e, "ember_snapstart_restore_seconds_count")
-    outs, errors = [], []
     # All 20 requests leave together and each holds its environment 900 ms,
     # so none can land on an environment another one just freed (a warm
     # call: no Restore Duration; seen once when the threads started late).
     clients = [e.client(read_timeout=300) for _ in range(20)]
-    together = threading.Barrier(20)
 
     def one(client):
-        try:
-            together.wait(timeout=60)
-            r, body, log = invoke(client, "ss-rand", version, b"9")
-            assert "FunctionError" not in r, (body, log)
-            assert "Restore Duration" in report(log), log
-            outs.append(json.loads(body))
-        except Exception as x:  # noqa: BLE001 - reported below
-            errors.append(repr(x))
+        r, body, log = invoke(client, "ss-rand", version, b"9")
+        assert "FunctionError" not in r, (body, log)
+        assert "Restore Duration" in report(log), log
+        return json.loads(body)
 
-    threads = [threading.Thread(target=one, args=(cl,)) for cl in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outs, errors = at_once([lambda cl=cl: one(cl) for cl in clients])
     assert not errors, (errors, e.log())
     assert len(outs) == 20
     # 20 environments, each restored from the one snapshot.

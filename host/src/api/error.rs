@@ -15,6 +15,9 @@ pub enum ApiError {
     /// An invoke of a SnapStart version whose snapshot is still being taken.
     #[error("{0}")]
     SnapStartNotReady(String),
+    /// A restored environment's after-restore hook failed.
+    #[error("{0}")]
+    SnapStart(String),
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             | ApiError::CodeSigningConfigNotFound(_) => 404,
             ApiError::Conflict(_) | ApiError::SnapStartNotReady(_) => 409,
             ApiError::InvalidParameter(_)
+            | ApiError::SnapStart(_)
             | ApiError::InvalidRequestContent(_)
             | ApiError::CodeStorageExceeded(_)
             | ApiError::PolicyLengthExceeded(_) => 400,
@@ -85,6 +89,7 @@ impl ApiError {
             ApiError::NotFound(_) => "ResourceNotFoundException",
             ApiError::Conflict(_) => "ResourceConflictException",
             ApiError::SnapStartNotReady(_) => "SnapStartNotReadyException",
+            ApiError::SnapStart(_) => "SnapStartException",
             ApiError::InvalidParameter(_) => "InvalidParameterValueException",
             ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
             ApiError::TooLarge(_) => "RequestTooLargeException",

@@ -116,16 +116,21 @@ fn snap_start(input: Option<&wire::SnapStartIn>) -> Result<SnapStartApplyOn, Api
         .map_err(ApiError::InvalidParameter)
 }
 
-/// SnapStart snapshots kernel-less (wasm) environments only: Linux guests'
-/// device and interrupt state is not in ember-vmm's snapshots yet.
-fn check_snap_start(cfg: &FunctionConfig) -> Result<(), ApiError> {
-    if cfg.snap_start == SnapStartApplyOn::PublishedVersions && cfg.runtime != "wasm" {
-        return Err(ApiError::InvalidParameter(format!(
-            "SnapStart is not supported for runtime {} (only runtime wasm can be snapshotted on this host)",
-            cfg.runtime
-        )));
+/// SnapStart snapshots kernel-less environments only (runtime wasm, and
+/// python3.11 where the kernel-less guest runs it): Linux guests' device
+/// and interrupt state is not in ember-vmm's snapshots yet. `native` are
+/// the function code's native extensions (they send python3.11 to Linux).
+fn check_snap_start(app: &App, cfg: &FunctionConfig, native: &[String]) -> Result<(), ApiError> {
+    if cfg.snap_start != SnapStartApplyOn::PublishedVersions || cfg.runtime == "wasm" {
+        return Ok(());
     }
-    Ok(())
+    match app.functions.caps().guest(&cfg.runtime, native) {
+        Ok(crate::python::Guest::Wasm) => Ok(()),
+        _ => Err(ApiError::InvalidParameter(format!(
+            "SnapStart is not supported for runtime {} on this host: it runs in a Linux guest, and ember snapshots kernel-less guests only (runtime wasm, and python3.11 on the kernel-less guest)",
+            cfg.runtime
+        ))),
+    }
 }
 
 fn check_arch(a: &Option<Vec<String>>, package_type: Option<&str>) -> Result<(), ApiError> {
@@ -164,7 +169,7 @@ pub fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         snap_start: snap_start(input.snap_start.as_ref())?,
     };
     check_runtime(app, &config.runtime)?;
-    check_snap_start(&config)?;
+    check_snap_start(app, &config, &[])?;
     check_limits(&config)?;
     own_layers(&config.layers, req.account())?;
     let sizes = layer_sizes(app.functions.store(), &config.layers)?;
@@ -365,7 +370,7 @@ pub fn update_configuration(app: &App, req: &Req, raw: &str) -> Result<Reply, Ap
     if let Some(v) = &input.snap_start {
         cfg.snap_start = snap_start(Some(v))?;
     }
-    check_snap_start(&cfg)?;
+    check_snap_start(app, &cfg, &current.code.native)?;
     check_limits(&cfg)?;
     own_layers(&cfg.layers, req.account())?;
     let sizes = layer_sizes(app.functions.store(), &cfg.layers)?;

@@ -172,6 +172,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         tail.then(|| crate::logs::frame::tail_base64(&crate::logs::frame::lines(&out)));
     let mut reply = match (&out.result, req.answer) {
         (CallResult::ServiceError(m), _) => return Err(ApiError::Service(m.clone())),
+        (CallResult::SnapStartError(m), _) => return Err(ApiError::SnapStart(m.clone())),
         (result, Answer::Stream) => super::stream::reply(&out.version, result, log_tail.take()),
         (CallResult::Success(payload), Answer::Whole) => success(&out.version, payload),
         (CallResult::FunctionError(f), Answer::Whole) => function_error(&out.version, f),

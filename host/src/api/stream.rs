@@ -73,6 +73,10 @@ pub fn reply(version: &str, result: &CallResult, log_tail: Option<String>) -> Re
             complete.insert("ErrorCode".into(), json!("ServiceException"));
             complete.insert("ErrorDetails".into(), json!(m));
         }
+        CallResult::SnapStartError(m) => {
+            complete.insert("ErrorCode".into(), json!("SnapStartException"));
+            complete.insert("ErrorDetails".into(), json!(m));
+        }
     }
     if let Some(tail) = log_tail {
         complete.insert("LogResult".into(), json!(tail));

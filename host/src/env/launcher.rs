@@ -39,6 +39,34 @@ pub struct VmLauncher {
     vault: Option<Arc<crate::snapstart::vault::Vault>>,
 }
 
+/// `base` for a function of `memory_mib`: its CPU quota set.
+fn with_cpu_quota(base: &LaunchConfig, memory_mib: u32, mib_per_vcpu: u32) -> LaunchConfig {
+    let mut cfg = base.clone();
+    if let Some(j) = cfg.jail.as_mut() {
+        j.cpu_quota_us = super::cpu_quota_us(memory_mib, mib_per_vcpu);
+    }
+    cfg
+}
+
+/// The launch config of a kernel-less VM for `spec`'s function (`base`
+/// with its CPU quota and guest memory).
+pub(super) fn kernelless_config(
+    base: &LaunchConfig,
+    mib_per_vcpu: u32,
+    spec: &EnvSpec,
+) -> LaunchConfig {
+    let mut cfg = with_cpu_quota(base, spec.memory_mib, mib_per_vcpu);
+    // python3.11's Init carries the compiled interpreter and its stdlib
+    // (~30 MB) beside the function's linear-memory reservation.
+    cfg.mem_mib = match spec.runtime == crate::python::RUNTIME {
+        true => spec
+            .memory_mib
+            .saturating_add(crate::python::GUEST_OVERHEAD_MIB),
+        false => spec.memory_mib,
+    };
+    cfg
+}
+
 /// Lambda's CPU-per-memory rule: 1,769 MB of memory buy one vCPU.
 pub const LAMBDA_MIB_PER_VCPU: u32 = 1769;
 
@@ -75,11 +103,7 @@ impl VmLauncher {
 
     /// `base` for a function of `memory_mib`: its CPU quota set.
     fn config_for(&self, base: &LaunchConfig, memory_mib: u32) -> LaunchConfig {
-        let mut cfg = base.clone();
-        if let Some(j) = cfg.jail.as_mut() {
-            j.cpu_quota_us = super::cpu_quota_us(memory_mib, self.mib_per_vcpu);
-        }
-        cfg
+        with_cpu_quota(base, memory_mib, self.mib_per_vcpu)
     }
 
     /// Restores SnapStart versions from the snapshots in `vault`.
@@ -88,22 +112,18 @@ impl VmLauncher {
         self
     }
 
-    pub(super) fn vault(&self) -> Option<&Arc<crate::snapstart::vault::Vault>> {
-        self.vault.as_ref()
+    /// What restores from this launcher's vault need (None: no vault).
+    pub(super) fn restorer(&self) -> Option<super::snapstart::Restorer> {
+        Some(super::snapstart::Restorer {
+            base: self.base.clone(),
+            mib_per_vcpu: self.mib_per_vcpu,
+            vault: self.vault.clone()?,
+        })
     }
 
     /// The launch config of a kernel-less VM for `spec`'s function.
     pub(super) fn config_for_spec(&self, spec: &EnvSpec) -> LaunchConfig {
-        let mut cfg = self.config_for(&self.base, spec.memory_mib);
-        // python3.11's Init carries the compiled interpreter and its stdlib
-        // (~30 MB) beside the function's linear-memory reservation.
-        cfg.mem_mib = match spec.runtime == crate::python::RUNTIME {
-            true => spec
-                .memory_mib
-                .saturating_add(crate::python::GUEST_OVERHEAD_MIB),
-            false => spec.memory_mib,
-        };
-        cfg
+        kernelless_config(&self.base, self.mib_per_vcpu, spec)
     }
 
     /// Records each environment's VM boot time (spawn → Ready) in `m`.
@@ -197,7 +217,7 @@ impl VmLauncher {
     /// What `Init` carries for a wasm function: the artefact compiled for the
     /// CPU features the booted guest announced, or (no compiler, or an old
     /// agent) the module itself for the interpreter.
-    pub(super) fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
+    fn wasm_code(&self, spec: &EnvSpec, env: &Environment) -> Result<Code, EnvError> {
         let id = if spec.code_blob.is_empty() {
             crate::store::blob::sha256_hex(&spec.code)
         } else {
@@ -236,7 +256,11 @@ impl VmLauncher {
     /// `Init` for a wasm environment: its code, and its trees (python3.11:
     /// the runtime at `/var/runtime` and the ZIP at `/var/task`; every wasm
     /// function: its layers merged in order at `/opt`).
-    fn wasm_init(&self, spec: &EnvSpec, env: &Environment) -> Result<InitSpec, EnvError> {
+    pub(super) fn wasm_init(
+        &self,
+        spec: &EnvSpec,
+        env: &Environment,
+    ) -> Result<InitSpec, EnvError> {
         let mut init = if spec.runtime == crate::python::RUNTIME {
             let rt = self
                 .python
@@ -285,7 +309,7 @@ impl VmLauncher {
     }
 
     /// Whether `spec` runs in a Linux guest (python3.11: as [`crate::python`] decides).
-    fn runs_on_linux(&self, spec: &EnvSpec) -> bool {
+    pub(super) fn runs_on_linux(&self, spec: &EnvSpec) -> bool {
         match &self.python {
             Some(p) if spec.runtime == crate::python::RUNTIME => {
                 let native = crate::python::native_extensions(&spec.code);
@@ -376,10 +400,9 @@ impl EnvLauncher for VmLauncher {
                     }));
                 }
                 Err(super::snapstart::RestoreError::Hook) => {
-                    return Err(EnvError::Init(FunctionError::new(
-                        "SnapStartException",
-                        "the function's ember_after_restore hook failed".to_string(),
-                    )))
+                    return Err(EnvError::Restore(
+                        "The afterRestore() runtime hook encountered an error. For more information, check the function's logs.".into(),
+                    ))
                 }
                 Err(e) => {
                     if let Some(m) = &self.metrics {

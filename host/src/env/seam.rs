@@ -115,6 +115,10 @@ pub enum EnvError {
     Launch(#[source] LaunchError),
     #[error("{}: {}", .0.error_type, .0.message)]
     Init(FunctionError),
+    /// A restored (SnapStart) environment's after-restore hook failed:
+    /// Lambda's `SnapStartException`, not an invocation error.
+    #[error("the after-restore hook failed: {0}")]
+    Restore(String),
     /// The VM exited or the stream broke mid-invocation (`Runtime.ExitError`).
     #[error("environment died")]
     Died(#[source] Fault),
@@ -128,6 +132,7 @@ impl EnvError {
             EnvError::Launch(e) => crate::util::error_chain(e),
             EnvError::Died(f) => crate::util::error_chain(f),
             EnvError::Init(f) => f.message.clone(),
+            EnvError::Restore(m) => m.clone(),
         }
     }
 }

@@ -8,14 +8,15 @@
 //! reason but the function's own hook is the caller's cue to boot + Init.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::launcher::VmLauncher;
+use super::launcher::{kernelless_config, VmLauncher};
 use super::{
-    AgentError, EnvError, EnvSpec, Environment, Fault, FunctionError, LaunchError, OnSpawn,
-    RestoreFrom,
+    AgentError, EnvError, EnvSpec, Environment, Fault, FunctionError, LaunchConfig, LaunchError,
+    OnSpawn, RestoreFrom,
 };
-use crate::snapstart::vault::{SnapKey, VaultError};
+use crate::snapstart::vault::{SnapKey, Vault, VaultError};
 
 /// The environment variable Lambda sets to tell a runtime how it was
 /// initialised; `snap-start` makes the agent run `ember_before_snapshot`.
@@ -49,17 +50,29 @@ fn timing(env: &Environment, name: &str) -> Option<u64> {
         .map(|(_, v)| *v)
 }
 
-impl VmLauncher {
+/// What a restore needs: the launcher's kernel-less VM config and CPU rule,
+/// and the vault (a copy is what the restored spares restore with).
+#[derive(Clone)]
+pub struct Restorer {
+    pub(super) base: LaunchConfig,
+    pub(super) mib_per_vcpu: u32,
+    pub(super) vault: Arc<Vault>,
+}
+
+impl Restorer {
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
     /// A fresh environment restored from `key`'s snapshot.
-    pub(super) fn restore(
+    pub fn restore(
         &self,
         spec: &EnvSpec,
         key: &SnapKey,
         on_spawn: &OnSpawn,
     ) -> Result<Environment, RestoreError> {
-        let vault = self.vault().ok_or(RestoreError::NoVault)?;
-        let plain = vault.open_plain(key)?;
-        let mut cfg = self.config_for_spec(spec);
+        let plain = self.vault.open_plain(key)?;
+        let mut cfg = kernelless_config(&self.base, self.mib_per_vcpu, spec);
         cfg.work_root = spec.work_dir.clone();
         // The jail's memory limit follows the snapshot's guest memory.
         cfg.mem_mib = plain.mem_mib.max(spec.memory_mib);
@@ -77,21 +90,37 @@ impl VmLauncher {
         }
         Ok(env)
     }
+}
+
+impl VmLauncher {
+    /// A fresh environment restored from `key`'s snapshot.
+    pub(super) fn restore(
+        &self,
+        spec: &EnvSpec,
+        key: &SnapKey,
+        on_spawn: &OnSpawn,
+    ) -> Result<Environment, RestoreError> {
+        self.restorer()
+            .ok_or(RestoreError::NoVault)?
+            .restore(spec, key, on_spawn)
+    }
 
     /// See [`super::EnvLauncher::take_snapshot`].
     pub(super) fn snapshot_into(&self, spec: &EnvSpec, out: &Path) -> Result<(), EnvError> {
-        if spec.runtime != "wasm" {
-            return Err(EnvError::Launch(LaunchError::Unavailable(
-                "SnapStart snapshots functions of runtime wasm only".into(),
-            )));
+        if self.runs_on_linux(spec) {
+            return Err(EnvError::Launch(LaunchError::Unavailable(format!(
+                "SnapStart snapshots kernel-less environments only; {} runs in a Linux guest here",
+                spec.runtime
+            ))));
         }
         let mut cfg = self.config_for_spec(spec);
         cfg.work_root = spec.work_dir.clone();
         cfg.api = true;
         let mut env = Environment::launch_with(&cfg, &OnSpawn::default())
             .map_err(|e| EnvError::Launch(LaunchError::Agent(e)))?;
-        let code = self.wasm_code(spec, &env)?;
-        let mut init = spec.init_spec(code);
+        // The Init a cold start would send (python3.11: the runtime's trees
+        // and environment; every wasm function: its layers), as snap-start.
+        let mut init = self.wasm_init(spec, &env)?;
         init.env.retain(|(k, _)| k != INIT_TYPE_VAR);
         init.env.push((INIT_TYPE_VAR.into(), "snap-start".into()));
         match env.init(&init) {

@@ -160,6 +160,11 @@ async fn deliver(
         CallResult::ServiceError(m) => {
             return transient(events, ev, Some(end), m).await;
         }
+        // The function's own hook failed: retried as its errors are.
+        CallResult::SnapStartError(m) => (
+            Attempt::FunctionError,
+            serde_json::json!({"errorType": "SnapStartException", "errorMessage": m}),
+        ),
     };
     ev.transient = 0;
     if kind == Attempt::FunctionError {
@@ -226,6 +231,7 @@ fn result_label(r: &CallResult) -> String {
         CallResult::Success(_) => "Success".into(),
         CallResult::FunctionError(f) => format!("FunctionError:{}", f.error_type),
         CallResult::ServiceError(_) => "ServiceError".into(),
+        CallResult::SnapStartError(_) => "SnapStartException".into(),
     }
 }
 

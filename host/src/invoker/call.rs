@@ -16,6 +16,9 @@ pub enum CallResult {
     /// No environment could be started; not the function's fault (HTTP 500,
     /// retried with backoff for events).
     ServiceError(String),
+    /// A restored SnapStart environment's after-restore hook failed
+    /// (Lambda's `SnapStartException`, HTTP 400).
+    SnapStartError(String),
 }
 
 /// Everything known about one finished invocation.

@@ -136,6 +136,7 @@ impl Ticket {
                         crate::util::error_chain(&e)
                     )),
                     EnvError::Init(f) => CallResult::FunctionError(f),
+                    EnvError::Restore(m) => CallResult::SnapStartError(m),
                     EnvError::Died(f) => {
                         function_error("Runtime.ExitError", crate::util::error_chain(&f))
                     }

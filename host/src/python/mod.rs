@@ -27,6 +27,9 @@ pub const GUEST_OVERHEAD_MIB: u32 = 128;
 /// The bootstrap (the Lambda runtime contract in Python), sent as a second
 /// tree at `/var/runtime`, so changing it never rebuilds CPython.
 const BOOTSTRAP: &str = include_str!("../../../images/python-wasm/ember_bootstrap.py");
+/// Lambda's runtime-hooks module for SnapStart (`snapshot_restore_py`),
+/// beside the bootstrap.
+const HOOKS: &str = include_str!("../../../images/python-wasm/snapshot_restore_py.py");
 
 /// `--python-guest`: which guest runs `python3.11` functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -163,7 +166,7 @@ impl WasmRuntime {
     }
 }
 
-/// The bootstrap as a one-file stored ZIP.
+/// The bootstrap and the hooks module as a stored ZIP.
 fn bootstrap_zip() -> Result<Vec<u8>, String> {
     use std::io::Write;
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
@@ -171,6 +174,8 @@ fn bootstrap_zip() -> Result<Vec<u8>, String> {
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     w.start_file("ember_bootstrap.py", opts)
         .and_then(|_| w.write_all(BOOTSTRAP.as_bytes()).map_err(Into::into))
+        .and_then(|_| w.start_file("snapshot_restore_py.py", opts))
+        .and_then(|_| w.write_all(HOOKS.as_bytes()).map_err(Into::into))
         .and_then(|_| w.finish())
         .map(Cursor::into_inner)
         .map_err(|e| format!("bootstrap zip: {e}"))

@@ -88,4 +88,9 @@ fn the_bootstrap_travels_as_a_stored_zip() {
     let mut s = String::new();
     std::io::Read::read_to_string(&mut f, &mut s).unwrap();
     assert!(s.contains("def invoke("));
+    drop(f);
+    let mut f = a.by_name("snapshot_restore_py.py").unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+    assert!(s.contains("def register_after_restore("));
 }
