@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""SnapStart benchmark (issue 18): one emberd, one heavy-init module
-(tests/api/wat/heavyinit.wat, 250 ms in `_initialize`), four peers measured
+"""SnapStart benchmark (issue 18): one heavy-init module
+(tests/api/wat/heavyinit.wat, 250 ms in `_initialize`), five peers measured
 in alternating rounds of the same run, at the boto3 client:
 
   snapstart  cold invoke of a SnapStart version (restore of its snapshot)
+  ss-spare   the same in a second emberd with --snapstart-spares 1: the cold
+             start takes an environment restored ahead of need (checked
+             with ember_snapstart_spares_taken_total every round)
   spare      cold invoke of the same module without SnapStart, 128 MiB
              (a pre-booted spare VM takes it: Init on the critical path)
   boot       the same at 256 MiB (no spare of that size: VM boot + Init)
   warm       a second invoke right after a cold one (same environment)
 
-emberd runs with --idle-timeout 0, so an environment left idle is reaped
+Both emberds run with --idle-timeout 0, so an environment left idle is reaped
 by the next maintenance pass (200 ms) and each round's first invoke is
 cold; the REPORT line of every cold invoke is checked (Restore Duration vs
 Init Duration), so a round that was not cold fails the run instead of
@@ -49,6 +52,24 @@ def timed(c, name, qualifier=None):
     return ms, report
 
 
+def snap_version(c, code):
+    """Creates "snap" with SnapStart, publishes it and waits for Active."""
+    create(c, "snap", code, SnapStart={"ApplyOn": "PublishedVersions"})
+    v = c.publish_version(FunctionName="snap")["Version"]
+    c.get_waiter("published_version_active").wait(
+        FunctionName="snap", Qualifier=v, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    return v
+
+
+def spares_taken(e):
+    status, _, body = e.raw("GET", "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith("ember_snapstart_spares_taken_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def stats(xs):
     xs = sorted(xs)
     return statistics.median(xs), xs[min(len(xs) - 1, int(len(xs) * 0.9))]
@@ -58,20 +79,29 @@ def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     d = tempfile.mkdtemp(prefix="eb", dir="/tmp")
     e = Emberd(d, ["--idle-timeout", "0", "--spare-vms", "2", "--spare-mib", "128"]).start()
+    d2 = tempfile.mkdtemp(prefix="eb", dir="/tmp")
+    e2 = Emberd(d2, ["--idle-timeout", "0", "--spare-vms", "0", "--snapstart-spares", "1"]).start()
     try:
         c = e.client()
+        c2 = e2.client()
         heavy = module("heavyinit")
-        create(c, "snap", heavy, SnapStart={"ApplyOn": "PublishedVersions"})
-        v = c.publish_version(FunctionName="snap")["Version"]
-        c.get_waiter("published_version_active").wait(
-            FunctionName="snap", Qualifier=v, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+        v = snap_version(c, heavy)
+        v2 = snap_version(c2, heavy)
         create(c, "spare", heavy)
         create(c, "boot", heavy, MemorySize=256)
-        times = {k: [] for k in ("snapstart", "spare", "boot", "warm")}
-        restore_ms = []
+        times = {k: [] for k in ("snapstart", "ss-spare", "spare", "boot", "warm")}
+        restore_ms, spare_restore_ms = [], []
         timed(c, "snap", v)  # first restore decrypts the snapshot into tmpfs
+        timed(c2, "snap", v2)  # ... and makes e2 keep a spare of the version
         time.sleep(0.5)
         for _ in range(rounds):
+            taken = spares_taken(e2)
+            ms, rep = timed(c2, "snap", v2)
+            assert "Restore Duration" in rep, rep
+            assert spares_taken(e2) == taken + 1, "the cold start did not take a restored spare"
+            times["ss-spare"].append(ms)
+            spare_restore_ms.append(float(rep.split("Restore Duration: ")[1].split(" ms")[0]))
+            time.sleep(0.5)
             ms, rep = timed(c, "snap", v)
             assert "Restore Duration" in rep, rep
             times["snapstart"].append(ms)
@@ -93,15 +123,19 @@ def main():
               f"(250 ms _initialize), boto3 client latency; {os.cpu_count()} CPUs, "
               f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
         snap50, _ = stats(times["snapstart"])
-        for k, label in (("snapstart", "cold, SnapStart restore"), ("spare", "cold, spare VM + Init"),
+        for k, label in (("snapstart", "cold, SnapStart restore"),
+                         ("ss-spare", "cold, restored spare"), ("spare", "cold, spare VM + Init"),
                          ("boot", "cold, VM boot + Init (256 MiB)"), ("warm", "warm")):
             p50, p90 = stats(times[k])
             print(f"  {label:<32} p50 {p50:8.2f} ms  p90 {p90:8.2f} ms  "
                   f"vs SnapStart {p50 / snap50:6.2f}x")
         r50, r90 = stats(restore_ms)
         print(f"  emberd's Restore Duration (spawn -> restored agent's Ready): p50 {r50:.2f} ms, p90 {r90:.2f} ms")
+        r50, r90 = stats(spare_restore_ms)
+        print(f"  the spares' Restore Duration (off the critical path): p50 {r50:.2f} ms, p90 {r90:.2f} ms")
     finally:
         e.stop()
+        e2.stop()
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// Memory size of the spare VMs.
     #[arg(long, default_value_t = 128)]
     pub spare_mib: u32,
+    /// Environments kept restored ahead of need per SnapStart version (once
+    /// it had a cold start), each holding its memory claim while it waits,
+    /// made only with free room in the budget; 0 (default) turns this off.
+    #[arg(long, default_value_t = 0)]
+    pub snapstart_spares: usize,
     /// Serve `GET /metrics` without a signature to clients on loopback
     /// (every other request, and /metrics from elsewhere, must be signed).
     #[arg(long)]
@@ -371,7 +376,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_test_hook(args.vmm_test_hook.as_deref())
         .with_boot_timeout(Duration::from_secs(args.boot_timeout.max(1)))
         .with_cpu_rule(args.mib_per_vcpu)
-        .with_spares(args.spare_vms, args.spare_mib, &run);
+        .with_spares(args.spare_vms, args.spare_mib, &run)
+        .with_restored_spares(args.snapstart_spares, &run);
+    let restored = launcher.restored_spares();
     // SAFETY: geteuid has no preconditions and touches no memory.
     let euid = unsafe { libc::geteuid() };
     let problems = crate::preflight::check(
@@ -401,6 +408,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     };
     let launcher: Arc<dyn crate::env::EnvLauncher> = Arc::new(launcher);
     let pool = Pool::new(launcher.clone(), cfg);
+    if let Some(r) = restored {
+        r.set_budget(crate::pool::budget(&pool));
+    }
     let snapstart =
         crate::snapstart::SnapStart::new(store.clone(), launcher, pool.clone(), vault.clone());
     let (funcs, _) = store.list_functions(None, usize::MAX)?;

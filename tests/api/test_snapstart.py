@@ -317,3 +317,34 @@ def test_the_snapshot_environment_counts_in_the_memory_budget(make_emberd):
     assert wait_for(lambda: metric(e, "ember_memory_claimed_bytes") == 0, timeout=10), e.log()
     r, body, log = invoke(c, "ss-budget", v)
     assert "Restore Duration" in report(log), log
+
+
+def test_a_restored_spare_serves_the_next_cold_start(make_emberd):
+    """--snapstart-spares 1: once a version had a cold start, one environment
+    is restored ahead of need (holding its memory claim while it waits); the
+    next cold start takes it instead of starting a VMM and loading the
+    snapshot: a restored environment of its own (after-restore draw, hooks
+    once), Restore Duration reported, and the next spare restored behind it."""
+    e = make_emberd(["--snapstart-spares", "1"])
+    one = (128 + 16) << 20
+    c = e.client()
+    create(c, "ss-spare", wasm("snapstart"), SnapStart=SNAP)
+    version = publish_active(c, "ss-spare")
+    r, body, log = invoke(c, "ss-spare", version)
+    assert "Restore Duration" in report(log), log
+    first = json.loads(body)
+    # The warm environment, and the spare restored beside it.
+    assert wait_for(lambda: metric(e, "ember_memory_claimed_bytes") == 2 * one, timeout=30), e.log()
+    taken = metric(e, "ember_snapstart_spares_taken_total")
+    # Two calls at once: one takes the warm environment, the other the spare.
+    clients = [e.client() for _ in range(2)]
+    outs, errors = at_once([lambda cl=cl: invoke(cl, "ss-spare", version, b"5") for cl in clients])
+    assert not errors, (errors, e.log())
+    cold = [(r, body, log) for r, body, log in outs if "Restore Duration" in report(log)]
+    assert len(cold) == 1, [report(log) for _, _, log in outs]
+    spare = json.loads(cold[0][1])
+    assert spare["na"] == 1 and spare["nb"] == 1, spare
+    assert spare["a"] != first["a"] and spare["i"] == first["i"], (first, spare)
+    assert metric(e, "ember_snapstart_spares_taken_total") == taken + 1
+    # Both environments stay warm; a new spare is restored behind them.
+    assert wait_for(lambda: metric(e, "ember_memory_claimed_bytes") == 3 * one, timeout=30), e.log()

@@ -37,6 +37,8 @@ pub struct VmLauncher {
     store: Option<Arc<crate::store::Store>>,
     /// SnapStart snapshots (None: versions always boot + Init).
     vault: Option<Arc<crate::snapstart::vault::Vault>>,
+    /// Environments restored ahead of need, per SnapStart version.
+    restored: Option<Arc<super::restored::Restored>>,
 }
 
 /// `base` for a function of `memory_mib`: its CPU quota set.
@@ -90,6 +92,7 @@ impl VmLauncher {
             python: None,
             store: None,
             vault: None,
+            restored: None,
         }
     }
 
@@ -206,6 +209,24 @@ impl VmLauncher {
             self.spares = Some(Spares::start(cfg, n, run_dir, on_ready));
         }
         self
+    }
+
+    /// Keeps up to `per_version` environments restored ahead of need for
+    /// each SnapStart version that had a cold start (see
+    /// [`super::restored`]); call after [`Self::with_snapstart`] and the
+    /// jail, CPU rule and boot timeout.
+    pub fn with_restored_spares(mut self, per_version: usize, run_dir: &Path) -> Self {
+        if per_version > 0 && self.unavailable.is_none() {
+            if let Some(r) = self.restorer() {
+                self.restored = Some(super::restored::Restored::start(r, per_version, run_dir));
+            }
+        }
+        self
+    }
+
+    /// The restored spares, if kept (their memory budget is set later).
+    pub fn restored_spares(&self) -> Option<Arc<super::restored::Restored>> {
+        self.restored.clone()
     }
 
     pub fn unavailable(&self) -> Option<&str> {
@@ -371,6 +392,9 @@ impl EnvLauncher for VmLauncher {
         if let Some(l) = &self.linux {
             l.close();
         }
+        if let Some(r) = &self.restored {
+            r.close();
+        }
     }
 
     fn take_snapshot(&self, spec: &EnvSpec, out_dir: &Path) -> Result<(), EnvError> {
@@ -385,19 +409,19 @@ impl EnvLauncher for VmLauncher {
             return Err(EnvError::Launch(LaunchError::Unavailable(why.clone())));
         }
         if let Some(key) = &spec.snapshot {
+            let spare = self.restored.as_ref().and_then(|r| r.take(key, spec));
+            if let Some((env, restore)) = spare {
+                // It left the spares' pid file: the pool's takes it over.
+                on_spawn.call(env.pid());
+                if let Some(m) = &self.metrics {
+                    m.snapstart_spare_taken();
+                }
+                return Ok(self.restored_env(env, restore, spec));
+            }
             match self.restore(spec, key, on_spawn) {
                 Ok(env) => {
                     let restore = env.launch_time();
-                    if let Some(m) = &self.metrics {
-                        m.snapstart_restored(restore);
-                    }
-                    return Ok(Box::new(VmEnv {
-                        env,
-                        timeout_ms: spec.timeout_ms,
-                        init_us: None,
-                        restore_us: Some(restore.as_micros() as u64),
-                        init_logs: Vec::new(),
-                    }));
+                    return Ok(self.restored_env(env, restore, spec));
                 }
                 Err(super::snapstart::RestoreError::Hook) => {
                     return Err(EnvError::Restore(
@@ -468,6 +492,27 @@ impl EnvLauncher for VmLauncher {
             ))),
             Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
+    }
+}
+
+impl VmLauncher {
+    /// A restored environment as the pool's (its restore counted).
+    fn restored_env(
+        &self,
+        env: Environment,
+        restore: std::time::Duration,
+        spec: &EnvSpec,
+    ) -> Box<dyn RunningEnv> {
+        if let Some(m) = &self.metrics {
+            m.snapstart_restored(restore);
+        }
+        Box::new(VmEnv {
+            env,
+            timeout_ms: spec.timeout_ms,
+            init_us: None,
+            restore_us: Some(restore.as_micros() as u64),
+            init_logs: Vec::new(),
+        })
     }
 }
 

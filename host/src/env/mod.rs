@@ -15,6 +15,7 @@ pub mod jail;
 pub mod launcher;
 pub mod linux;
 pub mod pidfile;
+pub mod restored;
 pub mod seam;
 pub mod snapstart;
 pub mod spares;

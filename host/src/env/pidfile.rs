@@ -58,7 +58,11 @@ fn is_vmm(pid: u32) -> bool {
 /// (from its pid file) and removes its work directories. Returns how many
 /// processes were killed.
 pub fn clean_previous_run(run_dir: &Path) -> usize {
-    let files = [PidFile::new(run_dir), PidFile::named(run_dir, "spare.pids")];
+    let files = [
+        PidFile::new(run_dir),
+        PidFile::named(run_dir, "spare.pids"),
+        PidFile::named(run_dir, "restored.pids"),
+    ];
     let mut killed = Vec::new();
     for pid in files.iter().flat_map(PidFile::read) {
         if is_vmm(pid) {
@@ -76,6 +80,7 @@ pub fn clean_previous_run(run_dir: &Path) -> usize {
     }
     let _ = fs::remove_dir_all(run_dir.join("envs"));
     let _ = fs::remove_dir_all(run_dir.join("spares"));
+    let _ = fs::remove_dir_all(run_dir.join("restored"));
     for f in &files {
         f.write(&[]);
     }

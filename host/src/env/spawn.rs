@@ -248,6 +248,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (program, args) = command(cfg, dir, &id)?;
+    let t0 = Instant::now();
     let mut child = Command::new(&program)
         .args(args)
         .stdin(Stdio::null())
@@ -257,6 +258,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         .map_err(|e| AgentError::Spawn(program, e))?;
     on_spawn.call(child.id());
     let pidfd = pidfd_open(child.id());
+    let spawned = t0.elapsed();
     if let Some(r) = &cfg.restore {
         if let Err(e) = load_snapshot(cfg, r, dir, &mut child) {
             jail::kill(&mut child, cfg.jail.is_some());
@@ -264,14 +266,26 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
             return Err(e);
         }
     }
-    match wait_for_agent(
+    let loaded = t0.elapsed();
+    let agent = wait_for_agent(
         &listener,
         &mut child,
         pidfd.as_ref(),
         cfg.boot_timeout,
         &log_path,
         cfg.jail.is_some(),
-    ) {
+    );
+    if cfg.restore.is_some() && std::env::var_os("EMBER_TRACE_COLD").is_some() {
+        // Where a restore's time goes: fork/exec (and the jailer's setup
+        // until its exec), the API socket + `PUT /snapshot/load`, then the
+        // restored agent's reconnect.
+        eprintln!(
+            "emberd: restore {id}: spawn {spawned:?}, api+load {:?}, agent {:?}",
+            loaded - spawned,
+            t0.elapsed() - loaded
+        );
+    }
+    match agent {
         Ok(stream) => Ok(Launched {
             child,
             stream,

@@ -87,6 +87,7 @@ struct Inner {
     vmm_boot: Histogram,
     snapstart_restore: Histogram,
     snapstart_restore_failures: u64,
+    snapstart_spares_taken: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -125,6 +126,7 @@ impl Metrics {
                 vmm_boot: Histogram::new(STARTUP_BUCKETS),
                 snapstart_restore: Histogram::new(STARTUP_BUCKETS),
                 snapstart_restore_failures: 0,
+                snapstart_spares_taken: 0,
                 log_lines_dropped: 0,
                 log_write_errors: 0,
                 audit_write_errors: 0,
@@ -241,6 +243,11 @@ impl Metrics {
     }
 
     /// A SnapStart restore failed (the environment booted instead).
+    /// A cold start took an environment restored ahead of need.
+    pub fn snapstart_spare_taken(&self) {
+        self.lock().snapstart_spares_taken += 1;
+    }
+
     pub fn snapstart_restore_failed(&self) {
         self.lock().snapstart_restore_failures += 1;
     }
@@ -325,6 +332,16 @@ impl Metrics {
             inner.snapstart_restore_failures as f64,
         );
         e.family(
+            "ember_snapstart_spares_taken_total",
+            Kind::Counter,
+            "Cold starts of SnapStart versions served by an environment restored ahead of need (--snapstart-spares).",
+        );
+        e.sample(
+            "ember_snapstart_spares_taken_total",
+            &[],
+            inner.snapstart_spares_taken as f64,
+        );
+        e.family(
             "ember_log_lines_dropped_total",
             Kind::Counter,
             "Function log lines not written because the log writer was behind.",
@@ -367,6 +384,7 @@ struct Snapshot {
     vmm_boot: Histogram,
     snapstart_restore: Histogram,
     snapstart_restore_failures: u64,
+    snapstart_spares_taken: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -379,6 +397,7 @@ impl Inner {
             vmm_boot: self.vmm_boot.clone(),
             snapstart_restore: self.snapstart_restore.clone(),
             snapstart_restore_failures: self.snapstart_restore_failures,
+            snapstart_spares_taken: self.snapstart_spares_taken,
             log_lines_dropped: self.log_lines_dropped,
             log_write_errors: self.log_write_errors,
             audit_write_errors: self.audit_write_errors,

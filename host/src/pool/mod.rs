@@ -27,7 +27,7 @@ use crate::env::{
 use claim::Claims;
 pub use maintain::Target;
 use policy::{Admission, Throttle};
-pub use reserve::{Aside, Slot};
+pub use reserve::{budget, Aside, Slot};
 
 /// Identity of a pool: environments are only ever reused under the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -158,6 +158,29 @@ impl Pool {
     }
 }
 
+/// Room for restored spares ([`crate::env::restored::Budget`]): free room
+/// only, never an idle environment evicted for a spare.
+struct SpareBudget(std::sync::Weak<Pool>);
+
+impl crate::env::restored::Budget for SpareBudget {
+    fn claim(&self, memory_mib: u32, _what: &str) -> Option<Box<dyn Send>> {
+        let pool = self.0.upgrade()?;
+        let bytes = claim_bytes(memory_mib);
+        let id = pool
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !pool.lock().claims.claim(id, bytes) {
+            return None;
+        }
+        Some(Box::new(Aside { pool, id }))
+    }
+}
+
+/// The budget restored spares claim from (see [`SpareBudget`]).
+pub fn budget(pool: &Arc<Pool>) -> Arc<dyn crate::env::restored::Budget> {
+    Arc::new(SpareBudget(Arc::downgrade(pool)))
+}
+
 /// [`make_room`] for `bytes`, the evicted environments (logged, as making
 /// room for `what`) into `discard`.
 fn evict_for(
