@@ -17,7 +17,8 @@ by the next maintenance pass (200 ms) and each round's first invoke is
 cold; the REPORT line of every cold invoke is checked (Restore Duration vs
 Init Duration), so a round that was not cold fails the run instead of
 flattering a median. Prints medians, p90 and ratios, and the load average.
-Usage: scripts/bench-snapstart.py [ROUNDS]   (default 15)"""
+Usage: scripts/bench-snapstart.py [ROUNDS]   (default 15); BENCH_EMBERD_ARGS
+(split on spaces) go to both emberds, e.g. "--mib-per-vcpu 0" (no CPU quota)."""
 import base64
 import os
 import pathlib
@@ -78,9 +79,11 @@ def stats(xs):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     d = tempfile.mkdtemp(prefix="eb", dir="/tmp")
-    e = Emberd(d, ["--idle-timeout", "0", "--spare-vms", "2", "--spare-mib", "128"]).start()
+    extra = os.environ.get("BENCH_EMBERD_ARGS", "").split()
+    e = Emberd(d, ["--idle-timeout", "0", "--spare-vms", "2", "--spare-mib", "128", *extra]).start()
     d2 = tempfile.mkdtemp(prefix="eb", dir="/tmp")
-    e2 = Emberd(d2, ["--idle-timeout", "0", "--spare-vms", "0", "--snapstart-spares", "1"]).start()
+    e2 = Emberd(d2, ["--idle-timeout", "0", "--spare-vms", "0", "--snapstart-spares", "1",
+                     *extra]).start()
     try:
         c = e.client()
         c2 = e2.client()
