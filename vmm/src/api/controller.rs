@@ -468,7 +468,8 @@ impl Controller {
 
     /// `PUT /snapshot/load`: only on a fresh VMM (nothing configured but
     /// logger and metrics), memory from a file (`File` backend or
-    /// `mem_file_path`), resumed at once (`resume_vm: true`).
+    /// `mem_file_path`) or a page-fault handler (`Uffd`); running at once
+    /// with `resume_vm: true`, else paused until `PATCH /vm Resumed`.
     fn load_snapshot(&mut self, l: SnapshotLoad) -> Result<Reply, ActionError> {
         if self.configured {
             return Err(ActionError::Snapshot(
@@ -497,11 +498,6 @@ impl Controller {
         if l.clock_realtime == Some(true) {
             return Err(unsupported("clock_realtime"));
         }
-        if l.resume_vm != Some(true) {
-            return Err(unsupported(
-                "loading a snapshot without resume_vm (a paused load)",
-            ));
-        }
         let params = LoadParams {
             state_path: PathBuf::from(&l.snapshot_path),
             mem_path: PathBuf::from(mem_path),
@@ -514,10 +510,17 @@ impl Controller {
         };
         let mut vm = snapshot::load(&params, self.start)
             .map_err(|e| ActionError::Snapshot(error_line(&e)))?;
-        vm.start().map_err(|e| ActionError::Start(error_line(&e)))?;
+        // Firecracker's default is a paused load: `PATCH /vm Resumed` runs it.
+        let resume = l.resume_vm == Some(true);
+        if resume {
+            vm.start()
+        } else {
+            vm.start_paused(VCPU_CONTROL_TIMEOUT)
+        }
+        .map_err(|e| ActionError::Start(error_line(&e)))?;
         self.phase = Phase::Running {
             vm: Box::new(vm),
-            paused: false,
+            paused: !resume,
         };
         Ok(Reply::Empty)
     }

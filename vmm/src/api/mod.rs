@@ -83,7 +83,7 @@ pub fn run(
         replies: replies_rx,
         reply_evt: reply_evt.try_clone().map_err(ApiError::EventFd)?,
     };
-    std::thread::Builder::new()
+    let server = std::thread::Builder::new()
         .name("fc_api".into())
         .stack_size(256 * 1024)
         .spawn(move || {
@@ -131,6 +131,15 @@ pub fn run(
         }
         if fds.get(1).is_some_and(|f| f.revents != 0) {
             if let Some(exit) = controller.finish() {
+                // Hang up on the API thread, which then writes out the
+                // answers it holds (an answer to the request that let the
+                // guest end, say) before the process exits.
+                drop(replies);
+                let _ = reply_evt.write(1);
+                let end = Instant::now() + server::EXIT_FLUSH + Duration::from_millis(100);
+                while !server.is_finished() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 return Ok(exit);
             }
         }

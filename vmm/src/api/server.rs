@@ -30,6 +30,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// dropped) for at most this long, so that the client reads the answer
 /// rather than a reset for the bytes it sent that were never read.
 const LINGER: Duration = Duration::from_secs(1);
+/// How long answers given before the VM ended may take to reach their
+/// clients when the process exits.
+pub(super) const EXIT_FLUSH: Duration = Duration::from_millis(500);
 /// Longest sleep of the loop (the stall sweep runs at least this often).
 const POLL_MS: i32 = 250;
 
@@ -150,7 +153,12 @@ pub fn run(listener: UnixListener, ch: Channels) {
                         }
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        // The VM ended: answers already given still reach
+                        // their clients before the process exits.
+                        flush_all(&mut conns);
+                        return;
+                    }
                 }
             }
         }
@@ -177,6 +185,32 @@ pub fn run(listener: UnixListener, ch: Channels) {
         conns.retain(|_, c| !c.expired(now));
         if fds[0].revents != 0 {
             accept_all(&listener, &mut conns, &mut next_id);
+        }
+    }
+}
+
+/// Writes what every connection still has to send, for at most
+/// [`EXIT_FLUSH`] in all (a client that does not read is left behind).
+fn flush_all(conns: &mut BTreeMap<u64, Conn>) {
+    let end = Instant::now() + EXIT_FLUSH;
+    for c in conns.values_mut() {
+        while !c.outbuf.is_empty() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fd = [pollfd(c.stream.as_raw_fd(), libc::POLLOUT)];
+            // SAFETY: `fd` is a valid array of one pollfd.
+            let n = unsafe { libc::poll(fd.as_mut_ptr(), 1, left.as_millis().max(1) as i32) };
+            if n <= 0 || fd[0].revents & libc::POLLOUT == 0 {
+                break;
+            }
+            match c.stream.write(&c.outbuf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    c.outbuf.drain(..n);
+                }
+            }
         }
     }
 }
