@@ -53,12 +53,22 @@ fn clone_code() -> Vec<u8> {
 }
 
 fn started_vm(code: &[u8], tag: &str) -> Vm {
+    started_vm_with(code, tag, Default::default())
+}
+
+/// [`started_vm`] with these config sections (`VmConfig::devices`).
+fn started_vm_with(
+    code: &[u8],
+    tag: &str,
+    devices: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Vm {
     let (_, path) = temp_file(&build_with_code(Some((b"EMBER", 1)), code), tag);
     let cfg = VmConfig {
         kernel: path.clone(),
         mem_mib: MEM_MIB,
         console: ConsoleConfig::Off,
         timeout_ms: Some(30_000),
+        devices,
         ..VmConfig::default()
     };
     let mut vm = Vm::build(&cfg.validate().unwrap(), Instant::now()).unwrap();
@@ -186,6 +196,33 @@ fn clones_of_one_snapshot_see_a_new_generation_and_distinct_seeds() {
         assert!(seeds.insert(seed), "two clones drew seed {seed:#x}");
         vm.stop();
     }
+}
+
+#[test]
+fn a_vm_with_an_entropy_device_is_snapshotted_and_restored_with_it() {
+    let n = 300_000_000;
+    let expected = lcg(n);
+    let files = Files::new("entropy");
+    let entropy = [("entropy".to_string(), serde_json::json!({}))].into();
+    let mut vm = started_vm_with(&lcg_code(n), "lcg-entropy", entropy);
+    pause_mid_loop(&vm, n as u64);
+    create(&vm, &files.state, &files.mem).unwrap();
+    vm.stop();
+    drop(vm);
+    let saved = VmState::from_bytes(&std::fs::read(&files.state).unwrap()).unwrap();
+    assert_eq!(saved.virtio.len(), 1);
+    assert_eq!(saved.virtio[0].section, "entropy");
+    let mut restored = load(&files.params(), Instant::now()).unwrap();
+    restored.start().unwrap();
+    assert_eq!(restored.wait(), VmExit::Guest(expected & 0xff));
+    restored.stop();
+    // The config names the device but no state was saved for it: refused.
+    let mut s = saved.clone();
+    s.virtio.clear();
+    let e = load_with_state(&files, &s.to_bytes())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(chain(&e).contains("device set"), "{e}");
 }
 
 #[test]
