@@ -104,12 +104,13 @@ flock -u 9
 # too slowly and the layer panicked at boot ("IO-APIC + timer doesn't work!",
 # nested run C).
 mem=${HVHOST_MEM_MIB:-3072}
+smp=${HVHOST_SMP:-1}
 cap=${HVHOST_TIMEOUT_S:-2400}
 stall=${HVHOST_STALL_S:-240}
 boot_cap=${HVHOST_BOOT_S:-400}
-log "booting $kver under QEMU TCG with emulated SVM (-m $mem, one vCPU; cap $cap s, stall $stall s)"
+log "booting $kver under QEMU TCG with emulated SVM (-m $mem, $smp vCPU; cap $cap s, stall $stall s)"
 mon="$results/monitor.sock"
-qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm -m "$mem" -smp 1
+qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm -m "$mem" -smp "$smp"
   -nographic -nodefaults -no-reboot -serial stdio
   -monitor "unix:$mon,server=on,wait=off"
   -kernel "$vmlinuz" -initrd "$initrd"
@@ -125,10 +126,13 @@ if [ "$verbose" = 1 ]; then
 fi
 
 # Ends QEMU early when the layer stops responding (watch.sh), dumping where
-# its vCPU is: `info registers` with RIP named from the kernel's System.map.
+# its vCPU is: `info registers` with RIP named from the layer kernel's
+# symbols (its /proc/kallsyms, saved at boot) or else from the Linux guest
+# kernel's System.map (a nested guest's address).
 set +e
 bash "$here/watch.sh" "$qpid" "$results" "$cap" "$stall" "$boot_cap" \
-  python3 "$here/registers.py" "$mon" "$kdir/root/boot/System.map-$kver"
+  python3 "$here/registers.py" "$mon" "layer=$results/kallsyms" \
+  "guest=$(ls -t "$(dirname "$cache")"/kernel/build-*/System.map 2>/dev/null | head -n 1)"
 watched=$?
 wait "$qpid"
 rc=$?

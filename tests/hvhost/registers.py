@@ -1,7 +1,9 @@
 """Where the nested layer's vCPU is (tests/hvhost/outer.sh, when the layer
 stopped responding): asks QEMU's monitor for `info registers` three times, a
-second apart, and names RIP from the layer kernel's System.map (the layer
-boots with nokaslr). Usage: registers.py MONITOR_SOCKET SYSTEM_MAP."""
+second apart, and names RIP from symbol tables: the layer kernel's (its
+/proc/kallsyms, saved at boot; the layer boots with nokaslr) and the Linux
+guest kernel's System.map (the RIP of a nested guest the layer was running).
+Usage: registers.py MONITOR_SOCKET LABEL=SYMBOL_FILE..."""
 
 import bisect
 import re
@@ -23,15 +25,23 @@ def symbols(path):
 
 
 def main():
-    mon, sysmap = sys.argv[1:]
-    syms = symbols(sysmap)
-    keys = [a for a, _ in syms]
+    mon = sys.argv[1]
+    tables = []
+    for arg in sys.argv[2:]:
+        label, _, path = arg.partition("=")
+        syms = symbols(path)
+        if syms:
+            tables.append((label, syms, [a for a, _ in syms]))
 
     def name(rip):
-        i = bisect.bisect_right(keys, rip) - 1
-        if i < 0 or rip - keys[i] >= 1 << 20:
-            return "? (not in the layer kernel's text: a nested guest's address?)"
-        return "%s+0x%x" % (syms[i][1], rip - keys[i])
+        # Both kernels link at the same base: every table that can name
+        # the address is shown (the registers tell which one ran).
+        names = []
+        for label, syms, keys in tables:
+            i = bisect.bisect_right(keys, rip) - 1
+            if i >= 0 and rip - keys[i] < 1 << 16:
+                names.append("%s: %s+0x%x" % (label, syms[i][1], rip - keys[i]))
+        return "; ".join(names) or "? (in no symbol table: %s)" % ", ".join(t[0] for t in tables)
 
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
