@@ -28,6 +28,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:9000", env = "EMBER_LISTEN")]
     pub listen: SocketAddr,
+    /// Serve function URLs (CreateFunctionUrlConfig) on this address, plain
+    /// HTTP: `http://<url-id>.lambda-url.us-east-1.localhost:PORT/…`, or
+    /// `http://ADDR/lambda-url/<url-id>/…` for clients that cannot set the
+    /// Host header. Without it URL configs are refused.
+    #[arg(long, env = "EMBER_URL_LISTEN")]
+    pub url_listen: Option<SocketAddr>,
     /// Where functions, code blobs, the key file and run state live.
     #[arg(long, env = "EMBER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -434,6 +440,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Listen(args.listen, e))?;
+    let url_listener = match args.url_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| DaemonError::Listen(a, e))?,
+        ),
+        None => None,
+    };
+    let url_addr = url_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| DaemonError::Listen(addr, e))?;
     let audit = Arc::new(crate::audit::AuditLog::open(
         &crate::audit::audit_dir(&data),
         args.audit.config(),
@@ -470,6 +489,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         logs,
         audit: Some(audit.clone()),
         fleet: members.clone(),
+        urls: Arc::new(crate::urls::Urls::new(url_addr)),
     });
     app.functions
         .reconcile()
@@ -520,6 +540,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
     }
     let drain = Duration::from_secs(args.drain_timeout);
+    if let (Some(l), Some(a)) = (url_listener, url_addr) {
+        println!("emberd serves function URLs on http://{a}");
+        tokio::spawn(crate::server::run_urls(
+            l,
+            app.clone(),
+            rx.clone(),
+            drain,
+            args.edge.clone(),
+        ));
+    }
     let workers = events.start(invoker, rx.clone());
     let logs = app.logs.clone();
     crate::server::run_tls(listener, app, rx, drain, tls, args.edge.clone()).await;

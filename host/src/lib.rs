@@ -28,4 +28,5 @@ pub mod server;
 pub mod snapstart;
 pub mod store;
 pub mod tls;
+pub mod urls;
 pub mod util;

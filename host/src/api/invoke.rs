@@ -39,7 +39,7 @@ pub struct InvokeReq {
     pub answer: Answer,
 }
 
-fn throttled(t: Throttle) -> ApiError {
+pub fn throttled(t: Throttle) -> ApiError {
     match t {
         Throttle::Reserved => ApiError::TooManyRequests {
             reason: REASON_RESERVED,
@@ -116,20 +116,7 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         other => other,
     };
     let r = crate::catalog::resolve(app.functions.store(), &name, qualifier.as_deref())?;
-    match &r.state {
-        crate::store::VersionState::Active => {}
-        crate::store::VersionState::Pending => {
-            return Err(ApiError::SnapStartNotReady(format!(
-                "Lambda is initializing your function. It will be ready to invoke once your function state is Active: {}",
-                crate::util::function_arn(&name, Some(&r.version))
-            )))
-        }
-        crate::store::VersionState::Failed { .. } => {
-            return Err(ApiError::Conflict(
-                "The operation cannot be performed at this time. The function is currently in the following state: Failed".into(),
-            ))
-        }
-    }
+    ready(&r)?;
     match req.invocation_type.as_deref() {
         None | Some("RequestResponse") => {}
         Some("DryRun") => {
@@ -194,6 +181,21 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
         reply.headers.push(("X-Amz-Log-Result", t));
     }
     Ok(reply)
+}
+
+/// Refuses a version that cannot run yet (SnapStart `Pending`) or at all
+/// (`Failed`).
+pub fn ready(r: &crate::catalog::Resolved) -> Result<(), ApiError> {
+    match &r.state {
+        crate::store::VersionState::Active => Ok(()),
+        crate::store::VersionState::Pending => Err(ApiError::SnapStartNotReady(format!(
+            "Lambda is initializing your function. It will be ready to invoke once your function state is Active: {}",
+            crate::util::function_arn(&r.name, Some(&r.version))
+        ))),
+        crate::store::VersionState::Failed { .. } => Err(ApiError::Conflict(
+            "The operation cannot be performed at this time. The function is currently in the following state: Failed".into(),
+        )),
+    }
 }
 
 /// `Invoke`'s answer to a success: the response as the body.

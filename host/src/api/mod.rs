@@ -21,6 +21,8 @@ pub mod query;
 mod redact;
 mod stream;
 mod tags;
+pub mod url_calls;
+mod urls;
 pub mod versions;
 pub mod wire;
 
@@ -61,6 +63,8 @@ pub struct App {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// This host's fleet membership (None: a single host, no `--cluster`).
     pub fleet: Option<Arc<crate::fleet::Members>>,
+    /// Function URLs: where they are served, which function each names.
+    pub urls: Arc<crate::urls::Urls>,
 }
 
 /// A parsed request: method, percent-decoded path segments, query, headers.
@@ -186,6 +190,11 @@ pub enum Route {
     ListCodeSigningConfigs,
     GetRuntimeManagementConfig(String),
     PutRuntimeManagementConfig(String),
+    CreateFunctionUrlConfig(String),
+    GetFunctionUrlConfig(String),
+    UpdateFunctionUrlConfig(String),
+    DeleteFunctionUrlConfig(String),
+    ListFunctionUrlConfigs(String),
     /// emberd's own: `GET /ember/environments` (for `ember env list`).
     ListEnvironments,
     /// emberd's own: `GET /ember/code/{function}/{version}` (code download).
@@ -275,6 +284,11 @@ pub fn route(method: &hyper::Method, segs: &[String]) -> Result<Route, ApiError>
         (&M::PUT, ["2021-07-20", "functions", _, "runtime-management-config"]) => {
             Route::PutRuntimeManagementConfig(f(2))
         }
+        (&M::POST, ["2021-10-31", "functions", _, "url"]) => Route::CreateFunctionUrlConfig(f(2)),
+        (&M::GET, ["2021-10-31", "functions", _, "url"]) => Route::GetFunctionUrlConfig(f(2)),
+        (&M::PUT, ["2021-10-31", "functions", _, "url"]) => Route::UpdateFunctionUrlConfig(f(2)),
+        (&M::DELETE, ["2021-10-31", "functions", _, "url"]) => Route::DeleteFunctionUrlConfig(f(2)),
+        (&M::GET, ["2021-10-31", "functions", _, "urls"]) => Route::ListFunctionUrlConfigs(f(2)),
         (&M::GET, ["ember", "environments"]) => Route::ListEnvironments,
         (&M::GET, ["ember", "code", _, _]) => Route::GetCode(f(2), f(3)),
         (&M::GET, ["metrics"]) => Route::Metrics,
@@ -385,6 +399,11 @@ pub fn dispatch(app: &App, route: Route, req: &Req) -> Result<Reply, ApiError> {
         Route::PutRuntimeManagementConfig(n) => {
             function_settings::put_runtime_management(app, req, &n)
         }
+        Route::CreateFunctionUrlConfig(n) => urls::create(app, req, &n),
+        Route::GetFunctionUrlConfig(n) => urls::get(app, req, &n),
+        Route::UpdateFunctionUrlConfig(n) => urls::update_config(app, req, &n),
+        Route::DeleteFunctionUrlConfig(n) => urls::delete(app, req, &n),
+        Route::ListFunctionUrlConfigs(n) => urls::list(app, req, &n),
         Route::ListEnvironments => Ok(invoke::list_environments(app, &req.caller)),
         Route::Metrics => Ok(metrics::reply(app, &req.caller)),
         Route::FleetStatus => fleet::status(app),

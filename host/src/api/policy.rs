@@ -1,8 +1,9 @@
-//! Resource-based policies: AddPermission, RemovePermission, GetPolicy, and
+//! Resource-based policies: AddPermission, RemovePermission, GetPolicy,
 //! [`allows_invoke`], which lets another account invoke a function only
-//! where a statement grants it. Statements are kept on the function record;
-//! only invoke actions grant anything across accounts (the control plane
-//! stays the owner's alone).
+//! where a statement grants it, and [`allows_url`], which decides who may
+//! call a function URL. Statements are kept on the function record; only
+//! invoke actions grant anything across accounts (the control plane stays
+//! the owner's alone).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,11 +24,11 @@ struct AddPermissionIn {
     source_arn: Option<String>,
     source_account: Option<String>,
     revision_id: Option<String>,
+    function_url_auth_type: Option<String>,
+    invoked_via_function_url: Option<bool>,
     // Accepted and refused by name below when set.
     event_source_token: Option<String>,
     principal_org_i_d: Option<String>,
-    function_url_auth_type: Option<String>,
-    invoked_via_function_url: Option<bool>,
 }
 
 fn valid_sid(sid: &str) -> bool {
@@ -47,6 +48,10 @@ fn valid_action(a: &str) -> bool {
 
 fn grants_invoke(action: &str) -> bool {
     matches!(action, "*" | "lambda:*" | "lambda:InvokeFunction")
+}
+
+fn grants_url(action: &str) -> bool {
+    matches!(action, "*" | "lambda:*" | "lambda:InvokeFunctionUrl")
 }
 
 /// The policy document's `Principal` for what AddPermission was given: an
@@ -94,7 +99,50 @@ pub fn allows_invoke(f: &FunctionRecord, account: &str, qualifier: Option<&str>)
             && st.qualifier.as_deref() == q
             && st.source_arn.is_none()
             && st.source_account.as_deref().is_none_or(|a| a == account)
+            && !st.invoked_via_function_url
+            && st.function_url_auth_type.is_none()
     })
+}
+
+/// Whether a call through `f`'s function URL (of `auth_type`, serving
+/// `qualifier`) is allowed for `caller` (`None`: an unsigned call). As in
+/// Lambda since October 2025, it takes two grants: `lambda:InvokeFunctionUrl`
+/// (conditioned on the URL's auth type, if at all) and `lambda:InvokeFunction`
+/// (direct, or conditioned on `InvokedViaFunctionUrl`). The owner's account
+/// needs no statement for a signed call (emberd has no identity policies).
+pub fn allows_url(
+    f: &FunctionRecord,
+    caller: Option<&str>,
+    auth_type: &str,
+    qualifier: Option<&str>,
+) -> bool {
+    let owner = crate::util::split_scoped(&f.name).0;
+    if caller == Some(owner) {
+        return true;
+    }
+    let who = |st: &PolicyStatement| match caller {
+        Some(account) => principal_is(st, account),
+        None => st.principal == "*",
+    };
+    let fits = |st: &PolicyStatement| {
+        who(st)
+            && st.qualifier.as_deref() == qualifier
+            && st.source_arn.is_none()
+            && st.source_account.is_none()
+    };
+    let url = f.policy.iter().any(|st| {
+        fits(st)
+            && grants_url(&st.action)
+            && st
+                .function_url_auth_type
+                .as_deref()
+                .is_none_or(|t| t == auth_type)
+    });
+    let invoke = f
+        .policy
+        .iter()
+        .any(|st| fits(st) && grants_invoke(&st.action) && st.function_url_auth_type.is_none());
+    url && invoke
 }
 
 fn statement_json(f: &FunctionRecord, st: &PolicyStatement) -> Value {
@@ -111,6 +159,16 @@ fn statement_json(f: &FunctionRecord, st: &PolicyStatement) -> Value {
     }
     if let Some(a) = &st.source_arn {
         cond.insert("ArnLike".into(), json!({ "AWS:SourceArn": a }));
+    }
+    if let Some(t) = &st.function_url_auth_type {
+        let eq = cond.entry("StringEquals").or_insert_with(|| json!({}));
+        eq["lambda:FunctionUrlAuthType"] = Value::from(t.clone());
+    }
+    if st.invoked_via_function_url {
+        cond.insert(
+            "Bool".into(),
+            json!({ "lambda:InvokedViaFunctionUrl": "true" }),
+        );
     }
     if !cond.is_empty() {
         v["Condition"] = Value::Object(cond);
@@ -162,14 +220,27 @@ pub fn add(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         )));
     }
     principal_json(&input.principal)?;
-    if input.event_source_token.is_some()
-        || input.principal_org_i_d.is_some()
-        || input.function_url_auth_type.is_some()
-        || input.invoked_via_function_url.is_some()
-    {
+    if input.event_source_token.is_some() || input.principal_org_i_d.is_some() {
         return Err(ApiError::InvalidParameter(
-            "EventSourceToken, PrincipalOrgID and Function URL conditions are not supported by emberd"
-                .into(),
+            "EventSourceToken and PrincipalOrgID conditions are not supported by emberd".into(),
+        ));
+    }
+    if let Some(t) = &input.function_url_auth_type {
+        if t != "NONE" && t != "AWS_IAM" {
+            return Err(ApiError::InvalidParameter(format!(
+                "1 validation error detected: Value '{t}' at 'functionUrlAuthType' failed to satisfy constraint: Member must satisfy enum value set: [AWS_IAM, NONE]"
+            )));
+        }
+        if !grants_url(&input.action) {
+            return Err(ApiError::InvalidParameter(
+                "FunctionUrlAuthType is only supported for lambda:InvokeFunctionUrl action".into(),
+            ));
+        }
+    }
+    let via_url = input.invoked_via_function_url.unwrap_or(false);
+    if via_url && !grants_invoke(&input.action) {
+        return Err(ApiError::InvalidParameter(
+            "InvokedViaFunctionUrl is only supported for lambda:InvokeFunction action".into(),
         ));
     }
     let st = PolicyStatement {
@@ -179,6 +250,8 @@ pub fn add(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         qualifier,
         source_account: input.source_account,
         source_arn: input.source_arn,
+        function_url_auth_type: input.function_url_auth_type,
+        invoked_via_function_url: via_url,
     };
     let mut refused = None;
     let updated = app.functions.store().update_function(&name, |f| {

@@ -89,6 +89,7 @@ async fn server_with(caps: Capabilities) -> Server {
         logs,
         audit: None,
         fleet: None,
+        urls: Arc::new(crate::urls::Urls::new(None)),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::server::run(

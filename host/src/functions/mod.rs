@@ -160,6 +160,7 @@ impl Functions {
             tags: new.tags,
             policy: Vec::new(),
             policy_revision: String::new(),
+            urls: Vec::new(),
         };
         let published = self.store.create_function(&rec, publish)?;
         drop(pin);

@@ -268,6 +268,15 @@ async fn handle(
     Ok(respond(result))
 }
 
+/// Which requests a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// The Lambda API (`--listen`).
+    Api,
+    /// Calls through function URLs (`--url-listen`).
+    FunctionUrls,
+}
+
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -280,6 +289,7 @@ async fn serve_conn<S>(
     source: SocketAddr,
     slot: &Slot,
     mut stop: watch::Receiver<bool>,
+    door: Door,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -288,7 +298,10 @@ async fn serve_conn<S>(
         let guard = RequestGuard::start(activity.clone());
         let app = app.clone();
         async move {
-            let r = handle(app, source, req).await;
+            let r = match door {
+                Door::Api => handle(app, source, req).await,
+                Door::FunctionUrls => api::url_calls::handle(app, source, req).await,
+            };
             drop(guard);
             r
         }
@@ -321,16 +334,49 @@ pub async fn run(
     run_tls(listener, app, shutdown, drain, None, EdgeArgs::default()).await
 }
 
+/// Serves `listener` as the function URL listener (plain HTTP, the same
+/// connection limits as the API) until `shutdown` becomes true.
+pub async fn run_urls(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    edge: EdgeArgs,
+) {
+    serve(
+        listener,
+        app,
+        shutdown,
+        drain,
+        None,
+        edge,
+        Door::FunctionUrls,
+    )
+    .await
+}
+
 /// Serves `listener` (over TLS when `tls` is given) until `shutdown`
 /// becomes true, then stops accepting and waits up to `drain` for open
 /// connections to finish.
 pub async fn run_tls(
     listener: TcpListener,
     app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    edge: EdgeArgs,
+) {
+    serve(listener, app, shutdown, drain, tls, edge, Door::Api).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     edge: EdgeArgs,
+    door: Door,
 ) {
     body::set_stall(Duration::from_secs(edge.http_body_timeout.max(1)));
     let caps = limits::fit(edge.caps(), limits::raise_nofile());
@@ -370,12 +416,12 @@ pub async fn run_tls(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_conn(stream, app, source, &slot, stop).await,
+                None => serve_conn(stream, app, source, &slot, stop, door).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
                     tokio::select! {
                         r = handshake => if let Ok(Ok(s)) = r {
-                            serve_conn(s, app, source, &slot, stop).await
+                            serve_conn(s, app, source, &slot, stop, door).await
                         },
                         _ = slot.kill.notified() => {}
                         _ = stop.changed() => {}

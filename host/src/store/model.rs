@@ -105,6 +105,37 @@ pub struct FunctionRecord {
     /// from `revision_id`, which keys `$LATEST`'s environments.
     #[serde(default)]
     pub policy_revision: String,
+    /// Function URLs (at most one per qualifier: `$LATEST` or an alias).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<UrlConfig>,
+}
+
+/// A function URL's configuration (CreateFunctionUrlConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlConfig {
+    /// The alias it serves (`None`: the unqualified function, `$LATEST`).
+    pub qualifier: Option<String>,
+    /// The URL's id: 32 lowercase letters and digits, the host name's
+    /// first label.
+    pub url_id: String,
+    /// `NONE` or `AWS_IAM`.
+    pub auth_type: String,
+    /// `BUFFERED` or `RESPONSE_STREAM`.
+    pub invoke_mode: String,
+    pub cors: Option<Cors>,
+    pub creation_time: String,
+    pub last_modified_time: String,
+}
+
+/// Lambda's `Cors` of a function URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cors {
+    pub allow_credentials: bool,
+    pub allow_headers: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_origins: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<u32>,
 }
 
 /// One statement of a function's resource-based policy, as AddPermission
@@ -118,6 +149,14 @@ pub struct PolicyStatement {
     pub qualifier: Option<String>,
     pub source_account: Option<String>,
     pub source_arn: Option<String>,
+    /// `lambda:FunctionUrlAuthType` condition (`NONE` or `AWS_IAM`):
+    /// the statement grants only calls through a function URL of that type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_url_auth_type: Option<String>,
+    /// `lambda:InvokedViaFunctionUrl` condition: the statement grants
+    /// `InvokeFunction` only to calls through a function URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invoked_via_function_url: bool,
 }
 
 /// A published, immutable version.

@@ -32,6 +32,7 @@ pub(super) fn record(name: &str, blob: &str) -> FunctionRecord {
         tags: Default::default(),
         policy: Vec::new(),
         policy_revision: String::new(),
+        urls: Vec::new(),
     }
 }
 
