@@ -75,6 +75,11 @@ def test_create_then_load_in_a_new_vmm(vmm_factory, tmp_path, guests):
     r = v2.put("/snapshot/load", paused_load)
     assert r.status_code == 204, r.text
     assert v2.get("/").json()["state"] == "Paused"
+    # GET /vm/config describes the restored VM; the boot source is empty.
+    cfg = v2.get("/vm/config").json()
+    assert cfg["machine-config"]["mem_size_mib"] == 64, cfg
+    assert cfg["machine-config"]["track_dirty_pages"] is False, cfg
+    assert cfg["boot-source"] is None, cfg
     time.sleep(0.3)
     assert "generation=" not in (serial2.read_text() if serial2.exists() else "")
     # (The guest prints and exits at once: the answer must still arrive.)

@@ -518,6 +518,14 @@ impl Controller {
             vm.start_paused(VCPU_CONTROL_TIMEOUT)
         }
         .map_err(|e| ActionError::Start(error_line(&e)))?;
+        // GET /vm/config now describes the restored VM (its vCPUs, memory,
+        // devices); as in Firecracker, the boot source stays empty.
+        self.config = VmConfig {
+            kernel: PathBuf::new(),
+            initrd: None,
+            cmdline: None,
+            ..vm.config.clone()
+        };
         self.phase = Phase::Running {
             vm: Box::new(vm),
             paused: !resume,
