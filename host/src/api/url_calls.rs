@@ -201,7 +201,9 @@ async fn invoke(
     Ok(match &out.result {
         CallResult::Success(p) if cfg.invoke_mode == "RESPONSE_STREAM" => Answer::from_stream(p),
         CallResult::Success(p) => Answer::from_payload(p),
-        CallResult::FunctionError(_) => Answer::bad_gateway(),
+        // A failed restore (SnapStartException) is, to the URL's caller,
+        // a function that could not answer, as a function error is.
+        CallResult::FunctionError(_) | CallResult::SnapStartError(_) => Answer::bad_gateway(),
         CallResult::ServiceError(m) => {
             eprintln!("emberd: function URL call {request_id}: {m}");
             Answer::message(500, "Internal Server Error")
