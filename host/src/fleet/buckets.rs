@@ -15,6 +15,9 @@ pub const MEMBER_TTL: Duration = Duration::from_secs(3);
 /// Every shared bucket (cheap to clone: handles).
 #[derive(Clone)]
 pub struct Buckets {
+    /// The JetStream context the buckets were opened on (revision-checked
+    /// writes publish through it: [`super::checked`]).
+    pub js: jetstream::Context,
     pub functions: kv::Store,
     pub versions: kv::Store,
     pub aliases: kv::Store,
@@ -35,6 +38,7 @@ impl Buckets {
         };
         let forever = Duration::ZERO;
         Ok(Self {
+            js: js.clone(),
             functions: kv("ember-functions", forever).await?,
             versions: kv("ember-versions", forever).await?,
             aliases: kv("ember-aliases", forever).await?,

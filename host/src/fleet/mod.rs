@@ -6,6 +6,7 @@
 
 mod bridge;
 mod buckets;
+mod checked;
 mod keys;
 pub mod members;
 mod records;
@@ -87,6 +88,20 @@ pub enum FleetError {
     Json(String, #[source] serde_json::Error),
 }
 
+impl FleetError {
+    /// A KV operation `op` on `key` that failed.
+    pub fn kv<E>(op: &'static str, key: &str, e: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        FleetError::Kv {
+            op,
+            key: key.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
 /// The connection to the cluster and its buckets.
 pub struct Fleet {
     pub node_id: String,
@@ -128,10 +143,6 @@ impl Fleet {
                 .await
         })?;
         let client = client.map_err(|e| FleetError::Connect(shown, e))?;
-        let version = client.server_info().version;
-        if replicas > 1 && (version.starts_with("2.9.") || version.starts_with("2.8.")) {
-            eprintln!("emberd: WARNING: nats-server {version} with {replicas} replicas: its clustered streams do not serialise revision checks against writes in flight, so two hosts updating one function at once can both succeed (one update lost); use nats-server 2.10+ or --cluster-replicas 1 (see DESIGN.md, Fleet)");
-        }
         let js = async_nats::jetstream::new(client);
         let buckets = bridge.call(Buckets::open(js, replicas))??;
         Ok(Self {

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::checked;
 use super::keys;
 use super::{Bridge, Buckets, FleetError};
 use crate::store::model::{
@@ -45,7 +46,10 @@ pub struct FleetRecords {
 type Rev<T> = Option<(T, u64)>;
 
 async fn entry<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Rev<T>> {
-    let e = kv.entry(key).await.map_err(|e| kv_err("get", key, e))?;
+    let e = kv
+        .entry(key)
+        .await
+        .map_err(|e| FleetError::kv("get", key, e))?;
     match e {
         Some(e) if e.operation == kv::Operation::Put => {
             let v = serde_json::from_slice(&e.value)
@@ -63,10 +67,13 @@ async fn value<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Option<
 /// Keys of `kv` starting with `prefix`, sorted.
 async fn keys_with(kv: &kv::Store, prefix: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut keys = kv.keys().await.map_err(|e| kv_err("keys", prefix, e))?;
+    let mut keys = kv
+        .keys()
+        .await
+        .map_err(|e| FleetError::kv("keys", prefix, e))?;
     while let Some(k) = keys.next().await {
-        let k = k.map_err(|e| kv_err("keys", prefix, e))?;
-        if k.starts_with(prefix) {
+        let k = k.map_err(|e| FleetError::kv("keys", prefix, e))?;
+        if k.starts_with(prefix) && k != checked::SEED {
             out.push(k);
         }
     }
@@ -90,56 +97,47 @@ fn json<T: Serialize>(v: &T) -> Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(v)?))
 }
 
-fn kv_err<E>(op: &'static str, key: &str, e: E) -> FleetError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    FleetError::Kv {
-        op,
-        key: key.to_string(),
-        source: Box::new(e),
-    }
-}
-
 async fn put<T: Serialize>(kv: &kv::Store, key: &str, v: &T) -> Result<()> {
     kv.put(key, json(v)?)
         .await
-        .map_err(|e| kv_err("put", key, e))?;
+        .map_err(|e| FleetError::kv("put", key, e))?;
     Ok(())
 }
 
 /// Writes `v` at `key` only if `key` is still at `revision`; `conflict` is
 /// the error of a lost race.
 async fn update<T: Serialize>(
+    b: &Buckets,
     kv: &kv::Store,
     key: &str,
     v: &T,
     revision: u64,
     conflict: impl FnOnce() -> StoreError,
 ) -> Result<()> {
-    match kv.update(key, json(v)?, revision).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(conflict()),
-        Err(e) => Err(kv_err("update", key, e).into()),
+    match checked::write(&b.js, kv, key, json(v)?, Some(revision)).await? {
+        true => Ok(()),
+        false => Err(conflict()),
     }
 }
 
 /// Creates `key`; `conflict` if it exists.
 async fn create<T: Serialize>(
+    b: &Buckets,
     kv: &kv::Store,
     key: &str,
     v: &T,
     conflict: impl FnOnce() -> StoreError,
 ) -> Result<()> {
-    match kv.create(key, json(v)?).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(conflict()),
-        Err(e) => Err(kv_err("create", key, e).into()),
+    match checked::write(&b.js, kv, key, json(v)?, None).await? {
+        true => Ok(()),
+        false => Err(conflict()),
     }
 }
 
 async fn delete(kv: &kv::Store, key: &str) -> Result<()> {
-    kv.delete(key).await.map_err(|e| kv_err("delete", key, e))?;
+    kv.delete(key)
+        .await
+        .map_err(|e| FleetError::kv("delete", key, e))?;
     Ok(())
 }
 
@@ -187,7 +185,7 @@ impl SharedBackend for FleetRecords {
         }
         self.run(|b| async move {
             let name = rec.name.clone();
-            create(&b.functions, &keys::enc(&name), &rec, || {
+            create(&b, &b.functions, &keys::enc(&name), &rec, || {
                 StoreError::Conflict(format!("Function already exist: {name}"))
             })
             .await?;
@@ -216,7 +214,7 @@ impl SharedBackend for FleetRecords {
         edit(&mut rec)?;
         let (n, out) = (name.to_string(), rec.clone());
         self.run(|b| async move {
-            update(&b.functions, &key, &out, rev, || update_conflict(&n)).await
+            update(&b, &b.functions, &key, &out, rev, || update_conflict(&n)).await
         })?;
         Ok(rec)
     }
@@ -272,7 +270,7 @@ impl SharedBackend for FleetRecords {
                 Some(n) if n.code == v.code && n.config == v.config => Ok(n),
                 _ => {
                     rec.next_version += 1;
-                    update(&b.functions, &key, &rec, rev, || update_conflict(&name)).await?;
+                    update(&b, &b.functions, &key, &rec, rev, || update_conflict(&name)).await?;
                     put(&b.versions, &keys::version(&name, v.version), &v).await?;
                     Ok(v)
                 }
@@ -335,7 +333,7 @@ impl SharedBackend for FleetRecords {
             let key = keys::child(&function, &alias.name);
             let arn = function_arn(&function, Some(&alias.name));
             if create_new {
-                return create(&b.aliases, &key, &alias, || {
+                return create(&b, &b.aliases, &key, &alias, || {
                     StoreError::Conflict(format!("Alias already exists: {arn}"))
                 })
                 .await;
@@ -343,7 +341,7 @@ impl SharedBackend for FleetRecords {
             let (_, rev) = entry::<AliasRecord>(&b.aliases, &key)
                 .await?
                 .ok_or_else(|| not_found_alias(&function, &alias.name))?;
-            update(&b.aliases, &key, &alias, rev, || {
+            update(&b, &b.aliases, &key, &alias, rev, || {
                 StoreError::Conflict(format!(
                     "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
                 ))
@@ -380,12 +378,12 @@ impl SharedBackend for FleetRecords {
             let mut number = None;
             for _ in 0..NUMBER_RETRIES {
                 let taken = match entry::<u64>(&b.layer_next, &counter).await? {
-                    Some((n, rev)) => update(&b.layer_next, &counter, &(n + 1), rev, || {
+                    Some((n, rev)) => update(&b, &b.layer_next, &counter, &(n + 1), rev, || {
                         StoreError::Conflict(String::new())
                     })
                     .await
                     .map(|()| n),
-                    None => create(&b.layer_next, &counter, &2u64, || {
+                    None => create(&b, &b.layer_next, &counter, &2u64, || {
                         StoreError::Conflict(String::new())
                     })
                     .await
