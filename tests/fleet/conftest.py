@@ -115,6 +115,14 @@ class Cluster:
             raise AssertionError(f"JetStream cluster elected no meta leader: {seen}")
         return self
 
+    def meta_leader(self):
+        """The server that leads JetStream's meta group (creates consumers)."""
+        for s in self.servers:
+            if s.proc and s.proc.poll() is None:
+                name = s.jsz().get("meta_cluster", {}).get("leader")
+                return next(x for x in self.servers if x.name == name)
+        raise AssertionError("no live NATS server")
+
     @property
     def urls(self):
         return ",".join(s.url for s in self.servers)

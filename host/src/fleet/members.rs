@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -108,20 +107,13 @@ async fn beat(hosts: kv::Store, mut me: Member) -> Result<(), FleetError> {
 }
 
 async fn list(hosts: kv::Store) -> Result<Vec<Member>, FleetError> {
-    let err = |op, e: Box<dyn std::error::Error + Send + Sync>| FleetError::Kv {
-        op,
-        key: "*".into(),
-        source: e,
-    };
     let mut out = Vec::new();
-    let mut keys = hosts.keys().await.map_err(|e| err("keys", Box::new(e)))?;
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(|e| err("keys", Box::new(e)))?;
+    for k in super::scan::keys(&hosts, "").await? {
         // A member that expired between the listing and the read is gone.
         if let Some(v) = hosts
             .get(k.as_str())
             .await
-            .map_err(|e| err("get", Box::new(e)))?
+            .map_err(|e| FleetError::kv("get", &k, e))?
         {
             if let Ok(m) = serde_json::from_slice::<Member>(&v) {
                 out.push(m);

@@ -10,6 +10,7 @@ mod checked;
 mod keys;
 pub mod members;
 mod records;
+mod scan;
 
 use std::path::PathBuf;
 use std::str::FromStr;

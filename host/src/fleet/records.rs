@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::checked;
 use super::keys;
+use super::scan;
 use super::{Bridge, Buckets, FleetError};
 use crate::store::model::{
     AliasRecord, FunctionRecord, LayerVersionRecord, ProvisionedRecord, VersionRecord,
@@ -64,20 +64,11 @@ async fn value<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Option<
     Ok(entry(kv, key).await?.map(|(v, _)| v))
 }
 
-/// Keys of `kv` starting with `prefix`, sorted.
+/// Keys of `kv` starting with `prefix` (but the seed), sorted; deleted
+/// keys too (callers read each).
 async fn keys_with(kv: &kv::Store, prefix: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut keys = kv
-        .keys()
-        .await
-        .map_err(|e| FleetError::kv("keys", prefix, e))?;
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(|e| FleetError::kv("keys", prefix, e))?;
-        if k.starts_with(prefix) && k != checked::SEED {
-            out.push(k);
-        }
-    }
-    out.sort();
+    let mut out = scan::keys(kv, prefix).await?;
+    out.retain(|k| k != checked::SEED);
     Ok(out)
 }
 
@@ -234,7 +225,9 @@ impl SharedBackend for FleetRecords {
             let prefix = keys::children_of(&name);
             for kv in [&b.versions, &b.aliases, &b.provisioned] {
                 for k in keys_with(kv, &prefix).await? {
-                    delete(kv, &k).await?;
+                    if value::<serde_json::Value>(kv, &k).await?.is_some() {
+                        delete(kv, &k).await?;
+                    }
                 }
             }
             Ok(())
