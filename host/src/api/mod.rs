@@ -441,6 +441,26 @@ pub fn invoke_req(
     }
 }
 
+/// Runs `edit` on the function's record; an [`ApiError`] it returns is
+/// the answer (the write is abandoned).
+pub(super) fn update_function(
+    app: &App,
+    name: &str,
+    edit: impl FnOnce(&mut crate::store::FunctionRecord) -> Result<(), ApiError>,
+) -> Result<crate::store::FunctionRecord, ApiError> {
+    let mut refused = None;
+    let updated = app.functions.store().update_function(name, |f| {
+        edit(f).map_err(|e| {
+            refused = Some(e);
+            crate::store::StoreError::Conflict("refused".into())
+        })
+    });
+    match (refused, updated) {
+        (Some(e), _) => Err(e),
+        (None, r) => r.map_err(Into::into),
+    }
+}
+
 /// Validated function name from a path segment or body field (name or
 /// ARN) of a request by `account`, as stored: scoped to that account (see
 /// [`crate::util::scoped_name`]). A qualifier embedded in an ARN is returned

@@ -253,30 +253,26 @@ pub fn add(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         function_url_auth_type: input.function_url_auth_type,
         invoked_via_function_url: via_url,
     };
-    let mut refused = None;
-    let updated = app.functions.store().update_function(&name, |f| {
-        check_revision(f, input.revision_id.as_deref())?;
-        if f.policy.iter().any(|s| s.sid == st.sid && s.qualifier == st.qualifier) {
-            refused = Some(ApiError::Conflict(format!(
+    let f = super::update_function(app, &name, |f| {
+        check_revision(f, input.revision_id.as_deref()).map_err(revision_error)?;
+        if f.policy
+            .iter()
+            .any(|s| s.sid == st.sid && s.qualifier == st.qualifier)
+        {
+            return Err(ApiError::Conflict(format!(
                 "The statement id ({}) provided already exists. Please provide a new statement id, or remove the existing statement.",
                 st.sid
             )));
-            return Err(StoreError::Conflict("refused".into()));
         }
         f.policy.push(st.clone());
         if document(f, st.qualifier.as_deref()).to_string().len() > MAX_POLICY_BYTES {
-            refused = Some(ApiError::PolicyLengthExceeded(format!(
+            return Err(ApiError::PolicyLengthExceeded(format!(
                 "The final policy size is bigger than the limit ({MAX_POLICY_BYTES} bytes)."
             )));
-            return Err(StoreError::Conflict("refused".into()));
         }
         f.policy_revision = uuid4();
         Ok(())
-    });
-    let f = match (refused, updated) {
-        (Some(e), _) => return Err(e),
-        (None, r) => r.map_err(revision_error)?,
-    };
+    })?;
     Ok(Reply::json(
         201,
         json!({ "Statement": statement_json(&f, &st).to_string() }),
@@ -295,25 +291,19 @@ fn revision_error(e: StoreError) -> ApiError {
 
 pub fn remove(app: &App, req: &Req, raw: &str, sid: &str) -> Result<Reply, ApiError> {
     let (name, qualifier) = target(app, req, raw)?;
-    let mut missing = false;
-    let updated = app.functions.store().update_function(&name, |f| {
-        check_revision(f, req.q("RevisionId"))?;
+    super::update_function(app, &name, |f| {
+        check_revision(f, req.q("RevisionId")).map_err(revision_error)?;
         let before = f.policy.len();
         f.policy
             .retain(|s| !(s.sid == sid && s.qualifier == qualifier));
         if f.policy.len() == before {
-            missing = true;
-            return Err(StoreError::Conflict("refused".into()));
+            return Err(ApiError::NotFound(format!(
+                "Statement {sid} is not found in resource policy."
+            )));
         }
         f.policy_revision = uuid4();
         Ok(())
-    });
-    if missing {
-        return Err(ApiError::NotFound(format!(
-            "Statement {sid} is not found in resource policy."
-        )));
-    }
-    updated.map_err(revision_error)?;
+    })?;
     Ok(Reply::empty(204))
 }
 

@@ -8,7 +8,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{function_name, ApiError, App, Reply, Req};
-use crate::store::StoreError;
 
 const MAX_TAGS: usize = 50;
 const MAX_KEY: usize = 128;
@@ -73,21 +72,14 @@ pub fn tag(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {
     check(&input.tags)?;
     // The 50-tag limit counts the tags already there: checked in the same
     // transaction as the write, which a refusal abandons.
-    let mut refused = None;
-    let updated = app.functions.store().update_function(&name, |f| {
+    super::update_function(app, &name, |f| {
         let mut merged = f.tags.clone();
         merged.extend(input.tags);
-        if let Err(e) = check(&merged) {
-            refused = Some(e);
-            return Err(StoreError::Conflict("refused".into()));
-        }
+        check(&merged)?;
         f.tags = merged;
         Ok(())
-    });
-    match (refused, updated) {
-        (Some(e), _) => Err(e),
-        (None, r) => r.map(|_| Reply::empty(204)).map_err(Into::into),
-    }
+    })?;
+    Ok(Reply::empty(204))
 }
 
 pub fn untag(app: &App, req: &Req, arn: &str) -> Result<Reply, ApiError> {

@@ -143,20 +143,15 @@ async fn authenticate(
     } else {
         None
     };
-    let body = crate::server::read_body(body, MAX_PAYLOAD)
-        .await
-        .map_err(|e| match e {
-            crate::server::BodyError::TooLarge => Answer::message(413, "Request Entity Too Large"),
-            _ => Answer::message(400, "Bad Request"),
-        })?;
+    let too_large = || Answer::message(413, "Request Entity Too Large");
     let Some(pending) = pending else {
+        let body = crate::server::read_body(body, MAX_PAYLOAD)
+            .await
+            .map_err(|e| match e {
+                crate::server::BodyError::TooLarge => too_large(),
+                _ => Answer::message(400, "Bad Request"),
+            })?;
         return Ok((None, body));
-    };
-    let actual = crate::digest::sha256_hex(&body);
-    let hash = match pending.declared_sha256.clone() {
-        Some(d) if d.eq_ignore_ascii_case(&actual) || d == "UNSIGNED-PAYLOAD" => d,
-        Some(_) => return Err(forbidden()),
-        None => actual,
     };
     let signed = RequestParts {
         method: parts.method.as_str(),
@@ -164,10 +159,23 @@ async fn authenticate(
         query: parts.uri.query(),
         headers: &parts.headers,
     };
-    let caller = app
-        .auth
-        .finish(pending, &signed, &hash, source)
-        .map_err(|_| forbidden())?;
+    // The API's own check: a declared payload hash is verified with the
+    // signature before the body is read, and the body must match it.
+    let (caller, body) = crate::server::authenticated_body(
+        pending,
+        &signed,
+        body,
+        MAX_PAYLOAD,
+        super::invoke::too_large,
+        app,
+        source,
+    )
+    .await
+    .map_err(|e| match e {
+        super::ApiError::TooLarge(_) => too_large(),
+        super::ApiError::InvalidParameter(_) => Answer::message(400, "Bad Request"),
+        _ => forbidden(),
+    })?;
     match (caller.access_key_id, caller.account) {
         (Some(k), Some(a)) => Ok((Some((k, a)), body)),
         _ => Err(forbidden()),

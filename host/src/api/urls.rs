@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{function_name, ApiError, App, Reply, Req};
-use crate::store::{Cors, FunctionRecord, StoreError, UrlConfig};
+use crate::store::{Cors, FunctionRecord, UrlConfig};
 use crate::util::{function_arn, now_lambda};
 
 #[derive(Deserialize, Default)]
@@ -154,26 +154,6 @@ fn not_found() -> ApiError {
     ApiError::NotFound("The resource you requested does not exist.".into())
 }
 
-/// Runs `edit` on the function's record; an [`ApiError`] it returns is
-/// the answer (the write is abandoned).
-fn update(
-    app: &App,
-    name: &str,
-    edit: impl FnOnce(&mut FunctionRecord) -> Result<(), ApiError>,
-) -> Result<FunctionRecord, ApiError> {
-    let mut refused = None;
-    let updated = app.functions.store().update_function(name, |f| {
-        edit(f).map_err(|e| {
-            refused = Some(e);
-            StoreError::Conflict("refused".into())
-        })
-    });
-    match (refused, updated) {
-        (Some(e), _) => Err(e),
-        (None, r) => r.map_err(Into::into),
-    }
-}
-
 pub fn create(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, qualifier) = target(app, req, raw)?;
     if !app.urls.served() {
@@ -198,7 +178,7 @@ pub fn create(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
         creation_time: now.clone(),
         last_modified_time: now,
     };
-    let f = update(app, &name, |f| {
+    let f = super::update_function(app, &name, |f| {
         if f.urls.iter().any(|u| u.qualifier == qualifier) {
             return Err(ApiError::Conflict(format!(
                 "Failed to create function url config for [functionArn = {}]. Error message:  FunctionUrlConfig exists for this Lambda function",
@@ -238,7 +218,7 @@ pub fn update_config(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError>
         check_mode(m)?;
     }
     let cors = input.cors.map(cors_of).transpose()?;
-    let f = update(app, &name, |f| {
+    let f = super::update_function(app, &name, |f| {
         let u = f
             .urls
             .iter_mut()
@@ -261,7 +241,7 @@ pub fn update_config(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError>
 
 pub fn delete(app: &App, req: &Req, raw: &str) -> Result<Reply, ApiError> {
     let (name, qualifier) = target(app, req, raw)?;
-    update(app, &name, |f| {
+    super::update_function(app, &name, |f| {
         let before = f.urls.len();
         f.urls.retain(|u| u.qualifier != qualifier);
         if f.urls.len() == before {

@@ -140,8 +140,9 @@ async fn read_limited(
 /// Verifies the request's signature over its body (read here, up to
 /// `limit`), so nothing runs for a refused request. With a signed
 /// `x-amz-content-sha256` the signature is checked before the body is
-/// read, and the body must then match that hash.
-async fn authenticated_body(
+/// read, and the body must then match that hash. Also the check of
+/// `AWS_IAM` function URL calls (`api::url_calls`).
+pub(crate) async fn authenticated_body(
     pending: Unverified,
     signed: &RequestParts<'_>,
     body: Incoming,

@@ -89,6 +89,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Adds `value` under `key`, comma-joined to a value already there (how
+/// the 2.0 event carries repeated headers and query parameters).
+fn join(map: &mut Map<String, Value>, key: String, value: &str) {
+    match map.get_mut(&key) {
+        Some(Value::String(prev)) => {
+            prev.push(',');
+            prev.push_str(value);
+        }
+        _ => {
+            map.insert(key, Value::from(value));
+        }
+    }
+}
+
 /// The payload format 2.0 event of `r`.
 pub fn request_event(r: &UrlRequest<'_>) -> Value {
     let mut headers = Map::new();
@@ -103,29 +117,13 @@ pub fn request_event(r: &UrlRequest<'_>) -> Value {
             );
             continue;
         }
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(prev)) => {
-                prev.push(',');
-                prev.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_string(), Value::from(v));
-            }
-        }
+        join(&mut headers, name.as_str().to_string(), &v);
     }
     let mut params = Map::new();
     for pair in r.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (k, v) = (percent_decode(k), percent_decode(v));
-        match params.get_mut(&k) {
-            Some(Value::String(prev)) => {
-                prev.push(',');
-                prev.push_str(&v);
-            }
-            _ => {
-                params.insert(k, Value::from(v));
-            }
-        }
+        join(&mut params, k, &v);
     }
     let host = r
         .headers
