@@ -2,8 +2,9 @@
 //! microVM configured and started only through `ember-vmm --api-sock`
 //! (boot-source, machine-config, serial, entropy, InstanceStart):
 //! - the entropy device (`PUT /entropy`) is Linux's hwrng: virtio-rng's
-//!   driver binds (`/sys/class/misc/hw_random/rng_current` names it) and
-//!   two reads of `/dev/hwrng` give different, non-zero bytes;
+//!   driver binds and two reads of `/dev/hwrng` give different, non-zero
+//!   bytes (the kernel has no other hwrng driver and no sysfs: a read with
+//!   no bound rng fails, and the line would be empty);
 //! - `PUT /actions {"action_type":"SendCtrlAltDel"}` reaches the guest
 //!   through the i8042: /init never disabled Ctrl+Alt+Del, so the kernel
 //!   restarts, `reboot=k` resets through the i8042, and ember-vmm exits 0,
@@ -25,9 +26,7 @@ const STEP: Duration = Duration::from_secs(300);
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
-mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-echo "EMBER-RNG current=$(cat /sys/class/misc/hw_random/rng_current)"
 echo "EMBER-RNG a=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
 echo "EMBER-RNG b=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
 echo "EMBER-CAD ready"
@@ -104,10 +103,6 @@ fn linux_reads_the_entropy_device_and_reboots_on_ctrl_alt_del() {
     vmm.ok("PUT", "/actions", r#"{"action_type":"InstanceStart"}"#);
     let text = wait_for(&console, "EMBER-CAD ready", &mut vmm);
     println!("-- console up to the CAD:\n{text}");
-    assert!(
-        field(&text, "current").starts_with("virtio_rng"),
-        "hwrng is not virtio-rng"
-    );
     let (a, b) = (field(&text, "a"), field(&text, "b"));
     for x in [a, b] {
         assert_eq!(x.len(), 64, "32 bytes as hex: {x:?}");
