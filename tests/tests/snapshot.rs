@@ -305,3 +305,47 @@ fn hostile_state_files_end_the_loader_with_a_clear_error() {
         out.stderr
     );
 }
+
+/// `load --report` splits the load → first port write (the benchmark's
+/// split, issue 16): every step from reading the state file to the guest's
+/// exit, in time order, adding up to no more than the whole.
+#[test]
+fn the_load_report_splits_the_time_to_the_first_port_write() {
+    let s = take_at_line("split", "ready quiet", 128, "ready");
+    let mut args = load_args(&s);
+    args.extend(["--console".into(), "off".into(), "--report".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = snap(&args);
+    assert_eq!(code(&out), Some(7), "load: {}", out.stderr);
+    let total: u64 = field(&out.stderr, "load_to_exit_us")
+        .and_then(|v| v.parse().ok())
+        .expect("load_to_exit_us");
+    let split = out.stderr.split("phases:").nth(1).expect("phases");
+    let steps: Vec<(&str, u64)> = split
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k, v.parse().ok()?))
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(k, _)| *k).collect();
+    for want in [
+        "state_read",
+        "state_parse",
+        "memory_map",
+        "kvm_create_vm",
+        "memory",
+        "vcpus",
+        "start_info",
+        "event_loop_thread",
+        "vcpu_threads",
+        "first_kvm_run",
+        "exit_reported",
+    ] {
+        assert!(names.contains(&want), "no {want} in {names:?}");
+    }
+    assert_eq!(names.first(), Some(&"state_read"), "{names:?}");
+    assert_eq!(names.last(), Some(&"exit_reported"), "{names:?}");
+    let sum: u64 = steps.iter().map(|(_, us)| us).sum();
+    assert!(sum <= total, "steps {sum} us > whole {total} us: {steps:?}");
+}

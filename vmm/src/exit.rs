@@ -4,7 +4,8 @@
 //! vCPU blocked in the wait/park ports.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Instant;
 
 use ember_abi::exit::ExitCode;
 use vmm_sys_util::eventfd::EventFd;
@@ -53,6 +54,10 @@ pub struct StopState {
     stopping: AtomicBool,
     /// Becomes (and stays) readable once the VM stops; never drained.
     pub stop_evt: EventFd,
+    /// When a vCPU first entered KVM_RUN, and when the first exit was
+    /// reported ([`crate::phases`]).
+    pub first_run: OnceLock<Instant>,
+    pub exited_at: OnceLock<Instant>,
 }
 
 impl StopState {
@@ -61,6 +66,8 @@ impl StopState {
         Ok(Arc::new(StopState {
             stopping: AtomicBool::new(false),
             stop_evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            first_run: OnceLock::new(),
+            exited_at: OnceLock::new(),
         }))
     }
 
@@ -89,6 +96,7 @@ impl ExitNotifier {
         if self.state.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
+        let _ = self.state.exited_at.set(Instant::now());
         // Wake vCPUs blocked in wait/park; failure only delays them until
         // their kick signal.
         let _ = self.state.stop_evt.write(1);

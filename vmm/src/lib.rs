@@ -19,6 +19,7 @@ mod host;
 pub mod logger;
 mod memory;
 mod panic_watch;
+pub mod phases;
 pub mod sandbox;
 pub mod snapshot;
 mod vcpu;

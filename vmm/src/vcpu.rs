@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Once;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_devices::bus::Bus;
 use kvm_bindings::kvm_run;
@@ -144,6 +144,7 @@ impl Vcpu {
     fn run(mut self, events: Receiver<VcpuEvent>, responses: Sender<VcpuResponse>) {
         crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Vcpu);
         KVM_RUN.with(|run| run.set(self.fd.get_kvm_run() as *mut kvm_run));
+        let _ = self.exits.state().first_run.set(Instant::now());
         loop {
             let event = if self.exits.state().is_stopping() {
                 // The VM is over: wait for the main thread's Stop.

@@ -26,6 +26,7 @@ use crate::exit::{ExitNotifier, StopState, VmExit};
 use crate::host::{self, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::panic_watch::PanicWatch;
+use crate::phases::Phases;
 use crate::snapshot::{self, Restore, RestoreError, SaveError, VcpuState};
 use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle, VcpuResponse};
 use crate::{event_loop, log_debug, log_info, log_warn};
@@ -110,6 +111,8 @@ pub struct Vm {
     panics: PanicWatch,
     timeout_ms: Option<u64>,
     start: Instant,
+    /// Where building and starting took its time.
+    phases: Phases,
     state: State,
     /// Every virtio device with its transport (snapshots lock and save them).
     virtio_slots: Vec<VirtioSlot>,
@@ -150,12 +153,17 @@ impl Vm {
         origin: Origin,
     ) -> Result<Vm, VmError> {
         let cfg = &valid.config;
-        let host = host::detect();
-        log_debug!("host: {}", host.describe());
         let mut restore = match origin {
             Origin::Boot => None,
             Origin::Snapshot(r) => Some(r),
         };
+        let mut phases = match &mut restore {
+            Some(r) => std::mem::replace(&mut r.phases, Phases::new(start)),
+            None => Phases::new(start),
+        };
+        let host = host::detect();
+        log_debug!("host: {}", host.describe());
+        phases.mark("host_detect");
         let is_kernelless =
             restore.is_some() || cfg.force_kernelless || kernelless::is_kernelless(&cfg.kernel)?;
         if is_kernelless && cfg.initrd.is_some() {
@@ -176,11 +184,19 @@ impl Vm {
         let vm = kvm
             .create_vm()
             .map_err(|e| VmError::KvmCall("create VM", e))?;
+        phases.mark("kvm_create_vm");
         let mem = match &restore {
             Some(r) => r.memory.clone(),
             None => memory::create(cfg.mem_mib)?,
         };
+        // KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period: about
+        // 0.05-0.1 ms, several ms when the host is loaded (the `memory`
+        // step of `phases`). Registering on another thread while the vCPUs
+        // are created and restored was tried and measured worse (1-4 ms
+        // typical): the vCPU ioctls are SRCU readers the grace period waits
+        // out, probably. So it stays here, before any vCPU exists.
         memory::register(&vm, &mem, cfg.track_dirty_pages)?;
+        phases.mark("memory");
         // Kernel-less guests take no interrupts: no irqchip, no PIT.
         let irqchip = !is_kernelless;
         if irqchip {
@@ -219,6 +235,7 @@ impl Vm {
             )?;
         }
 
+        phases.mark("legacy_devices");
         let mut em = EventMgr::new()
             .map_err(|e| VmError::Io("event manager", std::io::Error::other(format!("{e:?}"))))?;
         let mut ctx = DeviceContext::new(
@@ -241,6 +258,7 @@ impl Vm {
             slots,
             linux_cmdline: linux_devices,
         } = ctx.into_attached()?;
+        phases.mark("virtio_devices");
 
         let vcpu_count = cfg.vcpu_count();
         let guest = if let Some(r) = restore {
@@ -267,7 +285,9 @@ impl Vm {
             log_debug!("Linux: {entry}");
             Guest::Linux(entry)
         };
+        phases.mark("guest_image");
         let fds = create_vcpus(&kvm, &vm, &guest, vcpu_count)?;
+        phases.mark("vcpus");
         match &guest {
             Guest::Kernelless(image) => image.write_start_info(
                 &mem,
@@ -278,6 +298,7 @@ impl Vm {
             Guest::Snapshot(_) => snapshot::renew_start_info(&mem, &fds[0], cfg, &mmio_devices)?,
             Guest::Linux(_) => {}
         }
+        phases.mark("start_info");
         Ok(Vm {
             _vm: vm,
             mem,
@@ -291,6 +312,7 @@ impl Vm {
             panics,
             timeout_ms: cfg.timeout_ms,
             start,
+            phases,
             state: State::Built {
                 em,
                 virtio: virtio_devices,
@@ -339,8 +361,10 @@ impl Vm {
                 std::io::Error::other(e),
             )
         })?;
+        self.phases.mark("landlock");
         let drained = event_loop::start(em, self.exits.clone(), virtio)
             .map_err(|e| VmError::Io("cannot start the event loop", e))?;
+        self.phases.mark("event_loop_thread");
         let vcpus = start_vcpus(
             fds,
             &self.pio,
@@ -349,6 +373,7 @@ impl Vm {
             &self.doorbell,
             paused,
         )?;
+        self.phases.mark("vcpu_threads");
         self.state = State::Running { vcpus, drained };
         log_debug!(
             "VM built and started at {} us",
@@ -356,6 +381,22 @@ impl Vm {
         );
         crate::sandbox::enter_or_exit(crate::sandbox::ThreadKind::Main);
         Ok(())
+    }
+
+    /// Where building and starting took its time so far: the marks of
+    /// [`Vm::build`] (and of `snapshot::load` before it) and [`Vm::start`],
+    /// then the first KVM_RUN and the first exit once they happened.
+    pub fn phases(&self) -> Phases {
+        let mut p = self.phases.clone();
+        let state = self.exits.state();
+        if let Some(at) = state.first_run.get() {
+            p.mark_at("first_kvm_run", *at);
+        }
+        if let Some(at) = state.exited_at.get() {
+            p.mark_at("exit_reported", *at);
+        }
+        p.sort();
+        p
     }
 
     /// Becomes (and stays) readable once the VM ends: for an owner that

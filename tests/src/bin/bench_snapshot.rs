@@ -3,7 +3,10 @@
 //!   `snap_guest ready quiet` snapshot (File backend, resumed), timed inside
 //!   the process from the start of the load to the guest's exit port write,
 //!   against a fresh boot of the same guest (`snap_guest exit`, same code
-//!   path: `ember-snapshot boot`), alternating, plus exec-to-exit wall time;
+//!   path: `ember-snapshot boot`), alternating, plus exec-to-exit wall time,
+//!   and the median of each step of both (`ember_vmm::phases`: state file,
+//!   memory map, KVM VM, memory registration, devices, vCPUs, start-info,
+//!   threads, first KVM_RUN, the guest's run to its exit port write);
 //! - create of a 128 MiB guest that touched 16 MiB (`snap_guest touch 16`):
 //!   time inside `snapshot::create` (to new files) and the memory file's
 //!   size on disk;
@@ -64,6 +67,62 @@ fn summary(label: &str, unit: &str, v: &mut [f64]) -> f64 {
     median
 }
 
+/// The `phases:` split of a `--report` line: step name and microseconds.
+fn phases(text: &str) -> Vec<(String, f64)> {
+    let Some(tail) = text.split("phases:").nth(1) else {
+        return Vec::new();
+    };
+    tail.lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Adds one run's split to the samples of each step.
+fn collect(into: &mut Vec<(String, Vec<f64>)>, text: &str) {
+    for (name, us) in phases(text) {
+        match into.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(us),
+            None => into.push((name, vec![us])),
+        }
+    }
+}
+
+/// Median per step of the load and the boot, side by side, in run order
+/// (load's steps first, then the boot's own).
+fn print_split(load: &mut [(String, Vec<f64>)], boot: &mut [(String, Vec<f64>)]) {
+    println!("split, median us per step             load      boot");
+    let mut names: Vec<String> = load.iter().map(|(n, _)| n.clone()).collect();
+    for (n, _) in boot.iter() {
+        if !names.contains(n) {
+            let at = names.len().min(3);
+            names.insert(at, n.clone());
+        }
+    }
+    let (mut lt, mut bt) = (0.0, 0.0);
+    for name in names {
+        let cell = |set: &mut [(String, Vec<f64>)], total: &mut f64| match set
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+        {
+            Some((_, v)) if !v.is_empty() => {
+                let m = percentile(v, 0.5);
+                *total += m;
+                format!("{m:>9.0}")
+            }
+            _ => format!("{:>9}", "-"),
+        };
+        let (l, b) = (cell(load, &mut lt), cell(boot, &mut bt));
+        println!("  {name:<34} {l} {b}");
+    }
+    println!("  {:<34} {lt:>9.0} {bt:>9.0}", "sum of step medians");
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -106,6 +165,7 @@ fn main() {
     );
 
     let (mut load_us, mut boot_us, mut load_wall, mut boot_wall) = (vec![], vec![], vec![], vec![]);
+    let (mut load_split, mut boot_split) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let (out, wall) = run(&[
             "load",
@@ -120,6 +180,7 @@ fn main() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(7), "load: {err}");
         load_us.push(number(&err, "load_to_exit_us").expect("load report") / 1000.0);
+        collect(&mut load_split, &err);
         load_wall.push(wall);
         let (out, wall) = run(&[
             "boot",
@@ -136,6 +197,7 @@ fn main() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(7), "boot: {err}");
         boot_us.push(number(&err, "boot_to_exit_us").expect("boot report") / 1000.0);
+        collect(&mut boot_split, &err);
         boot_wall.push(wall);
     }
 
@@ -193,6 +255,7 @@ fn main() {
         "ratio load / fresh boot (medians)",
         load / boot
     );
+    print_split(&mut load_split, &mut boot_split);
     let lw = summary("exec -> exit wall, load", "ms", &mut load_wall);
     let bw = summary("exec -> exit wall, fresh boot", "ms", &mut boot_wall);
     println!("{:<44} {:.2}x", "ratio (wall, medians)", lw / bw);

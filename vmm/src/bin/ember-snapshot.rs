@@ -14,7 +14,8 @@
 //!     a fresh boot through the same code, the load's peer in benchmarks
 //! ```
 //! `--report` prints `<what>_to_exit_us=N` on stderr: from the start of the
-//! load (or build) to the guest's exit port write.
+//! load (or build) to the guest's exit port write, then `phases:` and the
+//! split of that time (`ember_vmm::phases`, microseconds per step).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -159,9 +160,10 @@ fn run(mut vm: Vm, t: Instant, what: &str, report: bool) -> Result<i32, CliError
     let exit = vm.wait();
     if report {
         eprintln!(
-            "{what}_to_exit_us={} built_us={}",
+            "{what}_to_exit_us={} built_us={} phases: {}",
             t.elapsed().as_micros(),
-            built.as_micros()
+            built.as_micros(),
+            vm.phases().describe()
         );
     }
     vm.stop();

@@ -30,6 +30,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::boot::cpl3;
 use crate::boot::kernelless::{self, KernellessError, STACK_SIZE, START_INFO_ADDR};
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::phases::Phases;
 use crate::vm::{Origin, Vm, VmError};
 use memory_file::MemoryFileError;
 use state::{GuestKind, SerialRegs, StateError, VmState, MAX_STATE_FILE};
@@ -93,6 +94,8 @@ pub(crate) struct Restore {
     pub serial: SerialState,
     /// The virtio devices' states, put into the rebuilt devices.
     pub virtio: Vec<SavedVirtio>,
+    /// The load's marks so far (`Vm::build_from` goes on with them).
+    pub phases: Phases,
 }
 
 /// What [`create`] wrote.
@@ -279,7 +282,11 @@ pub struct LoadParams {
 /// [`Vm::start`] resumes the guest where it was paused). Its memory is the
 /// memory file mapped private and lazily (`mem_backend` File).
 pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
-    let state = VmState::from_bytes(&read_state_file(&params.state_path)?)?;
+    let mut phases = Phases::new(start);
+    let bytes = read_state_file(&params.state_path)?;
+    phases.mark("state_read");
+    let state = VmState::from_bytes(&bytes)?;
+    phases.mark("state_parse");
     let memory = match params.backend {
         MemBackend::File => {
             let mem_file = open_regular(&params.mem_path, "open the memory file")?;
@@ -287,6 +294,7 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
         }
         MemBackend::Uffd => uffd::map(&params.mem_path, state.mem_size >> 20, &state.regions)?,
     };
+    phases.mark("memory_map");
     let mut devices: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&state.device_config).unwrap_or_default();
     if let Some(uds) = &params.vsock_uds_override {
@@ -315,6 +323,7 @@ pub fn load(params: &LoadParams, start: Instant) -> Result<Vm, SnapshotError> {
         vcpus: state.vcpus,
         serial: serial_state(&state.serial),
         virtio: state.virtio,
+        phases,
     };
     Ok(Vm::build_from(&valid, start, Origin::Snapshot(restore))?)
 }
