@@ -123,6 +123,32 @@ class Cluster:
                 return next(x for x in self.servers if x.name == name)
         raise AssertionError("no live NATS server")
 
+    def stream_leader(self, stream):
+        """The server leading `stream` (a KV bucket is stream KV_<bucket>):
+        the one its listings and up-to-date reads ask."""
+        for s in self.servers:
+            if s.proc and s.proc.poll() is None:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{s.mport}/jsz?streams=true", timeout=2) as r:
+                    j = json.load(r)
+                for acc in j.get("account_details", []):
+                    for st in acc.get("stream_detail", []):
+                        if st["name"] == stream:
+                            name = st.get("cluster", {}).get("leader")
+                            return next(x for x in self.servers if x.name == name)
+        raise AssertionError(f"no live NATS server knows stream {stream}")
+
+    def server_of(self, node_id):
+        """The server an emberd host is attached to (its connection is named
+        emberd-<node id>), or None."""
+        for s in self.servers:
+            if s.proc and s.proc.poll() is None:
+                with urllib.request.urlopen(f"http://127.0.0.1:{s.mport}/connz", timeout=2) as r:
+                    if any(c.get("name") == f"emberd-{node_id}"
+                           for c in json.load(r).get("connections", [])):
+                        return s
+        return None
+
     @property
     def urls(self):
         return ",".join(s.url for s in self.servers)

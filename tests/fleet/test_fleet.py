@@ -18,10 +18,12 @@ from conftest import Emberd, create, wait_for, wasm
 pytestmark = pytest.mark.vm
 
 
-# Seconds within which listing answers again after kill -9 of a NATS server:
-# a stream leader election (R3) plus a client's reconnect, on a loaded
-# machine.
-LIST_AFTER_KILL = 8
+# Seconds within which listing answers again after kill -9 of the NATS
+# server leading the functions bucket: reads wait 1 s for the leader, then
+# ask a replica (a new leader takes 4-8 s to be elected), plus a client's
+# reconnect, on a loaded machine. Before reads fell back to a replica, the
+# first listing waited the 10 s request timeout (CI of def2a84: 10.22 s).
+LIST_AFTER_KILL = 3
 
 
 def invoke(c, name, payload, **kw):
@@ -186,15 +188,24 @@ def test_a_killed_host_leaves_the_fleet(fleet):
 
 
 def test_the_fleet_keeps_serving_when_a_nats_server_dies(fleet, cluster):
-    """kill -9 of one of 3 NATS servers (the meta leader): every bucket is R3,
-    so the fleet keeps its records and code. A host attached to the dead
-    server reconnects to another. Listing must answer within a few seconds
-    (with an ordered consumer per listing it timed out, 10 s a call, for
-    31-52 s); the other steps are retried for up to 30 s and the time they
-    took is printed (the recovery window, not a bound)."""
+    """kill -9 of one of 3 NATS servers, the one leading the functions
+    bucket's stream (the server listings and up-to-date reads ask): every
+    bucket is R3, so the fleet keeps its records and code. A host attached
+    to the dead server reconnects to another. Listing must answer within a
+    few seconds (it waited 10 s for the dead leader; with an ordered
+    consumer per listing it timed out for 31-52 s after the meta leader's
+    death); the other steps (writes wait for a new leader) are retried for
+    up to 30 s and the time they took is printed (the recovery window, not
+    a bound)."""
     a, b = fleet.hosts[0].client(), fleet.hosts[1].client()
     create(a, "fleet-before", wasm("echo"), Publish=True)
-    victim = cluster.meta_leader()
+    victim = cluster.stream_leader("KV_ember-functions")
+    roles = ["functions leader"]
+    if victim is cluster.meta_leader():
+        roles.append("meta leader")
+    roles += [f"server of host {h}" for h in "AB"
+              if cluster.server_of(fleet.hosts["AB".index(h)].node_id) is victim]
+    print(f"victim {victim.name}: {', '.join(roles)}")
     victim.kill9()
     t0 = time.monotonic()
 
@@ -209,7 +220,7 @@ def test_the_fleet_keeps_serving_when_a_nats_server_dies(fleet, cluster):
                 return False
         ok = wait_for(attempt, timeout=timeout, interval=0.2)
         took = time.monotonic() - t0
-        print(f"{what}: ok={bool(ok)} {took:.2f} s after kill -9 of NATS server {victim.name} (meta leader)")
+        print(f"{what}: ok={bool(ok)} {took:.2f} s after kill -9 of NATS server {victim.name}")
         assert ok, f"{what}: not within {timeout} s: {last}"
         return took
 

@@ -60,7 +60,7 @@ async fn open_kv(
     max_age: Duration,
 ) -> Result<kv::Store, FleetError> {
     if let Ok(s) = js.get_key_value(name).await {
-        return Ok(s);
+        return allow_direct(js, name, s).await;
     }
     // The stream a KV bucket is, as async-nats' `create_key_value` builds
     // it; created directly because that call first asks for the account's
@@ -74,10 +74,12 @@ async fn open_kv(
             storage: jetstream::stream::StorageType::File,
             allow_rollup: true,
             deny_delete: true,
-            // Reads go through the stream's leader: a direct get may be
-            // answered by a replica that has not seen the last write yet
-            // (seen: a tag written on one host missing from the next read).
-            allow_direct: false,
+            // Reads go to the stream's leader first, and to any replica
+            // only when the leader does not answer (super::read): a direct
+            // get may be answered by a replica that has not seen the last
+            // write yet (seen: a tag written on one host missing from the
+            // next read, when every read was a direct get).
+            allow_direct: true,
             num_replicas: replicas,
             discard: jetstream::stream::DiscardPolicy::New,
             duplicate_window: match max_age {
@@ -93,6 +95,34 @@ async fn open_kv(
         Err(c) => FleetError::Bucket(name.into(), c.into()),
         Ok(()) => FleetError::Bucket(name.into(), e.into()),
     })
+}
+
+/// A bucket created by an earlier emberd, without direct gets: allowed now
+/// (a stream's configuration may change in place), so that its reads can
+/// fall back to a replica.
+async fn allow_direct(
+    js: &jetstream::Context,
+    name: &str,
+    mut kv: kv::Store,
+) -> Result<kv::Store, FleetError> {
+    let info = kv
+        .stream
+        .info()
+        .await
+        .map_err(|e| FleetError::Bucket(name.into(), e.into()))?;
+    if info.config.allow_direct {
+        return Ok(kv);
+    }
+    let config = jetstream::stream::Config {
+        allow_direct: true,
+        ..info.config.clone()
+    };
+    js.update_stream(config)
+        .await
+        .map_err(|e| FleetError::Bucket(name.into(), e.into()))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| FleetError::Bucket(name.into(), e.into()))
 }
 
 async fn open_objects(

@@ -108,14 +108,10 @@ async fn beat(hosts: kv::Store, mut me: Member) -> Result<(), FleetError> {
 
 async fn list(hosts: kv::Store) -> Result<Vec<Member>, FleetError> {
     let mut out = Vec::new();
-    for k in super::scan::keys(&hosts, "").await? {
+    for k in super::read::keys(&hosts, "").await? {
         // A member that expired between the listing and the read is gone.
-        if let Some(v) = hosts
-            .get(k.as_str())
-            .await
-            .map_err(|e| FleetError::kv("get", &k, e))?
-        {
-            if let Ok(m) = serde_json::from_slice::<Member>(&v) {
+        if let Some(e) = super::read::entry(&hosts, &k).await?.filter(|e| e.live) {
+            if let Ok(m) = serde_json::from_slice::<Member>(&e.value) {
                 out.push(m);
             }
         }

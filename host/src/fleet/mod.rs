@@ -9,8 +9,8 @@ mod buckets;
 mod checked;
 mod keys;
 pub mod members;
+mod read;
 mod records;
-mod scan;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -136,9 +136,11 @@ impl Fleet {
             .clamp(1, 5);
         let shown = args.cluster.join(",");
         let bridge = Arc::new(Bridge::new(CALL_TIMEOUT)?);
+        // Named per host, so that a server's /connz shows who is attached.
+        let name = format!("emberd-{node_id}");
         let client = bridge.call(async move {
             async_nats::ConnectOptions::new()
-                .name("emberd")
+                .name(name)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .connect(addrs)
                 .await

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::checked;
 use super::keys;
-use super::scan;
+use super::read;
 use super::{Bridge, Buckets, FleetError};
 use crate::store::model::{
     AliasRecord, FunctionRecord, LayerVersionRecord, ProvisionedRecord, VersionRecord,
@@ -46,12 +46,8 @@ pub struct FleetRecords {
 type Rev<T> = Option<(T, u64)>;
 
 async fn entry<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Rev<T>> {
-    let e = kv
-        .entry(key)
-        .await
-        .map_err(|e| FleetError::kv("get", key, e))?;
-    match e {
-        Some(e) if e.operation == kv::Operation::Put => {
+    match read::entry(kv, key).await? {
+        Some(e) if e.live => {
             let v = serde_json::from_slice(&e.value)
                 .map_err(|j| FleetError::Json(key.to_string(), j))?;
             Ok(Some((v, e.revision)))
@@ -67,7 +63,7 @@ async fn value<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Option<
 /// Keys of `kv` starting with `prefix` (but the seed), sorted; deleted
 /// keys too (callers read each).
 async fn keys_with(kv: &kv::Store, prefix: &str) -> Result<Vec<String>> {
-    let mut out = scan::keys(kv, prefix).await?;
+    let mut out = read::keys(kv, prefix).await?;
     out.retain(|k| k != checked::SEED);
     Ok(out)
 }
@@ -89,9 +85,8 @@ fn json<T: Serialize>(v: &T) -> Result<Bytes> {
 }
 
 async fn put<T: Serialize>(kv: &kv::Store, key: &str, v: &T) -> Result<()> {
-    kv.put(key, json(v)?)
-        .await
-        .map_err(|e| FleetError::kv("put", key, e))?;
+    let v = json(v)?;
+    checked::again("put", key, || kv.put(key, v.clone())).await?;
     Ok(())
 }
 
@@ -126,9 +121,7 @@ async fn create<T: Serialize>(
 }
 
 async fn delete(kv: &kv::Store, key: &str) -> Result<()> {
-    kv.delete(key)
-        .await
-        .map_err(|e| FleetError::kv("delete", key, e))?;
+    checked::again("delete", key, || kv.delete(key)).await?;
     Ok(())
 }
 
