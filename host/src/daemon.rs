@@ -462,9 +462,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         args.logs.config(),
         metrics.clone(),
     )?);
-    let members = fleet
-        .as_ref()
-        .map(|f| Arc::new(crate::fleet::Members::new(f, format!("{scheme}://{addr}"))));
+    let members = fleet.as_ref().map(|f| {
+        let pool = pool.clone();
+        let report: crate::fleet::Report = Arc::new(move || {
+            let (idle, busy) = pool.load();
+            let warm = idle
+                .into_iter()
+                .map(|((function, version), idle)| crate::fleet::WarmVersion {
+                    function,
+                    version,
+                    idle,
+                })
+                .collect();
+            (warm, busy)
+        });
+        Arc::new(crate::fleet::Members::new(
+            f,
+            format!("{scheme}://{addr}"),
+            report,
+        ))
+    });
     let invoker = Invoker::new(store.clone(), pool.clone(), metrics.clone(), logs.clone());
     let functions = Functions::new(
         store,

@@ -59,6 +59,28 @@ def test_every_host_lists_the_fleet(fleet):
     assert all(n in r.stdout for n in ("hosta", "hostb", "hostc")), r.stdout
 
 
+def test_hosts_publish_their_warm_environments(fleet):
+    """Each heartbeat carries the host's idle warm environments per function
+    version and its busy count (what placement reads): after one invoke on
+    A, every host sees A warm for that version within a few beats, and B,
+    which never ran it, not."""
+    a = fleet.hosts[0].client()
+    create(a, "fleet-warm", wasm("echo"), Publish=True)
+    r, body = invoke(a, "fleet-warm", {"w": 1}, Qualifier="1")
+    assert json.loads(body) == {"w": 1}, body
+    t0 = time.monotonic()
+
+    def warm_on(host, node):
+        h = next(x for x in fleet_status(host)["Hosts"] if x["NodeId"] == node)
+        assert isinstance(h["Busy"], int), h
+        return [w for w in h["Warm"] if w["FunctionName"] == "fleet-warm"]
+    assert wait_for(lambda: warm_on(fleet.hosts[1], "hosta")
+                    == [{"FunctionName": "fleet-warm", "Version": "1", "Idle": 1}], 5, 0.1), \
+        fleet_status(fleet.hosts[1])
+    print(f"A's warm environment seen from B {time.monotonic() - t0:.2f} s after the invoke")
+    assert warm_on(fleet.hosts[2], "hostb") == []
+
+
 def test_any_host_answers_any_call(fleet):
     a, b, c = (h.client() for h in fleet.hosts)
     name = "fleet-echo"

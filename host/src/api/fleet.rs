@@ -29,6 +29,12 @@ pub fn status(app: &App) -> Result<Reply, ApiError> {
                 "Url": m.url,
                 "StartedMs": m.started_ms,
                 "LastBeatAgeMs": now.saturating_sub(m.beat_ms),
+                "Warm": m.warm.iter().map(|w| json!({
+                    "FunctionName": w.function,
+                    "Version": w.version,
+                    "Idle": w.idle,
+                })).collect::<Vec<_>>(),
+                "Busy": m.busy,
             })
         })
         .collect();

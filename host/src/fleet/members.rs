@@ -26,13 +26,34 @@ pub struct Member {
     /// Unix milliseconds of its start and of this beat.
     pub started_ms: u64,
     pub beat_ms: u64,
+    /// Its idle warm environments, by function and version (what placement
+    /// looks for first), as of this beat.
+    #[serde(default)]
+    pub warm: Vec<WarmVersion>,
+    /// Its environments running an invocation or starting (its load).
+    #[serde(default)]
+    pub busy: u32,
 }
+
+/// Idle warm environments of one function version on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmVersion {
+    pub function: String,
+    /// `$LATEST` or a version number.
+    pub version: String,
+    pub idle: u32,
+}
+
+/// What a host reports about its environments at each beat: its idle warm
+/// versions and how many environments are busy or starting.
+pub type Report = Arc<dyn Fn() -> (Vec<WarmVersion>, u32) + Send + Sync>;
 
 /// This host's membership: its heartbeat task and the fleet's view.
 pub struct Members {
     bridge: Arc<Bridge>,
     hosts: kv::Store,
     me: Member,
+    report: Report,
 }
 
 fn now_ms() -> u64 {
@@ -43,7 +64,7 @@ fn now_ms() -> u64 {
 }
 
 impl Members {
-    pub fn new(fleet: &Fleet, url: String) -> Self {
+    pub fn new(fleet: &Fleet, url: String, report: Report) -> Self {
         let now = now_ms();
         Self {
             bridge: fleet.bridge.clone(),
@@ -53,21 +74,25 @@ impl Members {
                 url,
                 started_ms: now,
                 beat_ms: now,
+                warm: Vec::new(),
+                busy: 0,
             },
+            report,
         }
     }
 
     /// Beats once now (so the host is listed as soon as it serves), then
     /// every second until `shutdown`, when its entry is deleted.
     pub fn start(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), FleetError> {
-        let (hosts, me) = (self.hosts.clone(), self.me.clone());
-        self.bridge.call(beat(hosts.clone(), me.clone()))??;
+        let (hosts, me, report) = (self.hosts.clone(), self.me.clone(), self.report.clone());
+        self.bridge
+            .call(beat(hosts.clone(), me.clone(), report.clone()))??;
         self.bridge.spawn(async move {
             let mut tick = tokio::time::interval(BEAT);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Err(e) = beat(hosts.clone(), me.clone()).await {
+                        if let Err(e) = beat(hosts.clone(), me.clone(), report.clone()).await {
                             eprintln!("emberd: fleet heartbeat: {}", crate::util::error_chain(&e));
                         }
                     }
@@ -92,7 +117,8 @@ impl Members {
     }
 }
 
-async fn beat(hosts: kv::Store, mut me: Member) -> Result<(), FleetError> {
+async fn beat(hosts: kv::Store, mut me: Member, report: Report) -> Result<(), FleetError> {
+    (me.warm, me.busy) = report();
     me.beat_ms = now_ms();
     let v = serde_json::to_vec(&me).map_err(|e| FleetError::Json(me.node_id.clone(), e))?;
     hosts

@@ -21,7 +21,7 @@ use async_nats::ServerAddr;
 
 pub use bridge::Bridge;
 pub use buckets::Buckets;
-pub use members::{Member, Members};
+pub use members::{Member, Members, Report, WarmVersion};
 pub use records::FleetRecords;
 
 /// How long one call into the cluster may take before it fails.

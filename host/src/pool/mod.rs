@@ -469,6 +469,26 @@ impl Pool {
         self.lock().info.values().cloned().collect()
     }
 
+    /// Idle environments per (function, version), and how many
+    /// environments are busy or starting: what a fleet host publishes.
+    pub fn load(&self) -> (BTreeMap<(String, String), u32>, u32) {
+        let inner = self.lock();
+        let mut idle = BTreeMap::new();
+        let mut busy = 0;
+        for i in inner.info.values() {
+            match i.state {
+                EnvState::Idle => {
+                    *idle
+                        .entry((i.key.function.clone(), i.key.version.clone()))
+                        .or_insert(0) += 1
+                }
+                EnvState::Busy | EnvState::Starting => busy += 1,
+                EnvState::Stopping => {}
+            }
+        }
+        (idle, busy)
+    }
+
     /// Provisioned environments of `key` that are ready (idle or busy).
     pub fn provisioned_ready(&self, key: &VersionKey) -> u32 {
         self.lock()
