@@ -126,6 +126,31 @@ def test_url_config_operations_follow_the_lambda_model(make_emberd):
     assert call(e, live["FunctionUrl"])[0] == 403
 
 
+def test_deleting_an_alias_or_the_function_deletes_its_url_configs(make_emberd):
+    e = url_emberd(make_emberd)
+    c = e.client()
+    create(c, "gone", wasm("echo"))
+    c.create_alias(FunctionName="gone", Name="live", FunctionVersion="$LATEST")
+    plain = c.create_function_url_config(FunctionName="gone", AuthType="NONE")["FunctionUrl"]
+    live = c.create_function_url_config(FunctionName="gone", Qualifier="live",
+                                        AuthType="NONE")["FunctionUrl"]
+    c.delete_alias(FunctionName="gone", Name="live")
+    # As Lambda: the alias's URL config goes with it, the function's stays.
+    listed = c.list_function_url_configs(FunctionName="gone")["FunctionUrlConfigs"]
+    assert [u["FunctionUrl"] for u in listed] == [plain]
+    assert call(e, live)[0] == 404
+    # A new alias of the same name starts without a URL.
+    c.create_alias(FunctionName="gone", Name="live", FunctionVersion="$LATEST")
+    with pytest.raises(c.exceptions.ResourceNotFoundException):
+        c.get_function_url_config(FunctionName="gone", Qualifier="live")
+    again = c.create_function_url_config(FunctionName="gone", Qualifier="live", AuthType="NONE")
+    assert again["FunctionUrl"] != live
+    c.delete_function(FunctionName="gone")
+    assert call(e, plain)[0] == 404 and call(e, again["FunctionUrl"])[0] == 404
+    create(c, "gone", wasm("echo"))
+    assert c.list_function_url_configs(FunctionName="gone")["FunctionUrlConfigs"] == []
+
+
 def test_an_emberd_without_a_url_listener_refuses_url_configs(emberd):
     c = emberd.client()
     create(c, "plain", wasm("echo"))

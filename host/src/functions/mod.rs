@@ -317,8 +317,17 @@ impl Functions {
         Ok(self.reconcile()?)
     }
 
+    /// Deletes an alias, and its function URL config as Lambda does (a
+    /// URL left behind would answer 404 and still be listed).
     pub fn delete_alias(&self, function: &str, alias: &str) -> Result<(), FunctionsError> {
         self.store.delete_alias(function, alias)?;
+        let serves = |u: &crate::store::UrlConfig| u.qualifier.as_deref() == Some(alias);
+        if self.store.get_function(function)?.urls.iter().any(serves) {
+            self.store.update_function(function, |f| {
+                f.urls.retain(|u| !serves(u));
+                Ok(())
+            })?;
+        }
         Ok(self.reconcile()?)
     }
 
