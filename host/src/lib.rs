@@ -20,6 +20,7 @@ pub mod keyfile;
 pub mod linux;
 pub mod logs;
 pub mod metrics;
+pub mod pct;
 pub mod pool;
 pub mod preflight;
 pub mod procfs;

@@ -329,26 +329,14 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<(Vec<String>, Que
 }
 
 fn pct_decode(s: &str) -> Result<String, ApiError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            out.push(hex.ok_or_else(|| {
-                ApiError::InvalidParameter("Malformed percent-encoding in the request path".into())
-            })?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    crate::pct::strict(s).map_err(|e| match e {
+        crate::pct::PctError::Escape => {
+            ApiError::InvalidParameter("Malformed percent-encoding in the request path".into())
         }
-    }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::InvalidParameter("The request path is not UTF-8".into()))
+        crate::pct::PctError::Utf8 => {
+            ApiError::InvalidParameter("The request path is not UTF-8".into())
+        }
+    })
 }
 
 /// Runs one control-plane operation (blocking: call on a blocking thread).

@@ -67,26 +67,10 @@ fn is_text(content_type: Option<&str>) -> bool {
         || ct.ends_with("+xml")
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A query string's key or value as the event carries it: `+` is a space,
+/// a malformed escape stays as written.
+fn query_part(s: &str) -> String {
+    crate::pct::lenient(&s.replace('+', " "))
 }
 
 /// Adds `value` under `key`, comma-joined to a value already there (how
@@ -122,7 +106,7 @@ pub fn request_event(r: &UrlRequest<'_>) -> Value {
     let mut params = Map::new();
     for pair in r.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
+        let (k, v) = (query_part(k), query_part(v));
         join(&mut params, k, &v);
     }
     let host = r
