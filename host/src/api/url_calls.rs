@@ -119,7 +119,7 @@ async fn call(
     if payload.len() > MAX_PAYLOAD {
         return Err(Answer::message(413, "Request Entity Too Large"));
     }
-    let mut a = invoke(app, &f, &cfg, payload, request_id).await?;
+    let mut a = invoke(app, f, &cfg, payload, request_id).await?;
     if let Some(c) = cfg.cors.as_ref() {
         // The URL's CORS configuration wins over the function's own headers.
         a.headers.retain(|(k, _)| !k.starts_with("access-control-"));
@@ -185,14 +185,15 @@ async fn authenticate(
 /// Runs the function the URL serves with `payload`; its answer as HTTP.
 async fn invoke(
     app: &App,
-    f: &FunctionRecord,
+    f: FunctionRecord,
     cfg: &UrlConfig,
     payload: Bytes,
     request_id: &str,
 ) -> Result<Answer, Answer> {
     let as_answer = |e: super::ApiError| Answer::message(e.status(), &e.to_string());
     let q = cfg.qualifier.as_deref();
-    let r = crate::catalog::resolve(app.functions.store(), &f.name, q)
+    // The record the URL was found in serves `$LATEST`: not read again.
+    let r = crate::catalog::resolve_record(app.functions.store(), f, q)
         .map_err(|e| as_answer(e.into()))?;
     super::invoke::ready(&r).map_err(as_answer)?;
     let pending = app

@@ -11,7 +11,7 @@ pub mod resolve;
 
 pub use layers::{layer_blobs, layer_sizes};
 pub use provisioned::{lazy_spec, reconcile, spec_template};
-pub use resolve::{resolve, Resolved};
+pub use resolve::{resolve, resolve_record, Resolved};
 
 use crate::store::StoreError;
 

@@ -3,7 +3,7 @@
 
 use super::CatalogError;
 use crate::pool::VersionKey;
-use crate::store::{CodeRef, FunctionConfig, Store, VersionState};
+use crate::store::{CodeRef, FunctionConfig, FunctionRecord, Store, StoreError, VersionState};
 use crate::util::valid_name;
 
 /// A qualifier resolved to the version it runs.
@@ -43,9 +43,30 @@ pub fn resolve(
     name: &str,
     qualifier: Option<&str>,
 ) -> Result<Resolved, CatalogError> {
+    resolve_in(store, name, qualifier, || store.get_function(name))
+}
+
+/// [`resolve`] for a caller that has just read the function's record `f`
+/// (a function URL call): `$LATEST` is not read again.
+pub fn resolve_record(
+    store: &Store,
+    f: FunctionRecord,
+    qualifier: Option<&str>,
+) -> Result<Resolved, CatalogError> {
+    let name = f.name.clone();
+    resolve_in(store, &name, qualifier, move || Ok(f))
+}
+
+/// `latest` reads the function's record, when `$LATEST` is what runs.
+fn resolve_in(
+    store: &Store,
+    name: &str,
+    qualifier: Option<&str>,
+    latest: impl FnOnce() -> Result<FunctionRecord, StoreError>,
+) -> Result<Resolved, CatalogError> {
     let q = qualifier.unwrap_or("$LATEST");
     if q == "$LATEST" {
-        let f = store.get_function(name)?;
+        let f = latest()?;
         return Ok(Resolved {
             name: name.into(),
             version: "$LATEST".into(),
@@ -64,7 +85,7 @@ pub fn resolve(
             }
             let a = store.get_alias(name, q)?;
             if a.function_version == "$LATEST" {
-                return resolve(store, name, None);
+                return resolve_in(store, name, None, latest);
             }
             a.function_version
                 .parse::<u64>()
