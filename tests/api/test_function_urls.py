@@ -151,6 +151,39 @@ def test_deleting_an_alias_or_the_function_deletes_its_url_configs(make_emberd):
     assert c.list_function_url_configs(FunctionName="gone")["FunctionUrlConfigs"] == []
 
 
+def test_refused_url_calls_are_in_the_audit_trail(make_emberd):
+    """As a refused Invoke: a URL call that authentication or the resource
+    policy refused is recorded (who, which function, 403); allowed calls
+    are data plane and are not."""
+    from test_audit import audit_list
+    e = url_emberd(make_emberd)
+    c = e.client()
+    create(c, "audited", wasm("echo"))
+    c.create_alias(FunctionName="audited", Name="live", FunctionVersion="$LATEST")
+    iam = c.create_function_url_config(FunctionName="audited", AuthType="AWS_IAM")["FunctionUrl"]
+    pub = c.create_function_url_config(FunctionName="audited", Qualifier="live",
+                                       AuthType="NONE")["FunctionUrl"]
+    assert call(e, iam)[0] == 403  # unsigned
+    stranger = e.add_key("333333333333")
+    assert call(e, iam, path="/s?q=1", key=stranger)[0] == 403  # signed, no grant
+    assert call(e, pub)[0] == 403  # public URL without the grants
+    make_public(c, "audited", "live")
+    assert call(e, pub)[0] == 200
+    assert call(e, iam, key=e.key)[0] == 200
+    assert e.stop() == 0
+    recs = [r for r in audit_list(e.data_dir)
+            if r["type"] == "call" and r["operation"] == "InvokeFunctionUrl"]
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:audited"
+    got = [(r["resource"], r["status"], r["message"], r["path"]) for r in recs]
+    assert got == [(arn, 403, "Forbidden", "/"), (arn, 403, "Forbidden", "/s"),
+                   (arn + ":live", 403, "Forbidden", "/")], got
+    assert all(r["who"]["source"].startswith("127.0.0.1:") for r in recs)
+    assert recs[1]["who"]["access_key_id"] == stranger["AccessKeyId"]
+    assert recs[1]["who"]["account"] == "333333333333"
+    assert recs[1]["params"]["query"] == {"q": "1"}
+    assert recs[0]["who"]["access_key_id"] is None and recs[2]["who"]["account"] is None
+
+
 def test_an_emberd_without_a_url_listener_refuses_url_configs(emberd):
     c = emberd.client()
     create(c, "plain", wasm("echo"))

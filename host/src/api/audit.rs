@@ -2,7 +2,8 @@
 //! [`Draft`] as it parses a request, asks [`admit`] before running a
 //! control-plane handler, and hands the outcome to [`record`]. Which calls
 //! are recorded: every control-plane call, refused ones included; `Invoke`
-//! (data plane) only when authentication refused it (403); `/metrics`
+//! and calls through function URLs (`url_calls.rs`, data plane) only when
+//! authentication or the resource policy refused them (403); `/metrics`
 //! scrapes never. A record is durable before the response is sent.
 
 use std::net::SocketAddr;
@@ -22,8 +23,16 @@ pub struct Draft {
     query: Option<String>,
     claimed_key: Option<String>,
     caller: Caller,
-    route: Option<Route>,
+    target: Target,
     body: Bytes,
+}
+
+/// What a request is for.
+enum Target {
+    /// An API request, and its operation if it names one.
+    Api(Option<Route>),
+    /// A call through a function URL of this function (`name[:alias]`).
+    FunctionUrl(String),
 }
 
 impl Draft {
@@ -31,20 +40,29 @@ impl Draft {
     /// The route is worked out here too, so even a request refused before
     /// routing (403) is recorded under its operation.
     pub fn new(parts: &Parts, source: SocketAddr) -> Draft {
+        let route = super::parse_target(parts.uri.path(), parts.uri.query())
+            .ok()
+            .and_then(|(segs, _)| super::route(&parts.method, &segs).ok());
+        Draft::with_target(parts, source, Target::Api(route))
+    }
+
+    /// A call through a function URL of `function` (`name[:alias]`).
+    pub fn function_url(parts: &Parts, source: SocketAddr, function: String) -> Draft {
+        Draft::with_target(parts, source, Target::FunctionUrl(function))
+    }
+
+    fn with_target(parts: &Parts, source: SocketAddr, target: Target) -> Draft {
         let auth = parts
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let route = super::parse_target(parts.uri.path(), parts.uri.query())
-            .ok()
-            .and_then(|(segs, _)| super::route(&parts.method, &segs).ok());
         Draft {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().map(str::to_string),
             claimed_key: redact::claimed_key(auth),
             caller: Caller::anonymous(source),
-            route,
+            target,
             body: Bytes::new(),
         }
     }
@@ -52,15 +70,21 @@ impl Draft {
     /// The identity authentication established, and the control-plane body
     /// it read (a cheap reference-counted clone).
     pub fn caller(&mut self, caller: &Caller, body: &Bytes) {
-        self.caller = caller.clone();
+        self.signed_by(caller);
         self.body = body.clone();
     }
 
+    /// The identity authentication established (a data-plane body is
+    /// never recorded).
+    pub fn signed_by(&mut self, caller: &Caller) {
+        self.caller = caller.clone();
+    }
+
     fn recorded(&self, status: u16) -> bool {
-        match &self.route {
-            Some(Route::Invoke(..)) => status == 403,
-            Some(Route::Metrics) => false,
-            _ => true,
+        match &self.target {
+            Target::Api(Some(Route::Invoke(..))) | Target::FunctionUrl(_) => status == 403,
+            Target::Api(Some(Route::Metrics)) => false,
+            Target::Api(_) => true,
         }
     }
 }
@@ -95,17 +119,37 @@ const INLINE_BODY: usize = 64 << 10;
 /// that applies it twice. It is logged, counted, and recorded as a gap by
 /// the next append; until then [`admit`] refuses control-plane calls.
 pub async fn record(app: &Arc<App>, p: Draft, result: &Result<Reply, ApiError>) {
+    if app.audit.is_none() {
+        return;
+    }
+    let (status, error, message) = match result {
+        Ok(r) => (r.status, None, None),
+        Err(e) => (
+            e.status(),
+            Some(e.error_type().to_string()),
+            Some(e.to_string()),
+        ),
+    };
+    record_outcome(app, p, status, error, message).await
+}
+
+/// [`record`] for a call answered outside the API's error shapes (a
+/// function URL's `{"Message": …}` answers): its status and message.
+pub async fn record_status(app: &Arc<App>, p: Draft, status: u16, message: Option<String>) {
+    record_outcome(app, p, status, None, message).await
+}
+
+async fn record_outcome(
+    app: &Arc<App>,
+    p: Draft,
+    status: u16,
+    error: Option<String>,
+    message: Option<String>,
+) {
     let Some(log) = app.audit.clone() else {
         return;
     };
-    let (status, error, message) = match result {
-        Ok(r) => (r.status, None, None),
-        Err(e) => {
-            let m = e.to_string();
-            let m = redact::cut(&m, 300).to_string();
-            (e.status(), Some(e.error_type().to_string()), Some(m))
-        }
-    };
+    let message = message.map(|m| redact::cut(&m, 300).to_string());
     if !p.recorded(status) {
         return;
     }
@@ -113,9 +157,10 @@ pub async fn record(app: &Arc<App>, p: Draft, result: &Result<Reply, ApiError>) 
     // async runtime.
     let inline = p.body.len() <= INLINE_BODY;
     let build = move || {
-        let (operation, resource) = match &p.route {
-            Some(r) => redact::operation(r),
-            None => ("Unknown".to_string(), None),
+        let (operation, resource) = match &p.target {
+            Target::Api(Some(r)) => redact::operation(r),
+            Target::Api(None) => ("Unknown".to_string(), None),
+            Target::FunctionUrl(f) => ("InvokeFunctionUrl".to_string(), Some(f.clone())),
         };
         let query = super::parse_target("/", p.query.as_deref())
             .map(|(_, q)| q)

@@ -2,7 +2,9 @@
 //! URL, answers CORS preflights, checks the URL's auth type (`AWS_IAM`: a
 //! SigV4 signature) and the function's resource policy, invokes the
 //! function with the payload format 2.0 event and turns its answer into the
-//! HTTP response. Errors are Lambda's `{"Message": …}` bodies.
+//! HTTP response. Errors are Lambda's `{"Message": …}` bodies. A call to
+//! a URL that exists is handed to the audit trail (`api::audit`), which
+//! keeps the refused ones.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use super::invoke::MAX_PAYLOAD;
-use super::App;
+use super::{audit, App};
 use crate::auth::sigv4::RequestParts;
 use crate::env::InvokeRequest;
 use crate::invoker::CallResult;
@@ -58,7 +60,7 @@ fn forbidden() -> Answer {
 }
 
 async fn call(
-    app: &App,
+    app: &Arc<App>,
     source: SocketAddr,
     parts: &hyper::http::request::Parts,
     body: Incoming,
@@ -84,6 +86,42 @@ async fn call(
             return Err(Answer::message(500, "Internal Server Error"));
         }
     };
+    let resource = crate::util::function_arn(&f.name, cfg.qualifier.as_deref());
+    let mut draft = audit::Draft::function_url(parts, source, resource);
+    let out = serve(
+        app,
+        source,
+        parts,
+        body,
+        (id, path),
+        f,
+        cfg,
+        request_id,
+        &mut draft,
+    )
+    .await;
+    let a = out.as_ref().unwrap_or_else(|a| a);
+    let message = serde_json::from_slice::<serde_json::Value>(&a.body)
+        .ok()
+        .and_then(|v| v["Message"].as_str().map(str::to_string));
+    audit::record_status(app, draft, a.status, message).await;
+    out
+}
+
+/// Serves a call to the URL `cfg` of function `f` (`id`, and the path the
+/// function sees); `draft` learns who signed it.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    app: &App,
+    source: SocketAddr,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    (id, path): (&str, &str),
+    f: FunctionRecord,
+    cfg: UrlConfig,
+    request_id: &str,
+    draft: &mut audit::Draft,
+) -> Result<Answer, Answer> {
     if let Some(c) = cfg.cors.as_ref() {
         if cors::is_preflight(&parts.method, &parts.headers) {
             let mut a = Answer::message(200, "");
@@ -92,7 +130,7 @@ async fn call(
             return Ok(a);
         }
     }
-    let (caller, body) = authenticate(app, source, parts, body, &cfg).await?;
+    let (caller, body) = authenticate(app, source, parts, body, &cfg, draft).await?;
     let account = caller.as_ref().map(|(_, a)| a.as_str());
     if !super::policy::allows_url(&f, account, &cfg.auth_type, cfg.qualifier.as_deref()) {
         return Err(forbidden());
@@ -136,6 +174,7 @@ async fn authenticate(
     parts: &hyper::http::request::Parts,
     body: Incoming,
     cfg: &UrlConfig,
+    draft: &mut audit::Draft,
 ) -> Result<(Option<(String, String)>, Bytes), Answer> {
     let pending = if cfg.auth_type == "AWS_IAM" {
         // Refused on its headers: the body is never read.
@@ -176,6 +215,7 @@ async fn authenticate(
         super::ApiError::InvalidParameter(_) => Answer::message(400, "Bad Request"),
         _ => forbidden(),
     })?;
+    draft.signed_by(&caller);
     match (caller.access_key_id, caller.account) {
         (Some(k), Some(a)) => Ok((Some((k, a)), body)),
         _ => Err(forbidden()),
