@@ -8,7 +8,7 @@ mod agent_common;
 
 use agent_common::*;
 use ember_abi::artefact::{self, Header};
-use ember_host::env::{AgentError, Code, Environment};
+use ember_host::env::{AgentError, Code, Environment, FunctionError};
 
 /// A deterministic byte stream (xorshift) for the corruption cases.
 fn noise(seed: u64) -> impl FnMut() -> u64 {
@@ -30,8 +30,12 @@ fn init_error(code: Vec<u8>) -> (String, String) {
     s.code = Code::Compiled(code);
     let r = match env.init(&s) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => (error_type, message),
         other => panic!("expected an Init error, got {other:?}"),
@@ -126,8 +130,12 @@ fn an_artefact_sent_inline_is_refused() {
     // Inline code may be the user's bytes: an artefact there never runs.
     match env.init(&spec(art, 32, 5000)) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Runtime.InvalidModule");

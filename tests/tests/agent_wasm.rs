@@ -9,7 +9,7 @@ mod agent_common;
 use std::time::{Duration, Instant};
 
 use agent_common::*;
-use ember_host::env::{AgentError, Environment, MAX_PAYLOAD};
+use ember_host::env::{AgentError, Environment, FunctionError, MAX_PAYLOAD};
 
 fn ok(inv: &ember_host::env::InvokeReply) -> &[u8] {
     match &inv.result {
@@ -208,7 +208,10 @@ fn hostile_module_cannot_reach_outside_its_linear_memory() {
 fn init_errors_and_memory_growth_past_the_vm_are_handled() {
     let mut env = Environment::launch(&config(16)).unwrap();
     match env.init(&spec(b"\0asm\x01\0\0\0garbage".to_vec(), 16, 1000)) {
-        Err(AgentError::InitFailed { error_type, .. }) => {
+        Err(AgentError::InitFailed {
+            error: FunctionError { error_type, .. },
+            ..
+        }) => {
             assert_eq!(error_type, "Runtime.InvalidModule")
         }
         other => panic!("{other:?}"),

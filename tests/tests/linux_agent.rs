@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ember_host::env::{AgentError, Code, InitSpec, LogStream, MAX_PAYLOAD};
+use ember_host::env::{AgentError, Code, FunctionError, InitSpec, LogStream, MAX_PAYLOAD};
 use linux_agent_common::*;
 
 /// A shell runtime: curl against the Runtime API, one request per line of
@@ -323,10 +323,14 @@ fn init_errors_are_reported() {
     let mut a = Agent::start(s, &[]);
     match a.init("h", 3000) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    document,
+                    ..
+                },
             logs,
-            document,
             ..
         }) => {
             assert_eq!(error_type, "Runtime.Custom");
@@ -350,8 +354,12 @@ fn init_errors_are_reported() {
     let mut a = Agent::start(s, &[]);
     match a.init("h", 3000) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Runtime.ExitError");
@@ -375,8 +383,12 @@ fn init_errors_are_reported() {
     };
     match a.conn.init(&inline, Duration::from_secs(20)) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Runtime.InvalidCode");
@@ -390,8 +402,12 @@ fn init_errors_are_reported() {
     let mut a = Agent::start(Scratch::new(), &[]);
     match a.init("h", 3000) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Runtime.InvalidEntrypoint");
@@ -409,8 +425,12 @@ fn init_errors_are_reported() {
     let mut a = Agent::start(s, &["--init-timeout-ms", "500"]);
     match a.init("h", 3000) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Sandbox.Timedout");

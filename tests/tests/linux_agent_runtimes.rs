@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ember_host::env::{AgentError, LogStream};
+use ember_host::env::{AgentError, FunctionError, LogStream};
 use linux_agent_common::*;
 
 /// A compiled runtime: raw sockets, one connection per request.
@@ -196,8 +196,12 @@ fn python_runtime_loop_calls_the_handler() {
     let mut a = python_agent("import no_such_module_anywhere\n");
     match a.init("app.handler", 30_000) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, "Runtime.ImportModuleError");
@@ -210,7 +214,10 @@ fn python_runtime_loop_calls_the_handler() {
     }
     let mut a = python_agent(PY_APP);
     match a.init("app.nope", 30_000) {
-        Err(AgentError::InitFailed { error_type, .. }) => {
+        Err(AgentError::InitFailed {
+            error: FunctionError { error_type, .. },
+            ..
+        }) => {
             assert_eq!(error_type, "Runtime.HandlerNotFound")
         }
         other => panic!("expected InitFailed, got {other:?}"),

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ember_host::env::{
-    AgentError, Code, Console, Environment, Guest, InitSpec, InvokeRequest, LaunchConfig,
-    LogStream, MAX_PAYLOAD,
+    AgentError, Code, Console, Environment, FunctionError, Guest, InitSpec, InvokeRequest,
+    LaunchConfig, LogStream, MAX_PAYLOAD,
 };
 use ember_tests::linux_guest::{build, code_image_of, require_hardware_kvm, unix_ms};
 use sha2::{Digest, Sha256};
@@ -270,8 +270,12 @@ fn init_error(images: &Path, runtime: &str, code: &Path, dir: &Path, handler: &s
     let mut env = launch(images, runtime, code, dir);
     match env.init(&spec(handler, &[("FAIL_INIT", "1")])) {
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             ..
         }) => {
             assert_eq!(error_type, want, "{runtime}: {message}");

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ember_host::env::bench::{self, Stats};
 use ember_host::env::{
-    vm_memory_mib, AgentError, Code, Console, Environment, InitSpec, InvokeRequest, LaunchConfig,
+    vm_memory_mib, AgentError, Code, Console, Environment, FunctionError, InitSpec, InvokeRequest,
+    LaunchConfig,
 };
 use ember_host::util::error_chain;
 
@@ -309,8 +310,12 @@ fn run(a: Args) -> Result<bool, String> {
     let init = match env.init(&spec) {
         Ok(r) => r,
         Err(AgentError::InitFailed {
-            error_type,
-            message,
+            error:
+                FunctionError {
+                    error_type,
+                    message,
+                    ..
+                },
             logs,
             ..
         }) => {

@@ -395,11 +395,9 @@ impl<T: Transport> AgentConn<T> {
                     document,
                 } => {
                     return Err(AgentError::InitFailed {
-                        error_type,
-                        message,
+                        error: FunctionError::with_document(&error_type, message, false, document),
                         init_us,
                         logs,
-                        document,
                     })
                 }
                 Message::Fatal { message } => return Err(AgentError::AgentFatal(message)),

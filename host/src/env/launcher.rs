@@ -479,17 +479,7 @@ impl EnvLauncher for VmLauncher {
                     init_logs: log_lines(report.logs.lines).collect(),
                 }))
             }
-            Err(AgentError::InitFailed {
-                error_type,
-                message,
-                document,
-                ..
-            }) => Err(EnvError::Init(FunctionError::with_document(
-                &error_type,
-                message,
-                false,
-                document,
-            ))),
+            Err(AgentError::InitFailed { error, .. }) => Err(EnvError::Init(error)),
             Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
     }

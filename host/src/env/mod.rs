@@ -81,14 +81,13 @@ pub enum AgentError {
     Unexpected { wanted: &'static str, got: u8 },
     #[error("the agent failed: {0}")]
     AgentFatal(String),
-    #[error("init failed: {error_type}: {message}")]
+    /// Init failed: the error as an invocation's caller sees it (with the
+    /// runtime's own document, if any), and the lines Init logged.
+    #[error("init failed: {}: {}", .error.error_type, .error.message)]
     InitFailed {
-        error_type: String,
-        message: String,
+        error: FunctionError,
         init_us: u64,
         logs: Logs,
-        /// The runtime's own error document (empty when the agent made the error).
-        document: Vec<u8>,
     },
     /// The request itself is invalid (e.g. payload over 6 MiB); the
     /// environment is still usable.

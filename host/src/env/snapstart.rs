@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::launcher::{kernelless_config, VmLauncher};
 use super::{
-    AgentError, EnvError, EnvSpec, Environment, Fault, FunctionError, LaunchConfig, LaunchError,
-    OnSpawn, RestoreFrom,
+    AgentError, EnvError, EnvSpec, Environment, Fault, LaunchConfig, LaunchError, OnSpawn,
+    RestoreFrom,
 };
 use crate::snapstart::vault::{SnapKey, Vault, VaultError};
 
@@ -125,17 +125,7 @@ impl VmLauncher {
         init.env.push((INIT_TYPE_VAR.into(), "snap-start".into()));
         match env.init(&init) {
             Ok(_) => {}
-            Err(AgentError::InitFailed {
-                error_type,
-                message,
-                document,
-                ..
-            }) => {
-                return Err(EnvError::Init(FunctionError {
-                    document,
-                    ..FunctionError::new(&error_type, message)
-                }))
-            }
+            Err(AgentError::InitFailed { error, .. }) => return Err(EnvError::Init(error)),
             Err(e) => return Err(EnvError::Died(Fault::Agent(e))),
         }
         let (state, mem) = env

@@ -284,7 +284,7 @@ fn init_error_is_reported_with_its_logs() {
     let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
     match conn.init(&spec(), Duration::from_secs(5)) {
         Err(AgentError::InitFailed {
-            error_type,
+            error: FunctionError { error_type, .. },
             init_us,
             logs,
             ..
