@@ -140,8 +140,11 @@ def test_forced_linux_functions_layers_images_and_launch(make_emberd, data_dir, 
             c, "p", code=zipped({"app.py": ""}), Runtime="python3.11", Handler="app.handler"))
         assert status == 400 and "no python3.11.squashfs" in msg, msg
     # A Linux package must be a ZIP without symlinks.
-    code, status, msg = error_of(lambda: create(c, "nz", Runtime="provided"))
-    assert status == 400 and "must be a ZIP file" in msg, msg
+    # A package that is not a ZIP gets AWS's own answer.
+    unzip = "Could not unzip uploaded file. Please check your file, then try to upload again."
+    for runtime in ("provided",):
+        code, status, msg = error_of(lambda: create(c, "nz", Runtime=runtime, Handler="app.handler"))
+        assert (code, status, msg) == ("InvalidParameterValueException", 400, unzip), (runtime, msg)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         info = zipfile.ZipInfo("bootstrap")

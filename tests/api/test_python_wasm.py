@@ -337,3 +337,10 @@ def test_native_extensions_are_refused_at_create_naming_the_files(lam):
     assert "cannot run Linux guests" in msg, msg
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName="native")
+
+
+def test_a_package_that_is_not_a_zip_gets_awss_answer(lam):
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(lam, "notzip", b"print('hello')\n", "lambda_function.handler")
+    assert e.value.response["Error"]["Message"] == (
+        "Could not unzip uploaded file. Please check your file, then try to upload again.")

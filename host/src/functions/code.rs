@@ -25,8 +25,6 @@ pub enum PackageError {
     Required,
     #[error("ZipFile is not valid base64")]
     Base64,
-    #[error("The deployment package of a Linux runtime ({runtime}) must be a ZIP file.")]
-    NotZip { runtime: String },
     #[error(transparent)]
     Code(#[from] CodeError),
     /// No guest on this host can run the package (native extensions).
@@ -53,10 +51,9 @@ pub(super) fn runnable(
     handler: &str,
 ) -> Result<Vec<u8>, PackageError> {
     if crate::linux::is_linux_runtime(runtime) {
+        // AWS's own answer to a package that is not a ZIP.
         if !package.starts_with(b"PK") {
-            return Err(PackageError::NotZip {
-                runtime: runtime.to_string(),
-            });
+            return Err(CodeError::BadZip.into());
         }
         crate::code::check_archive(package)?;
         return Ok(package.to_vec());
