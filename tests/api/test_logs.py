@@ -241,3 +241,19 @@ def test_init_phase_output_comes_before_the_first_start(emberd):
     assert block(evs, first)[1] == "handle: called"
     assert block(evs, second)[1] == "handle: called"
     assert "Init Duration" in block(evs, first)[-1] and "Init Duration" not in block(evs, second)[-1]
+
+
+def test_init_failure_output_reaches_the_function_log(emberd):
+    """What a failing Init printed is in the caller's log tail and in the
+    function's log, before the failed invocation's START, as on Lambda."""
+    c = emberd.client()
+    create(c, "ilf", wasm("initfail_logger"), MemorySize=128)
+    r, body, rid = invoke(c, "ilf", {}, LogType="Tail")
+    assert r.get("FunctionError") == "Unhandled", body
+    assert json.loads(body)["errorType"].startswith("Runtime."), body
+    assert "init: config missing" in base64.b64decode(r["LogResult"]).decode()
+    evs = logged(emberd, "ilf", [rid])
+    msgs = [e["Message"] for e in evs]
+    assert msgs.count("init: config missing") == 1, msgs
+    start = msgs.index(next(m for m in msgs if m.startswith(f"START RequestId: {rid} ")))
+    assert msgs.index("init: config missing") < start, msgs

@@ -114,12 +114,15 @@ impl WasmAgent {
                             init_us: elapsed(&self.clock),
                         });
                     }
-                    Err(f) => out.push(Message::InitError {
-                        error_type: f.error_type.into(),
-                        message: f.message,
-                        init_us: elapsed(&self.clock),
-                        document: f.document,
-                    }),
+                    Err(f) => {
+                        push_logs(out, "", f.logs);
+                        out.push(Message::InitError {
+                            error_type: f.error_type.into(),
+                            message: f.message,
+                            init_us: elapsed(&self.clock),
+                            document: f.document,
+                        });
+                    }
                 }
             }
             Message::Invoke {

@@ -139,8 +139,8 @@ macro_rules! define_engine {
                 let end = call(store, f, &*self.clock, deadline);
                 store.data_mut().flush_stderr();
                 let logs = core::mem::take(&mut store.data_mut().logs);
-                match end {
-                    CallEnd::Finished | CallEnd::Exit(0) | CallEnd::Failed => Ok(logs),
+                let mut f = match end {
+                    CallEnd::Finished | CallEnd::Exit(0) | CallEnd::Failed => return Ok(logs),
                     CallEnd::Exit(n) => {
                         // A runtime's init error: its document on stdout
                         // (the reactor ABI, DESIGN.md).
@@ -149,16 +149,19 @@ macro_rules! define_engine {
                             format!("{name} exited with status {n}"),
                         );
                         f.document = core::mem::take(&mut store.data_mut().stdout);
-                        Err(f)
+                        f
                     }
                     // `_initialize`'s failures keep their old wording.
-                    CallEnd::Trap(m) if name == "_initialize" => Err(fail("Runtime.InitError", m)),
-                    CallEnd::Trap(m) => Err(fail("Runtime.InitError", format!("{name}: {m}"))),
+                    CallEnd::Trap(m) if name == "_initialize" => fail("Runtime.InitError", m),
+                    CallEnd::Trap(m) => fail("Runtime.InitError", format!("{name}: {m}")),
                     CallEnd::Timeout if name == "_initialize" => {
-                        Err(fail("Sandbox.Timedout", "init timed out"))
+                        fail("Sandbox.Timedout", "init timed out")
                     }
-                    CallEnd::Timeout => Err(fail("Sandbox.Timedout", format!("{name} timed out"))),
-                }
+                    CallEnd::Timeout => fail("Sandbox.Timedout", format!("{name} timed out")),
+                };
+                // What it logged before failing goes with the error.
+                f.logs = logs;
+                Err(f)
             }
 
             /// After a snapshot restore: every random stream this

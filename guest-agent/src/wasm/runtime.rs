@@ -53,6 +53,9 @@ pub struct InitFailure {
     /// The runtime's own error document (a reactor's `_initialize` that
     /// exited non-zero after writing one to stdout); empty otherwise.
     pub document: Vec<u8>,
+    /// What the failing hook logged before it failed (the host writes it
+    /// to the function's log, as Lambda does).
+    pub logs: Vec<(LogStream, String)>,
 }
 
 /// How the module is run.
@@ -124,6 +127,7 @@ pub(crate) fn fail(error_type: &'static str, message: impl ToString) -> InitFail
         error_type,
         message: message.to_string(),
         document: Vec::new(),
+        logs: Vec::new(),
     }
 }
 

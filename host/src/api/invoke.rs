@@ -167,7 +167,11 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     reply
         .headers
         .push((super::REQUEST_ID, out.request_id.clone()));
-    // An environment that failed to start has no id (and no log to tail).
+    // A failed Init's lines are tailed too, as on Lambda.
+    if let (Some(t), Answer::Whole) = (log_tail, req.answer) {
+        reply.headers.push(("X-Amz-Log-Result", t));
+    }
+    // An environment that failed to start has no id.
     let Some(env_id) = out.env_id else {
         return Ok(reply);
     };
@@ -177,9 +181,6 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
     reply
         .headers
         .push(("X-Amz-Ember-Cold-Start", out.cold.to_string()));
-    if let (Some(t), Answer::Whole) = (log_tail, req.answer) {
-        reply.headers.push(("X-Amz-Log-Result", t));
-    }
     Ok(reply)
 }
 

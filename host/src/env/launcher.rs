@@ -266,10 +266,10 @@ impl VmLauncher {
         aot.saw_guest(features);
         match aot.artefact(id, memory_mib, features, || Ok(module.to_vec())) {
             Ok(a) => Ok(Code::Compiled(a.to_vec())),
-            Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init(FunctionError::new(
-                "Runtime.InvalidModule",
-                message,
-            ))),
+            Err(crate::aot::AotError::Compile(message)) => Err(EnvError::Init(
+                FunctionError::new("Runtime.InvalidModule", message),
+                Vec::new(),
+            )),
             Err(e) => Err(EnvError::Launch(LaunchError::Compile(e))),
         }
     }
@@ -479,7 +479,9 @@ impl EnvLauncher for VmLauncher {
                     init_logs: log_lines(report.logs.lines).collect(),
                 }))
             }
-            Err(AgentError::InitFailed { error, .. }) => Err(EnvError::Init(error)),
+            Err(AgentError::InitFailed { error, logs, .. }) => {
+                Err(EnvError::Init(error, log_lines(logs.lines).collect()))
+            }
             Err(e) => Err(EnvError::Died(Fault::Agent(e))),
         }
     }
@@ -524,7 +526,7 @@ struct VmEnv {
 /// emberd frames every invocation itself, `logs::frame`, with the init
 /// duration the agent cannot know: kept, they doubled every line and hid
 /// `Init Duration` behind the agent's REPORT).
-fn log_lines(lines: Vec<super::LogLine>) -> impl Iterator<Item = String> {
+pub(super) fn log_lines(lines: Vec<super::LogLine>) -> impl Iterator<Item = String> {
     lines
         .into_iter()
         .filter(|l| l.stream != LogStream::Agent || !(l.line.is_empty() || platform_line(&l.line)))

@@ -113,8 +113,10 @@ pub struct Report {
 pub enum EnvError {
     #[error("environment failed to start")]
     Launch(#[source] LaunchError),
+    /// Init failed: the error, and the lines Init logged (they belong in
+    /// the function's log before the failed invocation's `START`).
     #[error("{}: {}", .0.error_type, .0.message)]
-    Init(FunctionError),
+    Init(FunctionError, Vec<String>),
     /// A restored (SnapStart) environment's after-restore hook failed:
     /// Lambda's `SnapStartException`, not an invocation error.
     #[error("the after-restore hook failed: {0}")]
@@ -131,7 +133,7 @@ impl EnvError {
         match self {
             EnvError::Launch(e) => crate::util::error_chain(e),
             EnvError::Died(f) => crate::util::error_chain(f),
-            EnvError::Init(f) => f.message.clone(),
+            EnvError::Init(f, _) => f.message.clone(),
             EnvError::Restore(m) => m.clone(),
         }
     }

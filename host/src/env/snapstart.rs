@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::launcher::{kernelless_config, VmLauncher};
+use super::launcher::{kernelless_config, log_lines, VmLauncher};
 use super::{
     AgentError, EnvError, EnvSpec, Environment, Fault, LaunchConfig, LaunchError, OnSpawn,
     RestoreFrom,
@@ -125,7 +125,9 @@ impl VmLauncher {
         init.env.push((INIT_TYPE_VAR.into(), "snap-start".into()));
         match env.init(&init) {
             Ok(_) => {}
-            Err(AgentError::InitFailed { error, .. }) => return Err(EnvError::Init(error)),
+            Err(AgentError::InitFailed { error, logs, .. }) => {
+                return Err(EnvError::Init(error, log_lines(logs.lines).collect()))
+            }
             Err(e) => return Err(EnvError::Died(Fault::Agent(e))),
         }
         let (state, mem) = env

@@ -130,18 +130,27 @@ impl Ticket {
         let (warm, cold) = match joined {
             Ok(x) => x,
             Err(e) => {
-                let result = match e {
-                    EnvError::Launch(e) => CallResult::ServiceError(format!(
-                        "Could not start an execution environment: {}",
-                        crate::util::error_chain(&e)
-                    )),
-                    EnvError::Init(f) => CallResult::FunctionError(f),
-                    EnvError::Restore(m) => CallResult::SnapStartError(m),
-                    EnvError::Died(f) => {
-                        function_error("Runtime.ExitError", crate::util::error_chain(&f))
-                    }
+                let (result, logs) = match e {
+                    EnvError::Launch(e) => (
+                        CallResult::ServiceError(format!(
+                            "Could not start an execution environment: {}",
+                            crate::util::error_chain(&e)
+                        )),
+                        Vec::new(),
+                    ),
+                    // What the failed Init logged goes before this START.
+                    EnvError::Init(f, logs) => (CallResult::FunctionError(f), logs),
+                    EnvError::Restore(m) => (CallResult::SnapStartError(m), Vec::new()),
+                    EnvError::Died(f) => (
+                        function_error("Runtime.ExitError", crate::util::error_chain(&f)),
+                        Vec::new(),
+                    ),
                 };
-                return self.finish(request_id, result, vec![], Report::default(), None, false);
+                let report = Report {
+                    init_log_lines: logs.len(),
+                    ..Report::default()
+                };
+                return self.finish(request_id, result, logs, report, None, false);
             }
         };
         let timeout = Duration::from_secs(self.target.config.timeout.into());

@@ -47,7 +47,7 @@ impl TakeError {
     /// Lambda's `StateReasonCode` and `StateReason` for a failed version.
     fn state(&self) -> VersionState {
         let (code, reason) = match self {
-            TakeError::Env(EnvError::Init(f)) => {
+            TakeError::Env(EnvError::Init(f, _)) => {
                 let code = match f.error_type.as_str() {
                     "Sandbox.Timedout" => "FunctionError.InitTimeout",
                     t if t.starts_with("Runtime.") => "FunctionError.RuntimeInitError",
