@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use ember_devices::bus::{Bus, BusError};
 use ember_devices::legacy::{boot_timer, i8042, serial, BootTimer, Console, SerialDevice, I8042};
 use ember_devices::virtio::VirtioDevice;
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::abi_ports::{AbiPorts, Doorbell, ABI_PORT_BASE, ABI_PORT_LEN};
+use crate::abi_ports::Doorbell;
 use crate::boot::kernelless::{self, KernellessError};
 use crate::boot::linux::{self, LinuxBootError};
 use crate::config::{ConsoleConfig, ValidConfig, VmConfig};
@@ -28,13 +27,14 @@ use crate::memory::{self, MemoryError};
 use crate::panic_watch::PanicWatch;
 use crate::phases::Phases;
 use crate::snapshot::{self, Restore, RestoreError, SaveError, VcpuState};
-use crate::vcpu::{Vcpu, VcpuEvent, VcpuHandle, VcpuResponse};
+use crate::vcpu::{VcpuEvent, VcpuHandle, VcpuResponse};
 use crate::{event_loop, log_debug, log_info, log_warn};
 
-/// COM1's interrupt line.
-const SERIAL_IRQ: u32 = 4;
-/// How long stopping vCPUs may take before the process exits anyway.
-const STOP_GRACE: Duration = Duration::from_millis(200);
+mod irq;
+mod vcpus;
+
+use irq::{create_irqchip, irq_line, serial_irq};
+use vcpus::{create_vcpus, start_vcpus, stop_vcpus, wait_for_exit};
 
 /// Why a VM could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +71,6 @@ pub enum VmError {
 /// does not emulate).
 const DEFAULT_LINUX_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
-/// KVM's TSS for real-mode emulation on VMX hosts: three pages just below the
-/// LAPIC/IOAPIC area, inside the MMIO gap.
-const KVM_TSS_ADDR: usize = 0xfffb_d000;
 
 /// What was loaded: how the vCPUs start.
 enum Guest {
@@ -513,7 +510,7 @@ impl Vm {
     }
 
     /// Stops the VM: every vCPU leaves KVM_RUN and its thread ends (bounded
-    /// by [`STOP_GRACE`]), the event loop delivers what the guest sent
+    /// by [`vcpus::STOP_GRACE`]), the event loop delivers what the guest sent
     /// before it stopped (bounded), and the console is flushed. Stopping a
     /// VM that still runs reports [`VmExit::Stopped`] to [`Vm::wait`].
     pub fn stop(&mut self) {
@@ -549,152 +546,6 @@ pub fn run(cfg: &ValidConfig, start: Instant) -> Result<VmExit, VmError> {
     let exit = vm.wait();
     vm.stop();
     Ok(exit)
-}
-
-/// One vCPU fd per index, with its CPUID and entry state.
-fn create_vcpus(kvm: &Kvm, vm: &VmFd, guest: &Guest, count: u8) -> Result<Vec<VcpuFd>, VmError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| VmError::KvmCall("get CPUID", e))?;
-    let mut fds = Vec::with_capacity(count as usize);
-    for index in 0..count {
-        let fd = vm
-            .create_vcpu(index as u64)
-            .map_err(|e| VmError::KvmCall("create vCPU", e))?;
-        match guest {
-            Guest::Snapshot(states) => {
-                set_kernelless_cpuid(&supported, &fd, index, count)?;
-                let state = states
-                    .get(index as usize)
-                    .ok_or(RestoreError::VcpuCount(count, states.len()))?;
-                state
-                    .restore(&fd)
-                    .map_err(|e| RestoreError::Vcpu(index, e))?;
-            }
-            Guest::Kernelless(image) => {
-                let cpuid = set_kernelless_cpuid(&supported, &fd, index, count)?;
-                image.configure_vcpu(&cpuid, &fd, index)?;
-            }
-            Guest::Linux(entry) => linux::configure_vcpu(kvm, &fd, index, count, entry)?,
-        }
-        fds.push(fd);
-    }
-    Ok(fds)
-}
-
-/// Gives a kernel-less guest's vCPU the host's CPUID, normalized for its
-/// index (the same at boot and at snapshot load).
-fn set_kernelless_cpuid(
-    supported: &CpuId,
-    fd: &VcpuFd,
-    index: u8,
-    count: u8,
-) -> Result<CpuId, VmError> {
-    let entries = linux::cpuid::normalize(supported.as_slice(), index, count);
-    let cpuid = CpuId::from_entries(&entries)
-        .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
-    fd.set_cpuid2(&cpuid)
-        .map_err(|e| VmError::KvmCall("set CPUID", e))?;
-    Ok(cpuid)
-}
-
-/// The in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT that
-/// Linux guests need.
-fn create_irqchip(vm: &VmFd) -> Result<(), VmError> {
-    // Only VMX needs it, and only for real-mode emulation: failure elsewhere is fine.
-    let _ = vm.set_tss_address(KVM_TSS_ADDR);
-    vm.create_irq_chip()
-        .map_err(|e| VmError::KvmCall("create the in-kernel irqchip", e))?;
-    let pit = kvm_bindings::kvm_pit_config {
-        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit)
-        .map_err(|e| VmError::KvmCall("create the in-kernel PIT", e))
-}
-
-fn serial_irq(vm: &VmFd, irqchip: bool) -> Result<Option<EventFd>, VmError> {
-    irq_line(vm, irqchip, SERIAL_IRQ, "register serial irqfd")
-}
-
-/// An eventfd registered as the irqfd of `gsi` (None without an irqchip).
-fn irq_line(
-    vm: &VmFd,
-    irqchip: bool,
-    gsi: u32,
-    what: &'static str,
-) -> Result<Option<EventFd>, VmError> {
-    if !irqchip {
-        return Ok(None);
-    }
-    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Io("eventfd", e))?;
-    vm.register_irqfd(&evt, gsi)
-        .map_err(|e| VmError::KvmCall(what, e))?;
-    Ok(Some(evt))
-}
-
-fn start_vcpus(
-    fds: Vec<VcpuFd>,
-    pio: &Bus,
-    mmio: &Bus,
-    exits: &ExitNotifier,
-    doorbell: &Doorbell,
-    paused: bool,
-) -> Result<Vec<VcpuHandle>, VmError> {
-    let mut handles = Vec::with_capacity(fds.len());
-    for (index, fd) in fds.into_iter().enumerate() {
-        // Each vCPU gets its own ABI ports, so one blocked in wait/park does
-        // not hold a lock another vCPU needs.
-        let mut own_pio = pio.clone();
-        let kick = Doorbell::new().map_err(|e| VmError::Io("eventfd", e))?;
-        let ports = AbiPorts::new(exits.clone(), doorbell.clone(), kick.clone());
-        own_pio.insert(ABI_PORT_BASE, ABI_PORT_LEN, Arc::new(Mutex::new(ports)))?;
-        let vcpu = Vcpu {
-            index: index as u8,
-            fd,
-            pio: own_pio,
-            mmio: mmio.clone(),
-            exits: exits.clone(),
-            kick,
-        };
-        match vcpu.start(paused) {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                stop_vcpus(&handles);
-                return Err(VmError::Io("cannot start a vCPU thread", e));
-            }
-        }
-    }
-    Ok(handles)
-}
-
-fn wait_for_exit(
-    exits: &ExitNotifier,
-    rx: &std::sync::mpsc::Receiver<VmExit>,
-    timeout_ms: Option<u64>,
-) -> VmExit {
-    if let Some(ms) = timeout_ms {
-        if let Ok(exit) = rx.recv_timeout(Duration::from_millis(ms)) {
-            return exit;
-        }
-        exits.notify(VmExit::Timeout(ms));
-    }
-    // The notifier in `exits` keeps the channel open, so recv cannot fail.
-    rx.recv()
-        .unwrap_or_else(|_| VmExit::Error("exit channel closed".into()))
-}
-
-fn stop_vcpus(handles: &[VcpuHandle]) {
-    for h in handles {
-        h.send(VcpuEvent::Stop);
-    }
-    let deadline = Instant::now() + STOP_GRACE;
-    for h in handles {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if h.response(left).is_none() {
-            log_warn!("vCPU {} did not stop within {:?}", h.index, STOP_GRACE);
-        }
-    }
 }
 
 #[cfg(test)]
