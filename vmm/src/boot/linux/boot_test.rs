@@ -61,7 +61,42 @@ pub(super) fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 /// Boots `kernel` with `vcpus` vCPUs and returns the first `outs` 32-bit values
 /// the BSP writes to port 0x80, plus the entry that was used.
+/// [`boot_once`] with a deadline: on PVM a CPL0 test guest once sat halted in
+/// KVM_RUN for 45 minutes (vCPU thread in `kvm_vcpu_block`), which hung the
+/// whole test binary. A run past the deadline is reported and tried once
+/// more in a fresh VM; a second one fails the test.
 fn boot(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+    vcpus: u8,
+    outs: usize,
+) -> (LinuxEntry, Vec<u32>) {
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+    for attempt in 1..=2 {
+        let (kernel, initrd, cmdline) = (
+            kernel.to_path_buf(),
+            initrd.map(Path::to_path_buf),
+            cmdline.to_string(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(boot_once(&kernel, initrd.as_deref(), &cmdline, vcpus, outs));
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(done) => return done,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!("boot_test: attempt {attempt}: no {outs} port writes within {DEADLINE:?}")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the boot thread panicked (see above)")
+            }
+        }
+    }
+    panic!("the test guest hung twice")
+}
+
+fn boot_once(
     kernel: &Path,
     initrd: Option<&Path>,
     cmdline: &str,
