@@ -308,6 +308,43 @@ impl Image {
     }
 }
 
+/// leaf 1 ECX: XSAVE/XRSTOR and XSETBV/XGETBV with XCR0.
+const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+/// leaf 0x80000001 ECX: LZCNT (AMD's ABM).
+const EXT_ECX_LZCNT: u32 = 1 << 5;
+/// XCR0 bits of the AVX state (SSE + YMM upper halves).
+const XCR0_SSE_YMM: u64 = 0x6;
+
+/// The CPUID of a kernel-less guest's vCPU `index` of `count`: KVM's
+/// supported set normalized as for Linux guests, plus XSAVE when the host CPU
+/// has it and KVM can switch the AVX state (`xcr0_supported`) but left XSAVE
+/// out of its supported set. PVM does that because its CPL0 instruction
+/// emulator lacks XSAVE; a kernel-less guest never runs at CPL0, and at CPL3
+/// its AVX code runs natively with the XCR0 KVM loads on entry. Without the
+/// bit KVM refuses CR4.OSXSAVE and XCR0, and the guest has SSE only.
+pub fn cpuid(
+    supported: &[kvm_bindings::kvm_cpuid_entry2],
+    index: u8,
+    count: u8,
+) -> Vec<kvm_bindings::kvm_cpuid_entry2> {
+    let mut entries = super::linux::cpuid::normalize(supported, index, count);
+    let xsave_state = entries
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .is_some_and(|e| u64::from(e.eax) & XCR0_SSE_YMM == XCR0_SSE_YMM);
+    if xsave_state && std::is_x86_feature_detected!("xsave") {
+        for e in entries.iter_mut().filter(|e| e.function == 1) {
+            e.ecx |= LEAF1_ECX_XSAVE;
+        }
+    }
+    if std::is_x86_feature_detected!("lzcnt") {
+        for e in entries.iter_mut().filter(|e| e.function == 0x8000_0001) {
+            e.ecx |= EXT_ECX_LZCNT;
+        }
+    }
+    entries
+}
+
 fn cpuid_entry(cpuid: &CpuId, function: u32, index: u32) -> Option<kvm_bindings::kvm_cpuid_entry2> {
     cpuid
         .as_slice()

@@ -64,7 +64,7 @@ fn set_kernelless_cpuid(
     index: u8,
     count: u8,
 ) -> Result<CpuId, VmError> {
-    let entries = linux::cpuid::normalize(supported.as_slice(), index, count);
+    let entries = crate::boot::kernelless::cpuid(supported.as_slice(), index, count);
     let cpuid = CpuId::from_entries(&entries)
         .map_err(|_| VmError::Io("CPUID", std::io::Error::other("too many entries")))?;
     fd.set_cpuid2(&cpuid)
