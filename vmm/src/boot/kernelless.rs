@@ -320,8 +320,10 @@ const XCR0_SSE_YMM: u64 = 0x6;
 /// has it and KVM can switch the AVX state (`xcr0_supported`) but left XSAVE
 /// out of its supported set. PVM does that because its CPL0 instruction
 /// emulator lacks XSAVE; a kernel-less guest never runs at CPL0, and at CPL3
-/// its AVX code runs natively with the XCR0 KVM loads on entry. Without the
-/// bit KVM refuses CR4.OSXSAVE and XCR0, and the guest has SSE only.
+/// its AVX code runs natively (under PVM with the host's XCR0 in the
+/// hardware: the guest's XGETBV reads it, AMX bits included, which the host's
+/// XFD guards). Without the bit KVM refuses CR4.OSXSAVE and XCR0, and the
+/// guest has SSE only.
 pub fn cpuid(
     supported: &[kvm_bindings::kvm_cpuid_entry2],
     index: u8,
