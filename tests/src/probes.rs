@@ -188,6 +188,12 @@ pub fn ember_vmm() -> PathBuf {
     dir.join("ember-vmm")
 }
 
+/// The `ember-snapshot` binary (the snapshot library's command-line
+/// driver), beside [`ember_vmm`].
+pub fn ember_snapshot() -> PathBuf {
+    ember_vmm().with_file_name("ember-snapshot")
+}
+
 /// What a finished (or killed) child left.
 #[derive(Debug)]
 pub struct RunOutput {

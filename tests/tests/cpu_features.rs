@@ -94,7 +94,7 @@ fn vector_registers_survive_a_snapshot_and_load() {
         eprintln!("no AVX on this host: nothing beyond SSE to snapshot");
         return;
     };
-    let snapshot = ember_tests::probes::ember_vmm().with_file_name("ember-snapshot");
+    let snapshot = ember_tests::probes::ember_snapshot();
     let (state, mem) = (scratch("cpu.state"), scratch("cpu.mem"));
     let g = guest("cpu_state");
     let cmdline = format!("{mode} 11 40000");

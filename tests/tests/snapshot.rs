@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 use ember_tests::probes::{run_with_deadline, RunOutput};
 use ember_tests::vmm::{code, guest, path_str, scratch, vmm, DEADLINE};
 
-fn snapshot_bin() -> PathBuf {
-    ember_tests::probes::ember_vmm().with_file_name("ember-snapshot")
-}
-
 fn snap(args: &[&str]) -> RunOutput {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = run_with_deadline(&snapshot_bin(), &args, DEADLINE).expect("spawn ember-snapshot");
+    let out = run_with_deadline(&ember_tests::probes::ember_snapshot(), &args, DEADLINE)
+        .expect("spawn ember-snapshot");
     assert!(
         !out.timed_out,
         "ember-snapshot {args:?} hung: {}",
@@ -114,8 +111,8 @@ fn a_guest_snapshotted_mid_computation_ends_with_the_uninterrupted_result() {
 
     let s = take_at_line("compute", cmdline, 128, "computing");
     let args = load_args(&s);
-    let a = run_with_deadline(&snapshot_bin(), &args, DEADLINE).unwrap();
-    let b = run_with_deadline(&snapshot_bin(), &args, DEADLINE).unwrap();
+    let a = run_with_deadline(&ember_tests::probes::ember_snapshot(), &args, DEADLINE).unwrap();
+    let b = run_with_deadline(&ember_tests::probes::ember_snapshot(), &args, DEADLINE).unwrap();
     for out in [&a, &b] {
         assert_eq!(code(out), Some(0), "load: {}", out.stderr);
         assert_eq!(field(&out.stdout, "result"), Some(want), "{}", out.stdout);
@@ -130,7 +127,7 @@ fn a_guest_snapshotted_mid_computation_ends_with_the_uninterrupted_result() {
 fn spawn_load(s: &Snapshot, console: &Path) -> Child {
     let mut args = load_args(s);
     args.extend(["--console".into(), path_str(console).into()]);
-    Command::new(snapshot_bin())
+    Command::new(ember_tests::probes::ember_snapshot())
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

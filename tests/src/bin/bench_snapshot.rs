@@ -25,13 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-fn snapshot_bin() -> PathBuf {
-    ember_tests::probes::ember_vmm().with_file_name("ember-snapshot")
-}
-
 fn run(args: &[&str]) -> (Output, f64) {
     let t = Instant::now();
-    let out = Command::new(snapshot_bin())
+    let out = Command::new(ember_tests::probes::ember_snapshot())
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run ember-snapshot: {e}"));
