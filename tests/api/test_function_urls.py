@@ -6,6 +6,7 @@ mapping, the two policy grants a public URL needs, SigV4 for AWS_IAM URLs,
 CORS, and RESPONSE_STREAM's prelude."""
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -21,11 +22,12 @@ from conftest import create, wasm
 pytestmark = pytest.mark.vm
 
 
-def url_emberd(make_emberd):
-    """An emberd serving function URLs; its URL listener's address (read
-    from its stdout by a thread: the fixture's readline may have buffered
-    the line already, so select() on the pipe cannot tell)."""
-    e = make_emberd(["--url-listen", "127.0.0.1:0"])
+def url_emberd(make_emberd, extra=()):
+    """An emberd serving function URLs (with `extra` flags); its URL
+    listener's address (read from its stdout by a thread: the fixture's
+    readline may have buffered the line already, so select() on the pipe
+    cannot tell)."""
+    e = make_emberd(["--url-listen", "127.0.0.1:0", *extra])
     found = []
 
     def read():
@@ -154,11 +156,16 @@ def test_deleting_an_alias_or_the_function_deletes_its_url_configs(make_emberd):
 def test_refused_url_calls_are_in_the_audit_trail(make_emberd):
     """As a refused Invoke: a URL call that authentication or the resource
     policy refused is recorded (who, which function, 403); allowed calls
-    are data plane and are not."""
+    are data plane and are not, nor is a 403 the function answered itself."""
     from test_audit import audit_list
     e = url_emberd(make_emberd)
     c = e.client()
     create(c, "audited", wasm("echo"))
+    create(c, "denier", wasm("forbidden"))
+    make_public(c, "denier")
+    denier = c.create_function_url_config(FunctionName="denier", AuthType="NONE")["FunctionUrl"]
+    status, _, _, body = call(e, denier)
+    assert status == 403 and json.loads(body) == {"Message": "fn-own-403"}
     c.create_alias(FunctionName="audited", Name="live", FunctionVersion="$LATEST")
     iam = c.create_function_url_config(FunctionName="audited", AuthType="AWS_IAM")["FunctionUrl"]
     pub = c.create_function_url_config(FunctionName="audited", Qualifier="live",
@@ -182,6 +189,59 @@ def test_refused_url_calls_are_in_the_audit_trail(make_emberd):
     assert recs[1]["who"]["account"] == "333333333333"
     assert recs[1]["params"]["query"] == {"q": "1"}
     assert recs[0]["who"]["access_key_id"] is None and recs[2]["who"]["account"] is None
+
+
+def test_allowed_url_calls_are_audited_with_data_events(make_emberd):
+    """With --audit-data-events (CloudTrail's data events for
+    InvokeFunctionUrl and Invoke): every URL call and every Invoke is
+    recorded, allowed ones included: who (principal, source), the
+    function's ARN, the status; never the payload, nor what the function
+    answered."""
+    from test_audit import audit_list, calls
+    e = url_emberd(make_emberd, ["--audit-data-events"])
+    c = e.client()
+    create(c, "audited", wasm("echo"))
+    create(c, "denier", wasm("forbidden"))
+    make_public(c, "audited")
+    make_public(c, "denier")
+    pub = c.create_function_url_config(FunctionName="audited", AuthType="NONE")["FunctionUrl"]
+    c.create_alias(FunctionName="audited", Name="live", FunctionVersion="$LATEST")
+    iam = c.create_function_url_config(FunctionName="audited", Qualifier="live",
+                                       AuthType="AWS_IAM")["FunctionUrl"]
+    denier = c.create_function_url_config(FunctionName="denier", AuthType="NONE")["FunctionUrl"]
+    marker = b"payload-never-in-the-trail-5be1"
+    text = {"Content-Type": "text/plain"}
+    status, _, _, body = call(e, pub, method="POST", path="/p?n=1", body=marker, headers=text)
+    assert status == 200 and marker in body
+    assert call(e, iam, method="POST", body=marker, headers=text, key=e.key)[0] == 200
+    assert call(e, iam)[0] == 403  # unsigned: refused by emberd
+    assert call(e, denier)[0] == 403  # the function's own answer
+    r = c.invoke(FunctionName="audited", Qualifier="live", Payload=json.dumps(marker.decode()))
+    assert r["StatusCode"] == 200 and marker in r["Payload"].read()
+    assert e.stop() == 0
+    recs = [r for r in calls(audit_list(e.data_dir))
+            if r["operation"] in ("InvokeFunctionUrl", "Invoke")]
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:"
+    got = [(r["operation"], r["resource"], r["status"], r["message"], r["path"]) for r in recs]
+    assert got == [
+        ("InvokeFunctionUrl", arn + "audited", 200, None, "/p"),
+        ("InvokeFunctionUrl", arn + "audited:live", 200, None, "/"),
+        ("InvokeFunctionUrl", arn + "audited:live", 403, "Forbidden", "/"),
+        ("InvokeFunctionUrl", arn + "denier", 403, None, "/"),
+        ("Invoke", "audited", 200, None, "/2015-03-31/functions/audited/invocations"),
+    ], got
+    assert all(r["who"]["source"].startswith("127.0.0.1:") for r in recs)
+    account = e.key.get("Account", "000000000000")
+    assert recs[0]["who"]["access_key_id"] is None and recs[0]["who"]["account"] is None
+    assert recs[0]["params"] == {"query": {"n": "1"}}
+    for i in (1, 4):  # signed: the verified principal
+        assert recs[i]["who"]["access_key_id"] == e.key["AccessKeyId"], recs[i]
+        assert recs[i]["who"]["account"] == account, recs[i]
+    assert recs[2]["who"]["access_key_id"] is None
+    assert recs[4]["params"] == {"query": {"Qualifier": "live"}}
+    raw = b"".join(open(os.path.join(e.data_dir, "audit", f), "rb").read()
+                   for f in os.listdir(os.path.join(e.data_dir, "audit")) if f.endswith(".log"))
+    assert marker not in raw and b"fn-own-403" not in raw
 
 
 def test_an_emberd_without_a_url_listener_refuses_url_configs(emberd):

@@ -1,10 +1,12 @@
 //! The HTTP side of the audit trail ([`crate::audit`]): `server.rs` fills a
 //! [`Draft`] as it parses a request, asks [`admit`] before running a
 //! control-plane handler, and hands the outcome to [`record`]. Which calls
-//! are recorded: every control-plane call, refused ones included; `Invoke`
-//! and calls through function URLs (`url_calls.rs`, data plane) only when
-//! authentication or the resource policy refused them (403); `/metrics`
-//! scrapes never. A record is durable before the response is sent.
+//! are recorded: every control-plane call, refused ones included; the data
+//! plane (`Invoke`, `InvokeWithResponseStream` and calls through function
+//! URLs, `url_calls.rs`) when authentication or the resource policy refused
+//! it (403), and every call with `--audit-data-events` (CloudTrail's data
+//! events, off by default there too), never its payload; `/metrics` scrapes
+//! never. A record is durable before the response is sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +33,10 @@ pub struct Draft {
 enum Target {
     /// An API request, and its operation if it names one.
     Api(Option<Route>),
-    /// A call through a function URL of this function (`name[:alias]`).
-    FunctionUrl(String),
+    /// A call through a function URL of this function (`name[:alias]`),
+    /// and whether emberd refused it (authentication or the resource
+    /// policy; a 403 the function itself answered is not a refusal).
+    FunctionUrl { function: String, refused: bool },
 }
 
 impl Draft {
@@ -48,7 +52,11 @@ impl Draft {
 
     /// A call through a function URL of `function` (`name[:alias]`).
     pub fn function_url(parts: &Parts, source: SocketAddr, function: String) -> Draft {
-        Draft::with_target(parts, source, Target::FunctionUrl(function))
+        let target = Target::FunctionUrl {
+            function,
+            refused: false,
+        };
+        Draft::with_target(parts, source, target)
     }
 
     fn with_target(parts: &Parts, source: SocketAddr, target: Target) -> Draft {
@@ -80,9 +88,19 @@ impl Draft {
         self.caller = caller.clone();
     }
 
-    fn recorded(&self, status: u16) -> bool {
+    /// A URL call emberd refused (authentication or the resource policy).
+    pub fn refused(&mut self) {
+        if let Target::FunctionUrl { refused, .. } = &mut self.target {
+            *refused = true;
+        }
+    }
+
+    /// Whether a call that ended in `status` goes into the trail;
+    /// `data_events`: `--audit-data-events`.
+    fn recorded(&self, status: u16, data_events: bool) -> bool {
         match &self.target {
-            Target::Api(Some(Route::Invoke(..))) | Target::FunctionUrl(_) => status == 403,
+            Target::Api(Some(Route::Invoke(..))) => status == 403 || data_events,
+            Target::FunctionUrl { refused, .. } => *refused || data_events,
             Target::Api(Some(Route::Metrics)) => false,
             Target::Api(_) => true,
         }
@@ -150,7 +168,7 @@ async fn record_outcome(
         return;
     };
     let message = message.map(|m| redact::cut(&m, 300).to_string());
-    if !p.recorded(status) {
+    if !p.recorded(status, log.config().data_events) {
         return;
     }
     // Redacting a large body (code uploads) is real work: not on the
@@ -160,7 +178,9 @@ async fn record_outcome(
         let (operation, resource) = match &p.target {
             Target::Api(Some(r)) => redact::operation(r),
             Target::Api(None) => ("Unknown".to_string(), None),
-            Target::FunctionUrl(f) => ("InvokeFunctionUrl".to_string(), Some(f.clone())),
+            Target::FunctionUrl { function, .. } => {
+                ("InvokeFunctionUrl".to_string(), Some(function.clone()))
+            }
         };
         let query = super::parse_target("/", p.query.as_deref())
             .map(|(_, q)| q)

@@ -4,7 +4,7 @@
 //! function with the payload format 2.0 event and turns its answer into the
 //! HTTP response. Errors are Lambda's `{"Message": …}` bodies. A call to
 //! a URL that exists is handed to the audit trail (`api::audit`), which
-//! keeps the refused ones.
+//! keeps the refused ones, and all of them with `--audit-data-events`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -100,11 +100,21 @@ async fn call(
         &mut draft,
     )
     .await;
-    let a = out.as_ref().unwrap_or_else(|a| a);
-    let message = serde_json::from_slice::<serde_json::Value>(&a.body)
-        .ok()
-        .and_then(|v| v["Message"].as_str().map(str::to_string));
-    audit::record_status(app, draft, a.status, message).await;
+    // Only emberd's own answers (`Err`) carry a message for the trail:
+    // what the function answered, whatever its status, is never recorded.
+    let (status, message) = match &out {
+        Ok(a) => (a.status, None),
+        Err(a) => {
+            if a.status == 403 {
+                draft.refused();
+            }
+            let message = serde_json::from_slice::<serde_json::Value>(&a.body)
+                .ok()
+                .and_then(|v| v["Message"].as_str().map(str::to_string));
+            (a.status, message)
+        }
+    };
+    audit::record_status(app, draft, status, message).await;
     out
 }
 

@@ -76,6 +76,10 @@ pub struct AuditConfig {
     pub digest_interval: std::time::Duration,
     /// A new file once the current one reaches this size.
     pub rotate_bytes: u64,
+    /// Also record allowed data-plane calls (`Invoke`,
+    /// `InvokeWithResponseStream`, `InvokeFunctionUrl`): CloudTrail's data
+    /// events, which it too logs only when asked to.
+    pub data_events: bool,
 }
 
 impl Default for AuditConfig {
@@ -84,6 +88,7 @@ impl Default for AuditConfig {
             digest_every: 100,
             digest_interval: std::time::Duration::from_secs(60),
             rotate_bytes: 16 << 20,
+            data_events: false,
         }
     }
 }
@@ -101,6 +106,13 @@ pub struct AuditArgs {
     /// Audit trail: start a new file after this many bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub audit_rotate_bytes: u64,
+    /// Audit trail: also record every allowed data-plane call (Invoke,
+    /// InvokeWithResponseStream, InvokeFunctionUrl: who, which function,
+    /// status; never the payload), as CloudTrail's data events. Off by
+    /// default, as in CloudTrail: each record costs an fsync before the
+    /// response.
+    #[arg(long)]
+    pub audit_data_events: bool,
 }
 
 impl AuditArgs {
@@ -109,6 +121,7 @@ impl AuditArgs {
             digest_every: self.audit_digest_every.max(1),
             digest_interval: std::time::Duration::from_secs(self.audit_digest_secs.max(1)),
             rotate_bytes: self.audit_rotate_bytes.max(1024),
+            data_events: self.audit_data_events,
         }
     }
 }

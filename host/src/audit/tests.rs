@@ -18,6 +18,7 @@ fn cfg(every: u64) -> AuditConfig {
         digest_every: every,
         digest_interval: std::time::Duration::from_secs(3600),
         rotate_bytes: 1 << 30,
+        data_events: false,
     }
 }
 

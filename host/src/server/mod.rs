@@ -227,6 +227,7 @@ async fn handle(
                         (c, InvokeBody::Read(b))
                     }
                 };
+                audit.signed_by(&caller);
                 let ireq = invoke_req(function, answer, &query, &parts.headers, caller);
                 return api::invoke::handle(app.clone(), ireq, body).await;
             }
