@@ -26,6 +26,7 @@ pub mod preflight;
 pub mod procfs;
 pub mod python;
 pub mod server;
+pub mod since;
 pub mod snapstart;
 pub mod store;
 pub mod tls;

@@ -151,7 +151,31 @@ def test_cli_since_filters(emberd):
     future = ember(emberd, "logs", "since", "--since", "2999-01-01T00:00:00Z")
     assert future.returncode == 0 and future.stdout == ""
     bad = ember(emberd, "logs", "since", "--since", "yesterday")
-    assert bad.returncode != 0 and "InvalidParameterValueException" in bad.stderr
+    assert bad.returncode == 2 and '"yesterday" is not a time' in bad.stderr, bad.stderr
+
+
+def test_one_since_grammar_for_every_subcommand(emberd):
+    """`ember logs` and `ember audit list` take the same --since forms
+    (durations up to weeks, RFC 3339 with or without a zone, @seconds) and
+    refuse the same bad ones with the same message, as a usage error."""
+    import test_audit
+    c = emberd.client()
+    create(c, "grammar", wasm("logger"))
+    _, _, rid = invoke(c, "grammar", {"n": "x"})
+    logged(emberd, "grammar", [rid])
+    start = int(time.time()) - 600
+    for since in ["90s", "1w", f"@{start}", "2000-01-01T00:00:00", "2000-01-01 00:30:00+01:00"]:
+        out = ember(emberd, "logs", "grammar", "--since", since)
+        assert out.returncode == 0 and rid in out.stdout, (since, out.stderr)
+        ops = [r.get("operation") for r in test_audit.audit_list(emberd.data_dir, "--since", since)]
+        assert "CreateFunction" in ops, (since, ops)
+    for bad in ["yesterday", "10x", "123", "1.5h", "@-5", "2000-01-01T00:00:00ZZ"]:
+        logs = ember(emberd, "logs", "grammar", "--since", bad)
+        rc, _, err = test_audit.ember("audit", "list", "--data-dir", emberd.data_dir,
+                                      "--since", bad)
+        assert logs.returncode == rc == 2, (bad, logs.stderr, err)
+        said = [e[e.index(f'"{bad}" is not a time'):].splitlines()[0] for e in (logs.stderr, err)]
+        assert said[0] == said[1], said
 
 
 def test_follow_sees_a_new_invocation(emberd):

@@ -1,6 +1,6 @@
 //! `GET /ember/logs/{function}?version=&since=&next=&limit=&wait=`: a
-//! function's log lines in time order, as JSON. `since` takes `10m` or an
-//! RFC 3339 time (inclusive); `next` is the `NextToken` of an
+//! function's log lines in time order, as JSON. `since` takes the `--since`
+//! grammar of [`crate::since`] (inclusive); `next` is the `NextToken` of an
 //! earlier answer (exclusive) and wins over `since`; `wait` (seconds, at
 //! most 20) holds an empty answer until new lines arrive, which is how
 //! `ember logs --follow` tails without a streaming response. Waiting holds
@@ -17,7 +17,8 @@ use serde_json::json;
 use super::{function_name, ApiError, App, Reply, Req};
 use crate::logs::follows::{MAX_LIMIT, MAX_WAIT};
 use crate::logs::read::{read, Event, Query};
-use crate::logs::time::{format_us, now_us, parse_since};
+use crate::logs::time::{format_us, now_us};
+use crate::since::parse_since;
 
 fn bad(m: String) -> ApiError {
     ApiError::InvalidParameter(m)
@@ -44,7 +45,9 @@ fn params(req: &Req, raw: &str) -> Result<Params, ApiError> {
         (Some(t), _) => t
             .parse::<u64>()
             .map_err(|_| bad(format!("next {t:?} is not a NextToken")))?,
-        (None, Some(s)) => parse_since(s, now_us()).map_err(bad)?.saturating_sub(1),
+        (None, Some(s)) => parse_since(s, now_us())
+            .map_err(|e| bad(format!("since {e}")))?
+            .saturating_sub(1),
         (None, None) => 0,
     };
     let limit = match req.q("limit") {

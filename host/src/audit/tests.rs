@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use super::record;
 use super::verify::{verify_dir, Finding};
 use super::*;
-use crate::cli::audit as cli;
 use crate::store::sha256_hex as sha;
 
 fn cfg(every: u64) -> AuditConfig {
@@ -316,24 +315,6 @@ fn write_failure_is_counted_then_recorded() {
         f.reason.contains("1 call record(s) could not be written"),
         "{f:?}"
     );
-}
-
-#[test]
-fn since_parses_durations_and_dates() {
-    let now = 1_700_000_000_000;
-    assert_eq!(cli::parse_since("10m", now), Some(now - 600_000));
-    assert_eq!(cli::parse_since("2h", now), Some(now - 7_200_000));
-    assert_eq!(cli::parse_since("1700000000", now), Some(now));
-    assert_eq!(
-        cli::parse_since("2023-11-14T22:13:20.123Z", now),
-        Some(1_700_000_000_123)
-    );
-    assert_eq!(
-        cli::parse_since("2000-02-29T00:00:00", now),
-        Some(951_782_400_000)
-    );
-    assert_eq!(cli::parse_since("yesterday", now), None);
-    assert_eq!(cli::parse_since("2023-13-01T00:00:00", now), None);
 }
 
 /// Cost of one audited call against its peer, a bare append + fdatasync of

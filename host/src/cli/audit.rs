@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::audit::reader::read_lines;
 use crate::audit::verify::verify_dir;
+use crate::since::Since;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
@@ -25,10 +26,11 @@ pub enum AuditCmd {
     List {
         #[arg(long, env = "EMBER_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        /// Only records at or after this time: 90s, 10m, 2h, 3d, a Unix
-        /// time in seconds, or YYYY-MM-DDTHH:MM:SS[.mmm][Z] (UTC).
+        /// Only records at or after this time: a duration back from now
+        /// (30s, 10m, 2h, 1d, 1w), an RFC 3339 time (no zone is UTC) or
+        /// @UNIX-SECONDS.
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Since>,
         /// Also show digests.
         #[arg(long)]
         all: bool,
@@ -43,7 +45,7 @@ pub fn run(cmd: AuditCmd, json: bool) -> ExitCode {
             data_dir,
             since,
             all,
-        } => list(data_dir, since.as_deref(), all, json),
+        } => list(data_dir, since, all, json),
     }
 }
 
@@ -98,16 +100,8 @@ fn verify(data_dir: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
-fn list(data_dir: Option<PathBuf>, since: Option<&str>, all: bool, json: bool) -> ExitCode {
-    let now_ms = crate::util::unix_ms();
-    let since_ms = match since.map(|s| parse_since(s, now_ms)) {
-        None => 0,
-        Some(Some(ms)) => ms,
-        Some(None) => {
-            eprintln!("ember audit list: --since {since:?}: expected 10m, 2h, 3d, Unix seconds or YYYY-MM-DDTHH:MM:SS");
-            return ExitCode::from(2);
-        }
-    };
+fn list(data_dir: Option<PathBuf>, since: Option<Since>, all: bool, json: bool) -> ExitCode {
+    let since_ms = since.map_or(0, Since::unix_ms);
     let dir = dir_of(data_dir);
     let lines = match read_lines(&dir) {
         Ok(l) => l,
@@ -172,64 +166,4 @@ fn list(data_dir: Option<PathBuf>, since: Option<&str>, all: bool, json: bool) -
         );
     }
     ExitCode::SUCCESS
-}
-
-/// `--since` as Unix milliseconds.
-pub fn parse_since(s: &str, now_ms: u64) -> Option<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    if let (Ok(n), true) = (
-        num.parse::<u64>(),
-        unit.chars().all(|c| c.is_ascii_alphabetic()),
-    ) {
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
-            _ => return None,
-        };
-        return Some(now_ms.saturating_sub(secs * 1000));
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(secs * 1000);
-    }
-    parse_utc(s)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.mmm][Z]` (UTC) as Unix milliseconds.
-fn parse_utc(s: &str) -> Option<u64> {
-    let s = s.strip_suffix('Z').unwrap_or(s);
-    let (date, time) = s.split_once(['T', ' '])?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<u64> = hms
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let (&[y, m, day], &[hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
-        return None;
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let ms: u64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
-    let days = days_from_civil(y, m as u32, day as u32);
-    let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs * 1000 + ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm; the inverse of `util::format_lambda_time`'s).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }

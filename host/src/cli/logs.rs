@@ -1,4 +1,4 @@
-//! `ember logs NAME [--version V] [--since 10m|RFC3339] [--follow]`: prints
+//! `ember logs NAME [--version V] [--since 10m|RFC3339|@SECS] [--follow]`: prints
 //! a function's log lines (`TIMESTAMP [VERSION] STREAM MESSAGE`, or one
 //! JSON object per line with `--json`). `--follow` keeps asking emberd for
 //! lines after the last `NextToken`, each request waiting server-side for
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::client::{enc, ClientError, Conn};
+use crate::since::Since;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogsArgs {
@@ -18,10 +19,10 @@ pub struct LogsArgs {
     /// Only this version ($LATEST or a number); default all.
     #[arg(long)]
     pub version: Option<String>,
-    /// Start here: a duration back from now (30s, 10m, 2h, 1d) or an RFC
-    /// 3339 time.
+    /// Start here: a duration back from now (30s, 10m, 2h, 1d, 1w), an RFC
+    /// 3339 time (no zone is UTC) or @UNIX-SECONDS.
     #[arg(long, default_value = "10m")]
-    pub since: String,
+    pub since: Since,
     /// Keep printing new lines as they are written.
     #[arg(long)]
     pub follow: bool,
@@ -48,7 +49,9 @@ pub async fn run(endpoint: &str, json: bool, a: LogsArgs) -> Result<ExitCode, Lo
         .as_ref()
         .map(|v| format!("&version={}", enc(v)))
         .unwrap_or_default();
-    let mut cursor = format!("&since={}", enc(&a.since));
+    // Resolved here, so a duration counts from when the command started.
+    let since = crate::logs::time::format_us(a.since.unix_us);
+    let mut cursor = format!("&since={}", enc(&since));
     loop {
         let mut path = format!("{base}{version}{cursor}");
         let following = a.follow && !cursor.starts_with("&since=");

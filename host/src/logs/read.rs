@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use super::time::parse_rfc3339;
 use super::writer::{parse_file_name, version_dir, version_of_dir};
+use crate::since::parse_rfc3339;
 
 /// One log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
