@@ -25,7 +25,7 @@ step() {
   fi
 }
 command -v cargo >/dev/null 2>&1 || {
-  echo "setup: cargo is not on PATH: install Rust 1.95 or newer with rustup (under sudo, keep PATH: sudo env PATH=\"\$PATH\" ...)" >&2
+  echo "setup: cargo is not on PATH: install rustup and Rust 1.95.0, the rust-toolchain.toml pin (under sudo, keep PATH: sudo env PATH=\"\$PATH\" ...)" >&2
   exit 1
 }
 
