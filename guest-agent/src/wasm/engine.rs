@@ -214,6 +214,24 @@ macro_rules! define_engine {
                 new_store(&self.engine, ctx, &self.clock)
             }
 
+            /// Which of `names` [`wasi_impl::add_to_linker`] defines in
+            /// `wasi_snapshot_preview1` (tests hold the WASI tables' lists
+            /// against it). Neither engine lists a linker's host functions,
+            /// so each name is probed: defining it again fails exactly when
+            /// it is defined (shadowing is off).
+            #[cfg(test)]
+            pub(crate) fn wasi_defined(&self, names: &[&'static str]) -> Vec<&'static str> {
+                let mut linker = Linker::<Ctx>::new(&self.engine);
+                if wasi_impl::add_to_linker(&mut linker).is_err() {
+                    return Vec::new();
+                }
+                names
+                    .iter()
+                    .copied()
+                    .filter(|n| linker.func_wrap(WASI, n, || {}).is_err())
+                    .collect()
+            }
+
             fn instantiate(&self, store: &mut Store<Ctx>) -> Result<Instance, Error> {
                 instantiate(&self.linker, store, &self.module, &self.cfg, &*self.clock)
             }

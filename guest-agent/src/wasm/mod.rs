@@ -38,6 +38,8 @@ mod wasi;
 mod wasi_fs;
 #[cfg(feature = "wasm")]
 mod wasi_poll;
+#[cfg(feature = "wasm")]
+mod wasi_table;
 
 #[cfg(feature = "wasm")]
 pub use agent::{Control, WasmAgent};

@@ -253,6 +253,15 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// Which of `names` the engine's WASI linker defines (tests).
+    #[cfg(test)]
+    pub(crate) fn wasi_defined(&self, names: &[&'static str]) -> Vec<&'static str> {
+        match self {
+            Runtime::Compiled(r) => r.wasi_defined(names),
+            Runtime::Interp(r) => r.wasi_defined(names),
+        }
+    }
+
     /// Loads the code `Init` carried: a sealed artefact from the host's
     /// compiler (`Code::Compiled`), or a module to interpret (`Code::Inline`).
     /// An artefact never runs when sent inline (inline code may be the

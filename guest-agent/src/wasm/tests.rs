@@ -661,3 +661,5 @@ fn poll_oneoff_stops_at_the_deadline() {
 mod files;
 #[path = "tests/reactor.rs"]
 mod reactor;
+#[path = "tests/wasi_surface.rs"]
+mod wasi_surface;

@@ -275,24 +275,68 @@ pub(crate) fn clock_ns<L>(ctx: &Ctx<L>, id: i32) -> Result<u64, i32> {
     }
 }
 
-/// The WASI functions [`add_to_linker`] defines; other WASI imports get ENOSYS stubs.
-pub(crate) const IMPLEMENTED: &[&str] = &[
-    "args_sizes_get",
-    "args_get",
-    "environ_sizes_get",
-    "environ_get",
-    "clock_res_get",
-    "clock_time_get",
-    "random_get",
-    "fd_write",
-    "fd_read",
-    "fd_fdstat_get",
-    "fd_prestat_get",
-    "fd_close",
-    "sched_yield",
-    "poll_oneoff",
-    "proc_exit",
-];
+/// The WASI functions of this module, each named once (the table form of
+/// `wasi_table`): `wasi_core!(names [])` lists them, `wasi_core!(register
+/// linker)` registers them inside `define_wasi!`.
+macro_rules! wasi_core {
+    ($($mode:tt)*) => {
+        $crate::wasm::wasi_table::wasi_table! { $($mode)*
+            args_sizes_get(n: i32, size: i32) |m, ctx| {
+                put_sizes(m, &ctx.args, n as u32, size as u32)
+            };
+            args_get(ptrs: i32, buf: i32) |m, ctx| {
+                put_strings(m, &ctx.args, ptrs as u32, buf as u32)
+            };
+            environ_sizes_get(n: i32, size: i32) |m, ctx| {
+                put_sizes(m, &ctx.env, n as u32, size as u32)
+            };
+            environ_get(ptrs: i32, buf: i32) |m, ctx| {
+                put_strings(m, &ctx.env, ptrs as u32, buf as u32)
+            };
+            clock_res_get(id: i32, out: i32) |m, ctx| {
+                clock_ns(ctx, id)?;
+                write_u64(m, out as u32, 1_000)
+            };
+            clock_time_get(id: i32, _precision: i64, out: i32) |m, ctx| {
+                write_u64(m, out as u32, clock_ns(ctx, id)?)
+            };
+            random_get(buf: i32, len: i32) |m, ctx| {
+                let r = range(m, buf as u32, len as u32)?;
+                ctx.rng.fill(&mut m[r]);
+                Ok(())
+            };
+            fd_write(fd: i32, iovs: i32, n: i32, out: i32) |m, ctx| {
+                fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
+            };
+            fd_read(fd: i32, iovs: i32, n: i32, out: i32) |m, ctx| {
+                fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
+            };
+            fd_fdstat_get(fd: i32, out: i32) |m, ctx| fsw::fdstat_get(m, ctx, fd, out as u32);
+            // Past the last preopen EBADF ends wasi-libc's preopen scan
+            // cleanly (any other errno makes it abort).
+            fd_prestat_get(fd: i32, out: i32) |m, ctx| fsw::prestat_get(m, ctx, fd, out as u32);
+            fd_close(fd: i32) |_, ctx| fsw::fd_close(ctx, fd);
+            sched_yield => |_: Caller<'_, Ctx>| ESUCCESS;
+            poll_oneoff(subs: i32, out: i32, n: i32, nevents: i32) |m, ctx| {
+                $crate::wasm::wasi_poll::poll_oneoff(
+                    m,
+                    ctx,
+                    subs as u32,
+                    out as u32,
+                    n as u32,
+                    nevents as u32,
+                )
+            };
+            proc_exit => |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> {
+                Err(exit_error(code))
+            };
+        }
+    };
+}
+
+/// The WASI functions [`wasi_core!`] defines (the file system's are
+/// `wasi_fs::IMPLEMENTED`); other WASI imports get ENOSYS stubs.
+pub(crate) const IMPLEMENTED: &[&str] = wasi_core!(names []);
 
 /// Defines `add_to_linker` and `add_enosys_stub` for one engine (wasmi and
 /// wasmtime have the same embedding API shape, so the WASI surface is written
@@ -306,7 +350,7 @@ macro_rules! define_wasi {
             clock_ns, fd_read, fd_write, put_sizes, put_strings, range, write_u64, EFAULT, ENOSYS,
             ESUCCESS, WASI,
         };
-        $crate::wasm::wasi_fs::define_wasi_fs!();
+        use $crate::wasm::wasi_fs as fsw;
 
         /// Runs `f` on the caller's exported memory and state; returns the errno.
         fn with_mem(
@@ -323,134 +367,16 @@ macro_rules! define_wasi {
             }
         }
 
-        /// Registers the WASI functions the agent implements.
+        /// `proc_exit`'s status as the engine's error.
+        fn exit_error(code: i32) -> Error {
+            $exit(code)
+        }
+
+        /// Registers the WASI functions the agent implements: the tables of
+        /// `wasi` and `wasi_fs`.
         pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<(), LinkerError> {
-            linker.func_wrap(
-                WASI,
-                "args_sizes_get",
-                |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        put_sizes(m, &ctx.args, n as u32, size as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "args_get",
-                |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        put_strings(m, &ctx.args, ptrs as u32, buf as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "environ_sizes_get",
-                |mut c: Caller<'_, Ctx>, n: i32, size: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        put_sizes(m, &ctx.env, n as u32, size as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "environ_get",
-                |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        put_strings(m, &ctx.env, ptrs as u32, buf as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "clock_res_get",
-                |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        clock_ns(ctx, id)?;
-                        write_u64(m, out as u32, 1_000)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "clock_time_get",
-                |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        write_u64(m, out as u32, clock_ns(ctx, id)?)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "random_get",
-                |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        let r = range(m, buf as u32, len as u32)?;
-                        ctx.rng.fill(&mut m[r]);
-                        Ok(())
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_write",
-                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fd_write(m, ctx, fd, iovs as u32, n as u32, out as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_read",
-                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fd_read(m, ctx, fd, iovs as u32, n as u32, out as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_fdstat_get",
-                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| fsw::fdstat_get(m, ctx, fd, out as u32))
-                },
-            )?;
-            // Past the last preopen EBADF ends wasi-libc's preopen scan
-            // cleanly (any other errno makes it abort).
-            linker.func_wrap(
-                WASI,
-                "fd_prestat_get",
-                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| fsw::prestat_get(m, ctx, fd, out as u32))
-                },
-            )?;
-            linker.func_wrap(WASI, "fd_close", |mut c: Caller<'_, Ctx>, fd: i32| {
-                with_mem(&mut c, |_, ctx| fsw::fd_close(ctx, fd))
-            })?;
-            add_fs_to_linker(linker)?;
-            linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, Ctx>| ESUCCESS)?;
-            linker.func_wrap(
-                WASI,
-                "poll_oneoff",
-                |mut c: Caller<'_, Ctx>, subs: i32, out: i32, n: i32, nevents: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        $crate::wasm::wasi_poll::poll_oneoff(
-                            m,
-                            ctx,
-                            subs as u32,
-                            out as u32,
-                            n as u32,
-                            nevents as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "proc_exit",
-                |_: Caller<'_, Ctx>, code: i32| -> Result<(), Error> { Err($exit(code)) },
-            )?;
+            $crate::wasm::wasi::wasi_core!(register linker);
+            $crate::wasm::wasi_fs::wasi_fs_table!(register linker);
             Ok(())
         }
 
@@ -485,3 +411,4 @@ macro_rules! define_wasi {
     };
 }
 pub(crate) use define_wasi;
+pub(crate) use wasi_core;

@@ -3,7 +3,7 @@
 //! `/tmp` mutations. Each moves bytes between linear memory and the file
 //! system through the bounds-checked helpers of `wasi` (EFAULT for any
 //! pointer outside memory) and returns the errno; paths must be UTF-8.
-//! `define_wasi_fs!` registers them with an engine's linker.
+//! `wasi_fs_table!` names them once, for the list and for both engines' linkers.
 
 use alloc::vec;
 
@@ -325,237 +325,91 @@ pub(crate) fn fd_noop<L>(ctx: &Ctx<L>, fd: i32) -> Result<(), i32> {
     }
 }
 
-/// Registers the file-system calls; used inside `define_wasi!`'s
-/// `add_to_linker` (same names in scope).
-macro_rules! define_wasi_fs {
-    () => {
-        use $crate::wasm::wasi_fs as fsw;
-
-        fn add_fs_to_linker(linker: &mut Linker<Ctx>) -> Result<(), LinkerError> {
-            linker.func_wrap(
-                WASI,
-                "fd_prestat_dir_name",
-                |mut c: Caller<'_, Ctx>, fd: i32, p: i32, l: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::prestat_dir_name(m, ctx, fd, p as u32, l as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_open",
-                |mut c: Caller<'_, Ctx>,
-                 fd: i32,
-                 _dirflags: i32,
-                 p: i32,
-                 l: i32,
-                 oflags: i32,
-                 rights: i64,
-                 _inheriting: i64,
-                 fdflags: i32,
-                 out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_open(
-                            m,
-                            ctx,
-                            fd,
-                            p as u32,
-                            l as u32,
-                            oflags,
-                            rights as u64,
-                            fdflags,
-                            out as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_pread",
-                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, at: i64, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::file_read(
-                            m,
-                            ctx,
-                            fd,
-                            iovs as u32,
-                            n as u32,
-                            Some(at as u64),
-                            out as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_pwrite",
-                |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, n: i32, at: i64, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::file_write(
-                            m,
-                            ctx,
-                            fd,
-                            iovs as u32,
-                            n as u32,
-                            Some(at as u64),
-                            out as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_seek",
-                |mut c: Caller<'_, Ctx>, fd: i32, off: i64, whence: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::fd_seek(m, ctx, fd, off, whence, out as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_tell",
-                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| fsw::fd_seek(m, ctx, fd, 0, 1, out as u32))
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_filestat_get",
-                |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::fd_filestat_get(m, ctx, fd, out as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_filestat_get",
-                |mut c: Caller<'_, Ctx>, fd: i32, _flags: i32, p: i32, l: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_filestat_get(m, ctx, fd, p as u32, l as u32, out as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_readdir",
-                |mut c: Caller<'_, Ctx>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::fd_readdir(
-                            m,
-                            ctx,
-                            fd,
-                            buf as u32,
-                            len as u32,
-                            cookie as u64,
-                            out as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_create_directory",
-                |mut c: Caller<'_, Ctx>, fd: i32, p: i32, l: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_create_directory(m, ctx, fd, p as u32, l as u32)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_remove_directory",
-                |mut c: Caller<'_, Ctx>, fd: i32, p: i32, l: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_remove(m, ctx, fd, p as u32, l as u32, true)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_unlink_file",
-                |mut c: Caller<'_, Ctx>, fd: i32, p: i32, l: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_remove(m, ctx, fd, p as u32, l as u32, false)
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_rename",
-                |mut c: Caller<'_, Ctx>, fd1: i32, p1: i32, l1: i32, fd2: i32, p2: i32, l2: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_rename(
-                            m, ctx, fd1, p1 as u32, l1 as u32, fd2, p2 as u32, l2 as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "path_readlink",
-                |mut c: Caller<'_, Ctx>, fd: i32, p: i32, l: i32, buf: i32, bl: i32, out: i32| {
-                    with_mem(&mut c, |m, ctx| {
-                        fsw::path_readlink(
-                            m, ctx, fd, p as u32, l as u32, buf as u32, bl as u32, out as u32,
-                        )
-                    })
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_filestat_set_size",
-                |mut c: Caller<'_, Ctx>, fd: i32, size: i64| {
-                    with_mem(&mut c, |_, ctx| fsw::fd_filestat_set_size(ctx, fd, size))
-                },
-            )?;
-            for name in ["fd_sync", "fd_datasync"] {
-                linker.func_wrap(WASI, name, |mut c: Caller<'_, Ctx>, fd: i32| {
-                    with_mem(&mut c, |_, ctx| fsw::fd_noop(ctx, fd))
-                })?;
-            }
-            linker.func_wrap(
-                WASI,
-                "fd_advise",
-                |mut c: Caller<'_, Ctx>, fd: i32, _off: i64, _len: i64, _advice: i32| {
-                    with_mem(&mut c, |_, ctx| fsw::fd_noop(ctx, fd))
-                },
-            )?;
-            linker.func_wrap(
-                WASI,
-                "fd_filestat_set_times",
-                |mut c: Caller<'_, Ctx>, fd: i32, _a: i64, _m: i64, _flags: i32| {
-                    with_mem(&mut c, |_, ctx| fsw::fd_noop(ctx, fd))
-                },
-            )?;
-            Ok(())
+/// The file-system calls, each named once (the table form of `wasi_table`;
+/// `define_wasi!` registers them with `register linker`). `wasi_core!` routes
+/// fd_read/fd_write/fd_close/fd_fdstat_get/fd_prestat_get here too.
+macro_rules! wasi_fs_table {
+    ($($mode:tt)*) => {
+        $crate::wasm::wasi_table::wasi_table! { $($mode)*
+            fd_prestat_dir_name(fd: i32, p: i32, l: i32) |m, ctx| {
+                fsw::prestat_dir_name(m, ctx, fd, p as u32, l as u32)
+            };
+            path_open(
+                fd: i32,
+                _dirflags: i32,
+                p: i32,
+                l: i32,
+                oflags: i32,
+                rights: i64,
+                _inheriting: i64,
+                fdflags: i32,
+                out: i32
+            ) |m, ctx| {
+                fsw::path_open(
+                    m,
+                    ctx,
+                    fd,
+                    p as u32,
+                    l as u32,
+                    oflags,
+                    rights as u64,
+                    fdflags,
+                    out as u32,
+                )
+            };
+            fd_pread(fd: i32, iovs: i32, n: i32, at: i64, out: i32) |m, ctx| {
+                let at = Some(at as u64);
+                fsw::file_read(m, ctx, fd, iovs as u32, n as u32, at, out as u32)
+            };
+            fd_pwrite(fd: i32, iovs: i32, n: i32, at: i64, out: i32) |m, ctx| {
+                let at = Some(at as u64);
+                fsw::file_write(m, ctx, fd, iovs as u32, n as u32, at, out as u32)
+            };
+            fd_seek(fd: i32, off: i64, whence: i32, out: i32) |m, ctx| {
+                fsw::fd_seek(m, ctx, fd, off, whence, out as u32)
+            };
+            fd_tell(fd: i32, out: i32) |m, ctx| fsw::fd_seek(m, ctx, fd, 0, 1, out as u32);
+            fd_filestat_get(fd: i32, out: i32) |m, ctx| {
+                fsw::fd_filestat_get(m, ctx, fd, out as u32)
+            };
+            path_filestat_get(fd: i32, _flags: i32, p: i32, l: i32, out: i32) |m, ctx| {
+                fsw::path_filestat_get(m, ctx, fd, p as u32, l as u32, out as u32)
+            };
+            fd_readdir(fd: i32, buf: i32, len: i32, cookie: i64, out: i32) |m, ctx| {
+                let (buf, len, cookie) = (buf as u32, len as u32, cookie as u64);
+                fsw::fd_readdir(m, ctx, fd, buf, len, cookie, out as u32)
+            };
+            path_create_directory(fd: i32, p: i32, l: i32) |m, ctx| {
+                fsw::path_create_directory(m, ctx, fd, p as u32, l as u32)
+            };
+            path_remove_directory(fd: i32, p: i32, l: i32) |m, ctx| {
+                fsw::path_remove(m, ctx, fd, p as u32, l as u32, true)
+            };
+            path_unlink_file(fd: i32, p: i32, l: i32) |m, ctx| {
+                fsw::path_remove(m, ctx, fd, p as u32, l as u32, false)
+            };
+            path_rename(fd1: i32, p1: i32, l1: i32, fd2: i32, p2: i32, l2: i32) |m, ctx| {
+                fsw::path_rename(m, ctx, fd1, p1 as u32, l1 as u32, fd2, p2 as u32, l2 as u32)
+            };
+            path_readlink(fd: i32, p: i32, l: i32, buf: i32, bl: i32, out: i32) |m, ctx| {
+                let (buf, bl, out) = (buf as u32, bl as u32, out as u32);
+                fsw::path_readlink(m, ctx, fd, p as u32, l as u32, buf, bl, out)
+            };
+            fd_filestat_set_size(fd: i32, size: i64) |_, ctx| {
+                fsw::fd_filestat_set_size(ctx, fd, size)
+            };
+            fd_sync(fd: i32) |_, ctx| fsw::fd_noop(ctx, fd);
+            fd_datasync(fd: i32) |_, ctx| fsw::fd_noop(ctx, fd);
+            fd_advise(fd: i32, _off: i64, _len: i64, _advice: i32) |_, ctx| {
+                fsw::fd_noop(ctx, fd)
+            };
+            fd_filestat_set_times(fd: i32, _a: i64, _m: i64, _flags: i32) |_, ctx| {
+                fsw::fd_noop(ctx, fd)
+            };
         }
     };
 }
-pub(crate) use define_wasi_fs;
+pub(crate) use wasi_fs_table;
 
-/// The file-system calls [`define_wasi_fs!`] defines (besides those
-/// `define_wasi!` routes here: fd_read/fd_write/fd_close/fd_fdstat_get/
-/// fd_prestat_get).
-pub(crate) const IMPLEMENTED: &[&str] = &[
-    "fd_prestat_dir_name",
-    "path_open",
-    "fd_pread",
-    "fd_pwrite",
-    "fd_seek",
-    "fd_tell",
-    "fd_filestat_get",
-    "path_filestat_get",
-    "fd_readdir",
-    "path_create_directory",
-    "path_remove_directory",
-    "path_unlink_file",
-    "path_rename",
-    "path_readlink",
-    "fd_filestat_set_size",
-    "fd_sync",
-    "fd_datasync",
-    "fd_advise",
-    "fd_filestat_set_times",
-];
+/// The file-system calls [`wasi_fs_table!`] defines.
+pub(crate) const IMPLEMENTED: &[&str] = wasi_fs_table!(names []);
