@@ -53,3 +53,42 @@ def test_ember_exit_codes_are_distinct(emberd):
     usage = emberd.ember("invoke")
     assert usage.returncode == 2, (usage.returncode, usage.stderr)
     assert "Exit codes:" in emberd.ember("--help").stdout
+
+
+def complete(script, words):
+    """What bash's completion for `ember` offers after `words` (the last one
+    being completed), with the script `ember completions bash` printed."""
+    probe = (f'source {script}\n'
+             f'COMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}\n'
+             f'COMP_LINE="{" ".join(words)}"; COMP_POINT=${{#COMP_LINE}}\n'
+             '_ember ember "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"\n'
+             'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    r = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_bash_completions_come_from_the_cli_definition(tmp_path):
+    """`ember completions bash` prints a script that bash sources and that
+    completes ember's real subcommands and flags; the other shells get one too."""
+    exe = bin_dir() / "ember"
+    r = subprocess.run([exe, "completions", "bash"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "ember.bash"
+    script.write_text(r.stdout)
+    assert complete(script, ["ember", "au"]) == ["audit"]
+    assert set(complete(script, ["ember", "audit", ""])) >= {"list", "verify"}
+    assert "--since" in complete(script, ["ember", "logs", "--si"])
+    assert "--audit-data-events" in complete(script, ["ember", "serve", "--audit-d"])
+    for shell in ["zsh", "fish", "elvish", "powershell"]:
+        out = subprocess.run([exe, "completions", shell], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0 and "audit" in out.stdout, (shell, out.stderr)
+    bad = subprocess.run([exe, "completions", "tcsh"], capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2, bad.stderr
+    # `ember completions bash | head`: a reader that goes away is no panic.
+    p = subprocess.Popen([exe, "completions", "bash"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(100)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=10)
+    assert "panicked" not in err, err

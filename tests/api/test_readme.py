@@ -68,12 +68,13 @@ def readme():
 
 def command_lines(text):
     """(line number, command) for each command of an indented code line that
-    runs one of the binaries (`target/release/` or not, `sudo` or not)."""
+    runs one of the binaries (`target/release/` or not, `sudo` or not, also
+    inside `<(…)` or `$(…)`)."""
     for no, line in enumerate(text.splitlines(), 1):
         if not line.startswith("    "):
             continue
-        for cmd in re.split(r"&&|\|", line.split("  #")[0]):
-            toks = cmd.split()
+        for cmd in re.split(r"&&|\||<\(|\$\(", line.split("  #")[0]):
+            toks = cmd.replace(")", " ").split()
             if toks and toks[0] == "sudo":
                 toks = toks[1:]
             if toks and toks[0].removeprefix("target/release/") in BINARIES:

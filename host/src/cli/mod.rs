@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use base64::Engine;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::daemon::ServeArgs;
@@ -105,6 +105,13 @@ enum Cmd {
     /// ramps; raw records, summary, plots and report.html in --out DIR.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
+    /// Print a shell completion script for ember, generated from this
+    /// command line's own definition (bash: `source <(ember completions
+    /// bash)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +185,16 @@ pub const EXIT_FUNCTION_ERROR: u8 = 3;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli = match cli.cmd {
+        Cmd::Completions { shell } => {
+            // Into memory first: clap_complete panics on a failed write
+            // (a closed pipe), a Vec never fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ember", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
         Cmd::Serve(args) => return crate::daemon::run(*args),
         Cmd::Audit(cmd) => return audit::run(cmd, cli.json),
         _ => cli,
@@ -286,7 +303,9 @@ fn print_config(c: &Value) {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ep = cli.endpoint.as_str();
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Creds(_) | Cmd::Audit(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Creds(_) | Cmd::Audit(_) | Cmd::Completions { .. } => {
+            unreachable!("handled in main")
+        }
         Cmd::Bench(cmd) => {
             return crate::bench::run(ep, cmd)
                 .await
