@@ -474,7 +474,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
                     idle,
                 })
                 .collect();
-            (warm, busy)
+            crate::fleet::Load {
+                warm,
+                busy,
+                capacity: pool.host_limit(),
+            }
         });
         Arc::new(crate::fleet::Members::new(
             f,

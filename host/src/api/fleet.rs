@@ -35,6 +35,7 @@ pub fn status(app: &App) -> Result<Reply, ApiError> {
                     "Idle": w.idle,
                 })).collect::<Vec<_>>(),
                 "Busy": m.busy,
+                "Capacity": m.capacity,
             })
         })
         .collect();

@@ -1,7 +1,7 @@
 //! emberd as one host of a fleet on NATS JetStream (`--cluster`): the
 //! connection, the shared buckets, and the pieces built on them — records
-//! and code ([`records`], the store's [`crate::store::SharedBackend`]) and
-//! membership ([`members`]). Without `--cluster` none of this runs and the
+//! and code ([`records`], the store's [`crate::store::SharedBackend`]),
+//! membership ([`members`]) and invocation placement ([`placement`]). Without `--cluster` none of this runs and the
 //! embedded single-host store is used.
 
 mod bridge;
@@ -9,6 +9,7 @@ mod buckets;
 mod checked;
 mod keys;
 pub mod members;
+pub mod placement;
 mod read;
 mod records;
 
@@ -21,7 +22,8 @@ use async_nats::ServerAddr;
 
 pub use bridge::Bridge;
 pub use buckets::Buckets;
-pub use members::{Member, Members, Report, WarmVersion};
+pub use members::{Load, Member, Members, Report, WarmVersion};
+pub use placement::{InFlight, Placement, Target};
 pub use records::FleetRecords;
 
 /// How long one call into the cluster may take before it fails.

@@ -489,6 +489,20 @@ impl Pool {
         (idle, busy)
     }
 
+    /// Whether an idle environment of `key` waits here, and how many
+    /// environments are busy or starting: what placement weighs against
+    /// the other hosts' beats.
+    pub fn local_load(&self, key: &VersionKey) -> (bool, u32) {
+        let inner = self.lock();
+        let idle = inner.idle.get(key).is_some_and(|v| !v.is_empty());
+        let busy = inner
+            .info
+            .values()
+            .filter(|i| matches!(i.state, EnvState::Busy | EnvState::Starting))
+            .count() as u32;
+        (idle, busy)
+    }
+
     /// Provisioned environments of `key` that are ready (idle or busy).
     pub fn provisioned_ready(&self, key: &VersionKey) -> u32 {
         self.lock()
