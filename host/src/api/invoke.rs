@@ -37,6 +37,9 @@ pub struct InvokeReq {
     /// Who sent it.
     pub caller: crate::auth::Caller,
     pub answer: Answer,
+    /// The request as the client sent it, kept on a fleet host so that
+    /// placement can forward it (see [`super::forward`]).
+    pub original: Option<super::forward::Original>,
 }
 
 pub fn throttled(t: Throttle) -> ApiError {
@@ -140,6 +143,12 @@ pub async fn handle(app: Arc<App>, req: InvokeReq, body: InvokeBody) -> Result<R
             )));
         }
     }
+    // In a fleet, a call with no idle warm environment here may run on
+    // another host (which has one, or is less busy).
+    let body = match super::forward::place(&app, req.original.as_ref(), &r, body).await? {
+        super::forward::Placed::Done(reply) => return Ok(reply),
+        super::forward::Placed::Here(body) => body,
+    };
     // The environment starts while the payload is still being read; an
     // early return drops `pending`, which gives the environment back.
     let pending = app

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod error;
 pub mod events;
 mod fleet;
+pub mod forward;
 mod function_settings;
 mod functions;
 pub mod invoke;
@@ -410,6 +411,7 @@ pub fn invoke_req(
     query: &Query,
     headers: &hyper::HeaderMap,
     caller: Caller,
+    original: Option<forward::Original>,
 ) -> invoke::InvokeReq {
     let h = |k: &str| {
         headers
@@ -426,6 +428,7 @@ pub fn invoke_req(
         content_length: h("content-length").and_then(|v| v.parse().ok()),
         caller,
         answer,
+        original,
     }
 }
 

@@ -45,6 +45,29 @@ pub enum Outcome {
     Error,
 }
 
+/// What became of an Invoke that placement sent to another fleet host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// The target answered (whatever the answer).
+    Sent,
+    /// The target could not be reached: the call ran here.
+    Fallback,
+    /// The call reached the target and then failed (no answer).
+    Failed,
+}
+
+impl Forward {
+    const ALL: [Forward; 3] = [Forward::Sent, Forward::Fallback, Forward::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Forward::Sent => "forwarded",
+            Forward::Fallback => "fallback",
+            Forward::Failed => "failed",
+        }
+    }
+}
+
 /// One function version's series.
 #[derive(Clone, Debug)]
 struct Series {
@@ -91,6 +114,7 @@ struct Inner {
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
+    forwards: [u64; 3],
 }
 
 /// The registry. One per emberd (in [`crate::api::App`]); cheap to share.
@@ -130,6 +154,7 @@ impl Metrics {
                 log_lines_dropped: 0,
                 log_write_errors: 0,
                 audit_write_errors: 0,
+                forwards: [0; 3],
             }),
         }
     }
@@ -267,6 +292,11 @@ impl Metrics {
         self.lock().audit_write_errors += 1;
     }
 
+    /// An Invoke placement sent to another fleet host, and what became of it.
+    pub fn forwarded(&self, f: Forward) {
+        self.lock().forwards[f as usize] += 1;
+    }
+
     /// Drops the series of a deleted function (every version when `version`
     /// is None), so deleted functions do not grow the exposition forever.
     pub fn forget(&self, function: &str, version: Option<&str>) {
@@ -371,6 +401,18 @@ impl Metrics {
             &[],
             inner.audit_write_errors as f64,
         );
+        e.family(
+            "ember_invoke_forwards_total",
+            Kind::Counter,
+            "Invokes this fleet host placed on another host: answered there (forwarded), run here because the target could not be reached (fallback), or lost after they were sent (failed).",
+        );
+        for f in Forward::ALL {
+            e.sample(
+                "ember_invoke_forwards_total",
+                &[("outcome", f.label())],
+                inner.forwards[f as usize] as f64,
+            );
+        }
         process::Usage::collect().render(&mut e);
         process::render_build_info(&mut e);
         e.finish()
@@ -388,6 +430,7 @@ struct Snapshot {
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
+    forwards: [u64; 3],
 }
 
 impl Inner {
@@ -401,6 +444,7 @@ impl Inner {
             log_lines_dropped: self.log_lines_dropped,
             log_write_errors: self.log_write_errors,
             audit_write_errors: self.audit_write_errors,
+            forwards: self.forwards,
         }
     }
 }

@@ -228,7 +228,12 @@ async fn handle(
                     }
                 };
                 audit.signed_by(&caller);
-                let ireq = invoke_req(function, answer, &query, &parts.headers, caller);
+                // Kept for forwarding only on a fleet host.
+                let original = app
+                    .fleet
+                    .is_some()
+                    .then(|| api::forward::Original::of(&parts));
+                let ireq = invoke_req(function, answer, &query, &parts.headers, caller, original);
                 return api::invoke::handle(app.clone(), ireq, body).await;
             }
             (Some(p), routed) => {
