@@ -10,6 +10,7 @@ test kills A."""
 import base64
 import json
 import os
+import signal
 import statistics
 import threading
 import time
@@ -64,15 +65,17 @@ def fleet_host(seen_from, node):
     return next((h for h in json.loads(body)["Hosts"] if h["NodeId"] == node), None)
 
 
-def warm_on_a(pair, name, version="1", idle=1):
-    """Creates and publishes `name` (echo) on A, runs it there once (cold),
-    and waits until B sees A's idle environment in A's beat. Returns A's
-    environment id."""
+def warm_on_a(pair, name, version="1", idle=1, code=None):
+    """Creates and publishes `name` (`code`, default echo) on A, runs it
+    there once (cold), and waits until B sees A's idle environment in A's
+    beat. Returns A's environment id. The call carries the hop header: A
+    could otherwise place it on B, when B is less busy."""
     a, b = pair.hosts
-    create(a.client(), name, wasm("echo"), Publish=True)
-    r, body = invoke(a.client(), name, {"warm": 1}, Qualifier=version)
-    assert json.loads(body) == {"warm": 1}, body
-    env = headers(r)["x-amz-ember-environment"]
+    create(a.client(), name, code or wasm("echo"), Publish=True)
+    status, h, body = a.raw("POST", INVOKE.format(name) + f"?Qualifier={version}",
+                            {"warm": 1}, headers={HOP: "test"})
+    assert status == 200, body
+    env = h["x-amz-ember-environment"]
 
     def seen():
         h = fleet_host(b, "hosta")
@@ -111,12 +114,7 @@ def test_a_call_to_b_runs_in_as_warm_environment(pair):
     assert str(e["Id"]) == env_a and e["Invocations"] == 2, e
 
     # A function error comes back as A answered it.
-    create(a.client(), "fwd-fail", wasm("fail"), Publish=True)
-    r, _ = invoke(a.client(), "fwd-fail", {}, Qualifier="1")
-    env_f = headers(r)["x-amz-ember-environment"]
-    assert wait_for(lambda: any(w["FunctionName"] == "fwd-fail" for w in
-                                fleet_host(b, "hosta")["Warm"]), 5, 0.05)
-    time.sleep(0.2)
+    env_f = warm_on_a(pair, "fwd-fail", code=wasm("fail"))
     r, body = invoke(b.client(), "fwd-fail", {}, Qualifier="1")
     assert r["FunctionError"] == "Unhandled", (r, body)
     assert headers(r)["x-amz-ember-environment"] == env_f
@@ -230,6 +228,45 @@ def test_latency_forwarded_vs_direct(pair):
           f"load {load:.1f} on {os.cpu_count()} cores)")
     assert local <= n // 10, f"{local} of {n} calls through B ran on B"
     assert envs_of(b, name) == [] or local
+
+
+def test_a_target_that_stops_while_it_has_the_call_fails_it_cleanly(pair):
+    """A call forwarded to A is running there when A stops (SIGSTOP: its
+    socket stays open, nothing answers): B gives up once A's beats stop
+    (2.5 s) and answers ServiceException, and never runs the call itself
+    (it may have run on A). A is continued afterwards."""
+    a, b = pair.hosts
+    name = "fwd-stop"
+    warm_on_a(pair, name, code=wasm("slow"))
+    got = {}
+
+    def call():
+        t0 = time.monotonic()
+        try:
+            got["r"] = invoke(b.client(), name, {}, Qualifier="1")
+        except Exception as e:  # noqa: BLE001 - the expected failure
+            got["e"] = e
+        got["t"] = time.monotonic() - t0
+    th = threading.Thread(target=call)
+    th.start()
+    time.sleep(0.4)  # forwarded and running in A's environment (1.5 s)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        th.join(30)
+        after_stop = time.monotonic() - stopped
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    print(f"call through B, A stopped 0.4 s into it: answered {after_stop:.2f} s after the stop "
+          f"({got.get('e') or 'no error'}), load {os.getloadavg()[0]:.1f}")
+    assert "e" in got, got
+    assert got["e"].response["Error"]["Code"] == "ServiceException", got["e"]
+    assert "hosta" in str(got["e"]), got["e"]
+    assert after_stop < 6, after_stop
+    assert envs_of(b, name) == [], b.envs()
+    assert forwards(b).get("failed", 0) >= 1
+    assert wait_for(lambda: fleet_host(b, "hosta") and
+                    fleet_host(b, "hosta")["LastBeatAgeMs"] < 1500, 10, 0.1)
 
 
 def test_a_dead_target_leaves_the_call_to_the_host_it_came_to(pair):
