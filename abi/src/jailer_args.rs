@@ -32,6 +32,8 @@ usage: ember-jailer --id ID --exec-file PATH [options] -- [ember-vmm args]
   --mem-limit-mib N       cgroup memory limit (guest memory + overhead)
   --cpu-quota-us N        CFS quota per period (default: no quota)
   --cpu-period-us N       CFS period (default 100000)
+  --all-vms-cpu-quota-us N  CFS quota per period of the `ember` cgroup that holds every
+                          VM's cgroup: all jailed VMs together get no more (default: unchanged)
   --pids-max N            cgroup pids limit (default 64)
   --rlimit NAME=N         fsize|nofile|nproc|as|memlock (repeatable)
   --pid-file PATH         write the VMM's host pid here
@@ -131,6 +133,7 @@ pub struct JailerArgs {
     pub mem_limit_mib: Option<u64>,
     pub cpu_quota_us: Option<u64>,
     pub cpu_period_us: Option<u64>,
+    pub all_vms_cpu_quota_us: Option<u64>,
     pub pids_max: Option<u64>,
     /// At most one entry per resource (a later `--rlimit` replaces it).
     pub rlimits: Vec<(Rlimit, u64)>,
@@ -290,6 +293,10 @@ impl JailerArgs {
                     let v = value("--cpu-quota-us")?;
                     a.cpu_quota_us = Some(number("--cpu-quota-us", &v, 1000)?)
                 }
+                "--all-vms-cpu-quota-us" => {
+                    let v = value("--all-vms-cpu-quota-us")?;
+                    a.all_vms_cpu_quota_us = Some(number("--all-vms-cpu-quota-us", &v, 1000)?)
+                }
                 "--cpu-period-us" => {
                     let v = value("--cpu-period-us")?;
                     a.cpu_period_us = Some(number("--cpu-period-us", &v, 1000)?)
@@ -363,6 +370,7 @@ impl JailerArgs {
         opt("--mem-limit-mib", num(self.mem_limit_mib));
         opt("--cpu-quota-us", num(self.cpu_quota_us));
         opt("--cpu-period-us", num(self.cpu_period_us));
+        opt("--all-vms-cpu-quota-us", num(self.all_vms_cpu_quota_us));
         opt("--pids-max", num(self.pids_max));
         for (r, n) in &self.rlimits {
             opt("--rlimit", Some(format!("{}={n}", r.name())));
@@ -434,6 +442,7 @@ mod tests {
             mem_limit_mib: Some(624),
             cpu_quota_us: Some(50_000),
             cpu_period_us: Some(100_000),
+            all_vms_cpu_quota_us: Some(180_000),
             pids_max: Some(32),
             rlimits: vec![(Rlimit::Fsize, 10), (Rlimit::Nofile, 64)],
             pid_file: Some("/w/pid".into()),

@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// turns quotas off.
     #[arg(long, default_value_t = crate::env::launcher::LAMBDA_MIB_PER_VCPU)]
     pub mib_per_vcpu: u32,
+    /// CPU kept from all jailed VMs together, in thousandths of a core, for
+    /// emberd and the rest of the host: the VMs share one cgroup quota of
+    /// the host's cores less this (default: a tenth of the host, at least
+    /// 250); 0 = no shared cap.
+    #[arg(long, value_name = "MILLICORES")]
+    pub host_cpu_reserve: Option<u64>,
     /// Seconds SIGTERM waits for in-flight invocations.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
@@ -359,7 +365,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
                 .or_else(|| beside_exe("ember-jailer"))
                 .unwrap_or_else(|| "ember-jailer".into())
         });
-        Some(JailConfig::new(jailer))
+        let mut jail = JailConfig::new(jailer);
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000;
+        let reserve = args
+            .host_cpu_reserve
+            .unwrap_or_else(|| crate::env::default_cpu_reserve_millicores(host));
+        jail.all_vms_cpu_quota_us = crate::env::all_vms_cpu_quota_us(host, reserve)
+            .map_err(|e| DaemonError::Config(format!("--host-cpu-reserve: {e}")))?;
+        Some(jail)
     };
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let (linux_offer, linux) =

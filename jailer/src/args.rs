@@ -21,6 +21,7 @@ impl From<JailerArgs> for JailConfig {
         let mut limits = Limits::default();
         limits.mem_limit_mib = a.mem_limit_mib;
         limits.cpu_quota_us = a.cpu_quota_us;
+        limits.all_vms_cpu_quota_us = a.all_vms_cpu_quota_us;
         if let Some(p) = a.cpu_period_us {
             limits.cpu_period_us = p;
         }
@@ -81,6 +82,7 @@ impl Default for Limits {
             mem_limit_mib: None,
             cpu_quota_us: None,
             cpu_period_us: 100_000,
+            all_vms_cpu_quota_us: None,
             pids_max: 64,
             rlimits: vec![
                 (libc::RLIMIT_FSIZE, 1 << 30),

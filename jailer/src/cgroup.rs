@@ -1,5 +1,6 @@
 //! The VM's cgroups: memory (guest memory + bounded overhead), CPU quota and
-//! pids, under `ember/<id>`. cgroup v1 when its memory controller is mounted
+//! pids, under `ember/<id>`; optionally a CPU quota on `ember` itself, the
+//! most all VMs of the host get together. cgroup v1 when its memory controller is mounted
 //! (this machine: v1 controllers with an empty v2 `unified` beside them), v2
 //! where it is the only hierarchy. The jailer creates and configures them; the
 //! jailer moves the child into them before it execs, so every
@@ -9,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{CgroupVersion, JailConfig};
+use super::{CgroupVersion, JailConfig, Limits};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -44,6 +45,16 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
         value: value.to_string(),
         source,
     })
+}
+
+/// The VM's own CPU quota, never above the quota of all VMs together (cgroup
+/// v1 refuses a child quota above its parent's with EINVAL; under v2 the
+/// smaller one rules anyway). Both use the same period.
+fn leaf_quota(l: &Limits) -> Option<u64> {
+    match (l.cpu_quota_us, l.all_vms_cpu_quota_us) {
+        (Some(q), Some(all)) => Some(q.min(all)),
+        (q, _) => q,
+    }
 }
 
 /// Creates `dir` (and parents); an empty leftover of a killed jailer is recreated.
@@ -140,7 +151,15 @@ impl Cgroups {
                     }
                 }
                 "cpu" => {
-                    if let Some(q) = l.cpu_quota_us {
+                    if let Some(all) = l.all_vms_cpu_quota_us {
+                        let parent = mount.join("ember");
+                        write(
+                            &parent.join("cpu.cfs_period_us"),
+                            &l.cpu_period_us.to_string(),
+                        )?;
+                        write(&parent.join("cpu.cfs_quota_us"), &all.to_string())?;
+                    }
+                    if let Some(q) = leaf_quota(l) {
                         write(
                             &leaf.join("cpu.cfs_period_us"),
                             &l.cpu_period_us.to_string(),
@@ -173,7 +192,13 @@ impl Cgroups {
                 write(&swap, "0")?;
             }
         }
-        if let Some(q) = l.cpu_quota_us {
+        if let Some(all) = l.all_vms_cpu_quota_us {
+            write(
+                &parent.join("cpu.max"),
+                &format!("{all} {}", l.cpu_period_us),
+            )?;
+        }
+        if let Some(q) = leaf_quota(l) {
             write(&leaf.join("cpu.max"), &format!("{q} {}", l.cpu_period_us))?;
         }
         write(&leaf.join("pids.max"), &l.pids_max.to_string())
@@ -210,5 +235,24 @@ impl Cgroups {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_quota_never_exceeds_the_quota_all_vms_share() {
+        let mut l = Limits::default();
+        assert_eq!(leaf_quota(&l), None);
+        l.all_vms_cpu_quota_us = Some(175_000);
+        assert_eq!(leaf_quota(&l), None);
+        l.cpu_quota_us = Some(50_000);
+        assert_eq!(leaf_quota(&l), Some(50_000));
+        l.cpu_quota_us = Some(578_800);
+        assert_eq!(leaf_quota(&l), Some(175_000));
+        l.all_vms_cpu_quota_us = None;
+        assert_eq!(leaf_quota(&l), Some(578_800));
     }
 }

@@ -50,6 +50,9 @@ pub struct Limits {
     /// CFS quota per period; None = no CPU limit.
     pub cpu_quota_us: Option<u64>,
     pub cpu_period_us: u64,
+    /// CFS quota per period of the `ember` parent cgroup, shared by every
+    /// jailed VM on the host; None = leave the parent as it is.
+    pub all_vms_cpu_quota_us: Option<u64>,
     /// cgroup pids limit (threads count).
     pub pids_max: u64,
     /// (RLIMIT_*, soft = hard value).

@@ -75,3 +75,39 @@ def pidfile(e):
         return [int(p) for p in open(os.path.join(e.data_dir, "run", "vmm.pids")).read().split()]
     except OSError:
         return []
+
+
+def cgroup_dir(pid: int, controller: str) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if controller in ctrls.split(","):
+                return f"/sys/fs/cgroup/{controller}{path}"
+            if ctrls == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                return f"/sys/fs/cgroup{path}"
+    raise AssertionError(f"no {controller} cgroup for {pid}")
+
+
+def children(pid: int):
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def cpu_quota(vmm: int):
+    """(quota_us, period_us) of the VMM's cgroup, v1 or v2."""
+    d = cgroup_dir(vmm, "cpu")
+    if os.path.exists(os.path.join(d, "cpu.max")):
+        q, p = open(os.path.join(d, "cpu.max")).read().split()
+        return int(q), int(p)
+    q = int(open(os.path.join(d, "cpu.cfs_quota_us")).read())
+    p = int(open(os.path.join(d, "cpu.cfs_period_us")).read())
+    return q, p
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -41,6 +41,9 @@ pub struct JailConfig {
     /// CPU time the VM may use per [`CPU_PERIOD_US`] (`None`: no quota); see
     /// [`cpu_quota_us`].
     pub cpu_quota_us: Option<u32>,
+    /// CPU time all jailed VMs of the host together may use per
+    /// [`CPU_PERIOD_US`] (`None`: no such cap); see [`all_vms_cpu_quota_us`].
+    pub all_vms_cpu_quota_us: Option<u32>,
 }
 
 /// The CFS period of every VM's CPU quota.
@@ -62,6 +65,34 @@ pub fn cpu_quota_us(memory_mib: u32, mib_per_vcpu: u32) -> Option<u32> {
     Some(u32::try_from(quota).unwrap_or(u32::MAX))
 }
 
+/// The CPU quota all VMs share: the host's `host_millicores` less
+/// `reserve_millicores` kept for emberd, its jailers and the rest of the
+/// host, so that guests, whatever they do, never take every core (issue 13:
+/// 50 hostile guests once held both cores of a 2-core host for 15 s). `None`
+/// when the reserve is 0 (no cap); an error when nothing would be left.
+pub fn all_vms_cpu_quota_us(
+    host_millicores: u64,
+    reserve_millicores: u64,
+) -> Result<Option<u32>, String> {
+    if reserve_millicores == 0 {
+        return Ok(None);
+    }
+    let left = host_millicores.saturating_sub(reserve_millicores);
+    if left < MIN_CPU_MILLICORES {
+        return Err(format!(
+            "a CPU reserve of {reserve_millicores} millicores leaves {left} of this host's \
+             {host_millicores} for VMs; at least {MIN_CPU_MILLICORES} are needed"
+        ));
+    }
+    let quota = left * u64::from(CPU_PERIOD_US) / 1000;
+    Ok(Some(u32::try_from(quota).unwrap_or(u32::MAX)))
+}
+
+/// The default host CPU reserve: a tenth of the host, at least a quarter core.
+pub fn default_cpu_reserve_millicores(host_millicores: u64) -> u64 {
+    (host_millicores / 10).max(250)
+}
+
 impl JailConfig {
     pub fn new(jailer: impl Into<PathBuf>) -> Self {
         Self {
@@ -69,6 +100,7 @@ impl JailConfig {
             chroot_base: None,
             mem_overhead_mib: 64,
             cpu_quota_us: None,
+            all_vms_cpu_quota_us: None,
         }
     }
 }
@@ -100,7 +132,9 @@ pub(crate) fn jailer_args(
         mem_limit_mib: Some(cfg.mem_mib.saturating_add(jail.mem_overhead_mib).into()),
         chroot_base: jail.chroot_base.as_ref().map(|b| b.display().to_string()),
         cpu_quota_us: jail.cpu_quota_us.map(u64::from),
-        cpu_period_us: jail.cpu_quota_us.map(|_| CPU_PERIOD_US.into()),
+        cpu_period_us: (jail.cpu_quota_us.is_some() || jail.all_vms_cpu_quota_us.is_some())
+            .then_some(CPU_PERIOD_US.into()),
+        all_vms_cpu_quota_us: jail.all_vms_cpu_quota_us.map(u64::from),
         ..JailerArgs::default()
     };
     let mut file = |host: &Path, in_jail: &str, writable: bool| -> Result<PathBuf, AgentError> {

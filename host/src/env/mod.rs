@@ -34,7 +34,10 @@ pub use agent::{
     LogLine, Logs, ReadyInfo, Transport, MAX_LOG_BYTES,
 };
 pub use ember_abi::protocol::{AgentKind, Code, LogStream, AGENT_PORT, MAX_PAYLOAD};
-pub use jail::{cpu_quota_us, kill_started, JailConfig, CPU_PERIOD_US};
+pub use jail::{
+    all_vms_cpu_quota_us, cpu_quota_us, default_cpu_reserve_millicores, kill_started, JailConfig,
+    CPU_PERIOD_US,
+};
 pub use seam::{
     EnvError, EnvLauncher, EnvSpec, Fault, InvokeOutput, LaunchError, OnSpawn, Report, RunningEnv,
 };

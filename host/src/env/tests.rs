@@ -379,11 +379,7 @@ fn linux_guest_command_line_has_kernel_initrd_and_cmdline() {
     };
     cfg.extra_args = vec!["--drive".into(), "x".into()];
     let args = spawn::vmm_args(&cfg, std::path::Path::new("/w/v.sock"), "id2");
-    let at = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .map(|i| args[i + 1].as_str())
-    };
+    let at = |flag: &str| arg_after(&args, flag);
     assert_eq!(at("--kernel"), Some("/k/vmlinux"));
     assert_eq!(at("--initrd"), Some("/k/initrd.cpio"));
     assert_eq!(at("--cmdline"), Some("console=ttyS0 init=/init"));
@@ -432,6 +428,12 @@ fn jailed_command_line_maps_the_work_dir_and_agent_into_the_jail() {
     ));
 }
 
+/// The value after `flag` in a jailer argument list.
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
 #[test]
 fn jailed_vms_get_a_cpu_quota_by_lambdas_memory_rule() {
     // 1,769 MiB buy one core; below 885 MiB the floor of half a core holds.
@@ -444,14 +446,29 @@ fn jailed_vms_get_a_cpu_quota_by_lambdas_memory_rule() {
     let mut jail = super::JailConfig::new("/usr/bin/ember-jailer");
     jail.cpu_quota_us = super::cpu_quota_us(1769, 1769);
     let args = super::jail::jailer_args(&cfg, &jail, std::path::Path::new("/w/e"), "e").unwrap();
-    let at = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .map(|i| args[i + 1].as_str())
-    };
+    let at = |flag: &str| arg_after(&args, flag);
     assert_eq!(at("--cpu-quota-us"), Some("100000"));
     assert_eq!(at("--cpu-period-us"), Some("100000"));
     jail.cpu_quota_us = None;
     let args = super::jail::jailer_args(&cfg, &jail, std::path::Path::new("/w/e"), "e").unwrap();
     assert!(!args.iter().any(|a| a == "--cpu-quota-us"));
+}
+
+#[test]
+fn all_vms_share_the_host_less_its_reserve() {
+    // 2 cores, the default reserve (a tenth, at least a quarter core).
+    assert_eq!(super::default_cpu_reserve_millicores(2000), 250);
+    assert_eq!(super::default_cpu_reserve_millicores(64_000), 6400);
+    assert_eq!(super::all_vms_cpu_quota_us(2000, 250), Ok(Some(175_000)));
+    assert_eq!(super::all_vms_cpu_quota_us(2000, 0), Ok(None));
+    let err = super::all_vms_cpu_quota_us(2000, 1800).unwrap_err();
+    assert!(err.contains("leaves 200"), "{err}");
+    let cfg = LaunchConfig::kernelless("/usr/bin/ember-vmm", "/g/agent");
+    let mut jail = super::JailConfig::new("/usr/bin/ember-jailer");
+    jail.all_vms_cpu_quota_us = Some(175_000);
+    let args = super::jail::jailer_args(&cfg, &jail, std::path::Path::new("/w/e"), "e").unwrap();
+    let at = |flag: &str| arg_after(&args, flag);
+    assert_eq!(at("--all-vms-cpu-quota-us"), Some("175000"));
+    assert_eq!(at("--cpu-period-us"), Some("100000"));
+    assert_eq!(at("--cpu-quota-us"), None);
 }

@@ -12,7 +12,11 @@
 //! - `bomb-result`: `InitDone`, then the header of the largest `Result` a
 //!   frame may announce, 4 KiB of it, and silence;
 //! - `flood`: `InitDone`, then answers `Invoke` with `Log` frames as fast as
-//!   the host takes them, forever.
+//!   the host takes them, forever;
+//! - `credit-storm`: `InitDone`, then answers `Invoke` by asking for a
+//!   credit update again the moment the last one is answered, forever (a
+//!   ping-pong of the host's vsock thread against this vCPU);
+//! - `spin`: `InitDone`, then answers `Invoke` by spinning, forever.
 //!
 //! Silence is spent polling the device, so the VM stays alive until the host
 //! kills it. Exit codes: 10 no vsock device, 11 connect failed, 13 I/O.
@@ -190,6 +194,15 @@ fn main(info: &'static ember_rt::StartInfo) -> i32 {
                 link.send(&frame);
                 link.stall();
             }
+            "spin" => loop {
+                core::hint::spin_loop();
+            },
+            "credit-storm" => loop {
+                if link.v.request_credit(link.id).is_err() {
+                    return 13;
+                }
+                link.v.poll_or_wait(&mut wait);
+            },
             "flood" => {
                 let log = Message::Log {
                     request_id,
