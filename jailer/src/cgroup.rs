@@ -57,6 +57,29 @@ fn leaf_quota(l: &Limits) -> Option<u64> {
     }
 }
 
+/// The shared quota protects the host, not one VM from another: a parent
+/// that refuses it (v1: a running VM of another emberd holds a larger
+/// quota) is reported and the VM starts under the parent as it is.
+fn warn_uncapped(set: Result<(), CgroupError>) {
+    if let Err(e) = set {
+        eprintln!("ember-jailer: all VMs' CPU quota not set: {e}");
+    }
+}
+
+/// A v1 cgroup's CPU quota scaled to `period_us` (None: no quota, or unreadable).
+fn v1_quota_per(dir: &Path, period_us: u64) -> Option<u64> {
+    let read = |f: &str| {
+        fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse::<i64>()
+            .ok()
+    };
+    let (quota, period) = (read("cpu.cfs_quota_us")?, read("cpu.cfs_period_us")?);
+    let (quota, period) = (u64::try_from(quota).ok()?, u64::try_from(period).ok()?);
+    (period > 0).then(|| quota.saturating_mul(period_us) / period)
+}
+
 /// Creates `dir` (and parents); an empty leftover of a killed jailer is recreated.
 fn create_leaf(dir: &Path) -> Result<(), CgroupError> {
     if let Some(parent) = dir.parent() {
@@ -153,13 +176,17 @@ impl Cgroups {
                 "cpu" => {
                     if let Some(all) = l.all_vms_cpu_quota_us {
                         let parent = mount.join("ember");
-                        write(
+                        let set = write(
                             &parent.join("cpu.cfs_period_us"),
                             &l.cpu_period_us.to_string(),
-                        )?;
-                        write(&parent.join("cpu.cfs_quota_us"), &all.to_string())?;
+                        )
+                        .and_then(|()| write(&parent.join("cpu.cfs_quota_us"), &all.to_string()));
+                        warn_uncapped(set);
                     }
-                    if let Some(q) = leaf_quota(l) {
+                    // Another emberd (or an earlier one) may have capped
+                    // the parent: v1 refuses a leaf quota above it.
+                    let cap = v1_quota_per(&mount.join("ember"), l.cpu_period_us);
+                    if let Some(q) = leaf_quota(l).map(|q| cap.map_or(q, |c| q.min(c))) {
                         write(
                             &leaf.join("cpu.cfs_period_us"),
                             &l.cpu_period_us.to_string(),
@@ -193,10 +220,10 @@ impl Cgroups {
             }
         }
         if let Some(all) = l.all_vms_cpu_quota_us {
-            write(
+            warn_uncapped(write(
                 &parent.join("cpu.max"),
                 &format!("{all} {}", l.cpu_period_us),
-            )?;
+            ));
         }
         if let Some(q) = leaf_quota(l) {
             write(&leaf.join("cpu.max"), &format!("{q} {}", l.cpu_period_us))?;
