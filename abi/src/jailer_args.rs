@@ -26,6 +26,8 @@ usage: ember-jailer --id ID --exec-file PATH [options] -- [ember-vmm args]
   --rw-dir DST            empty directory owned by the VM uid (sockets, logs)
   --dir-rw SRC:DST        bind-mount a host directory writable (e.g. the vsock socket dir);
                           it and its entries are chowned to the VM uid
+  --dir-ro SRC:DST        bind-mount a host directory read-only, not chowned; files the
+                          host links into it later appear in the jail
   --tun                   add /dev/net/tun (only with a network)
   --netns PATH            join this network namespace (it holds the VM's TAP)
   --cgroup-version 1|2|auto   (default auto: v1 when its memory controller is mounted)
@@ -126,6 +128,10 @@ pub struct JailerArgs {
     pub rw_dirs: Vec<String>,
     /// Host directories bind-mounted writable: (host path, jail path).
     pub bind_dirs: Vec<(String, String)>,
+    /// Host directories bind-mounted read-only, left as they are (not
+    /// chowned): (host path, jail path). Files the host links into one
+    /// later appear in the jail (a restore slot's snapshot directory).
+    pub ro_dirs: Vec<(String, String)>,
     pub tun: bool,
     /// Network namespace to join; None = a new, empty one.
     pub netns: Option<String>,
@@ -270,6 +276,13 @@ impl JailerArgs {
                         .ok_or_else(|| invalid("--dir-rw", &v, "expected SRC:DST"))?;
                     a.bind_dirs.push((src.into(), jail_path("--dir-rw", dst)?));
                 }
+                "--dir-ro" => {
+                    let v = value("--dir-ro")?;
+                    let (src, dst) = v
+                        .split_once(':')
+                        .ok_or_else(|| invalid("--dir-ro", &v, "expected SRC:DST"))?;
+                    a.ro_dirs.push((src.into(), jail_path("--dir-ro", dst)?));
+                }
                 "--rw-dir" => {
                     let v = value("--rw-dir")?;
                     a.rw_dirs.push(jail_path("--rw-dir", &v)?)
@@ -355,6 +368,9 @@ impl JailerArgs {
         for (src, dst) in &self.bind_dirs {
             opt("--dir-rw", Some(format!("{src}:{dst}")));
         }
+        for (src, dst) in &self.ro_dirs {
+            opt("--dir-ro", Some(format!("{src}:{dst}")));
+        }
         for d in &self.rw_dirs {
             opt("--rw-dir", Some(d.clone()));
         }
@@ -436,6 +452,7 @@ mod tests {
             ],
             rw_dirs: vec!["/logs".into()],
             bind_dirs: vec![("/w/e1".into(), "/run".into())],
+            ro_dirs: vec![("/dev/shm/s1".into(), "/snap".into())],
             tun: true,
             netns: Some("/run/netns/x".into()),
             cgroup_version: CgroupVersion::V2,
@@ -476,6 +493,8 @@ mod tests {
         bad_value("--id a --exec-file /e --file /a/..", "--file");
         bad_value("--id a --exec-file /e --tun", "--tun");
         bad_value("--id a --exec-file /e --dir-rw /w", "--dir-rw");
+        bad_value("--id a --exec-file /e --dir-ro /w", "--dir-ro");
+        bad_value("--id a --exec-file /e --dir-ro /w:/dev/w", "--dir-ro");
         bad_value("--id a --exec-file /e --pids-max 1", "--pids-max");
         bad_value("--id a --exec-file /e --rlimit core=0", "--rlimit");
         bad_value(

@@ -54,6 +54,11 @@ impl From<JailerArgs> for JailConfig {
                 .into_iter()
                 .map(|(s, d)| (s.into(), d.into()))
                 .collect(),
+            ro_dirs: a
+                .ro_dirs
+                .into_iter()
+                .map(|(s, d)| (s.into(), d.into()))
+                .collect(),
             tun: a.tun,
             netns: a.netns.map(PathBuf::from),
             cgroup_version: a.cgroup_version,

@@ -2,7 +2,8 @@
 //! pids, under `ember/<id>`; optionally a CPU quota on `ember` itself, the
 //! most all VMs of the host get together. cgroup v1 when its memory controller is mounted
 //! (this machine: v1 controllers with an empty v2 `unified` beside them), v2
-//! where it is the only hierarchy. The jailer creates and configures them; the
+//! where it is the only hierarchy. The jailer creates and configures them
+//! ([`relimit`] changes a running VM's limits, for emberd's restore slots); the
 //! jailer moves the child into them before it execs, so every
 //! thread and any child it might fork is charged from its first instruction.
 
@@ -21,6 +22,8 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("cgroup v1 controller {0} is not mounted under {CGROUP_ROOT}")]
     NoController(&'static str),
+    #[error("not a VM id: {0:?}")]
+    BadId(String),
     #[error("cannot create cgroup {0}")]
     Create(PathBuf, #[source] io::Error),
     #[error("cannot write {value:?} to {path}")]
@@ -118,6 +121,65 @@ fn v2_root() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.join("cgroup.controllers").exists())
+}
+
+/// Changes the memory limit and CPU quota of the running VM `id` (its
+/// jailer created the cgroups): a restore slot's VMM starts before it knows
+/// its function, with the least limits, and gets the function's at claim
+/// time. `mem_limit_mib` is the whole limit (guest + overhead); `cpu` is
+/// (quota, period) in µs. The id must be one the jailer accepts.
+pub fn relimit(
+    id: &str,
+    mem_limit_mib: Option<u64>,
+    cpu: Option<(u64, u64)>,
+) -> Result<(), CgroupError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(CgroupError::BadId(id.to_string()));
+    }
+    let root = Path::new(CGROUP_ROOT);
+    match detect(CgroupVersion::Auto)? {
+        CgroupVersion::V2 => {
+            let leaf = v2_root()
+                .ok_or(CgroupError::NoHierarchy)?
+                .join("ember")
+                .join(id);
+            if let Some(mib) = mem_limit_mib {
+                write(&leaf.join("memory.max"), &(mib << 20).to_string())?;
+            }
+            if let Some((q, p)) = cpu {
+                write(&leaf.join("cpu.max"), &format!("{q} {p}"))?;
+            }
+        }
+        _ => {
+            if let Some(mib) = mem_limit_mib {
+                let leaf = root.join("memory/ember").join(id);
+                let bytes = (mib << 20).to_string();
+                // memsw may never be below the memory limit: raising, it goes
+                // first; lowering, it must follow.
+                let memsw = leaf.join("memory.memsw.limit_in_bytes");
+                let has_memsw = memsw.exists();
+                let first = if has_memsw {
+                    write(&memsw, &bytes)
+                } else {
+                    Ok(())
+                };
+                write(&leaf.join("memory.limit_in_bytes"), &bytes)?;
+                if has_memsw && first.is_err() {
+                    write(&memsw, &bytes)?;
+                }
+            }
+            if let Some((q, p)) = cpu {
+                let leaf = root.join("cpu/ember").join(id);
+                write(&leaf.join("cpu.cfs_period_us"), &p.to_string())?;
+                write(&leaf.join("cpu.cfs_quota_us"), &q.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the (empty) cgroups a SIGKILLed jailer left for `id`.

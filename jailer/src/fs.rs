@@ -60,6 +60,18 @@ pub struct BindMount {
     pub ident: Option<(u64, u64)>,
 }
 
+/// Checks that `src` is a directory itself, not a symlink to one.
+fn real_dir(src: &Path) -> Result<(), FsError> {
+    let meta = fs::symlink_metadata(src).map_err(io_err("cannot stat", src))?;
+    if meta.file_type().is_symlink() {
+        return Err(FsError::Symlink(src.to_path_buf()));
+    }
+    if !meta.is_dir() {
+        return Err(FsError::NotDir(src.to_path_buf()));
+    }
+    Ok(())
+}
+
 /// A built jail directory.
 #[derive(Debug)]
 pub struct Jail {
@@ -276,13 +288,7 @@ impl Jail {
             drop(file);
         }
         for (src, dst) in &cfg.bind_dirs {
-            let meta = fs::symlink_metadata(src).map_err(io_err("cannot stat", src))?;
-            if meta.file_type().is_symlink() {
-                return Err(FsError::Symlink(src.clone()));
-            }
-            if !meta.is_dir() {
-                return Err(FsError::NotDir(src.clone()));
-            }
+            real_dir(src)?;
             chown_dir_and_entries(src, uid, gid)?;
             let target = mkdirs_under(&root, dst)?;
             mkdir(&target, 0o755)?;
@@ -290,6 +296,18 @@ impl Jail {
                 src: cstr(src)?,
                 target: cstr(&target)?,
                 writable: true,
+                exec: false,
+                ident: None,
+            });
+        }
+        for (src, dst) in &cfg.ro_dirs {
+            real_dir(src)?;
+            let target = mkdirs_under(&root, dst)?;
+            mkdir(&target, 0o755)?;
+            binds.push(BindMount {
+                src: cstr(src)?,
+                target: cstr(&target)?,
+                writable: false,
                 exec: false,
                 ident: None,
             });

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub use args::{parse, USAGE};
+pub use cgroup::{relimit, CgroupError};
 
 /// Which cgroup hierarchy to use (`--cgroup-version`).
 pub use ember_abi::jailer_args::CgroupVersion;
@@ -72,6 +73,9 @@ pub struct JailConfig {
     pub rw_dirs: Vec<PathBuf>,
     /// Host directories bind-mounted writable: (host path, jail path).
     pub bind_dirs: Vec<(PathBuf, PathBuf)>,
+    /// Host directories bind-mounted read-only and not chowned: (host path,
+    /// jail path).
+    pub ro_dirs: Vec<(PathBuf, PathBuf)>,
     pub tun: bool,
     /// Network namespace to join; None = a new, empty one.
     pub netns: Option<PathBuf>,
