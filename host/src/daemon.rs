@@ -99,6 +99,13 @@ pub struct ServeArgs {
     /// made only with free room in the budget; 0 (default) turns this off.
     #[arg(long, default_value_t = 0)]
     pub snapstart_spares: usize,
+    /// Jailed ember-vmm processes kept started ahead, bound to no function,
+    /// for cold SnapStart restores that find no restored spare: the restore
+    /// only loads the snapshot into one. Kept only while some version has a
+    /// SnapStart snapshot; each is an idle VMM process (no guest memory, no
+    /// memory-budget claim); 0 turns this off.
+    #[arg(long, default_value_t = 1)]
+    pub restore_slots: usize,
     /// Serve `GET /metrics` without a signature to clients on loopback
     /// (every other request, and /metrics from elsewhere, must be signed).
     #[arg(long)]
@@ -396,7 +403,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .with_boot_timeout(Duration::from_secs(args.boot_timeout.max(1)))
         .with_cpu_rule(args.mib_per_vcpu)
         .with_spares(args.spare_vms, args.spare_mib, &run)
-        .with_restored_spares(args.snapstart_spares, &run);
+        .with_restored_spares(args.snapstart_spares, &run)
+        .with_restore_slots(args.restore_slots, &run);
     let restored = launcher.restored_spares();
     // SAFETY: geteuid has no preconditions and touches no memory.
     let euid = unsafe { libc::geteuid() };

@@ -19,6 +19,8 @@ const JAIL_RUN: &str = "/run";
 /// Where a restored environment's snapshot files appear inside the jail.
 pub(crate) const JAIL_SNAP_STATE: &str = "/snap.state";
 pub(crate) const JAIL_SNAP_MEM: &str = "/snap.mem";
+/// Where a restore slot's snapshot directory appears inside the jail (read-only).
+pub(crate) const JAIL_SLOT_DIR: &str = "/snap";
 
 /// The VMM's vsock socket path inside the jail.
 pub(crate) fn jail_uds() -> String {
@@ -105,6 +107,11 @@ impl JailConfig {
     }
 }
 
+/// The cgroup memory limit of a VM with `guest_mib` of guest memory.
+pub(crate) fn mem_limit_mib(guest_mib: u32, jail: &JailConfig) -> u64 {
+    guest_mib.saturating_add(jail.mem_overhead_mib).into()
+}
+
 /// A host path as a jailer `SRC[:DST]` source: it splits on the first ':'.
 fn src(p: &Path) -> Result<String, AgentError> {
     let s = p.display().to_string();
@@ -129,7 +136,7 @@ pub(crate) fn jailer_args(
         id: id.to_string(),
         exec_file: cfg.vmm.display().to_string(),
         bind_dirs: vec![(src(dir)?, JAIL_RUN.into())],
-        mem_limit_mib: Some(cfg.mem_mib.saturating_add(jail.mem_overhead_mib).into()),
+        mem_limit_mib: Some(mem_limit_mib(cfg.mem_mib, jail)),
         chroot_base: jail.chroot_base.as_ref().map(|b| b.display().to_string()),
         cpu_quota_us: jail.cpu_quota_us.map(u64::from),
         cpu_period_us: (jail.cpu_quota_us.is_some() || jail.all_vms_cpu_quota_us.is_some())
@@ -145,13 +152,17 @@ pub(crate) fn jailer_args(
         });
         Ok(PathBuf::from(in_jail))
     };
+    if let Some(d) = &cfg.slot {
+        // Read-only and left root's: the host links the snapshot in at claim.
+        a.ro_dirs.push((src(d)?, JAIL_SLOT_DIR.into()));
+    }
     if let Some(r) = &mut inner.restore {
         // Read-only binds of the decrypted files (mapped private by the VMM).
         r.state = file(&r.state.clone(), JAIL_SNAP_STATE, false)?;
         r.mem = file(&r.mem.clone(), JAIL_SNAP_MEM, false)?;
     }
     match &mut inner.guest {
-        Guest::Kernelless { .. } if inner.restore.is_some() => {}
+        Guest::Kernelless { .. } if inner.restore.is_some() || inner.slot.is_some() => {}
         Guest::Kernelless { elf } => *elf = file(elf, "/agent", false)?,
         Guest::Linux { kernel, initrd, .. } => {
             *kernel = file(kernel, "/kernel", false)?;
@@ -174,7 +185,7 @@ pub(crate) fn jailer_args(
 }
 
 /// The child processes of `pid` (its jailed VMM, for a jailer).
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()

@@ -39,6 +39,8 @@ pub struct VmLauncher {
     vault: Option<Arc<crate::snapstart::vault::Vault>>,
     /// Environments restored ahead of need, per SnapStart version.
     restored: Option<Arc<super::restored::Restored>>,
+    /// Jailed VMMs started ahead for cold SnapStart restores.
+    pub(super) slots: Option<Arc<super::slots::Slots>>,
 }
 
 /// `base` for a function of `memory_mib`: its CPU quota set.
@@ -93,6 +95,7 @@ impl VmLauncher {
             store: None,
             vault: None,
             restored: None,
+            slots: None,
         }
     }
 
@@ -121,6 +124,7 @@ impl VmLauncher {
             base: self.base.clone(),
             mib_per_vcpu: self.mib_per_vcpu,
             vault: self.vault.clone()?,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -220,6 +224,27 @@ impl VmLauncher {
             if let Some(r) = self.restorer() {
                 self.restored = Some(super::restored::Restored::start(r, per_version, run_dir));
             }
+        }
+        self
+    }
+
+    /// Keeps `n` restore slots (see [`super::slots`]) while SnapStart is in
+    /// use; call after [`Self::with_snapstart`], the jail, CPU rule, boot
+    /// timeout and metrics.
+    pub fn with_restore_slots(mut self, n: usize, run_dir: &Path) -> Self {
+        if n == 0 || self.unavailable.is_some() {
+            return self;
+        }
+        if let Some(vault) = self.vault.clone() {
+            let mut cfg = self.base.clone();
+            // Bound to no function yet: the least memory and CPU; the
+            // function's are set when a restore claims the slot.
+            cfg.mem_mib = 0;
+            if let Some(j) = cfg.jail.as_mut() {
+                j.cpu_quota_us = super::cpu_quota_us(0, self.mib_per_vcpu);
+            }
+            let m = self.metrics.clone();
+            self.slots = Some(super::slots::Slots::start(cfg, n, run_dir, vault, m));
         }
         self
     }
@@ -394,6 +419,9 @@ impl EnvLauncher for VmLauncher {
         }
         if let Some(r) = &self.restored {
             r.close();
+        }
+        if let Some(s) = &self.slots {
+            s.close();
         }
     }
 

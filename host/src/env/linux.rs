@@ -67,6 +67,7 @@ pub fn launch_config(
         jail: base.jail.clone(),
         api: false,
         restore: None,
+        slot: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod linux;
 pub mod pidfile;
 pub mod restored;
 pub mod seam;
+pub mod slots;
 pub mod snapstart;
 pub mod spares;
 pub mod spawn;

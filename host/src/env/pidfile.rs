@@ -62,6 +62,7 @@ pub fn clean_previous_run(run_dir: &Path) -> usize {
         PidFile::new(run_dir),
         PidFile::named(run_dir, "spare.pids"),
         PidFile::named(run_dir, "restored.pids"),
+        PidFile::named(run_dir, "slots.pids"),
     ];
     let mut killed = Vec::new();
     for pid in files.iter().flat_map(PidFile::read) {
@@ -81,6 +82,7 @@ pub fn clean_previous_run(run_dir: &Path) -> usize {
     let _ = fs::remove_dir_all(run_dir.join("envs"));
     let _ = fs::remove_dir_all(run_dir.join("spares"));
     let _ = fs::remove_dir_all(run_dir.join("restored"));
+    let _ = fs::remove_dir_all(run_dir.join("slots"));
     for f in &files {
         f.write(&[]);
     }

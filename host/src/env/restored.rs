@@ -197,7 +197,7 @@ impl Restored {
             };
             let me = self.clone();
             let on_spawn = OnSpawn::new(move |pid| me.spawned(pid));
-            let restored = self.restorer.restore(&spec, &key, &on_spawn);
+            let restored = self.restorer.restore(&spec, &key, &on_spawn, None);
             let mut st = self.lock();
             st.starting = None;
             match restored {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::launcher::{kernelless_config, log_lines, VmLauncher};
+use super::slots::Slots;
 use super::{
     AgentError, EnvError, EnvSpec, Environment, Fault, LaunchConfig, LaunchError, OnSpawn,
     RestoreFrom,
@@ -57,6 +58,8 @@ pub struct Restorer {
     pub(super) base: LaunchConfig,
     pub(super) mib_per_vcpu: u32,
     pub(super) vault: Arc<Vault>,
+    /// Where slot takes and discards are counted.
+    pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Restorer {
@@ -64,23 +67,58 @@ impl Restorer {
         &self.vault
     }
 
-    /// A fresh environment restored from `key`'s snapshot.
+    /// An environment restored from `key`'s snapshot: in a slot's VMM
+    /// (started ahead, see [`super::slots`]) if `slots` has a live one and
+    /// the load in it works, else in a freshly started VMM.
     pub fn restore(
         &self,
         spec: &EnvSpec,
         key: &SnapKey,
         on_spawn: &OnSpawn,
+        slots: Option<&Slots>,
     ) -> Result<Environment, RestoreError> {
         let plain = self.vault.open_plain(key)?;
+        let slot = slots.and_then(Slots::take);
         let mut cfg = kernelless_config(&self.base, self.mib_per_vcpu, spec);
         cfg.work_root = spec.work_dir.clone();
         // The jail's memory limit follows the snapshot's guest memory.
         cfg.mem_mib = plain.mem_mib.max(spec.memory_mib);
-        cfg.restore = Some(RestoreFrom {
-            state: plain.state.clone(),
-            mem: plain.mem.clone(),
-        });
-        let env = Environment::launch_with(&cfg, on_spawn).map_err(RestoreError::Agent)?;
+        let mut env = None;
+        if let Some(slot) = slot {
+            // It left the slots' pid file: the caller's takes it over.
+            if let Some(pid) = slot.pid() {
+                on_spawn.call(pid);
+            }
+            match slot.restore(&plain, &cfg) {
+                Ok(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.restore_slot_taken();
+                    }
+                    env = Some(e);
+                }
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.restore_slot_discarded();
+                    }
+                    eprintln!(
+                        "emberd: restore slot failed for {}:{} ({}); restoring in a new VMM",
+                        key.function,
+                        key.version,
+                        crate::util::error_chain(&e)
+                    );
+                }
+            }
+        }
+        let env = match env {
+            Some(e) => e,
+            None => {
+                cfg.restore = Some(RestoreFrom {
+                    state: plain.state.clone(),
+                    mem: plain.mem.clone(),
+                });
+                Environment::launch_with(&cfg, on_spawn).map_err(RestoreError::Agent)?
+            }
+        };
         if timing(&env, "initialized") != Some(1) {
             let t = format!("{:?}", env.ready().timings);
             return Err(RestoreError::NotInitialized(t));
@@ -100,9 +138,12 @@ impl VmLauncher {
         key: &SnapKey,
         on_spawn: &OnSpawn,
     ) -> Result<Environment, RestoreError> {
-        self.restorer()
-            .ok_or(RestoreError::NoVault)?
-            .restore(spec, key, on_spawn)
+        self.restorer().ok_or(RestoreError::NoVault)?.restore(
+            spec,
+            key,
+            on_spawn,
+            self.slots.as_deref(),
+        )
     }
 
     /// See [`super::EnvLauncher::take_snapshot`].

@@ -92,6 +92,11 @@ pub struct LaunchConfig {
     /// Boot nothing: load this snapshot through the API socket instead
     /// (SnapStart restore); the agent then connects as after a boot.
     pub restore: Option<RestoreFrom>,
+    /// A restore slot ([`super::slots`]): start the VMM in API mode with
+    /// nothing to load yet. Under a jail this host directory is bound
+    /// read-only at [`super::jail::JAIL_SLOT_DIR`]; the snapshot's files are
+    /// linked into it when the slot is claimed.
+    pub slot: Option<PathBuf>,
 }
 
 /// A decrypted snapshot to restore (host paths; under a jail each file is
@@ -121,6 +126,7 @@ impl LaunchConfig {
             jail: None,
             api: false,
             restore: None,
+            slot: None,
         }
     }
 }
@@ -132,6 +138,41 @@ pub(crate) struct Launched {
     pub dir: PathBuf,
     pub log_path: PathBuf,
     pub pidfd: Option<OwnedFd>,
+}
+
+/// A spawned VMM whose agent has not connected yet (a restore slot waits
+/// in this state): the child, the listener its agent will connect to.
+pub(crate) struct Started {
+    pub child: Child,
+    pub listener: UnixListener,
+    pub dir: PathBuf,
+    pub log_path: PathBuf,
+    pub pidfd: Option<OwnedFd>,
+    /// The VM's id (the work directory's name; the jail's and cgroups' name).
+    pub id: String,
+    /// `child` is an `ember-jailer`.
+    pub jailed: bool,
+    /// fork/exec (and, jailed, the jailer's set-up until its exec).
+    pub spawned: Duration,
+    /// A restore slot's VMM (started ahead, see [`super::slots`]).
+    pub slot: bool,
+}
+
+impl Started {
+    /// Kills and reaps the child and removes the work directory.
+    pub fn discard(mut self) {
+        jail::kill(&mut self.child, self.jailed);
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A snapshot to load, as the VMM names its files and vsock socket (paths
+/// inside the jail under one).
+pub(crate) struct LoadPaths {
+    pub state: String,
+    pub mem: String,
+    pub uds: String,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -150,7 +191,7 @@ fn unique_dir(root: &Path) -> PathBuf {
 pub(crate) fn vmm_args(cfg: &LaunchConfig, uds: &Path, id: &str) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let api_sock = uds.parent().map(|d| path(&d.join(API_SOCK)));
-    if cfg.restore.is_some() {
+    if cfg.restore.is_some() || cfg.slot.is_some() {
         // A fresh VMM with nothing configured: `PUT /snapshot/load` builds it.
         let mut args = VmmArgs {
             no_api: false,
@@ -218,21 +259,40 @@ pub(crate) fn command(
 }
 
 /// Creates the work dir and listener, spawns `ember-vmm` (telling
-/// `on_spawn` its pid at once), and waits for the agent to connect (or the
-/// child to die, or `boot_timeout`).
+/// `on_spawn` its pid at once), loads `cfg.restore` if set, and waits for
+/// the agent to connect (or the child to die, or `boot_timeout`).
 pub(crate) fn launch(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Launched, AgentError> {
+    let started = start(cfg, on_spawn)?;
+    let load = cfg.restore.as_ref().map(|r| match &cfg.jail {
+        Some(_) => LoadPaths {
+            state: jail::JAIL_SNAP_STATE.into(),
+            mem: jail::JAIL_SNAP_MEM.into(),
+            uds: jail::jail_uds(),
+        },
+        None => LoadPaths {
+            state: r.state.display().to_string(),
+            mem: r.mem.display().to_string(),
+            uds: started.dir.join("v.sock").display().to_string(),
+        },
+    });
+    finish(cfg.boot_timeout, started, load.as_ref())
+}
+
+/// Creates the work dir and the agent's listener and spawns `ember-vmm`,
+/// telling `on_spawn` its pid at once.
+pub(crate) fn start(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Started, AgentError> {
     fs::create_dir_all(&cfg.work_root)
         .map_err(|e| AgentError::WorkDir(cfg.work_root.clone(), e))?;
     let dir = unique_dir(&cfg.work_root);
     fs::create_dir(&dir).map_err(|e| AgentError::WorkDir(dir.clone(), e))?;
-    let result = launch_in(cfg, &dir, on_spawn);
+    let result = start_in(cfg, &dir, on_spawn);
     if result.is_err() {
         let _ = fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launched, AgentError> {
+fn start_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Started, AgentError> {
     let uds = dir.join("v.sock");
     let listen_path = PathBuf::from(format!("{}_{AGENT_PORT}", uds.display()));
     if listen_path.as_os_str().len() >= SUN_PATH_MAX {
@@ -249,7 +309,7 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         .unwrap_or_default();
     let (program, args) = command(cfg, dir, &id)?;
     let t0 = Instant::now();
-    let mut child = Command::new(&program)
+    let child = Command::new(&program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -258,30 +318,65 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         .map_err(|e| AgentError::Spawn(program, e))?;
     on_spawn.call(child.id());
     let pidfd = pidfd_open(child.id());
-    let spawned = t0.elapsed();
-    if let Some(r) = &cfg.restore {
-        if let Err(e) = load_snapshot(cfg, r, dir, &mut child) {
-            jail::kill(&mut child, cfg.jail.is_some());
-            let _ = child.wait();
-            return Err(e);
-        }
+    Ok(Started {
+        child,
+        listener,
+        dir: dir.to_path_buf(),
+        log_path,
+        pidfd,
+        id,
+        jailed: cfg.jail.is_some(),
+        spawned: t0.elapsed(),
+        slot: cfg.slot.is_some(),
+    })
+}
+
+/// From a started VMM to a connected agent: `PUT /snapshot/load` of `load`
+/// if set, then the agent's connection (within `timeout`). On failure the
+/// child is killed and reaped and its work directory removed.
+pub(crate) fn finish(
+    timeout: Duration,
+    started: Started,
+    load: Option<&LoadPaths>,
+) -> Result<Launched, AgentError> {
+    let Started {
+        mut child,
+        listener,
+        dir,
+        log_path,
+        pidfd,
+        id,
+        jailed,
+        spawned,
+        slot,
+    } = started;
+    let t0 = Instant::now();
+    let mut agent = Ok(());
+    if let Some(l) = load {
+        agent = load_snapshot(timeout, l, &dir, &mut child);
     }
     let loaded = t0.elapsed();
-    let agent = wait_for_agent(
-        &listener,
-        &mut child,
-        pidfd.as_ref(),
-        cfg.boot_timeout,
-        &log_path,
-        cfg.jail.is_some(),
-    );
-    if cfg.restore.is_some() && std::env::var_os("EMBER_TRACE_COLD").is_some() {
+    let agent = agent.and_then(|()| {
+        wait_for_agent(
+            &listener,
+            &mut child,
+            pidfd.as_ref(),
+            timeout,
+            &log_path,
+            jailed,
+        )
+    });
+    if load.is_some() && std::env::var_os("EMBER_TRACE_COLD").is_some() {
         // Where a restore's time goes: fork/exec (and the jailer's setup
-        // until its exec), the API socket + `PUT /snapshot/load`, then the
-        // restored agent's reconnect.
+        // until its exec; a slot's happened ahead), the API socket + `PUT
+        // /snapshot/load`, then the restored agent's reconnect.
+        let how = if slot {
+            "slot, spawned ahead in"
+        } else {
+            "spawn"
+        };
         eprintln!(
-            "emberd: restore {id}: spawn {spawned:?}, api+load {:?}, agent {:?}",
-            loaded - spawned,
+            "emberd: restore {id}: {how} {spawned:?}, api+load {loaded:?}, agent {:?}",
             t0.elapsed() - loaded
         );
     }
@@ -289,13 +384,14 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
         Ok(stream) => Ok(Launched {
             child,
             stream,
-            dir: dir.to_path_buf(),
+            dir,
             log_path,
             pidfd,
         }),
         Err(e) => {
-            jail::kill(&mut child, cfg.jail.is_some());
+            jail::kill(&mut child, jailed);
             let _ = child.wait();
+            let _ = fs::remove_dir_all(&dir);
             Err(e)
         }
     }
@@ -305,31 +401,19 @@ fn launch_in(cfg: &LaunchConfig, dir: &Path, on_spawn: &OnSpawn) -> Result<Launc
 /// and its vsock moved to this environment's socket (`vsock_override`, so
 /// the agent's reconnect reaches this environment's listener).
 fn load_snapshot(
-    cfg: &LaunchConfig,
-    r: &RestoreFrom,
+    timeout: Duration,
+    l: &LoadPaths,
     dir: &Path,
     child: &mut Child,
 ) -> Result<(), AgentError> {
-    let until = Instant::now() + cfg.boot_timeout;
-    let (state, mem, uds) = match &cfg.jail {
-        Some(_) => (
-            jail::JAIL_SNAP_STATE.to_string(),
-            jail::JAIL_SNAP_MEM.to_string(),
-            jail::jail_uds(),
-        ),
-        None => (
-            r.state.display().to_string(),
-            r.mem.display().to_string(),
-            dir.join("v.sock").display().to_string(),
-        ),
-    };
+    let until = Instant::now() + timeout;
     let mut s =
         super::vmm_api::connect(&dir.join(API_SOCK), child, until).map_err(AgentError::VmmApi)?;
     let body = serde_json::json!({
-        "snapshot_path": state,
-        "mem_backend": {"backend_type": "File", "backend_path": mem},
+        "snapshot_path": l.state,
+        "mem_backend": {"backend_type": "File", "backend_path": l.mem},
         "resume_vm": true,
-        "vsock_override": {"uds_path": uds},
+        "vsock_override": {"uds_path": l.uds},
     });
     super::vmm_api::call(&mut s, "PUT", "/snapshot/load", &body, until).map_err(AgentError::VmmApi)
 }

@@ -48,6 +48,28 @@ impl Environment {
     pub fn launch_with(cfg: &LaunchConfig, on_spawn: &OnSpawn) -> Result<Environment, AgentError> {
         let start = Instant::now();
         let launched = spawn::launch(cfg, on_spawn)?;
+        Self::connected(launched, cfg, start)
+    }
+
+    /// An environment restored into a restore slot's VMM (started ahead,
+    /// see [`super::slots`]): `PUT /snapshot/load` of `load`, then the
+    /// agent's `Ready`. Its launch time counts from this call.
+    pub(crate) fn restore_into(
+        started: spawn::Started,
+        cfg: &LaunchConfig,
+        load: &spawn::LoadPaths,
+    ) -> Result<Environment, AgentError> {
+        let start = Instant::now();
+        let launched = spawn::finish(cfg.boot_timeout, started, Some(load))?;
+        Self::connected(launched, cfg, start)
+    }
+
+    /// The agent's handshake on a launched VM's connection.
+    fn connected(
+        launched: spawn::Launched,
+        cfg: &LaunchConfig,
+        start: Instant,
+    ) -> Result<Environment, AgentError> {
         // From here on, Drop cleans up whatever fails.
         let mut child = launched.child;
         let conn = match AgentConn::handshake(

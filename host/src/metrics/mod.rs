@@ -111,6 +111,9 @@ struct Inner {
     snapstart_restore: Histogram,
     snapstart_restore_failures: u64,
     snapstart_spares_taken: u64,
+    restore_slots_taken: u64,
+    restore_slots_discarded: u64,
+    restore_slots_ready: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -151,6 +154,9 @@ impl Metrics {
                 snapstart_restore: Histogram::new(STARTUP_BUCKETS),
                 snapstart_restore_failures: 0,
                 snapstart_spares_taken: 0,
+                restore_slots_taken: 0,
+                restore_slots_discarded: 0,
+                restore_slots_ready: 0,
                 log_lines_dropped: 0,
                 log_write_errors: 0,
                 audit_write_errors: 0,
@@ -267,12 +273,28 @@ impl Metrics {
         self.lock().snapstart_restore.observe_duration(d);
     }
 
-    /// A SnapStart restore failed (the environment booted instead).
     /// A cold start took an environment restored ahead of need.
     pub fn snapstart_spare_taken(&self) {
         self.lock().snapstart_spares_taken += 1;
     }
 
+    /// A SnapStart restore loaded its snapshot into a restore slot's VMM.
+    pub fn restore_slot_taken(&self) {
+        self.lock().restore_slots_taken += 1;
+    }
+
+    /// A restore slot was found dead or failed its load (the restore went on
+    /// in a freshly started VMM).
+    pub fn restore_slot_discarded(&self) {
+        self.lock().restore_slots_discarded += 1;
+    }
+
+    /// How many restore slots wait, started and answering on their API socket.
+    pub fn restore_slots_ready(&self, n: usize) {
+        self.lock().restore_slots_ready = n as u64;
+    }
+
+    /// A SnapStart restore failed (the environment booted instead).
     pub fn snapstart_restore_failed(&self) {
         self.lock().snapstart_restore_failures += 1;
     }
@@ -372,6 +394,36 @@ impl Metrics {
             inner.snapstart_spares_taken as f64,
         );
         e.family(
+            "ember_restore_slots_taken_total",
+            Kind::Counter,
+            "SnapStart restores that loaded into a jailed ember-vmm started ahead of need (--restore-slots).",
+        );
+        e.sample(
+            "ember_restore_slots_taken_total",
+            &[],
+            inner.restore_slots_taken as f64,
+        );
+        e.family(
+            "ember_restore_slots_discarded_total",
+            Kind::Counter,
+            "Restore slots found dead or failing their load; the restore went on in a freshly started ember-vmm.",
+        );
+        e.sample(
+            "ember_restore_slots_discarded_total",
+            &[],
+            inner.restore_slots_discarded as f64,
+        );
+        e.family(
+            "ember_restore_slots_ready",
+            Kind::Gauge,
+            "Restore slots waiting: jailed ember-vmm processes started, API socket answering, bound to no function.",
+        );
+        e.sample(
+            "ember_restore_slots_ready",
+            &[],
+            inner.restore_slots_ready as f64,
+        );
+        e.family(
             "ember_log_lines_dropped_total",
             Kind::Counter,
             "Function log lines not written because the log writer was behind.",
@@ -427,6 +479,9 @@ struct Snapshot {
     snapstart_restore: Histogram,
     snapstart_restore_failures: u64,
     snapstart_spares_taken: u64,
+    restore_slots_taken: u64,
+    restore_slots_discarded: u64,
+    restore_slots_ready: u64,
     log_lines_dropped: u64,
     log_write_errors: u64,
     audit_write_errors: u64,
@@ -441,6 +496,9 @@ impl Inner {
             snapstart_restore: self.snapstart_restore.clone(),
             snapstart_restore_failures: self.snapstart_restore_failures,
             snapstart_spares_taken: self.snapstart_spares_taken,
+            restore_slots_taken: self.restore_slots_taken,
+            restore_slots_discarded: self.restore_slots_discarded,
+            restore_slots_ready: self.restore_slots_ready,
             log_lines_dropped: self.log_lines_dropped,
             log_write_errors: self.log_write_errors,
             audit_write_errors: self.audit_write_errors,

@@ -249,6 +249,15 @@ impl Vault {
         let _ = fs::remove_file(self.sealed_path(&k));
     }
 
+    /// Whether any sealed snapshot exists (SnapStart is in use here).
+    pub fn any(&self) -> bool {
+        fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        })
+    }
+
     /// Whether a sealed snapshot exists for `function:version`.
     pub fn has(&self, function: &str, version: &str) -> bool {
         let k = SnapKey {
