@@ -110,6 +110,7 @@ fn launch(images: &Path, runtime: &str, code: &Path, dir: &Path) -> Environment 
         jail: None,
         api: false,
         restore: None,
+        slot: None,
     };
     let env = Environment::launch(&cfg).unwrap_or_else(|e| {
         panic!(
