@@ -173,6 +173,8 @@ pub fn relimit(
                 }
             }
             if let Some((q, p)) = cpu {
+                // v1 refuses a leaf quota above its parent's (as at create).
+                let q = v1_quota_per(&root.join("cpu/ember"), p).map_or(q, |cap| q.min(cap));
                 let leaf = root.join("cpu/ember").join(id);
                 write(&leaf.join("cpu.cfs_period_us"), &p.to_string())?;
                 write(&leaf.join("cpu.cfs_quota_us"), &q.to_string())?;
