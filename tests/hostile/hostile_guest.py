@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, Emberd, create
+from conftest import REPO, Emberd, create, wait_for
 
 HOSTILE_AGENT = REPO / "guest-agent/kernelless/target/x86_64-unknown-linux-gnu/release/hostile_agent"
 
@@ -97,7 +97,11 @@ def children(pid: int):
 
 def cpu_quota(vmm: int):
     """(quota_us, period_us) of the VMM's cgroup, v1 or v2."""
-    d = cgroup_dir(vmm, "cpu")
+    return cgroup_cpu_quota(cgroup_dir(vmm, "cpu"))
+
+
+def cgroup_cpu_quota(d: str):
+    """(quota_us, period_us) of cpu cgroup directory `d`, v1 or v2."""
     if os.path.exists(os.path.join(d, "cpu.max")):
         q, p = open(os.path.join(d, "cpu.max")).read().split()
         return int(q), int(p)
@@ -111,3 +115,13 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_vmms(e, n):
+    """The VMM pids (the jailers' children) of `n` busy environments of
+    emberd `e`, or None if fewer are busy within 60 s."""
+    def found():
+        busy = [x["Pid"] for x in e.envs() if x["State"] == "busy" and x.get("Pid")]
+        vmms = [c for p in busy for c in children(p)]
+        return vmms if len(vmms) >= n else None
+    return wait_for(found, timeout=60)

@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from conftest import bin_dir, wait_for
+from conftest import bin_dir
 from hostile_guest import (  # noqa: F401
-    assert_still_serves, cgroup_dir, children, cpu_seconds, hostile, invoke,
+    assert_still_serves, busy_vmms, cgroup_cpu_quota, cgroup_dir, cpu_seconds, hostile, invoke,
     make_function,
 )
 
@@ -41,15 +41,6 @@ def switches(pid: int) -> int:
         except OSError:
             pass
     return n
-
-
-def busy_vmms(e, n):
-    """The VMM pids (the jailers' children) of `n` busy environments."""
-    def found():
-        busy = [x["Pid"] for x in e.envs() if x["State"] == "busy" and x.get("Pid")]
-        vmms = [c for p in busy for c in children(p)]
-        return vmms if len(vmms) >= n else None
-    return wait_for(found, timeout=60)
 
 
 def test_a_guest_out_of_credit_waits_quietly_for_the_host(hostile):
@@ -126,11 +117,7 @@ def test_guests_together_are_held_to_the_cpu_all_vms_share(hostile):
     finally:
         done.set()
         th.join()
-    if os.path.exists(os.path.join(parent, "cpu.max")):
-        quota, period = map(int, open(os.path.join(parent, "cpu.max")).read().split())
-    else:
-        quota = int(open(os.path.join(parent, "cpu.cfs_quota_us")).read())
-        period = int(open(os.path.join(parent, "cpu.cfs_period_us")).read())
+    quota, period = cgroup_cpu_quota(parent)
     print(f"4 spinning + 2 storming guests used {used:.2f} cores (cap 1.00 of "
           f"{host_millicores() // 1000}); "
           f"longest gap of a 10 ms sleeper beside them {max(gaps) * 1000:.0f} ms")
